@@ -1,0 +1,532 @@
+package lockstate
+
+import (
+	"sort"
+
+	"google.golang.org/protobuf/proto"
+
+	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
+	raftlogv1 "github.com/dlm/dlm/gen/go/dlm/raftlog/v1"
+)
+
+// DefaultLock is the name of the one lock that guards all files. Named locks
+// will be keyed beside it.
+const DefaultLock = ""
+
+// Limits are the state machine's bounds. They must be equal on every replica;
+// limits that may differ between servers travel inside the commands instead.
+type Limits struct {
+	// Files is the number of files, named file_0 … file_{Files-1}.
+	Files int
+	// MaxOutstanding bounds a session's table of unacknowledged outcomes, so
+	// a client that never acknowledges cannot grow the state without bound.
+	MaxOutstanding int
+}
+
+// DefaultLimits are the limits dlm runs with.
+var DefaultLimits = Limits{Files: 100, MaxOutstanding: 1024}
+
+// Write is one committed append that the caller must apply to a file, in
+// order.
+type Write struct {
+	File string
+	Data []byte
+}
+
+// Grant reports that a session was granted a lock inside an Apply, so that a
+// waiting call can be woken.
+type Grant struct {
+	ClientID uint64
+	Seq      uint64
+	Token    uint64
+}
+
+// Result is what applying one command did.
+type Result struct {
+	// Outcome is the answer to the request, recorded for repeats.
+	Outcome *raftlogv1.Outcome
+	// ClientID is the new session's id after an OpenSession.
+	ClientID uint64
+	// LeaseMs is the new session's lease length after an OpenSession, so the
+	// leader can time it from the moment it exists.
+	LeaseMs uint32
+	// Writes are the appends committed by this command, in order.
+	Writes []Write
+	// Grants are the lock grants made by this command.
+	Grants []Grant
+	// Ended lists sessions that this command closed or expired.
+	Ended []uint64
+}
+
+// Reason returns the outcome's error reason, or unspecified on success.
+func (r Result) Reason() dlmv1.ErrorReason {
+	if r.Outcome == nil {
+		return dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED
+	}
+	return dlmv1.ErrorReason(r.Outcome.ErrorReason)
+}
+
+type session struct {
+	id         uint64
+	secret     string
+	leaseMs    uint32
+	name       string
+	epoch      uint64
+	ackedBelow uint64
+	outcomes   map[uint64]*raftlogv1.Outcome
+	openedMs   int64
+	lastToken  uint64
+}
+
+type waiter struct {
+	clientID uint64
+	seq      uint64
+}
+
+type lock struct {
+	holder      uint64
+	holderSeq   uint64
+	token       uint64
+	grantedMs   int64
+	staged      []Write
+	stagedBytes uint64
+	queue       []waiter
+	lastToken   uint64
+}
+
+// Machine is the replicated state: sessions, the lock with its FIFO queue
+// and staged critical section, per-session outcomes for at-most-once
+// execution, and the committed length of each file. It is deterministic: the
+// same commands at the same indexes give the same state and results. It is
+// not safe for concurrent use.
+type Machine struct {
+	limits   Limits
+	sessions map[uint64]*session
+	locks    map[string]*lock
+	files    map[string]int64
+	applied  uint64
+	nextID   uint64
+}
+
+// New returns an empty machine: no sessions, a free lock, empty files.
+func New(limits Limits) *Machine {
+	m := &Machine{
+		limits:   limits,
+		sessions: make(map[uint64]*session),
+		locks:    map[string]*lock{DefaultLock: {}},
+		files:    make(map[string]int64, limits.Files),
+		nextID:   1,
+	}
+	for i := 0; i < limits.Files; i++ {
+		m.files[FileName(i)] = 0
+	}
+	return m
+}
+
+// AppliedIndex is the index of the last applied command.
+func (m *Machine) AppliedIndex() uint64 { return m.applied }
+
+// Apply executes the command at log index index. Business failures come back
+// as outcomes, never as panics.
+func (m *Machine) Apply(index uint64, cmd *raftlogv1.Command) Result {
+	m.applied = index
+	now := cmd.GetNowUnixMs()
+	switch op := cmd.GetOp().(type) {
+	case *raftlogv1.Command_OpenSession:
+		return m.open(index, now, op.OpenSession)
+	case *raftlogv1.Command_Acquire:
+		return m.acquire(index, now, op.Acquire)
+	case *raftlogv1.Command_Release:
+		return m.release(index, now, op.Release)
+	case *raftlogv1.Command_Append:
+		return m.append(index, op.Append)
+	case *raftlogv1.Command_CloseSession:
+		return m.closeSession(index, now, op.CloseSession)
+	case *raftlogv1.Command_ExpireSession:
+		return m.expire(index, now, op.ExpireSession)
+	default:
+		return fail(dlmv1.ErrorReason_ERROR_REASON_INVALID_ARGUMENT)
+	}
+}
+
+func fail(r dlmv1.ErrorReason) Result {
+	return Result{Outcome: &raftlogv1.Outcome{ErrorReason: uint32(r)}}
+}
+
+func (m *Machine) open(index uint64, now int64, op *raftlogv1.OpenSession) Result {
+	id := m.nextID
+	m.nextID++
+	m.sessions[id] = &session{
+		id:       id,
+		secret:   op.GetSecret(),
+		leaseMs:  op.GetLeaseMs(),
+		name:     op.GetName(),
+		epoch:    index,
+		outcomes: make(map[uint64]*raftlogv1.Outcome),
+		openedMs: now,
+	}
+	return Result{Outcome: &raftlogv1.Outcome{}, ClientID: id, LeaseMs: op.GetLeaseMs()}
+}
+
+// authenticate finds the caller's session. It returns a recorded outcome
+// when the request is a repeat, and a reason when the call must fail without
+// being recorded.
+func (m *Machine) authenticate(c *raftlogv1.Caller) (*session, *raftlogv1.Outcome, dlmv1.ErrorReason) {
+	s, reason := m.lookup(c.GetClientId(), c.GetSecret())
+	if reason != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
+		return nil, nil, reason
+	}
+	seq := c.GetSeq()
+	if seq == 0 {
+		return nil, nil, dlmv1.ErrorReason_ERROR_REASON_SEQUENCE_MISSING
+	}
+	if seq < s.ackedBelow {
+		return nil, nil, dlmv1.ErrorReason_ERROR_REASON_SEQUENCE_ACKNOWLEDGED
+	}
+	if o, ok := s.outcomes[seq]; ok {
+		return s, o, dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED
+	}
+	// A client cannot acknowledge the request it is sending.
+	if ack := min(c.GetAckedBelow(), seq); ack > s.ackedBelow {
+		for q := range s.outcomes {
+			if q < ack {
+				delete(s.outcomes, q)
+			}
+		}
+		s.ackedBelow = ack
+	}
+	if len(s.outcomes) >= m.limits.MaxOutstanding {
+		return nil, nil, dlmv1.ErrorReason_ERROR_REASON_TOO_MANY_REQUESTS
+	}
+	return s, nil, dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED
+}
+
+func (m *Machine) lookup(id uint64, secret string) (*session, dlmv1.ErrorReason) {
+	s, ok := m.sessions[id]
+	switch {
+	case ok && s.secret == secret:
+		return s, dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED
+	case ok:
+		return nil, dlmv1.ErrorReason_ERROR_REASON_BAD_SECRET
+	case id == 0 || id >= m.nextID:
+		return nil, dlmv1.ErrorReason_ERROR_REASON_SESSION_UNKNOWN
+	default:
+		return nil, dlmv1.ErrorReason_ERROR_REASON_SESSION_EXPIRED
+	}
+}
+
+// record stores a new request's outcome so that a repeat returns it, and
+// marks the session active at index.
+func (s *session) record(index, seq uint64, o *raftlogv1.Outcome) Result {
+	s.epoch = index
+	s.outcomes[seq] = o
+	return Result{Outcome: o}
+}
+
+func (m *Machine) acquire(index uint64, now int64, op *raftlogv1.Acquire) Result {
+	s, prior, reason := m.authenticate(op.GetCaller())
+	if reason != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
+		return fail(reason)
+	}
+	if prior != nil {
+		return Result{Outcome: prior}
+	}
+	seq := op.GetCaller().GetSeq()
+	l := m.locks[DefaultLock]
+	switch {
+	case l.holder == s.id:
+		// Re-entrant: the session already holds the grant.
+		return s.record(index, seq, &raftlogv1.Outcome{Granted: true, Token: l.token})
+	case l.position(s.id) > 0:
+		// Already waiting under another seq: one place in the queue.
+		return s.record(index, seq, &raftlogv1.Outcome{Queued: true})
+	case l.holder == 0:
+		res := s.record(index, seq, &raftlogv1.Outcome{Queued: true})
+		l.queue = append(l.queue, waiter{clientID: s.id, seq: seq})
+		res.Grants = m.grantNext(l, index, now)
+		return res
+	case op.GetTry():
+		return s.record(index, seq, &raftlogv1.Outcome{})
+	default:
+		l.queue = append(l.queue, waiter{clientID: s.id, seq: seq})
+		return s.record(index, seq, &raftlogv1.Outcome{Queued: true})
+	}
+}
+
+// grantNext hands a free lock to the first waiter. The token is the index of
+// the entry being applied, so tokens grow across restarts and leaders.
+func (m *Machine) grantNext(l *lock, index uint64, now int64) []Grant {
+	if l.holder != 0 || len(l.queue) == 0 {
+		return nil
+	}
+	w := l.queue[0]
+	l.queue = l.queue[1:]
+	s := m.sessions[w.clientID]
+	l.holder, l.holderSeq, l.token, l.lastToken, l.grantedMs = w.clientID, w.seq, index, index, now
+	l.staged, l.stagedBytes = nil, 0
+	s.lastToken = index
+	// Every acquire of this session that still says "queued" now says
+	// "granted", so a repeat of any of them learns of the grant.
+	for _, o := range s.outcomes {
+		if o.Queued {
+			o.Queued, o.Granted, o.Token = false, true, index
+		}
+	}
+	return []Grant{{ClientID: w.clientID, Seq: w.seq, Token: index}}
+}
+
+// position is the session's 1-based place in the queue, or 0.
+func (l *lock) position(id uint64) int {
+	for i, w := range l.queue {
+		if w.clientID == id {
+			return i + 1
+		}
+	}
+	return 0
+}
+
+func (m *Machine) leaveQueue(l *lock, s *session) {
+	i := l.position(s.id) - 1
+	if i < 0 {
+		return
+	}
+	l.queue = append(l.queue[:i:i], l.queue[i+1:]...)
+	for _, o := range s.outcomes {
+		o.Queued = false
+	}
+}
+
+// endSection ends the current grant: commit turns the staged appends into
+// writes, otherwise they are dropped. The lock goes to the next waiter in the
+// same Apply, so hand-off costs no extra round of consensus.
+func (m *Machine) endSection(l *lock, commit bool, index uint64, now int64) Result {
+	var res Result
+	if commit {
+		res.Writes = l.staged
+		for _, w := range l.staged {
+			m.files[w.File] += int64(len(w.Data))
+		}
+		res.Outcome = &raftlogv1.Outcome{Appends: uint32(len(l.staged)), Bytes: l.stagedBytes}
+	} else {
+		res.Outcome = &raftlogv1.Outcome{}
+	}
+	l.holder, l.holderSeq, l.token, l.grantedMs = 0, 0, 0, 0
+	l.staged, l.stagedBytes = nil, 0
+	res.Grants = m.grantNext(l, index, now)
+	return res
+}
+
+// checkToken says whether the session holds the grant named by token, and
+// why not: a token the session held before is stale (LOCK_EXPIRED); any
+// other is NOT_HOLDER.
+func (l *lock) checkToken(s *session, token uint64) dlmv1.ErrorReason {
+	switch {
+	case l.holder == s.id && l.token == token:
+		return dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED
+	case token != 0 && token <= s.lastToken:
+		return dlmv1.ErrorReason_ERROR_REASON_LOCK_EXPIRED
+	default:
+		return dlmv1.ErrorReason_ERROR_REASON_NOT_HOLDER
+	}
+}
+
+// fencedFailure turns a session failure of a call that carries a token into
+// LOCK_EXPIRED: once the session is gone, so is every grant it held.
+func fencedFailure(reason dlmv1.ErrorReason, token uint64) Result {
+	if reason == dlmv1.ErrorReason_ERROR_REASON_SESSION_EXPIRED && token != 0 {
+		reason = dlmv1.ErrorReason_ERROR_REASON_LOCK_EXPIRED
+	}
+	return fail(reason)
+}
+
+func (m *Machine) release(index uint64, now int64, op *raftlogv1.Release) Result {
+	s, prior, reason := m.authenticate(op.GetCaller())
+	if reason != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
+		return fencedFailure(reason, op.GetToken())
+	}
+	if prior != nil {
+		return Result{Outcome: prior}
+	}
+	seq := op.GetCaller().GetSeq()
+	l := m.locks[DefaultLock]
+	if op.GetToken() == 0 {
+		// Give up whatever the session has. A grant the client never learned
+		// of has nothing staged worth keeping.
+		m.leaveQueue(l, s)
+		if l.holder != s.id {
+			return s.record(index, seq, &raftlogv1.Outcome{})
+		}
+		res := m.endSection(l, false, index, now)
+		s.record(index, seq, res.Outcome)
+		return res
+	}
+	if r := l.checkToken(s, op.GetToken()); r != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
+		return s.record(index, seq, &raftlogv1.Outcome{ErrorReason: uint32(r)})
+	}
+	res := m.endSection(l, !op.GetAbort(), index, now)
+	s.record(index, seq, res.Outcome)
+	return res
+}
+
+func (m *Machine) append(index uint64, op *raftlogv1.Append) Result {
+	s, prior, reason := m.authenticate(op.GetCaller())
+	if reason != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
+		return fencedFailure(reason, op.GetToken())
+	}
+	if prior != nil {
+		return Result{Outcome: prior}
+	}
+	seq := op.GetCaller().GetSeq()
+	l := m.locks[DefaultLock]
+	r := l.checkToken(s, op.GetToken())
+	if r == dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
+		r = m.CheckFile(op.GetFile())
+	}
+	size := uint64(len(op.GetData()))
+	if r == dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
+		switch {
+		case size == 0:
+			r = dlmv1.ErrorReason_ERROR_REASON_DATA_EMPTY
+		case l.stagedBytes+size > op.GetMaxSectionBytes():
+			r = dlmv1.ErrorReason_ERROR_REASON_SECTION_TOO_LARGE
+		}
+	}
+	if r != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
+		return s.record(index, seq, &raftlogv1.Outcome{ErrorReason: uint32(r)})
+	}
+	l.staged = append(l.staged, Write{File: op.GetFile(), Data: op.GetData()})
+	l.stagedBytes += size
+	return s.record(index, seq, &raftlogv1.Outcome{Appends: uint32(len(l.staged)), Bytes: l.stagedBytes})
+}
+
+func (m *Machine) closeSession(index uint64, now int64, op *raftlogv1.CloseSession) Result {
+	s, prior, reason := m.authenticate(op.GetCaller())
+	if reason != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
+		return fail(reason)
+	}
+	if prior != nil {
+		return Result{Outcome: prior}
+	}
+	// Close is an explicit end by the holder, so it commits.
+	return m.endSession(s, true, index, now)
+}
+
+func (m *Machine) expire(index uint64, now int64, op *raftlogv1.ExpireSession) Result {
+	s, ok := m.sessions[op.GetClientId()]
+	if !ok || s.epoch != op.GetEpoch() {
+		// Gone already, or active since the leader decided: nothing to do.
+		return Result{Outcome: &raftlogv1.Outcome{}}
+	}
+	// Expiry is not the holder's decision, so its critical section aborts.
+	return m.endSession(s, false, index, now)
+}
+
+func (m *Machine) endSession(s *session, commit bool, index uint64, now int64) Result {
+	l := m.locks[DefaultLock]
+	m.leaveQueue(l, s)
+	res := Result{Outcome: &raftlogv1.Outcome{}}
+	if l.holder == s.id {
+		res = m.endSection(l, commit, index, now)
+	}
+	delete(m.sessions, s.id)
+	res.Ended = []uint64{s.id}
+	return res
+}
+
+// Check answers, without changing anything, what applying a request from
+// caller would find first: an authentication failure, or the recorded outcome
+// of a repeat (nil when the request is new). The leader uses it to answer a
+// repeated acquire without writing to the log.
+func (m *Machine) Check(c *raftlogv1.Caller) (*raftlogv1.Outcome, dlmv1.ErrorReason) {
+	s, reason := m.lookup(c.GetClientId(), c.GetSecret())
+	if reason != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
+		return nil, reason
+	}
+	if c.GetSeq() == 0 {
+		return nil, dlmv1.ErrorReason_ERROR_REASON_SEQUENCE_MISSING
+	}
+	if c.GetSeq() < s.ackedBelow {
+		return nil, dlmv1.ErrorReason_ERROR_REASON_SEQUENCE_ACKNOWLEDGED
+	}
+	return cloneOutcome(s.outcomes[c.GetSeq()]), dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED
+}
+
+func cloneOutcome(o *raftlogv1.Outcome) *raftlogv1.Outcome {
+	if o == nil {
+		return nil
+	}
+	return proto.Clone(o).(*raftlogv1.Outcome)
+}
+
+// Authenticate checks a session's id and secret.
+func (m *Machine) Authenticate(id uint64, secret string) dlmv1.ErrorReason {
+	_, r := m.lookup(id, secret)
+	return r
+}
+
+// HeldToken is the token of the grant the session holds, or 0.
+func (m *Machine) HeldToken(id uint64) uint64 {
+	if l := m.locks[DefaultLock]; l.holder == id {
+		return l.token
+	}
+	return 0
+}
+
+// QueuePosition is the session's 1-based place in the queue, or 0.
+func (m *Machine) QueuePosition(id uint64) int {
+	return m.locks[DefaultLock].position(id)
+}
+
+// SessionInfo is what the leader needs to time a session's lease.
+type SessionInfo struct {
+	ClientID uint64
+	Name     string
+	LeaseMs  uint32
+	Epoch    uint64
+}
+
+// Sessions lists the open sessions in the order they were opened.
+func (m *Machine) Sessions() []SessionInfo {
+	out := make([]SessionInfo, 0, len(m.sessions))
+	for _, s := range m.sessions {
+		out = append(out, SessionInfo{ClientID: s.id, Name: s.name, LeaseMs: s.leaseMs, Epoch: s.epoch})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ClientID < out[j].ClientID })
+	return out
+}
+
+// Session returns one open session.
+func (m *Machine) Session(id uint64) (SessionInfo, bool) {
+	s, ok := m.sessions[id]
+	if !ok {
+		return SessionInfo{}, false
+	}
+	return SessionInfo{ClientID: s.id, Name: s.name, LeaseMs: s.leaseMs, Epoch: s.epoch}, true
+}
+
+// LockView describes the default lock.
+type LockView struct {
+	Holder        uint64
+	Token         uint64
+	LastToken     uint64
+	GrantedUnixMs int64
+	StagedAppends int
+	StagedBytes   uint64
+	Queue         []uint64
+}
+
+// Lock describes the default lock.
+func (m *Machine) Lock() LockView {
+	l := m.locks[DefaultLock]
+	v := LockView{
+		Holder: l.holder, Token: l.token, LastToken: l.lastToken, GrantedUnixMs: l.grantedMs,
+		StagedAppends: len(l.staged), StagedBytes: l.stagedBytes,
+	}
+	for _, w := range l.queue {
+		v.Queue = append(v.Queue, w.clientID)
+	}
+	return v
+}
+
+// FileSize is a file's committed length.
+func (m *Machine) FileSize(name string) int64 { return m.files[name] }
