@@ -1,0 +1,10 @@
+// Package lockstate is dlm's replicated state machine: sessions, one lock
+// with a FIFO queue and fencing tokens, staged critical sections, and the
+// per-session table of outcomes that makes every request execute at most
+// once.
+//
+// It is pure and deterministic: no clocks, no I/O, no goroutines. Time enters
+// only as the leader's stamp inside a command, and lease expiry arrives as a
+// command decided by the leader. The Raft FSM wraps it, writes the committed
+// appends it returns to the files, and snapshots it.
+package lockstate
