@@ -266,7 +266,7 @@ func (x *Caller) GetAckedBelow() uint64 {
 	return 0
 }
 
-// OpenSession opens a session. Its client_id is the log index of the entry.
+// OpenSession opens a session. Its client_id is the state's next_client_id.
 type OpenSession struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The secret chosen by the leader.
@@ -740,7 +740,10 @@ type State struct {
 	// exactly these bytes of each file after this message.
 	Files []*FileLength `protobuf:"bytes,3,rep,name=files,proto3" json:"files,omitempty"`
 	// The log index of the last applied entry.
-	AppliedIndex  uint64 `protobuf:"varint,4,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	AppliedIndex uint64 `protobuf:"varint,4,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	// The client_id the next session will get; ids are never reused, so an id
+	// below it that has no session belongs to a closed or expired one.
+	NextClientId  uint64 `protobuf:"varint,5,opt,name=next_client_id,json=nextClientId,proto3" json:"next_client_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -803,6 +806,13 @@ func (x *State) GetAppliedIndex() uint64 {
 	return 0
 }
 
+func (x *State) GetNextClientId() uint64 {
+	if x != nil {
+		return x.NextClientId
+	}
+	return 0
+}
+
 // Session is one open session.
 type Session struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -821,7 +831,10 @@ type Session struct {
 	// The recorded outcomes of requests at or above acked_below.
 	Outcomes map[uint64]*Outcome `protobuf:"bytes,7,rep,name=outcomes,proto3" json:"outcomes,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// When the session was opened, in Unix milliseconds (leader's clock).
-	OpenedUnixMs  int64 `protobuf:"varint,8,opt,name=opened_unix_ms,json=openedUnixMs,proto3" json:"opened_unix_ms,omitempty"`
+	OpenedUnixMs int64 `protobuf:"varint,8,opt,name=opened_unix_ms,json=openedUnixMs,proto3" json:"opened_unix_ms,omitempty"`
+	// The token of the latest grant this session received, so that a stale
+	// token is told apart from one the session never held.
+	LastToken     uint64 `protobuf:"varint,9,opt,name=last_token,json=lastToken,proto3" json:"last_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -908,6 +921,13 @@ func (x *Session) GetOutcomes() map[uint64]*Outcome {
 func (x *Session) GetOpenedUnixMs() int64 {
 	if x != nil {
 		return x.OpenedUnixMs
+	}
+	return 0
+}
+
+func (x *Session) GetLastToken() uint64 {
+	if x != nil {
+		return x.LastToken
 	}
 	return 0
 }
@@ -1234,12 +1254,13 @@ const file_dlm_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x05token\x18\x03 \x01(\x04R\x05token\x12\x16\n" +
 	"\x06queued\x18\x04 \x01(\bR\x06queued\x12\x18\n" +
 	"\aappends\x18\x05 \x01(\rR\aappends\x12\x14\n" +
-	"\x05bytes\x18\x06 \x01(\x04R\x05bytes\"\xbf\x01\n" +
+	"\x05bytes\x18\x06 \x01(\x04R\x05bytes\"\xe5\x01\n" +
 	"\x05State\x123\n" +
 	"\bsessions\x18\x01 \x03(\v2\x17.dlm.raftlog.v1.SessionR\bsessions\x12*\n" +
 	"\x05locks\x18\x02 \x03(\v2\x14.dlm.raftlog.v1.LockR\x05locks\x120\n" +
 	"\x05files\x18\x03 \x03(\v2\x1a.dlm.raftlog.v1.FileLengthR\x05files\x12#\n" +
-	"\rapplied_index\x18\x04 \x01(\x04R\fappliedIndex\"\xe3\x02\n" +
+	"\rapplied_index\x18\x04 \x01(\x04R\fappliedIndex\x12$\n" +
+	"\x0enext_client_id\x18\x05 \x01(\x04R\fnextClientId\"\x82\x03\n" +
 	"\aSession\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x16\n" +
 	"\x06secret\x18\x02 \x01(\tR\x06secret\x12\x19\n" +
@@ -1249,7 +1270,9 @@ const file_dlm_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\vacked_below\x18\x06 \x01(\x04R\n" +
 	"ackedBelow\x12A\n" +
 	"\boutcomes\x18\a \x03(\v2%.dlm.raftlog.v1.Session.OutcomesEntryR\boutcomes\x12$\n" +
-	"\x0eopened_unix_ms\x18\b \x01(\x03R\fopenedUnixMs\x1aT\n" +
+	"\x0eopened_unix_ms\x18\b \x01(\x03R\fopenedUnixMs\x12\x1d\n" +
+	"\n" +
+	"last_token\x18\t \x01(\x04R\tlastToken\x1aT\n" +
 	"\rOutcomesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x12-\n" +
 	"\x05value\x18\x02 \x01(\v2\x17.dlm.raftlog.v1.OutcomeR\x05value:\x028\x01\"\x92\x02\n" +
