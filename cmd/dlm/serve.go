@@ -3,9 +3,72 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/dlm/dlm/server/node"
+	"github.com/dlm/dlm/server/service"
 )
 
-func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	return errors.New("serve: not built yet")
+func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg node.Config
+	dataDir := fs.String("data", "./dlm-data", "data folder: raft/ holds the log and snapshots, files/ the files")
+	listen := fs.String("listen", "127.0.0.1:7070", "address for the API (Connect, gRPC, gRPC-Web) and the dashboard")
+	fs.StringVar(&cfg.ID, "id", "node1", "this node's id")
+	fs.DurationVar(&cfg.DefaultLease, "lease", 10*time.Second, "default session lease (a session may ask for another)")
+	fs.DurationVar(&cfg.MinLease, "min-lease", 200*time.Millisecond, "shortest lease a session may ask for")
+	fs.IntVar(&cfg.MaxAppendBytes, "max-append", 1<<20, "largest append in bytes")
+	fs.IntVar(&cfg.MaxSectionBytes, "max-section", 64<<20, "largest critical section in bytes")
+	fs.Uint64Var(&cfg.SnapshotThreshold, "snapshot-threshold", 8192, "log entries between snapshots")
+	verbose := fs.Bool("v", false, "log every leadership and session change")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	level := slog.LevelWarn
+	if *verbose {
+		level = slog.LevelInfo
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	cfg.DataDir, cfg.Logger = *dataDir, log
+
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	cfg.ClientURL = "http://" + ln.Addr().String()
+	n, err := node.Open(cfg)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	srv := &http.Server{
+		Handler:           service.Handler(service.New(n), nil),
+		Protocols:         service.Protocols(),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	fmt.Fprintf(stdout, "dlm serving on %s (data in %s)\n", cfg.ClientURL, cfg.DataDir)
+
+	select {
+	case err = <-served:
+	case <-ctx.Done():
+	}
+	// Stop the node first so that waiting acquires return at once, then let
+	// in-flight calls finish.
+	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	nerr := n.Shutdown()
+	serr := srv.Shutdown(shutCtx)
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return errors.Join(err, nerr, serr)
 }

@@ -1,0 +1,244 @@
+package fsm
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+
+	raftlogv1 "github.com/dlm/dlm/gen/go/dlm/raftlog/v1"
+	"github.com/dlm/dlm/server/lockstate"
+)
+
+// Observer is told of every applied result, in log order, on the FSM's
+// goroutine. It must not block and must not call back into the FSM.
+type Observer func(index uint64, res lockstate.Result)
+
+// FSM implements raft.FSM over a lockstate.Machine and a folder of files.
+type FSM struct {
+	dir    string
+	limits lockstate.Limits
+
+	// mu guards the machine and the open files. Apply and Restore hold it
+	// for writing; readers for reading.
+	mu       sync.RWMutex
+	m        *lockstate.Machine
+	files    map[string]*os.File
+	observer Observer
+	// generation counts restores, so that a snapshot persisted across a
+	// restore is refused rather than written with the wrong bytes.
+	generation uint64
+}
+
+var _ raft.FSM = (*FSM)(nil)
+
+// Open creates the files folder and every file in it, empty: the state is
+// empty until Raft restores the snapshot and replays the log (see the crash
+// argument in the package doc).
+func Open(dir string, limits lockstate.Limits) (*FSM, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("fsm: %w", err)
+	}
+	f := &FSM{dir: dir, limits: limits, m: lockstate.New(limits), files: make(map[string]*os.File)}
+	for _, name := range f.m.FileNames() {
+		fh, err := os.OpenFile(filepath.Join(dir, name), os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o644)
+		if err == nil {
+			err = fh.Truncate(0)
+		}
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("fsm: %w", err)
+		}
+		f.files[name] = fh
+	}
+	return f, nil
+}
+
+// SetObserver installs the observer. Call it before Raft starts.
+func (f *FSM) SetObserver(o Observer) {
+	f.mu.Lock()
+	f.observer = o
+	f.mu.Unlock()
+}
+
+// Close closes the files.
+func (f *FSM) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var errs []error
+	for _, fh := range f.files {
+		errs = append(errs, fh.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Apply applies one committed entry and returns its lockstate.Result.
+func (f *FSM) Apply(l *raft.Log) any {
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	cmd := &raftlogv1.Command{}
+	if err := proto.Unmarshal(l.Data, cmd); err != nil {
+		// A committed entry that cannot be decoded means a bug or a corrupt
+		// log; applying anything else would diverge from the other replicas.
+		panic(fmt.Sprintf("fsm: undecodable log entry %d: %v", l.Index, err))
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	res := f.m.Apply(l.Index, cmd)
+	for _, w := range res.Writes {
+		if _, err := f.files[w.File].Write(w.Data); err != nil {
+			// The state says the bytes are committed; a file that cannot take
+			// them cannot be made to agree. Crash, and the restart rebuilds it.
+			panic(fmt.Sprintf("fsm: write %s at entry %d: %v", w.File, l.Index, err))
+		}
+	}
+	if f.observer != nil {
+		f.observer(l.Index, res)
+	}
+	return res
+}
+
+// View runs fn with the machine under the read lock. fn must not keep it.
+func (f *FSM) View(fn func(m *lockstate.Machine)) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	fn(f.m)
+}
+
+// ReadFile returns up to limit committed bytes of a file from offset; a
+// negative offset counts back from the end. It returns the offset actually
+// used and the committed size.
+func (f *FSM) ReadFile(name string, offset, limit int64) ([]byte, int64, int64, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	size := f.m.FileSize(name)
+	if offset < 0 {
+		offset = max(size+offset, 0)
+	}
+	offset = min(offset, size)
+	n := min(limit, size-offset)
+	buf := make([]byte, n)
+	if _, err := f.files[name].ReadAt(buf, offset); err != nil {
+		return nil, 0, 0, fmt.Errorf("fsm: read %s: %w", name, err)
+	}
+	return buf, offset, size, nil
+}
+
+// Snapshot captures the state; the files' committed prefixes are read by
+// Persist, which is safe because files only grow between restores.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return &snapshot{fsm: f, state: f.m.State(), generation: f.generation}, nil
+}
+
+// Snapshot format: an 8-byte big-endian length, the State message, then for
+// each file in State.files exactly size bytes of its content, in order.
+
+type snapshot struct {
+	fsm        *FSM
+	state      *raftlogv1.State
+	generation uint64
+}
+
+func (s *snapshot) Persist(sink raft.SnapshotSink) error {
+	if err := s.write(sink); err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (s *snapshot) write(w io.Writer) error {
+	head, err := proto.Marshal(s.state)
+	if err != nil {
+		return fmt.Errorf("fsm: encode snapshot: %w", err)
+	}
+	bw := bufio.NewWriterSize(w, 1<<20)
+	if err := binary.Write(bw, binary.BigEndian, uint64(len(head))); err != nil {
+		return err
+	}
+	if _, err := bw.Write(head); err != nil {
+		return err
+	}
+	for _, fl := range s.state.GetFiles() {
+		if err := s.copyFile(bw, fl); err != nil {
+			return err
+		}
+	}
+	return bw.Flush()
+}
+
+func (s *snapshot) copyFile(w io.Writer, fl *raftlogv1.FileLength) error {
+	s.fsm.mu.RLock()
+	fh, gen := s.fsm.files[fl.GetName()], s.fsm.generation
+	s.fsm.mu.RUnlock()
+	if gen != s.generation {
+		return errors.New("fsm: files restored while persisting a snapshot")
+	}
+	if _, err := io.Copy(w, io.NewSectionReader(fh, 0, fl.GetSize())); err != nil {
+		return fmt.Errorf("fsm: snapshot %s: %w", fl.GetName(), err)
+	}
+	return nil
+}
+
+func (s *snapshot) Release() {}
+
+// Restore replaces the state and rewrites every file from the snapshot.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	br := bufio.NewReaderSize(rc, 1<<20)
+	var n uint64
+	if err := binary.Read(br, binary.BigEndian, &n); err != nil {
+		return fmt.Errorf("fsm: read snapshot: %w", err)
+	}
+	if n > 1<<32 {
+		return fmt.Errorf("fsm: snapshot header of %d bytes", n)
+	}
+	head := make([]byte, n)
+	if _, err := io.ReadFull(br, head); err != nil {
+		return fmt.Errorf("fsm: read snapshot: %w", err)
+	}
+	st := &raftlogv1.State{}
+	if err := proto.Unmarshal(head, st); err != nil {
+		return fmt.Errorf("fsm: decode snapshot: %w", err)
+	}
+	m, err := lockstate.Restore(f.limits, st)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.generation++
+	for _, fl := range st.GetFiles() {
+		if err := f.rewrite(fl.GetName(), io.LimitReader(br, fl.GetSize()), fl.GetSize()); err != nil {
+			return err
+		}
+	}
+	f.m = m
+	return nil
+}
+
+// rewrite replaces a file's content in place, keeping its handle.
+func (f *FSM) rewrite(name string, r io.Reader, size int64) error {
+	fh := f.files[name]
+	if err := fh.Truncate(0); err != nil {
+		return fmt.Errorf("fsm: restore %s: %w", name, err)
+	}
+	n, err := io.Copy(fh, r)
+	if err == nil && n != size {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		return fmt.Errorf("fsm: restore %s: %w", name, err)
+	}
+	return nil
+}

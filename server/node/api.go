@@ -1,0 +1,362 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	raftlogv1 "github.com/dlm/dlm/gen/go/dlm/raftlog/v1"
+	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
+	"github.com/dlm/dlm/server/lockstate"
+)
+
+// Session is a newly opened session.
+type Session struct {
+	ClientID uint64
+	Secret   string
+	Lease    time.Duration
+}
+
+// OpenSession opens a session with the requested lease (0 for the default).
+func (n *Node) OpenSession(ctx context.Context, lease time.Duration, name string) (Session, error) {
+	if len(name) > 64 {
+		return Session{}, fail(dlmv1.ErrorReason_ERROR_REASON_INVALID_ARGUMENT, "the session name is longer than 64 bytes")
+	}
+	if lease == 0 {
+		lease = n.cfg.DefaultLease
+	}
+	lease = min(max(lease, n.cfg.MinLease), n.cfg.MaxLease).Truncate(time.Millisecond)
+	var b [16]byte
+	rand.Read(b[:])
+	secret := hex.EncodeToString(b[:])
+	res, err := n.propose(ctx, &raftlogv1.Command{Op: &raftlogv1.Command_OpenSession{OpenSession: &raftlogv1.OpenSession{
+		Secret: secret, LeaseMs: uint32(lease.Milliseconds()), Name: name,
+	}}})
+	if err != nil {
+		return Session{}, err
+	}
+	return Session{ClientID: res.ClientID, Secret: secret, Lease: lease}, nil
+}
+
+// KeepAlive renews a session's lease in the leader's memory and returns the
+// lease length and the token the session holds (0 for none).
+func (n *Node) KeepAlive(id uint64, secret string) (time.Duration, uint64, error) {
+	if _, err := n.leading(); err != nil {
+		return 0, 0, err
+	}
+	var (
+		reason dlmv1.ErrorReason
+		info   lockstate.SessionInfo
+		token  uint64
+	)
+	n.fsm.View(func(m *lockstate.Machine) {
+		if reason = m.Authenticate(id, secret); reason == dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
+			info, _ = m.Session(id)
+			token = m.HeldToken(id)
+		}
+	})
+	if err := reasonError(reason); err != nil {
+		return 0, 0, err
+	}
+	length := time.Duration(info.LeaseMs) * time.Millisecond
+	if !n.leases.renew(time.Now(), id, length) {
+		return 0, 0, reasonError(dlmv1.ErrorReason_ERROR_REASON_SESSION_EXPIRED)
+	}
+	return length, token, nil
+}
+
+// touch renews the lease of a session that just made a call: any call is
+// proof of life.
+func (n *Node) touch(c *raftlogv1.Caller) {
+	var info lockstate.SessionInfo
+	var ok bool
+	n.fsm.View(func(m *lockstate.Machine) {
+		if m.Authenticate(c.GetClientId(), c.GetSecret()) == dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
+			info, ok = m.Session(c.GetClientId())
+		}
+	})
+	if ok {
+		n.leases.renew(time.Now(), info.ClientID, time.Duration(info.LeaseMs)*time.Millisecond)
+	}
+}
+
+// check answers a request from the applied state when it can: a failed
+// authentication, or the recorded outcome of a repeat.
+func (n *Node) check(c *raftlogv1.Caller) (*raftlogv1.Outcome, error) {
+	var (
+		o      *raftlogv1.Outcome
+		reason dlmv1.ErrorReason
+	)
+	n.fsm.View(func(m *lockstate.Machine) { o, reason = m.Check(c) })
+	return o, reasonError(reason)
+}
+
+// Grant is the answer to an acquire.
+type Grant struct {
+	Granted  bool
+	Token    uint64
+	Queued   bool
+	Position int
+}
+
+// Acquire asks for the lock and, unless try is set, waits in the queue up to
+// wait (0 for the default) or ctx's end. A repeat with the same seq keeps the
+// place in the queue.
+func (n *Node) Acquire(ctx context.Context, c *raftlogv1.Caller, try bool, wait time.Duration) (Grant, error) {
+	t, err := n.leading()
+	if err != nil {
+		return Grant{}, err
+	}
+	if wait <= 0 {
+		wait = n.cfg.DefaultPollWait
+	}
+	// Watch before proposing or checking, so a grant in between is not
+	// missed.
+	woken := n.waits.watch(c.GetClientId())
+	o, err := n.check(c)
+	if err != nil {
+		return Grant{}, err
+	}
+	if o == nil {
+		res, err := n.propose(ctx, &raftlogv1.Command{Op: &raftlogv1.Command_Acquire{Acquire: &raftlogv1.Acquire{Caller: c, Try: try}}})
+		if err != nil {
+			return Grant{}, err
+		}
+		if err := reasonError(res.Reason()); err != nil {
+			return Grant{}, err
+		}
+	} else {
+		n.touch(c)
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		o, err := n.check(c)
+		if err != nil {
+			return Grant{}, err
+		}
+		if err := reasonError(dlmv1.ErrorReason(o.GetErrorReason())); err != nil {
+			return Grant{}, err
+		}
+		g := Grant{Granted: o.GetGranted(), Token: o.GetToken(), Queued: o.GetQueued()}
+		if !g.Queued {
+			return g, nil
+		}
+		n.fsm.View(func(m *lockstate.Machine) { g.Position = m.QueuePosition(c.GetClientId()) })
+		select {
+		case <-woken:
+			woken = n.waits.watch(c.GetClientId())
+		case <-timer.C:
+			return g, nil
+		case <-ctx.Done():
+			return g, nil
+		case <-n.stop:
+			return Grant{}, fail(dlmv1.ErrorReason_ERROR_REASON_UNAVAILABLE, "the node is shutting down")
+		case <-t.lost:
+			// The new leader keeps the queue; the client polls it with the
+			// same seq.
+			_, err := n.leading()
+			return Grant{}, err
+		}
+	}
+}
+
+// Release ends the critical section of token (or, with token 0, gives up
+// whatever the session has).
+func (n *Node) Release(ctx context.Context, c *raftlogv1.Caller, token uint64, abort bool) (*raftlogv1.Outcome, error) {
+	return n.mutate(ctx, c, &raftlogv1.Command{Op: &raftlogv1.Command_Release{Release: &raftlogv1.Release{Caller: c, Token: token, Abort: abort}}})
+}
+
+// Append stages data for file in the caller's critical section.
+func (n *Node) Append(ctx context.Context, c *raftlogv1.Caller, token uint64, file string, data []byte) (*raftlogv1.Outcome, error) {
+	// Refuse what needs no state before it reaches the log.
+	var reason dlmv1.ErrorReason
+	n.fsm.View(func(m *lockstate.Machine) { reason = m.CheckFile(file) })
+	switch {
+	case reason != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED:
+		return nil, reasonError(reason)
+	case len(data) == 0:
+		return nil, reasonError(dlmv1.ErrorReason_ERROR_REASON_DATA_EMPTY)
+	case len(data) > n.cfg.MaxAppendBytes:
+		return nil, fail(dlmv1.ErrorReason_ERROR_REASON_DATA_TOO_LARGE, "the append has %d bytes; the limit is %d", len(data), n.cfg.MaxAppendBytes)
+	}
+	return n.mutate(ctx, c, &raftlogv1.Command{Op: &raftlogv1.Command_Append{Append: &raftlogv1.Append{
+		Caller: c, Token: token, File: file, Data: data, MaxSectionBytes: uint64(n.cfg.MaxSectionBytes),
+	}}})
+}
+
+// Close ends the session, committing a held critical section.
+func (n *Node) Close(ctx context.Context, c *raftlogv1.Caller) error {
+	_, err := n.mutate(ctx, c, &raftlogv1.Command{Op: &raftlogv1.Command_CloseSession{CloseSession: &raftlogv1.CloseSession{Caller: c}}})
+	return err
+}
+
+// mutate runs a caller's command at most once: a repeat gets the recorded
+// outcome without touching the log.
+func (n *Node) mutate(ctx context.Context, c *raftlogv1.Caller, cmd *raftlogv1.Command) (*raftlogv1.Outcome, error) {
+	if _, err := n.leading(); err != nil {
+		return nil, err
+	}
+	o, err := n.check(c)
+	if err != nil {
+		return nil, err
+	}
+	if o == nil {
+		res, err := n.propose(ctx, cmd)
+		if err != nil {
+			return nil, err
+		}
+		o = res.Outcome
+	}
+	n.touch(c)
+	return o, reasonError(dlmv1.ErrorReason(o.GetErrorReason()))
+}
+
+// ReadFile returns committed bytes of a file, after confirming leadership so
+// that the answer is linearizable.
+func (n *Node) ReadFile(ctx context.Context, name string, offset, limit int64) ([]byte, int64, int64, error) {
+	var reason dlmv1.ErrorReason
+	n.fsm.View(func(m *lockstate.Machine) { reason = m.CheckFile(name) })
+	if err := reasonError(reason); err != nil {
+		return nil, 0, 0, err
+	}
+	if limit < 0 {
+		return nil, 0, 0, fail(dlmv1.ErrorReason_ERROR_REASON_INVALID_ARGUMENT, "limit must not be negative")
+	}
+	if limit == 0 || limit > n.cfg.MaxReadBytes {
+		limit = n.cfg.MaxReadBytes
+	}
+	if err := n.verifyLeader(ctx); err != nil {
+		return nil, 0, 0, err
+	}
+	return n.fsm.ReadFile(name, offset, limit)
+}
+
+// verifyLeader confirms with a majority that this node still leads, so that
+// a deposed leader never serves a stale read.
+func (n *Node) verifyLeader(ctx context.Context) error {
+	if _, err := n.leading(); err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- n.raft.VerifyLeader().Error() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return &Error{Reason: dlmv1.ErrorReason_ERROR_REASON_NOT_LEADER, LeaderURL: n.leaderURL(), Msg: "leadership not confirmed: " + err.Error()}
+		}
+		return nil
+	case <-ctx.Done():
+		return fail(dlmv1.ErrorReason_ERROR_REASON_UNAVAILABLE, "leadership not confirmed in time")
+	}
+}
+
+// Status describes the node, the lock and the files; with consistent set it
+// first confirms leadership.
+func (n *Node) Status(ctx context.Context, consistent bool) (*dlmv1.StatusResponse, error) {
+	if consistent {
+		if err := n.verifyLeader(ctx); err != nil {
+			return nil, err
+		}
+	}
+	now := time.Now()
+	st := &dlmv1.StatusResponse{Node: n.nodeStatus(), Lock: &dlmv1.LockStatus{}}
+	n.fsm.View(func(m *lockstate.Machine) {
+		lv := m.Lock()
+		st.Lock = &dlmv1.LockStatus{
+			Holder: lv.Holder, Token: lv.Token, LastToken: lv.LastToken,
+			StagedAppends: uint32(lv.StagedAppends), StagedBytes: lv.StagedBytes, Queue: lv.Queue,
+		}
+		for _, s := range m.Sessions() {
+			st.Sessions = append(st.Sessions, &dlmv1.SessionStatus{ClientId: s.ClientID, Name: s.Name, LeaseMs: s.LeaseMs})
+		}
+		for _, name := range m.FileNames() {
+			st.Files = append(st.Files, &dlmv1.FileStatus{Name: name, Size: m.FileSize(name)})
+		}
+	})
+	if st.Lock.Holder != 0 {
+		st.Lock.LeaseLeftMs = n.leases.left(now, st.Lock.Holder).Milliseconds()
+	}
+	for _, s := range st.Sessions {
+		s.LeaseLeftMs = n.leases.left(now, s.ClientId).Milliseconds()
+	}
+	if f := n.raft.GetConfiguration(); f.Error() == nil {
+		_, leaderID := n.raft.LeaderWithID()
+		for _, srv := range f.Configuration().Servers {
+			st.Members = append(st.Members, &dlmv1.MemberStatus{
+				Id: string(srv.ID), RaftAddress: string(srv.Address), Suffrage: suffrage(srv.Suffrage), Leader: srv.ID == leaderID,
+			})
+		}
+	}
+	return st, nil
+}
+
+func suffrage(s raft.ServerSuffrage) string {
+	if s == raft.Voter {
+		return "voter"
+	}
+	return "nonvoter"
+}
+
+func (n *Node) nodeStatus() *dlmv1.NodeStatus {
+	ns := &dlmv1.NodeStatus{
+		Id: n.cfg.ID, LeaderUrl: n.leaderURL(),
+		CommitIndex: n.raft.CommitIndex(), AppliedIndex: n.raft.AppliedIndex(),
+	}
+	switch n.raft.State() {
+	case raft.Leader:
+		ns.Role = "leader"
+	case raft.Candidate:
+		ns.Role = "candidate"
+	case raft.Follower:
+		ns.Role = "follower"
+	default:
+		ns.Role = "shutdown"
+	}
+	ns.Term = n.raft.CurrentTerm()
+	return ns
+}
+
+// expireLeases proposes the expiry of every session whose lease ran out on
+// this leader. One goroutine scans the table: leases are many, and a scan
+// every tick is cheaper than a timer each.
+func (n *Node) expireLeases() {
+	defer n.done.Done()
+	tick := time.NewTicker(min(50*time.Millisecond, n.cfg.MinLease/4))
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case now := <-tick.C:
+			for _, id := range n.leases.due(now) {
+				go n.expire(id)
+			}
+		}
+	}
+}
+
+func (n *Node) expire(id uint64) {
+	info, ok := lockstate.SessionInfo{}, false
+	n.fsm.View(func(m *lockstate.Machine) { info, ok = m.Session(id) })
+	if !ok {
+		n.leases.remove(id)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := n.propose(ctx, &raftlogv1.Command{Op: &raftlogv1.Command_ExpireSession{ExpireSession: &raftlogv1.ExpireSession{ClientId: id, Epoch: info.Epoch}}})
+	if err != nil {
+		n.log.Warn("lease expiry not committed", "client", id, "err", err)
+	}
+	if len(res.Ended) == 0 {
+		// Not expired: the session acted in between, or the proposal failed
+		// (a new leader starts fresh leases anyway).
+		n.leases.spared(time.Now(), id)
+		return
+	}
+	n.log.Info("session expired", "client", id)
+}

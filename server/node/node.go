@@ -1,0 +1,311 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	wal "github.com/hashicorp/raft-wal"
+	"google.golang.org/protobuf/proto"
+
+	raftlogv1 "github.com/dlm/dlm/gen/go/dlm/raftlog/v1"
+	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
+	"github.com/dlm/dlm/server/fsm"
+	"github.com/dlm/dlm/server/lockstate"
+)
+
+// Config is one node's settings.
+type Config struct {
+	// ID is the node's Raft server id.
+	ID string
+	// DataDir holds raft/ (log and snapshots) and files/.
+	DataDir string
+	// ClientURL is the base URL clients use to reach this node, given to
+	// clients that ask a follower.
+	ClientURL string
+	// DefaultLease, MinLease and MaxLease bound the lease a session gets.
+	DefaultLease, MinLease, MaxLease time.Duration
+	// MaxAppendBytes bounds one append; MaxSectionBytes one critical section.
+	MaxAppendBytes, MaxSectionBytes int
+	// DefaultPollWait is how long an acquire waits in the queue when the
+	// request does not say.
+	DefaultPollWait time.Duration
+	// MaxReadBytes bounds one ReadFile answer.
+	MaxReadBytes int64
+	// SnapshotThreshold is how many log entries trigger a snapshot.
+	SnapshotThreshold uint64
+	// Logger receives the node's logs.
+	Logger *slog.Logger
+}
+
+// Defaults fills unset fields with dlm's defaults.
+func (c *Config) Defaults() {
+	set := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	set(&c.DefaultLease, 10*time.Second)
+	set(&c.MinLease, 200*time.Millisecond)
+	set(&c.MaxLease, 5*time.Minute)
+	set(&c.DefaultPollWait, 5*time.Second)
+	if c.ID == "" {
+		c.ID = "node1"
+	}
+	if c.MaxAppendBytes == 0 {
+		c.MaxAppendBytes = 1 << 20
+	}
+	if c.MaxSectionBytes == 0 {
+		c.MaxSectionBytes = 64 << 20
+	}
+	if c.MaxReadBytes == 0 {
+		c.MaxReadBytes = 4 << 20
+	}
+	if c.SnapshotThreshold == 0 {
+		c.SnapshotThreshold = 8192
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Node is a running server.
+type Node struct {
+	cfg    Config
+	log    *slog.Logger
+	raft   *raft.Raft
+	fsm    *fsm.FSM
+	wal    *wal.WAL
+	leases *leases
+	waits  *waiters
+
+	mu sync.Mutex
+	// term is the current leadership: non-nil only while this node leads
+	// and has applied every earlier entry. It is closed when that ends.
+	term *leaderTerm
+
+	stop chan struct{}
+	done sync.WaitGroup
+}
+
+// leaderTerm is one stretch of leadership.
+type leaderTerm struct {
+	lost chan struct{}
+}
+
+// Open starts a node with its data in cfg.DataDir, as a one-member cluster
+// when the folder is new.
+func Open(cfg Config) (*Node, error) {
+	cfg.Defaults()
+	n := &Node{cfg: cfg, log: cfg.Logger, stop: make(chan struct{})}
+	raftDir := filepath.Join(cfg.DataDir, "raft")
+	if err := os.MkdirAll(filepath.Join(raftDir, "wal"), 0o755); err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	f, err := fsm.Open(filepath.Join(cfg.DataDir, "files"), lockstate.DefaultLimits)
+	if err != nil {
+		return nil, err
+	}
+	n.fsm = f
+	n.leases = newLeases()
+	n.waits = newWaiters()
+	f.SetObserver(n.observe)
+
+	hlog := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: os.Stderr})
+	w, err := wal.Open(filepath.Join(raftDir, "wal"), wal.WithLogger(hlog))
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("node: open log: %w", err)
+	}
+	n.wal = w
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(raftDir, 2, hlog)
+	if err != nil {
+		n.closeStores()
+		return nil, fmt.Errorf("node: open snapshots: %w", err)
+	}
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.ID)
+	rc.Logger = hlog
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	// Short timeouts: a single node elects itself sooner after a restart,
+	// and a cluster fails over well within a default lease.
+	rc.HeartbeatTimeout = 500 * time.Millisecond
+	rc.ElectionTimeout = 500 * time.Millisecond
+	rc.LeaderLeaseTimeout = 250 * time.Millisecond
+	rc.CommitTimeout = 5 * time.Millisecond
+	addr, trans := raft.NewInmemTransport(raft.ServerAddress(cfg.ID))
+
+	exists, err := raft.HasExistingState(w, w, snaps)
+	if err != nil {
+		n.closeStores()
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	if !exists {
+		boot := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: addr}}}
+		if err := raft.BootstrapCluster(rc, w, w, snaps, trans, boot); err != nil {
+			n.closeStores()
+			return nil, fmt.Errorf("node: bootstrap: %w", err)
+		}
+	}
+	r, err := raft.NewRaft(rc, f, w, w, snaps, trans)
+	if err != nil {
+		n.closeStores()
+		return nil, fmt.Errorf("node: start raft: %w", err)
+	}
+	n.raft = r
+	n.done.Add(2)
+	go n.watchLeadership()
+	go n.expireLeases()
+	return n, nil
+}
+
+func (n *Node) closeStores() {
+	n.fsm.Close()
+	n.wal.Close()
+}
+
+// Shutdown stops the node: waiting calls return Unavailable, Raft shuts down,
+// the stores close.
+func (n *Node) Shutdown() error {
+	close(n.stop)
+	err := n.raft.Shutdown().Error()
+	n.done.Wait()
+	n.endTerm()
+	n.closeStores()
+	return err
+}
+
+// watchLeadership starts a leader term on winning an election and ends it on
+// losing one.
+func (n *Node) watchLeadership() {
+	defer n.done.Done()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-n.raft.LeaderCh():
+		}
+		// Signals may be coalesced, so every signal ends the current term and
+		// the raft state says whether a new one begins.
+		n.endTerm()
+		if n.raft.State() != raft.Leader {
+			continue
+		}
+		// The barrier applies every entry of earlier terms, so the state is
+		// complete before this node answers anything.
+		if err := n.raft.Barrier(0).Error(); err != nil {
+			n.log.Warn("leader barrier failed", "err", err)
+			continue
+		}
+		n.beginTerm()
+	}
+}
+
+func (n *Node) beginTerm() {
+	var sessions []lockstate.SessionInfo
+	n.fsm.View(func(m *lockstate.Machine) { sessions = m.Sessions() })
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	// Keepalives were not logged, so no one knows when each session was last
+	// seen: every session gets a full fresh lease.
+	n.leases.reset(time.Now(), sessions)
+	n.term = &leaderTerm{lost: make(chan struct{})}
+	n.log.Info("leading", "sessions", len(sessions))
+}
+
+func (n *Node) endTerm() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.term == nil {
+		return
+	}
+	close(n.term.lost)
+	n.term = nil
+	n.leases.reset(time.Time{}, nil)
+	n.log.Info("no longer leading")
+}
+
+// leading returns the current term, or a NOT_LEADER error naming the leader.
+func (n *Node) leading() (*leaderTerm, error) {
+	n.mu.Lock()
+	t := n.term
+	n.mu.Unlock()
+	if t != nil {
+		return t, nil
+	}
+	select {
+	case <-n.stop:
+		return nil, fail(dlmv1.ErrorReason_ERROR_REASON_UNAVAILABLE, "the node is shutting down")
+	default:
+	}
+	if n.raft.State() == raft.Leader {
+		return nil, fail(dlmv1.ErrorReason_ERROR_REASON_UNAVAILABLE, "the leader is catching up: retry")
+	}
+	return nil, &Error{Reason: dlmv1.ErrorReason_ERROR_REASON_NOT_LEADER, LeaderURL: n.leaderURL(), Msg: "this node is not the leader"}
+}
+
+// leaderURL is the leader's client URL when known. A single node knows only
+// itself.
+func (n *Node) leaderURL() string {
+	if _, id := n.raft.LeaderWithID(); id == raft.ServerID(n.cfg.ID) {
+		return n.cfg.ClientURL
+	}
+	return ""
+}
+
+// observe runs on the FSM goroutine for every applied entry.
+func (n *Node) observe(index uint64, res lockstate.Result) {
+	if res.ClientID != 0 {
+		n.leases.opened(time.Now(), res.ClientID, time.Duration(res.LeaseMs)*time.Millisecond)
+	}
+	for _, g := range res.Grants {
+		n.waits.wake(g.ClientID)
+	}
+	for _, id := range res.Ended {
+		n.leases.remove(id)
+		n.waits.wake(id)
+	}
+}
+
+// propose commits a command and returns its result. The wait is bounded by
+// ctx: Raft cannot cancel an entry once proposed, so on timeout the outcome
+// is unknown, and the client's retry with the same seq resolves it.
+func (n *Node) propose(ctx context.Context, cmd *raftlogv1.Command) (lockstate.Result, error) {
+	if _, err := n.leading(); err != nil {
+		return lockstate.Result{}, err
+	}
+	cmd.NowUnixMs = time.Now().UnixMilli()
+	data, err := proto.Marshal(cmd)
+	if err != nil {
+		return lockstate.Result{}, fmt.Errorf("node: encode command: %w", err)
+	}
+	timeout := 10 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	fut := n.raft.Apply(data, timeout)
+	done := make(chan error, 1)
+	go func() { done <- fut.Error() }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		return lockstate.Result{}, fail(dlmv1.ErrorReason_ERROR_REASON_UNAVAILABLE, "the change was not committed in time (it may still be): retry with the same seq")
+	}
+	switch {
+	case err == nil:
+		return fut.Response().(lockstate.Result), nil
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return lockstate.Result{}, &Error{Reason: dlmv1.ErrorReason_ERROR_REASON_NOT_LEADER, LeaderURL: n.leaderURL(), Msg: "leadership lost (the change may have committed): retry with the same seq"}
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return lockstate.Result{}, fail(dlmv1.ErrorReason_ERROR_REASON_UNAVAILABLE, "the node is shutting down")
+	default:
+		return lockstate.Result{}, fail(dlmv1.ErrorReason_ERROR_REASON_UNAVAILABLE, "not committed: %v", err)
+	}
+}

@@ -1,0 +1,45 @@
+package service
+
+import (
+	"net/http"
+
+	"connectrpc.com/connect"
+	connectcors "connectrpc.com/cors"
+	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
+	"github.com/rs/cors"
+
+	"github.com/dlm/dlm/gen/go/dlm/v1/dlmv1connect"
+)
+
+// Handler serves the LockService (Connect, gRPC and gRPC-Web), gRPC server
+// reflection (v1 and v1alpha) and gRPC health checking, behind CORS so a page
+// from another origin can call it. extra, when not nil, serves every other
+// path (the dashboard).
+func Handler(svc *Service, extra http.Handler, opts ...connect.HandlerOption) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle(dlmv1connect.NewLockServiceHandler(svc, opts...))
+	reflector := grpcreflect.NewStaticReflector(dlmv1connect.LockServiceName)
+	mux.Handle(grpcreflect.NewHandlerV1(reflector))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(dlmv1connect.LockServiceName)))
+	if extra != nil {
+		mux.Handle("/", extra)
+	}
+	return cors.New(cors.Options{
+		AllowedOrigins: []string{"*"},
+		AllowedMethods: connectcors.AllowedMethods(),
+		AllowedHeaders: connectcors.AllowedHeaders(),
+		ExposedHeaders: connectcors.ExposedHeaders(),
+		MaxAge:         7200,
+	}).Handler(mux)
+}
+
+// Protocols are the server's: HTTP/1.1 for Connect and gRPC-Web from
+// browsers, and HTTP/2 in cleartext for gRPC.
+func Protocols() *http.Protocols {
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	return p
+}

@@ -1,0 +1,120 @@
+package service
+
+import (
+	"context"
+	"time"
+
+	"connectrpc.com/connect"
+
+	raftlogv1 "github.com/dlm/dlm/gen/go/dlm/raftlog/v1"
+	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
+	"github.com/dlm/dlm/gen/go/dlm/v1/dlmv1connect"
+	"github.com/dlm/dlm/server/node"
+)
+
+// Backend is what the service needs of a node.
+type Backend interface {
+	OpenSession(ctx context.Context, lease time.Duration, name string) (node.Session, error)
+	KeepAlive(id uint64, secret string) (time.Duration, uint64, error)
+	Acquire(ctx context.Context, c *raftlogv1.Caller, try bool, wait time.Duration) (node.Grant, error)
+	Release(ctx context.Context, c *raftlogv1.Caller, token uint64, abort bool) (*raftlogv1.Outcome, error)
+	Append(ctx context.Context, c *raftlogv1.Caller, token uint64, file string, data []byte) (*raftlogv1.Outcome, error)
+	Close(ctx context.Context, c *raftlogv1.Caller) error
+	ReadFile(ctx context.Context, name string, offset, limit int64) ([]byte, int64, int64, error)
+	Status(ctx context.Context, consistent bool) (*dlmv1.StatusResponse, error)
+}
+
+var _ Backend = (*node.Node)(nil)
+
+// Service implements the LockService handler over a Backend.
+type Service struct {
+	b Backend
+}
+
+var _ dlmv1connect.LockServiceHandler = (*Service)(nil)
+
+// New returns the service for b.
+func New(b Backend) *Service { return &Service{b: b} }
+
+// Init opens a session.
+func (s *Service) Init(ctx context.Context, req *connect.Request[dlmv1.InitRequest]) (*connect.Response[dlmv1.InitResponse], error) {
+	ses, err := s.b.OpenSession(ctx, time.Duration(req.Msg.GetLeaseMs())*time.Millisecond, req.Msg.GetName())
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&dlmv1.InitResponse{
+		ClientId: ses.ClientID, Secret: ses.Secret, LeaseMs: uint32(ses.Lease.Milliseconds()),
+	}), nil
+}
+
+// KeepAlive renews a session's lease.
+func (s *Service) KeepAlive(_ context.Context, req *connect.Request[dlmv1.KeepAliveRequest]) (*connect.Response[dlmv1.KeepAliveResponse], error) {
+	lease, token, err := s.b.KeepAlive(req.Msg.GetClientId(), req.Msg.GetSecret())
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&dlmv1.KeepAliveResponse{LeaseMs: uint32(lease.Milliseconds()), Token: token}), nil
+}
+
+// LockAcquire grants the lock or waits in the queue.
+func (s *Service) LockAcquire(ctx context.Context, req *connect.Request[dlmv1.LockAcquireRequest]) (*connect.Response[dlmv1.LockAcquireResponse], error) {
+	m := req.Msg
+	g, err := s.b.Acquire(ctx, caller(m.GetClientId(), m.GetSecret(), m.GetSeq(), m.GetAckedBelow()), m.GetTry(), time.Duration(m.GetWaitMs())*time.Millisecond)
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&dlmv1.LockAcquireResponse{
+		Granted: g.Granted, Token: g.Token, Queued: g.Queued, QueuePosition: uint32(g.Position),
+	}), nil
+}
+
+// LockRelease ends a critical section.
+func (s *Service) LockRelease(ctx context.Context, req *connect.Request[dlmv1.LockReleaseRequest]) (*connect.Response[dlmv1.LockReleaseResponse], error) {
+	m := req.Msg
+	o, err := s.b.Release(ctx, caller(m.GetClientId(), m.GetSecret(), m.GetSeq(), m.GetAckedBelow()), m.GetToken(), m.GetAbort())
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&dlmv1.LockReleaseResponse{CommittedAppends: o.GetAppends(), CommittedBytes: o.GetBytes()}), nil
+}
+
+// AppendFile stages an append.
+func (s *Service) AppendFile(ctx context.Context, req *connect.Request[dlmv1.AppendFileRequest]) (*connect.Response[dlmv1.AppendFileResponse], error) {
+	m := req.Msg
+	o, err := s.b.Append(ctx, caller(m.GetClientId(), m.GetSecret(), m.GetSeq(), m.GetAckedBelow()), m.GetToken(), m.GetFile(), m.GetData())
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&dlmv1.AppendFileResponse{StagedAppends: o.GetAppends(), StagedBytes: o.GetBytes()}), nil
+}
+
+// Close ends a session.
+func (s *Service) Close(ctx context.Context, req *connect.Request[dlmv1.CloseRequest]) (*connect.Response[dlmv1.CloseResponse], error) {
+	m := req.Msg
+	if err := s.b.Close(ctx, caller(m.GetClientId(), m.GetSecret(), m.GetSeq(), m.GetAckedBelow())); err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&dlmv1.CloseResponse{Status: "disconnected"}), nil
+}
+
+// ReadFile returns committed bytes of a file.
+func (s *Service) ReadFile(ctx context.Context, req *connect.Request[dlmv1.ReadFileRequest]) (*connect.Response[dlmv1.ReadFileResponse], error) {
+	data, off, size, err := s.b.ReadFile(ctx, req.Msg.GetFile(), req.Msg.GetOffset(), req.Msg.GetLimit())
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&dlmv1.ReadFileResponse{Data: data, Offset: off, Size: size}), nil
+}
+
+// Status describes the service.
+func (s *Service) Status(ctx context.Context, req *connect.Request[dlmv1.StatusRequest]) (*connect.Response[dlmv1.StatusResponse], error) {
+	st, err := s.b.Status(ctx, req.Msg.GetConsistent())
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(st), nil
+}
+
+func caller(id uint64, secret string, seq, acked uint64) *raftlogv1.Caller {
+	return &raftlogv1.Caller{ClientId: id, Secret: secret, Seq: seq, AckedBelow: acked}
+}
