@@ -1,0 +1,213 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"connectrpc.com/connect"
+
+	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
+)
+
+// Sentinel errors. Service errors match them through (*Error).Is, so callers
+// test errors.Is(err, client.ErrLockExpired) without reading messages.
+var (
+	// ErrLockExpired means the grant is no longer current: the lock was
+	// released, revoked after the lease ran out, or granted anew. Nothing of
+	// the critical section reached the files; acquire the lock again.
+	ErrLockExpired = errors.New("dlm: lock expired")
+	// ErrNotHolder means the session does not hold the lock.
+	ErrNotHolder = errors.New("dlm: not the lock holder")
+	// ErrFileNotFound means no file has the name.
+	ErrFileNotFound = errors.New("dlm: file not found")
+	// ErrInvalidFileName means the name is not of the form file_N.
+	ErrInvalidFileName = errors.New("dlm: invalid file name")
+	// ErrSessionExpired means the session's lease ran out or it was closed.
+	ErrSessionExpired = errors.New("dlm: session expired")
+	// ErrSessionUnknown means the service never opened the session.
+	ErrSessionUnknown = errors.New("dlm: session unknown")
+	// ErrBadSecret means the session secret did not match.
+	ErrBadSecret = errors.New("dlm: bad session secret")
+	// ErrNotAvailable means TryAcquire found the lock held by another
+	// session.
+	ErrNotAvailable = errors.New("dlm: lock not available")
+	// ErrUnavailable means the service could not be reached, or could not
+	// commit, within the retry budget. The error also wraps the last cause.
+	ErrUnavailable = errors.New("dlm: service unavailable")
+	// ErrDataEmpty means an append carried no data.
+	ErrDataEmpty = errors.New("dlm: empty append")
+	// ErrDataTooLarge means an append exceeded the per-append limit.
+	ErrDataTooLarge = errors.New("dlm: append too large")
+	// ErrSectionTooLarge means the critical section would exceed its size
+	// limit; release or abort it and start another.
+	ErrSectionTooLarge = errors.New("dlm: critical section too large")
+	// ErrSequenceAcknowledged means a request's sequence number was below
+	// the acknowledged mark, so the service no longer knows its answer.
+	ErrSequenceAcknowledged = errors.New("dlm: request already acknowledged")
+	// ErrTooManyRequests means the session has too many unacknowledged
+	// requests.
+	ErrTooManyRequests = errors.New("dlm: too many unacknowledged requests")
+	// ErrInvalidArgument means the service refused a malformed request.
+	ErrInvalidArgument = errors.New("dlm: invalid argument")
+	// ErrClosed means the Client was closed.
+	ErrClosed = errors.New("dlm: client closed")
+)
+
+var reasonSentinels = map[dlmv1.ErrorReason]error{
+	dlmv1.ErrorReason_ERROR_REASON_LOCK_EXPIRED:          ErrLockExpired,
+	dlmv1.ErrorReason_ERROR_REASON_NOT_HOLDER:            ErrNotHolder,
+	dlmv1.ErrorReason_ERROR_REASON_FILE_NOT_FOUND:        ErrFileNotFound,
+	dlmv1.ErrorReason_ERROR_REASON_INVALID_FILE_NAME:     ErrInvalidFileName,
+	dlmv1.ErrorReason_ERROR_REASON_SESSION_EXPIRED:       ErrSessionExpired,
+	dlmv1.ErrorReason_ERROR_REASON_SESSION_UNKNOWN:       ErrSessionUnknown,
+	dlmv1.ErrorReason_ERROR_REASON_BAD_SECRET:            ErrBadSecret,
+	dlmv1.ErrorReason_ERROR_REASON_NOT_LEADER:            ErrUnavailable,
+	dlmv1.ErrorReason_ERROR_REASON_UNAVAILABLE:           ErrUnavailable,
+	dlmv1.ErrorReason_ERROR_REASON_SEQUENCE_MISSING:      ErrInvalidArgument,
+	dlmv1.ErrorReason_ERROR_REASON_SEQUENCE_ACKNOWLEDGED: ErrSequenceAcknowledged,
+	dlmv1.ErrorReason_ERROR_REASON_DATA_EMPTY:            ErrDataEmpty,
+	dlmv1.ErrorReason_ERROR_REASON_DATA_TOO_LARGE:        ErrDataTooLarge,
+	dlmv1.ErrorReason_ERROR_REASON_SECTION_TOO_LARGE:     ErrSectionTooLarge,
+	dlmv1.ErrorReason_ERROR_REASON_TOO_MANY_REQUESTS:     ErrTooManyRequests,
+	dlmv1.ErrorReason_ERROR_REASON_INVALID_ARGUMENT:      ErrInvalidArgument,
+}
+
+// Error is an error answered by the service (or by the RPC layer on its
+// way). errors.As gives the code and reason; errors.Is matches the sentinel
+// of the reason.
+type Error struct {
+	// Code is the Connect code of the answer.
+	Code connect.Code
+	// Reason is the service's reason, from the error's ErrorDetail;
+	// ERROR_REASON_UNSPECIFIED when the answer carried none.
+	Reason dlmv1.ErrorReason
+	// LeaderURL is the leader's base URL that came with NOT_LEADER.
+	LeaderURL string
+	// Err is the underlying *connect.Error.
+	Err error
+}
+
+func (e *Error) Error() string {
+	var msg string
+	if ce := new(connect.Error); errors.As(e.Err, &ce) {
+		msg = ce.Message()
+	} else if e.Err != nil {
+		msg = e.Err.Error()
+	}
+	var head string
+	if s, ok := reasonSentinels[e.Reason]; ok {
+		head = s.Error()
+	} else {
+		head = "dlm: " + e.Code.String()
+	}
+	if msg == "" {
+		return head
+	}
+	return head + ": " + msg
+}
+
+// Unwrap returns the underlying *connect.Error.
+func (e *Error) Unwrap() error { return e.Err }
+
+// Is reports whether target is the sentinel error of e's reason.
+func (e *Error) Is(target error) bool {
+	s, ok := reasonSentinels[e.Reason]
+	return ok && s == target
+}
+
+// newError interprets a failed RPC. It returns nil for nil.
+func newError(err error) *Error {
+	if err == nil {
+		return nil
+	}
+	if e := new(Error); errors.As(err, &e) {
+		return e
+	}
+	e := &Error{Code: connect.CodeOf(err), Err: err}
+	ce := new(connect.Error)
+	if !errors.As(err, &ce) {
+		return e
+	}
+	for _, d := range ce.Details() {
+		v, derr := d.Value()
+		if derr != nil {
+			continue
+		}
+		if ed, ok := v.(*dlmv1.ErrorDetail); ok {
+			e.Reason = ed.GetReason()
+			e.LeaderURL = ed.GetLeaderUrl()
+			break
+		}
+	}
+	return e
+}
+
+// reasonOf returns the service reason carried by err, if any.
+func reasonOf(err error) dlmv1.ErrorReason {
+	if err == nil {
+		return dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED
+	}
+	if e := new(Error); errors.As(err, &e) {
+		return e.Reason
+	}
+	return newError(err).Reason
+}
+
+// retryable reports whether a failed attempt may be repeated: the service
+// gave no definite answer. Every request carries its sequence number, so a
+// repeat is harmless even when the first attempt did reach the service.
+func retryable(err error) bool {
+	if err == nil {
+		return false
+	}
+	e := newError(err)
+	if connect.IsWireError(e.Err) {
+		// The service (or a proxy) answered. Only "try again" answers are
+		// not final; everything else, even an unexpected code, is.
+		switch e.Code {
+		case connect.CodeUnavailable, connect.CodeDeadlineExceeded:
+			return true
+		}
+		return false
+	}
+	// Raised on this side: the connection was refused or reset, the stream
+	// was reset, the attempt timed out, the answer was cut off. None of
+	// these is an answer from the service.
+	switch e.Code {
+	case connect.CodeUnavailable, connect.CodeDeadlineExceeded, connect.CodeCanceled,
+		connect.CodeUnknown, connect.CodeInternal, connect.CodeResourceExhausted:
+		return true
+	}
+	return false
+}
+
+// retryError is returned when retries run out: either the retry budget
+// (it matches ErrUnavailable) or the caller's context (it matches the
+// context's error). It also wraps the last failure.
+type retryError struct {
+	op       string
+	attempts int
+	stop     error // ErrUnavailable, or the caller's context error
+	last     error
+}
+
+func (e *retryError) Error() string {
+	var b strings.Builder
+	if e.stop == ErrUnavailable {
+		fmt.Fprintf(&b, "%v: %s failed after %d attempts", ErrUnavailable, e.op, e.attempts)
+	} else {
+		fmt.Fprintf(&b, "dlm: %s: %v after %d attempts", e.op, e.stop, e.attempts)
+	}
+	if e.last != nil {
+		fmt.Fprintf(&b, ": %v", e.last)
+	}
+	return b.String()
+}
+
+func (e *retryError) Unwrap() []error {
+	if e.last == nil {
+		return []error{e.stop}
+	}
+	return []error{e.stop, e.last}
+}

@@ -1,0 +1,120 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"connectrpc.com/connect"
+
+	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
+)
+
+// keepAlive renews the session's lease every third of it until ctx ends,
+// and watches the held grant: it is lost when the service says the session
+// expired or names another grant, or when no renewal was answered for a
+// whole lease.
+func (c *Client) keepAlive(ctx context.Context) {
+	defer close(c.keepAliveDone)
+	timer := time.NewTimer(c.keepAliveInterval())
+	defer timer.Stop()
+	failures := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		if c.keepAliveOnce(ctx) {
+			failures = 0
+			timer.Reset(c.keepAliveInterval())
+			continue
+		}
+		failures++
+		// Retry soon: during a failover the new leader must hear from the
+		// session before the lease runs out.
+		timer.Reset(min(backoff(failures), c.keepAliveInterval()/2))
+	}
+}
+
+func (c *Client) keepAliveInterval() time.Duration {
+	c.mu.Lock()
+	s := c.sess
+	c.mu.Unlock()
+	return max(s.leaseLength()/3, 10*time.Millisecond)
+}
+
+// keepAliveOnce sends one KeepAlive and reports whether it was answered.
+func (c *Client) keepAliveOnce(ctx context.Context) bool {
+	c.mu.Lock()
+	s := c.sess
+	c.mu.Unlock()
+	if s.isExpired() {
+		// Nothing to keep alive until Acquire opens a new session.
+		return true
+	}
+	u, api := c.eps.pick()
+	sent := time.Now()
+	actx, cancel := context.WithTimeout(ctx, min(c.o.attemptTimeout, max(s.leaseLength()/3, 10*time.Millisecond)))
+	resp, err := api.KeepAlive(actx, connect.NewRequest(&dlmv1.KeepAliveRequest{ClientId: s.id, Secret: s.secret}))
+	cancel()
+	if ctx.Err() != nil {
+		return true
+	}
+	if err == nil {
+		s.renewed(sent, time.Duration(resp.Msg.GetLeaseMs())*time.Millisecond)
+		c.checkGrant(s, resp.Msg.GetToken())
+		return true
+	}
+	switch reasonOf(err) {
+	case dlmv1.ErrorReason_ERROR_REASON_SESSION_EXPIRED,
+		dlmv1.ErrorReason_ERROR_REASON_SESSION_UNKNOWN,
+		dlmv1.ErrorReason_ERROR_REASON_BAD_SECRET:
+		s.markExpired()
+		c.loseGrant(s, newError(err), true)
+		return true
+	}
+	c.log.Debug("dlm: keepalive failed", "client_id", s.id, "endpoint", u, "err", err)
+	if retryable(err) {
+		c.eps.failed(u, err)
+	}
+	if silence, lease := s.silentFor(time.Now()); silence >= lease {
+		c.loseGrant(s, fmt.Errorf("%w: no keepalive answered for %v (lease %v): %w", ErrLockExpired, silence.Round(time.Millisecond), lease, err), false)
+	}
+	return false
+}
+
+// checkGrant compares the grant the service says session s holds with the
+// one the client knows of.
+func (c *Client) checkGrant(s *session, token uint64) {
+	c.mu.Lock()
+	lk, acquiring := c.held, c.acquiring > 0
+	c.mu.Unlock()
+	if lk != nil && lk.s == s {
+		if state, _ := lk.current(); state == stateHeld {
+			if token != lk.token {
+				lk.markLost(fmt.Errorf("%w: the service reports grant %d, not %d", ErrLockExpired, token, lk.token), true)
+			}
+			return
+		}
+	}
+	// A grant nobody here uses (an Acquire that gave up after the service
+	// granted it, a Lock lost only for want of keepalive answers) would
+	// hold the lock for nobody while this session stays alive: give it up.
+	if token != 0 && !acquiring {
+		c.log.Info("dlm: giving up an unused grant", "client_id", s.id, "token", token)
+		ctx, cancel := context.WithTimeout(context.Background(), c.o.attemptTimeout)
+		defer cancel()
+		c.releaseToken(ctx, s, token)
+	}
+}
+
+// loseGrant marks the held grant of session s lost.
+func (c *Client) loseGrant(s *session, cause error, gone bool) {
+	c.mu.Lock()
+	lk := c.held
+	c.mu.Unlock()
+	if lk != nil && lk.s == s {
+		lk.markLost(cause, gone)
+	}
+}

@@ -1,0 +1,416 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+
+	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
+	"github.com/dlm/dlm/gen/go/dlm/v1/dlmv1connect"
+)
+
+// maxRenewals bounds how many replacement sessions one Acquire opens, so
+// that a service that expires every new session at once cannot keep it
+// busy forever.
+const maxRenewals = 3
+
+// errReleased is the cause of a released Lock's context.
+var errReleased = errors.New("dlm: lock released")
+
+type lockState int
+
+const (
+	stateHeld lockState = iota
+	stateReleased
+	stateLost
+)
+
+// Lock is one grant of the lock, named by its fencing token. Append stages
+// data under it; Release commits everything staged, Abort discards it. When
+// the grant is lost (the lease ran out, the service revoked it), Lost is
+// closed, Context is cancelled, and every call fails with ErrLockExpired.
+type Lock struct {
+	c     *Client
+	s     *session
+	token uint64
+
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	lost   chan struct{}
+
+	// opMu keeps the requests made under the grant in order and guards
+	// pending.
+	opMu    sync.Mutex
+	pending *pendingOp
+
+	mu    sync.Mutex
+	state lockState
+	gone  bool // the service said the grant is gone
+}
+
+// pendingOp is a request whose outcome stayed unknown when its retries ran
+// out. Its sequence number is kept so that repeating the same request cannot
+// apply it twice.
+type pendingOp struct {
+	seq     uint64
+	release bool
+	abort   bool
+	file    string
+	data    []byte
+}
+
+// Token returns the fencing token of the grant: it grows with every grant,
+// so a system that receives writes from lock holders can refuse one that
+// carries a smaller token than it has already seen.
+func (lk *Lock) Token() uint64 { return lk.token }
+
+// Lost returns a channel that is closed when the grant is lost: the service
+// reports it gone, or the session could not be kept alive for a whole lease.
+// It is not closed by Release, Abort or Close.
+func (lk *Lock) Lost() <-chan struct{} { return lk.lost }
+
+// Context returns a context that is cancelled when the grant is lost or
+// ended by Release, Abort or Close; context.Cause tells which. Work done
+// under the lock should use it, so that it stops when the lock is gone.
+func (lk *Lock) Context() context.Context { return lk.ctx }
+
+// end moves a held Lock to state, once.
+func (lk *Lock) end(state lockState, cause error) bool {
+	lk.mu.Lock()
+	defer lk.mu.Unlock()
+	if lk.state != stateHeld {
+		return false
+	}
+	lk.state = state
+	if state == stateLost {
+		close(lk.lost)
+	}
+	lk.cancel(cause)
+	return true
+}
+
+// markLost records that the grant is lost. gone says the service confirmed
+// it, so there is nothing to give up.
+func (lk *Lock) markLost(cause error, gone bool) {
+	lk.mu.Lock()
+	lk.gone = lk.gone || gone
+	lk.mu.Unlock()
+	if lk.end(stateLost, cause) {
+		lk.c.log.Warn("dlm: lock lost", "client_id", lk.s.id, "token", lk.token, "cause", cause)
+	}
+}
+
+func (lk *Lock) current() (lockState, error) {
+	lk.mu.Lock()
+	defer lk.mu.Unlock()
+	switch lk.state {
+	case stateReleased:
+		return lk.state, fmt.Errorf("%w: the lock was already released (token %d)", ErrLockExpired, lk.token)
+	case stateLost:
+		return lk.state, context.Cause(lk.ctx)
+	}
+	return lk.state, nil
+}
+
+// failed interprets a definite error from a request under the grant.
+func (lk *Lock) failed(err error) {
+	switch reasonOf(err) {
+	case dlmv1.ErrorReason_ERROR_REASON_LOCK_EXPIRED,
+		dlmv1.ErrorReason_ERROR_REASON_NOT_HOLDER,
+		dlmv1.ErrorReason_ERROR_REASON_SESSION_EXPIRED,
+		dlmv1.ErrorReason_ERROR_REASON_SESSION_UNKNOWN,
+		dlmv1.ErrorReason_ERROR_REASON_BAD_SECRET:
+		lk.markLost(err, true)
+	}
+}
+
+func (lk *Lock) isGone() bool {
+	lk.mu.Lock()
+	defer lk.mu.Unlock()
+	return lk.gone
+}
+
+// reuse returns the pending request if op repeats it; otherwise it gives
+// the pending request up for good.
+func (lk *Lock) reuse(op pendingOp) *pendingOp {
+	p := lk.pending
+	lk.pending = nil
+	if p == nil {
+		return nil
+	}
+	if p.release == op.release && (p.release || p.file == op.file && bytes.Equal(p.data, op.data)) {
+		return p
+	}
+	lk.s.end(p.seq)
+	return nil
+}
+
+// Append stages data for appending to file ("file_0" to "file_99"). The
+// data reaches the file when the lock is released, and never if the grant
+// is lost first. Repeating an Append that failed with ErrUnavailable (same
+// file, same data) is safe: it is applied at most once.
+func (lk *Lock) Append(ctx context.Context, file string, data []byte) error {
+	lk.opMu.Lock()
+	defer lk.opMu.Unlock()
+	if _, err := lk.current(); err != nil {
+		return err
+	}
+	op := pendingOp{file: file, data: data}
+	var seq uint64
+	if p := lk.reuse(op); p != nil {
+		seq = p.seq
+	}
+	s := lk.s
+	err := lk.c.mutate(ctx, "AppendFile", s, seq, 0, func(ctx context.Context, api dlmv1connect.LockServiceClient, seq, acked uint64) error {
+		_, err := api.AppendFile(ctx, connect.NewRequest(&dlmv1.AppendFileRequest{
+			ClientId: s.id, Secret: s.secret, Seq: seq, AckedBelow: acked,
+			Token: lk.token, File: file, Data: data,
+		}))
+		return err
+	}, func(seq uint64) {
+		op.seq = seq
+		op.data = bytes.Clone(data)
+		lk.pending = &op
+	})
+	lk.failed(err)
+	return err
+}
+
+// Release ends the critical section and commits every staged append to the
+// files at once, then hands the lock to the next waiter. If the grant was
+// lost, nothing is committed and Release returns the loss (ErrLockExpired or
+// ErrSessionExpired). Repeating a Release that failed with ErrUnavailable is
+// safe.
+func (lk *Lock) Release(ctx context.Context) error {
+	return lk.release(ctx, false)
+}
+
+// Abort ends the critical section and discards every staged append. It
+// returns nil when the grant was already lost, since nothing was committed
+// either way. An Abort after a Release that failed with ErrUnavailable
+// finishes that Release instead, whose commit may already have happened.
+func (lk *Lock) Abort(ctx context.Context) error {
+	return lk.release(ctx, true)
+}
+
+func (lk *Lock) release(ctx context.Context, abort bool) error {
+	lk.opMu.Lock()
+	defer lk.opMu.Unlock()
+	if state, err := lk.current(); err != nil {
+		if state == stateLost && !lk.isGone() {
+			// The grant may still stand on the service if only the
+			// keepalives went unanswered: give it up, without waiting long.
+			lk.giveUp(ctx)
+			if abort {
+				return nil
+			}
+		}
+		return err
+	}
+	op := pendingOp{release: true, abort: abort}
+	var seq uint64
+	if p := lk.reuse(op); p != nil {
+		// The service may already have acted on the first request: repeat
+		// it exactly, whichever of Release and Abort is asked now.
+		seq, op.abort = p.seq, p.abort
+	}
+	s := lk.s
+	err := lk.c.mutate(ctx, "LockRelease", s, seq, 0, func(ctx context.Context, api dlmv1connect.LockServiceClient, seq, acked uint64) error {
+		_, err := api.LockRelease(ctx, connect.NewRequest(&dlmv1.LockReleaseRequest{
+			ClientId: s.id, Secret: s.secret, Seq: seq, AckedBelow: acked,
+			Token: lk.token, Abort: op.abort,
+		}))
+		return err
+	}, func(seq uint64) {
+		op.seq = seq
+		lk.pending = &op
+	})
+	if err == nil {
+		lk.end(stateReleased, errReleased)
+		lk.c.forget(lk)
+		return nil
+	}
+	lk.failed(err)
+	if abort && (errors.Is(err, ErrLockExpired) || errors.Is(err, ErrSessionExpired)) {
+		return nil
+	}
+	return err
+}
+
+// giveUp asks the service to drop a grant the client has stopped using.
+// Errors are ignored: LOCK_EXPIRED means it is gone already, and the
+// keepalive gives up any grant left behind.
+func (lk *Lock) giveUp(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lk.c.o.attemptTimeout)
+	defer cancel()
+	lk.c.releaseToken(ctx, lk.s, lk.token)
+}
+
+// Acquire takes the lock, waiting in the queue as long as ctx allows. When
+// ctx ends first, Acquire leaves the queue (so the lock is not granted to a
+// caller that has stopped waiting) and returns an error that matches ctx's
+// error, such as context.DeadlineExceeded. If the session expired, Acquire
+// opens a new one and carries on.
+func (c *Client) Acquire(ctx context.Context) (*Lock, error) {
+	return c.acquire(ctx, false)
+}
+
+// TryAcquire takes the lock if it is free and returns ErrNotAvailable at
+// once if it is held, without queueing.
+func (c *Client) TryAcquire(ctx context.Context) (*Lock, error) {
+	return c.acquire(ctx, true)
+}
+
+func (c *Client) acquire(ctx context.Context, try bool) (*Lock, error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if lk := c.held; lk != nil {
+		if state, _ := lk.current(); state == stateHeld {
+			c.mu.Unlock()
+			return nil, fmt.Errorf("dlm: this client already holds the lock (token %d); release it first", lk.token)
+		}
+	}
+	c.acquiring++
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.acquiring--
+		c.mu.Unlock()
+	}()
+	for renewals := 0; ; renewals++ {
+		s, err := c.liveSession(ctx)
+		if err != nil {
+			return nil, err
+		}
+		lk, err := c.acquireIn(ctx, s, try)
+		if errors.Is(err, ErrSessionExpired) && renewals < maxRenewals && ctx.Err() == nil {
+			continue
+		}
+		return lk, err
+	}
+}
+
+// acquireIn asks for the lock in session s with one sequence number,
+// repeating it as a long poll until granted.
+func (c *Client) acquireIn(ctx context.Context, s *session, try bool) (*Lock, error) {
+	seq := s.begin()
+	defer s.end(seq)
+	for {
+		wait := c.o.pollWait
+		if dl, ok := ctx.Deadline(); ok {
+			// Let the service answer "still queued" before ctx ends, rather
+			// than have the answer cut off.
+			wait = min(wait, time.Until(dl))
+		}
+		wait = max(wait, time.Millisecond)
+		var resp *dlmv1.LockAcquireResponse
+		err := c.r.do(ctx, "LockAcquire", wait+c.o.attemptTimeout, func(actx context.Context, api dlmv1connect.LockServiceClient) error {
+			r, err := api.LockAcquire(actx, connect.NewRequest(&dlmv1.LockAcquireRequest{
+				ClientId: s.id, Secret: s.secret, Seq: seq, AckedBelow: s.ackedBelow(),
+				Try: try, WaitMs: uint32(wait / time.Millisecond),
+			}))
+			if err != nil {
+				return err
+			}
+			resp = r.Msg
+			return nil
+		})
+		if err != nil {
+			switch reasonOf(err) {
+			case dlmv1.ErrorReason_ERROR_REASON_SESSION_EXPIRED,
+				dlmv1.ErrorReason_ERROR_REASON_SESSION_UNKNOWN,
+				dlmv1.ErrorReason_ERROR_REASON_BAD_SECRET:
+				s.markExpired()
+			}
+			if r := new(retryError); errors.As(err, &r) {
+				// The service may have queued or even granted this request:
+				// give that up, so the lock is not held for nobody.
+				wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.o.attemptTimeout)
+				c.releaseToken(wctx, s, 0)
+				cancel()
+			}
+			return nil, err
+		}
+		switch {
+		case resp.GetGranted():
+			return c.grant(ctx, s, resp.GetToken()), nil
+		case try:
+			return nil, ErrNotAvailable
+		}
+		c.log.Debug("dlm: waiting for the lock", "client_id", s.id, "position", resp.GetQueuePosition())
+		if err := ctx.Err(); err != nil {
+			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.o.attemptTimeout)
+			c.releaseToken(wctx, s, 0)
+			cancel()
+			return nil, fmt.Errorf("dlm: acquire: %w", err)
+		}
+	}
+}
+
+// grant makes the Lock for a grant just received.
+func (c *Client) grant(ctx context.Context, s *session, token uint64) *Lock {
+	lctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	lk := &Lock{c: c, s: s, token: token, ctx: lctx, cancel: cancel, lost: make(chan struct{})}
+	c.mu.Lock()
+	c.held = lk
+	c.mu.Unlock()
+	c.log.Debug("dlm: lock granted", "client_id", s.id, "token", token)
+	return lk
+}
+
+// forget drops lk as the client's grant once it ended.
+func (c *Client) forget(lk *Lock) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.held == lk {
+		c.held = nil
+	}
+}
+
+// releaseToken gives up the grant named by token (or, with 0, whatever the
+// session has: its place in the queue or a grant it never learned of),
+// discarding staged appends. It is best effort: the answer is ignored.
+func (c *Client) releaseToken(ctx context.Context, s *session, token uint64) {
+	err := c.mutate(ctx, "LockRelease", s, 0, 0, func(ctx context.Context, api dlmv1connect.LockServiceClient, seq, acked uint64) error {
+		_, err := api.LockRelease(ctx, connect.NewRequest(&dlmv1.LockReleaseRequest{
+			ClientId: s.id, Secret: s.secret, Seq: seq, AckedBelow: acked,
+			Token: token, Abort: true,
+		}))
+		return err
+	}, nil)
+	if err != nil {
+		c.log.Debug("dlm: giving up the lock failed", "client_id", s.id, "token", token, "err", err)
+	}
+}
+
+// WithLock acquires the lock, runs fn under it, and releases the lock
+// (committing fn's appends) when fn returns nil, or aborts it (discarding
+// them) when fn returns an error, which WithLock then returns. fn's context
+// is cancelled if the grant is lost while fn runs.
+func (c *Client) WithLock(ctx context.Context, fn func(ctx context.Context, lk *Lock) error) error {
+	lk, err := c.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	fctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := context.AfterFunc(lk.Context(), func() { cancel(context.Cause(lk.Context())) })
+	defer stop()
+	// The release must happen even if ctx ended while fn ran; the retry
+	// budget bounds it.
+	if err := fn(fctx, lk); err != nil {
+		if aerr := lk.Abort(context.WithoutCancel(ctx)); aerr != nil {
+			c.log.Warn("dlm: abort after a failed critical section", "token", lk.token, "err", aerr)
+		}
+		return err
+	}
+	return lk.Release(context.WithoutCancel(ctx))
+}
