@@ -167,7 +167,7 @@ func (n *Node) Acquire(ctx context.Context, c *raftlogv1.Caller, try bool, wait 
 // Release ends the critical section of token (or, with token 0, gives up
 // whatever the session has).
 func (n *Node) Release(ctx context.Context, c *raftlogv1.Caller, token uint64, abort bool) (*raftlogv1.Outcome, error) {
-	return n.mutate(ctx, c, &raftlogv1.Command{Op: &raftlogv1.Command_Release{Release: &raftlogv1.Release{Caller: c, Token: token, Abort: abort}}})
+	return n.mutate(ctx, c, token, &raftlogv1.Command{Op: &raftlogv1.Command_Release{Release: &raftlogv1.Release{Caller: c, Token: token, Abort: abort}}})
 }
 
 // Append stages data for file in the caller's critical section.
@@ -183,25 +183,29 @@ func (n *Node) Append(ctx context.Context, c *raftlogv1.Caller, token uint64, fi
 	case len(data) > n.cfg.MaxAppendBytes:
 		return nil, fail(dlmv1.ErrorReason_ERROR_REASON_DATA_TOO_LARGE, "the append has %d bytes; the limit is %d", len(data), n.cfg.MaxAppendBytes)
 	}
-	return n.mutate(ctx, c, &raftlogv1.Command{Op: &raftlogv1.Command_Append{Append: &raftlogv1.Append{
+	return n.mutate(ctx, c, token, &raftlogv1.Command{Op: &raftlogv1.Command_Append{Append: &raftlogv1.Append{
 		Caller: c, Token: token, File: file, Data: data, MaxSectionBytes: uint64(n.cfg.MaxSectionBytes),
 	}}})
 }
 
 // Close ends the session, committing a held critical section.
 func (n *Node) Close(ctx context.Context, c *raftlogv1.Caller) error {
-	_, err := n.mutate(ctx, c, &raftlogv1.Command{Op: &raftlogv1.Command_CloseSession{CloseSession: &raftlogv1.CloseSession{Caller: c}}})
+	_, err := n.mutate(ctx, c, 0, &raftlogv1.Command{Op: &raftlogv1.Command_CloseSession{CloseSession: &raftlogv1.CloseSession{Caller: c}}})
 	return err
 }
 
 // mutate runs a caller's command at most once: a repeat gets the recorded
 // outcome without touching the log.
-func (n *Node) mutate(ctx context.Context, c *raftlogv1.Caller, cmd *raftlogv1.Command) (*raftlogv1.Outcome, error) {
+func (n *Node) mutate(ctx context.Context, c *raftlogv1.Caller, token uint64, cmd *raftlogv1.Command) (*raftlogv1.Outcome, error) {
 	if _, err := n.leading(); err != nil {
 		return nil, err
 	}
-	o, err := n.check(c)
-	if err != nil {
+	var (
+		o      *raftlogv1.Outcome
+		reason dlmv1.ErrorReason
+	)
+	n.fsm.View(func(m *lockstate.Machine) { o, reason = m.Check(c) })
+	if err := reasonError(lockstate.Fenced(reason, token)); err != nil {
 		return nil, err
 	}
 	if o == nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
 	"google.golang.org/protobuf/proto"
 
 	raftlogv1 "github.com/dlm/dlm/gen/go/dlm/raftlog/v1"
@@ -83,6 +84,7 @@ type Node struct {
 	raft   *raft.Raft
 	fsm    *fsm.FSM
 	wal    *wal.WAL
+	meta   *metadb.BoltMetaDB
 	leases *leases
 	waits  *waiters
 
@@ -90,6 +92,8 @@ type Node struct {
 	// term is the current leadership: non-nil only while this node leads
 	// and has applied every earlier entry. It is closed when that ends.
 	term *leaderTerm
+	// changed is closed, and replaced, whenever term changes.
+	changed chan struct{}
 
 	stop chan struct{}
 	done sync.WaitGroup
@@ -104,7 +108,7 @@ type leaderTerm struct {
 // when the folder is new.
 func Open(cfg Config) (*Node, error) {
 	cfg.Defaults()
-	n := &Node{cfg: cfg, log: cfg.Logger, stop: make(chan struct{})}
+	n := &Node{cfg: cfg, log: cfg.Logger, stop: make(chan struct{}), changed: make(chan struct{})}
 	raftDir := filepath.Join(cfg.DataDir, "raft")
 	if err := os.MkdirAll(filepath.Join(raftDir, "wal"), 0o755); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
@@ -119,9 +123,13 @@ func Open(cfg Config) (*Node, error) {
 	f.SetObserver(n.observe)
 
 	hlog := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: os.Stderr})
-	w, err := wal.Open(filepath.Join(raftDir, "wal"), wal.WithLogger(hlog))
+	// raft-wal v0.4.0's Close leaves its meta store open (and its file
+	// locked), so the node owns the meta store and closes it itself.
+	n.meta = &metadb.BoltMetaDB{}
+	w, err := wal.Open(filepath.Join(raftDir, "wal"), wal.WithLogger(hlog), wal.WithMetaStore(n.meta))
 	if err != nil {
 		f.Close()
+		n.meta.Close()
 		return nil, fmt.Errorf("node: open log: %w", err)
 	}
 	n.wal = w
@@ -169,6 +177,7 @@ func Open(cfg Config) (*Node, error) {
 func (n *Node) closeStores() {
 	n.fsm.Close()
 	n.wal.Close()
+	n.meta.Close()
 }
 
 // Shutdown stops the node: waiting calls return Unavailable, Raft shuts down,
@@ -217,6 +226,7 @@ func (n *Node) beginTerm() {
 	// seen: every session gets a full fresh lease.
 	n.leases.reset(time.Now(), sessions)
 	n.term = &leaderTerm{lost: make(chan struct{})}
+	n.signalChange()
 	n.log.Info("leading", "sessions", len(sessions))
 }
 
@@ -228,8 +238,32 @@ func (n *Node) endTerm() {
 	}
 	close(n.term.lost)
 	n.term = nil
+	n.signalChange()
 	n.leases.reset(time.Time{}, nil)
 	n.log.Info("no longer leading")
+}
+
+func (n *Node) signalChange() {
+	close(n.changed)
+	n.changed = make(chan struct{})
+}
+
+// AwaitLeader waits until this node leads and has applied every earlier
+// entry, or ctx ends.
+func (n *Node) AwaitLeader(ctx context.Context) error {
+	for {
+		n.mu.Lock()
+		t, changed := n.term, n.changed
+		n.mu.Unlock()
+		if t != nil {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // leading returns the current term, or a NOT_LEADER error naming the leader.
