@@ -30,7 +30,12 @@ type Client struct {
 	sess      *session
 	held      *Lock // the last grant handed out, until released
 	acquiring int   // Acquire calls in progress
-	closed    bool
+	// changes counts grants, releases and Acquire calls starting or ending,
+	// so a keepalive answer is judged only against the state it was sent in:
+	// one sent before a grant would otherwise report a token the client has
+	// just replaced.
+	changes uint64
+	closed  bool
 
 	stopKeepAlive context.CancelFunc
 	keepAliveDone chan struct{}

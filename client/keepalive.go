@@ -55,6 +55,9 @@ func (c *Client) keepAliveOnce(ctx context.Context) bool {
 	}
 	u, api := c.eps.pick()
 	sent := time.Now()
+	c.mu.Lock()
+	changes := c.changes
+	c.mu.Unlock()
 	actx, cancel := context.WithTimeout(ctx, min(c.o.attemptTimeout, max(s.leaseLength()/3, 10*time.Millisecond)))
 	resp, err := api.KeepAlive(actx, connect.NewRequest(&dlmv1.KeepAliveRequest{ClientId: s.id, Secret: s.secret}))
 	cancel()
@@ -63,7 +66,7 @@ func (c *Client) keepAliveOnce(ctx context.Context) bool {
 	}
 	if err == nil {
 		s.renewed(sent, time.Duration(resp.Msg.GetLeaseMs())*time.Millisecond)
-		c.checkGrant(s, resp.Msg.GetToken())
+		c.checkGrant(s, resp.Msg.GetToken(), changes)
 		return true
 	}
 	switch reasonOf(err) {
@@ -85,11 +88,14 @@ func (c *Client) keepAliveOnce(ctx context.Context) bool {
 }
 
 // checkGrant compares the grant the service says session s holds with the
-// one the client knows of.
-func (c *Client) checkGrant(s *session, token uint64) {
+// one the client knows of, when nothing changed since the keepalive was sent.
+func (c *Client) checkGrant(s *session, token, changes uint64) {
 	c.mu.Lock()
-	lk, acquiring := c.held, c.acquiring > 0
+	lk, acquiring, changed := c.held, c.acquiring > 0, c.changes != changes
 	c.mu.Unlock()
+	if changed {
+		return
+	}
 	if lk != nil && lk.s == s {
 		if state, _ := lk.current(); state == stateHeld {
 			if token != lk.token {

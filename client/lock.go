@@ -279,10 +279,12 @@ func (c *Client) acquire(ctx context.Context, try bool) (*Lock, error) {
 		}
 	}
 	c.acquiring++
+	c.changes++
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
 		c.acquiring--
+		c.changes++
 		c.mu.Unlock()
 	}()
 	for renewals := 0; ; renewals++ {
@@ -361,6 +363,7 @@ func (c *Client) grant(ctx context.Context, s *session, token uint64) *Lock {
 	lk := &Lock{c: c, s: s, token: token, ctx: lctx, cancel: cancel, lost: make(chan struct{})}
 	c.mu.Lock()
 	c.held = lk
+	c.changes++
 	c.mu.Unlock()
 	c.log.Debug("dlm: lock granted", "client_id", s.id, "token", token)
 	return lk
@@ -372,6 +375,7 @@ func (c *Client) forget(lk *Lock) {
 	defer c.mu.Unlock()
 	if c.held == lk {
 		c.held = nil
+		c.changes++
 	}
 }
 
