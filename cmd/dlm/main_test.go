@@ -1,0 +1,182 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
+	"github.com/dlm/dlm/gen/go/dlm/v1/dlmv1connect"
+)
+
+// dlmBinary is the dlm command built once for the end-to-end tests, which
+// run it as real processes and kill them.
+var dlmBinary string
+
+func TestMain(m *testing.M) {
+	if os.Getenv(peerEnv) != "" {
+		// This process is a client peer started by a test (see peer_test.go).
+		os.Exit(runPeer(os.Stdin, os.Stdout))
+	}
+	dir, err := os.MkdirTemp("", "dlm-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	dlmBinary = filepath.Join(dir, "dlm")
+	build := exec.Command("go", "build", "-o", dlmBinary, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building dlm:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// freeAddr returns a loopback address with a port that was free a moment
+// ago. Tests restart servers on the same address, so clients find them again.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// proc is a dlm serve process.
+type proc struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	exited chan struct{}
+	addr   string
+	data   string
+	args   []string
+	logs   *os.File
+}
+
+// startServer runs `dlm serve` on addr with data in dir and waits until it
+// answers as leader.
+func startServer(t *testing.T, addr, dir string, args ...string) *proc {
+	t.Helper()
+	logs, err := os.Create(filepath.Join(t.TempDir(), "server.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{t: t, addr: addr, data: dir, args: args, logs: logs}
+	t.Cleanup(func() {
+		p.kill()
+		logs.Close()
+	})
+	p.start()
+	return p
+}
+
+func (p *proc) url() string { return "http://" + p.addr }
+
+func (p *proc) start() {
+	p.t.Helper()
+	args := append([]string{"serve", "--listen", p.addr, "--data", p.data, "--min-lease", "100ms"}, p.args...)
+	// The port may still be held by the process just killed; retry a
+	// bounded number of times.
+	for attempt := 0; ; attempt++ {
+		p.cmd = exec.Command(dlmBinary, args...)
+		p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
+		if err := p.cmd.Start(); err != nil {
+			p.t.Fatal(err)
+		}
+		p.exited = make(chan struct{})
+		go func(cmd *exec.Cmd, exited chan struct{}) {
+			cmd.Wait()
+			close(exited)
+		}(p.cmd, p.exited)
+		err := awaitLeader(p.url(), 20*time.Second, p.exited)
+		if err == nil {
+			return
+		}
+		p.kill()
+		if attempt == 5 {
+			p.t.Fatalf("dlm serve did not come up: %v (log %s)", err, p.logs.Name())
+		}
+	}
+}
+
+// kill9 kills the server with SIGKILL: no shutdown code runs.
+func (p *proc) kill9() {
+	p.t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		p.t.Fatalf("kill -9: %v", err)
+	}
+	<-p.exited
+}
+
+func (p *proc) kill() {
+	if p.cmd == nil {
+		return
+	}
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.exited
+}
+
+// awaitLeader polls Status until the server answers as leader, the process
+// exits, or the time is up.
+func awaitLeader(url string, limit time.Duration, exited <-chan struct{}) error {
+	c := dlmv1connect.NewLockServiceClient(http.DefaultClient, url)
+	deadline := time.Now().Add(limit)
+	var last error
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		res, err := c.Status(ctx, connect.NewRequest(&dlmv1.StatusRequest{Consistent: true}))
+		cancel()
+		if err == nil && res.Msg.GetNode().GetRole() == "leader" {
+			return nil
+		}
+		last = err
+		select {
+		case <-exited:
+			return errors.New("the process exited")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("no leader after %v: %v", limit, last)
+}
+
+// readFile reads a file through the API.
+func readFile(t *testing.T, url, name string) string {
+	t.Helper()
+	c := dlmv1connect.NewLockServiceClient(http.DefaultClient, url)
+	res, err := c.ReadFile(context.Background(), connect.NewRequest(&dlmv1.ReadFileRequest{File: name}))
+	if err != nil {
+		t.Fatalf("ReadFile %s: %v", name, err)
+	}
+	return string(res.Msg.GetData())
+}
+
+// lines reads a process's output line by line into a channel.
+func lines(r io.Reader) <-chan string {
+	ch := make(chan string, 64)
+	go func() {
+		defer close(ch)
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			ch <- strings.TrimSpace(sc.Text())
+		}
+	}()
+	return ch
+}
