@@ -41,7 +41,11 @@ func toConnect(err error) error {
 	if !ok {
 		code = connect.CodeInternal
 	}
-	cerr := connect.NewError(code, errors.New(ne.Error()))
+	msg := ne.Msg
+	if msg == "" {
+		msg = ne.Reason.String()
+	}
+	cerr := connect.NewError(code, errors.New(msg))
 	if d, derr := connect.NewErrorDetail(&dlmv1.ErrorDetail{Reason: ne.Reason, LeaderUrl: ne.LeaderURL}); derr == nil {
 		cerr.AddDetail(d)
 	}

@@ -19,7 +19,9 @@ import (
 func Handler(svc *Service, extra http.Handler, opts ...connect.HandlerOption) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(dlmv1connect.NewLockServiceHandler(svc, opts...))
-	reflector := grpcreflect.NewStaticReflector(dlmv1connect.LockServiceName)
+	// Reflection also describes the health service, so grpcurl and buf curl
+	// can call it without local protos.
+	reflector := grpcreflect.NewStaticReflector(dlmv1connect.LockServiceName, grpchealth.HealthV1ServiceName)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
 	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(dlmv1connect.LockServiceName)))
