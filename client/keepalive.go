@@ -74,7 +74,7 @@ func (c *Client) keepAliveOnce(ctx context.Context) bool {
 		dlmv1.ErrorReason_ERROR_REASON_SESSION_UNKNOWN,
 		dlmv1.ErrorReason_ERROR_REASON_BAD_SECRET:
 		s.markExpired()
-		c.loseGrant(s, newError(err), true)
+		c.loseGrant(s, &sessionGoneError{newError(err)}, true)
 		return true
 	}
 	c.log.Debug("dlm: keepalive failed", "client_id", s.id, "endpoint", u, "err", err)

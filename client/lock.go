@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -117,17 +118,33 @@ func (lk *Lock) current() (lockState, error) {
 	return lk.state, nil
 }
 
-// failed interprets a definite error from a request under the grant.
-func (lk *Lock) failed(err error) {
+// failed interprets an error from a request under the grant, marks the
+// grant lost when the error says so, and returns the error to report.
+func (lk *Lock) failed(err error) error {
 	switch reasonOf(err) {
 	case dlmv1.ErrorReason_ERROR_REASON_LOCK_EXPIRED,
-		dlmv1.ErrorReason_ERROR_REASON_NOT_HOLDER,
-		dlmv1.ErrorReason_ERROR_REASON_SESSION_EXPIRED,
+		dlmv1.ErrorReason_ERROR_REASON_NOT_HOLDER:
+	case dlmv1.ErrorReason_ERROR_REASON_SESSION_EXPIRED,
 		dlmv1.ErrorReason_ERROR_REASON_SESSION_UNKNOWN,
 		dlmv1.ErrorReason_ERROR_REASON_BAD_SECRET:
-		lk.markLost(err, true)
+		err = &sessionGoneError{err}
+	default:
+		return err
 	}
+	lk.markLost(err, true)
+	return err
 }
+
+// sessionGoneError reports a grant that ended with its session. It matches
+// ErrLockExpired as well as the session's own reason, since for the holder
+// both mean the same: the critical section is gone, acquire again.
+type sessionGoneError struct{ err error }
+
+func (e *sessionGoneError) Error() string {
+	return "dlm: lock expired with its session: " + strings.TrimPrefix(e.err.Error(), "dlm: ")
+}
+
+func (e *sessionGoneError) Unwrap() []error { return []error{ErrLockExpired, e.err} }
 
 func (lk *Lock) isGone() bool {
 	lk.mu.Lock()
@@ -177,8 +194,7 @@ func (lk *Lock) Append(ctx context.Context, file string, data []byte) error {
 		op.data = bytes.Clone(data)
 		lk.pending = &op
 	})
-	lk.failed(err)
-	return err
+	return lk.failed(err)
 }
 
 // Release ends the critical section and commits every staged append to the
@@ -235,7 +251,7 @@ func (lk *Lock) release(ctx context.Context, abort bool) error {
 		lk.c.forget(lk)
 		return nil
 	}
-	lk.failed(err)
+	err = lk.failed(err)
 	if abort && (errors.Is(err, ErrLockExpired) || errors.Is(err, ErrSessionExpired)) {
 		return nil
 	}
