@@ -13,7 +13,6 @@ type leases struct {
 	mu       sync.Mutex
 	active   bool
 	byID     map[uint64]*lease
-	lengths  map[uint64]time.Duration
 	expiring map[uint64]bool
 }
 
