@@ -3,6 +3,8 @@ package lockstate
 import (
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
 )
@@ -29,10 +31,10 @@ func (m *Machine) CheckFile(name string) dlmv1.ErrorReason {
 	if name == "" || len(name) > 64 || strings.ContainsAny(name, `/\`) || strings.Contains(name, "..") {
 		return dlmv1.ErrorReason_ERROR_REASON_INVALID_FILE_NAME
 	}
-	for _, r := range name {
-		if r < 0x20 || r == 0x7f {
-			return dlmv1.ErrorReason_ERROR_REASON_INVALID_FILE_NAME
-		}
+	// Control characters (C0, DEL and C1) and broken UTF-8 are never part
+	// of a file name; they are malformed, not merely unknown.
+	if !utf8.ValidString(name) || strings.IndexFunc(name, unicode.IsControl) >= 0 {
+		return dlmv1.ErrorReason_ERROR_REASON_INVALID_FILE_NAME
 	}
 	digits, ok := strings.CutPrefix(name, filePrefix)
 	if !ok {
