@@ -1,0 +1,469 @@
+package lockstate_test
+
+import (
+	"bytes"
+	"fmt"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/encoding/prototext"
+	"google.golang.org/protobuf/proto"
+
+	raftlogv1 "github.com/dlm/dlm/gen/go/dlm/raftlog/v1"
+	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
+	"github.com/dlm/dlm/server/lockstate"
+)
+
+// The tests drive the machine with scripts: every step names its log index
+// and the leader's time explicitly, as Raft and the leader would.
+
+const (
+	rNone          = dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED
+	rLockExpired   = dlmv1.ErrorReason_ERROR_REASON_LOCK_EXPIRED
+	rNotHolder     = dlmv1.ErrorReason_ERROR_REASON_NOT_HOLDER
+	rFileNotFound  = dlmv1.ErrorReason_ERROR_REASON_FILE_NOT_FOUND
+	rInvalidFile   = dlmv1.ErrorReason_ERROR_REASON_INVALID_FILE_NAME
+	rSessionExp    = dlmv1.ErrorReason_ERROR_REASON_SESSION_EXPIRED
+	rSessionUnk    = dlmv1.ErrorReason_ERROR_REASON_SESSION_UNKNOWN
+	rBadSecret     = dlmv1.ErrorReason_ERROR_REASON_BAD_SECRET
+	rSeqMissing    = dlmv1.ErrorReason_ERROR_REASON_SEQUENCE_MISSING
+	rSeqAcked      = dlmv1.ErrorReason_ERROR_REASON_SEQUENCE_ACKNOWLEDGED
+	rDataEmpty     = dlmv1.ErrorReason_ERROR_REASON_DATA_EMPTY
+	rSectionLarge  = dlmv1.ErrorReason_ERROR_REASON_SECTION_TOO_LARGE
+	rTooMany       = dlmv1.ErrorReason_ERROR_REASON_TOO_MANY_REQUESTS
+	rInvalidArg    = dlmv1.ErrorReason_ERROR_REASON_INVALID_ARGUMENT
+	defaultMaxSect = 1 << 20
+)
+
+// --- commands ---------------------------------------------------------------
+
+// sec is the secret the tests give session id.
+func sec(id uint64) string { return "secret-" + strconv.FormatUint(id, 10) }
+
+// c is the caller (id, seq) with the right secret and nothing acknowledged.
+func c(id, seq uint64) *raftlogv1.Caller {
+	return &raftlogv1.Caller{ClientId: id, Secret: sec(id), Seq: seq}
+}
+
+// cAck is c acknowledging every sequence below ack.
+func cAck(id, seq, ack uint64) *raftlogv1.Caller {
+	cl := c(id, seq)
+	cl.AckedBelow = ack
+	return cl
+}
+
+// cSecret is c with another secret.
+func cSecret(id, seq uint64, secret string) *raftlogv1.Caller {
+	cl := c(id, seq)
+	cl.Secret = secret
+	return cl
+}
+
+// openCmd opens the session that will get id (ids are handed out 1, 2, 3…).
+func openCmd(id uint64) *raftlogv1.Command {
+	return &raftlogv1.Command{Op: &raftlogv1.Command_OpenSession{OpenSession: &raftlogv1.OpenSession{
+		Secret: sec(id), LeaseMs: 10_000, Name: "client-" + strconv.FormatUint(id, 10),
+	}}}
+}
+
+func acquireCmd(cl *raftlogv1.Caller) *raftlogv1.Command {
+	return &raftlogv1.Command{Op: &raftlogv1.Command_Acquire{Acquire: &raftlogv1.Acquire{Caller: cl}}}
+}
+
+func tryCmd(cl *raftlogv1.Caller) *raftlogv1.Command {
+	return &raftlogv1.Command{Op: &raftlogv1.Command_Acquire{Acquire: &raftlogv1.Acquire{Caller: cl, Try: true}}}
+}
+
+func releaseCmd(cl *raftlogv1.Caller, token uint64) *raftlogv1.Command {
+	return &raftlogv1.Command{Op: &raftlogv1.Command_Release{Release: &raftlogv1.Release{Caller: cl, Token: token}}}
+}
+
+func abortCmd(cl *raftlogv1.Caller, token uint64) *raftlogv1.Command {
+	return &raftlogv1.Command{Op: &raftlogv1.Command_Release{Release: &raftlogv1.Release{Caller: cl, Token: token, Abort: true}}}
+}
+
+func appendCmd(cl *raftlogv1.Caller, token uint64, file, data string) *raftlogv1.Command {
+	return appendMax(cl, token, file, data, defaultMaxSect)
+}
+
+func appendMax(cl *raftlogv1.Caller, token uint64, file, data string, maxSection uint64) *raftlogv1.Command {
+	return &raftlogv1.Command{Op: &raftlogv1.Command_Append{Append: &raftlogv1.Append{
+		Caller: cl, Token: token, File: file, Data: []byte(data), MaxSectionBytes: maxSection,
+	}}}
+}
+
+func closeCmd(cl *raftlogv1.Caller) *raftlogv1.Command {
+	return &raftlogv1.Command{Op: &raftlogv1.Command_CloseSession{CloseSession: &raftlogv1.CloseSession{Caller: cl}}}
+}
+
+func expireCmd(id, epoch uint64) *raftlogv1.Command {
+	return &raftlogv1.Command{Op: &raftlogv1.Command_ExpireSession{ExpireSession: &raftlogv1.ExpireSession{ClientId: id, Epoch: epoch}}}
+}
+
+// callerOf is the command's caller, or nil.
+func callerOf(cmd *raftlogv1.Command) *raftlogv1.Caller {
+	switch op := cmd.GetOp().(type) {
+	case *raftlogv1.Command_Acquire:
+		return op.Acquire.GetCaller()
+	case *raftlogv1.Command_Release:
+		return op.Release.GetCaller()
+	case *raftlogv1.Command_Append:
+		return op.Append.GetCaller()
+	case *raftlogv1.Command_CloseSession:
+		return op.CloseSession.GetCaller()
+	}
+	return nil
+}
+
+// --- expected results ---------------------------------------------------------
+
+type mod func(*lockstate.Result)
+
+func with(r lockstate.Result, mods ...mod) lockstate.Result {
+	for _, m := range mods {
+		m(&r)
+	}
+	return r
+}
+
+// grant expects the command to grant the lock to (id, seq) with token.
+func grant(id, seq, token uint64) mod {
+	return func(r *lockstate.Result) {
+		r.Grants = append(r.Grants, lockstate.Grant{ClientID: id, Seq: seq, Token: token})
+	}
+}
+
+// writes expects the command to commit these appends, in order.
+func writes(ws ...lockstate.Write) mod {
+	return func(r *lockstate.Result) { r.Writes = append(r.Writes, ws...) }
+}
+
+// ended expects the command to end these sessions.
+func ended(ids ...uint64) mod {
+	return func(r *lockstate.Result) { r.Ended = append(r.Ended, ids...) }
+}
+
+func w(file, data string) lockstate.Write { return lockstate.Write{File: file, Data: []byte(data)} }
+
+func res(o *raftlogv1.Outcome) lockstate.Result { return lockstate.Result{Outcome: o} }
+
+// ok is a plain success (a release with nothing staged, an abort, a try
+// that found the lock held, an ignored expiry, a close without the lock).
+func ok() lockstate.Result { return res(&raftlogv1.Outcome{}) }
+
+func fails(r dlmv1.ErrorReason) lockstate.Result {
+	return res(&raftlogv1.Outcome{ErrorReason: uint32(r)})
+}
+
+// opened is the result of openCmd(id).
+func opened(id uint64) lockstate.Result {
+	return lockstate.Result{Outcome: &raftlogv1.Outcome{}, ClientID: id, LeaseMs: 10_000}
+}
+
+// granted is the outcome of an acquire that holds the lock with token.
+func granted(token uint64) lockstate.Result {
+	return res(&raftlogv1.Outcome{Granted: true, Token: token})
+}
+
+// grantedNow is an acquire granted by the command itself.
+func grantedNow(id, seq, token uint64) lockstate.Result {
+	return with(granted(token), grant(id, seq, token))
+}
+
+func queued() lockstate.Result { return res(&raftlogv1.Outcome{Queued: true}) }
+
+// staged is an append's outcome: appends and bytes staged so far.
+func staged(n uint32, b uint64) lockstate.Result {
+	return res(&raftlogv1.Outcome{Appends: n, Bytes: b})
+}
+
+// committed is a release's outcome: appends and bytes committed.
+func committed(n uint32, b uint64, ws ...lockstate.Write) lockstate.Result {
+	return with(res(&raftlogv1.Outcome{Appends: n, Bytes: b}), writes(ws...))
+}
+
+func fmtOutcome(o *raftlogv1.Outcome) string {
+	if o == nil {
+		return "<nil>"
+	}
+	s := prototext.MarshalOptions{}.Format(o)
+	if s == "" {
+		return "{}"
+	}
+	return "{" + s + "}"
+}
+
+// diffResult describes how got differs from want; "" when equal. Nil and
+// empty lists are equal.
+func diffResult(got, want lockstate.Result) string {
+	var d []string
+	if !proto.Equal(got.Outcome, want.Outcome) {
+		d = append(d, fmt.Sprintf("outcome %s, want %s", fmtOutcome(got.Outcome), fmtOutcome(want.Outcome)))
+	}
+	if got.ClientID != want.ClientID {
+		d = append(d, fmt.Sprintf("client id %d, want %d", got.ClientID, want.ClientID))
+	}
+	if !slices.EqualFunc(got.Writes, want.Writes, func(a, b lockstate.Write) bool {
+		return a.File == b.File && bytes.Equal(a.Data, b.Data)
+	}) {
+		d = append(d, fmt.Sprintf("writes %q, want %q", got.Writes, want.Writes))
+	}
+	if !slices.Equal(got.Grants, want.Grants) {
+		d = append(d, fmt.Sprintf("grants %+v, want %+v", got.Grants, want.Grants))
+	}
+	if !slices.Equal(got.Ended, want.Ended) {
+		d = append(d, fmt.Sprintf("ended %v, want %v", got.Ended, want.Ended))
+	}
+	if got.LeaseMs != want.LeaseMs {
+		d = append(d, fmt.Sprintf("lease %d ms, want %d", got.LeaseMs, want.LeaseMs))
+	}
+	// Whatever Result gains later is compared too.
+	if len(d) == 0 && !reflect.DeepEqual(normalize(got), normalize(want)) {
+		d = append(d, fmt.Sprintf("%+v, want %+v", got, want))
+	}
+	return strings.Join(d, "; ")
+}
+
+// normalize clears what diffResult compares by meaning rather than by form.
+func normalize(r lockstate.Result) lockstate.Result {
+	r.Outcome = nil
+	if len(r.Writes) == 0 {
+		r.Writes = nil
+	}
+	if len(r.Grants) == 0 {
+		r.Grants = nil
+	}
+	if len(r.Ended) == 0 {
+		r.Ended = nil
+	}
+	return r
+}
+
+// --- scripts -----------------------------------------------------------------
+
+// effect says what a step may change besides the applied index.
+type effect int
+
+const (
+	// anyEffect: the step may change the state.
+	anyEffect effect = iota
+	// noEffect: nothing but the applied index changes (a repeat, a request
+	// refused before it is recorded, an ignored expiry).
+	noEffect
+	// recordOnly: a refused request whose outcome is recorded for repeats;
+	// only the caller's outcome table and epoch change besides the index.
+	recordOnly
+)
+
+type step struct {
+	idx    uint64
+	now    int64
+	cmd    *raftlogv1.Command
+	want   lockstate.Result
+	effect effect
+	// check, when set, looks at the machine after the step.
+	check func(t *testing.T, m *lockstate.Machine)
+}
+
+type script struct {
+	name   string
+	limits lockstate.Limits // zero: DefaultLimits
+	steps  []step
+	check  func(t *testing.T, m *lockstate.Machine)
+}
+
+// opens are the steps that open sessions 1..n at indexes 1..n, at times
+// 1000, 2000, … ms.
+func opens(n int) []step {
+	var s []step
+	for i := uint64(1); i <= uint64(n); i++ {
+		s = append(s, step{idx: i, now: int64(i) * 1000, cmd: openCmd(i), want: opened(i)})
+	}
+	return s
+}
+
+func then(a []step, b ...step) []step { return append(slices.Clip(a), b...) }
+
+func runScripts(t *testing.T, scripts []script) {
+	t.Helper()
+	for _, sc := range scripts {
+		t.Run(sc.name, func(t *testing.T) {
+			m := runScript(t, sc)
+			if sc.check != nil && !t.Failed() {
+				sc.check(t, m)
+			}
+		})
+	}
+}
+
+func runScript(t *testing.T, sc script) *lockstate.Machine {
+	t.Helper()
+	limits := sc.limits
+	if limits == (lockstate.Limits{}) {
+		limits = lockstate.DefaultLimits
+	}
+	m := lockstate.New(limits)
+	var inv invariants
+	for i, st := range sc.steps {
+		st.cmd.NowUnixMs = st.now
+		before := m.State()
+		got := m.Apply(st.idx, st.cmd)
+		if d := diffResult(got, st.want); d != "" {
+			t.Fatalf("step %d (index %d, %s): %s", i, st.idx, cmdName(st.cmd), d)
+		}
+		if m.AppliedIndex() != st.idx {
+			t.Fatalf("step %d: applied index %d, want %d", i, m.AppliedIndex(), st.idx)
+		}
+		after := m.State()
+		if st.effect != anyEffect {
+			want := allowedChange(before, st, got)
+			if !proto.Equal(want, after) {
+				t.Fatalf("step %d (index %d, %s) changed the state:\nwant %v\ngot  %v", i, st.idx, cmdName(st.cmd), want, after)
+			}
+		}
+		inv.check(t, m, st.idx, got)
+		if st.check != nil {
+			st.check(t, m)
+			if t.Failed() {
+				t.FailNow()
+			}
+		}
+	}
+	return m
+}
+
+// allowedChange is the state before a step with only the changes its effect
+// allows applied.
+func allowedChange(before *raftlogv1.State, st step, got lockstate.Result) *raftlogv1.State {
+	want := proto.Clone(before).(*raftlogv1.State)
+	want.AppliedIndex = st.idx
+	if st.effect != recordOnly {
+		return want
+	}
+	cl := callerOf(st.cmd)
+	for _, s := range want.GetSessions() {
+		if s.GetClientId() == cl.GetClientId() {
+			s.Epoch = st.idx
+			if s.Outcomes == nil {
+				s.Outcomes = make(map[uint64]*raftlogv1.Outcome)
+			}
+			s.Outcomes[cl.GetSeq()] = got.Outcome
+		}
+	}
+	return want
+}
+
+func cmdName(cmd *raftlogv1.Command) string {
+	if cmd.GetOp() == nil {
+		return "no op"
+	}
+	return string(cmd.ProtoReflect().WhichOneof(cmd.ProtoReflect().Descriptor().Oneofs().ByName("op")).Name())
+}
+
+// --- invariants ----------------------------------------------------------------
+
+// invariants checks, after every applied command, what must always hold, and
+// what may only grow.
+type invariants struct {
+	index     uint64
+	lastToken uint64
+	sizes     map[string]int64
+}
+
+func (v *invariants) check(t testing.TB, m *lockstate.Machine, index uint64, res lockstate.Result) {
+	t.Helper()
+	if err := checkState(m); err != nil {
+		t.Fatalf("index %d: %v", index, err)
+	}
+	if index <= v.index {
+		t.Fatalf("test bug: index %d after %d", index, v.index)
+	}
+	v.index = index
+	for _, g := range res.Grants {
+		// The token is the index of the granting entry, so it grows.
+		if g.Token != index || g.Token <= v.lastToken {
+			t.Fatalf("index %d: grant %+v after token %d", index, g, v.lastToken)
+		}
+		v.lastToken = g.Token
+	}
+	lv := m.Lock()
+	if lv.LastToken != v.lastToken || (lv.Token != 0 && lv.Token != v.lastToken) {
+		t.Fatalf("index %d: lock tokens %d/%d, latest grant %d", index, lv.Token, lv.LastToken, v.lastToken)
+	}
+	if len(res.Grants) > 1 {
+		t.Fatalf("index %d: %d grants of one lock in one entry", index, len(res.Grants))
+	}
+	// Files grow by exactly the committed writes.
+	if v.sizes == nil {
+		v.sizes = make(map[string]int64)
+	}
+	grew := make(map[string]int64)
+	for _, wr := range res.Writes {
+		grew[wr.File] += int64(len(wr.Data))
+	}
+	for _, name := range m.FileNames() {
+		if got, want := m.FileSize(name), v.sizes[name]+grew[name]; got != want {
+			t.Fatalf("index %d: %s is %d bytes, want %d", index, name, got, want)
+		}
+		v.sizes[name] = m.FileSize(name)
+	}
+}
+
+// checkState checks the invariants that hold in every state.
+func checkState(m *lockstate.Machine) error {
+	st := m.State()
+	open := make(map[uint64]*raftlogv1.Session)
+	for _, s := range st.GetSessions() {
+		if s.GetClientId() == 0 || s.GetClientId() >= st.GetNextClientId() {
+			return fmt.Errorf("session %d, next id %d", s.GetClientId(), st.GetNextClientId())
+		}
+		for q := range s.GetOutcomes() {
+			if q == 0 || q < s.GetAckedBelow() {
+				return fmt.Errorf("session %d keeps outcome %d below its mark %d", s.GetClientId(), q, s.GetAckedBelow())
+			}
+		}
+		open[s.GetClientId()] = s
+	}
+	if len(st.GetLocks()) != 1 || st.GetLocks()[0].GetName() != lockstate.DefaultLock {
+		return fmt.Errorf("locks %v, want only the default lock", st.GetLocks())
+	}
+	l := st.GetLocks()[0]
+	if l.GetHolder() == 0 {
+		if len(l.GetQueue()) != 0 || len(l.GetStaged()) != 0 || l.GetToken() != 0 {
+			return fmt.Errorf("free lock with queue %v, %d staged, token %d", l.GetQueue(), len(l.GetStaged()), l.GetToken())
+		}
+	} else {
+		h, ok := open[l.GetHolder()]
+		if !ok {
+			return fmt.Errorf("holder %d has no session", l.GetHolder())
+		}
+		if l.GetToken() == 0 || l.GetToken() != h.GetLastToken() || l.GetToken() != l.GetLastToken() {
+			return fmt.Errorf("holder %d token %d, its last token %d, lock's last %d", l.GetHolder(), l.GetToken(), h.GetLastToken(), l.GetLastToken())
+		}
+	}
+	seen := map[uint64]bool{l.GetHolder(): true}
+	for _, wt := range l.GetQueue() {
+		if seen[wt.GetClientId()] {
+			return fmt.Errorf("session %d twice in holder+queue %d/%v", wt.GetClientId(), l.GetHolder(), l.GetQueue())
+		}
+		seen[wt.GetClientId()] = true
+		if _, ok := open[wt.GetClientId()]; !ok {
+			return fmt.Errorf("waiter %d has no session", wt.GetClientId())
+		}
+	}
+	var stagedBytes uint64
+	for _, a := range l.GetStaged() {
+		if m.CheckFile(a.GetFile()) != rNone || len(a.GetData()) == 0 {
+			return fmt.Errorf("staged append %q of %d bytes", a.GetFile(), len(a.GetData()))
+		}
+		stagedBytes += uint64(len(a.GetData()))
+	}
+	lv := m.Lock()
+	if lv.StagedBytes != stagedBytes || lv.StagedAppends != len(l.GetStaged()) {
+		return fmt.Errorf("lock view stages %d appends, %d bytes; state %d, %d", lv.StagedAppends, lv.StagedBytes, len(l.GetStaged()), stagedBytes)
+	}
+	return nil
+}

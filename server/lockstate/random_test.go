@@ -1,0 +1,315 @@
+package lockstate_test
+
+import (
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	raftlogv1 "github.com/dlm/dlm/gen/go/dlm/raftlog/v1"
+	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
+	"github.com/dlm/dlm/server/lockstate"
+)
+
+// randomLimits are small so that the random histories reach every bound.
+var randomLimits = lockstate.Limits{Files: 10, MaxOutstanding: 8}
+
+// generator makes a random but plausible history: mostly the calls a client
+// library would make, with repeats, stale tokens and junk mixed in. It peeks
+// at a machine (as the leader does for epochs), but every command it makes
+// is applied to all machines alike.
+type generator struct {
+	rng     *rand.Rand
+	opened  uint64            // sessions opened so far: ids 1..opened
+	nextSeq map[uint64]uint64 // the client's next sequence number
+	ackMark map[uint64]uint64 // the client's acknowledgement mark
+	tokens  map[uint64][]uint64
+	past    []*raftlogv1.Command
+}
+
+func newGenerator(seed uint64) *generator {
+	return &generator{
+		rng:     rand.New(rand.NewPCG(seed, 0x646c6d)),
+		nextSeq: make(map[uint64]uint64),
+		ackMark: make(map[uint64]uint64),
+		tokens:  make(map[uint64][]uint64),
+	}
+}
+
+var badFiles = []string{"", "..", "../etc/passwd", "a/b", "file_10", "file_03", "foo", "file_1\n", "file_\x00"}
+
+func (g *generator) next(m *lockstate.Machine) *raftlogv1.Command {
+	open := m.Sessions()
+	if len(open) == 0 || (len(open) < 7 && g.rng.IntN(100) < 5) {
+		g.opened++
+		return openCmd(g.opened)
+	}
+	if n := g.rng.IntN(100); n < 8 && len(g.past) > 0 {
+		// A repeat: a retry, or a duplicate the network delivered late.
+		return proto.Clone(g.past[g.rng.IntN(len(g.past))]).(*raftlogv1.Command)
+	} else if n < 10 {
+		return g.junk()
+	}
+	// Mostly open sessions, sometimes a closed one, an unknown one, or 0.
+	id := open[g.rng.IntN(len(open))].ClientID
+	switch n := g.rng.IntN(100); {
+	case n < 4:
+		id = 1 + g.rng.Uint64N(g.opened)
+	case n < 6:
+		id = g.opened + 1 + g.rng.Uint64N(3)
+	case n < 7:
+		id = 0
+	}
+	var cmd *raftlogv1.Command
+	switch n := g.rng.IntN(100); {
+	case n < 28:
+		if g.rng.IntN(5) == 0 {
+			cmd = tryCmd(g.caller(id))
+		} else {
+			cmd = acquireCmd(g.caller(id))
+		}
+	case n < 62:
+		data := make([]byte, g.rng.IntN(48)+1)
+		for i := range data {
+			data[i] = byte('a' + g.rng.IntN(26))
+		}
+		if g.rng.IntN(20) == 0 {
+			data = nil
+		}
+		file := lockstate.FileName(g.rng.IntN(randomLimits.Files))
+		if g.rng.IntN(10) == 0 {
+			file = badFiles[g.rng.IntN(len(badFiles))]
+		}
+		maxSection := []uint64{1 << 20, 1 << 20, 1 << 20, 128, 40}[g.rng.IntN(5)]
+		cmd = appendMax(g.caller(id), g.token(m, id), file, string(data), maxSection)
+	case n < 90:
+		if g.rng.IntN(10) == 0 {
+			cmd = abortCmd(g.caller(id), g.token(m, id))
+		} else {
+			cmd = releaseCmd(g.caller(id), g.token(m, id))
+		}
+	case n < 93:
+		cmd = closeCmd(g.caller(id))
+	default:
+		// The leader's expiry, with the epoch it saw: mostly the current
+		// one, sometimes an outdated or a wrong one.
+		s, _ := m.Session(id)
+		epoch := s.Epoch
+		if g.rng.IntN(2) == 0 {
+			epoch = epoch - 1 + g.rng.Uint64N(3)
+		}
+		cmd = expireCmd(id, epoch)
+	}
+	g.past = append(g.past, cmd)
+	return cmd
+}
+
+// caller is the session's next request: usually well formed, sometimes with
+// a wrong secret or no sequence; the client acknowledges now and then.
+func (g *generator) caller(id uint64) *raftlogv1.Caller {
+	g.nextSeq[id]++
+	seq := g.nextSeq[id]
+	if g.rng.IntN(4) == 0 {
+		g.ackMark[id] = seq - g.rng.Uint64N(min(seq, 4))
+	}
+	cl := cAck(id, seq, g.ackMark[id])
+	switch g.rng.IntN(40) {
+	case 0:
+		cl.Seq = 0
+	case 1:
+		cl.Secret = "guess"
+	}
+	return cl
+}
+
+// token is the session's current token, or a stale, absent or made-up one.
+func (g *generator) token(m *lockstate.Machine, id uint64) uint64 {
+	held := m.HeldToken(id)
+	switch n := g.rng.IntN(100); {
+	case n < 70 && held != 0:
+		return held
+	case n < 85 && len(g.tokens[id]) > 0:
+		return g.tokens[id][g.rng.IntN(len(g.tokens[id]))]
+	case n < 95:
+		return 0
+	default:
+		return m.Lock().LastToken + g.rng.Uint64N(3)
+	}
+}
+
+func (g *generator) junk() *raftlogv1.Command {
+	return []*raftlogv1.Command{
+		{},
+		{Op: &raftlogv1.Command_Acquire{}},
+		{Op: &raftlogv1.Command_Append{Append: &raftlogv1.Append{File: "file_1", Data: []byte("x")}}},
+		{Op: &raftlogv1.Command_Release{Release: &raftlogv1.Release{Token: 1}}},
+		{Op: &raftlogv1.Command_CloseSession{}},
+		{Op: &raftlogv1.Command_ExpireSession{}},
+	}[g.rng.IntN(6)]
+}
+
+func (g *generator) learn(res lockstate.Result) {
+	for _, gr := range res.Grants {
+		g.tokens[gr.ClientID] = append(g.tokens[gr.ClientID], gr.Token)
+	}
+}
+
+// tokenOf is the fencing token a command carries.
+func tokenOf(cmd *raftlogv1.Command) uint64 {
+	switch op := cmd.GetOp().(type) {
+	case *raftlogv1.Command_Release:
+		return op.Release.GetToken()
+	case *raftlogv1.Command_Append:
+		return op.Append.GetToken()
+	}
+	return 0
+}
+
+// runRandom applies n generated commands to two machines built alike, and
+// to machines restored from snapshots along the way, and checks that all
+// agree and that the invariants hold after every step. It returns what
+// happened, by kind, to show the history reached every path.
+func runRandom(t testing.TB, seed uint64, n int) map[string]int {
+	t.Helper()
+	g := newGenerator(seed)
+	a, b := lockstate.New(randomLimits), lockstate.New(randomLimits)
+	var restored *lockstate.Machine
+	var inv invariants
+	seen := make(map[string]int)
+	idx := uint64(0)
+	for i := range n {
+		// Raft's own entries leave gaps in the indexes now and then.
+		idx += 1 + uint64(g.rng.IntN(8)/7)
+		now := int64(1_700_000_000_000) + int64(idx)*37
+		cmd := g.next(a)
+		cmd.NowUnixMs = now
+
+		before := a.State()
+		cl := callerOf(cmd)
+		prior, priorReason := a.Check(cl)
+		ra := a.Apply(idx, cmd)
+		rb := b.Apply(idx, cmd)
+		if d := diffResult(rb, ra); d != "" {
+			t.Fatalf("seed %d step %d index %d (%s %v): machines disagree: %s", seed, i, idx, cmdName(cmd), cmd, d)
+		}
+		after := a.State()
+		if !proto.Equal(after, b.State()) {
+			t.Fatalf("seed %d step %d index %d: states differ", seed, i, idx)
+		}
+		if restored != nil {
+			rr := restored.Apply(idx, cmd)
+			if d := diffResult(rr, ra); d != "" {
+				t.Fatalf("seed %d step %d index %d (%s): restored machine disagrees: %s", seed, i, idx, cmdName(cmd), d)
+			}
+			if !proto.Equal(after, restored.State()) {
+				t.Fatalf("seed %d step %d index %d: restored state differs", seed, i, idx)
+			}
+		}
+		inv.check(t, a, idx, ra)
+		g.learn(ra)
+
+		// At-most-once: a request that Check answers (a repeat, or one
+		// refused before it runs) changes nothing and gets that answer.
+		if cl != nil && (prior != nil || priorReason != rNone) {
+			want := res(prior)
+			if prior == nil {
+				r := priorReason
+				if r == rSessionExp && tokenOf(cmd) != 0 {
+					r = rLockExpired
+				}
+				want = fails(r)
+			}
+			if d := diffResult(ra, want); d != "" {
+				t.Fatalf("seed %d step %d index %d (%s): answered request: %s", seed, i, idx, cmdName(cmd), d)
+			}
+			before.AppliedIndex = idx
+			if !proto.Equal(before, after) {
+				t.Fatalf("seed %d step %d index %d (%s): answered request changed the state", seed, i, idx, cmdName(cmd))
+			}
+			seen["answered"]++
+		}
+		// A new request's answer is recorded, unless it was refused for
+		// room or ended its session.
+		if cl != nil && prior == nil && priorReason == rNone && ra.Reason() != rTooMany && len(ra.Ended) == 0 {
+			if o, r := a.Check(cl); r != rNone || !proto.Equal(o, ra.Outcome) {
+				t.Fatalf("seed %d step %d index %d (%s): recorded %s (%s), returned %s", seed, i, idx, cmdName(cmd), fmtOutcome(o), r, fmtOutcome(ra.Outcome))
+			}
+		}
+		for _, s := range after.GetSessions() {
+			if len(s.GetOutcomes()) > randomLimits.MaxOutstanding {
+				t.Fatalf("seed %d step %d: session %d keeps %d outcomes", seed, i, s.GetClientId(), len(s.GetOutcomes()))
+			}
+		}
+
+		seen[ra.Reason().String()]++
+		seen[cmdName(cmd)]++
+		if len(ra.Grants) > 0 {
+			seen["grant"]++
+		}
+		if len(ra.Writes) > 0 {
+			seen["write"]++
+		}
+		if len(ra.Ended) > 0 {
+			seen["ended by "+cmdName(cmd)]++
+		}
+		if len(before.GetLocks()[0].GetStaged()) > 0 && len(after.GetLocks()[0].GetStaged()) == 0 && len(ra.Writes) == 0 {
+			seen["section dropped"]++
+		}
+
+		// Take a snapshot now and then and follow it from here on.
+		if i%250 == 125 {
+			wire, err := proto.Marshal(after)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := &raftlogv1.State{}
+			if err := proto.Unmarshal(wire, st); err != nil {
+				t.Fatal(err)
+			}
+			if restored, err = lockstate.Restore(randomLimits, st); err != nil {
+				t.Fatalf("seed %d step %d: restore: %v", seed, i, err)
+			}
+		}
+	}
+	return seen
+}
+
+func TestRandomHistories(t *testing.T) {
+	total := make(map[string]int)
+	for seed := uint64(1); seed <= 5; seed++ {
+		for k, v := range runRandom(t, seed, 2000) {
+			total[k] += v
+		}
+	}
+	// The histories must reach every outcome and path, or they prove little.
+	want := []string{"grant", "write", "section dropped", "answered",
+		"ended by close_session", "ended by expire_session",
+		"open_session", "acquire", "append", "release", "close_session", "expire_session", "no op"}
+	for r := range dlmv1.ErrorReason_name {
+		switch reason := dlmv1.ErrorReason(r); reason {
+		case dlmv1.ErrorReason_ERROR_REASON_NOT_LEADER, dlmv1.ErrorReason_ERROR_REASON_UNAVAILABLE,
+			dlmv1.ErrorReason_ERROR_REASON_DATA_TOO_LARGE:
+			// Decided by the leader, never by the state machine.
+		default:
+			want = append(want, reason.String())
+		}
+	}
+	slices.Sort(want)
+	for _, k := range want {
+		if total[k] == 0 {
+			t.Errorf("random histories never reached %s", k)
+		}
+	}
+	t.Logf("reached: %v", total)
+}
+
+// FuzzRandomHistories runs random histories from fuzzed seeds; `go test`
+// runs the seed corpus below.
+func FuzzRandomHistories(f *testing.F) {
+	f.Add(uint64(42), uint16(500))
+	f.Add(uint64(7), uint16(3000))
+	f.Fuzz(func(t *testing.T, seed uint64, n uint16) {
+		runRandom(t, seed, int(n%4000))
+	})
+}
