@@ -1247,7 +1247,12 @@ type NodeStatus struct {
 	// The highest log index known to be committed.
 	CommitIndex uint64 `protobuf:"varint,5,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
 	// The highest log index applied to the state machine.
-	AppliedIndex  uint64 `protobuf:"varint,6,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	AppliedIndex uint64 `protobuf:"varint,6,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	// Milliseconds since this node last heard from the leader: 0 on the
+	// leader itself, -1 when it never has.
+	LastContactMs int64 `protobuf:"varint,7,opt,name=last_contact_ms,json=lastContactMs,proto3" json:"last_contact_ms,omitempty"`
+	// The node's Raft address ("" for a single node without a Raft port).
+	RaftAddress   string `protobuf:"bytes,8,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1324,6 +1329,20 @@ func (x *NodeStatus) GetAppliedIndex() uint64 {
 	return 0
 }
 
+func (x *NodeStatus) GetLastContactMs() int64 {
+	if x != nil {
+		return x.LastContactMs
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetRaftAddress() string {
+	if x != nil {
+		return x.RaftAddress
+	}
+	return ""
+}
+
 // MemberStatus describes one member of the cluster.
 type MemberStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1334,7 +1353,9 @@ type MemberStatus struct {
 	// "voter" or "nonvoter".
 	Suffrage string `protobuf:"bytes,3,opt,name=suffrage,proto3" json:"suffrage,omitempty"`
 	// True for the current leader.
-	Leader        bool `protobuf:"varint,4,opt,name=leader,proto3" json:"leader,omitempty"`
+	Leader bool `protobuf:"varint,4,opt,name=leader,proto3" json:"leader,omitempty"`
+	// The member's client URL, once it has been recorded.
+	ClientUrl     string `protobuf:"bytes,5,opt,name=client_url,json=clientUrl,proto3" json:"client_url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1395,6 +1416,13 @@ func (x *MemberStatus) GetLeader() bool {
 		return x.Leader
 	}
 	return false
+}
+
+func (x *MemberStatus) GetClientUrl() string {
+	if x != nil {
+		return x.ClientUrl
+	}
+	return ""
 }
 
 // LockStatus describes the lock and its queue.
@@ -1762,7 +1790,7 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\x04lock\x18\x02 \x01(\v2\x12.dlm.v1.LockStatusR\x04lock\x121\n" +
 	"\bsessions\x18\x03 \x03(\v2\x15.dlm.v1.SessionStatusR\bsessions\x12(\n" +
 	"\x05files\x18\x04 \x03(\v2\x12.dlm.v1.FileStatusR\x05files\x12.\n" +
-	"\amembers\x18\x05 \x03(\v2\x14.dlm.v1.MemberStatusR\amembers\"\xab\x01\n" +
+	"\amembers\x18\x05 \x03(\v2\x14.dlm.v1.MemberStatusR\amembers\"\xf6\x01\n" +
 	"\n" +
 	"NodeStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
@@ -1771,12 +1799,16 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"leader_url\x18\x03 \x01(\tR\tleaderUrl\x12\x12\n" +
 	"\x04term\x18\x04 \x01(\x04R\x04term\x12!\n" +
 	"\fcommit_index\x18\x05 \x01(\x04R\vcommitIndex\x12#\n" +
-	"\rapplied_index\x18\x06 \x01(\x04R\fappliedIndex\"u\n" +
+	"\rapplied_index\x18\x06 \x01(\x04R\fappliedIndex\x12&\n" +
+	"\x0flast_contact_ms\x18\a \x01(\x03R\rlastContactMs\x12!\n" +
+	"\fraft_address\x18\b \x01(\tR\vraftAddress\"\x94\x01\n" +
 	"\fMemberStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12\x1a\n" +
 	"\bsuffrage\x18\x03 \x01(\tR\bsuffrage\x12\x16\n" +
-	"\x06leader\x18\x04 \x01(\bR\x06leader\"\xdd\x01\n" +
+	"\x06leader\x18\x04 \x01(\bR\x06leader\x12\x1d\n" +
+	"\n" +
+	"client_url\x18\x05 \x01(\tR\tclientUrl\"\xdd\x01\n" +
 	"\n" +
 	"LockStatus\x12\x16\n" +
 	"\x06holder\x18\x01 \x01(\x04R\x06holder\x12\x14\n" +

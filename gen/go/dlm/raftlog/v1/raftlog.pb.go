@@ -44,6 +44,7 @@ type Command struct {
 	//	*Command_Append
 	//	*Command_CloseSession
 	//	*Command_ExpireSession
+	//	*Command_NodeAddress
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -147,6 +148,15 @@ func (x *Command) GetExpireSession() *ExpireSession {
 	return nil
 }
 
+func (x *Command) GetNodeAddress() *NodeAddress {
+	if x != nil {
+		if x, ok := x.Op.(*Command_NodeAddress); ok {
+			return x.NodeAddress
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -181,6 +191,11 @@ type Command_ExpireSession struct {
 	ExpireSession *ExpireSession `protobuf:"bytes,7,opt,name=expire_session,json=expireSession,proto3,oneof"`
 }
 
+type Command_NodeAddress struct {
+	// Record a node's client URL.
+	NodeAddress *NodeAddress `protobuf:"bytes,8,opt,name=node_address,json=nodeAddress,proto3,oneof"`
+}
+
 func (*Command_OpenSession) isCommand_Op() {}
 
 func (*Command_Acquire) isCommand_Op() {}
@@ -192,6 +207,8 @@ func (*Command_Append) isCommand_Op() {}
 func (*Command_CloseSession) isCommand_Op() {}
 
 func (*Command_ExpireSession) isCommand_Op() {}
+
+func (*Command_NodeAddress) isCommand_Op() {}
 
 // Caller identifies the session and the request behind a command.
 type Caller struct {
@@ -637,6 +654,62 @@ func (x *ExpireSession) GetEpoch() uint64 {
 	return 0
 }
 
+// NodeAddress records the client URL of a cluster member, so that every
+// node can point clients to the leader.
+type NodeAddress struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The member's Raft server id.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The base URL clients use to reach the member.
+	ClientUrl     string `protobuf:"bytes,2,opt,name=client_url,json=clientUrl,proto3" json:"client_url,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeAddress) Reset() {
+	*x = NodeAddress{}
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeAddress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeAddress) ProtoMessage() {}
+
+func (x *NodeAddress) ProtoReflect() protoreflect.Message {
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeAddress.ProtoReflect.Descriptor instead.
+func (*NodeAddress) Descriptor() ([]byte, []int) {
+	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *NodeAddress) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *NodeAddress) GetClientUrl() string {
+	if x != nil {
+		return x.ClientUrl
+	}
+	return ""
+}
+
 // Outcome is the recorded answer to one request, returned again when the
 // request is repeated.
 type Outcome struct {
@@ -659,7 +732,7 @@ type Outcome struct {
 
 func (x *Outcome) Reset() {
 	*x = Outcome{}
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[8]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -671,7 +744,7 @@ func (x *Outcome) String() string {
 func (*Outcome) ProtoMessage() {}
 
 func (x *Outcome) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[8]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -684,7 +757,7 @@ func (x *Outcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
 func (*Outcome) Descriptor() ([]byte, []int) {
-	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{8}
+	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Outcome) GetErrorReason() uint32 {
@@ -743,14 +816,16 @@ type State struct {
 	AppliedIndex uint64 `protobuf:"varint,4,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
 	// The client_id the next session will get; ids are never reused, so an id
 	// below it that has no session belongs to a closed or expired one.
-	NextClientId  uint64 `protobuf:"varint,5,opt,name=next_client_id,json=nextClientId,proto3" json:"next_client_id,omitempty"`
+	NextClientId uint64 `protobuf:"varint,5,opt,name=next_client_id,json=nextClientId,proto3" json:"next_client_id,omitempty"`
+	// The client URLs of the cluster's members, ordered by id.
+	Nodes         []*NodeAddress `protobuf:"bytes,6,rep,name=nodes,proto3" json:"nodes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *State) Reset() {
 	*x = State{}
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[9]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -762,7 +837,7 @@ func (x *State) String() string {
 func (*State) ProtoMessage() {}
 
 func (x *State) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[9]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -775,7 +850,7 @@ func (x *State) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use State.ProtoReflect.Descriptor instead.
 func (*State) Descriptor() ([]byte, []int) {
-	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{9}
+	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *State) GetSessions() []*Session {
@@ -813,6 +888,13 @@ func (x *State) GetNextClientId() uint64 {
 	return 0
 }
 
+func (x *State) GetNodes() []*NodeAddress {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
 // Session is one open session.
 type Session struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -841,7 +923,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[10]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -853,7 +935,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[10]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -866,7 +948,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{10}
+	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Session) GetClientId() uint64 {
@@ -957,7 +1039,7 @@ type Lock struct {
 
 func (x *Lock) Reset() {
 	*x = Lock{}
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[11]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -969,7 +1051,7 @@ func (x *Lock) String() string {
 func (*Lock) ProtoMessage() {}
 
 func (x *Lock) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[11]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -982,7 +1064,7 @@ func (x *Lock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Lock.ProtoReflect.Descriptor instead.
 func (*Lock) Descriptor() ([]byte, []int) {
-	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{11}
+	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Lock) GetName() string {
@@ -1054,7 +1136,7 @@ type StagedAppend struct {
 
 func (x *StagedAppend) Reset() {
 	*x = StagedAppend{}
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[12]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1066,7 +1148,7 @@ func (x *StagedAppend) String() string {
 func (*StagedAppend) ProtoMessage() {}
 
 func (x *StagedAppend) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[12]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1079,7 +1161,7 @@ func (x *StagedAppend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StagedAppend.ProtoReflect.Descriptor instead.
 func (*StagedAppend) Descriptor() ([]byte, []int) {
-	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{12}
+	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StagedAppend) GetFile() string {
@@ -1109,7 +1191,7 @@ type Waiter struct {
 
 func (x *Waiter) Reset() {
 	*x = Waiter{}
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[13]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1121,7 +1203,7 @@ func (x *Waiter) String() string {
 func (*Waiter) ProtoMessage() {}
 
 func (x *Waiter) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[13]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1134,7 +1216,7 @@ func (x *Waiter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Waiter.ProtoReflect.Descriptor instead.
 func (*Waiter) Descriptor() ([]byte, []int) {
-	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{13}
+	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Waiter) GetClientId() uint64 {
@@ -1164,7 +1246,7 @@ type FileLength struct {
 
 func (x *FileLength) Reset() {
 	*x = FileLength{}
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[14]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1176,7 +1258,7 @@ func (x *FileLength) String() string {
 func (*FileLength) ProtoMessage() {}
 
 func (x *FileLength) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[14]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1189,7 +1271,7 @@ func (x *FileLength) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileLength.ProtoReflect.Descriptor instead.
 func (*FileLength) Descriptor() ([]byte, []int) {
-	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{14}
+	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *FileLength) GetName() string {
@@ -1210,7 +1292,7 @@ var File_dlm_raftlog_v1_raftlog_proto protoreflect.FileDescriptor
 
 const file_dlm_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\n" +
-	"\x1cdlm/raftlog/v1/raftlog.proto\x12\x0edlm.raftlog.v1\"\x9a\x03\n" +
+	"\x1cdlm/raftlog/v1/raftlog.proto\x12\x0edlm.raftlog.v1\"\xdc\x03\n" +
 	"\aCommand\x12\x1e\n" +
 	"\vnow_unix_ms\x18\x01 \x01(\x03R\tnowUnixMs\x12@\n" +
 	"\fopen_session\x18\x02 \x01(\v2\x1b.dlm.raftlog.v1.OpenSessionH\x00R\vopenSession\x123\n" +
@@ -1218,7 +1300,8 @@ const file_dlm_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\arelease\x18\x04 \x01(\v2\x17.dlm.raftlog.v1.ReleaseH\x00R\arelease\x120\n" +
 	"\x06append\x18\x05 \x01(\v2\x16.dlm.raftlog.v1.AppendH\x00R\x06append\x12C\n" +
 	"\rclose_session\x18\x06 \x01(\v2\x1c.dlm.raftlog.v1.CloseSessionH\x00R\fcloseSession\x12F\n" +
-	"\x0eexpire_session\x18\a \x01(\v2\x1d.dlm.raftlog.v1.ExpireSessionH\x00R\rexpireSessionB\x04\n" +
+	"\x0eexpire_session\x18\a \x01(\v2\x1d.dlm.raftlog.v1.ExpireSessionH\x00R\rexpireSession\x12@\n" +
+	"\fnode_address\x18\b \x01(\v2\x1b.dlm.raftlog.v1.NodeAddressH\x00R\vnodeAddressB\x04\n" +
 	"\x02op\"p\n" +
 	"\x06Caller\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x16\n" +
@@ -1247,20 +1330,25 @@ const file_dlm_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x06caller\x18\x01 \x01(\v2\x16.dlm.raftlog.v1.CallerR\x06caller\"B\n" +
 	"\rExpireSession\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x14\n" +
-	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"\xa4\x01\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"<\n" +
+	"\vNodeAddress\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"client_url\x18\x02 \x01(\tR\tclientUrl\"\xa4\x01\n" +
 	"\aOutcome\x12!\n" +
 	"\ferror_reason\x18\x01 \x01(\rR\verrorReason\x12\x18\n" +
 	"\agranted\x18\x02 \x01(\bR\agranted\x12\x14\n" +
 	"\x05token\x18\x03 \x01(\x04R\x05token\x12\x16\n" +
 	"\x06queued\x18\x04 \x01(\bR\x06queued\x12\x18\n" +
 	"\aappends\x18\x05 \x01(\rR\aappends\x12\x14\n" +
-	"\x05bytes\x18\x06 \x01(\x04R\x05bytes\"\xe5\x01\n" +
+	"\x05bytes\x18\x06 \x01(\x04R\x05bytes\"\x98\x02\n" +
 	"\x05State\x123\n" +
 	"\bsessions\x18\x01 \x03(\v2\x17.dlm.raftlog.v1.SessionR\bsessions\x12*\n" +
 	"\x05locks\x18\x02 \x03(\v2\x14.dlm.raftlog.v1.LockR\x05locks\x120\n" +
 	"\x05files\x18\x03 \x03(\v2\x1a.dlm.raftlog.v1.FileLengthR\x05files\x12#\n" +
 	"\rapplied_index\x18\x04 \x01(\x04R\fappliedIndex\x12$\n" +
-	"\x0enext_client_id\x18\x05 \x01(\x04R\fnextClientId\"\x82\x03\n" +
+	"\x0enext_client_id\x18\x05 \x01(\x04R\fnextClientId\x121\n" +
+	"\x05nodes\x18\x06 \x03(\v2\x1b.dlm.raftlog.v1.NodeAddressR\x05nodes\"\x82\x03\n" +
 	"\aSession\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x16\n" +
 	"\x06secret\x18\x02 \x01(\tR\x06secret\x12\x19\n" +
@@ -1311,7 +1399,7 @@ func file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP() []byte {
 	return file_dlm_raftlog_v1_raftlog_proto_rawDescData
 }
 
-var file_dlm_raftlog_v1_raftlog_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_dlm_raftlog_v1_raftlog_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_dlm_raftlog_v1_raftlog_proto_goTypes = []any{
 	(*Command)(nil),       // 0: dlm.raftlog.v1.Command
 	(*Caller)(nil),        // 1: dlm.raftlog.v1.Caller
@@ -1321,14 +1409,15 @@ var file_dlm_raftlog_v1_raftlog_proto_goTypes = []any{
 	(*Append)(nil),        // 5: dlm.raftlog.v1.Append
 	(*CloseSession)(nil),  // 6: dlm.raftlog.v1.CloseSession
 	(*ExpireSession)(nil), // 7: dlm.raftlog.v1.ExpireSession
-	(*Outcome)(nil),       // 8: dlm.raftlog.v1.Outcome
-	(*State)(nil),         // 9: dlm.raftlog.v1.State
-	(*Session)(nil),       // 10: dlm.raftlog.v1.Session
-	(*Lock)(nil),          // 11: dlm.raftlog.v1.Lock
-	(*StagedAppend)(nil),  // 12: dlm.raftlog.v1.StagedAppend
-	(*Waiter)(nil),        // 13: dlm.raftlog.v1.Waiter
-	(*FileLength)(nil),    // 14: dlm.raftlog.v1.FileLength
-	nil,                   // 15: dlm.raftlog.v1.Session.OutcomesEntry
+	(*NodeAddress)(nil),   // 8: dlm.raftlog.v1.NodeAddress
+	(*Outcome)(nil),       // 9: dlm.raftlog.v1.Outcome
+	(*State)(nil),         // 10: dlm.raftlog.v1.State
+	(*Session)(nil),       // 11: dlm.raftlog.v1.Session
+	(*Lock)(nil),          // 12: dlm.raftlog.v1.Lock
+	(*StagedAppend)(nil),  // 13: dlm.raftlog.v1.StagedAppend
+	(*Waiter)(nil),        // 14: dlm.raftlog.v1.Waiter
+	(*FileLength)(nil),    // 15: dlm.raftlog.v1.FileLength
+	nil,                   // 16: dlm.raftlog.v1.Session.OutcomesEntry
 }
 var file_dlm_raftlog_v1_raftlog_proto_depIdxs = []int32{
 	2,  // 0: dlm.raftlog.v1.Command.open_session:type_name -> dlm.raftlog.v1.OpenSession
@@ -1337,22 +1426,24 @@ var file_dlm_raftlog_v1_raftlog_proto_depIdxs = []int32{
 	5,  // 3: dlm.raftlog.v1.Command.append:type_name -> dlm.raftlog.v1.Append
 	6,  // 4: dlm.raftlog.v1.Command.close_session:type_name -> dlm.raftlog.v1.CloseSession
 	7,  // 5: dlm.raftlog.v1.Command.expire_session:type_name -> dlm.raftlog.v1.ExpireSession
-	1,  // 6: dlm.raftlog.v1.Acquire.caller:type_name -> dlm.raftlog.v1.Caller
-	1,  // 7: dlm.raftlog.v1.Release.caller:type_name -> dlm.raftlog.v1.Caller
-	1,  // 8: dlm.raftlog.v1.Append.caller:type_name -> dlm.raftlog.v1.Caller
-	1,  // 9: dlm.raftlog.v1.CloseSession.caller:type_name -> dlm.raftlog.v1.Caller
-	10, // 10: dlm.raftlog.v1.State.sessions:type_name -> dlm.raftlog.v1.Session
-	11, // 11: dlm.raftlog.v1.State.locks:type_name -> dlm.raftlog.v1.Lock
-	14, // 12: dlm.raftlog.v1.State.files:type_name -> dlm.raftlog.v1.FileLength
-	15, // 13: dlm.raftlog.v1.Session.outcomes:type_name -> dlm.raftlog.v1.Session.OutcomesEntry
-	12, // 14: dlm.raftlog.v1.Lock.staged:type_name -> dlm.raftlog.v1.StagedAppend
-	13, // 15: dlm.raftlog.v1.Lock.queue:type_name -> dlm.raftlog.v1.Waiter
-	8,  // 16: dlm.raftlog.v1.Session.OutcomesEntry.value:type_name -> dlm.raftlog.v1.Outcome
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	8,  // 6: dlm.raftlog.v1.Command.node_address:type_name -> dlm.raftlog.v1.NodeAddress
+	1,  // 7: dlm.raftlog.v1.Acquire.caller:type_name -> dlm.raftlog.v1.Caller
+	1,  // 8: dlm.raftlog.v1.Release.caller:type_name -> dlm.raftlog.v1.Caller
+	1,  // 9: dlm.raftlog.v1.Append.caller:type_name -> dlm.raftlog.v1.Caller
+	1,  // 10: dlm.raftlog.v1.CloseSession.caller:type_name -> dlm.raftlog.v1.Caller
+	11, // 11: dlm.raftlog.v1.State.sessions:type_name -> dlm.raftlog.v1.Session
+	12, // 12: dlm.raftlog.v1.State.locks:type_name -> dlm.raftlog.v1.Lock
+	15, // 13: dlm.raftlog.v1.State.files:type_name -> dlm.raftlog.v1.FileLength
+	8,  // 14: dlm.raftlog.v1.State.nodes:type_name -> dlm.raftlog.v1.NodeAddress
+	16, // 15: dlm.raftlog.v1.Session.outcomes:type_name -> dlm.raftlog.v1.Session.OutcomesEntry
+	13, // 16: dlm.raftlog.v1.Lock.staged:type_name -> dlm.raftlog.v1.StagedAppend
+	14, // 17: dlm.raftlog.v1.Lock.queue:type_name -> dlm.raftlog.v1.Waiter
+	9,  // 18: dlm.raftlog.v1.Session.OutcomesEntry.value:type_name -> dlm.raftlog.v1.Outcome
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_dlm_raftlog_v1_raftlog_proto_init() }
@@ -1367,6 +1458,7 @@ func file_dlm_raftlog_v1_raftlog_proto_init() {
 		(*Command_Append)(nil),
 		(*Command_CloseSession)(nil),
 		(*Command_ExpireSession)(nil),
+		(*Command_NodeAddress)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1374,7 +1466,7 @@ func file_dlm_raftlog_v1_raftlog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dlm_raftlog_v1_raftlog_proto_rawDesc), len(file_dlm_raftlog_v1_raftlog_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

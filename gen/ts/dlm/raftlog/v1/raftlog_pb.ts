@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dlm/raftlog/v1/raftlog.proto.
  */
 export const file_dlm_raftlog_v1_raftlog: GenFile = /*@__PURE__*/
-  fileDesc("ChxkbG0vcmFmdGxvZy92MS9yYWZ0bG9nLnByb3RvEg5kbG0ucmFmdGxvZy52MSLLAgoHQ29tbWFuZBITCgtub3dfdW5peF9tcxgBIAEoAxIzCgxvcGVuX3Nlc3Npb24YAiABKAsyGy5kbG0ucmFmdGxvZy52MS5PcGVuU2Vzc2lvbkgAEioKB2FjcXVpcmUYAyABKAsyFy5kbG0ucmFmdGxvZy52MS5BY3F1aXJlSAASKgoHcmVsZWFzZRgEIAEoCzIXLmRsbS5yYWZ0bG9nLnYxLlJlbGVhc2VIABIoCgZhcHBlbmQYBSABKAsyFi5kbG0ucmFmdGxvZy52MS5BcHBlbmRIABI1Cg1jbG9zZV9zZXNzaW9uGAYgASgLMhwuZGxtLnJhZnRsb2cudjEuQ2xvc2VTZXNzaW9uSAASNwoOZXhwaXJlX3Nlc3Npb24YByABKAsyHS5kbG0ucmFmdGxvZy52MS5FeHBpcmVTZXNzaW9uSABCBAoCb3AiTQoGQ2FsbGVyEhEKCWNsaWVudF9pZBgBIAEoBBIOCgZzZWNyZXQYAiABKAkSCwoDc2VxGAMgASgEEhMKC2Fja2VkX2JlbG93GAQgASgEIj0KC09wZW5TZXNzaW9uEg4KBnNlY3JldBgBIAEoCRIQCghsZWFzZV9tcxgCIAEoDRIMCgRuYW1lGAMgASgJIj4KB0FjcXVpcmUSJgoGY2FsbGVyGAEgASgLMhYuZGxtLnJhZnRsb2cudjEuQ2FsbGVyEgsKA3RyeRgCIAEoCCJPCgdSZWxlYXNlEiYKBmNhbGxlchgBIAEoCzIWLmRsbS5yYWZ0bG9nLnYxLkNhbGxlchINCgV0b2tlbhgCIAEoBBINCgVhYm9ydBgDIAEoCCJ2CgZBcHBlbmQSJgoGY2FsbGVyGAEgASgLMhYuZGxtLnJhZnRsb2cudjEuQ2FsbGVyEg0KBXRva2VuGAIgASgEEgwKBGZpbGUYAyABKAkSDAoEZGF0YRgEIAEoDBIZChFtYXhfc2VjdGlvbl9ieXRlcxgFIAEoBCI2CgxDbG9zZVNlc3Npb24SJgoGY2FsbGVyGAEgASgLMhYuZGxtLnJhZnRsb2cudjEuQ2FsbGVyIjEKDUV4cGlyZVNlc3Npb24SEQoJY2xpZW50X2lkGAEgASgEEg0KBWVwb2NoGAIgASgEIm8KB091dGNvbWUSFAoMZXJyb3JfcmVhc29uGAEgASgNEg8KB2dyYW50ZWQYAiABKAgSDQoFdG9rZW4YAyABKAQSDgoGcXVldWVkGAQgASgIEg8KB2FwcGVuZHMYBSABKA0SDQoFYnl0ZXMYBiABKAQisQEKBVN0YXRlEikKCHNlc3Npb25zGAEgAygLMhcuZGxtLnJhZnRsb2cudjEuU2Vzc2lvbhIjCgVsb2NrcxgCIAMoCzIULmRsbS5yYWZ0bG9nLnYxLkxvY2sSKQoFZmlsZXMYAyADKAsyGi5kbG0ucmFmdGxvZy52MS5GaWxlTGVuZ3RoEhUKDWFwcGxpZWRfaW5kZXgYBCABKAQSFgoObmV4dF9jbGllbnRfaWQYBSABKAQinwIKB1Nlc3Npb24SEQoJY2xpZW50X2lkGAEgASgEEg4KBnNlY3JldBgCIAEoCRIQCghsZWFzZV9tcxgDIAEoDRIMCgRuYW1lGAQgASgJEg0KBWVwb2NoGAUgASgEEhMKC2Fja2VkX2JlbG93GAYgASgEEjcKCG91dGNvbWVzGAcgAygLMiUuZGxtLnJhZnRsb2cudjEuU2Vzc2lvbi5PdXRjb21lc0VudHJ5EhYKDm9wZW5lZF91bml4X21zGAggASgDEhIKCmxhc3RfdG9rZW4YCSABKAQaSAoNT3V0Y29tZXNFbnRyeRILCgNrZXkYASABKAQSJgoFdmFsdWUYAiABKAsyFy5kbG0ucmFmdGxvZy52MS5PdXRjb21lOgI4ASLJAQoETG9jaxIMCgRuYW1lGAEgASgJEg4KBmhvbGRlchgCIAEoBBISCgpob2xkZXJfc2VxGAMgASgEEg0KBXRva2VuGAQgASgEEiwKBnN0YWdlZBgFIAMoCzIcLmRsbS5yYWZ0bG9nLnYxLlN0YWdlZEFwcGVuZBIlCgVxdWV1ZRgGIAMoCzIWLmRsbS5yYWZ0bG9nLnYxLldhaXRlchISCgpsYXN0X3Rva2VuGAcgASgEEhcKD2dyYW50ZWRfdW5peF9tcxgIIAEoAyIqCgxTdGFnZWRBcHBlbmQSDAoEZmlsZRgBIAEoCRIMCgRkYXRhGAIgASgMIigKBldhaXRlchIRCgljbGllbnRfaWQYASABKAQSCwoDc2VxGAIgASgEIigKCkZpbGVMZW5ndGgSDAoEbmFtZRgBIAEoCRIMCgRzaXplGAIgASgDQrABChJjb20uZGxtLnJhZnRsb2cudjFCDFJhZnRsb2dQcm90b1ABWjJnaXRodWIuY29tL2RsbS9kbG0vZ2VuL2dvL2RsbS9yYWZ0bG9nL3YxO3JhZnRsb2d2MaICA0RSWKoCDkRsbS5SYWZ0bG9nLlYxygIORGxtXFJhZnRsb2dcVjHiAhpEbG1cUmFmdGxvZ1xWMVxHUEJNZXRhZGF0YeoCEERsbTo6UmFmdGxvZzo6VjFiBnByb3RvMw");
+  fileDesc("ChxkbG0vcmFmdGxvZy92MS9yYWZ0bG9nLnByb3RvEg5kbG0ucmFmdGxvZy52MSKAAwoHQ29tbWFuZBITCgtub3dfdW5peF9tcxgBIAEoAxIzCgxvcGVuX3Nlc3Npb24YAiABKAsyGy5kbG0ucmFmdGxvZy52MS5PcGVuU2Vzc2lvbkgAEioKB2FjcXVpcmUYAyABKAsyFy5kbG0ucmFmdGxvZy52MS5BY3F1aXJlSAASKgoHcmVsZWFzZRgEIAEoCzIXLmRsbS5yYWZ0bG9nLnYxLlJlbGVhc2VIABIoCgZhcHBlbmQYBSABKAsyFi5kbG0ucmFmdGxvZy52MS5BcHBlbmRIABI1Cg1jbG9zZV9zZXNzaW9uGAYgASgLMhwuZGxtLnJhZnRsb2cudjEuQ2xvc2VTZXNzaW9uSAASNwoOZXhwaXJlX3Nlc3Npb24YByABKAsyHS5kbG0ucmFmdGxvZy52MS5FeHBpcmVTZXNzaW9uSAASMwoMbm9kZV9hZGRyZXNzGAggASgLMhsuZGxtLnJhZnRsb2cudjEuTm9kZUFkZHJlc3NIAEIECgJvcCJNCgZDYWxsZXISEQoJY2xpZW50X2lkGAEgASgEEg4KBnNlY3JldBgCIAEoCRILCgNzZXEYAyABKAQSEwoLYWNrZWRfYmVsb3cYBCABKAQiPQoLT3BlblNlc3Npb24SDgoGc2VjcmV0GAEgASgJEhAKCGxlYXNlX21zGAIgASgNEgwKBG5hbWUYAyABKAkiPgoHQWNxdWlyZRImCgZjYWxsZXIYASABKAsyFi5kbG0ucmFmdGxvZy52MS5DYWxsZXISCwoDdHJ5GAIgASgIIk8KB1JlbGVhc2USJgoGY2FsbGVyGAEgASgLMhYuZGxtLnJhZnRsb2cudjEuQ2FsbGVyEg0KBXRva2VuGAIgASgEEg0KBWFib3J0GAMgASgIInYKBkFwcGVuZBImCgZjYWxsZXIYASABKAsyFi5kbG0ucmFmdGxvZy52MS5DYWxsZXISDQoFdG9rZW4YAiABKAQSDAoEZmlsZRgDIAEoCRIMCgRkYXRhGAQgASgMEhkKEW1heF9zZWN0aW9uX2J5dGVzGAUgASgEIjYKDENsb3NlU2Vzc2lvbhImCgZjYWxsZXIYASABKAsyFi5kbG0ucmFmdGxvZy52MS5DYWxsZXIiMQoNRXhwaXJlU2Vzc2lvbhIRCgljbGllbnRfaWQYASABKAQSDQoFZXBvY2gYAiABKAQiLQoLTm9kZUFkZHJlc3MSCgoCaWQYASABKAkSEgoKY2xpZW50X3VybBgCIAEoCSJvCgdPdXRjb21lEhQKDGVycm9yX3JlYXNvbhgBIAEoDRIPCgdncmFudGVkGAIgASgIEg0KBXRva2VuGAMgASgEEg4KBnF1ZXVlZBgEIAEoCBIPCgdhcHBlbmRzGAUgASgNEg0KBWJ5dGVzGAYgASgEIt0BCgVTdGF0ZRIpCghzZXNzaW9ucxgBIAMoCzIXLmRsbS5yYWZ0bG9nLnYxLlNlc3Npb24SIwoFbG9ja3MYAiADKAsyFC5kbG0ucmFmdGxvZy52MS5Mb2NrEikKBWZpbGVzGAMgAygLMhouZGxtLnJhZnRsb2cudjEuRmlsZUxlbmd0aBIVCg1hcHBsaWVkX2luZGV4GAQgASgEEhYKDm5leHRfY2xpZW50X2lkGAUgASgEEioKBW5vZGVzGAYgAygLMhsuZGxtLnJhZnRsb2cudjEuTm9kZUFkZHJlc3MinwIKB1Nlc3Npb24SEQoJY2xpZW50X2lkGAEgASgEEg4KBnNlY3JldBgCIAEoCRIQCghsZWFzZV9tcxgDIAEoDRIMCgRuYW1lGAQgASgJEg0KBWVwb2NoGAUgASgEEhMKC2Fja2VkX2JlbG93GAYgASgEEjcKCG91dGNvbWVzGAcgAygLMiUuZGxtLnJhZnRsb2cudjEuU2Vzc2lvbi5PdXRjb21lc0VudHJ5EhYKDm9wZW5lZF91bml4X21zGAggASgDEhIKCmxhc3RfdG9rZW4YCSABKAQaSAoNT3V0Y29tZXNFbnRyeRILCgNrZXkYASABKAQSJgoFdmFsdWUYAiABKAsyFy5kbG0ucmFmdGxvZy52MS5PdXRjb21lOgI4ASLJAQoETG9jaxIMCgRuYW1lGAEgASgJEg4KBmhvbGRlchgCIAEoBBISCgpob2xkZXJfc2VxGAMgASgEEg0KBXRva2VuGAQgASgEEiwKBnN0YWdlZBgFIAMoCzIcLmRsbS5yYWZ0bG9nLnYxLlN0YWdlZEFwcGVuZBIlCgVxdWV1ZRgGIAMoCzIWLmRsbS5yYWZ0bG9nLnYxLldhaXRlchISCgpsYXN0X3Rva2VuGAcgASgEEhcKD2dyYW50ZWRfdW5peF9tcxgIIAEoAyIqCgxTdGFnZWRBcHBlbmQSDAoEZmlsZRgBIAEoCRIMCgRkYXRhGAIgASgMIigKBldhaXRlchIRCgljbGllbnRfaWQYASABKAQSCwoDc2VxGAIgASgEIigKCkZpbGVMZW5ndGgSDAoEbmFtZRgBIAEoCRIMCgRzaXplGAIgASgDQrABChJjb20uZGxtLnJhZnRsb2cudjFCDFJhZnRsb2dQcm90b1ABWjJnaXRodWIuY29tL2RsbS9kbG0vZ2VuL2dvL2RsbS9yYWZ0bG9nL3YxO3JhZnRsb2d2MaICA0RSWKoCDkRsbS5SYWZ0bG9nLlYxygIORGxtXFJhZnRsb2dcVjHiAhpEbG1cUmFmdGxvZ1xWMVxHUEJNZXRhZGF0YeoCEERsbTo6UmFmdGxvZzo6VjFiBnByb3RvMw");
 
 /**
  * Command is one entry of the replicated log. The leader stamps the time, so
@@ -86,6 +86,14 @@ export type Command = Message<"dlm.raftlog.v1.Command"> & {
      */
     value: ExpireSession;
     case: "expireSession";
+  } | {
+    /**
+     * Record a node's client URL.
+     *
+     * @generated from field: dlm.raftlog.v1.NodeAddress node_address = 8;
+     */
+    value: NodeAddress;
+    case: "nodeAddress";
   } | { case: undefined; value?: undefined };
 };
 
@@ -340,6 +348,35 @@ export const ExpireSessionSchema: GenMessage<ExpireSession> = /*@__PURE__*/
   messageDesc(file_dlm_raftlog_v1_raftlog, 7);
 
 /**
+ * NodeAddress records the client URL of a cluster member, so that every
+ * node can point clients to the leader.
+ *
+ * @generated from message dlm.raftlog.v1.NodeAddress
+ */
+export type NodeAddress = Message<"dlm.raftlog.v1.NodeAddress"> & {
+  /**
+   * The member's Raft server id.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The base URL clients use to reach the member.
+   *
+   * @generated from field: string client_url = 2;
+   */
+  clientUrl: string;
+};
+
+/**
+ * Describes the message dlm.raftlog.v1.NodeAddress.
+ * Use `create(NodeAddressSchema)` to create a new message.
+ */
+export const NodeAddressSchema: GenMessage<NodeAddress> = /*@__PURE__*/
+  messageDesc(file_dlm_raftlog_v1_raftlog, 8);
+
+/**
  * Outcome is the recorded answer to one request, returned again when the
  * request is repeated.
  *
@@ -394,7 +431,7 @@ export type Outcome = Message<"dlm.raftlog.v1.Outcome"> & {
  * Use `create(OutcomeSchema)` to create a new message.
  */
 export const OutcomeSchema: GenMessage<Outcome> = /*@__PURE__*/
-  messageDesc(file_dlm_raftlog_v1_raftlog, 8);
+  messageDesc(file_dlm_raftlog_v1_raftlog, 9);
 
 /**
  * State is the whole replicated state, as written in a snapshot.
@@ -438,6 +475,13 @@ export type State = Message<"dlm.raftlog.v1.State"> & {
    * @generated from field: uint64 next_client_id = 5;
    */
   nextClientId: bigint;
+
+  /**
+   * The client URLs of the cluster's members, ordered by id.
+   *
+   * @generated from field: repeated dlm.raftlog.v1.NodeAddress nodes = 6;
+   */
+  nodes: NodeAddress[];
 };
 
 /**
@@ -445,7 +489,7 @@ export type State = Message<"dlm.raftlog.v1.State"> & {
  * Use `create(StateSchema)` to create a new message.
  */
 export const StateSchema: GenMessage<State> = /*@__PURE__*/
-  messageDesc(file_dlm_raftlog_v1_raftlog, 9);
+  messageDesc(file_dlm_raftlog_v1_raftlog, 10);
 
 /**
  * Session is one open session.
@@ -523,7 +567,7 @@ export type Session = Message<"dlm.raftlog.v1.Session"> & {
  * Use `create(SessionSchema)` to create a new message.
  */
 export const SessionSchema: GenMessage<Session> = /*@__PURE__*/
-  messageDesc(file_dlm_raftlog_v1_raftlog, 10);
+  messageDesc(file_dlm_raftlog_v1_raftlog, 11);
 
 /**
  * Lock is one lock, its grant, its queue and the staged critical section.
@@ -593,7 +637,7 @@ export type Lock = Message<"dlm.raftlog.v1.Lock"> & {
  * Use `create(LockSchema)` to create a new message.
  */
 export const LockSchema: GenMessage<Lock> = /*@__PURE__*/
-  messageDesc(file_dlm_raftlog_v1_raftlog, 11);
+  messageDesc(file_dlm_raftlog_v1_raftlog, 12);
 
 /**
  * StagedAppend is one append of a critical section not yet committed.
@@ -621,7 +665,7 @@ export type StagedAppend = Message<"dlm.raftlog.v1.StagedAppend"> & {
  * Use `create(StagedAppendSchema)` to create a new message.
  */
 export const StagedAppendSchema: GenMessage<StagedAppend> = /*@__PURE__*/
-  messageDesc(file_dlm_raftlog_v1_raftlog, 12);
+  messageDesc(file_dlm_raftlog_v1_raftlog, 13);
 
 /**
  * Waiter is one session waiting in a lock's queue.
@@ -649,7 +693,7 @@ export type Waiter = Message<"dlm.raftlog.v1.Waiter"> & {
  * Use `create(WaiterSchema)` to create a new message.
  */
 export const WaiterSchema: GenMessage<Waiter> = /*@__PURE__*/
-  messageDesc(file_dlm_raftlog_v1_raftlog, 13);
+  messageDesc(file_dlm_raftlog_v1_raftlog, 14);
 
 /**
  * FileLength is the committed length of one file.
@@ -677,5 +721,5 @@ export type FileLength = Message<"dlm.raftlog.v1.FileLength"> & {
  * Use `create(FileLengthSchema)` to create a new message.
  */
 export const FileLengthSchema: GenMessage<FileLength> = /*@__PURE__*/
-  messageDesc(file_dlm_raftlog_v1_raftlog, 14);
+  messageDesc(file_dlm_raftlog_v1_raftlog, 15);
 
