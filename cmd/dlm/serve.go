@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/dlm/dlm/server/node"
@@ -21,15 +22,38 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	var cfg node.Config
 	dataDir := fs.String("data", "./dlm-data", "data folder: raft/ holds the log and snapshots, files/ the files")
 	listen := fs.String("listen", "127.0.0.1:7070", "address for the API (Connect, gRPC, gRPC-Web) and the dashboard")
-	fs.StringVar(&cfg.ID, "id", "node1", "this node's id")
+	fs.StringVar(&cfg.ID, "id", "", "this node's id, kept in the data folder (default: the stored one, or node1)")
+	fs.StringVar(&cfg.RaftAddr, "raft", "", "host:port for Raft traffic between nodes (empty: a single node)")
+	bootstrap := fs.Bool("bootstrap", false, "start a new cluster with this node as its only member (the default for a new folder without --join or --peers)")
+	join := fs.String("join", "", "comma-separated client URLs of a running cluster to join")
+	peers := fs.String("peers", "", "a fixed cluster to boot: id=raftaddr,id=raftaddr,… (this node among them)")
 	fs.DurationVar(&cfg.DefaultLease, "lease", 10*time.Second, "default session lease (a session may ask for another)")
 	fs.DurationVar(&cfg.MinLease, "min-lease", 200*time.Millisecond, "shortest lease a session may ask for")
 	fs.IntVar(&cfg.MaxAppendBytes, "max-append", 1<<20, "largest append in bytes")
 	fs.IntVar(&cfg.MaxSectionBytes, "max-section", 64<<20, "largest critical section in bytes")
 	fs.Uint64Var(&cfg.SnapshotThreshold, "snapshot-threshold", 8192, "log entries between snapshots")
+	fs.Uint64Var(&cfg.TrailingLogs, "trailing-logs", 10240, "log entries kept after a snapshot, for followers to catch up from")
 	verbose := fs.Bool("v", false, "log every leadership and session change")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("serve: unexpected arguments %q", fs.Args())
+	}
+	var err error
+	if cfg.Peers, err = node.ParsePeers(*peers); err != nil {
+		return err
+	}
+	for _, u := range strings.Split(*join, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			cfg.Join = append(cfg.Join, u)
+		}
+	}
+	if *bootstrap && (len(cfg.Join) > 0 || len(cfg.Peers) > 0) {
+		return errors.New("serve: --bootstrap starts a new cluster; it cannot go with --join or --peers")
+	}
+	if (len(cfg.Join) > 0 || len(cfg.Peers) > 0) && cfg.RaftAddr == "" {
+		return errors.New("serve: a cluster member needs --raft host:port")
 	}
 	level := slog.LevelWarn
 	if *verbose {
@@ -49,7 +73,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		return err
 	}
 	srv := &http.Server{
-		Handler:           service.Handler(service.New(n), nil),
+		Handler:           service.Handler(service.New(n), service.NewCluster(n), nil),
 		Protocols:         service.Protocols(),
 		ReadHeaderTimeout: 10 * time.Second,
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 
 	"github.com/hashicorp/raft"
@@ -32,6 +33,9 @@ type FSM struct {
 	m        *lockstate.Machine
 	files    map[string]*os.File
 	observer Observer
+	// nodes maps member ids to client URLs: cluster addressing, kept beside
+	// the lock state rather than in it.
+	nodes map[string]string
 	// generation counts restores, so that a snapshot persisted across a
 	// restore is refused rather than written with the wrong bytes.
 	generation uint64
@@ -46,7 +50,7 @@ func Open(dir string, limits lockstate.Limits) (*FSM, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("fsm: %w", err)
 	}
-	f := &FSM{dir: dir, limits: limits, m: lockstate.New(limits), files: make(map[string]*os.File)}
+	f := &FSM{dir: dir, limits: limits, m: lockstate.New(limits), files: make(map[string]*os.File), nodes: make(map[string]string)}
 	for _, name := range f.m.FileNames() {
 		fh, err := os.OpenFile(filepath.Join(dir, name), os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o644)
 		if err == nil {
@@ -92,6 +96,10 @@ func (f *FSM) Apply(l *raft.Log) any {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if na := cmd.GetNodeAddress(); na != nil {
+		f.nodes[na.GetId()] = na.GetClientUrl()
+		return lockstate.Result{}
+	}
 	res := f.m.Apply(l.Index, cmd)
 	for _, w := range res.Writes {
 		if _, err := f.files[w.File].Write(w.Data); err != nil {
@@ -111,6 +119,13 @@ func (f *FSM) View(fn func(m *lockstate.Machine)) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	fn(f.m)
+}
+
+// NodeURL is the client URL recorded for a member, or "".
+func (f *FSM) NodeURL(id string) string {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.nodes[id]
 }
 
 // ReadFile returns up to limit committed bytes of a file from offset; a
@@ -137,7 +152,16 @@ func (f *FSM) ReadFile(name string, offset, limit int64) ([]byte, int64, int64, 
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return &snapshot{fsm: f, state: f.m.State(), generation: f.generation}, nil
+	st := f.m.State()
+	ids := make([]string, 0, len(f.nodes))
+	for id := range f.nodes {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		st.Nodes = append(st.Nodes, &raftlogv1.NodeAddress{Id: id, ClientUrl: f.nodes[id]})
+	}
+	return &snapshot{fsm: f, state: st, generation: f.generation}, nil
 }
 
 // Snapshot format: an 8-byte big-endian length, the State message, then for
@@ -224,6 +248,10 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		}
 	}
 	f.m = m
+	f.nodes = make(map[string]string, len(st.GetNodes()))
+	for _, na := range st.GetNodes() {
+		f.nodes[na.GetId()] = na.GetClientUrl()
+	}
 	return nil
 }
 

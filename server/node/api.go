@@ -287,22 +287,21 @@ func (n *Node) Status(ctx context.Context, consistent bool) (*dlmv1.StatusRespon
 	for _, s := range st.Sessions {
 		s.LeaseLeftMs = n.leases.left(now, s.ClientId).Milliseconds()
 	}
-	if f := n.raft.GetConfiguration(); f.Error() == nil {
-		_, leaderID := n.raft.LeaderWithID()
-		for _, srv := range f.Configuration().Servers {
-			st.Members = append(st.Members, &dlmv1.MemberStatus{
-				Id: string(srv.ID), RaftAddress: string(srv.Address), Suffrage: suffrage(srv.Suffrage), Leader: srv.ID == leaderID,
-			})
+	if members, err := n.Members(); err == nil {
+		for _, m := range members {
+			st.Members = append(st.Members, MemberStatus(m))
 		}
 	}
 	return st, nil
 }
 
-func suffrage(s raft.ServerSuffrage) string {
-	if s == raft.Voter {
-		return "voter"
+// MemberStatus is a member as the API shows it.
+func MemberStatus(m Member) *dlmv1.MemberStatus {
+	suffrage := "nonvoter"
+	if m.Voter {
+		suffrage = "voter"
 	}
-	return "nonvoter"
+	return &dlmv1.MemberStatus{Id: m.ID, RaftAddress: m.RaftAddr, Suffrage: suffrage, Leader: m.Leader, ClientUrl: m.ClientURL}
 }
 
 func (n *Node) nodeStatus() *dlmv1.NodeStatus {
@@ -321,6 +320,15 @@ func (n *Node) nodeStatus() *dlmv1.NodeStatus {
 		ns.Role = "shutdown"
 	}
 	ns.Term = n.raft.CurrentTerm()
+	ns.RaftAddress = n.cfg.RaftAddr
+	switch {
+	case ns.Role == "leader":
+		ns.LastContactMs = 0
+	case n.raft.LastContact().IsZero():
+		ns.LastContactMs = -1
+	default:
+		ns.LastContactMs = time.Since(n.raft.LastContact()).Milliseconds()
+	}
 	return ns
 }
 

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -24,8 +26,21 @@ import (
 
 // Config is one node's settings.
 type Config struct {
-	// ID is the node's Raft server id.
+	// ID is the node's Raft server id. It is stored in the data folder on
+	// first start; empty means the stored one (or "node1" for a new folder).
 	ID string
+	// RaftAddr is the host:port of the Raft transport, both bound and
+	// advertised. Empty runs a single node with no Raft port.
+	RaftAddr string
+	// Peers, for a new folder, boots a fixed cluster of these members (this
+	// node among them).
+	Peers []Peer
+	// Join lists client URLs of a running cluster that a new node joins
+	// through (as a nonvoter, then as a voter once caught up).
+	Join []string
+	// TrailingLogs is how many entries a snapshot leaves in the log, so a
+	// follower that was briefly away catches up from the log.
+	TrailingLogs uint64
 	// DataDir holds raft/ (log and snapshots) and files/.
 	DataDir string
 	// ClientURL is the base URL clients use to reach this node, given to
@@ -57,8 +72,8 @@ func (c *Config) Defaults() {
 	set(&c.MinLease, 200*time.Millisecond)
 	set(&c.MaxLease, 5*time.Minute)
 	set(&c.DefaultPollWait, 5*time.Second)
-	if c.ID == "" {
-		c.ID = "node1"
+	if c.TrailingLogs == 0 {
+		c.TrailingLogs = 10240
 	}
 	if c.MaxAppendBytes == 0 {
 		c.MaxAppendBytes = 1 << 20
@@ -84,6 +99,7 @@ type Node struct {
 	raft   *raft.Raft
 	fsm    *fsm.FSM
 	wal    *wal.WAL
+	trans  raft.Transport
 	meta   *metadb.BoltMetaDB
 	leases *leases
 	waits  *waiters
@@ -104,15 +120,20 @@ type leaderTerm struct {
 	lost chan struct{}
 }
 
-// Open starts a node with its data in cfg.DataDir, as a one-member cluster
-// when the folder is new.
+// Open starts a node with its data in cfg.DataDir. A new folder becomes a
+// one-member cluster, unless cfg.Peers boots a fixed cluster or cfg.Join
+// names a cluster to join.
 func Open(cfg Config) (*Node, error) {
 	cfg.Defaults()
-	n := &Node{cfg: cfg, log: cfg.Logger, stop: make(chan struct{}), changed: make(chan struct{})}
-	raftDir := filepath.Join(cfg.DataDir, "raft")
-	if err := os.MkdirAll(filepath.Join(raftDir, "wal"), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "raft", "wal"), 0o755); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
+	id, err := resolveID(cfg.DataDir, cfg.ID)
+	if err != nil {
+		return nil, err
+	}
+	cfg.ID = id
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", id), stop: make(chan struct{}), changed: make(chan struct{})}
 	f, err := fsm.Open(filepath.Join(cfg.DataDir, "files"), lockstate.DefaultLimits)
 	if err != nil {
 		return nil, err
@@ -121,63 +142,103 @@ func Open(cfg Config) (*Node, error) {
 	n.leases = newLeases()
 	n.waits = newWaiters()
 	f.SetObserver(n.observe)
+	if err := n.startRaft(); err != nil {
+		n.closeStores()
+		return nil, err
+	}
+	n.done.Add(2)
+	go n.watchLeadership()
+	go n.expireLeases()
+	if len(cfg.Join) > 0 {
+		n.done.Add(1)
+		go n.join()
+	}
+	return n, nil
+}
 
+func (n *Node) startRaft() error {
+	cfg := n.cfg
+	raftDir := filepath.Join(cfg.DataDir, "raft")
 	hlog := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: os.Stderr})
 	// raft-wal v0.4.0's Close leaves its meta store open (and its file
 	// locked), so the node owns the meta store and closes it itself.
 	n.meta = &metadb.BoltMetaDB{}
 	w, err := wal.Open(filepath.Join(raftDir, "wal"), wal.WithLogger(hlog), wal.WithMetaStore(n.meta))
 	if err != nil {
-		f.Close()
-		n.meta.Close()
-		return nil, fmt.Errorf("node: open log: %w", err)
+		return fmt.Errorf("node: open log: %w", err)
 	}
 	n.wal = w
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(raftDir, 2, hlog)
 	if err != nil {
-		n.closeStores()
-		return nil, fmt.Errorf("node: open snapshots: %w", err)
+		return fmt.Errorf("node: open snapshots: %w", err)
 	}
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.ID)
 	rc.Logger = hlog
 	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.TrailingLogs = cfg.TrailingLogs
 	// Short timeouts: a single node elects itself sooner after a restart,
 	// and a cluster fails over well within a default lease.
 	rc.HeartbeatTimeout = 500 * time.Millisecond
 	rc.ElectionTimeout = 500 * time.Millisecond
 	rc.LeaderLeaseTimeout = 250 * time.Millisecond
 	rc.CommitTimeout = 5 * time.Millisecond
-	addr, trans := raft.NewInmemTransport(raft.ServerAddress(cfg.ID))
+
+	var (
+		addr  raft.ServerAddress
+		trans raft.Transport
+	)
+	if cfg.RaftAddr == "" {
+		// A single node needs no Raft port.
+		addr, trans = raft.NewInmemTransport(raft.ServerAddress(cfg.ID))
+	} else {
+		adv, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
+		if err != nil {
+			return fmt.Errorf("node: raft address: %w", err)
+		}
+		tcp, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, adv, 3, 5*time.Second, hlog)
+		if err != nil {
+			return fmt.Errorf("node: raft transport: %w", err)
+		}
+		addr, trans = tcp.LocalAddr(), tcp
+	}
+	n.trans = trans
 
 	exists, err := raft.HasExistingState(w, w, snaps)
 	if err != nil {
-		n.closeStores()
-		return nil, fmt.Errorf("node: %w", err)
+		return fmt.Errorf("node: %w", err)
 	}
-	if !exists {
+	if !exists && len(cfg.Join) == 0 {
 		boot := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: addr}}}
+		if len(cfg.Peers) > 0 {
+			boot.Servers = nil
+			for _, p := range cfg.Peers {
+				boot.Servers = append(boot.Servers, raft.Server{ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.RaftAddr)})
+			}
+		}
 		if err := raft.BootstrapCluster(rc, w, w, snaps, trans, boot); err != nil {
-			n.closeStores()
-			return nil, fmt.Errorf("node: bootstrap: %w", err)
+			return fmt.Errorf("node: bootstrap: %w", err)
 		}
 	}
-	r, err := raft.NewRaft(rc, f, w, w, snaps, trans)
+	r, err := raft.NewRaft(rc, n.fsm, w, w, snaps, trans)
 	if err != nil {
-		n.closeStores()
-		return nil, fmt.Errorf("node: start raft: %w", err)
+		return fmt.Errorf("node: start raft: %w", err)
 	}
 	n.raft = r
-	n.done.Add(2)
-	go n.watchLeadership()
-	go n.expireLeases()
-	return n, nil
+	return nil
 }
 
 func (n *Node) closeStores() {
 	n.fsm.Close()
-	n.wal.Close()
-	n.meta.Close()
+	if n.wal != nil {
+		n.wal.Close()
+	}
+	if n.meta != nil {
+		n.meta.Close()
+	}
+	if c, ok := n.trans.(io.Closer); ok {
+		c.Close()
+	}
 }
 
 // Shutdown stops the node: waiting calls return Unavailable, Raft shuts down,
@@ -228,6 +289,10 @@ func (n *Node) beginTerm() {
 	n.term = &leaderTerm{lost: make(chan struct{})}
 	n.signalChange()
 	n.log.Info("leading", "sessions", len(sessions))
+	if n.cfg.ClientURL != "" && n.fsm.NodeURL(n.cfg.ID) != n.cfg.ClientURL {
+		// Followers point clients here only once this URL is replicated.
+		go n.recordAddress(n.cfg.ID, n.cfg.ClientURL)
+	}
 }
 
 func (n *Node) endTerm() {
@@ -282,16 +347,23 @@ func (n *Node) leading() (*leaderTerm, error) {
 	if n.raft.State() == raft.Leader {
 		return nil, fail(dlmv1.ErrorReason_ERROR_REASON_UNAVAILABLE, "the leader is catching up: retry")
 	}
-	return nil, &Error{Reason: dlmv1.ErrorReason_ERROR_REASON_NOT_LEADER, LeaderURL: n.leaderURL(), Msg: "this node is not the leader"}
+	if url := n.leaderURL(); url != "" {
+		return nil, &Error{Reason: dlmv1.ErrorReason_ERROR_REASON_NOT_LEADER, LeaderURL: url, Msg: "this node is not the leader; the leader is " + url}
+	}
+	return nil, &Error{Reason: dlmv1.ErrorReason_ERROR_REASON_NOT_LEADER, Msg: "no leader known: an election is under way, or the cluster has no majority"}
 }
 
-// leaderURL is the leader's client URL when known. A single node knows only
-// itself.
+// leaderURL is the leader's client URL when known.
 func (n *Node) leaderURL() string {
-	if _, id := n.raft.LeaderWithID(); id == raft.ServerID(n.cfg.ID) {
+	_, id := n.raft.LeaderWithID()
+	switch id {
+	case "":
+		return ""
+	case raft.ServerID(n.cfg.ID):
 		return n.cfg.ClientURL
+	default:
+		return n.fsm.NodeURL(string(id))
 	}
-	return ""
 }
 
 // observe runs on the FSM goroutine for every applied entry.

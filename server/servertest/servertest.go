@@ -65,7 +65,7 @@ func (s *Server) start(addr string) {
 		s.t.Fatalf("servertest: open node: %v", err)
 	}
 	s.Node = n
-	s.http = &http.Server{Handler: service.Handler(service.New(n), nil), Protocols: service.Protocols()}
+	s.http = &http.Server{Handler: service.Handler(service.New(n), service.NewCluster(n), nil), Protocols: service.Protocols()}
 	go s.http.Serve(ln)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

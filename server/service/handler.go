@@ -12,16 +12,18 @@ import (
 	"github.com/dlm/dlm/gen/go/dlm/v1/dlmv1connect"
 )
 
-// Handler serves the LockService (Connect, gRPC and gRPC-Web), gRPC server
+// Handler serves the LockService and the ClusterService (Connect, gRPC and
+// gRPC-Web), gRPC server
 // reflection (v1 and v1alpha) and gRPC health checking, behind CORS so a page
 // from another origin can call it. extra, when not nil, serves every other
 // path (the dashboard).
-func Handler(svc *Service, extra http.Handler, opts ...connect.HandlerOption) http.Handler {
+func Handler(svc *Service, cluster *Cluster, extra http.Handler, opts ...connect.HandlerOption) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(dlmv1connect.NewLockServiceHandler(svc, opts...))
+	mux.Handle(dlmv1connect.NewClusterServiceHandler(cluster, opts...))
 	// Reflection also describes the health service, so grpcurl and buf curl
 	// can call it without local protos.
-	reflector := grpcreflect.NewStaticReflector(dlmv1connect.LockServiceName, grpchealth.HealthV1ServiceName)
+	reflector := grpcreflect.NewStaticReflector(dlmv1connect.LockServiceName, dlmv1connect.ClusterServiceName, grpchealth.HealthV1ServiceName)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
 	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(dlmv1connect.LockServiceName)))
