@@ -24,6 +24,8 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"serve", "run a server node", runServe},
+		{"dev-cluster", "run a local cluster of separate server processes", runDevCluster},
+		{"members", "list, add or remove cluster members", runMembers},
 		{"append", "append texts to a file in one critical section", runAppend},
 		{"cat", "print a file", runCat},
 		{"status", "show the node, the lock, the queue and the files", runStatus},
@@ -65,7 +67,7 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: dlm <command> [flags]")
 	fmt.Fprintln(w)
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Run dlm <command> -h for the flags of one command.")

@@ -72,7 +72,7 @@ type proc struct {
 }
 
 // startServer runs `dlm serve` on addr with data in dir and waits until it
-// answers as leader.
+// knows a leader (a single node: until it leads).
 func startServer(t *testing.T, addr, dir string, args ...string) *proc {
 	t.Helper()
 	logs, err := os.Create(filepath.Join(t.TempDir(), "server.log"))
@@ -106,7 +106,7 @@ func (p *proc) start() {
 			cmd.Wait()
 			close(exited)
 		}(p.cmd, p.exited)
-		err := awaitLeader(p.url(), 20*time.Second, p.exited)
+		err := awaitLeaderKnown(p.url(), 20*time.Second, p.exited)
 		if err == nil {
 			return
 		}
@@ -134,17 +134,17 @@ func (p *proc) kill() {
 	<-p.exited
 }
 
-// awaitLeader polls Status until the server answers as leader, the process
-// exits, or the time is up.
-func awaitLeader(url string, limit time.Duration, exited <-chan struct{}) error {
+// awaitLeaderKnown polls Status until the server names a leader (itself, for
+// a single node), the process exits, or the time is up.
+func awaitLeaderKnown(url string, limit time.Duration, exited <-chan struct{}) error {
 	c := dlmv1connect.NewLockServiceClient(http.DefaultClient, url)
 	deadline := time.Now().Add(limit)
 	var last error
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		res, err := c.Status(ctx, connect.NewRequest(&dlmv1.StatusRequest{Consistent: true}))
+		res, err := c.Status(ctx, connect.NewRequest(&dlmv1.StatusRequest{}))
 		cancel()
-		if err == nil && res.Msg.GetNode().GetRole() == "leader" {
+		if err == nil && res.Msg.GetNode().GetLeaderUrl() != "" {
 			return nil
 		}
 		last = err

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"connectrpc.com/connect"
+
+	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
+	"github.com/dlm/dlm/gen/go/dlm/v1/dlmv1connect"
+)
+
+// runMembers shows and changes the cluster's membership.
+func runMembers(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
+	usage := errors.New("members: usage: dlm members list|add|remove --server URL[,URL…] [--id ID] [--raft ADDR] [--url URL] [--voter=false]")
+	if len(args) == 0 {
+		return usage
+	}
+	verb := args[0]
+	fs := flag.NewFlagSet("members "+verb, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	server := fs.String("server", "http://127.0.0.1:7070", "comma-separated server URLs")
+	id := fs.String("id", "", "the member's id (add, remove)")
+	raftAddr := fs.String("raft", "", "the member's Raft address (add)")
+	url := fs.String("url", "", "the member's client URL (add)")
+	voter := fs.Bool("voter", true, "add as a voter (add)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	servers := strings.Split(*server, ",")
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	switch verb {
+	case "list":
+		res, err := atLeader(ctx, servers, func(c dlmv1connect.ClusterServiceClient) (*dlmv1.ListMembersResponse, error) {
+			r, err := c.ListMembers(ctx, connect.NewRequest(&dlmv1.ListMembersRequest{}))
+			if err != nil {
+				return nil, err
+			}
+			return r.Msg, nil
+		})
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tRAFT\tCLIENT URL\tSUFFRAGE\tLEADER")
+		for _, m := range res.GetMembers() {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\n", m.GetId(), m.GetRaftAddress(), m.GetClientUrl(), m.GetSuffrage(), m.GetLeader())
+		}
+		return tw.Flush()
+	case "add":
+		_, err := atLeader(ctx, servers, func(c dlmv1connect.ClusterServiceClient) (*dlmv1.AddMemberResponse, error) {
+			r, err := c.AddMember(ctx, connect.NewRequest(&dlmv1.AddMemberRequest{Id: *id, RaftAddress: *raftAddr, ClientUrl: *url, Voter: *voter}))
+			if err != nil {
+				return nil, err
+			}
+			return r.Msg, nil
+		})
+		if err == nil {
+			fmt.Fprintf(stdout, "added %s (%s)\n", *id, *raftAddr)
+		}
+		return err
+	case "remove":
+		_, err := atLeader(ctx, servers, func(c dlmv1connect.ClusterServiceClient) (*dlmv1.RemoveMemberResponse, error) {
+			r, err := c.RemoveMember(ctx, connect.NewRequest(&dlmv1.RemoveMemberRequest{Id: *id}))
+			if err != nil {
+				return nil, err
+			}
+			return r.Msg, nil
+		})
+		if err == nil {
+			fmt.Fprintf(stdout, "removed %s\n", *id)
+		}
+		return err
+	default:
+		return usage
+	}
+}
+
+// atLeader runs call against the servers in turn, following NOT_LEADER
+// hints, until one answers or every server and hint was tried.
+func atLeader[T any](ctx context.Context, servers []string, call func(dlmv1connect.ClusterServiceClient) (T, error)) (T, error) {
+	var (
+		zero T
+		last error
+	)
+	queue := append([]string(nil), servers...)
+	for i := 0; i < len(queue) && i < 10; i++ {
+		res, err := call(dlmv1connect.NewClusterServiceClient(http.DefaultClient, strings.TrimSpace(queue[i])))
+		if err == nil {
+			return res, nil
+		}
+		last = err
+		if connect.CodeOf(err) != connect.CodeUnavailable && connect.CodeOf(err) != connect.CodeUnknown {
+			return zero, err
+		}
+		var ce *connect.Error
+		if errors.As(err, &ce) {
+			for _, d := range ce.Details() {
+				if v, derr := d.Value(); derr == nil {
+					if ed, ok := v.(*dlmv1.ErrorDetail); ok && ed.GetLeaderUrl() != "" {
+						queue = append(queue, ed.GetLeaderUrl())
+					}
+				}
+			}
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return zero, last
+}
