@@ -18,10 +18,8 @@ import (
 // but a session holds at most one grant of the lock at a time: processes
 // that need to compete for the lock each need their own Client.
 type Client struct {
-	o   options
-	log *slog.Logger
-	eps *endpoints
-	r   *retrier
+	// Reader gives the Client ReadFile, ReadFileRange and Status.
+	*Reader
 
 	// renewMu makes sure only one caller opens a replacement session.
 	renewMu sync.Mutex
@@ -50,36 +48,12 @@ type Client struct {
 // bounds the opening only, not the session's life; end the session with
 // Close.
 func New(ctx context.Context, endpoints []string, opts ...Option) (*Client, error) {
-	if len(endpoints) == 0 {
-		return nil, errors.New("dlm: no server endpoints given")
+	r, err := NewReader(endpoints, opts...)
+	if err != nil {
+		return nil, err
 	}
-	for _, e := range endpoints {
-		if err := validateEndpoint(e); err != nil {
-			return nil, fmt.Errorf("dlm: endpoint %q: %w", e, err)
-		}
-	}
-	o := defaultOptions()
-	for _, opt := range opts {
-		opt(&o)
-	}
-	if o.httpClient == nil {
-		o.httpClient = defaultHTTPClient()
-	}
-	if o.logger == nil {
-		o.logger = slog.New(slog.DiscardHandler)
-	}
-	var copts []connect.ClientOption
-	if o.grpc {
-		copts = append(copts, connect.WithGRPC())
-	}
-	c := &Client{
-		o:   o,
-		log: o.logger,
-		eps: newEndpoints(endpoints, func(u string) dlmv1connect.LockServiceClient {
-			return dlmv1connect.NewLockServiceClient(o.httpClient, u, copts...)
-		}),
-	}
-	c.r = &retrier{eps: c.eps, budget: o.retryBudget, attemptTimeout: o.attemptTimeout, log: o.logger}
+	c := &Client{Reader: r}
+	o := r.o
 	s, err := c.open(ctx)
 	if err != nil {
 		return nil, err
@@ -193,10 +167,57 @@ func (c *Client) mutate(ctx context.Context, op string, s *session, seq uint64, 
 	return err
 }
 
+// Reader reads files and the service's status without opening a session:
+// it writes nothing to the service's log, and (for Status without
+// consistent) works while a cluster cannot commit. It retries and follows
+// the leader like a Client. A Client includes one.
+type Reader struct {
+	o   options
+	log *slog.Logger
+	eps *endpoints
+	r   *retrier
+}
+
+// NewReader returns a Reader for the service at endpoints (see New). Of the
+// options, those about sessions and locks have no effect.
+func NewReader(endpoints []string, opts ...Option) (*Reader, error) {
+	if len(endpoints) == 0 {
+		return nil, errors.New("dlm: no server endpoints given")
+	}
+	for _, e := range endpoints {
+		if err := validateEndpoint(e); err != nil {
+			return nil, fmt.Errorf("dlm: endpoint %q: %w", e, err)
+		}
+	}
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.httpClient == nil {
+		o.httpClient = defaultHTTPClient()
+	}
+	if o.logger == nil {
+		o.logger = slog.New(slog.DiscardHandler)
+	}
+	var copts []connect.ClientOption
+	if o.grpc {
+		copts = append(copts, connect.WithGRPC())
+	}
+	eps := newEndpoints(endpoints, func(u string) dlmv1connect.LockServiceClient {
+		return dlmv1connect.NewLockServiceClient(o.httpClient, u, copts...)
+	})
+	return &Reader{
+		o:   o,
+		log: o.logger,
+		eps: eps,
+		r:   &retrier{eps: eps, budget: o.retryBudget, attemptTimeout: o.attemptTimeout, log: o.logger},
+	}, nil
+}
+
 // ReadFile returns the committed content of the file name ("file_0" to
 // "file_99"). It reflects every release acknowledged before the call. It
-// needs no lock and works after Close.
-func (c *Client) ReadFile(ctx context.Context, name string) ([]byte, error) {
+// needs no lock, and on a Client it works after Close.
+func (c *Reader) ReadFile(ctx context.Context, name string) ([]byte, error) {
 	first, err := c.ReadFileRange(ctx, name, 0, 0)
 	if err != nil {
 		return nil, err
@@ -223,7 +244,7 @@ func (c *Client) ReadFile(ctx context.Context, name string) ([]byte, error) {
 // ReadFileRange returns up to limit committed bytes of the file name from
 // offset (negative: counted back from the end; limit 0: the server's limit),
 // with the offset they start at and the file's size.
-func (c *Client) ReadFileRange(ctx context.Context, name string, offset, limit int64) (*dlmv1.ReadFileResponse, error) {
+func (c *Reader) ReadFileRange(ctx context.Context, name string, offset, limit int64) (*dlmv1.ReadFileResponse, error) {
 	var resp *dlmv1.ReadFileResponse
 	err := c.r.do(ctx, "ReadFile", 0, func(ctx context.Context, api dlmv1connect.LockServiceClient) error {
 		r, err := api.ReadFile(ctx, connect.NewRequest(&dlmv1.ReadFileRequest{File: name, Offset: offset, Limit: limit}))
@@ -240,7 +261,7 @@ func (c *Client) ReadFileRange(ctx context.Context, name string, offset, limit i
 // sessions and the files. With consistent set the leader answers after
 // confirming its leadership, so the answer is up to date; otherwise the
 // first reachable server answers from its own state.
-func (c *Client) Status(ctx context.Context, consistent bool) (*dlmv1.StatusResponse, error) {
+func (c *Reader) Status(ctx context.Context, consistent bool) (*dlmv1.StatusResponse, error) {
 	var resp *dlmv1.StatusResponse
 	err := c.r.do(ctx, "Status", 0, func(ctx context.Context, api dlmv1connect.LockServiceClient) error {
 		r, err := api.Status(ctx, connect.NewRequest(&dlmv1.StatusRequest{Consistent: consistent}))

@@ -572,3 +572,17 @@ func TestNewRejectsBadEndpoints(t *testing.T) {
 		}
 	}
 }
+
+func TestReaderOpensNoSession(t *testing.T) {
+	f := newFake(t)
+	r, err := client.NewReader([]string{f.url}, quick()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Status(t.Context(), false); err != nil {
+		t.Fatalf("Status: %v", err)
+	}
+	if n := f.count("Init"); n != 0 {
+		t.Errorf("a Reader opened %d sessions", n)
+	}
+}
