@@ -1,0 +1,38 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+)
+
+// runCat prints the committed bytes of one file, exactly as stored.
+func runCat(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("cat", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: dlm cat [flags] NAME")
+		fmt.Fprintln(stderr, "Prints the committed content of a file (file_0 to file_99).")
+		fs.PrintDefaults()
+	}
+	cf := addClientFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return errors.New("cat: give exactly one file name")
+	}
+	r, err := cf.reader(stderr)
+	if err != nil {
+		return fmt.Errorf("cat: %w", err)
+	}
+	data, err := r.ReadFile(ctx, fs.Arg(0))
+	if err != nil {
+		return fmt.Errorf("cat: %w", err)
+	}
+	_, err = stdout.Write(data)
+	return err
+}

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
+)
+
+// runStatus shows the answering node, the lock holder, the queue and the
+// files that hold data, as a table for people or as protojson for scripts.
+func runStatus(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: dlm status [flags]")
+		fmt.Fprintln(stderr, "Shows the node, the lock holder, the queue and the files.")
+		fs.PrintDefaults()
+	}
+	cf := addClientFlags(fs)
+	consistent := fs.Bool("consistent", false, "ask the leader, after it confirms its leadership (otherwise the first server that answers)")
+	asJSON := fs.Bool("json", false, "print the StatusResponse as protojson")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		fs.Usage()
+		return fmt.Errorf("status: unexpected argument %q", fs.Arg(0))
+	}
+	r, err := cf.reader(stderr)
+	if err != nil {
+		return fmt.Errorf("status: %w", err)
+	}
+	st, err := r.Status(ctx, *consistent)
+	if err != nil {
+		return fmt.Errorf("status: %w", err)
+	}
+	if *asJSON {
+		b, err := protojson.MarshalOptions{Multiline: true, EmitUnpopulated: true}.Marshal(st)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(stdout, "%s\n", b)
+		return err
+	}
+	return printStatus(stdout, st)
+}
+
+// printStatus writes the human table.
+func printStatus(w io.Writer, st *dlmv1.StatusResponse) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	n := st.GetNode()
+	fmt.Fprintf(tw, "node\t%s (%s, term %d, commit %d, applied %d)\n",
+		n.GetId(), n.GetRole(), n.GetTerm(), n.GetCommitIndex(), n.GetAppliedIndex())
+	leader := n.GetLeaderUrl()
+	if leader == "" {
+		leader = "unknown"
+	}
+	fmt.Fprintf(tw, "leader\t%s\n", leader)
+	for _, m := range st.GetMembers() {
+		role := "follower"
+		if m.GetLeader() {
+			role = "leader"
+		}
+		fmt.Fprintf(tw, "member\t%s %s %s at %s\n", m.GetId(), m.GetSuffrage(), role, m.GetRaftAddress())
+	}
+
+	names := make(map[uint64]string)
+	for _, s := range st.GetSessions() {
+		names[s.GetClientId()] = s.GetName()
+	}
+	who := func(id uint64) string {
+		if name := names[id]; name != "" {
+			return fmt.Sprintf("client %d (%s)", id, name)
+		}
+		return fmt.Sprintf("client %d", id)
+	}
+	l := st.GetLock()
+	if l.GetHolder() == 0 {
+		fmt.Fprintf(tw, "holder\tnone (last token %d)\n", l.GetLastToken())
+	} else {
+		lease := "unknown on this node"
+		if l.GetLeaseLeftMs() > 0 {
+			lease = (time.Duration(l.GetLeaseLeftMs()) * time.Millisecond).String()
+		}
+		fmt.Fprintf(tw, "holder\t%s, token %d, lease left %s, staged %d appends (%d bytes)\n",
+			who(l.GetHolder()), l.GetToken(), lease, l.GetStagedAppends(), l.GetStagedBytes())
+	}
+	if len(l.GetQueue()) == 0 {
+		fmt.Fprintln(tw, "queue\tempty")
+	} else {
+		waiters := make([]string, len(l.GetQueue()))
+		for i, id := range l.GetQueue() {
+			waiters[i] = fmt.Sprintf("%d. %s", i+1, who(id))
+		}
+		fmt.Fprintf(tw, "queue\t%s\n", strings.Join(waiters, ", "))
+	}
+	fmt.Fprintf(tw, "sessions\t%d open\n", len(st.GetSessions()))
+
+	var files []string
+	for _, f := range st.GetFiles() {
+		if f.GetSize() > 0 {
+			files = append(files, fmt.Sprintf("%s %d B", f.GetName(), f.GetSize()))
+		}
+	}
+	if len(files) == 0 {
+		fmt.Fprintf(tw, "files\tall %d empty\n", len(st.GetFiles()))
+	} else {
+		fmt.Fprintf(tw, "files\t%s (others empty)\n", strings.Join(files, ", "))
+	}
+	return tw.Flush()
+}
