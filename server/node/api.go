@@ -129,6 +129,11 @@ func (n *Node) Acquire(ctx context.Context, c *raftlogv1.Caller, try bool, wait 
 			return Grant{}, err
 		}
 	} else {
+		// A deposed leader's recorded answers may be stale; only a leader
+		// a majority still follows answers a repeat.
+		if err := n.verifyLeader(ctx); err != nil {
+			return Grant{}, err
+		}
 		n.touch(c)
 	}
 	timer := time.NewTimer(wait)
@@ -214,6 +219,10 @@ func (n *Node) mutate(ctx context.Context, c *raftlogv1.Caller, token uint64, cm
 			return nil, err
 		}
 		o = res.Outcome
+	} else if err := n.verifyLeader(ctx); err != nil {
+		// A deposed leader's recorded answers may be stale; only a leader
+		// a majority still follows answers a repeat.
+		return nil, err
 	}
 	n.touch(c)
 	return o, reasonError(dlmv1.ErrorReason(o.GetErrorReason()))
