@@ -88,6 +88,7 @@ type Error struct {
 	Err error
 }
 
+// Error names the reason (or the code) and the service's message.
 func (e *Error) Error() string {
 	var msg string
 	if ce := new(connect.Error); errors.As(e.Err, &ce) {

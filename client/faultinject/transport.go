@@ -65,6 +65,7 @@ func Delay(d time.Duration) Fault { return Fault{kind: delay, d: d} }
 // without sleeping.
 func Hold(gate <-chan struct{}) Fault { return Fault{kind: hold, gate: gate} }
 
+// String names the fault, for test failure messages.
 func (f Fault) String() string {
 	switch f.kind {
 	case dropRequest:
