@@ -1,0 +1,600 @@
+import type { ReadFileResponse, StatusResponse } from "./api.js";
+import {
+  AbortedError,
+  ClosedError,
+  type DlmError,
+  LockExpiredError,
+  NotAvailableError,
+  outcomeUnknown,
+  reasonOf,
+  retryable,
+  SessionExpiredError,
+  sessionGone,
+  toDlmError,
+} from "./errors.js";
+import { type CallOptions, Lock, LockReleasedError, sessionGoneError } from "./lock.js";
+import { Mutex } from "./mutex.js";
+import { type ClientOptions, type Logger, noLogger, type ReaderOptions, type Transports } from "./options.js";
+import { type Api, backoff, type CallOpts, Endpoints, Retrier, validEndpoint } from "./retry.js";
+import { Session } from "./session.js";
+import { scope } from "./signals.js";
+import { webTransports } from "./web.js";
+
+/**
+ * maxRenewals bounds how many replacement sessions one acquire opens, so that
+ * a service that expires every new session at once cannot keep it busy
+ * forever.
+ */
+const maxRenewals = 3;
+
+/**
+ * Reader reads files and the service's status without opening a session: it
+ * writes nothing to the service's log. It retries and follows the leader like
+ * a Client. A Client is a Reader.
+ */
+export class Reader {
+  /** @internal */ readonly log: Logger;
+  protected readonly eps: Endpoints;
+  protected readonly retrier: Retrier;
+  protected readonly transports: Transports;
+  protected readonly attemptTimeoutMs: number;
+
+  /**
+   * new Reader(endpoints) reads from the service at endpoints, base URLs such
+   * as "http://127.0.0.1:7070" (see parseEndpoints). With a replicated
+   * cluster, list every server: the reader finds the leader by itself.
+   */
+  constructor(endpoints: string[], opts: ReaderOptions = {}) {
+    if (endpoints.length === 0) {
+      throw new TypeError("dlm: no server endpoints given");
+    }
+    for (const e of endpoints) {
+      if (!validEndpoint(e)) {
+        throw new TypeError(`dlm: endpoint ${JSON.stringify(e)}: want an http:// or https:// base URL`);
+      }
+    }
+    this.log = opts.logger ?? noLogger;
+    this.transports = opts.transports ?? webTransports();
+    this.attemptTimeoutMs = opts.attemptTimeoutMs ?? 2000;
+    this.eps = new Endpoints(endpoints, (u) => this.transports.create(u));
+    this.retrier = new Retrier(this.eps, opts.retryBudgetMs ?? 30_000, this.attemptTimeoutMs, this.log);
+  }
+
+  /**
+   * readFile returns the committed content of the file name ("file_0" to
+   * "file_99"). It reflects every release acknowledged before the call.
+   */
+  async readFile(name: string, opts: CallOptions = {}): Promise<Uint8Array> {
+    const first = await this.readFileRange(name, 0, 0, opts);
+    // Files only grow, so the first answer's size names a prefix that never
+    // changes: read up to it, in as many pieces as the server's limit needs.
+    const size = Number(first.size);
+    const parts = [first.data];
+    let have = first.data.length;
+    while (have < size) {
+      const next = await this.readFileRange(name, have, 0, opts);
+      if (next.data.length === 0) {
+        break;
+      }
+      parts.push(next.data);
+      have += next.data.length;
+    }
+    const out = new Uint8Array(Math.min(have, size));
+    let at = 0;
+    for (const p of parts) {
+      const n = Math.min(p.length, out.length - at);
+      out.set(p.subarray(0, n), at);
+      at += n;
+    }
+    return out;
+  }
+
+  /**
+   * readFileRange returns up to limit committed bytes of the file name from
+   * offset (negative: counted back from the end, so -100 reads the last 100
+   * bytes; limit 0: the server's limit), with the offset they start at and
+   * the file's size.
+   */
+  readFileRange(
+    name: string,
+    offset: number | bigint,
+    limit: number | bigint = 0,
+    opts: CallOptions = {},
+  ): Promise<ReadFileResponse> {
+    return this.retrier.do("ReadFile", opts.signal, 0, (api, o) =>
+      api.readFile({ file: name, offset: BigInt(offset), limit: BigInt(limit) }, o),
+    );
+  }
+
+  /**
+   * status describes the service: the answering node, the lock, its queue,
+   * the sessions and the files. With consistent the leader answers after
+   * confirming its leadership; otherwise the first reachable server answers
+   * from its own state.
+   */
+  status(opts: CallOptions & { consistent?: boolean } = {}): Promise<StatusResponse> {
+    return this.retrier.do("Status", opts.signal, 0, (api, o) =>
+      api.status({ consistent: opts.consistent ?? false }, o),
+    );
+  }
+
+  /** close closes the reader's connections. */
+  close(): void {
+    this.transports.close?.();
+  }
+}
+
+/** AcquireOptions bound a blocking acquire. */
+export interface AcquireOptions extends CallOptions {
+  /**
+   * Give up after this many milliseconds in the queue: the client leaves the
+   * queue and throws an AbortedError whose cause is a TimeoutError.
+   */
+  timeoutMs?: number;
+}
+
+/**
+ * Client is one session with a dlm service. It keeps the session alive in
+ * the background, numbers every request so that retries are executed at most
+ * once, retries lost requests and unavailable servers with backoff within a
+ * bounded time, and follows the leader of a replicated cluster. A session
+ * holds at most one grant at a time: code that competes for the lock needs
+ * one Client per competitor.
+ */
+export class Client extends Reader {
+  private sess: Session;
+  private readonly renewMu = new Mutex();
+  private held: Lock | undefined; // the last grant handed out, until released
+  private acquiring = 0; // acquire calls in progress
+  /**
+   * changes counts grants, releases and acquire calls starting or ending, so
+   * a keepalive answer is judged only against the state it was sent in: one
+   * sent before a grant would otherwise report a token just replaced.
+   */
+  private changes = 0;
+  private closed = false;
+  private closing: Promise<void> | undefined;
+  private readonly copts: ClientOptions;
+  private readonly stopKeepAlive = new AbortController();
+  private keepAliveTimer: ReturnType<typeof setTimeout> | undefined;
+  private keepAliveRun: Promise<void> | undefined;
+  private failures = 0;
+
+  private constructor(endpoints: string[], opts: ClientOptions) {
+    super(endpoints, opts);
+    this.copts = opts;
+    // Set by open before the Client is handed out.
+    this.sess = undefined as unknown as Session;
+  }
+
+  /**
+   * Client.open opens a session with the service at endpoints (see Reader).
+   * The signal bounds the opening only; end the session with close.
+   */
+  static async open(endpoints: string[], opts: ClientOptions = {}, call: CallOptions = {}): Promise<Client> {
+    const c = new Client(endpoints, opts);
+    try {
+      c.sess = await c.openSession(call.signal);
+    } catch (err) {
+      c.transports.close?.();
+      throw err;
+    }
+    if (opts.keepAlive ?? true) {
+      c.scheduleKeepAlive(c.keepAliveInterval());
+    }
+    return c;
+  }
+
+  /** The id of the current session. It changes when acquire replaces an expired session. */
+  get clientId(): bigint {
+    return this.sess.id;
+  }
+
+  /** The lease of the current session, in milliseconds, as the service granted it. */
+  get leaseMs(): number {
+    return this.sess.leaseMs;
+  }
+
+  private async openSession(signal: AbortSignal | undefined): Promise<Session> {
+    let sentAt = 0;
+    const resp = await this.retrier.do("Init", signal, 0, (api, o) => {
+      sentAt = Date.now();
+      return api.init({ leaseMs: this.copts.leaseMs ?? 0, name: this.copts.name ?? "" }, o);
+    });
+    this.log.debug("dlm: session opened", { clientId: resp.clientId, leaseMs: resp.leaseMs });
+    return new Session(resp.clientId, resp.secret, resp.leaseMs, sentAt);
+  }
+
+  private current(): Session {
+    if (this.closed) {
+      throw new ClosedError("dlm: client closed");
+    }
+    return this.sess;
+  }
+
+  /** liveSession returns the current session, or opens a new one when it expired. */
+  private liveSession(signal: AbortSignal | undefined): Promise<Session> {
+    return this.renewMu.run(async () => {
+      const s = this.current();
+      if (!s.isExpired()) {
+        return s;
+      }
+      const ns = await this.openSession(signal);
+      if (this.closed) {
+        throw new ClosedError("dlm: client closed");
+      }
+      this.sess = ns;
+      this.log.info("dlm: session expired; opened a new one", { oldClientId: s.id, clientId: ns.id });
+      return ns;
+    });
+  }
+
+  /**
+   * @internal mutate runs one numbered request of session s. call sends it
+   * for the sequence number and acknowledgement it is given. When keep is
+   * set and the outcome stays unknown (retries ran out), the number stays in
+   * flight and is handed to keep, so that a repeat of the same request can
+   * reuse it; otherwise the number is finished on return.
+   */
+  async mutate<T>(
+    op: string,
+    s: Session,
+    seq: bigint,
+    signal: AbortSignal | undefined,
+    timeoutMs: number,
+    call: (api: Api, o: CallOpts, seq: bigint, ackedBelow: bigint) => Promise<T>,
+    keep?: (seq: bigint) => void,
+  ): Promise<T> {
+    const n = seq === 0n ? s.begin() : seq;
+    try {
+      const r = await this.retrier.do(op, signal, timeoutMs, (api, o) => call(api, o, n, s.ackedBelow()));
+      s.end(n);
+      return r;
+    } catch (err) {
+      if (keep !== undefined && outcomeUnknown(err)) {
+        keep(n);
+      } else {
+        s.end(n);
+      }
+      if (sessionGone(reasonOf(err))) {
+        s.markExpired();
+      }
+      throw err;
+    }
+  }
+
+  /**
+   * acquire takes the lock, waiting in the queue until it is granted, the
+   * signal aborts or timeoutMs passes. When it gives up, it leaves the queue
+   * (so the lock is not granted to a caller that stopped waiting) and throws
+   * an AbortedError. If the session expired, acquire opens a new one and
+   * carries on.
+   */
+  acquire(opts: AcquireOptions = {}): Promise<Lock> {
+    return this.acquire0(false, opts);
+  }
+
+  /**
+   * tryAcquire takes the lock if it is free, and throws NotAvailableError at
+   * once if it is held, without queueing.
+   */
+  tryAcquire(opts: CallOptions = {}): Promise<Lock> {
+    return this.acquire0(true, opts);
+  }
+
+  private async acquire0(tryOnly: boolean, opts: AcquireOptions): Promise<Lock> {
+    this.current();
+    if (this.held?.state === "held") {
+      throw new Error(`dlm: this client already holds the lock (token ${this.held.token}); release it first`);
+    }
+    const sc = scope([opts.signal], opts.timeoutMs);
+    const deadline = opts.timeoutMs === undefined ? undefined : Date.now() + opts.timeoutMs;
+    this.acquiring++;
+    this.changes++;
+    try {
+      for (let renewals = 0; ; renewals++) {
+        const s = await this.liveSession(sc.signal);
+        try {
+          return await this.acquireIn(s, tryOnly, sc.signal, deadline);
+        } catch (err) {
+          if (err instanceof SessionExpiredError && renewals < maxRenewals && !sc.signal.aborted) {
+            continue;
+          }
+          throw err;
+        }
+      }
+    } finally {
+      sc.dispose();
+      this.acquiring--;
+      this.changes++;
+    }
+  }
+
+  /** acquireIn asks for the lock in session s with one sequence number, as a series of long polls. */
+  private async acquireIn(
+    s: Session,
+    tryOnly: boolean,
+    signal: AbortSignal,
+    deadline: number | undefined,
+  ): Promise<Lock> {
+    const seq = s.begin();
+    try {
+      for (;;) {
+        let wait = this.copts.pollWaitMs ?? 5000;
+        if (deadline !== undefined) {
+          // Let the service answer "still queued" before the deadline,
+          // rather than have the answer cut off.
+          wait = Math.min(wait, deadline - Date.now());
+        }
+        wait = Math.max(Math.floor(wait), 1);
+        let resp;
+        try {
+          resp = await this.retrier.do("LockAcquire", signal, wait + this.attemptTimeoutMs, (api, o) =>
+            api.lockAcquire(
+              { clientId: s.id, secret: s.secret, seq, ackedBelow: s.ackedBelow(), try: tryOnly, waitMs: wait },
+              o,
+            ),
+          );
+        } catch (err) {
+          if (sessionGone(reasonOf(err))) {
+            s.markExpired();
+          }
+          if (outcomeUnknown(err)) {
+            // The service may have queued or even granted this request:
+            // give that up, so the lock is not held for nobody.
+            await this.releaseToken(s, 0n);
+          }
+          throw err;
+        }
+        if (resp.granted) {
+          return this.grant(s, resp.token);
+        }
+        if (tryOnly) {
+          throw new NotAvailableError("dlm: lock not available");
+        }
+        this.log.debug("dlm: waiting for the lock", { clientId: s.id, position: resp.queuePosition });
+        if (signal.aborted) {
+          await this.releaseToken(s, 0n);
+          throw new AbortedError(`dlm: acquire: ${String(signal.reason)}`, { cause: signal.reason });
+        }
+      }
+    } finally {
+      s.end(seq);
+    }
+  }
+
+  /** grant makes the Lock for a grant just received. */
+  private grant(s: Session, token: bigint): Lock {
+    const lk = new Lock(this, s, token);
+    this.held = lk;
+    this.changes++;
+    this.log.debug("dlm: lock granted", { clientId: s.id, token });
+    return lk;
+  }
+
+  /** @internal forget drops lk as the client's grant once it ended. */
+  forget(lk: Lock): void {
+    if (this.held === lk) {
+      this.held = undefined;
+      this.changes++;
+    }
+  }
+
+  /**
+   * @internal releaseToken gives up the grant named by token (or, with 0,
+   * whatever the session has: its place in the queue, or a grant it never
+   * learned of), discarding staged appends. It is best effort, bounded by one
+   * attempt timeout, and its answer is ignored.
+   */
+  async releaseToken(s: Session, token: bigint): Promise<void> {
+    const sc = scope([], this.attemptTimeoutMs);
+    try {
+      await this.mutate("LockRelease", s, 0n, sc.signal, 0, (api, o, seq, ackedBelow) =>
+        api.lockRelease({ clientId: s.id, secret: s.secret, seq, ackedBelow, token, abort: true }, o),
+      );
+    } catch (err) {
+      this.log.debug("dlm: giving up the lock failed", { clientId: s.id, token, err: String(err) });
+    } finally {
+      sc.dispose();
+    }
+  }
+
+  /**
+   * withLock acquires the lock, runs fn under it, and releases the lock
+   * (committing fn's appends) when fn resolves, or aborts it (discarding
+   * them) when fn throws, and rethrows. fn's signal aborts if the grant is
+   * lost while fn runs.
+   */
+  async withLock<T>(fn: (lock: Lock, signal: AbortSignal) => Promise<T>, opts: AcquireOptions = {}): Promise<T> {
+    const lk = await this.acquire(opts);
+    const sc = scope([opts.signal, lk.signal]);
+    let result: T;
+    try {
+      result = await fn(lk, sc.signal);
+    } catch (err) {
+      try {
+        await lk.abort();
+      } catch (aerr) {
+        this.log.warn("dlm: abort after a failed critical section", { token: lk.token, err: String(aerr) });
+      }
+      throw err;
+    } finally {
+      sc.dispose();
+    }
+    // The release must happen even if the caller's signal aborted while fn
+    // ran; the retry budget bounds it.
+    await lk.release();
+    return result;
+  }
+
+  /**
+   * close ends the session: a held lock is released and its critical section
+   * committed, a place in the queue is given up, the keepalive stops and the
+   * connections close. Calling it again returns the first call's outcome. A
+   * session that had already expired closes without error.
+   */
+  close(opts: CallOptions = {}): Promise<void> {
+    this.closing ??= this.close0(opts);
+    return this.closing;
+  }
+
+  private async close0(opts: CallOptions): Promise<void> {
+    this.closed = true;
+    const s = this.sess;
+    const lk = this.held;
+    this.stopKeepAlive.abort(new ClosedError("dlm: client closed"));
+    clearTimeout(this.keepAliveTimer);
+    await this.keepAliveRun;
+    let failure: unknown;
+    if (!s.isExpired()) {
+      try {
+        await this.mutate("Close", s, 0n, opts.signal, 0, (api, o, seq, ackedBelow) =>
+          api.close({ clientId: s.id, secret: s.secret, seq, ackedBelow }, o),
+        );
+      } catch (err) {
+        if (!(err instanceof SessionExpiredError)) {
+          failure = err;
+        }
+      }
+    }
+    if (lk !== undefined) {
+      if (failure === undefined) {
+        lk.end("released", new LockReleasedError("dlm: lock released by close"));
+      } else {
+        lk.markLost(new LockExpiredError("dlm: lock expired: client closed", { cause: failure }), false);
+      }
+    }
+    super.close();
+    if (failure !== undefined) {
+      throw failure;
+    }
+  }
+
+  // The keepalive.
+
+  private keepAliveInterval(): number {
+    return Math.max(this.sess.leaseMs / 3, 10);
+  }
+
+  private scheduleKeepAlive(ms: number): void {
+    if (this.closed) {
+      return;
+    }
+    this.keepAliveTimer = setTimeout(() => {
+      this.keepAliveRun = this.keepAliveTick();
+    }, ms);
+    // A Node program that forgets close should still exit; its lease then
+    // runs out.
+    (this.keepAliveTimer as { unref?: () => void }).unref?.();
+  }
+
+  /**
+   * keepAliveTick renews the session's lease and schedules the next renewal:
+   * after a third of the lease, or sooner after a failure, since during a
+   * failover the new leader must hear from the session before the lease runs
+   * out.
+   */
+  private async keepAliveTick(): Promise<void> {
+    const ok = await this.keepAliveOnce();
+    if (this.closed) {
+      return;
+    }
+    if (ok) {
+      this.failures = 0;
+      this.scheduleKeepAlive(this.keepAliveInterval());
+    } else {
+      this.failures++;
+      this.scheduleKeepAlive(Math.min(backoff(this.failures), this.keepAliveInterval() / 2));
+    }
+  }
+
+  /** keepAliveOnce sends one KeepAlive and reports whether it was answered. */
+  private async keepAliveOnce(): Promise<boolean> {
+    const s = this.sess;
+    if (s.isExpired()) {
+      // Nothing to keep alive until acquire opens a new session.
+      return true;
+    }
+    const { url, api } = this.eps.pick();
+    const sent = Date.now();
+    const changes = this.changes;
+    let resp;
+    try {
+      resp = await api.keepAlive(
+        { clientId: s.id, secret: s.secret },
+        {
+          signal: this.stopKeepAlive.signal,
+          timeoutMs: Math.min(this.attemptTimeoutMs, Math.max(s.leaseMs / 3, 10)),
+        },
+      );
+    } catch (err) {
+      if (this.closed) {
+        return true;
+      }
+      const e = toDlmError(err);
+      if (sessionGone(e.reason)) {
+        s.markExpired();
+        this.loseGrant(s, sessionGoneError(e), true);
+        return true;
+      }
+      this.log.debug("dlm: keepalive failed", { clientId: s.id, endpoint: url, err: e.message });
+      if (retryable(err)) {
+        this.eps.failed(url, e);
+      }
+      const silence = s.silentFor(Date.now());
+      if (silence >= s.leaseMs) {
+        this.loseGrant(
+          s,
+          new LockExpiredError(
+            `dlm: lock expired: no keepalive answered for ${silence}ms (lease ${s.leaseMs}ms): ${e.message}`,
+            { cause: e },
+          ),
+          false,
+        );
+      }
+      return false;
+    }
+    if (this.closed) {
+      return true;
+    }
+    s.renewed(sent, resp.leaseMs);
+    await this.checkGrant(s, resp.token, changes);
+    return true;
+  }
+
+  /**
+   * checkGrant compares the grant the service says session s holds with the
+   * one the client knows of, when nothing changed since the keepalive was
+   * sent.
+   */
+  private async checkGrant(s: Session, token: bigint, changes: number): Promise<void> {
+    if (this.changes !== changes) {
+      return;
+    }
+    const lk = this.held;
+    if (lk !== undefined && lk.session === s && lk.state === "held") {
+      if (token !== lk.token) {
+        lk.markLost(
+          new LockExpiredError(`dlm: lock expired: the service reports grant ${token}, not ${lk.token}`),
+          true,
+        );
+      }
+      return;
+    }
+    // A grant nobody here uses (an acquire that gave up after the service
+    // granted it, a Lock lost only for want of keepalive answers) would hold
+    // the lock for nobody while this session stays alive: give it up.
+    if (token !== 0n && this.acquiring === 0) {
+      this.log.info("dlm: giving up an unused grant", { clientId: s.id, token });
+      await this.releaseToken(s, token);
+    }
+  }
+
+  /** loseGrant marks the held grant of session s lost. */
+  private loseGrant(s: Session, cause: DlmError, gone: boolean): void {
+    const lk = this.held;
+    if (lk !== undefined && lk.session === s) {
+      lk.markLost(cause, gone);
+    }
+  }
+}

@@ -1,0 +1,176 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+
+import { ErrorDetailSchema, ErrorReason } from "./api.js";
+
+/**
+ * DlmError is every error this package throws. Service errors are subclasses
+ * named for the ErrorDetail reason the service gave, so callers test
+ * `err instanceof LockExpiredError` rather than read messages; `reason` and
+ * `code` carry the raw values.
+ */
+export class DlmError extends Error {
+  /** The Connect code of the answer (Code.Unknown when there was none). */
+  readonly code: Code;
+  /** The service's reason; ERROR_REASON_UNSPECIFIED when none was given. */
+  readonly reason: ErrorReason;
+  /** With NOT_LEADER: the leader's base URL, when the service knew it. */
+  readonly leaderUrl: string;
+
+  constructor(
+    message: string,
+    opts: { code?: Code; reason?: ErrorReason; leaderUrl?: string; cause?: unknown } = {},
+  ) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = new.target.name;
+    this.code = opts.code ?? Code.Unknown;
+    this.reason = opts.reason ?? ErrorReason.UNSPECIFIED;
+    this.leaderUrl = opts.leaderUrl ?? "";
+  }
+}
+
+/**
+ * LockExpiredError: the grant is no longer current (released, revoked after
+ * its lease ran out, or granted anew). Nothing of the critical section
+ * reached the files; acquire the lock again. When the grant ended with its
+ * session, `cause` is the session's error.
+ */
+export class LockExpiredError extends DlmError {}
+/** NotHolderError: the session does not hold the lock. */
+export class NotHolderError extends DlmError {}
+/** FileNotFoundError: no file has the name. */
+export class FileNotFoundError extends DlmError {}
+/** InvalidFileNameError: the name is not of the form file_N. */
+export class InvalidFileNameError extends DlmError {}
+/** SessionExpiredError: the session's lease ran out, or it was closed. */
+export class SessionExpiredError extends DlmError {}
+/** SessionUnknownError: the service never opened the session. */
+export class SessionUnknownError extends DlmError {}
+/** BadSecretError: the session secret did not match. */
+export class BadSecretError extends DlmError {}
+/** NotAvailableError: tryAcquire found the lock held by another session. */
+export class NotAvailableError extends DlmError {}
+/**
+ * UnavailableError: the service could not be reached, or could not commit,
+ * within the retry budget (or a server answered NOT_LEADER / UNAVAILABLE).
+ * `cause` is the last failure. Repeating the same call is safe.
+ */
+export class UnavailableError extends DlmError {
+  /** How many attempts were made, when retries ran out. */
+  attempts = 0;
+}
+/**
+ * AbortedError: the caller's AbortSignal ended the call before a final
+ * answer; `cause` is the signal's reason (a TimeoutError for
+ * AbortSignal.timeout). The service may or may not have acted on it.
+ */
+export class AbortedError extends DlmError {}
+/** DataEmptyError: an append carried no data. */
+export class DataEmptyError extends DlmError {}
+/** DataTooLargeError: an append exceeded the per-append limit. */
+export class DataTooLargeError extends DlmError {}
+/** SectionTooLargeError: the critical section would exceed its limit. */
+export class SectionTooLargeError extends DlmError {}
+/** SequenceAcknowledgedError: the service forgot the request's answer. */
+export class SequenceAcknowledgedError extends DlmError {}
+/** TooManyRequestsError: the session has too many unacknowledged requests. */
+export class TooManyRequestsError extends DlmError {}
+/** InvalidArgumentError: the service refused a malformed request. */
+export class InvalidArgumentError extends DlmError {}
+/** ClosedError: the Client was closed. */
+export class ClosedError extends DlmError {}
+
+type ErrorClass = new (
+  message: string,
+  opts?: { code?: Code; reason?: ErrorReason; leaderUrl?: string; cause?: unknown },
+) => DlmError;
+
+const byReason: Partial<Record<ErrorReason, ErrorClass>> = {
+  [ErrorReason.LOCK_EXPIRED]: LockExpiredError,
+  [ErrorReason.NOT_HOLDER]: NotHolderError,
+  [ErrorReason.FILE_NOT_FOUND]: FileNotFoundError,
+  [ErrorReason.INVALID_FILE_NAME]: InvalidFileNameError,
+  [ErrorReason.SESSION_EXPIRED]: SessionExpiredError,
+  [ErrorReason.SESSION_UNKNOWN]: SessionUnknownError,
+  [ErrorReason.BAD_SECRET]: BadSecretError,
+  [ErrorReason.NOT_LEADER]: UnavailableError,
+  [ErrorReason.UNAVAILABLE]: UnavailableError,
+  [ErrorReason.SEQUENCE_MISSING]: InvalidArgumentError,
+  [ErrorReason.SEQUENCE_ACKNOWLEDGED]: SequenceAcknowledgedError,
+  [ErrorReason.DATA_EMPTY]: DataEmptyError,
+  [ErrorReason.DATA_TOO_LARGE]: DataTooLargeError,
+  [ErrorReason.SECTION_TOO_LARGE]: SectionTooLargeError,
+  [ErrorReason.TOO_MANY_REQUESTS]: TooManyRequestsError,
+  [ErrorReason.INVALID_ARGUMENT]: InvalidArgumentError,
+};
+
+/**
+ * toDlmError interprets a failed RPC: a DlmError subclass for the reason in
+ * the answer's ErrorDetail, or a plain DlmError with the code when there was
+ * none (a transport failure, a proxy's answer).
+ */
+export function toDlmError(err: unknown): DlmError {
+  if (err instanceof DlmError) {
+    return err;
+  }
+  const ce = ConnectError.from(err);
+  const detail = ce.findDetails(ErrorDetailSchema)[0];
+  const reason = detail?.reason ?? ErrorReason.UNSPECIFIED;
+  const cls = byReason[reason] ?? DlmError;
+  const msg = ce.rawMessage || Code[ce.code] || "error";
+  return new cls(`dlm: ${msg}`, { code: ce.code, reason, leaderUrl: detail?.leaderUrl ?? "", cause: ce });
+}
+
+/**
+ * retryable reports whether a failed attempt may be repeated because the
+ * service gave no definite answer. Every mutating request carries its
+ * sequence number, so a repeat is harmless even when the first attempt did
+ * reach the service. When the service (or a proxy) answered, only "try again"
+ * answers are not final; everything else, even an unexpected code, is. A
+ * failure raised on this side (a refused or reset connection, the attempt's
+ * deadline, a cut-off answer) is no answer at all, and is retried.
+ */
+export function retryable(err: unknown): boolean {
+  const ce = ConnectError.from(err);
+  if (ce.isWireError || ce.findDetails(ErrorDetailSchema).length > 0) {
+    return ce.code === Code.Unavailable || ce.code === Code.DeadlineExceeded;
+  }
+  switch (ce.code) {
+    case Code.Unavailable:
+    case Code.DeadlineExceeded:
+    case Code.Canceled:
+    case Code.Unknown:
+    case Code.Internal:
+    case Code.ResourceExhausted:
+      return true;
+  }
+  return false;
+}
+
+/** reasonOf returns the service reason carried by err, if any. */
+export function reasonOf(err: unknown): ErrorReason {
+  if (err instanceof DlmError) {
+    return err.reason;
+  }
+  if (err === undefined || err === null) {
+    return ErrorReason.UNSPECIFIED;
+  }
+  return toDlmError(err).reason;
+}
+
+/** sessionGone reports whether reason says the session is over. */
+export function sessionGone(reason: ErrorReason): boolean {
+  return (
+    reason === ErrorReason.SESSION_EXPIRED ||
+    reason === ErrorReason.SESSION_UNKNOWN ||
+    reason === ErrorReason.BAD_SECRET
+  );
+}
+
+/**
+ * outcomeUnknown reports whether err means a call's retries ran out (the
+ * retry budget, or the caller's signal), so that the service may or may not
+ * have acted on it: a repeat must reuse the request's sequence number.
+ */
+export function outcomeUnknown(err: unknown): boolean {
+  return err instanceof AbortedError || (err instanceof UnavailableError && err.attempts > 0);
+}

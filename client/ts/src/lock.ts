@@ -1,0 +1,284 @@
+import { ErrorReason } from "./api.js";
+import type { Client } from "./client.js";
+import { DlmError, LockExpiredError, reasonOf, sessionGone } from "./errors.js";
+import { Mutex } from "./mutex.js";
+import type { Session } from "./session.js";
+
+/** LockState is where a Lock is in its life. */
+export type LockState = "held" | "released" | "lost";
+
+/** CallOptions bound one call of the client. */
+export interface CallOptions {
+  /** Aborts the call; the client then gives up (see AbortedError). */
+  signal?: AbortSignal;
+}
+
+/**
+ * PendingOp is a request whose outcome stayed unknown when its retries ran
+ * out. Its sequence number is kept so that repeating the same request cannot
+ * apply it twice.
+ */
+interface PendingOp {
+  seq: bigint;
+  release: boolean;
+  abort: boolean;
+  file: string;
+  data: Uint8Array;
+}
+
+/** The reason a Lock's signal carries after release, abort or close. */
+export class LockReleasedError extends DlmError {}
+
+/**
+ * Lock is one grant of the lock, named by its fencing token. append stages
+ * data under it; release commits everything staged, abort discards it. When
+ * the grant is lost (its lease ran out, the service revoked it), the Lock
+ * dispatches a "lost" event (a CustomEvent whose detail is the error), its
+ * `lost` promise resolves, its `signal` aborts, and every call under it
+ * fails with LockExpiredError.
+ */
+export class Lock extends EventTarget {
+  /**
+   * The fencing token of the grant: it grows with every grant, so a system
+   * that receives writes from lock holders can refuse one that carries a
+   * smaller token than it has already seen.
+   */
+  readonly token: bigint;
+  /**
+   * Resolves with the cause when the grant is lost; never when it is
+   * released.
+   */
+  readonly lost: Promise<DlmError>;
+
+  private readonly ctl = new AbortController();
+  private resolveLost!: (err: DlmError) => void;
+  private readonly opMu = new Mutex();
+  private pending: PendingOp | undefined;
+  private st: LockState = "held";
+  private gone = false; // the service said the grant is gone
+
+  /** @internal */
+  constructor(
+    private readonly c: Client,
+    /** @internal */ readonly session: Session,
+    token: bigint,
+  ) {
+    super();
+    this.token = token;
+    this.lost = new Promise((resolve) => {
+      this.resolveLost = resolve;
+    });
+  }
+
+  /**
+   * An AbortSignal that aborts when the grant is lost (its reason is the
+   * LockExpiredError) or ended by release, abort or close (a
+   * LockReleasedError). Work done under the lock should use it, so that it
+   * stops when the lock is gone.
+   */
+  get signal(): AbortSignal {
+    return this.ctl.signal;
+  }
+
+  /** The Lock's state: held, released, or lost. */
+  get state(): LockState {
+    return this.st;
+  }
+
+  /** @internal end moves a held Lock to state, once. */
+  end(state: LockState, cause: DlmError): boolean {
+    if (this.st !== "held") {
+      return false;
+    }
+    this.st = state;
+    this.ctl.abort(cause);
+    if (state === "lost") {
+      this.resolveLost(cause);
+      this.dispatchEvent(new CustomEvent("lost", { detail: cause }));
+    }
+    return true;
+  }
+
+  /**
+   * @internal markLost records that the grant is lost. gone says the service
+   * confirmed it, so there is nothing to give up.
+   */
+  markLost(cause: DlmError, gone: boolean): void {
+    this.gone ||= gone;
+    if (this.end("lost", cause)) {
+      this.c.log.warn("dlm: lock lost", { clientId: this.session.id, token: this.token, cause: cause.message });
+    }
+  }
+
+  private check(): void {
+    switch (this.st) {
+      case "released":
+        throw new LockExpiredError(`dlm: lock expired: the lock was already released (token ${this.token})`, {
+          reason: ErrorReason.LOCK_EXPIRED,
+        });
+      case "lost":
+        throw this.ctl.signal.reason as DlmError;
+    }
+  }
+
+  /**
+   * failed interprets an error from a request under the grant, marks the
+   * grant lost when the error says so, and returns the error to throw. A
+   * grant that ended with its session is reported as a LockExpiredError whose
+   * cause is the session's error: for the holder both mean the same.
+   */
+  private failed(err: unknown): unknown {
+    const reason = reasonOf(err);
+    let e: DlmError;
+    if (reason === ErrorReason.LOCK_EXPIRED || reason === ErrorReason.NOT_HOLDER) {
+      e = err as DlmError;
+    } else if (sessionGone(reason)) {
+      e = sessionGoneError(err as DlmError);
+    } else {
+      return err;
+    }
+    this.markLost(e, true);
+    return e;
+  }
+
+  /**
+   * reuse returns the pending request if op repeats it; otherwise it gives
+   * the pending request up for good.
+   */
+  private reuse(op: Omit<PendingOp, "seq">): PendingOp | undefined {
+    const p = this.pending;
+    this.pending = undefined;
+    if (p === undefined) {
+      return undefined;
+    }
+    if (p.release === op.release && (p.release || (p.file === op.file && sameBytes(p.data, op.data)))) {
+      return p;
+    }
+    this.session.end(p.seq);
+    return undefined;
+  }
+
+  /**
+   * append stages data (a string is sent as UTF-8) for appending to file
+   * ("file_0" to "file_99"). The data reaches the file when the lock is
+   * released, and never if the grant is lost first. Repeating an append that
+   * failed with UnavailableError or AbortedError (same file, same data) is
+   * safe: it is applied at most once.
+   */
+  append(file: string, data: string | Uint8Array, opts: CallOptions = {}): Promise<void> {
+    const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
+    return this.opMu.run(async () => {
+      this.check();
+      const op = { release: false, abort: false, file, data: bytes };
+      const seq = this.reuse(op)?.seq ?? 0n;
+      const s = this.session;
+      try {
+        await this.c.mutate(
+          "AppendFile",
+          s,
+          seq,
+          opts.signal,
+          0,
+          (api, o, seq, ackedBelow) =>
+            api.appendFile(
+              { clientId: s.id, secret: s.secret, seq, ackedBelow, token: this.token, file, data: bytes },
+              o,
+            ),
+          (seq) => {
+            this.pending = { ...op, seq, data: bytes.slice() };
+          },
+        );
+      } catch (err) {
+        throw this.failed(err);
+      }
+    });
+  }
+
+  /**
+   * release ends the critical section and commits every staged append to the
+   * files at once, then hands the lock to the next waiter. If the grant was
+   * lost, nothing is committed and release throws the loss
+   * (LockExpiredError). Repeating a release that failed with
+   * UnavailableError is safe.
+   */
+  release(opts: CallOptions = {}): Promise<void> {
+    return this.end2(false, opts);
+  }
+
+  /**
+   * abort ends the critical section and discards every staged append. It
+   * returns without error when the grant was already lost, since nothing was
+   * committed either way. An abort after a release that failed with
+   * UnavailableError finishes that release instead, whose commit may already
+   * have happened.
+   */
+  abort(opts: CallOptions = {}): Promise<void> {
+    return this.end2(true, opts);
+  }
+
+  private end2(abort: boolean, opts: CallOptions): Promise<void> {
+    return this.opMu.run(async () => {
+      if (this.st !== "held") {
+        if (this.st === "lost") {
+          if (!this.gone) {
+            // The grant may still stand on the service if only the
+            // keepalives went unanswered: give it up, without waiting long.
+            await this.c.releaseToken(this.session, this.token);
+          }
+          if (abort) {
+            return;
+          }
+        }
+        this.check();
+      }
+      const op = { release: true, abort, file: "", data: new Uint8Array() };
+      let seq = 0n;
+      const p = this.reuse(op);
+      if (p !== undefined) {
+        // The service may already have acted on the first request: repeat
+        // it exactly, whichever of release and abort is asked now.
+        seq = p.seq;
+        op.abort = p.abort;
+      }
+      const s = this.session;
+      try {
+        await this.c.mutate(
+          "LockRelease",
+          s,
+          seq,
+          opts.signal,
+          0,
+          (api, o, seq, ackedBelow) =>
+            api.lockRelease(
+              { clientId: s.id, secret: s.secret, seq, ackedBelow, token: this.token, abort: op.abort },
+              o,
+            ),
+          (seq) => {
+            this.pending = { ...op, seq };
+          },
+        );
+      } catch (err) {
+        const e = this.failed(err);
+        if (abort && e instanceof LockExpiredError) {
+          return;
+        }
+        throw e;
+      }
+      this.end("released", new LockReleasedError("dlm: lock released"));
+      this.c.forget(this);
+    });
+  }
+}
+
+/** sessionGoneError reports a grant that ended with its session. */
+export function sessionGoneError(err: DlmError): LockExpiredError {
+  return new LockExpiredError(`dlm: lock expired with its session: ${err.message.replace(/^dlm: /, "")}`, {
+    code: err.code,
+    reason: err.reason,
+    cause: err,
+  });
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((v, i) => v === b[i]);
+}
