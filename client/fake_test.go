@@ -586,3 +586,41 @@ func TestReaderOpensNoSession(t *testing.T) {
 		t.Errorf("a Reader opened %d sessions", n)
 	}
 }
+
+func TestAcquireAfterSilentLossGivesTheOldGrantUp(t *testing.T) {
+	f := newFake(t)
+	c := dial(t, []string{f.url}, quick(client.WithLease(90*time.Millisecond))...)
+	old, err := c.Acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.setFailAlways("KeepAlive", errUnavailable)
+	select {
+	case <-old.Lost():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the lock was not reported lost")
+	}
+	f.setFailAlways("KeepAlive", nil)
+	lk, err := c.Acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lk.Token() == old.Token() {
+		t.Errorf("got the lost grant %d back", lk.Token())
+	}
+	var gaveUp, acquiredAfter bool
+	for _, r := range f.records("") {
+		switch {
+		case r.method == "LockRelease" && r.token == old.Token() && r.abort:
+			gaveUp = true
+		case r.method == "LockAcquire" && gaveUp:
+			acquiredAfter = true
+		}
+	}
+	if !gaveUp || !acquiredAfter {
+		t.Errorf("the old grant was not given up before asking again: %+v", f.records(""))
+	}
+	if err := lk.Release(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+}

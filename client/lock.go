@@ -88,10 +88,11 @@ func (lk *Lock) end(state lockState, cause error) bool {
 		return false
 	}
 	lk.state = state
+	// Cancel first: whoever sees Lost closed must find the cause set.
+	lk.cancel(cause)
 	if state == stateLost {
 		close(lk.lost)
 	}
-	lk.cancel(cause)
 	return true
 }
 
@@ -288,10 +289,15 @@ func (c *Client) acquire(ctx context.Context, try bool) (*Lock, error) {
 		c.mu.Unlock()
 		return nil, ErrClosed
 	}
+	var stale *Lock
 	if lk := c.held; lk != nil {
-		if state, _ := lk.current(); state == stateHeld {
+		state, _ := lk.current()
+		if state == stateHeld {
 			c.mu.Unlock()
 			return nil, fmt.Errorf("dlm: this client already holds the lock (token %d); release it first", lk.token)
+		}
+		if state == stateLost && !lk.isGone() {
+			stale = lk
 		}
 	}
 	c.acquiring++
@@ -303,6 +309,12 @@ func (c *Client) acquire(ctx context.Context, try bool) (*Lock, error) {
 		c.changes++
 		c.mu.Unlock()
 	}()
+	if stale != nil {
+		// A grant lost only for want of keepalive answers may still stand:
+		// asking again would be granted it back, with the appends staged
+		// before the loss. Give it up first.
+		stale.giveUp(ctx)
+	}
 	for renewals := 0; ; renewals++ {
 		s, err := c.liveSession(ctx)
 		if err != nil {
@@ -310,6 +322,14 @@ func (c *Client) acquire(ctx context.Context, try bool) (*Lock, error) {
 		}
 		lk, err := c.acquireIn(ctx, s, try)
 		if errors.Is(err, ErrSessionExpired) && renewals < maxRenewals && ctx.Err() == nil {
+			continue
+		}
+		if err == nil && stale != nil && lk.token == stale.token && renewals < maxRenewals {
+			// The give-up did not get through and the old grant came back:
+			// drop it and ask for a fresh one.
+			lk.end(stateReleased, errReleased)
+			c.forget(lk)
+			stale.giveUp(ctx)
 			continue
 		}
 		return lk, err
