@@ -291,7 +291,7 @@ func TestDefiniteAnswerIsNotRetried(t *testing.T) {
 
 func TestRetryBudgetRunsOut(t *testing.T) {
 	f := newFake(t)
-	c := dial(t, []string{f.url}, client.WithRetryBudget(300*time.Millisecond), client.WithAttemptTimeout(100*time.Millisecond))
+	c := dial(t, []string{f.url}, client.WithRetryBudget(300*time.Millisecond))
 	f.setFailAlways("Status", errUnavailable)
 	start := time.Now()
 	_, err := c.Status(t.Context(), false)

@@ -157,7 +157,11 @@ func (r *retrier) do(ctx context.Context, op string, timeout time.Duration, atte
 		if !retryable(err) {
 			return newError(err)
 		}
-		last = newError(err)
+		if last == nil || budget.Err() == nil {
+			// An attempt cut short by the end of the budget says less than
+			// the failure before it.
+			last = newError(err)
+		}
 		toLeader := r.eps.failed(u, err)
 		r.log.Debug("dlm: retrying", "op", op, "attempt", n, "endpoint", u, "err", err)
 		if toLeader && redirects < 3 {
