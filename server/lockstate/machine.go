@@ -193,7 +193,7 @@ func (m *Machine) authenticate(c *raftlogv1.Caller) (*session, *raftlogv1.Outcom
 	if seq < s.ackedBelow {
 		return nil, nil, dlmv1.ErrorReason_ERROR_REASON_SEQUENCE_ACKNOWLEDGED
 	}
-	if o, ok := s.outcomes[seq]; ok {
+	if o, ok := s.outcomes[seq]; ok && !mutDupApply {
 		return s, o, dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED
 	}
 	// A client cannot acknowledge the request it is sending.
@@ -331,7 +331,7 @@ func (m *Machine) endSection(l *lock, commit bool, index uint64, now int64) Resu
 // other is NOT_HOLDER.
 func (l *lock) checkToken(s *session, token uint64) dlmv1.ErrorReason {
 	switch {
-	case l.holder == s.id && l.token == token:
+	case l.holder == s.id && l.token == token, mutSkipFencing && token != 0:
 		return dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED
 	case token != 0 && token <= s.lastToken:
 		return dlmv1.ErrorReason_ERROR_REASON_LOCK_EXPIRED
@@ -429,7 +429,7 @@ func (m *Machine) expire(index uint64, now int64, op *raftlogv1.ExpireSession) R
 		return Result{Outcome: &raftlogv1.Outcome{}}
 	}
 	// Expiry is not the holder's decision, so its critical section aborts.
-	return m.endSession(s, false, index, now)
+	return m.endSession(s, mutKeepExpired, index, now)
 }
 
 func (m *Machine) endSession(s *session, commit bool, index uint64, now int64) Result {

@@ -106,6 +106,9 @@ type Grant struct {
 // wait (0 for the default) or ctx's end. A repeat with the same seq keeps the
 // place in the queue.
 func (n *Node) Acquire(ctx context.Context, c *raftlogv1.Caller, try bool, wait time.Duration) (Grant, error) {
+	if g, ok := n.mutantGrant(c); ok {
+		return g, nil
+	}
 	t, err := n.leading()
 	if err != nil {
 		return Grant{}, err
@@ -210,6 +213,9 @@ func (n *Node) mutate(ctx context.Context, c *raftlogv1.Caller, token uint64, cm
 		reason dlmv1.ErrorReason
 	)
 	n.fsm.View(func(m *lockstate.Machine) { o, reason = m.Check(c) })
+	if mutDupApply {
+		o = nil
+	}
 	if err := reasonError(lockstate.Fenced(reason, token)); err != nil {
 		return nil, err
 	}
