@@ -32,6 +32,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.IntVar(&cfg.MaxAppendBytes, "max-append", 1<<20, "largest append in bytes")
 	fs.IntVar(&cfg.MaxSectionBytes, "max-section", 64<<20, "largest critical section in bytes")
 	fs.Uint64Var(&cfg.SnapshotThreshold, "snapshot-threshold", 8192, "log entries between snapshots")
+	fs.DurationVar(&cfg.SnapshotInterval, "snapshot-interval", 0, "how often to check --snapshot-threshold (0: every 2 minutes)")
 	fs.Uint64Var(&cfg.TrailingLogs, "trailing-logs", 10240, "log entries kept after a snapshot, for followers to catch up from")
 	verbose := fs.Bool("v", false, "log every leadership and session change")
 	if err := fs.Parse(args); err != nil {

@@ -57,6 +57,9 @@ type Config struct {
 	MaxReadBytes int64
 	// SnapshotThreshold is how many log entries trigger a snapshot.
 	SnapshotThreshold uint64
+	// SnapshotInterval is how often Raft checks the threshold (0: Raft's
+	// default, 2 minutes); tests shorten it to take snapshots often.
+	SnapshotInterval time.Duration
 	// Logger receives the node's logs.
 	Logger *slog.Logger
 }
@@ -177,6 +180,9 @@ func (n *Node) startRaft() error {
 	rc.Logger = hlog
 	rc.SnapshotThreshold = cfg.SnapshotThreshold
 	rc.TrailingLogs = cfg.TrailingLogs
+	if cfg.SnapshotInterval > 0 {
+		rc.SnapshotInterval = cfg.SnapshotInterval
+	}
 	// Short timeouts: a single node elects itself sooner after a restart,
 	// and a cluster fails over well within a default lease.
 	rc.HeartbeatTimeout = 500 * time.Millisecond
