@@ -1,0 +1,224 @@
+// The dlm dashboard: polls Status and the tail of a file, and drives a
+// session of its own through the TypeScript client.
+import { type api, Client, type Lock, parseEndpoints, Reader } from "@dlm/client";
+
+/** How often the page polls (the issue asks for under a second). */
+const pollMs = 300;
+/** How many bytes of the chosen file the page shows. */
+const tailBytes = 4096;
+
+const params = new URLSearchParams(location.search);
+const endpoints = params.get("server") ? parseEndpoints(params.get("server") as string) : [location.origin];
+const leaseMs = Number(params.get("lease") ?? 0) || 0;
+const name = params.get("name") ?? `browser ${Math.random().toString(36).slice(2, 6)}`;
+
+const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
+
+// Reads poll often, so they give up quickly and show the failure instead.
+const reader = new Reader(endpoints, { retryBudgetMs: 2000, attemptTimeoutMs: 1500 });
+
+let client: Client | undefined;
+let lock: Lock | undefined;
+let waiting: AbortController | undefined;
+let lastStatus: api.StatusResponse | undefined;
+
+function el(tag: string, text: string, cls?: string): HTMLElement {
+  const e = document.createElement(tag);
+  e.textContent = text;
+  if (cls) {
+    e.className = cls;
+  }
+  return e;
+}
+
+function row(cells: (string | HTMLElement)[]): HTMLTableRowElement {
+  const tr = document.createElement("tr");
+  for (const c of cells) {
+    const td = document.createElement("td");
+    if (typeof c === "string") {
+      td.textContent = c;
+    } else {
+      td.append(c);
+    }
+    tr.append(td);
+  }
+  return tr;
+}
+
+function log(msg: string, error = false): void {
+  const li = el("li", `${new Date().toLocaleTimeString()} ${msg}`, error ? "error" : "");
+  const ul = $("log");
+  ul.prepend(li);
+  while (ul.children.length > 50) {
+    ul.lastElementChild?.remove();
+  }
+}
+
+function who(id: bigint, st: api.StatusResponse): string {
+  const s = st.sessions.find((x) => x.clientId === id);
+  const mine = client !== undefined && client.clientId === id ? " (this page)" : "";
+  return `#${id}${s?.name ? ` ${s.name}` : ""}${mine}`;
+}
+
+function renderStatus(st: api.StatusResponse): void {
+  const node = st.node;
+  const members = $("members");
+  members.replaceChildren();
+  if (st.members.length > 0) {
+    for (const m of st.members) {
+      const role = m.leader ? "leader" : m.id === node?.id ? (node?.role ?? "") : "follower";
+      members.append(row([m.id, el("span", role, `role-${role}`), m.raftAddress, m.suffrage]));
+    }
+  } else if (node) {
+    members.append(row([node.id, el("span", node.role, `role-${node.role}`), "", ""]));
+  }
+  $("node-info").textContent = node
+    ? `answered by ${node.id} (${node.role}), term ${node.term}, commit index ${node.commitIndex}` +
+      (node.leaderUrl ? `, leader at ${node.leaderUrl}` : "")
+    : "";
+
+  const lk = st.lock;
+  const held = lk !== undefined && lk.holder !== 0n;
+  $("holder").textContent = held ? who(lk.holder, st) : "free";
+  $("token").textContent = held ? String(lk.token) : "–";
+  $("lease-left").textContent = held ? `${lk.leaseLeftMs} ms` : "–";
+  $("staged").textContent = held ? `${lk.stagedAppends} appends, ${lk.stagedBytes} bytes` : "–";
+  $("last-token").textContent = lk && lk.lastToken !== 0n ? String(lk.lastToken) : "–";
+  const queue = $("queue");
+  queue.replaceChildren(...(lk?.queue ?? []).map((id) => el("li", who(id, st))));
+  $("queue-empty").hidden = (lk?.queue.length ?? 0) > 0;
+
+  const sessions = $("sessions");
+  sessions.replaceChildren(
+    ...st.sessions.map((s) => row([`#${s.clientId}`, s.name, `${s.leaseMs} ms`, `${s.leaseLeftMs} ms`])),
+  );
+
+  const select = $<HTMLSelectElement>("file-select");
+  if (select.options.length === 0) {
+    for (const f of st.files) {
+      select.append(new Option(f.name, f.name));
+    }
+    select.value = params.get("file") ?? "file_0";
+  }
+}
+
+async function pollOnce(): Promise<void> {
+  const file = $<HTMLSelectElement>("file-select").value || params.get("file") || "file_0";
+  try {
+    const [st, tail] = await Promise.all([reader.status(), reader.readFileRange(file, -tailBytes)]);
+    lastStatus = st;
+    renderStatus(st);
+    const text = new TextDecoder().decode(tail.data);
+    const pre = $("file-tail");
+    if (pre.textContent !== text) {
+      pre.textContent = text;
+    }
+    $("file-size").textContent = `${tail.size} bytes${tail.offset > 0n ? `, showing the last ${tail.data.length}` : ""}`;
+    $("conn").textContent = "live";
+    $("conn").className = "ok";
+  } catch (err) {
+    $("conn").textContent = `unreachable: ${(err as Error).message}`;
+    $("conn").className = "bad";
+  }
+}
+
+async function pollLoop(): Promise<void> {
+  for (;;) {
+    const start = Date.now();
+    await pollOnce();
+    await new Promise((r) => setTimeout(r, Math.max(0, pollMs - (Date.now() - start))));
+  }
+}
+
+function setState(text: string, cls: string): void {
+  const s = $("me-state");
+  s.textContent = text;
+  s.className = cls;
+  const holding = lock?.state === "held";
+  $<HTMLButtonElement>("acquire").disabled = holding || waiting !== undefined;
+  $<HTMLButtonElement>("cancel").disabled = waiting === undefined;
+  $<HTMLButtonElement>("release").disabled = !holding;
+  $<HTMLButtonElement>("abort").disabled = !holding;
+  $<HTMLButtonElement>("append").disabled = !holding;
+}
+
+async function session(): Promise<Client> {
+  client ??= await Client.open(endpoints, { name, leaseMs, pollWaitMs: 2000 });
+  return client;
+}
+
+async function acquire(): Promise<void> {
+  waiting = new AbortController();
+  setState("opening a session…", "waiting");
+  try {
+    const c = await session();
+    setState(`waiting in the queue as #${c.clientId}`, "waiting");
+    const lk = await c.acquire({ signal: waiting.signal });
+    lock = lk;
+    lk.addEventListener("lost", (e) => {
+      log(`lost the lock: ${((e as CustomEvent).detail as Error).message}`, true);
+      setState(`lost the lock (token ${lk.token})`, "lost");
+    });
+    waiting = undefined;
+    setState(`holding the lock, token ${lk.token}`, "holding");
+    log(`acquired, token ${lk.token}`);
+  } catch (err) {
+    waiting = undefined;
+    setState("idle", "");
+    log(`acquire: ${(err as Error).message}`, true);
+  }
+}
+
+async function end(abort: boolean): Promise<void> {
+  const lk = lock;
+  if (!lk) {
+    return;
+  }
+  try {
+    await (abort ? lk.abort() : lk.release());
+    log(`${abort ? "aborted" : "released"} token ${lk.token}`);
+    setState("idle", "");
+  } catch (err) {
+    log(`${abort ? "abort" : "release"}: ${(err as Error).message}`, true);
+    setState(lk.state === "lost" ? `lost the lock (token ${lk.token})` : `holding the lock, token ${lk.token}`, lk.state === "lost" ? "lost" : "holding");
+  }
+}
+
+async function append(): Promise<void> {
+  const lk = lock;
+  const input = $<HTMLInputElement>("append-text");
+  const file = $<HTMLSelectElement>("file-select").value || "file_0";
+  if (!lk || input.value === "") {
+    return;
+  }
+  const text = `${input.value}\n`;
+  try {
+    await lk.append(file, text);
+    log(`staged ${text.length} bytes for ${file}`);
+    input.value = "";
+  } catch (err) {
+    log(`append: ${(err as Error).message}`, true);
+  }
+}
+
+$("server").textContent = endpoints.join(", ");
+$("acquire").addEventListener("click", () => void acquire());
+$("cancel").addEventListener("click", () => waiting?.abort());
+$("release").addEventListener("click", () => void end(false));
+$("abort").addEventListener("click", () => void end(true));
+$("append").addEventListener("click", () => void append());
+$("append-text").addEventListener("keydown", (e) => {
+  if ((e as KeyboardEvent).key === "Enter") {
+    void append();
+  }
+});
+$("file-select").addEventListener("change", () => void pollOnce());
+// A page that goes away without releasing (its tab closed, the browser
+// killed) stops its keepalive: the service takes the lock away when the
+// session's lease runs out (?lease=MS makes that quick) and discards what the
+// page had staged.
+setState("no session", "");
+void pollLoop();
+
+// For tests and the curious: the page's state.
+Object.assign(window, { dlm: { get client() { return client; }, get lock() { return lock; }, get status() { return lastStatus; } } });

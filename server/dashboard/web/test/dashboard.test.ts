@@ -1,0 +1,177 @@
+// Browser tests of the dashboard: Debian's chromium, headless, driven by
+// playwright-core, against a real dlm node that serves the dashboard, and a
+// second origin that serves the same page to show it works over CORS.
+import assert from "node:assert/strict";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createServer, type Server as HttpServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, extname, join, resolve } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { fileURLToPath } from "node:url";
+
+import { type BrowserContext, chromium, type Page } from "playwright-core";
+
+import { type Server, startServer } from "../../../../client/ts/test/server.ts";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const dist = resolve(here, "../../dist");
+/** Screenshots land here; the folder is ignored by git. */
+export const artifacts = resolve(here, "../test-artifacts");
+const chromiumPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
+
+let dlm: Server;
+let other: HttpServer;
+let otherOrigin: string;
+let ctx: BrowserContext;
+let profile: string;
+
+/** serveDist serves the built dashboard from another origin. */
+function serveDist(): Promise<HttpServer> {
+  const types: Record<string, string> = { ".html": "text/html", ".js": "text/javascript" };
+  const srv = createServer((req, res) => {
+    const path = new URL(req.url ?? "/", "http://x").pathname;
+    const file = join(dist, path === "/" ? "index.html" : path.slice(1));
+    if (!file.startsWith(dist) || !existsSync(file)) {
+      res.writeHead(404).end();
+      return;
+    }
+    res.writeHead(200, { "Content-Type": types[extname(file)] ?? "application/octet-stream" });
+    res.end(readFileSync(file));
+  });
+  return new Promise((res) => srv.listen(0, "127.0.0.1", () => res(srv)));
+}
+
+before(async () => {
+  mkdirSync(artifacts, { recursive: true });
+  dlm = await startServer({ dashboard: true, lease: "5s", minLease: "200ms" });
+  other = await serveDist();
+  // localhost and 127.0.0.1 on another port: a different origin.
+  otherOrigin = `http://localhost:${(other.address() as AddressInfo).port}`;
+  profile = mkdtempSync(join(tmpdir(), "dlm-chromium-"));
+  ctx = await chromium.launchPersistentContext(profile, {
+    executablePath: chromiumPath,
+    headless: true,
+    viewport: { width: 1280, height: 900 },
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--no-first-run",
+      // Pages in the background must keep their keepalive timers running.
+      "--disable-background-timer-throttling",
+      "--disable-renderer-backgrounding",
+      "--disable-backgrounding-occluded-windows",
+    ],
+    timeout: 60_000,
+  });
+  ctx.setDefaultTimeout(15_000);
+});
+
+after(async () => {
+  await ctx?.close();
+  await new Promise((r) => (other ? other.close(r) : r(undefined)));
+  await dlm?.stop();
+  if (profile) {
+    rmSync(profile, { recursive: true, force: true });
+  }
+});
+
+async function open(url: string): Promise<Page> {
+  const page = await ctx.newPage();
+  const errors: string[] = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  await page.goto(url);
+  await page.locator("#conn", { hasText: "live" }).waitFor();
+  assert.deepEqual(errors, []);
+  return page;
+}
+
+async function holding(page: Page): Promise<void> {
+  await page.locator("#me-state.holding").waitFor();
+}
+
+async function appendText(page: Page, text: string): Promise<void> {
+  await page.fill("#append-text", text);
+  await page.click("#append");
+  await page.locator("#log li", { hasText: "staged" }).first().waitFor();
+  await page.waitForFunction(() => (document.getElementById("append-text") as HTMLInputElement).value === "");
+}
+
+describe("dashboard", () => {
+  test("serves the page and shows the node", async () => {
+    const page = await open(`${dlm.url}/`);
+    await page.locator("#members .role-leader").waitFor();
+    assert.equal(await page.locator("#holder").textContent(), "free");
+    assert.equal(await page.locator("#file-select option").count(), 100);
+    await page.close();
+  });
+
+  test("two pages contend for the lock, one of them from another origin", async () => {
+    const file = "file_5";
+    const p1 = await open(`${dlm.url}/?name=page-1&file=${file}`);
+    const p2 = await open(`${otherOrigin}/?server=${encodeURIComponent(dlm.url)}&name=page-2&file=${file}`);
+
+    await p1.click("#acquire");
+    await holding(p1);
+    await p1.locator("#holder", { hasText: "page-1 (this page)" }).waitFor();
+    const token1 = BigInt((await p1.locator("#token").textContent()) ?? "0");
+    assert.ok(token1 > 0n);
+    await p2.locator("#holder", { hasText: "page-1" }).waitFor();
+
+    await p2.click("#acquire");
+    await p2.locator("#me-state.waiting", { hasText: "queue" }).waitFor();
+    await p1.locator("#queue li", { hasText: "page-2" }).waitFor();
+
+    await appendText(p1, "from page 1");
+    await p1.locator("#staged", { hasText: "1 appends" }).waitFor();
+    await p1.screenshot({ path: join(artifacts, "contend-page1-holding.png") });
+    await p1.click("#release");
+
+    await holding(p2);
+    const token2 = BigInt((await p2.locator("#me-state").textContent())?.replace(/\D+/g, "") ?? "0");
+    assert.ok(token2 > token1, `${token2} > ${token1}`);
+    await appendText(p2, "from page 2");
+    await p2.locator("#file-tail", { hasText: "from page 1" }).waitFor();
+    await p2.screenshot({ path: join(artifacts, "contend-page2-holding.png") });
+    // Page 1 sees page 2 hold the lock with a staged append.
+    await p1.locator("#holder", { hasText: "page-2" }).waitFor();
+    await p1.locator("#staged", { hasText: "1 appends" }).waitFor();
+    await p1.screenshot({ path: join(artifacts, "dashboard.png") });
+    await p2.click("#release");
+
+    const want = "from page 1\nfrom page 2\n";
+    for (const p of [p1, p2]) {
+      await p.waitForFunction((w) => document.getElementById("file-tail")?.textContent === w, want);
+      await p.locator("#holder", { hasText: "free" }).waitFor();
+    }
+    await p1.screenshot({ path: join(artifacts, "contend-final.png") });
+    await p1.close();
+    await p2.close();
+  });
+
+  test("a tab closed while holding the lock loses it after its lease", async () => {
+    const leaseMs = 1000;
+    const gone = await open(`${dlm.url}/?name=closing&lease=${leaseMs}&file=file_6`);
+    const next = await open(`${otherOrigin}/?server=${encodeURIComponent(dlm.url)}&name=next&file=file_6`);
+    await gone.click("#acquire");
+    await holding(gone);
+    await appendText(gone, "never committed");
+    await next.click("#acquire");
+    await next.locator("#me-state.waiting", { hasText: "queue" }).waitFor();
+
+    const closedAt = Date.now();
+    await gone.close();
+    // Granted once the closed page's lease runs out: a bounded wait.
+    await next.locator("#me-state.holding").waitFor({ timeout: leaseMs + 10_000 });
+    const took = Date.now() - closedAt;
+    assert.ok(took < leaseMs + 10_000, `granted ${took}ms after the tab closed`);
+    // The closed page's staged append was discarded with its section.
+    await next.click("#release");
+    await next.locator("#holder", { hasText: "free" }).waitFor();
+    assert.equal(await next.locator("#file-tail").textContent(), "");
+    await next.close();
+  });
+});
