@@ -62,6 +62,9 @@ type Config struct {
 	SnapshotInterval time.Duration
 	// Logger receives the node's logs.
 	Logger *slog.Logger
+	// RaftLog receives hashicorp/raft's own warnings (it logs through
+	// hclog); nil means standard error.
+	RaftLog io.Writer
 }
 
 // Defaults fills unset fields with dlm's defaults.
@@ -162,7 +165,11 @@ func Open(cfg Config) (*Node, error) {
 func (n *Node) startRaft() error {
 	cfg := n.cfg
 	raftDir := filepath.Join(cfg.DataDir, "raft")
-	hlog := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: os.Stderr})
+	out := cfg.RaftLog
+	if out == nil {
+		out = os.Stderr
+	}
+	hlog := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: out})
 	// raft-wal v0.4.0's Close leaves its meta store open (and its file
 	// locked), so the node owns the meta store and closes it itself.
 	n.meta = &metadb.BoltMetaDB{}
@@ -180,6 +187,10 @@ func (n *Node) startRaft() error {
 	rc.Logger = hlog
 	rc.SnapshotThreshold = cfg.SnapshotThreshold
 	rc.TrailingLogs = cfg.TrailingLogs
+	// Raft checks the threshold only every SnapshotInterval (by default
+	// 120s to 240s), so the log would grow far past it in between. The
+	// check is cheap.
+	rc.SnapshotInterval = time.Second
 	if cfg.SnapshotInterval > 0 {
 		rc.SnapshotInterval = cfg.SnapshotInterval
 	}

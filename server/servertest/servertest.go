@@ -4,6 +4,7 @@ package servertest
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -43,6 +44,9 @@ func Start(t testing.TB, cfg *node.Config) *Server {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.RaftLog == nil {
+		c.RaftLog = io.Discard
 	}
 	s := &Server{t: t, Config: c}
 	s.start("127.0.0.1:0")
