@@ -1,0 +1,22 @@
+// Package robustness runs a three-node dlm cluster of real processes under
+// a seeded storm of faults while clients hammer it, records every operation,
+// and checks the history: linearizability of the lock and the files with
+// porcupine, fencing tokens, what each server says about the holder, every
+// critical section exactly once (or, if aborted, not at all) in the files,
+// and byte-identical replicas at the end.
+//
+// Every Raft link and every client-to-node link runs through a TCP proxy of
+// the harness that can cut, delay or black-hole it; clients also drop,
+// duplicate and delay RPCs with client/faultinject. Nodes are killed with
+// SIGKILL (sometimes in the middle of writing a snapshot) and restarted,
+// stopped with SIGSTOP, partitioned; a holder stalls past its lease.
+//
+// go test ./robustness/ runs the quick mode: a few seeds, and one run per
+// mutation (a binary built with -tags dlm_mutations and DLM_MUTATION set)
+// that must be reported. TestSoak with -duration and -seed runs longer:
+//
+//	go test ./robustness/ -run TestSoak -duration 30m -seed 42 -v
+//
+// A failing run writes its history, the porcupine visualization and the
+// nodes' logs under robustness/results/.
+package robustness

@@ -1,0 +1,147 @@
+package robustness
+
+import (
+	"context"
+	"flag"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+var (
+	soakDuration = flag.Duration("duration", 0, "TestSoak: total time to keep running seeds (0: one short run)")
+	soakSeed     = flag.Uint64("seed", 1, "TestSoak: the first seed (each further run takes the next)")
+	runLength    = flag.Duration("run", 20*time.Second, "length of one run (one cluster, one seed)")
+)
+
+// Both binaries are built once, lazily, for every test in the package.
+var (
+	buildOnce sync.Once
+	binDir    string
+	bins      map[bool]string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+func binary(t *testing.T, mutations bool) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "dlm-robustness-bin-")
+		if buildErr != nil {
+			return
+		}
+		bins = make(map[bool]string)
+		for _, m := range []bool{false, true} {
+			if bins[m], buildErr = buildDLM(binDir, m); buildErr != nil {
+				return
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return bins[mutations]
+}
+
+func resultsDir() string {
+	wd, _ := os.Getwd()
+	return filepath.Join(wd, "results")
+}
+
+func workers() int {
+	if runtime.NumCPU() <= 2 {
+		return 5
+	}
+	return 8
+}
+
+func runSeed(t *testing.T, bin string, seed uint64, d time.Duration, mutation string) *result {
+	t.Helper()
+	res, err := run(context.Background(), config{bin: bin, seed: seed, duration: d, workers: workers(), mutation: mutation,
+		results: resultsDir(), logf: t.Logf})
+	if err != nil {
+		t.Fatalf("seed %d: %v", seed, err)
+	}
+	return res
+}
+
+// report logs a run's violations and where its history went.
+func report(t *testing.T, r *result) {
+	t.Helper()
+	if len(r.violations) == 0 {
+		return
+	}
+	max := min(len(r.violations), 20)
+	t.Logf("seed %d: %d violations (history, visualization and logs in %s):\n  %s", r.seed, len(r.violations), r.dir, strings.Join(r.violations[:max], "\n  "))
+}
+
+// TestRobustness is the quick mode: a few seeds against the real binary.
+func TestRobustness(t *testing.T) {
+	bin := binary(t, false)
+	var results []*result
+	for _, seed := range []uint64{1, 2} {
+		r := runSeed(t, bin, seed, *runLength, "")
+		results = append(results, r)
+		if len(r.violations) > 0 {
+			report(t, r)
+			t.Errorf("seed %d: the suite found violations; rerun with: go test ./robustness/ -run TestSoak -seed %d", seed, seed)
+		}
+	}
+	t.Log(summary(results))
+}
+
+// TestMutations shows that the checks can fail: each mutation breaks one
+// safety mechanism of the server, and the suite must report a violation.
+func TestMutations(t *testing.T) {
+	bin := binary(t, true)
+	var results []*result
+	for _, m := range []string{"skip-fencing", "dup-apply", "deposed-grant", "keep-expired"} {
+		t.Run(m, func(t *testing.T) {
+			// A mutation may need a particular fault to show; a few seeds
+			// make that certain without making every run long.
+			for seed := uint64(1); seed <= 3; seed++ {
+				r := runSeed(t, bin, seed, 12*time.Second, m)
+				results = append(results, r)
+				if len(r.violations) > 0 {
+					t.Logf("%s caught on seed %d: %s", m, seed, r.violations[0])
+					return
+				}
+			}
+			t.Errorf("mutation %s was not caught", m)
+		})
+	}
+	t.Log(summary(results))
+}
+
+// TestSoak runs seeds one after another for -duration (one short run
+// without it), and fails on the first seed with a violation.
+func TestSoak(t *testing.T) {
+	bin := binary(t, false)
+	var results []*result
+	deadline := time.Now().Add(*soakDuration)
+	for seed := *soakSeed; ; seed++ {
+		r := runSeed(t, bin, seed, *runLength, "")
+		results = append(results, r)
+		t.Logf("seed %d: %d operations, %d violations", seed, r.ops, len(r.violations))
+		if len(r.violations) > 0 {
+			report(t, r)
+			t.Errorf("seed %d: violations found", seed)
+		}
+		if time.Now().Add(*runLength).After(deadline) {
+			break
+		}
+	}
+	t.Log(summary(results))
+}

@@ -1,0 +1,387 @@
+package robustness
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+
+	"github.com/dlm/dlm/client/faultinject"
+	"github.com/dlm/dlm/server/lockstate"
+)
+
+// config is one run's settings.
+type config struct {
+	bin      string
+	seed     uint64
+	duration time.Duration
+	workers  int
+	mutation string
+	// results is where a failing run writes its history and visualization.
+	results string
+	logf    func(format string, args ...any)
+}
+
+// result is what one run found.
+type result struct {
+	seed       uint64
+	ops        int
+	faults     map[string]int
+	violations []string
+	dir        string
+}
+
+// run starts a cluster, runs the workload under the seeded fault schedule
+// for cfg.duration, then checks the history.
+func run(ctx context.Context, cfg config) (*result, error) {
+	dir, err := os.MkdirTemp("", "dlm-robustness-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	c, err := startCluster(ctx, cfg.bin, dir, 3, cfg.mutation)
+	if err != nil {
+		return nil, err
+	}
+	defer c.close()
+	h := newHistory()
+	var files []string
+	for i := range 8 {
+		files = append(files, lockstate.FileName(i))
+	}
+
+	// Clients: in-process library clients (the first one without
+	// keepalive, so that the schedule can stall it past its lease), and a
+	// raw-API late writer.
+	var workers []*worker
+	var stacks []*stack
+	for i := range cfg.workers {
+		w, st, err := newLibWorker(ctx, i, h, c, rand.New(rand.NewPCG(cfg.seed, uint64(i))), files, 2*time.Second, i == 0)
+		if err != nil {
+			return nil, fmt.Errorf("client %d: %w", i, err)
+		}
+		workers = append(workers, w)
+		stacks = append(stacks, st)
+	}
+	stall := make(chan time.Duration, 1)
+	workers[0].between = func(i int) {
+		if i != 2 {
+			return
+		}
+		select {
+		case d := <-stall:
+			// Fault schedule: the holder stalls past its lease with a
+			// staged append, like a process stopped by SIGSTOP.
+			time.Sleep(d)
+		default:
+		}
+	}
+	zst := newStack(c.hostMap())
+	z := newZombie(cfg.workers, h, c, zst, rand.New(rand.NewPCG(cfg.seed, 999)), files)
+
+	runCtx, cancel := context.WithTimeout(ctx, cfg.duration)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, w := range workers {
+		wg.Go(func() { w.run(runCtx) })
+	}
+	wg.Go(func() { z.run(runCtx) })
+	pollCtx, stopPoll := context.WithCancel(ctx)
+	var pg sync.WaitGroup
+	pg.Go(func() { pollStatus(pollCtx, c, h) })
+	pg.Go(func() { rpcFaults(runCtx, rand.New(rand.NewPCG(cfg.seed, 7)), h, stacks) })
+	schedule(runCtx, rand.New(rand.NewPCG(cfg.seed, 1)), c, h, stall)
+	wg.Wait()
+	for _, st := range stacks {
+		st.faults.Clear()
+	}
+	c.heal()
+	for _, nd := range c.nodes {
+		if nd.alive() {
+			nd.signal(syscall.SIGCONT)
+		}
+	}
+	// Every late copy of a delayed request is delivered before the end.
+	for _, st := range stacks {
+		st.faults.Wait()
+	}
+	for _, w := range workers {
+		w.l.(*libLocker).c.Close(context.WithoutCancel(ctx))
+	}
+	diffs, cerr := c.converge(ctx, 60*time.Second)
+	stopPoll()
+	pg.Wait()
+
+	res := &result{seed: cfg.seed, faults: h.faultCounts()}
+	res.ops = len(h.events)
+	res.violations = append(res.violations, diffs...)
+	if cerr != nil {
+		res.violations = append(res.violations, cerr.Error())
+	}
+	final, err := c.readFiles(files)
+	if err != nil {
+		return nil, err
+	}
+	res.violations = append(res.violations, checkFiles(h, final)...)
+	res.violations = append(res.violations, checkTokens(h)...)
+	vizDir := filepath.Join(cfg.results, fmt.Sprintf("seed-%d", cfg.seed))
+	if cfg.mutation != "" {
+		vizDir = filepath.Join(cfg.results, fmt.Sprintf("%s-seed-%d", cfg.mutation, cfg.seed))
+	}
+	// A history already known to be broken may take porcupine long to
+	// refute; it gets less time.
+	timeout := time.Minute
+	if len(res.violations) > 0 {
+		timeout = 10 * time.Second
+	}
+	lin, err := checkLinearizable(h, filepath.Join(vizDir, "porcupine.html"), timeout)
+	if err != nil {
+		return nil, err
+	}
+	switch lin {
+	case porcupine.Illegal:
+		res.violations = append(res.violations, "the history is not linearizable (see porcupine.html)")
+	case porcupine.Unknown:
+		cfg.logf("porcupine timed out on seed %d: counted as not proven", cfg.seed)
+	}
+	if len(res.violations) > 0 {
+		res.dir = vizDir
+		if err := os.MkdirAll(vizDir, 0o755); err != nil {
+			return nil, err
+		}
+		if err := h.write(filepath.Join(vizDir, "history.json")); err != nil {
+			return nil, err
+		}
+		os.WriteFile(filepath.Join(vizDir, "violations.txt"), []byte(strings.Join(res.violations, "\n")+"\n"), 0o644)
+		for _, nd := range c.nodes {
+			if b, err := os.ReadFile(nd.logPath); err == nil {
+				os.WriteFile(filepath.Join(vizDir, filepath.Base(nd.logPath)), b, 0o644)
+			}
+		}
+	}
+	return res, nil
+}
+
+// pollStatus asks every node for its own view every 20ms, so that two
+// servers that disagree on who holds which token are caught.
+func pollStatus(ctx context.Context, c *cluster, h *history) {
+	for ctx.Err() == nil {
+		for _, nd := range c.nodes {
+			nd.mu.Lock()
+			inc, stopped := nd.incarnation, nd.stopped
+			nd.mu.Unlock()
+			if stopped {
+				continue
+			}
+			st, err := nd.status(ctx)
+			if err != nil {
+				continue
+			}
+			nd.mu.Lock()
+			same := inc == nd.incarnation
+			nd.mu.Unlock()
+			if !same {
+				continue
+			}
+			h.addSample(sample{Node: nd.idx, Incarnation: inc, At: h.now(), Applied: st.GetNode().GetAppliedIndex(),
+				Holder: st.GetLock().GetHolder(), Token: st.GetLock().GetToken(), LastToken: st.GetLock().GetLastToken()})
+		}
+		pollPause(ctx, 20*time.Millisecond)
+	}
+}
+
+// rpcFaults injects dropped, duplicated and delayed RPCs into the clients'
+// transports, a few every 200-500ms.
+func rpcFaults(ctx context.Context, rng *rand.Rand, h *history, stacks []*stack) {
+	methods := []string{"AppendFile", "LockRelease", "LockAcquire", "ReadFile", "KeepAlive"}
+	for ctx.Err() == nil {
+		// Fault schedule: the gap between two injected RPC faults.
+		if pollPause(ctx, time.Duration(200+rng.IntN(300))*time.Millisecond) != nil {
+			return
+		}
+		st := stacks[rng.IntN(len(stacks))]
+		m := methods[rng.IntN(len(methods))]
+		next := st.faults.Calls(m) + 1 + rng.IntN(3)
+		var f faultinject.Fault
+		var kind string
+		switch rng.IntN(4) {
+		case 0:
+			f, kind = faultinject.DropRequest, "rpc-drop-request"
+		case 1:
+			f, kind = faultinject.DropResponse, "rpc-drop-response"
+		case 2:
+			f, kind = faultinject.Duplicate, "rpc-duplicate"
+		default:
+			f, kind = faultinject.Delay(time.Duration(100+rng.IntN(1500))*time.Millisecond), "rpc-delay"
+		}
+		st.faults.Inject(m, next, f)
+		h.addFault(kind, "%s call %d", m, next)
+	}
+}
+
+// schedule injects one cluster fault at a time, drawn from rng, until ctx
+// ends, and leaves everything healed and running.
+func schedule(ctx context.Context, rng *rand.Rand, c *cluster, h *history, stall chan<- time.Duration) {
+	// Fault schedule: let the workload run before the first fault.
+	pollPause(ctx, 500*time.Millisecond)
+	for ctx.Err() == nil {
+		var target *node
+		pick := func(leader bool) *node {
+			if l := c.leader(ctx); l != nil {
+				if leader {
+					return l
+				}
+				for _, k := range rng.Perm(len(c.nodes)) {
+					if c.nodes[k] != l {
+						return c.nodes[k]
+					}
+				}
+			}
+			return c.nodes[rng.IntN(len(c.nodes))]
+		}
+		hold := time.Duration(500+rng.IntN(2000)) * time.Millisecond
+		switch k := rng.IntN(10); k {
+		case 0, 1:
+			target = pick(k == 0)
+			kind := "kill-follower"
+			if k == 0 {
+				kind = "kill-leader"
+			}
+			target.kill()
+			h.addFault(kind, "%s down for %v", target.id, hold)
+			pollPause(ctx, hold) // fault schedule: the node stays down
+			c.restart(ctx, target)
+		case 2:
+			// Kill a node while it writes a snapshot, if one starts within
+			// 3s; watch closely (the write takes milliseconds).
+			target = c.nodes[rng.IntN(len(c.nodes))]
+			caught := false
+			for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline) && ctx.Err() == nil; {
+				if target.snapshotting() {
+					caught = true
+					break
+				}
+				pollPause(ctx, time.Millisecond)
+			}
+			target.kill()
+			kind := "kill-mid-snapshot"
+			if !caught {
+				kind = "kill-no-snapshot"
+			}
+			h.addFault(kind, "%s", target.id)
+			pollPause(ctx, hold) // fault schedule: the node stays down
+			c.restart(ctx, target)
+		case 3:
+			target = pick(rng.IntN(2) == 0)
+			target.signal(syscall.SIGSTOP)
+			h.addFault("pause-node", "%s stopped for %v", target.id, hold)
+			pollPause(ctx, hold) // fault schedule: the node stays stopped
+			target.signal(syscall.SIGCONT)
+		case 4:
+			d := 2500 * time.Millisecond
+			select {
+			case stall <- d:
+				h.addFault("stall-client", "w0 stalls for %v in its next section", d)
+			default:
+			}
+			pollPause(ctx, hold)
+		case 5:
+			// Isolate the leader from its peers (cut or black hole).
+			target = pick(true)
+			mode, kind := linkCut, "partition-leader-cut"
+			if rng.IntN(2) == 0 {
+				mode, kind = linkBlackhole, "partition-leader-blackhole"
+			}
+			for _, o := range c.nodes {
+				if o != target {
+					c.raftLink(o.idx, target.idx).set(mode, 0)
+				}
+			}
+			h.addFault(kind, "%s for %v", target.id, hold)
+			pollPause(ctx, hold+time.Second) // fault schedule: the partition lasts
+			c.heal()
+		case 6:
+			a, b := rng.IntN(3), rng.IntN(3)
+			if a == b {
+				b = (a + 1) % 3
+			}
+			c.raftLink(a, b).set(linkCut, 0)
+			h.addFault("partition-pair", "n%d-n%d for %v", a+1, b+1, hold)
+			pollPause(ctx, hold) // fault schedule: the partition lasts
+			c.heal()
+		case 7:
+			d := time.Duration(10+rng.IntN(150)) * time.Millisecond
+			for i := range c.nodes {
+				for j := i + 1; j < len(c.nodes); j++ {
+					c.raftLink(i, j).set(linkOK, d)
+				}
+			}
+			h.addFault("delay-raft", "%v on every link for %v", d, hold)
+			pollPause(ctx, hold) // fault schedule: the delay lasts
+			c.heal()
+		case 8:
+			target = c.nodes[rng.IntN(len(c.nodes))]
+			mode, kind := linkCut, "partition-clients-cut"
+			if rng.IntN(2) == 0 {
+				mode, kind = linkBlackhole, "partition-clients-blackhole"
+			}
+			target.clientLink.set(mode, 0)
+			h.addFault(kind, "clients cannot reach %s for %v", target.id, hold)
+			pollPause(ctx, hold) // fault schedule: the partition lasts
+			c.heal()
+		case 9:
+			d := time.Duration(20+rng.IntN(200)) * time.Millisecond
+			target = c.nodes[rng.IntN(len(c.nodes))]
+			target.clientLink.set(linkOK, d)
+			h.addFault("delay-clients", "%v to %s for %v", d, target.id, hold)
+			pollPause(ctx, hold) // fault schedule: the delay lasts
+			c.heal()
+		}
+		// Fault schedule: a quiet gap between faults.
+		pollPause(ctx, time.Duration(200+rng.IntN(800))*time.Millisecond)
+	}
+}
+
+// summary is the one line a test prints at its end.
+func summary(results []*result) string {
+	ops, violations := 0, 0
+	faults := make(map[string]int)
+	for _, r := range results {
+		ops += r.ops
+		violations += len(r.violations)
+		for k, v := range r.faults {
+			faults[k] += v
+		}
+	}
+	kinds := make([]string, 0, len(faults))
+	for k := range faults {
+		kinds = append(kinds, k)
+	}
+	sort.Strings(kinds)
+	var parts []string
+	total := 0
+	for _, k := range kinds {
+		parts = append(parts, fmt.Sprintf("%s=%d", k, faults[k]))
+		total += faults[k]
+	}
+	return fmt.Sprintf("robustness: runs=%d operations=%d faults=%d (%s) violations=%d", len(results), ops, total, strings.Join(parts, " "), violations)
+}
+
+// restart starts a killed node again, retrying a few times if its ports
+// are not free yet.
+func (c *cluster) restart(ctx context.Context, nd *node) {
+	for attempt := 0; attempt < 10; attempt++ {
+		if err := nd.start(c.bin); err == nil {
+			return
+		}
+		pollPause(ctx, 100*time.Millisecond)
+	}
+}
