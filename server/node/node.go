@@ -187,10 +187,6 @@ func (n *Node) startRaft() error {
 	rc.Logger = hlog
 	rc.SnapshotThreshold = cfg.SnapshotThreshold
 	rc.TrailingLogs = cfg.TrailingLogs
-	// Raft checks the threshold only every SnapshotInterval (by default
-	// 120s to 240s), so the log would grow far past it in between. The
-	// check is cheap.
-	rc.SnapshotInterval = time.Second
 	if cfg.SnapshotInterval > 0 {
 		rc.SnapshotInterval = cfg.SnapshotInterval
 	}
