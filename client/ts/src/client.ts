@@ -152,6 +152,12 @@ export class Client extends Reader {
    * sent before a grant would otherwise report a token just replaced.
    */
   private changes = 0;
+  /**
+   * releasing counts releases in flight: while one is, the service may
+   * already report the grant gone (token 0) before the client hears that
+   * its release succeeded, so keepalive answers are not judged.
+   */
+  private releasing = 0;
   private closed = false;
   private closing: Promise<void> | undefined;
   private readonly copts: ClientOptions;
@@ -372,6 +378,21 @@ export class Client extends Reader {
     return lk;
   }
 
+  /**
+   * @internal releaseStarted and releaseEnded bracket a release of the held
+   * grant, so that a keepalive answered meanwhile is not taken for a loss.
+   */
+  releaseStarted(): void {
+    this.releasing++;
+    this.changes++;
+  }
+
+  /** @internal */
+  releaseEnded(): void {
+    this.releasing--;
+    this.changes++;
+  }
+
   /** @internal forget drops lk as the client's grant once it ended. */
   forget(lk: Lock): void {
     if (this.held === lk) {
@@ -524,7 +545,7 @@ export class Client extends Reader {
         { clientId: s.id, secret: s.secret },
         {
           signal: this.stopKeepAlive.signal,
-          timeoutMs: Math.min(this.attemptTimeoutMs, Math.max(s.leaseMs / 3, 10)),
+          timeoutMs: Math.ceil(Math.min(this.attemptTimeoutMs, Math.max(s.leaseMs / 3, 10))),
         },
       );
     } catch (err) {
@@ -568,7 +589,7 @@ export class Client extends Reader {
    * sent.
    */
   private async checkGrant(s: Session, token: bigint, changes: number): Promise<void> {
-    if (this.changes !== changes) {
+    if (this.changes !== changes || this.releasing > 0) {
       return;
     }
     const lk = this.held;

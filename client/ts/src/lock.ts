@@ -241,6 +241,7 @@ export class Lock extends EventTarget {
         op.abort = p.abort;
       }
       const s = this.session;
+      this.c.releaseStarted();
       try {
         await this.c.mutate(
           "LockRelease",
@@ -258,6 +259,7 @@ export class Lock extends EventTarget {
           },
         );
       } catch (err) {
+        this.c.releaseEnded();
         const e = this.failed(err);
         if (abort && e instanceof LockExpiredError) {
           return;
@@ -266,6 +268,7 @@ export class Lock extends EventTarget {
       }
       this.end("released", new LockReleasedError("dlm: lock released"));
       this.c.forget(this);
+      this.c.releaseEnded();
     });
   }
 }

@@ -167,7 +167,9 @@ export class Retrier {
       }
       const { url, api } = this.eps.pick();
       try {
-        return await attempt(api, { signal, timeoutMs: Math.max(1, Math.min(perAttempt, left)) });
+        // Whole milliseconds: the timeout travels in a header that the
+        // server parses as an integer.
+        return await attempt(api, { signal, timeoutMs: Math.max(1, Math.ceil(Math.min(perAttempt, left))) });
       } catch (err) {
         if (signal?.aborted) {
           throw aborted(op, n, signal, toDlmError(err));

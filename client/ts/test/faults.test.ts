@@ -8,6 +8,7 @@ import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 
 import { api, Client, LockExpiredError, Reader, type Transports, UnavailableError } from "../src/index.ts";
+import { nodeTransports } from "../src/node.ts";
 import { eventually, type Server, startServer } from "./server.ts";
 
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -164,6 +165,38 @@ describe("sessions and lost locks", () => {
       });
       const lk = await c.acquire();
       assert.notEqual(c.clientId, old);
+      await lk.release();
+    } finally {
+      await c.close();
+    }
+  });
+
+  test("the keepalive holds the lock past its lease", async () => {
+    // 1000 is not a multiple of 3: per-attempt timeouts must still be whole
+    // milliseconds.
+    const c = await Client.open([srv.url], { leaseMs: 1000, transports: nodeTransports() });
+    try {
+      const lk = await c.acquire();
+      // Wait for three renewals seen by the service (lease left going up),
+      // which spans more than a whole lease.
+      let renewals = 0;
+      let last = Number.POSITIVE_INFINITY;
+      const start = Date.now();
+      await eventually(
+        "three renewals",
+        async () => {
+          const left = Number((await c.status()).sessions.find((x) => x.clientId === c.clientId)?.leaseLeftMs ?? 0);
+          if (left > last) {
+            renewals++;
+          }
+          last = left;
+          return renewals >= 3 && Date.now() - start > 1000;
+        },
+        10_000,
+        50,
+      );
+      assert.equal(lk.state, "held");
+      assert.equal((await c.status()).lock?.holder, c.clientId);
       await lk.release();
     } finally {
       await c.close();

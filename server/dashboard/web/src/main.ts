@@ -46,6 +46,7 @@ function row(cells: (string | HTMLElement)[]): HTMLTableRowElement {
 }
 
 function log(msg: string, error = false): void {
+  (error ? console.warn : console.info)(`dlm dashboard: ${msg}`);
   const li = el("li", `${new Date().toLocaleTimeString()} ${msg}`, error ? "error" : "");
   const ul = $("log");
   ul.prepend(li);

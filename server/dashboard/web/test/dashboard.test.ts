@@ -79,10 +79,28 @@ after(async () => {
   }
 });
 
+/** What the pages of the running test logged, shown when it fails. */
+let consoleLines: string[] = [];
+
+/** diag runs a test body and adds the pages' console output to its failure. */
+function diag(fn: () => Promise<void>): () => Promise<void> {
+  return async () => {
+    consoleLines = [];
+    try {
+      await fn();
+    } catch (err) {
+      (err as Error).message += `\npage console:\n${consoleLines.join("\n")}`;
+      throw err;
+    }
+  };
+}
+
 async function open(url: string): Promise<Page> {
   const page = await ctx.newPage();
   const errors: string[] = [];
+  const label = new URL(url).searchParams.get("name") ?? url;
   page.on("pageerror", (e) => errors.push(String(e)));
+  page.on("console", (m) => consoleLines.push(`${new Date().toISOString()} [${label}] ${m.text()}`));
   await page.goto(url);
   await page.locator("#conn", { hasText: "live" }).waitFor();
   assert.deepEqual(errors, []);
@@ -101,15 +119,15 @@ async function appendText(page: Page, text: string): Promise<void> {
 }
 
 describe("dashboard", () => {
-  test("serves the page and shows the node", async () => {
+  test("serves the page and shows the node", diag(async () => {
     const page = await open(`${dlm.url}/`);
     await page.locator("#members .role-leader").waitFor();
     assert.equal(await page.locator("#holder").textContent(), "free");
     assert.equal(await page.locator("#file-select option").count(), 100);
     await page.close();
-  });
+  }));
 
-  test("two pages contend for the lock, one of them from another origin", async () => {
+  test("two pages contend for the lock, one of them from another origin", diag(async () => {
     const file = "file_5";
     const p1 = await open(`${dlm.url}/?name=page-1&file=${file}`);
     const p2 = await open(`${otherOrigin}/?server=${encodeURIComponent(dlm.url)}&name=page-2&file=${file}`);
@@ -150,10 +168,10 @@ describe("dashboard", () => {
     await p1.screenshot({ path: join(artifacts, "contend-final.png") });
     await p1.close();
     await p2.close();
-  });
+  }));
 
-  test("a tab closed while holding the lock loses it after its lease", async () => {
-    const leaseMs = 1000;
+  test("a tab closed while holding the lock loses it after its lease", diag(async () => {
+    const leaseMs = 2000;
     const gone = await open(`${dlm.url}/?name=closing&lease=${leaseMs}&file=file_6`);
     const next = await open(`${otherOrigin}/?server=${encodeURIComponent(dlm.url)}&name=next&file=file_6`);
     await gone.click("#acquire");
@@ -173,5 +191,5 @@ describe("dashboard", () => {
     await next.locator("#holder", { hasText: "free" }).waitFor();
     assert.equal(await next.locator("#file-tail").textContent(), "");
     await next.close();
-  });
+  }));
 });
