@@ -203,6 +203,42 @@ describe("sessions and lost locks", () => {
     }
   });
 
+  test("a keepalive answered while a release is in flight does not lose the lock", async () => {
+    // Hold the release's answer until a keepalive sent after the service
+    // released has been answered (token 0): the client must not take that
+    // for a loss.
+    let released = false;
+    let kaAfter!: () => void;
+    const seen = new Promise<void>((r) => (kaAfter = r));
+    const t: Transports = {
+      create(baseUrl) {
+        const hold: Interceptor = (next) => async (req) => {
+          const sentAfterRelease = released;
+          const res = await next(req);
+          if (req.method.name === "LockRelease") {
+            released = true;
+            await Promise.race([seen, new Promise((r) => setTimeout(r, 5000))]);
+          } else if (req.method.name === "KeepAlive" && sentAfterRelease) {
+            kaAfter();
+          }
+          return res;
+        };
+        return createConnectTransport({ baseUrl, useBinaryFormat: true, interceptors: [hold] });
+      },
+    };
+    const c = await Client.open([srv.url], { transports: t, leaseMs: 600 });
+    try {
+      const lk = await c.acquire();
+      let lost = false;
+      lk.addEventListener("lost", () => (lost = true));
+      await lk.release();
+      assert.equal(lost, false);
+      assert.equal(lk.state, "released");
+    } finally {
+      await c.close();
+    }
+  });
+
   test("a holder whose keepalives are lost loses the lock, and its section", async () => {
     let cut = false;
     const t = faulty((m) => (cut && m === "KeepAlive" ? "drop-request" : undefined));
