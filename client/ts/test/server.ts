@@ -1,6 +1,7 @@
 // Test helpers: build and run a real dlm server on loopback.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
+import { type AddressInfo, createServer as createNetServer, type Server as NetServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -49,6 +50,8 @@ export interface ServerOptions {
   minLease?: string;
   /** Serve the dashboard too (server/dashboard/internal/devserve). */
   dashboard?: boolean;
+  /** More arguments for dlm serve, such as --id, --raft and --peers. */
+  args?: string[];
 }
 
 /** startServer starts a dlm node on a free loopback port with fresh data. */
@@ -65,6 +68,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<Server> {
   if (opts.minLease) {
     args.push("--min-lease", opts.minLease);
   }
+  args.push(...(opts.args ?? []));
   const proc = spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"] });
   let stderr = "";
   proc.stderr?.on("data", (b: Buffer) => {
@@ -104,6 +108,19 @@ export async function startServer(opts: ServerOptions = {}): Promise<Server> {
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/** freePorts finds n free loopback ports (for Raft addresses named up front). */
+export async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from({ length: n }, () => {
+      const srv = createNetServer();
+      return new Promise<NetServer>((res) => srv.listen(0, "127.0.0.1", () => res(srv)));
+    }),
+  );
+  const ports = servers.map((s) => (s.address() as AddressInfo).port);
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  return ports;
 }
 
 /**
