@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dlm/dlm/server/dashboard"
 	"github.com/dlm/dlm/server/node"
 	"github.com/dlm/dlm/server/service"
 )
@@ -74,7 +75,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		return err
 	}
 	srv := &http.Server{
-		Handler:           service.Handler(service.New(n), service.NewCluster(n), nil),
+		Handler:           service.Handler(service.New(n), service.NewCluster(n), dashboard.Handler()),
 		Protocols:         service.Protocols(),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
