@@ -5,13 +5,17 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"connectrpc.com/connect"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/dlm/dlm/client"
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
+	"github.com/dlm/dlm/gen/go/dlm/v1/dlmv1connect"
 )
 
 // runStatus shows the answering node, the lock holder, the queue and the
@@ -50,7 +54,40 @@ func runStatus(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 		_, err = fmt.Fprintf(stdout, "%s\n", b)
 		return err
 	}
-	return printStatus(stdout, st)
+	if err := printStatus(stdout, st); err != nil {
+		return err
+	}
+	if servers := client.ParseEndpoints(cf.server); len(servers) > 1 {
+		return printNodes(ctx, stdout, servers)
+	}
+	return nil
+}
+
+// printNodes asks every listed server about itself, so an operator sees each
+// replica's role, progress and last contact with the leader side by side.
+func printNodes(ctx context.Context, w io.Writer, servers []string) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nSERVER\tID\tROLE\tTERM\tCOMMIT\tAPPLIED\tLAST CONTACT")
+	for _, url := range servers {
+		c := dlmv1connect.NewLockServiceClient(http.DefaultClient, url)
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		res, err := c.Status(actx, connect.NewRequest(&dlmv1.StatusRequest{}))
+		cancel()
+		if err != nil {
+			fmt.Fprintf(tw, "%s\t-\tunreachable\t\t\t\t%v\n", url, connect.CodeOf(err))
+			continue
+		}
+		n := res.Msg.GetNode()
+		contact := "never"
+		switch {
+		case n.GetRole() == "leader":
+			contact = "-"
+		case n.GetLastContactMs() >= 0:
+			contact = (time.Duration(n.GetLastContactMs()) * time.Millisecond).String() + " ago"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\n", url, n.GetId(), n.GetRole(), n.GetTerm(), n.GetCommitIndex(), n.GetAppliedIndex(), contact)
+	}
+	return tw.Flush()
 }
 
 // printStatus writes the human table.

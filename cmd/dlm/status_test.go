@@ -48,3 +48,14 @@ func TestStatusJSON(t *testing.T) {
 		t.Error("status accepted an argument")
 	}
 }
+
+func TestStatusListsEveryServer(t *testing.T) {
+	srv := servertest.Start(t, nil)
+	down := "http://" + freeAddr(t)
+	out := cliMust(t, "", "status", "--server", srv.URL+","+down)
+	for _, want := range []string{"LAST CONTACT", srv.URL, "node1", "leader", down, "unreachable"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+}
