@@ -17,6 +17,40 @@ const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getEleme
 // Reads poll often, so they give up quickly and show the failure instead.
 const reader = new Reader(endpoints, { retryBudgetMs: 2000, attemptTimeoutMs: 1500 });
 
+/** What each node said of itself at its last poll, by client URL. */
+interface NodeView {
+  ok: boolean;
+  node?: api.NodeStatus;
+  error?: string;
+}
+const nodeViews = new Map<string, NodeView>();
+const nodeReaders = new Map<string, Reader>();
+/** The node id each client URL answered with, to match members without one. */
+const idByUrl = new Map<string, string>();
+
+function urlOf(id: string): string {
+  for (const [u, i] of idByUrl) {
+    if (i === id) {
+      return u;
+    }
+  }
+  return "";
+}
+
+function viewOf(m: api.MemberStatus): NodeView | undefined {
+  if (m.clientUrl && nodeViews.has(m.clientUrl)) {
+    return nodeViews.get(m.clientUrl);
+  }
+  for (const [u, id] of idByUrl) {
+    if (id === m.id) {
+      return nodeViews.get(u);
+    }
+  }
+  return undefined;
+}
+/** Set when no leader could confirm the answer, so it may be stale. */
+let stale = false;
+
 let client: Client | undefined;
 let lock: Lock | undefined;
 let waiting: AbortController | undefined;
@@ -65,17 +99,34 @@ function renderStatus(st: api.StatusResponse): void {
   const node = st.node;
   const members = $("members");
   members.replaceChildren();
-  if (st.members.length > 0) {
-    for (const m of st.members) {
-      const role = m.leader ? "leader" : m.id === node?.id ? (node?.role ?? "") : "follower";
-      members.append(row([m.id, el("span", role, `role-${role}`), m.raftAddress, m.suffrage]));
+  const list = st.members.length > 0 ? st.members : [];
+  for (const m of list) {
+    const view = viewOf(m);
+    let role: string;
+    let detail = "";
+    if (view?.ok && view.node) {
+      role = view.node.role;
+      detail = `term ${view.node.term} · applied ${view.node.appliedIndex}`;
+    } else if (view && !view.ok) {
+      role = "unreachable";
+      detail = "no answer";
+    } else {
+      role = m.leader ? "leader" : m.id === node?.id ? (node?.role ?? "") : "follower";
     }
-  } else if (node) {
-    members.append(row([node.id, el("span", node.role, `role-${node.role}`), "", ""]));
+    const tr = row([m.id, el("span", role, `role-${role}`), m.clientUrl || urlOf(m.id), m.raftAddress, m.suffrage, el("span", detail, "dim")]);
+    tr.dataset.node = m.id;
+    if (view?.error) {
+      tr.title = view.error;
+    }
+    members.append(tr);
+  }
+  if (list.length === 0 && node) {
+    members.append(row([node.id, el("span", node.role, `role-${node.role}`), endpoints.join(", "), "", "", ""]));
   }
   $("node-info").textContent = node
     ? `answered by ${node.id} (${node.role}), term ${node.term}, commit index ${node.commitIndex}` +
-      (node.leaderUrl ? `, leader at ${node.leaderUrl}` : "")
+      (node.leaderUrl ? `, leader at ${node.leaderUrl}` : "") +
+      (stale ? " — no leader confirmed this answer: it may be out of date" : "")
     : "";
 
   const lk = st.lock;
@@ -106,7 +157,19 @@ function renderStatus(st: api.StatusResponse): void {
 async function pollOnce(): Promise<void> {
   const file = $<HTMLSelectElement>("file-select").value || params.get("file") || "file_0";
   try {
-    const [st, tail] = await Promise.all([reader.status(), reader.readFileRange(file, -tailBytes)]);
+    // The leader's answer (it alone knows the leases left); any node's when
+    // no leader can confirm one, so a cluster without a majority still shows.
+    const statusOf = async () => {
+      try {
+        const st = await reader.status({ consistent: true });
+        stale = false;
+        return st;
+      } catch {
+        stale = true;
+        return reader.status();
+      }
+    };
+    const [st, tail] = await Promise.all([statusOf(), reader.readFileRange(file, -tailBytes)]);
     lastStatus = st;
     renderStatus(st);
     const text = new TextDecoder().decode(tail.data);
@@ -128,6 +191,41 @@ async function pollLoop(): Promise<void> {
     const start = Date.now();
     await pollOnce();
     await new Promise((r) => setTimeout(r, Math.max(0, pollMs - (Date.now() - start))));
+  }
+}
+
+/** pollNodes asks every known node for its own view, to show its real role. */
+async function pollNodes(): Promise<void> {
+  for (;;) {
+    const start = Date.now();
+    const urls = new Set(endpoints);
+    for (const m of lastStatus?.members ?? []) {
+      if (m.clientUrl) {
+        urls.add(m.clientUrl);
+      }
+    }
+    await Promise.all(
+      [...urls].map(async (u) => {
+        let r = nodeReaders.get(u);
+        if (r === undefined) {
+          r = new Reader([u], { retryBudgetMs: 400, attemptTimeoutMs: 400 });
+          nodeReaders.set(u, r);
+        }
+        try {
+          const st = await r.status();
+          nodeViews.set(u, { ok: true, node: st.node });
+          if (st.node?.id) {
+            idByUrl.set(u, st.node.id);
+          }
+        } catch (err) {
+          nodeViews.set(u, { ok: false, error: (err as Error).message });
+        }
+      }),
+    );
+    if (lastStatus) {
+      renderStatus(lastStatus);
+    }
+    await new Promise((r) => setTimeout(r, Math.max(0, 500 - (Date.now() - start))));
   }
 }
 
@@ -220,6 +318,7 @@ $("file-select").addEventListener("change", () => void pollOnce());
 // page had staged.
 setState("no session", "");
 void pollLoop();
+void pollNodes();
 
 // For tests and the curious: the page's state.
 Object.assign(window, { dlm: { get client() { return client; }, get lock() { return lock; }, get status() { return lastStatus; } } });

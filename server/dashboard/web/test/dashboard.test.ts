@@ -12,7 +12,8 @@ import { fileURLToPath } from "node:url";
 
 import { type BrowserContext, chromium, type Page } from "playwright-core";
 
-import { type Server, startServer } from "../../../../client/ts/test/server.ts";
+import { Client } from "../../../../client/ts/src/index.ts";
+import { freePorts, type Server, startServer } from "../../../../client/ts/test/server.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const dist = resolve(here, "../../dist");
@@ -191,5 +192,68 @@ describe("dashboard", () => {
     await next.locator("#holder", { hasText: "free" }).waitFor();
     assert.equal(await next.locator("#file-tail").textContent(), "");
     await next.close();
+  }));
+});
+
+describe("dashboard of a cluster", () => {
+  let nodes: Server[] = [];
+  before(async () => {
+    const ports = await freePorts(3);
+    const peers = ports.map((p, i) => `n${i + 1}=127.0.0.1:${p}`).join(",");
+    nodes = await Promise.all(
+      ports.map((p, i) =>
+        startServer({ lease: "5s", args: ["--id", `n${i + 1}`, "--raft", `127.0.0.1:${p}`, "--peers", peers] }),
+      ),
+    );
+  });
+  after(async () => {
+    await Promise.all(nodes.map((n) => n.stop()));
+  });
+
+  test("shows each node's role, and a new leader after the leader dies", diag(async () => {
+    const servers = nodes.map((n) => n.url).join(",");
+    const page = await open(`${otherOrigin}/?server=${encodeURIComponent(servers)}&name=cluster&file=file_8`);
+    await page.locator("#members tr").nth(2).waitFor();
+    await page.locator("#members .role-leader").waitFor();
+    await page.waitForFunction(() => document.querySelectorAll("#members .role-follower").length === 2);
+    const leaderRow = page.locator("#members tr", { has: page.locator(".role-leader") });
+    const leaderId = (await leaderRow.getAttribute("data-node")) ?? "";
+    assert.match(leaderId, /^n[123]$/);
+
+    // A Node client writes first, then waits behind the page.
+    const worker = await Client.open(nodes.map((n) => n.url), { name: "node worker" });
+    await worker.withLock(async (lk) => lk.append("file_8", "hello from node\n"));
+    await page.click("#acquire");
+    await holding(page);
+    const queued = worker.acquire();
+    await appendText(page, "before failover");
+    await page.locator("#queue li", { hasText: "node worker" }).waitFor();
+    await page.locator("#staged", { hasText: "1 appends" }).waitFor();
+    await page.locator("#file-tail", { hasText: "hello from node" }).waitFor();
+    await page.screenshot({ path: join(artifacts, "cluster.png") });
+
+    nodes[Number(leaderId.slice(1)) - 1].proc.kill("SIGKILL");
+    await page.locator(`#members tr[data-node="${leaderId}"] .role-unreachable`).waitFor({ timeout: 20_000 });
+    await page.waitForFunction(
+      (dead) => {
+        const row = document.querySelector("#members .role-leader")?.closest("tr");
+        return row ? row.dataset.node !== dead : false;
+      },
+      leaderId,
+      { timeout: 20_000 },
+    );
+    // The page's lock survived the failover: it appends and releases.
+    await appendText(page, "after failover");
+    await page.click("#release");
+    const lk = await queued;
+    await lk.release();
+    await worker.close();
+    await page.waitForFunction(
+      () => document.getElementById("file-tail")?.textContent === "hello from node\nbefore failover\nafter failover\n",
+      undefined,
+      { timeout: 20_000 },
+    );
+    await page.screenshot({ path: join(artifacts, "cluster-after-failover.png") });
+    await page.close();
   }));
 });
