@@ -15,11 +15,18 @@ import (
 
 const (
 	backoffBase = 50 * time.Millisecond
-	backoffMax  = time.Second
+	// backoffMax is low because the common cause of a run of retries is a
+	// leader election, which ends within a second: a client asleep for
+	// longer than that only delays the failover it is waiting for.
+	backoffMax = 300 * time.Millisecond
+	// refusedFor is how long an endpoint that refused a connection is not
+	// taken as the leader on a follower's word: followers keep naming a dead
+	// leader until the election ends.
+	refusedFor = time.Second
 )
 
 // backoff returns the pause before retry number n (1 for the first retry):
-// a random duration in [d/2, d] with d = 50ms·2^(n-1) capped at 1s. The
+// a random duration in [d/2, d] with d = 50ms·2^(n-1) capped at 300ms. The
 // random half keeps clients that failed together from retrying together.
 func backoff(n int) time.Duration {
 	d := backoffMax
@@ -68,13 +75,17 @@ type endpoints struct {
 	urls    []string
 	apis    map[string]dlmv1connect.LockServiceClient
 	current int
+	// refused records when each endpoint last failed without an answer
+	// from the service (connection refused or reset, attempt timeout).
+	refused map[string]time.Time
 }
 
 func newEndpoints(urls []string, newAPI func(string) dlmv1connect.LockServiceClient) *endpoints {
 	return &endpoints{
-		newAPI: newAPI,
-		urls:   append([]string(nil), urls...),
-		apis:   make(map[string]dlmv1connect.LockServiceClient),
+		newAPI:  newAPI,
+		urls:    append([]string(nil), urls...),
+		apis:    make(map[string]dlmv1connect.LockServiceClient),
+		refused: make(map[string]time.Time),
 	}
 }
 
@@ -97,12 +108,18 @@ func (e *endpoints) pick() (string, dlmv1connect.LockServiceClient) {
 func (e *endpoints) failed(u string, err error) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	ce := newError(err)
+	if ce.Reason == 0 {
+		// No ErrorDetail: the service itself did not answer.
+		e.refused[u] = time.Now()
+	}
 	if e.urls[e.current] != u {
 		return false
 	}
-	if leader := newError(err).LeaderURL; leader != "" && validateEndpoint(leader) == nil {
+	if leader := ce.LeaderURL; leader != "" && validateEndpoint(leader) == nil {
 		leader = strings.TrimRight(leader, "/")
-		if leader == u {
+		if leader == u || time.Since(e.refused[leader]) < refusedFor {
+			e.current = (e.current + 1) % len(e.urls)
 			return false
 		}
 		for i, v := range e.urls {
