@@ -252,12 +252,13 @@ func checkTokens(h *history) []string {
 	return v
 }
 
-// checkLinearizable runs porcupine on the history. On a violation, or when
-// the check times out, it writes the visualization to vizPath.
-func checkLinearizable(h *history, vizPath string, timeout time.Duration) (porcupine.CheckResult, error) {
+// checkLinearizable runs porcupine on the history. When it finds the
+// history illegal, or always is set (another check failed), it writes the
+// visualization to vizPath.
+func checkLinearizable(h *history, vizPath string, timeout time.Duration, always bool) (porcupine.CheckResult, error) {
 	ops := operations(h)
 	res, info := porcupine.CheckOperationsVerbose(dlmModel, ops, timeout)
-	if res == porcupine.Illegal && vizPath != "" {
+	if res == porcupine.Illegal || always {
 		if err := os.MkdirAll(filepath.Dir(vizPath), 0o755); err != nil {
 			return res, err
 		}

@@ -85,6 +85,9 @@ func freeAddr() (string, error) {
 // startCluster starts n nodes with data under dir and waits until they
 // agree on a leader.
 func startCluster(ctx context.Context, bin, dir string, n int, mutation string) (*cluster, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
 	c := &cluster{bin: bin, unknown: newLink()}
 	c.raftLinks = make([][]*link, n)
 	for i := range c.raftLinks {
@@ -139,7 +142,15 @@ func startCluster(ctx context.Context, bin, dir string, n int, mutation string) 
 	}
 	if _, err := c.awaitLeader(ctx, 30*time.Second); err != nil {
 		c.close()
-		return nil, err
+		var tails []string
+		for _, nd := range c.nodes {
+			b, _ := os.ReadFile(nd.logPath)
+			if len(b) > 2000 {
+				b = b[len(b)-2000:]
+			}
+			tails = append(tails, fmt.Sprintf("--- %s log:\n%s", nd.id, b))
+		}
+		return nil, fmt.Errorf("%w\n%s", err, strings.Join(tails, "\n"))
 	}
 	return c, nil
 }
@@ -466,4 +477,15 @@ func (c *cluster) readFiles(names []string) (map[string][]byte, error) {
 		out[n] = b
 	}
 	return out, nil
+}
+
+// restart starts a killed node again, retrying a few times if it cannot
+// be started at once.
+func (c *cluster) restart(ctx context.Context, nd *node) {
+	for attempt := 0; attempt < 10; attempt++ {
+		if err := nd.start(c.bin); err == nil {
+			return
+		}
+		pollPause(ctx, 100*time.Millisecond)
+	}
 }

@@ -25,6 +25,8 @@ type config struct {
 	duration time.Duration
 	workers  int
 	mutation string
+	// cycle takes the faults in a fixed order instead of at random.
+	cycle bool
 	// results is where a failing run writes its history and visualization.
 	results string
 	logf    func(format string, args ...any)
@@ -33,6 +35,7 @@ type config struct {
 // result is what one run found.
 type result struct {
 	seed       uint64
+	mutation   string
 	ops        int
 	faults     map[string]int
 	violations []string
@@ -47,9 +50,18 @@ func run(ctx context.Context, cfg config) (*result, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	c, err := startCluster(ctx, cfg.bin, dir, 3, cfg.mutation)
-	if err != nil {
-		return nil, err
+	// A port taken between choosing and binding it can keep a node from
+	// starting: try once more on fresh ports before giving up.
+	var c *cluster
+	for attempt := 1; ; attempt++ {
+		sub := filepath.Join(dir, fmt.Sprintf("try%d", attempt))
+		if c, err = startCluster(ctx, cfg.bin, sub, 3, cfg.mutation); err == nil {
+			break
+		}
+		if attempt == 2 {
+			return nil, err
+		}
+		cfg.logf("seed %d: cluster did not start, trying again: %v", cfg.seed, err)
 	}
 	defer c.close()
 	h := newHistory()
@@ -64,7 +76,11 @@ func run(ctx context.Context, cfg config) (*result, error) {
 	var workers []*worker
 	var stacks []*stack
 	for i := range cfg.workers {
-		w, st, err := newLibWorker(ctx, i, h, c, rand.New(rand.NewPCG(cfg.seed, uint64(i))), files, 2*time.Second, i == 0)
+		lease := 2 * time.Second
+		if i == 0 {
+			lease = time.Second
+		}
+		w, st, err := newLibWorker(ctx, i, h, c, rand.New(rand.NewPCG(cfg.seed, uint64(i))), files, lease, i == 0)
 		if err != nil {
 			return nil, fmt.Errorf("client %d: %w", i, err)
 		}
@@ -79,11 +95,33 @@ func run(ctx context.Context, cfg config) (*result, error) {
 		select {
 		case d := <-stall:
 			// Fault schedule: the holder stalls past its lease with a
-			// staged append, like a process stopped by SIGSTOP.
+			// staged append, its calls (and so its lease) paused.
 			time.Sleep(d)
 		default:
 		}
 	}
+	// A client process with keepalive, stopped by SIGSTOP while it holds
+	// the lock with a staged append.
+	pl, err := startPeer(c, time.Second)
+	if err != nil {
+		return nil, err
+	}
+	defer pl.stop()
+	stallPeer := make(chan time.Duration, 1)
+	pw := &worker{id: cfg.workers + 1, h: h, l: pl, rd: workers[0].rd, rng: rand.New(rand.NewPCG(cfg.seed, 555)), files: files, maxAppends: 5}
+	pw.between = func(i int) {
+		if i != 2 {
+			return
+		}
+		select {
+		case d := <-stallPeer:
+			pl.signal(syscall.SIGSTOP)
+			time.Sleep(d) // fault schedule: the process stays stopped
+			pl.signal(syscall.SIGCONT)
+		default:
+		}
+	}
+	workers = append(workers, pw)
 	zst := newStack(c.hostMap())
 	z := newZombie(cfg.workers, h, c, zst, rand.New(rand.NewPCG(cfg.seed, 999)), files)
 
@@ -98,8 +136,9 @@ func run(ctx context.Context, cfg config) (*result, error) {
 	var pg sync.WaitGroup
 	pg.Go(func() { pollStatus(pollCtx, c, h) })
 	pg.Go(func() { rpcFaults(runCtx, rand.New(rand.NewPCG(cfg.seed, 7)), h, stacks) })
-	schedule(runCtx, rand.New(rand.NewPCG(cfg.seed, 1)), c, h, stall)
+	schedule(runCtx, rand.New(rand.NewPCG(cfg.seed, 1)), cfg.cycle, c, h, stall, stallPeer)
 	wg.Wait()
+	tWork := time.Now()
 	for _, st := range stacks {
 		st.faults.Clear()
 	}
@@ -114,13 +153,22 @@ func run(ctx context.Context, cfg config) (*result, error) {
 		st.faults.Wait()
 	}
 	for _, w := range workers {
-		w.l.(*libLocker).c.Close(context.WithoutCancel(ctx))
+		if l, ok := w.l.(*libLocker); ok {
+			l.c.Close(context.WithoutCancel(ctx))
+		}
 	}
+	pl.stop()
+	tStop := time.Now()
 	diffs, cerr := c.converge(ctx, 60*time.Second)
 	stopPoll()
 	pg.Wait()
+	tConverge := time.Now()
+	defer func() {
+		cfg.logf("seed %d: workload ended %v after the deadline; clients stopped in %v, replicas converged in %v, checks took %v",
+			cfg.seed, tWork.Sub(h.start)-cfg.duration, tStop.Sub(tWork).Round(time.Millisecond), tConverge.Sub(tStop).Round(time.Millisecond), time.Since(tConverge).Round(time.Millisecond))
+	}()
 
-	res := &result{seed: cfg.seed, faults: h.faultCounts()}
+	res := &result{seed: cfg.seed, mutation: cfg.mutation, faults: h.faultCounts()}
 	res.ops = len(h.events)
 	res.violations = append(res.violations, diffs...)
 	if cerr != nil {
@@ -142,7 +190,7 @@ func run(ctx context.Context, cfg config) (*result, error) {
 	if len(res.violations) > 0 {
 		timeout = 10 * time.Second
 	}
-	lin, err := checkLinearizable(h, filepath.Join(vizDir, "porcupine.html"), timeout)
+	lin, err := checkLinearizable(h, filepath.Join(vizDir, "porcupine.html"), timeout, len(res.violations) > 0)
 	if err != nil {
 		return nil, err
 	}
@@ -227,42 +275,63 @@ func rpcFaults(ctx context.Context, rng *rand.Rand, h *history, stacks []*stack)
 	}
 }
 
-// schedule injects one cluster fault at a time, drawn from rng, until ctx
-// ends, and leaves everything healed and running.
-func schedule(ctx context.Context, rng *rand.Rand, c *cluster, h *history, stall chan<- time.Duration) {
+// faultKinds are the cluster faults of the schedule, in the order a
+// cycling schedule takes them.
+var faultKinds = []string{
+	"stall-holder", "stall-holder-sigstop", "kill-leader", "kill-follower", "kill-snapshot",
+	"pause-node", "partition-leader", "partition-pair", "delay-raft", "partition-clients", "delay-clients",
+}
+
+// schedule injects one cluster fault at a time until ctx ends, and leaves
+// everything healed and running. The faults are drawn from rng, or, with
+// cycle, taken in the order of faultKinds (so that a short run meets each).
+func schedule(ctx context.Context, rng *rand.Rand, cycle bool, c *cluster, h *history, stall, stallPeer chan<- time.Duration) {
 	// Fault schedule: let the workload run before the first fault.
 	pollPause(ctx, 500*time.Millisecond)
-	for ctx.Err() == nil {
-		var target *node
-		pick := func(leader bool) *node {
-			if l := c.leader(ctx); l != nil {
-				if leader {
-					return l
-				}
-				for _, k := range rng.Perm(len(c.nodes)) {
-					if c.nodes[k] != l {
-						return c.nodes[k]
-					}
+	pick := func(leader bool) *node {
+		if l := c.leader(ctx); l != nil {
+			if leader {
+				return l
+			}
+			for _, k := range rng.Perm(len(c.nodes)) {
+				if c.nodes[k] != l {
+					return c.nodes[k]
 				}
 			}
-			return c.nodes[rng.IntN(len(c.nodes))]
+		}
+		return c.nodes[rng.IntN(len(c.nodes))]
+	}
+	for step := 0; ctx.Err() == nil; step++ {
+		kind := faultKinds[rng.IntN(len(faultKinds))]
+		if cycle {
+			kind = faultKinds[step%len(faultKinds)]
 		}
 		hold := time.Duration(500+rng.IntN(2000)) * time.Millisecond
-		switch k := rng.IntN(10); k {
-		case 0, 1:
-			target = pick(k == 0)
-			kind := "kill-follower"
-			if k == 0 {
-				kind = "kill-leader"
+		switch kind {
+		case "stall-holder", "stall-holder-sigstop":
+			// Both holders have a 1s lease; they stall in their next
+			// critical section, after its first append.
+			d := 2500 * time.Millisecond
+			ch, who := stall, "w0 (no keepalive) pauses"
+			if kind == "stall-holder-sigstop" {
+				ch, who = stallPeer, "the client process is stopped"
 			}
+			select {
+			case ch <- d:
+				h.addFault(kind, "%s for %v in its next section", who, d)
+			default:
+			}
+			pollPause(ctx, d) // fault schedule: give the stall time to happen
+		case "kill-leader", "kill-follower":
+			target := pick(kind == "kill-leader")
 			target.kill()
 			h.addFault(kind, "%s down for %v", target.id, hold)
 			pollPause(ctx, hold) // fault schedule: the node stays down
 			c.restart(ctx, target)
-		case 2:
+		case "kill-snapshot":
 			// Kill a node while it writes a snapshot, if one starts within
 			// 3s; watch closely (the write takes milliseconds).
-			target = c.nodes[rng.IntN(len(c.nodes))]
+			target := c.nodes[rng.IntN(len(c.nodes))]
 			caught := false
 			for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline) && ctx.Err() == nil; {
 				if target.snapshotting() {
@@ -272,30 +341,22 @@ func schedule(ctx context.Context, rng *rand.Rand, c *cluster, h *history, stall
 				pollPause(ctx, time.Millisecond)
 			}
 			target.kill()
-			kind := "kill-mid-snapshot"
+			kind = "kill-mid-snapshot"
 			if !caught {
-				kind = "kill-no-snapshot"
+				kind = "kill-no-snapshot-seen"
 			}
 			h.addFault(kind, "%s", target.id)
 			pollPause(ctx, hold) // fault schedule: the node stays down
 			c.restart(ctx, target)
-		case 3:
-			target = pick(rng.IntN(2) == 0)
+		case "pause-node":
+			target := pick(rng.IntN(2) == 0)
 			target.signal(syscall.SIGSTOP)
-			h.addFault("pause-node", "%s stopped for %v", target.id, hold)
+			h.addFault(kind, "%s stopped for %v", target.id, hold)
 			pollPause(ctx, hold) // fault schedule: the node stays stopped
 			target.signal(syscall.SIGCONT)
-		case 4:
-			d := 2500 * time.Millisecond
-			select {
-			case stall <- d:
-				h.addFault("stall-client", "w0 stalls for %v in its next section", d)
-			default:
-			}
-			pollPause(ctx, hold)
-		case 5:
+		case "partition-leader":
 			// Isolate the leader from its peers (cut or black hole).
-			target = pick(true)
+			target := pick(true)
 			mode, kind := linkCut, "partition-leader-cut"
 			if rng.IntN(2) == 0 {
 				mode, kind = linkBlackhole, "partition-leader-blackhole"
@@ -305,30 +366,30 @@ func schedule(ctx context.Context, rng *rand.Rand, c *cluster, h *history, stall
 					c.raftLink(o.idx, target.idx).set(mode, 0)
 				}
 			}
-			h.addFault(kind, "%s for %v", target.id, hold)
+			h.addFault(kind, "%s for %v", target.id, hold+time.Second)
 			pollPause(ctx, hold+time.Second) // fault schedule: the partition lasts
 			c.heal()
-		case 6:
+		case "partition-pair":
 			a, b := rng.IntN(3), rng.IntN(3)
 			if a == b {
 				b = (a + 1) % 3
 			}
 			c.raftLink(a, b).set(linkCut, 0)
-			h.addFault("partition-pair", "n%d-n%d for %v", a+1, b+1, hold)
+			h.addFault(kind, "n%d-n%d for %v", a+1, b+1, hold)
 			pollPause(ctx, hold) // fault schedule: the partition lasts
 			c.heal()
-		case 7:
+		case "delay-raft":
 			d := time.Duration(10+rng.IntN(150)) * time.Millisecond
 			for i := range c.nodes {
 				for j := i + 1; j < len(c.nodes); j++ {
 					c.raftLink(i, j).set(linkOK, d)
 				}
 			}
-			h.addFault("delay-raft", "%v on every link for %v", d, hold)
+			h.addFault(kind, "%v on every link for %v", d, hold)
 			pollPause(ctx, hold) // fault schedule: the delay lasts
 			c.heal()
-		case 8:
-			target = c.nodes[rng.IntN(len(c.nodes))]
+		case "partition-clients":
+			target := c.nodes[rng.IntN(len(c.nodes))]
 			mode, kind := linkCut, "partition-clients-cut"
 			if rng.IntN(2) == 0 {
 				mode, kind = linkBlackhole, "partition-clients-blackhole"
@@ -337,11 +398,11 @@ func schedule(ctx context.Context, rng *rand.Rand, c *cluster, h *history, stall
 			h.addFault(kind, "clients cannot reach %s for %v", target.id, hold)
 			pollPause(ctx, hold) // fault schedule: the partition lasts
 			c.heal()
-		case 9:
+		case "delay-clients":
 			d := time.Duration(20+rng.IntN(200)) * time.Millisecond
-			target = c.nodes[rng.IntN(len(c.nodes))]
+			target := c.nodes[rng.IntN(len(c.nodes))]
 			target.clientLink.set(linkOK, d)
-			h.addFault("delay-clients", "%v to %s for %v", d, target.id, hold)
+			h.addFault(kind, "%v to %s for %v", d, target.id, hold)
 			pollPause(ctx, hold) // fault schedule: the delay lasts
 			c.heal()
 		}
@@ -350,16 +411,25 @@ func schedule(ctx context.Context, rng *rand.Rand, c *cluster, h *history, stall
 	}
 }
 
-// summary is the one line a test prints at its end.
+// summary is the one line printed at the end: the ordinary runs' totals,
+// and how many mutation runs were caught.
 func summary(results []*result) string {
-	ops, violations := 0, 0
+	ops, violations, runs, mutRuns, caught := 0, 0, 0, 0, 0
 	faults := make(map[string]int)
 	for _, r := range results {
 		ops += r.ops
-		violations += len(r.violations)
 		for k, v := range r.faults {
 			faults[k] += v
 		}
+		if r.mutation != "" {
+			mutRuns++
+			if len(r.violations) > 0 {
+				caught++
+			}
+			continue
+		}
+		runs++
+		violations += len(r.violations)
 	}
 	kinds := make([]string, 0, len(faults))
 	for k := range faults {
@@ -372,16 +442,9 @@ func summary(results []*result) string {
 		parts = append(parts, fmt.Sprintf("%s=%d", k, faults[k]))
 		total += faults[k]
 	}
-	return fmt.Sprintf("robustness: runs=%d operations=%d faults=%d (%s) violations=%d", len(results), ops, total, strings.Join(parts, " "), violations)
-}
-
-// restart starts a killed node again, retrying a few times if its ports
-// are not free yet.
-func (c *cluster) restart(ctx context.Context, nd *node) {
-	for attempt := 0; attempt < 10; attempt++ {
-		if err := nd.start(c.bin); err == nil {
-			return
-		}
-		pollPause(ctx, 100*time.Millisecond)
+	line := fmt.Sprintf("robustness: runs=%d operations=%d faults=%d (%s) violations=%d", runs+mutRuns, ops, total, strings.Join(parts, " "), violations)
+	if mutRuns > 0 {
+		line += fmt.Sprintf(" mutation-runs=%d caught=%d", mutRuns, caught)
 	}
+	return line
 }

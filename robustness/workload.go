@@ -142,9 +142,12 @@ func (l *libLocker) release(ctx context.Context) (outcome, error) {
 
 func (l *libLocker) abort(ctx context.Context) bool {
 	if l.noKeepAlive {
-		// Without keepalive only the service's answers end a grant, so
-		// Abort's success is definite.
-		return l.lk.Abort(ctx) == nil
+		// Without keepalive only the service's answers end a grant: an
+		// abort it accepted, or its word that the grant is gone, is
+		// definite. (Abort returns the service's LOCK_EXPIRED for a grant
+		// the service already ended, though its doc says nil.)
+		err := l.lk.Abort(ctx)
+		return err == nil || errors.Is(err, client.ErrLockExpired) || errors.Is(err, client.ErrSessionExpired) || errors.Is(err, client.ErrNotHolder)
 	}
 	select {
 	case <-l.lk.Lost():
@@ -296,7 +299,7 @@ func newLibWorker(ctx context.Context, id int, h *history, c *cluster, rng *rand
 		// A holder that can stall: only its calls renew its lease, so
 		// a pause past the lease ends its session on the service, and
 		// only the service can tell it so.
-		opts = append(opts, client.WithoutKeepAlive())
+		opts = append(opts, client.WithoutKeepAlive(), client.WithPollWait(lease/3))
 	}
 	cl, err := client.New(ctx, urls, opts...)
 	if err != nil {
