@@ -84,6 +84,8 @@ func run(ctx context.Context, cfg config) (*result, error) {
 		if err != nil {
 			return nil, fmt.Errorf("client %d: %w", i, err)
 		}
+		// Closing twice is harmless: this covers an early return.
+		defer w.l.(*libLocker).c.Close(context.WithoutCancel(ctx))
 		workers = append(workers, w)
 		stacks = append(stacks, st)
 	}
