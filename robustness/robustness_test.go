@@ -16,7 +16,7 @@ import (
 var (
 	soakDuration = flag.Duration("duration", 0, "TestSoak: total time to keep running seeds (0: one short run)")
 	soakSeed     = flag.Uint64("seed", 1, "TestSoak: the first seed (each further run takes the next)")
-	runLength    = flag.Duration("run", 15*time.Second, "length of one run (one cluster, one seed)")
+	runLength    = flag.Duration("length", 15*time.Second, "length of one run (one cluster, one seed)")
 )
 
 // allResults collects every run of the package's tests for the summary.
