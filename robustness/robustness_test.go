@@ -142,7 +142,10 @@ func TestSoak(t *testing.T) {
 	bin := binary(t, false)
 	deadline := time.Now().Add(*soakDuration)
 	length := *runLength
-	if *soakDuration == 0 {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "length" })
+	if *soakDuration == 0 && !set {
+		// The short run that go test ./... includes.
 		length = 8 * time.Second
 	}
 	for seed := *soakSeed; ; seed++ {
