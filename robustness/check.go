@@ -103,6 +103,9 @@ func checkFiles(h *history, files map[string][]byte) []string {
 				s.End = aborted
 				continue
 			}
+			if s.Refused != "" {
+				h.findings = append(h.findings, fmt.Sprintf("%s committed, but its client was told: %s", name, s.Refused))
+			}
 		}
 		// Committed, or undecided and (partly) present: every append whose
 		// outcome the client knew must be there, contiguous and in order.

@@ -61,6 +61,9 @@ type section struct {
 	End     sectionEnd `json:"end"`
 	// Release is the event that ended it (zero for an abort).
 	Call, Return int64
+	// Refused is the refusal the client got for a release one of whose
+	// attempts lost its answer (the section is undecided).
+	Refused string `json:"refused,omitempty"`
 }
 
 type appended struct {
@@ -96,6 +99,9 @@ type history struct {
 	sections []*section
 	samples  []sample
 	faults   []fault
+	// findings are surprises that are not violations of dlm's promises
+	// as the suite states them, worth a look.
+	findings []string
 }
 
 func newHistory() *history { return &history{start: time.Now()} }

@@ -39,6 +39,7 @@ type result struct {
 	ops        int
 	faults     map[string]int
 	violations []string
+	findings   []string
 	dir        string
 }
 
@@ -182,6 +183,10 @@ func run(ctx context.Context, cfg config) (*result, error) {
 	}
 	res.violations = append(res.violations, checkFiles(h, final)...)
 	res.violations = append(res.violations, checkTokens(h)...)
+	res.findings = h.findings
+	for _, f := range h.findings {
+		cfg.logf("seed %d: finding: %s", cfg.seed, f)
+	}
 	vizDir := filepath.Join(cfg.results, fmt.Sprintf("seed-%d", cfg.seed))
 	if cfg.mutation != "" {
 		vizDir = filepath.Join(cfg.results, fmt.Sprintf("%s-seed-%d", cfg.mutation, cfg.seed))
@@ -416,7 +421,7 @@ func schedule(ctx context.Context, rng *rand.Rand, cycle bool, c *cluster, h *hi
 // summary is the one line printed at the end: the ordinary runs' totals,
 // and how many mutation runs were caught.
 func summary(results []*result) string {
-	ops, violations, runs, mutRuns, caught := 0, 0, 0, 0, 0
+	ops, violations, runs, mutRuns, caught, findings := 0, 0, 0, 0, 0, 0
 	faults := make(map[string]int)
 	for _, r := range results {
 		ops += r.ops
@@ -432,6 +437,7 @@ func summary(results []*result) string {
 		}
 		runs++
 		violations += len(r.violations)
+		findings += len(r.findings)
 	}
 	kinds := make([]string, 0, len(faults))
 	for k := range faults {
@@ -445,6 +451,9 @@ func summary(results []*result) string {
 		total += faults[k]
 	}
 	line := fmt.Sprintf("robustness: runs=%d operations=%d faults=%d (%s) violations=%d", runs+mutRuns, ops, total, strings.Join(parts, " "), violations)
+	if findings > 0 {
+		line += fmt.Sprintf(" findings=%d", findings)
+	}
 	if mutRuns > 0 {
 		line += fmt.Sprintf(" mutation-runs=%d caught=%d", mutRuns, caught)
 	}

@@ -135,10 +135,17 @@ func (l *libLocker) release(ctx context.Context) (outcome, error) {
 		// An earlier attempt may have committed before its answer was lost;
 		// a refusal of the retry (say, after the session expired) does not
 		// say that nothing was committed.
-		res = unknown
+		return unknown, &refusedRetry{err}
 	}
 	return res, err
 }
+
+// refusedRetry is a definite refusal of a release that had an attempt
+// whose answer was lost: the first attempt may have committed.
+type refusedRetry struct{ err error }
+
+func (e *refusedRetry) Error() string { return "refused after a lost answer: " + e.err.Error() }
+func (e *refusedRetry) Unwrap() error { return e.err }
 
 func (l *libLocker) abort(ctx context.Context) bool {
 	if l.noKeepAlive {
@@ -257,6 +264,9 @@ func (w *worker) section(ctx context.Context) {
 	}
 	w.h.add(e)
 	s.Call, s.Return = e.Call, e.Return
+	if r := new(refusedRetry); errors.As(err, &r) {
+		s.Refused = r.err.Error()
+	}
 	switch res {
 	case ok:
 		s.End = committed
