@@ -368,6 +368,13 @@ func (c *cluster) converge(ctx context.Context, limit time.Duration) ([]string, 
 	deadline := time.Now().Add(limit)
 	var last []string
 	for time.Now().Before(deadline) {
+		for _, nd := range c.nodes {
+			if !nd.alive() {
+				// A restart whose process died at once (say, its port was
+				// taken in the meantime): start it again.
+				c.restart(ctx, nd)
+			}
+		}
 		var sts []*dlmv1.StatusResponse
 		ok := true
 		for _, nd := range c.nodes {

@@ -138,7 +138,7 @@ func run(ctx context.Context, cfg config) (*result, error) {
 	pollCtx, stopPoll := context.WithCancel(ctx)
 	var pg sync.WaitGroup
 	pg.Go(func() { pollStatus(pollCtx, c, h) })
-	pg.Go(func() { rpcFaults(runCtx, rand.New(rand.NewPCG(cfg.seed, 7)), h, stacks) })
+	pg.Go(func() { rpcFaults(runCtx, rand.New(rand.NewPCG(cfg.seed, 7)), cfg.cycle, h, stacks) })
 	schedule(runCtx, rand.New(rand.NewPCG(cfg.seed, 1)), cfg.cycle, c, h, stall, stallPeer)
 	wg.Wait()
 	tWork := time.Now()
@@ -254,20 +254,24 @@ func pollStatus(ctx context.Context, c *cluster, h *history) {
 }
 
 // rpcFaults injects dropped, duplicated and delayed RPCs into the clients'
-// transports, a few every 200-500ms.
-func rpcFaults(ctx context.Context, rng *rand.Rand, h *history, stacks []*stack) {
+// transports, one every 200-500ms; with cycle, every method meets every
+// fault in turn.
+func rpcFaults(ctx context.Context, rng *rand.Rand, cycle bool, h *history, stacks []*stack) {
 	methods := []string{"AppendFile", "LockRelease", "LockAcquire", "ReadFile", "KeepAlive"}
-	for ctx.Err() == nil {
+	for step := 0; ctx.Err() == nil; step++ {
 		// Fault schedule: the gap between two injected RPC faults.
 		if pollPause(ctx, time.Duration(200+rng.IntN(300))*time.Millisecond) != nil {
 			return
 		}
 		st := stacks[rng.IntN(len(stacks))]
-		m := methods[rng.IntN(len(methods))]
+		m, which := methods[rng.IntN(len(methods))], rng.IntN(4)
+		if cycle {
+			m, which = methods[step%len(methods)], (step/len(methods)+2)%4
+		}
 		next := st.faults.Calls(m) + 1 + rng.IntN(3)
 		var f faultinject.Fault
 		var kind string
-		switch rng.IntN(4) {
+		switch which {
 		case 0:
 			f, kind = faultinject.DropRequest, "rpc-drop-request"
 		case 1:
