@@ -2,7 +2,7 @@
 // playwright-core, against a real dlm node that serves the dashboard, and a
 // second origin that serves the same page to show it works over CORS.
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server as HttpServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -10,6 +10,7 @@ import { dirname, extname, join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 
+import { build } from "esbuild";
 import { type BrowserContext, chromium, type Page } from "playwright-core";
 
 import { Client } from "../../../../client/ts/src/index.ts";
@@ -29,11 +30,16 @@ let profile: string;
 
 /** serveDist serves the built dashboard from another origin. */
 function serveDist(): Promise<HttpServer> {
+  return serveDir(dist);
+}
+
+/** serveDir serves the files under root on a loopback port. */
+function serveDir(root: string): Promise<HttpServer> {
   const types: Record<string, string> = { ".html": "text/html", ".js": "text/javascript" };
   const srv = createServer((req, res) => {
     const path = new URL(req.url ?? "/", "http://x").pathname;
-    const file = join(dist, path === "/" ? "index.html" : path.slice(1));
-    if (!file.startsWith(dist) || !existsSync(file)) {
+    const file = join(root, path === "/" ? "index.html" : path.slice(1));
+    if (!file.startsWith(root) || !existsSync(file)) {
       res.writeHead(404).end();
       return;
     }
@@ -255,5 +261,39 @@ describe("dashboard of a cluster", () => {
     );
     await page.screenshot({ path: join(artifacts, "cluster-after-failover.png") });
     await page.close();
+  }));
+});
+
+describe("examples/browser", () => {
+  test("takes the lock from its own origin and appends", diag(async () => {
+    const example = resolve(here, "../../../../examples/browser");
+    const out = mkdtempSync(join(tmpdir(), "dlm-example-"));
+    const site = await (async () => {
+      await build({
+        entryPoints: [join(example, "main.ts")],
+        bundle: true,
+        format: "esm",
+        target: "es2022",
+        outfile: join(out, "dist", "main.js"),
+        logLevel: "warning",
+      });
+      writeFileSync(join(out, "index.html"), readFileSync(join(example, "index.html")));
+      return serveDir(out);
+    })();
+    try {
+      const page = await ctx.newPage();
+      page.on("console", (m) => consoleLines.push(`[example] ${m.text()}`));
+      await page.goto(`http://localhost:${(site.address() as AddressInfo).port}/`);
+      await page.fill("#server", dlm.url);
+      await page.fill("#file", "file_3");
+      await page.fill("#text", "from the example");
+      await page.click("#go");
+      await page.locator("#out", { hasText: "released; file_3 now ends with" }).waitFor();
+      assert.match((await page.locator("#out").textContent()) ?? "", /from the example\n/);
+      await page.close();
+    } finally {
+      await new Promise((r) => site.close(r));
+      rmSync(out, { recursive: true, force: true });
+    }
   }));
 });
