@@ -19,10 +19,15 @@ type Limits struct {
 	// MaxOutstanding bounds a session's table of unacknowledged outcomes, so
 	// a client that never acknowledges cannot grow the state without bound.
 	MaxOutstanding int
+	// MaxEnded is how many closed or expired sessions keep their outcomes,
+	// so that a request whose response was lost still gets its original
+	// answer after the session ended (a release that committed just before
+	// the lease ran out must not be reported as LOCK_EXPIRED).
+	MaxEnded int
 }
 
 // DefaultLimits are the limits dlm runs with.
-var DefaultLimits = Limits{Files: 100, MaxOutstanding: 1024}
+var DefaultLimits = Limits{Files: 100, MaxOutstanding: 1024, MaxEnded: 1024}
 
 // Write is one committed append that the caller must apply to a file, in
 // order.
@@ -104,6 +109,10 @@ type Machine struct {
 	files    map[string]int64
 	applied  uint64
 	nextID   uint64
+	// ended holds recently ended sessions by id, endedOrder their ids
+	// oldest first; only their outcomes are ever read.
+	ended      map[uint64]*session
+	endedOrder []uint64
 }
 
 // New returns an empty machine: no sessions, a free lock, empty files.
@@ -114,6 +123,7 @@ func New(limits Limits) *Machine {
 		locks:    map[string]*lock{DefaultLock: {}},
 		files:    make(map[string]int64, limits.Files),
 		nextID:   1,
+		ended:    make(map[uint64]*session),
 	}
 	for i := 0; i < limits.Files; i++ {
 		m.files[FileName(i)] = 0
@@ -182,6 +192,9 @@ func (m *Machine) open(index uint64, now int64, op *raftlogv1.OpenSession) Resul
 // when the request is a repeat, and a reason when the call must fail without
 // being recorded.
 func (m *Machine) authenticate(c *raftlogv1.Caller) (*session, *raftlogv1.Outcome, dlmv1.ErrorReason) {
+	if o := m.endedOutcome(c); o != nil {
+		return nil, o, dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED
+	}
 	s, reason := m.lookup(c.GetClientId(), c.GetSecret())
 	if reason != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
 		return nil, nil, reason
@@ -209,6 +222,16 @@ func (m *Machine) authenticate(c *raftlogv1.Caller) (*session, *raftlogv1.Outcom
 		return nil, nil, dlmv1.ErrorReason_ERROR_REASON_TOO_MANY_REQUESTS
 	}
 	return s, nil, dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED
+}
+
+// endedOutcome is the recorded outcome of a request from a session that has
+// ended, or nil.
+func (m *Machine) endedOutcome(c *raftlogv1.Caller) *raftlogv1.Outcome {
+	s, ok := m.ended[c.GetClientId()]
+	if !ok || s.secret != c.GetSecret() || c.GetSeq() == 0 {
+		return nil
+	}
+	return s.outcomes[c.GetSeq()]
 }
 
 func (m *Machine) lookup(id uint64, secret string) (*session, dlmv1.ErrorReason) {
@@ -419,7 +442,9 @@ func (m *Machine) closeSession(index uint64, now int64, op *raftlogv1.CloseSessi
 		return Result{Outcome: prior}
 	}
 	// Close is an explicit end by the holder, so it commits.
-	return m.endSession(s, true, index, now)
+	res := m.endSession(s, true, index, now)
+	s.outcomes[op.GetCaller().GetSeq()] = copyOutcome(res.Outcome)
+	return res
 }
 
 func (m *Machine) expire(index uint64, now int64, op *raftlogv1.ExpireSession) Result {
@@ -440,8 +465,23 @@ func (m *Machine) endSession(s *session, commit bool, index uint64, now int64) R
 		res = m.endSection(l, commit, index, now)
 	}
 	delete(m.sessions, s.id)
+	m.keepEnded(s)
 	res.Ended = []uint64{s.id}
 	return res
+}
+
+// keepEnded keeps an ended session's outcomes, forgetting the oldest ended
+// session beyond the limit.
+func (m *Machine) keepEnded(s *session) {
+	if m.limits.MaxEnded <= 0 {
+		return
+	}
+	m.ended[s.id] = s
+	m.endedOrder = append(m.endedOrder, s.id)
+	if len(m.endedOrder) > m.limits.MaxEnded {
+		delete(m.ended, m.endedOrder[0])
+		m.endedOrder = m.endedOrder[1:]
+	}
 }
 
 // Check answers, without changing anything, what applying a request from
@@ -449,6 +489,9 @@ func (m *Machine) endSession(s *session, commit bool, index uint64, now int64) R
 // of a repeat (nil when the request is new). The leader uses it to answer a
 // repeated acquire without writing to the log.
 func (m *Machine) Check(c *raftlogv1.Caller) (*raftlogv1.Outcome, dlmv1.ErrorReason) {
+	if o := m.endedOutcome(c); o != nil {
+		return copyOutcome(o), dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED
+	}
 	s, reason := m.lookup(c.GetClientId(), c.GetSecret())
 	if reason != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
 		return nil, reason

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	raftlogv1 "github.com/dlm/dlm/gen/go/dlm/raftlog/v1"
+	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
 	"github.com/dlm/dlm/server/lockstate"
 )
 
@@ -377,9 +378,10 @@ func TestCriticalSections(t *testing.T) {
 			step{idx: 5, now: 5000, cmd: acquireCmd(c(2, 1)), want: queued()},
 			step{idx: 6, now: 6000, cmd: expireCmd(1, 4), want: with(ok(), grant(2, 1, 6), ended(1)), check: all(lockIs(2, 6), sizesAre(), stagedIs(0, 0))},
 			// The expired holder wakes up: with its token it learns the lock
-			// is gone, without one that the session is.
+			// is gone, without one that the session is; a repeat of a request
+			// it made before still gets its original answer.
 			step{idx: 7, now: 7000, cmd: appendCmd(c(1, 3), 3, "file_1", "late"), want: fails(rLockExpired), effect: noEffect},
-			step{idx: 8, now: 8000, cmd: appendCmd(c(1, 2), 3, "file_1", "doomed"), want: fails(rLockExpired), effect: noEffect},
+			step{idx: 8, now: 8000, cmd: appendCmd(c(1, 2), 3, "file_1", "doomed"), want: staged(1, 6), effect: noEffect},
 			step{idx: 9, now: 9000, cmd: releaseCmd(c(1, 4), 3), want: fails(rLockExpired), effect: noEffect},
 			step{idx: 10, now: 10_000, cmd: releaseCmd(c(1, 5), 0), want: fails(rSessionExp), effect: noEffect},
 			step{idx: 11, now: 11_000, cmd: acquireCmd(c(1, 6)), want: fails(rSessionExp), effect: noEffect},
@@ -400,8 +402,9 @@ func TestCriticalSections(t *testing.T) {
 			step{idx: 8, now: 8000, cmd: closeCmd(c(3, 2)), want: with(ok(), ended(3)), check: lockIs(1, 4, 2)},
 			step{idx: 9, now: 9000, cmd: closeCmd(c(1, 3)), want: with(committed(1, 4, w("file_2", "kept")), grant(2, 1, 9), ended(1))},
 			step{idx: 10, now: 10_000, cmd: appendCmd(c(1, 4), 4, "file_2", "late"), want: fails(rLockExpired), effect: noEffect},
-			// A retried close finds the session gone.
-			step{idx: 11, now: 11_000, cmd: closeCmd(c(1, 3)), want: fails(rSessionExp), effect: noEffect},
+			// A retried close gets its original answer, and nothing more.
+			step{idx: 11, now: 11_000, cmd: closeCmd(c(1, 3)), want: staged(1, 4), effect: noEffect},
+			step{idx: 12, now: 12_000, cmd: closeCmd(c(1, 5)), want: fails(rSessionExp), effect: noEffect},
 		),
 		check: all(lockIs(2, 9), sizesAre("file_2", 4)),
 	}, {
@@ -598,5 +601,46 @@ func TestCheck(t *testing.T) {
 	}
 	if !proto.Equal(before, m.State()) {
 		t.Error("Check changed the state")
+	}
+}
+
+// Ended sessions keep their outcomes, but only the newest MaxEnded of them.
+func TestEndedSessionsAreBounded(t *testing.T) {
+	m := lockstate.New(lockstate.Limits{Files: 1, MaxOutstanding: 8, MaxEnded: 2})
+	idx := uint64(0)
+	apply := func(cmd *raftlogv1.Command) lockstate.Result {
+		idx++
+		return m.Apply(idx, cmd)
+	}
+	closeCmd := func(id uint64) *raftlogv1.Command {
+		return &raftlogv1.Command{Op: &raftlogv1.Command_CloseSession{CloseSession: &raftlogv1.CloseSession{
+			Caller: &raftlogv1.Caller{ClientId: id, Secret: "s", Seq: 1},
+		}}}
+	}
+	for range 3 {
+		apply(&raftlogv1.Command{Op: &raftlogv1.Command_OpenSession{OpenSession: &raftlogv1.OpenSession{Secret: "s", LeaseMs: 1000}}})
+	}
+	for id := uint64(1); id <= 3; id++ {
+		if r := apply(closeCmd(id)); r.Reason() != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
+			t.Fatalf("close %d: %v", id, r.Reason())
+		}
+	}
+	if got := len(m.State().GetEndedSessions()); got != 2 {
+		t.Fatalf("%d ended sessions kept, want 2", got)
+	}
+	if r := apply(closeCmd(1)); r.Reason() != dlmv1.ErrorReason_ERROR_REASON_SESSION_EXPIRED {
+		t.Fatalf("repeat for a forgotten session: %v, want SESSION_EXPIRED", r.Reason())
+	}
+	for id := uint64(2); id <= 3; id++ {
+		if r := apply(closeCmd(id)); r.Reason() != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED || len(r.Ended) != 0 {
+			t.Fatalf("repeat of close %d = %v, want its original answer and no effect", id, r)
+		}
+	}
+	restored, err := lockstate.Restore(lockstate.Limits{Files: 1, MaxOutstanding: 8, MaxEnded: 2}, m.State())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, r := restored.Check(&raftlogv1.Caller{ClientId: 3, Secret: "s", Seq: 1}); o == nil || r != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
+		t.Fatalf("restored machine forgot the ended session's outcome: %v %v", o, r)
 	}
 }

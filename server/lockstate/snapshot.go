@@ -14,16 +14,10 @@ import (
 func (m *Machine) State() *raftlogv1.State {
 	st := &raftlogv1.State{AppliedIndex: m.applied, NextClientId: m.nextID}
 	for _, info := range m.Sessions() {
-		s := m.sessions[info.ClientID]
-		ps := &raftlogv1.Session{
-			ClientId: s.id, Secret: s.secret, LeaseMs: s.leaseMs, Name: s.name, Epoch: s.epoch,
-			AckedBelow: s.ackedBelow, OpenedUnixMs: s.openedMs, LastToken: s.lastToken,
-			Outcomes: make(map[uint64]*raftlogv1.Outcome, len(s.outcomes)),
-		}
-		for q, o := range s.outcomes {
-			ps.Outcomes[q] = copyOutcome(o)
-		}
-		st.Sessions = append(st.Sessions, ps)
+		st.Sessions = append(st.Sessions, m.sessions[info.ClientID].toProto())
+	}
+	for _, id := range m.endedOrder {
+		st.EndedSessions = append(st.EndedSessions, m.ended[id].toProto())
 	}
 	names := make([]string, 0, len(m.locks))
 	for name := range m.locks {
@@ -67,18 +61,14 @@ func Restore(limits Limits, st *raftlogv1.State) (*Machine, error) {
 		if _, dup := m.sessions[ps.GetClientId()]; dup {
 			return nil, fmt.Errorf("lockstate: snapshot session %d twice", ps.GetClientId())
 		}
-		s := &session{
-			id: ps.GetClientId(), secret: ps.GetSecret(), leaseMs: ps.GetLeaseMs(), name: ps.GetName(),
-			epoch: ps.GetEpoch(), ackedBelow: ps.GetAckedBelow(), openedMs: ps.GetOpenedUnixMs(),
-			lastToken: ps.GetLastToken(), outcomes: make(map[uint64]*raftlogv1.Outcome, len(ps.GetOutcomes())),
+		m.sessions[ps.GetClientId()] = sessionFromProto(ps)
+	}
+	for _, ps := range st.GetEndedSessions() {
+		id := ps.GetClientId()
+		if _, open := m.sessions[id]; open || m.ended[id] != nil || id == 0 || id >= m.nextID {
+			return nil, fmt.Errorf("lockstate: snapshot ended session %d is open, repeated or out of range", id)
 		}
-		for q, o := range ps.GetOutcomes() {
-			s.outcomes[q] = copyOutcome(o)
-			if s.outcomes[q] == nil {
-				s.outcomes[q] = &raftlogv1.Outcome{}
-			}
-		}
-		m.sessions[s.id] = s
+		m.keepEnded(sessionFromProto(ps))
 	}
 	restored := make(map[string]bool)
 	for _, pl := range st.GetLocks() {
@@ -138,4 +128,31 @@ func (m *Machine) checkLock(l *lock) error {
 		seen[w.clientID] = true
 	}
 	return nil
+}
+
+func (s *session) toProto() *raftlogv1.Session {
+	ps := &raftlogv1.Session{
+		ClientId: s.id, Secret: s.secret, LeaseMs: s.leaseMs, Name: s.name, Epoch: s.epoch,
+		AckedBelow: s.ackedBelow, OpenedUnixMs: s.openedMs, LastToken: s.lastToken,
+		Outcomes: make(map[uint64]*raftlogv1.Outcome, len(s.outcomes)),
+	}
+	for q, o := range s.outcomes {
+		ps.Outcomes[q] = copyOutcome(o)
+	}
+	return ps
+}
+
+func sessionFromProto(ps *raftlogv1.Session) *session {
+	s := &session{
+		id: ps.GetClientId(), secret: ps.GetSecret(), leaseMs: ps.GetLeaseMs(), name: ps.GetName(),
+		epoch: ps.GetEpoch(), ackedBelow: ps.GetAckedBelow(), openedMs: ps.GetOpenedUnixMs(),
+		lastToken: ps.GetLastToken(), outcomes: make(map[uint64]*raftlogv1.Outcome, len(ps.GetOutcomes())),
+	}
+	for q, o := range ps.GetOutcomes() {
+		s.outcomes[q] = copyOutcome(o)
+		if s.outcomes[q] == nil {
+			s.outcomes[q] = &raftlogv1.Outcome{}
+		}
+	}
+	return s
 }

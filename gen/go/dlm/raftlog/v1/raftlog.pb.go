@@ -818,7 +818,10 @@ type State struct {
 	// below it that has no session belongs to a closed or expired one.
 	NextClientId uint64 `protobuf:"varint,5,opt,name=next_client_id,json=nextClientId,proto3" json:"next_client_id,omitempty"`
 	// The client URLs of the cluster's members, ordered by id.
-	Nodes         []*NodeAddress `protobuf:"bytes,6,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	Nodes []*NodeAddress `protobuf:"bytes,6,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// Recently closed or expired sessions, oldest first, kept so that a
+	// repeated request still gets its recorded outcome after its session ended.
+	EndedSessions []*Session `protobuf:"bytes,7,rep,name=ended_sessions,json=endedSessions,proto3" json:"ended_sessions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -891,6 +894,13 @@ func (x *State) GetNextClientId() uint64 {
 func (x *State) GetNodes() []*NodeAddress {
 	if x != nil {
 		return x.Nodes
+	}
+	return nil
+}
+
+func (x *State) GetEndedSessions() []*Session {
+	if x != nil {
+		return x.EndedSessions
 	}
 	return nil
 }
@@ -1341,14 +1351,15 @@ const file_dlm_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x05token\x18\x03 \x01(\x04R\x05token\x12\x16\n" +
 	"\x06queued\x18\x04 \x01(\bR\x06queued\x12\x18\n" +
 	"\aappends\x18\x05 \x01(\rR\aappends\x12\x14\n" +
-	"\x05bytes\x18\x06 \x01(\x04R\x05bytes\"\x98\x02\n" +
+	"\x05bytes\x18\x06 \x01(\x04R\x05bytes\"\xd8\x02\n" +
 	"\x05State\x123\n" +
 	"\bsessions\x18\x01 \x03(\v2\x17.dlm.raftlog.v1.SessionR\bsessions\x12*\n" +
 	"\x05locks\x18\x02 \x03(\v2\x14.dlm.raftlog.v1.LockR\x05locks\x120\n" +
 	"\x05files\x18\x03 \x03(\v2\x1a.dlm.raftlog.v1.FileLengthR\x05files\x12#\n" +
 	"\rapplied_index\x18\x04 \x01(\x04R\fappliedIndex\x12$\n" +
 	"\x0enext_client_id\x18\x05 \x01(\x04R\fnextClientId\x121\n" +
-	"\x05nodes\x18\x06 \x03(\v2\x1b.dlm.raftlog.v1.NodeAddressR\x05nodes\"\x82\x03\n" +
+	"\x05nodes\x18\x06 \x03(\v2\x1b.dlm.raftlog.v1.NodeAddressR\x05nodes\x12>\n" +
+	"\x0eended_sessions\x18\a \x03(\v2\x17.dlm.raftlog.v1.SessionR\rendedSessions\"\x82\x03\n" +
 	"\aSession\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x16\n" +
 	"\x06secret\x18\x02 \x01(\tR\x06secret\x12\x19\n" +
@@ -1435,15 +1446,16 @@ var file_dlm_raftlog_v1_raftlog_proto_depIdxs = []int32{
 	12, // 12: dlm.raftlog.v1.State.locks:type_name -> dlm.raftlog.v1.Lock
 	15, // 13: dlm.raftlog.v1.State.files:type_name -> dlm.raftlog.v1.FileLength
 	8,  // 14: dlm.raftlog.v1.State.nodes:type_name -> dlm.raftlog.v1.NodeAddress
-	16, // 15: dlm.raftlog.v1.Session.outcomes:type_name -> dlm.raftlog.v1.Session.OutcomesEntry
-	13, // 16: dlm.raftlog.v1.Lock.staged:type_name -> dlm.raftlog.v1.StagedAppend
-	14, // 17: dlm.raftlog.v1.Lock.queue:type_name -> dlm.raftlog.v1.Waiter
-	9,  // 18: dlm.raftlog.v1.Session.OutcomesEntry.value:type_name -> dlm.raftlog.v1.Outcome
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	11, // 15: dlm.raftlog.v1.State.ended_sessions:type_name -> dlm.raftlog.v1.Session
+	16, // 16: dlm.raftlog.v1.Session.outcomes:type_name -> dlm.raftlog.v1.Session.OutcomesEntry
+	13, // 17: dlm.raftlog.v1.Lock.staged:type_name -> dlm.raftlog.v1.StagedAppend
+	14, // 18: dlm.raftlog.v1.Lock.queue:type_name -> dlm.raftlog.v1.Waiter
+	9,  // 19: dlm.raftlog.v1.Session.OutcomesEntry.value:type_name -> dlm.raftlog.v1.Outcome
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_dlm_raftlog_v1_raftlog_proto_init() }
