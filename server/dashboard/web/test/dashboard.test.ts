@@ -79,6 +79,7 @@ before(async () => {
 
 after(async () => {
   await ctx?.close();
+  other?.closeAllConnections();
   await new Promise((r) => (other ? other.close(r) : r(undefined)));
   await dlm?.stop();
   if (profile) {
@@ -292,6 +293,7 @@ describe("examples/browser", () => {
       assert.match((await page.locator("#out").textContent()) ?? "", /from the example\n/);
       await page.close();
     } finally {
+      site.closeAllConnections();
       await new Promise((r) => site.close(r));
       rmSync(out, { recursive: true, force: true });
     }
