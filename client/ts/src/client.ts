@@ -1,8 +1,10 @@
+import { Code } from "@connectrpc/connect";
+
 import type { ReadFileResponse, StatusResponse } from "./api.js";
 import {
   AbortedError,
   ClosedError,
-  type DlmError,
+  DlmError,
   LockExpiredError,
   NotAvailableError,
   outcomeUnknown,
@@ -291,7 +293,9 @@ export class Client extends Reader {
   private async acquire0(tryOnly: boolean, opts: AcquireOptions): Promise<Lock> {
     this.current();
     if (this.held?.state === "held") {
-      throw new Error(`dlm: this client already holds the lock (token ${this.held.token}); release it first`);
+      throw new DlmError(`dlm: this client already holds the lock (token ${this.held.token}); release it first`, {
+        code: Code.FailedPrecondition,
+      });
     }
     const sc = scope([opts.signal], opts.timeoutMs);
     const deadline = opts.timeoutMs === undefined ? undefined : Date.now() + opts.timeoutMs;

@@ -166,6 +166,7 @@ describe("typed errors", () => {
       await assert.rejects(lk.append("file_1", ""), DataEmptyError);
       // Still held after refused appends.
       assert.equal(lk.state, "held");
+      await assert.rejects(c.acquire(), /already holds the lock/);
       await lk.release();
       await assert.rejects(lk.release(), LockExpiredError);
       await assert.rejects(c.readFile("../x"), InvalidFileNameError);
