@@ -28,6 +28,7 @@ type Client struct {
 	sess      *session
 	held      *Lock // the last grant handed out, until released
 	acquiring int   // Acquire calls in progress
+	releasing int   // Release and Abort calls in progress
 	// changes counts grants, releases and Acquire calls starting or ending,
 	// so a keepalive answer is judged only against the state it was sent in:
 	// one sent before a grant would otherwise report a token the client has

@@ -91,7 +91,7 @@ func (c *Client) keepAliveOnce(ctx context.Context) bool {
 // one the client knows of, when nothing changed since the keepalive was sent.
 func (c *Client) checkGrant(s *session, token, changes uint64) {
 	c.mu.Lock()
-	lk, acquiring, changed := c.held, c.acquiring > 0, c.changes != changes
+	lk, acquiring, changed := c.held, c.acquiring > 0, c.changes != changes || c.releasing > 0
 	c.mu.Unlock()
 	if changed {
 		return

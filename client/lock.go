@@ -229,6 +229,18 @@ func (lk *Lock) release(ctx context.Context, abort bool) error {
 		}
 		return err
 	}
+	// While the release is in flight a keepalive may see the grant gone
+	// before Release returns: that is the release, not a loss.
+	lk.c.mu.Lock()
+	lk.c.releasing++
+	lk.c.changes++
+	lk.c.mu.Unlock()
+	defer func() {
+		lk.c.mu.Lock()
+		lk.c.releasing--
+		lk.c.changes++
+		lk.c.mu.Unlock()
+	}()
 	op := pendingOp{release: true, abort: abort}
 	var seq uint64
 	if p := lk.reuse(op); p != nil {

@@ -407,3 +407,28 @@ func TestC2RestartWithTheLockHeld(t *testing.T) {
 		wantFile(t, c1, "file_8", "ABBA")
 	})
 }
+
+// A keepalive answered while a release is in flight sees no grant: that is
+// the release taking effect, not a lost lock.
+func TestReleaseInFlightIsNotALoss(t *testing.T) {
+	srv := servertest.Start(t, nil)
+	c := newPeer(t, srv, client.WithLease(300*time.Millisecond))
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	lk, err := c.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first release is applied but its answer is lost; the retry waits
+	// long enough for several keepalives (every 100ms) to report token 0.
+	c.net.Inject("LockRelease", 1, faultinject.DropResponse)
+	c.net.Inject("LockRelease", 2, faultinject.Delay(500*time.Millisecond))
+	if err := lk.Release(ctx); err != nil {
+		t.Fatalf("release: %v", err)
+	}
+	select {
+	case <-lk.Lost():
+		t.Fatalf("a released lock was reported lost: %v", context.Cause(lk.Context()))
+	default:
+	}
+}
