@@ -1178,3 +1178,32 @@ func roundAll(ds []time.Duration) []time.Duration {
 	}
 	return out
 }
+
+// Members of a fixed --peers cluster announce their client URLs through the
+// leader, so any node lists every member with its URL (and `dlm members
+// list` shows them), without any membership change.
+func TestMembersListEveryClientURL(t *testing.T) {
+	c := startCluster(t, 3)
+	follower := c.others(c.awaitLeader())[0]
+	pollUntil(t, 20*time.Second, "every member's URL known to a follower", func() (bool, string) {
+		st, err := follower.status()
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, m := range st.GetMembers() {
+			if m.GetClientUrl() == "" || m.GetSuffrage() != "voter" {
+				return false, fmt.Sprint(st.GetMembers())
+			}
+		}
+		return len(st.GetMembers()) == 3, fmt.Sprint(st.GetMembers())
+	})
+	out, errOut, err := cliRun(t, "", "members", "list", "--server", follower.url())
+	if err != nil {
+		t.Fatalf("members list: %v\n%s", err, errOut)
+	}
+	for _, n := range c.nodes {
+		if !strings.Contains(out, n.url()) {
+			t.Fatalf("members list lacks %s:\n%s", n.url(), out)
+		}
+	}
+}

@@ -80,14 +80,16 @@ func (n *Node) AddMember(ctx context.Context, id, raftAddr, clientURL string, vo
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
 	}
-	var f raft.IndexFuture
-	if voter {
-		f = n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, timeout)
-	} else {
-		f = n.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, timeout)
-	}
-	if err := f.Error(); err != nil {
-		return 0, n.raftError(err)
+	if !n.isMember(id, raftAddr, voter) {
+		var f raft.IndexFuture
+		if voter {
+			f = n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, timeout)
+		} else {
+			f = n.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, timeout)
+		}
+		if err := f.Error(); err != nil {
+			return 0, n.raftError(err)
+		}
 	}
 	if clientURL != "" && n.fsm.NodeURL(id) != clientURL {
 		if _, err := n.propose(ctx, &raftlogv1.Command{Op: &raftlogv1.Command_NodeAddress{NodeAddress: &raftlogv1.NodeAddress{Id: id, ClientUrl: clientURL}}}); err != nil {
@@ -96,6 +98,49 @@ func (n *Node) AddMember(ctx context.Context, id, raftAddr, clientURL string, vo
 	}
 	n.log.Info("member added", "id", id, "raft", raftAddr, "voter", voter)
 	return n.raft.CommitIndex(), nil
+}
+
+// isMember reports whether the configuration already has the member as
+// asked, so that announcing a client URL changes no membership.
+func (n *Node) isMember(id, raftAddr string, voter bool) bool {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	for _, srv := range f.Configuration().Servers {
+		if string(srv.ID) == id {
+			return string(srv.Address) == raftAddr && (srv.Suffrage == raft.Voter) == voter
+		}
+	}
+	return false
+}
+
+// announce records this member's client URL through the leader, for members
+// that did not join through one (a fixed --peers cluster): then every node
+// can list every member's URL.
+func (n *Node) announce() {
+	defer n.done.Done()
+	hc := &http.Client{Timeout: 5 * time.Second}
+	backoff := 200 * time.Millisecond
+	for n.fsm.NodeURL(n.cfg.ID) != n.cfg.ClientURL {
+		if target := n.leaderURL(); target != "" && target != n.cfg.ClientURL {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			c := dlmv1connect.NewClusterServiceClient(hc, target)
+			_, err := c.AddMember(ctx, connect.NewRequest(&dlmv1.AddMemberRequest{
+				Id: n.cfg.ID, RaftAddress: n.cfg.RaftAddr, ClientUrl: n.cfg.ClientURL, Voter: n.isMember(n.cfg.ID, n.cfg.RaftAddr, true),
+			}))
+			cancel()
+			if err != nil {
+				n.log.Debug("announcing the client URL", "via", target, "err", err)
+			}
+		}
+		select {
+		case <-n.stop:
+			return
+		case <-time.After(backoff + rand.N(backoff)):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
 }
 
 // RemoveMember removes a node from the cluster.

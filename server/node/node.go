@@ -155,9 +155,13 @@ func Open(cfg Config) (*Node, error) {
 	n.done.Add(2)
 	go n.watchLeadership()
 	go n.expireLeases()
-	if len(cfg.Join) > 0 {
+	switch {
+	case len(cfg.Join) > 0:
 		n.done.Add(1)
 		go n.join()
+	case cfg.RaftAddr != "" && cfg.ClientURL != "":
+		n.done.Add(1)
+		go n.announce()
 	}
 	return n, nil
 }

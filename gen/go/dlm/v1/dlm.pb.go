@@ -37,8 +37,9 @@ const (
 	ErrorReason_ERROR_REASON_NOT_HOLDER ErrorReason = 2
 	// No file has this name. Code NotFound.
 	ErrorReason_ERROR_REASON_FILE_NOT_FOUND ErrorReason = 3
-	// The file name is malformed (empty, a path, not file_N). Code
-	// InvalidArgument.
+	// The file name is malformed (empty, a path or "..", a control character,
+	// over 64 bytes). Code InvalidArgument. A well-formed name that is not
+	// file_0 … file_99 is FILE_NOT_FOUND.
 	ErrorReason_ERROR_REASON_INVALID_FILE_NAME ErrorReason = 4
 	// The session's lease ran out, or it was closed. Code FailedPrecondition.
 	// Open a new session.

@@ -953,8 +953,9 @@ export enum ErrorReason {
   FILE_NOT_FOUND = 3,
 
   /**
-   * The file name is malformed (empty, a path, not file_N). Code
-   * InvalidArgument.
+   * The file name is malformed (empty, a path or "..", a control character,
+   * over 64 bytes). Code InvalidArgument. A well-formed name that is not
+   * file_0 … file_99 is FILE_NOT_FOUND.
    *
    * @generated from enum value: ERROR_REASON_INVALID_FILE_NAME = 4;
    */
