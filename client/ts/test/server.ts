@@ -48,7 +48,7 @@ export interface ServerOptions {
   lease?: string;
   /** Shortest lease a session may ask for, such as "200ms". */
   minLease?: string;
-  /** Serve the dashboard too (server/dashboard/internal/devserve). */
+  /** The test uses the dashboard, which dlm serve always serves at /. */
   dashboard?: boolean;
   /** More arguments for dlm serve, such as --id, --raft and --peers. */
   args?: string[];
@@ -56,11 +56,9 @@ export interface ServerOptions {
 
 /** startServer starts a dlm node on a free loopback port with fresh data. */
 export async function startServer(opts: ServerOptions = {}): Promise<Server> {
-  const bin = opts.dashboard
-    ? goBinary("./server/dashboard/internal/devserve", "DLM_DEVSERVE_BIN")
-    : goBinary("./cmd/dlm", "DLM_BIN");
+  const bin = goBinary("./cmd/dlm", "DLM_BIN");
   const dataDir = mkdtempSync(join(tmpdir(), "dlm-ts-data-"));
-  const args = opts.dashboard ? [] : ["serve"];
+  const args = ["serve"];
   args.push("--listen", "127.0.0.1:0", "--data", dataDir);
   if (opts.lease) {
     args.push("--lease", opts.lease);
