@@ -397,8 +397,10 @@ func TestMalformedMessage(t *testing.T) {
 // awaitSessionGone polls Status until the session has expired.
 func awaitSessionGone(t *testing.T, c dlmv1connect.LockServiceClient, id uint64) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	deadline := time.After(10 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
 		gone := true
 		for _, s := range status(t, c).GetSessions() {
 			if s.GetClientId() == id {
@@ -408,7 +410,10 @@ func awaitSessionGone(t *testing.T, c dlmv1connect.LockServiceClient, id uint64)
 		if gone {
 			return
 		}
-		time.Sleep(20 * time.Millisecond)
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("session %d did not expire", id)
+		}
 	}
-	t.Fatalf("session %d did not expire", id)
 }
