@@ -346,15 +346,28 @@ func pollPause(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// snapshotting reports whether the node is writing a snapshot right now
-// (hashicorp/raft writes it into a ".tmp" folder and renames it when done).
-func (nd *node) snapshotting() bool {
+// snapshotsInProgress lists the snapshot folders being written
+// (hashicorp/raft writes a snapshot into a ".tmp" folder and renames it
+// when done; a kill leaves its ".tmp" behind for good).
+func (nd *node) snapshotsInProgress() map[string]bool {
 	entries, err := os.ReadDir(filepath.Join(nd.data, "raft", "snapshots"))
 	if err != nil {
-		return false
+		return nil
 	}
+	tmp := make(map[string]bool)
 	for _, e := range entries {
 		if strings.HasSuffix(e.Name(), ".tmp") {
+			tmp[e.Name()] = true
+		}
+	}
+	return tmp
+}
+
+// snapshotStarted reports whether a snapshot not in before is being
+// written now.
+func (nd *node) snapshotStarted(before map[string]bool) bool {
+	for name := range nd.snapshotsInProgress() {
+		if !before[name] {
 			return true
 		}
 	}

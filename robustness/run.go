@@ -344,8 +344,10 @@ func schedule(ctx context.Context, rng *rand.Rand, cycle bool, c *cluster, h *hi
 			// 3s; watch closely (the write takes milliseconds).
 			target := c.nodes[rng.IntN(len(c.nodes))]
 			caught := false
+			// Folders left by earlier kills do not count.
+			before := target.snapshotsInProgress()
 			for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline) && ctx.Err() == nil; {
-				if target.snapshotting() {
+				if target.snapshotStarted(before) {
 					caught = true
 					break
 				}
