@@ -37,15 +37,20 @@ func runDevCluster(ctx context.Context, args []string, _ io.Reader, stdout, stde
 	for i := 1; i <= *nodes; i++ {
 		peers = append(peers, fmt.Sprintf("n%d=127.0.0.1:%d", i, *port+10000+i-1))
 	}
-	var procs []*exec.Cmd
+	var (
+		procs []*exec.Cmd
+		// done[i] closes when child i has exited: one goroutine per child
+		// owns its Wait, which must not be called twice.
+		done []chan struct{}
+	)
 	defer func() {
 		// Ctrl-C reaches the children too (same process group); SIGTERM
 		// covers a parent stopped another way. Both shut down cleanly.
 		for _, p := range procs {
 			p.Process.Signal(syscall.SIGTERM)
 		}
-		for _, p := range procs {
-			p.Wait()
+		for _, d := range done {
+			<-d
 		}
 	}()
 	exited := make(chan error, *nodes)
@@ -64,7 +69,13 @@ func runDevCluster(ctx context.Context, args []string, _ io.Reader, stdout, stde
 			return err
 		}
 		procs = append(procs, cmd)
-		go func(name string) { exited <- fmt.Errorf("dev-cluster: node %s exited: %w", name, cmd.Wait()) }(fmt.Sprintf("n%d", i))
+		d := make(chan struct{})
+		done = append(done, d)
+		go func(name string) {
+			err := cmd.Wait()
+			close(d)
+			exited <- fmt.Errorf("dev-cluster: node %s exited: %w", name, err)
+		}(fmt.Sprintf("n%d", i))
 		urls = append(urls, "http://"+url)
 	}
 	fmt.Fprintf(stdout, "dlm dev-cluster: %d nodes, data in %s\n", *nodes, *dataDir)
