@@ -48,6 +48,12 @@ var (
 	// ErrTooManyRequests means the session has too many unacknowledged
 	// requests.
 	ErrTooManyRequests = errors.New("dlm: too many unacknowledged requests")
+	// ErrDiskFull means the leader's data volume is below its free-space
+	// minimum: nothing changed; retry once an operator has freed space.
+	ErrDiskFull = errors.New("dlm: server disk full")
+	// ErrFileTooLarge means the append would take its file past the
+	// service's per-file size limit. Nothing changed.
+	ErrFileTooLarge = errors.New("dlm: file too large")
 	// ErrInvalidArgument means the service refused a malformed request.
 	ErrInvalidArgument = errors.New("dlm: invalid argument")
 	// ErrClosed means the Client was closed.
@@ -71,6 +77,9 @@ var reasonSentinels = map[dlmv1.ErrorReason]error{
 	dlmv1.ErrorReason_ERROR_REASON_SECTION_TOO_LARGE:     ErrSectionTooLarge,
 	dlmv1.ErrorReason_ERROR_REASON_TOO_MANY_REQUESTS:     ErrTooManyRequests,
 	dlmv1.ErrorReason_ERROR_REASON_INVALID_ARGUMENT:      ErrInvalidArgument,
+	dlmv1.ErrorReason_ERROR_REASON_DISK_FULL:             ErrDiskFull,
+	dlmv1.ErrorReason_ERROR_REASON_FILE_TOO_LARGE:        ErrFileTooLarge,
+	dlmv1.ErrorReason_ERROR_REASON_STORAGE_FAULT:         ErrUnavailable,
 }
 
 // Error is an error answered by the service (or by the RPC layer on its

@@ -29,6 +29,9 @@ var codes = map[dlmv1.ErrorReason]connect.Code{
 	dlmv1.ErrorReason_ERROR_REASON_SECTION_TOO_LARGE:     connect.CodeResourceExhausted,
 	dlmv1.ErrorReason_ERROR_REASON_TOO_MANY_REQUESTS:     connect.CodeResourceExhausted,
 	dlmv1.ErrorReason_ERROR_REASON_INVALID_ARGUMENT:      connect.CodeInvalidArgument,
+	dlmv1.ErrorReason_ERROR_REASON_DISK_FULL:             connect.CodeResourceExhausted,
+	dlmv1.ErrorReason_ERROR_REASON_FILE_TOO_LARGE:        connect.CodeResourceExhausted,
+	dlmv1.ErrorReason_ERROR_REASON_STORAGE_FAULT:         connect.CodeUnavailable,
 }
 
 // toConnect is the one place where domain errors become Connect errors.

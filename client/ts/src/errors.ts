@@ -74,6 +74,10 @@ export class SectionTooLargeError extends DlmError {}
 export class SequenceAcknowledgedError extends DlmError {}
 /** TooManyRequestsError: the session has too many unacknowledged requests. */
 export class TooManyRequestsError extends DlmError {}
+/** DiskFullError: the leader's data volume is below its free-space minimum; nothing changed. */
+export class DiskFullError extends DlmError {}
+/** FileTooLargeError: the append would take its file past the per-file limit; nothing changed. */
+export class FileTooLargeError extends DlmError {}
 /** InvalidArgumentError: the service refused a malformed request. */
 export class InvalidArgumentError extends DlmError {}
 /** ClosedError: the Client was closed. */
@@ -100,6 +104,9 @@ const byReason: Partial<Record<ErrorReason, ErrorClass>> = {
   [ErrorReason.DATA_TOO_LARGE]: DataTooLargeError,
   [ErrorReason.SECTION_TOO_LARGE]: SectionTooLargeError,
   [ErrorReason.TOO_MANY_REQUESTS]: TooManyRequestsError,
+  [ErrorReason.DISK_FULL]: DiskFullError,
+  [ErrorReason.FILE_TOO_LARGE]: FileTooLargeError,
+  [ErrorReason.STORAGE_FAULT]: UnavailableError,
   [ErrorReason.INVALID_ARGUMENT]: InvalidArgumentError,
 };
 

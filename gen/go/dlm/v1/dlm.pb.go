@@ -71,6 +71,17 @@ const (
 	ErrorReason_ERROR_REASON_TOO_MANY_REQUESTS ErrorReason = 15
 	// A field is malformed. Code InvalidArgument.
 	ErrorReason_ERROR_REASON_INVALID_ARGUMENT ErrorReason = 16
+	// The leader's data volume has less free space than its configured
+	// minimum (--min-free-space), so it takes no new sessions, sections or
+	// appends until space is freed. Code ResourceExhausted. Nothing changed.
+	ErrorReason_ERROR_REASON_DISK_FULL ErrorReason = 17
+	// The append would make its file longer than the per-file limit
+	// (--max-file-size). Code ResourceExhausted. Nothing changed.
+	ErrorReason_ERROR_REASON_FILE_TOO_LARGE ErrorReason = 18
+	// The node found its own storage corrupt, or cannot write it, and refuses
+	// to serve until an operator repairs it (or space returns). The message
+	// names the file and log index. Code Unavailable: try another node.
+	ErrorReason_ERROR_REASON_STORAGE_FAULT ErrorReason = 19
 )
 
 // Enum value maps for ErrorReason.
@@ -93,6 +104,9 @@ var (
 		14: "ERROR_REASON_SECTION_TOO_LARGE",
 		15: "ERROR_REASON_TOO_MANY_REQUESTS",
 		16: "ERROR_REASON_INVALID_ARGUMENT",
+		17: "ERROR_REASON_DISK_FULL",
+		18: "ERROR_REASON_FILE_TOO_LARGE",
+		19: "ERROR_REASON_STORAGE_FAULT",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":           0,
@@ -112,6 +126,9 @@ var (
 		"ERROR_REASON_SECTION_TOO_LARGE":     14,
 		"ERROR_REASON_TOO_MANY_REQUESTS":     15,
 		"ERROR_REASON_INVALID_ARGUMENT":      16,
+		"ERROR_REASON_DISK_FULL":             17,
+		"ERROR_REASON_FILE_TOO_LARGE":        18,
+		"ERROR_REASON_STORAGE_FAULT":         19,
 	}
 )
 
@@ -1253,7 +1270,13 @@ type NodeStatus struct {
 	// leader itself, -1 when it never has.
 	LastContactMs int64 `protobuf:"varint,7,opt,name=last_contact_ms,json=lastContactMs,proto3" json:"last_contact_ms,omitempty"`
 	// The node's Raft address ("" for a single node without a Raft port).
-	RaftAddress   string `protobuf:"bytes,8,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	RaftAddress string `protobuf:"bytes,8,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	// Why this node is not serving, when it is not: a corrupt log entry or
+	// snapshot, or a file write that failed (a full disk). Empty when healthy.
+	StorageFault string `protobuf:"bytes,9,opt,name=storage_fault,json=storageFault,proto3" json:"storage_fault,omitempty"`
+	// Free bytes on the volume that holds the node's data folder, -1 when
+	// unknown.
+	FreeBytes     int64 `protobuf:"varint,10,opt,name=free_bytes,json=freeBytes,proto3" json:"free_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1342,6 +1365,20 @@ func (x *NodeStatus) GetRaftAddress() string {
 		return x.RaftAddress
 	}
 	return ""
+}
+
+func (x *NodeStatus) GetStorageFault() string {
+	if x != nil {
+		return x.StorageFault
+	}
+	return ""
+}
+
+func (x *NodeStatus) GetFreeBytes() int64 {
+	if x != nil {
+		return x.FreeBytes
+	}
+	return 0
 }
 
 // MemberStatus describes one member of the cluster.
@@ -1791,7 +1828,7 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\x04lock\x18\x02 \x01(\v2\x12.dlm.v1.LockStatusR\x04lock\x121\n" +
 	"\bsessions\x18\x03 \x03(\v2\x15.dlm.v1.SessionStatusR\bsessions\x12(\n" +
 	"\x05files\x18\x04 \x03(\v2\x12.dlm.v1.FileStatusR\x05files\x12.\n" +
-	"\amembers\x18\x05 \x03(\v2\x14.dlm.v1.MemberStatusR\amembers\"\xf6\x01\n" +
+	"\amembers\x18\x05 \x03(\v2\x14.dlm.v1.MemberStatusR\amembers\"\xba\x02\n" +
 	"\n" +
 	"NodeStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
@@ -1802,7 +1839,11 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\fcommit_index\x18\x05 \x01(\x04R\vcommitIndex\x12#\n" +
 	"\rapplied_index\x18\x06 \x01(\x04R\fappliedIndex\x12&\n" +
 	"\x0flast_contact_ms\x18\a \x01(\x03R\rlastContactMs\x12!\n" +
-	"\fraft_address\x18\b \x01(\tR\vraftAddress\"\x94\x01\n" +
+	"\fraft_address\x18\b \x01(\tR\vraftAddress\x12#\n" +
+	"\rstorage_fault\x18\t \x01(\tR\fstorageFault\x12\x1d\n" +
+	"\n" +
+	"free_bytes\x18\n" +
+	" \x01(\x03R\tfreeBytes\"\x94\x01\n" +
 	"\fMemberStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12\x1a\n" +
@@ -1832,7 +1873,7 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\vErrorDetail\x12+\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x13.dlm.v1.ErrorReasonR\x06reason\x12\x1d\n" +
 	"\n" +
-	"leader_url\x18\x02 \x01(\tR\tleaderUrl*\xbc\x04\n" +
+	"leader_url\x18\x02 \x01(\tR\tleaderUrl*\x99\x05\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19ERROR_REASON_LOCK_EXPIRED\x10\x01\x12\x1b\n" +
@@ -1851,7 +1892,10 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\x1bERROR_REASON_DATA_TOO_LARGE\x10\r\x12\"\n" +
 	"\x1eERROR_REASON_SECTION_TOO_LARGE\x10\x0e\x12\"\n" +
 	"\x1eERROR_REASON_TOO_MANY_REQUESTS\x10\x0f\x12!\n" +
-	"\x1dERROR_REASON_INVALID_ARGUMENT\x10\x102\x8f\x04\n" +
+	"\x1dERROR_REASON_INVALID_ARGUMENT\x10\x10\x12\x1a\n" +
+	"\x16ERROR_REASON_DISK_FULL\x10\x11\x12\x1f\n" +
+	"\x1bERROR_REASON_FILE_TOO_LARGE\x10\x12\x12\x1e\n" +
+	"\x1aERROR_REASON_STORAGE_FAULT\x10\x132\x8f\x04\n" +
 	"\vLockService\x121\n" +
 	"\x04Init\x12\x13.dlm.v1.InitRequest\x1a\x14.dlm.v1.InitResponse\x12@\n" +
 	"\tKeepAlive\x12\x18.dlm.v1.KeepAliveRequest\x1a\x19.dlm.v1.KeepAliveResponse\x12F\n" +

@@ -1249,7 +1249,10 @@ type FileLength struct {
 	// The file's name.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// The committed length in bytes.
-	Size          int64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	Size int64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// CRC-32C (Castagnoli) of those bytes, checked when a snapshot is written
+	// and when it is restored. Absent in snapshots from before it was kept.
+	Crc32C        *uint32 `protobuf:"fixed32,3,opt,name=crc32c,proto3,oneof" json:"crc32c,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1294,6 +1297,13 @@ func (x *FileLength) GetName() string {
 func (x *FileLength) GetSize() int64 {
 	if x != nil {
 		return x.Size
+	}
+	return 0
+}
+
+func (x *FileLength) GetCrc32C() uint32 {
+	if x != nil && x.Crc32C != nil {
+		return *x.Crc32C
 	}
 	return 0
 }
@@ -1391,11 +1401,13 @@ const file_dlm_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x04data\x18\x02 \x01(\fR\x04data\"7\n" +
 	"\x06Waiter\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x10\n" +
-	"\x03seq\x18\x02 \x01(\x04R\x03seq\"4\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\\\n" +
 	"\n" +
 	"FileLength\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
-	"\x04size\x18\x02 \x01(\x03R\x04sizeB\xb0\x01\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x1b\n" +
+	"\x06crc32c\x18\x03 \x01(\aH\x00R\x06crc32c\x88\x01\x01B\t\n" +
+	"\a_crc32cB\xb0\x01\n" +
 	"\x12com.dlm.raftlog.v1B\fRaftlogProtoP\x01Z2github.com/dlm/dlm/gen/go/dlm/raftlog/v1;raftlogv1\xa2\x02\x03DRX\xaa\x02\x0eDlm.Raftlog.V1\xca\x02\x0eDlm\\Raftlog\\V1\xe2\x02\x1aDlm\\Raftlog\\V1\\GPBMetadata\xea\x02\x10Dlm::Raftlog::V1b\x06proto3"
 
 var (
@@ -1472,6 +1484,7 @@ func file_dlm_raftlog_v1_raftlog_proto_init() {
 		(*Command_ExpireSession)(nil),
 		(*Command_NodeAddress)(nil),
 	}
+	file_dlm_raftlog_v1_raftlog_proto_msgTypes[15].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
