@@ -31,6 +31,8 @@ func commands() []command {
 		{"status", "show the node, the lock, the queue and the files", runStatus},
 		{"shell", "interactive prompt: acquire, append, release, cat", runShell},
 		{"bench", "measure lock cycles per second", runBench},
+		{"snapshot", "save a snapshot from the leader, verify one, or restore one into a new data folder", runSnapshot},
+		{"recover", "make a stopped node the only member of its cluster (majority lost for good)", runRecover},
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -116,6 +117,9 @@ type Node struct {
 	term *leaderTerm
 	// changed is closed, and replaced, whenever term changes.
 	changed chan struct{}
+
+	// saving is set while a client's snapshot is taken (backup.go).
+	saving atomic.Bool
 
 	stop chan struct{}
 	done sync.WaitGroup

@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"io"
 
 	"connectrpc.com/connect"
 
@@ -15,6 +16,7 @@ type Membership interface {
 	AddMember(ctx context.Context, id, raftAddr, clientURL string, voter bool) (uint64, error)
 	RemoveMember(ctx context.Context, id string) error
 	Members() ([]node.Member, error)
+	SaveSnapshot(ctx context.Context, send func(node.SnapshotInfo, io.Reader) error) error
 }
 
 var _ Membership = (*node.Node)(nil)

@@ -309,6 +309,204 @@ func (x *ListMembersResponse) GetMembers() []*MemberStatus {
 	return nil
 }
 
+// SaveSnapshotRequest asks the leader for a snapshot.
+type SaveSnapshotRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SaveSnapshotRequest) Reset() {
+	*x = SaveSnapshotRequest{}
+	mi := &file_dlm_v1_cluster_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SaveSnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SaveSnapshotRequest) ProtoMessage() {}
+
+func (x *SaveSnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dlm_v1_cluster_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SaveSnapshotRequest.ProtoReflect.Descriptor instead.
+func (*SaveSnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_dlm_v1_cluster_proto_rawDescGZIP(), []int{6}
+}
+
+// SaveSnapshotResponse is one part of a snapshot stream.
+type SaveSnapshotResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Chunks first, then exactly one trailer.
+	//
+	// Types that are valid to be assigned to Part:
+	//
+	//	*SaveSnapshotResponse_Chunk
+	//	*SaveSnapshotResponse_Trailer
+	Part          isSaveSnapshotResponse_Part `protobuf_oneof:"part"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SaveSnapshotResponse) Reset() {
+	*x = SaveSnapshotResponse{}
+	mi := &file_dlm_v1_cluster_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SaveSnapshotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SaveSnapshotResponse) ProtoMessage() {}
+
+func (x *SaveSnapshotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dlm_v1_cluster_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SaveSnapshotResponse.ProtoReflect.Descriptor instead.
+func (*SaveSnapshotResponse) Descriptor() ([]byte, []int) {
+	return file_dlm_v1_cluster_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *SaveSnapshotResponse) GetPart() isSaveSnapshotResponse_Part {
+	if x != nil {
+		return x.Part
+	}
+	return nil
+}
+
+func (x *SaveSnapshotResponse) GetChunk() []byte {
+	if x != nil {
+		if x, ok := x.Part.(*SaveSnapshotResponse_Chunk); ok {
+			return x.Chunk
+		}
+	}
+	return nil
+}
+
+func (x *SaveSnapshotResponse) GetTrailer() *SnapshotTrailer {
+	if x != nil {
+		if x, ok := x.Part.(*SaveSnapshotResponse_Trailer); ok {
+			return x.Trailer
+		}
+	}
+	return nil
+}
+
+type isSaveSnapshotResponse_Part interface {
+	isSaveSnapshotResponse_Part()
+}
+
+type SaveSnapshotResponse_Chunk struct {
+	// The next bytes of the snapshot.
+	Chunk []byte `protobuf:"bytes,1,opt,name=chunk,proto3,oneof"`
+}
+
+type SaveSnapshotResponse_Trailer struct {
+	// The last message: what the chunks carried.
+	Trailer *SnapshotTrailer `protobuf:"bytes,2,opt,name=trailer,proto3,oneof"`
+}
+
+func (*SaveSnapshotResponse_Chunk) isSaveSnapshotResponse_Part() {}
+
+func (*SaveSnapshotResponse_Trailer) isSaveSnapshotResponse_Part() {}
+
+// SnapshotTrailer describes the snapshot a stream carried, so the receiver
+// can check it got every byte intact.
+type SnapshotTrailer struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The Raft index of the last entry the snapshot includes.
+	Index uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// The Raft term of that entry.
+	Term uint64 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	// The number of snapshot bytes in the chunks.
+	Size uint64 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	// SHA-256 of the concatenated chunks.
+	Sha256        []byte `protobuf:"bytes,4,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotTrailer) Reset() {
+	*x = SnapshotTrailer{}
+	mi := &file_dlm_v1_cluster_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotTrailer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotTrailer) ProtoMessage() {}
+
+func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
+	mi := &file_dlm_v1_cluster_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotTrailer.ProtoReflect.Descriptor instead.
+func (*SnapshotTrailer) Descriptor() ([]byte, []int) {
+	return file_dlm_v1_cluster_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *SnapshotTrailer) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *SnapshotTrailer) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *SnapshotTrailer) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *SnapshotTrailer) GetSha256() []byte {
+	if x != nil {
+		return x.Sha256
+	}
+	return nil
+}
+
 var File_dlm_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_dlm_v1_cluster_proto_rawDesc = "" +
@@ -327,11 +525,22 @@ const file_dlm_v1_cluster_proto_rawDesc = "" +
 	"\x14RemoveMemberResponse\"\x14\n" +
 	"\x12ListMembersRequest\"E\n" +
 	"\x13ListMembersResponse\x12.\n" +
-	"\amembers\x18\x01 \x03(\v2\x14.dlm.v1.MemberStatusR\amembers2\xea\x01\n" +
+	"\amembers\x18\x01 \x03(\v2\x14.dlm.v1.MemberStatusR\amembers\"\x15\n" +
+	"\x13SaveSnapshotRequest\"k\n" +
+	"\x14SaveSnapshotResponse\x12\x16\n" +
+	"\x05chunk\x18\x01 \x01(\fH\x00R\x05chunk\x123\n" +
+	"\atrailer\x18\x02 \x01(\v2\x17.dlm.v1.SnapshotTrailerH\x00R\atrailerB\x06\n" +
+	"\x04part\"g\n" +
+	"\x0fSnapshotTrailer\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x12\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x04R\x04size\x12\x16\n" +
+	"\x06sha256\x18\x04 \x01(\fR\x06sha2562\xb7\x02\n" +
 	"\x0eClusterService\x12@\n" +
 	"\tAddMember\x12\x18.dlm.v1.AddMemberRequest\x1a\x19.dlm.v1.AddMemberResponse\x12I\n" +
 	"\fRemoveMember\x12\x1b.dlm.v1.RemoveMemberRequest\x1a\x1c.dlm.v1.RemoveMemberResponse\x12K\n" +
-	"\vListMembers\x12\x1a.dlm.v1.ListMembersRequest\x1a\x1b.dlm.v1.ListMembersResponse\"\x03\x90\x02\x01B{\n" +
+	"\vListMembers\x12\x1a.dlm.v1.ListMembersRequest\x1a\x1b.dlm.v1.ListMembersResponse\"\x03\x90\x02\x01\x12K\n" +
+	"\fSaveSnapshot\x12\x1b.dlm.v1.SaveSnapshotRequest\x1a\x1c.dlm.v1.SaveSnapshotResponse0\x01B{\n" +
 	"\n" +
 	"com.dlm.v1B\fClusterProtoP\x01Z&github.com/dlm/dlm/gen/go/dlm/v1;dlmv1\xa2\x02\x03DXX\xaa\x02\x06Dlm.V1\xca\x02\x06Dlm\\V1\xe2\x02\x12Dlm\\V1\\GPBMetadata\xea\x02\aDlm::V1b\x06proto3"
 
@@ -347,7 +556,7 @@ func file_dlm_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_dlm_v1_cluster_proto_rawDescData
 }
 
-var file_dlm_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_dlm_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_dlm_v1_cluster_proto_goTypes = []any{
 	(*AddMemberRequest)(nil),     // 0: dlm.v1.AddMemberRequest
 	(*AddMemberResponse)(nil),    // 1: dlm.v1.AddMemberResponse
@@ -355,21 +564,27 @@ var file_dlm_v1_cluster_proto_goTypes = []any{
 	(*RemoveMemberResponse)(nil), // 3: dlm.v1.RemoveMemberResponse
 	(*ListMembersRequest)(nil),   // 4: dlm.v1.ListMembersRequest
 	(*ListMembersResponse)(nil),  // 5: dlm.v1.ListMembersResponse
-	(*MemberStatus)(nil),         // 6: dlm.v1.MemberStatus
+	(*SaveSnapshotRequest)(nil),  // 6: dlm.v1.SaveSnapshotRequest
+	(*SaveSnapshotResponse)(nil), // 7: dlm.v1.SaveSnapshotResponse
+	(*SnapshotTrailer)(nil),      // 8: dlm.v1.SnapshotTrailer
+	(*MemberStatus)(nil),         // 9: dlm.v1.MemberStatus
 }
 var file_dlm_v1_cluster_proto_depIdxs = []int32{
-	6, // 0: dlm.v1.ListMembersResponse.members:type_name -> dlm.v1.MemberStatus
-	0, // 1: dlm.v1.ClusterService.AddMember:input_type -> dlm.v1.AddMemberRequest
-	2, // 2: dlm.v1.ClusterService.RemoveMember:input_type -> dlm.v1.RemoveMemberRequest
-	4, // 3: dlm.v1.ClusterService.ListMembers:input_type -> dlm.v1.ListMembersRequest
-	1, // 4: dlm.v1.ClusterService.AddMember:output_type -> dlm.v1.AddMemberResponse
-	3, // 5: dlm.v1.ClusterService.RemoveMember:output_type -> dlm.v1.RemoveMemberResponse
-	5, // 6: dlm.v1.ClusterService.ListMembers:output_type -> dlm.v1.ListMembersResponse
-	4, // [4:7] is the sub-list for method output_type
-	1, // [1:4] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	9, // 0: dlm.v1.ListMembersResponse.members:type_name -> dlm.v1.MemberStatus
+	8, // 1: dlm.v1.SaveSnapshotResponse.trailer:type_name -> dlm.v1.SnapshotTrailer
+	0, // 2: dlm.v1.ClusterService.AddMember:input_type -> dlm.v1.AddMemberRequest
+	2, // 3: dlm.v1.ClusterService.RemoveMember:input_type -> dlm.v1.RemoveMemberRequest
+	4, // 4: dlm.v1.ClusterService.ListMembers:input_type -> dlm.v1.ListMembersRequest
+	6, // 5: dlm.v1.ClusterService.SaveSnapshot:input_type -> dlm.v1.SaveSnapshotRequest
+	1, // 6: dlm.v1.ClusterService.AddMember:output_type -> dlm.v1.AddMemberResponse
+	3, // 7: dlm.v1.ClusterService.RemoveMember:output_type -> dlm.v1.RemoveMemberResponse
+	5, // 8: dlm.v1.ClusterService.ListMembers:output_type -> dlm.v1.ListMembersResponse
+	7, // 9: dlm.v1.ClusterService.SaveSnapshot:output_type -> dlm.v1.SaveSnapshotResponse
+	6, // [6:10] is the sub-list for method output_type
+	2, // [2:6] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_dlm_v1_cluster_proto_init() }
@@ -378,13 +593,17 @@ func file_dlm_v1_cluster_proto_init() {
 		return
 	}
 	file_dlm_v1_dlm_proto_init()
+	file_dlm_v1_cluster_proto_msgTypes[7].OneofWrappers = []any{
+		(*SaveSnapshotResponse_Chunk)(nil),
+		(*SaveSnapshotResponse_Trailer)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dlm_v1_cluster_proto_rawDesc), len(file_dlm_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

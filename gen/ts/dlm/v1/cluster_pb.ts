@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dlm/v1/cluster.proto.
  */
 export const file_dlm_v1_cluster: GenFile = /*@__PURE__*/
-  fileDesc("ChRkbG0vdjEvY2x1c3Rlci5wcm90bxIGZGxtLnYxIlcKEEFkZE1lbWJlclJlcXVlc3QSCgoCaWQYASABKAkSFAoMcmFmdF9hZGRyZXNzGAIgASgJEhIKCmNsaWVudF91cmwYAyABKAkSDQoFdm90ZXIYBCABKAgiKQoRQWRkTWVtYmVyUmVzcG9uc2USFAoMY29tbWl0X2luZGV4GAEgASgEIiEKE1JlbW92ZU1lbWJlclJlcXVlc3QSCgoCaWQYASABKAkiFgoUUmVtb3ZlTWVtYmVyUmVzcG9uc2UiFAoSTGlzdE1lbWJlcnNSZXF1ZXN0IjwKE0xpc3RNZW1iZXJzUmVzcG9uc2USJQoHbWVtYmVycxgBIAMoCzIULmRsbS52MS5NZW1iZXJTdGF0dXMy6gEKDkNsdXN0ZXJTZXJ2aWNlEkAKCUFkZE1lbWJlchIYLmRsbS52MS5BZGRNZW1iZXJSZXF1ZXN0GhkuZGxtLnYxLkFkZE1lbWJlclJlc3BvbnNlEkkKDFJlbW92ZU1lbWJlchIbLmRsbS52MS5SZW1vdmVNZW1iZXJSZXF1ZXN0GhwuZGxtLnYxLlJlbW92ZU1lbWJlclJlc3BvbnNlEksKC0xpc3RNZW1iZXJzEhouZGxtLnYxLkxpc3RNZW1iZXJzUmVxdWVzdBobLmRsbS52MS5MaXN0TWVtYmVyc1Jlc3BvbnNlIgOQAgFCewoKY29tLmRsbS52MUIMQ2x1c3RlclByb3RvUAFaJmdpdGh1Yi5jb20vZGxtL2RsbS9nZW4vZ28vZGxtL3YxO2RsbXYxogIDRFhYqgIGRGxtLlYxygIGRGxtXFYx4gISRGxtXFYxXEdQQk1ldGFkYXRh6gIHRGxtOjpWMWIGcHJvdG8z", [file_dlm_v1_dlm]);
+  fileDesc("ChRkbG0vdjEvY2x1c3Rlci5wcm90bxIGZGxtLnYxIlcKEEFkZE1lbWJlclJlcXVlc3QSCgoCaWQYASABKAkSFAoMcmFmdF9hZGRyZXNzGAIgASgJEhIKCmNsaWVudF91cmwYAyABKAkSDQoFdm90ZXIYBCABKAgiKQoRQWRkTWVtYmVyUmVzcG9uc2USFAoMY29tbWl0X2luZGV4GAEgASgEIiEKE1JlbW92ZU1lbWJlclJlcXVlc3QSCgoCaWQYASABKAkiFgoUUmVtb3ZlTWVtYmVyUmVzcG9uc2UiFAoSTGlzdE1lbWJlcnNSZXF1ZXN0IjwKE0xpc3RNZW1iZXJzUmVzcG9uc2USJQoHbWVtYmVycxgBIAMoCzIULmRsbS52MS5NZW1iZXJTdGF0dXMiFQoTU2F2ZVNuYXBzaG90UmVxdWVzdCJbChRTYXZlU25hcHNob3RSZXNwb25zZRIPCgVjaHVuaxgBIAEoDEgAEioKB3RyYWlsZXIYAiABKAsyFy5kbG0udjEuU25hcHNob3RUcmFpbGVySABCBgoEcGFydCJMCg9TbmFwc2hvdFRyYWlsZXISDQoFaW5kZXgYASABKAQSDAoEdGVybRgCIAEoBBIMCgRzaXplGAMgASgEEg4KBnNoYTI1NhgEIAEoDDK3AgoOQ2x1c3RlclNlcnZpY2USQAoJQWRkTWVtYmVyEhguZGxtLnYxLkFkZE1lbWJlclJlcXVlc3QaGS5kbG0udjEuQWRkTWVtYmVyUmVzcG9uc2USSQoMUmVtb3ZlTWVtYmVyEhsuZGxtLnYxLlJlbW92ZU1lbWJlclJlcXVlc3QaHC5kbG0udjEuUmVtb3ZlTWVtYmVyUmVzcG9uc2USSwoLTGlzdE1lbWJlcnMSGi5kbG0udjEuTGlzdE1lbWJlcnNSZXF1ZXN0GhsuZGxtLnYxLkxpc3RNZW1iZXJzUmVzcG9uc2UiA5ACARJLCgxTYXZlU25hcHNob3QSGy5kbG0udjEuU2F2ZVNuYXBzaG90UmVxdWVzdBocLmRsbS52MS5TYXZlU25hcHNob3RSZXNwb25zZTABQnsKCmNvbS5kbG0udjFCDENsdXN0ZXJQcm90b1ABWiZnaXRodWIuY29tL2RsbS9kbG0vZ2VuL2dvL2RsbS92MTtkbG12MaICA0RYWKoCBkRsbS5WMcoCBkRsbVxWMeICEkRsbVxWMVxHUEJNZXRhZGF0YeoCB0RsbTo6VjFiBnByb3RvMw", [file_dlm_v1_dlm]);
 
 /**
  * AddMemberRequest names the node to add.
@@ -153,6 +153,101 @@ export const ListMembersResponseSchema: GenMessage<ListMembersResponse> = /*@__P
   messageDesc(file_dlm_v1_cluster, 5);
 
 /**
+ * SaveSnapshotRequest asks the leader for a snapshot.
+ *
+ * @generated from message dlm.v1.SaveSnapshotRequest
+ */
+export type SaveSnapshotRequest = Message<"dlm.v1.SaveSnapshotRequest"> & {
+};
+
+/**
+ * Describes the message dlm.v1.SaveSnapshotRequest.
+ * Use `create(SaveSnapshotRequestSchema)` to create a new message.
+ */
+export const SaveSnapshotRequestSchema: GenMessage<SaveSnapshotRequest> = /*@__PURE__*/
+  messageDesc(file_dlm_v1_cluster, 6);
+
+/**
+ * SaveSnapshotResponse is one part of a snapshot stream.
+ *
+ * @generated from message dlm.v1.SaveSnapshotResponse
+ */
+export type SaveSnapshotResponse = Message<"dlm.v1.SaveSnapshotResponse"> & {
+  /**
+   * Chunks first, then exactly one trailer.
+   *
+   * @generated from oneof dlm.v1.SaveSnapshotResponse.part
+   */
+  part: {
+    /**
+     * The next bytes of the snapshot.
+     *
+     * @generated from field: bytes chunk = 1;
+     */
+    value: Uint8Array;
+    case: "chunk";
+  } | {
+    /**
+     * The last message: what the chunks carried.
+     *
+     * @generated from field: dlm.v1.SnapshotTrailer trailer = 2;
+     */
+    value: SnapshotTrailer;
+    case: "trailer";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message dlm.v1.SaveSnapshotResponse.
+ * Use `create(SaveSnapshotResponseSchema)` to create a new message.
+ */
+export const SaveSnapshotResponseSchema: GenMessage<SaveSnapshotResponse> = /*@__PURE__*/
+  messageDesc(file_dlm_v1_cluster, 7);
+
+/**
+ * SnapshotTrailer describes the snapshot a stream carried, so the receiver
+ * can check it got every byte intact.
+ *
+ * @generated from message dlm.v1.SnapshotTrailer
+ */
+export type SnapshotTrailer = Message<"dlm.v1.SnapshotTrailer"> & {
+  /**
+   * The Raft index of the last entry the snapshot includes.
+   *
+   * @generated from field: uint64 index = 1;
+   */
+  index: bigint;
+
+  /**
+   * The Raft term of that entry.
+   *
+   * @generated from field: uint64 term = 2;
+   */
+  term: bigint;
+
+  /**
+   * The number of snapshot bytes in the chunks.
+   *
+   * @generated from field: uint64 size = 3;
+   */
+  size: bigint;
+
+  /**
+   * SHA-256 of the concatenated chunks.
+   *
+   * @generated from field: bytes sha256 = 4;
+   */
+  sha256: Uint8Array;
+};
+
+/**
+ * Describes the message dlm.v1.SnapshotTrailer.
+ * Use `create(SnapshotTrailerSchema)` to create a new message.
+ */
+export const SnapshotTrailerSchema: GenMessage<SnapshotTrailer> = /*@__PURE__*/
+  messageDesc(file_dlm_v1_cluster, 8);
+
+/**
  * ClusterService changes and shows the cluster's membership. Changes go
  * through the leader; a follower answers Unavailable with a NOT_LEADER
  * ErrorDetail naming the leader.
@@ -190,6 +285,23 @@ export const ClusterService: GenService<{
     methodKind: "unary";
     input: typeof ListMembersRequestSchema;
     output: typeof ListMembersResponseSchema;
+  },
+  /**
+   * SaveSnapshot streams a consistent snapshot of the whole replicated state
+   * (lock state, sessions and every file), taken by the leader after a
+   * barrier, so it holds every change committed before the call. The
+   * messages carry the snapshot's bytes in order; the last one carries a
+   * SnapshotTrailer instead. One snapshot at a time per node: a second call
+   * meanwhile gets ResourceExhausted (TOO_MANY_REQUESTS). The snapshot holds
+   * every session's secret: treat it, and the API that serves it, like the
+   * data folder.
+   *
+   * @generated from rpc dlm.v1.ClusterService.SaveSnapshot
+   */
+  saveSnapshot: {
+    methodKind: "server_streaming";
+    input: typeof SaveSnapshotRequestSchema;
+    output: typeof SaveSnapshotResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_dlm_v1_cluster, 0);

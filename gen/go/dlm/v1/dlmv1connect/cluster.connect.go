@@ -42,6 +42,9 @@ const (
 	// ClusterServiceListMembersProcedure is the fully-qualified name of the ClusterService's
 	// ListMembers RPC.
 	ClusterServiceListMembersProcedure = "/dlm.v1.ClusterService/ListMembers"
+	// ClusterServiceSaveSnapshotProcedure is the fully-qualified name of the ClusterService's
+	// SaveSnapshot RPC.
+	ClusterServiceSaveSnapshotProcedure = "/dlm.v1.ClusterService/SaveSnapshot"
 )
 
 // ClusterServiceClient is a client for the dlm.v1.ClusterService service.
@@ -53,6 +56,15 @@ type ClusterServiceClient interface {
 	RemoveMember(context.Context, *connect.Request[v1.RemoveMemberRequest]) (*connect.Response[v1.RemoveMemberResponse], error)
 	// ListMembers lists the members as the answering node knows them.
 	ListMembers(context.Context, *connect.Request[v1.ListMembersRequest]) (*connect.Response[v1.ListMembersResponse], error)
+	// SaveSnapshot streams a consistent snapshot of the whole replicated state
+	// (lock state, sessions and every file), taken by the leader after a
+	// barrier, so it holds every change committed before the call. The
+	// messages carry the snapshot's bytes in order; the last one carries a
+	// SnapshotTrailer instead. One snapshot at a time per node: a second call
+	// meanwhile gets ResourceExhausted (TOO_MANY_REQUESTS). The snapshot holds
+	// every session's secret: treat it, and the API that serves it, like the
+	// data folder.
+	SaveSnapshot(context.Context, *connect.Request[v1.SaveSnapshotRequest]) (*connect.ServerStreamForClient[v1.SaveSnapshotResponse], error)
 }
 
 // NewClusterServiceClient constructs a client for the dlm.v1.ClusterService service. By default, it
@@ -85,6 +97,12 @@ func NewClusterServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		saveSnapshot: connect.NewClient[v1.SaveSnapshotRequest, v1.SaveSnapshotResponse](
+			httpClient,
+			baseURL+ClusterServiceSaveSnapshotProcedure,
+			connect.WithSchema(clusterServiceMethods.ByName("SaveSnapshot")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -93,6 +111,7 @@ type clusterServiceClient struct {
 	addMember    *connect.Client[v1.AddMemberRequest, v1.AddMemberResponse]
 	removeMember *connect.Client[v1.RemoveMemberRequest, v1.RemoveMemberResponse]
 	listMembers  *connect.Client[v1.ListMembersRequest, v1.ListMembersResponse]
+	saveSnapshot *connect.Client[v1.SaveSnapshotRequest, v1.SaveSnapshotResponse]
 }
 
 // AddMember calls dlm.v1.ClusterService.AddMember.
@@ -110,6 +129,11 @@ func (c *clusterServiceClient) ListMembers(ctx context.Context, req *connect.Req
 	return c.listMembers.CallUnary(ctx, req)
 }
 
+// SaveSnapshot calls dlm.v1.ClusterService.SaveSnapshot.
+func (c *clusterServiceClient) SaveSnapshot(ctx context.Context, req *connect.Request[v1.SaveSnapshotRequest]) (*connect.ServerStreamForClient[v1.SaveSnapshotResponse], error) {
+	return c.saveSnapshot.CallServerStream(ctx, req)
+}
+
 // ClusterServiceHandler is an implementation of the dlm.v1.ClusterService service.
 type ClusterServiceHandler interface {
 	// AddMember adds a node (or changes a member's suffrage). A joining node
@@ -119,6 +143,15 @@ type ClusterServiceHandler interface {
 	RemoveMember(context.Context, *connect.Request[v1.RemoveMemberRequest]) (*connect.Response[v1.RemoveMemberResponse], error)
 	// ListMembers lists the members as the answering node knows them.
 	ListMembers(context.Context, *connect.Request[v1.ListMembersRequest]) (*connect.Response[v1.ListMembersResponse], error)
+	// SaveSnapshot streams a consistent snapshot of the whole replicated state
+	// (lock state, sessions and every file), taken by the leader after a
+	// barrier, so it holds every change committed before the call. The
+	// messages carry the snapshot's bytes in order; the last one carries a
+	// SnapshotTrailer instead. One snapshot at a time per node: a second call
+	// meanwhile gets ResourceExhausted (TOO_MANY_REQUESTS). The snapshot holds
+	// every session's secret: treat it, and the API that serves it, like the
+	// data folder.
+	SaveSnapshot(context.Context, *connect.Request[v1.SaveSnapshotRequest], *connect.ServerStream[v1.SaveSnapshotResponse]) error
 }
 
 // NewClusterServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -147,6 +180,12 @@ func NewClusterServiceHandler(svc ClusterServiceHandler, opts ...connect.Handler
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	clusterServiceSaveSnapshotHandler := connect.NewServerStreamHandler(
+		ClusterServiceSaveSnapshotProcedure,
+		svc.SaveSnapshot,
+		connect.WithSchema(clusterServiceMethods.ByName("SaveSnapshot")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/dlm.v1.ClusterService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ClusterServiceAddMemberProcedure:
@@ -155,6 +194,8 @@ func NewClusterServiceHandler(svc ClusterServiceHandler, opts ...connect.Handler
 			clusterServiceRemoveMemberHandler.ServeHTTP(w, r)
 		case ClusterServiceListMembersProcedure:
 			clusterServiceListMembersHandler.ServeHTTP(w, r)
+		case ClusterServiceSaveSnapshotProcedure:
+			clusterServiceSaveSnapshotHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -174,4 +215,8 @@ func (UnimplementedClusterServiceHandler) RemoveMember(context.Context, *connect
 
 func (UnimplementedClusterServiceHandler) ListMembers(context.Context, *connect.Request[v1.ListMembersRequest]) (*connect.Response[v1.ListMembersResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dlm.v1.ClusterService.ListMembers is not implemented"))
+}
+
+func (UnimplementedClusterServiceHandler) SaveSnapshot(context.Context, *connect.Request[v1.SaveSnapshotRequest], *connect.ServerStream[v1.SaveSnapshotResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("dlm.v1.ClusterService.SaveSnapshot is not implemented"))
 }
