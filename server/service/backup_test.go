@@ -66,4 +66,3 @@ func TestSaveSnapshotStream(t *testing.T) {
 		})
 	}
 }
-
