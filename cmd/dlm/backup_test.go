@@ -255,7 +255,8 @@ func TestSnapshotSaveUnderLoadAndRestore(t *testing.T) {
 		len(before), len(lw.ackedBefore(saved))-len(before), lw.count())
 
 	data := filepath.Join(t.TempDir(), "restored")
-	cliMust(t, "", "snapshot", "restore", path, "--data", data)
+	const bump = 1000000
+	cliMust(t, "", "snapshot", "restore", path, "--data", data, "--bump-index", fmt.Sprint(bump))
 	srv := startServer(t, freeAddr(t), data)
 	restored := readFiles(t, ctx, srv.url(), "file_0", "file_1", "file_2", "file_3")
 	n := checkSections(t, restored, writers, before)
@@ -280,9 +281,16 @@ func TestSnapshotSaveUnderLoadAndRestore(t *testing.T) {
 		}
 	}
 
-	// The restored service takes new sections, with tokens past the saved ones.
+	// The restored service takes new sections, with tokens past any the
+	// original cluster issued (--bump-index).
 	cl := newClient(t, ctx, srv.url(), "after")
-	section(t, ctx, cl, "after;")
+	r := runSection(ctx, cl, appendsOf("after;", 1, "file_0"), nil)
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if last := c.commitIndex(c.awaitLeader()); r.token <= bump || r.token <= last {
+		t.Fatalf("token %d after a restore with --bump-index %d; the original cluster is at index %d", r.token, bump, last)
+	}
 	if got := readFile(t, srv.url(), "file_0"); !strings.HasSuffix(got, "after;") {
 		t.Fatalf("file_0 after a new section ends %q", got[max(len(got)-20, 0):])
 	}

@@ -171,6 +171,7 @@ func runSnapshotRestore(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.ID, "id", "", "the new node's id (default: node1, or required with --peers)")
 	fs.StringVar(&cfg.RaftAddr, "raft", "", "the new node's Raft address (for a node others will join)")
 	peers := fs.String("peers", "", "a fixed cluster to boot: id=raftaddr,… (restore each member from the same file)")
+	bump := fs.Uint64("bump-index", 0, "start the new log this many entries past the saved index, so that fencing tokens the old cluster issued after the save are never issued again (give every member the same value)")
 	path, err := parseWithFile(fs, args)
 	if err != nil {
 		return err
@@ -196,12 +197,15 @@ func runSnapshotRestore(args []string, stdout, stderr io.Writer) error {
 	if _, err := fh.Seek(int64(headerLen), io.SeekStart); err != nil {
 		return err
 	}
-	cfg.Index, cfg.RaftLog = h.Index, stderr
+	if h.Index+*bump < h.Index {
+		return errors.New("snapshot restore: --bump-index is too large")
+	}
+	cfg.Index, cfg.RaftLog = h.Index+*bump, stderr
 	res, err := node.Restore(cfg, io.LimitReader(fh, h.Size))
 	if err != nil {
 		return fmt.Errorf("snapshot restore: %w", err)
 	}
-	fmt.Fprintf(stdout, "restored %s (index %d) into %s: the new log starts after index %d; %d saved sessions ended\n", path, h.Index, cfg.DataDir, res.Index, res.EndedSessions)
+	fmt.Fprintf(stdout, "restored %s (saved at index %d) into %s: the new log starts after index %d; %d saved sessions ended\n", path, h.Index, cfg.DataDir, res.Index, res.EndedSessions)
 	var members []string
 	for _, m := range res.Members {
 		members = append(members, m.ID+"="+m.RaftAddr)

@@ -29,7 +29,9 @@ type RestoreConfig struct {
 	// Peers is the whole new cluster, this node among them; empty means this
 	// node alone.
 	Peers []Peer
-	// Index is the index of the last entry the saved snapshot includes.
+	// Index is where the snapshot is laid: the index of the last entry it
+	// includes, or more, to keep new fencing tokens past any the old cluster
+	// issued after the save.
 	Index uint64
 	// RaftLog receives hashicorp/raft's warnings; nil means standard error.
 	RaftLog io.Writer
@@ -57,8 +59,8 @@ type Restored struct {
 // after the save must not continue its session on state that forgot part of
 // it, committing half a critical section or replaying answers.
 //
-// The snapshot is laid with Raft's own FileSnapshotStore, at the saved index
-// (so fencing tokens keep growing past every token in the saved state) and at
+// The snapshot is laid with Raft's own FileSnapshotStore, at cfg.Index (so
+// fencing tokens keep growing past every token in the saved state) and at
 // term 1: the new cluster starts its terms afresh, as etcd's restore does, so
 // no node's current term is ever below the term of its last entry.
 func Restore(cfg RestoreConfig, snapshot io.Reader) (Restored, error) {
