@@ -6,10 +6,12 @@ package main
 // the other two were killed and wiped.
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -241,6 +243,27 @@ func TestSnapshotSaveUnderLoadAndRestore(t *testing.T) {
 		t.Fatalf("SaveSnapshot at a follower: %v (detail %v), want Unavailable NOT_LEADER naming %s", err, d, leader.url())
 	}
 
+	// Some megabytes in file_9 first, so the snapshot streams in many chunks
+	// and copies the files while the writers append.
+	big := make([]byte, 4<<20)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range big {
+		big[i] = byte(rng.Uint32())
+	}
+	filler := c.newClient(ctx, "filler")
+	lk, err := filler.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < len(big); i += 1 << 20 {
+		if err := lk.Append(ctx, "file_9", big[i:i+1<<20]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := lk.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+
 	const writers = 3
 	lw := startWriters(t, ctx, c.urls(), writers)
 	lw.awaitAcked(t, 20)
@@ -259,6 +282,9 @@ func TestSnapshotSaveUnderLoadAndRestore(t *testing.T) {
 	cliMust(t, "", "snapshot", "restore", path, "--data", data, "--bump-index", fmt.Sprint(bump))
 	srv := startServer(t, freeAddr(t), data)
 	restored := readFiles(t, ctx, srv.url(), "file_0", "file_1", "file_2", "file_3")
+	if nine := readFiles(t, ctx, srv.url(), "file_9")["file_9"]; !bytes.Equal(nine, big) {
+		t.Fatalf("file_9 restored with %d bytes, not the %d written", len(nine), len(big))
+	}
 	n := checkSections(t, restored, writers, before)
 	if n < len(before) {
 		t.Fatalf("%d sections restored, %d acknowledged before the save", n, len(before))
