@@ -519,6 +519,9 @@ func TestRecoverFromOneSurvivor(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if _, _, err := cliRun(t, "", "recover", "--data", survivor.data); err == nil || !strings.Contains(err.Error(), "running") {
+		t.Fatalf("recover of a running node: %v, want a refusal", err)
+	}
 	survivor.kill9()
 	lw.halt(t)
 	acked := lw.ackedBefore(time.Now())
