@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	raftlogv1 "github.com/dlm/dlm/gen/go/dlm/raftlog/v1"
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
 	"github.com/dlm/dlm/server/node"
 	"github.com/dlm/dlm/server/servertest"
@@ -138,5 +140,60 @@ func TestRestoreRefusals(t *testing.T) {
 	}
 	if _, err := node.Restore(node.RestoreConfig{DataDir: dir, Index: info.Index}, bytes.NewReader(b)); err == nil {
 		t.Fatal("a second restore into the same folder succeeded")
+	}
+}
+
+// A restore into an existing empty folder (a mount point, say) fills it, and
+// a node started on it serves the saved files.
+func TestRestoreIntoEmptyFolder(t *testing.T) {
+	src := servertest.Start(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := src.Node.AwaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ses, err := src.Node.OpenSession(ctx, 0, "writer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caller := func(seq uint64) *raftlogv1.Caller {
+		return &raftlogv1.Caller{ClientId: ses.ClientID, Secret: ses.Secret, Seq: seq}
+	}
+	g, err := src.Node.Acquire(ctx, caller(1), false, time.Second)
+	if err != nil || !g.Granted {
+		t.Fatalf("acquire: %+v %v", g, err)
+	}
+	if _, err := src.Node.Append(ctx, caller(2), g.Token, "file_7", []byte("restored bytes")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.Node.Release(ctx, caller(3), g.Token, false); err != nil {
+		t.Fatal(err)
+	}
+	info, b, err := saveBytes(ctx, src.Node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	res, err := node.Restore(node.RestoreConfig{DataDir: dir, Index: info.Index}, bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.EndedSessions != 1 {
+		t.Fatalf("%d sessions ended, want 1", res.EndedSessions)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 3 {
+		t.Fatalf("restored folder holds %v, want files, node-id and raft", entries)
+	}
+	dst := servertest.Start(t, &node.Config{DataDir: dir})
+	if err := dst.Node.AwaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	data, _, _, err := dst.Node.ReadFile(ctx, "file_7", 0, 0)
+	if err != nil || string(data) != "restored bytes" {
+		t.Fatalf("file_7 = %q, %v", data, err)
+	}
+	onDisk, err := os.ReadFile(filepath.Join(dir, "files", "file_7"))
+	if err != nil || string(onDisk) != "restored bytes" {
+		t.Fatalf("file_7 on disk = %q, %v", onDisk, err)
 	}
 }

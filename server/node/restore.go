@@ -51,7 +51,7 @@ type Restored struct {
 // folder from which `dlm serve` boots a new cluster. The caller checks the
 // snapshot's integrity first; Restore decodes it in full (the state and every
 // file) before anything appears at cfg.DataDir, which is filled by renaming a
-// finished folder into place.
+// finished folder (or its entries) into place.
 //
 // A restore rewinds the service to the moment of the save, so every session
 // of the saved state is ended, as on lease expiry (held locks are revoked,
@@ -68,11 +68,19 @@ func Restore(cfg RestoreConfig, snapshot io.Reader) (Restored, error) {
 	if err := emptyOrAbsent(cfg.DataDir); err != nil {
 		return out, err
 	}
-	parent := filepath.Dir(filepath.Clean(cfg.DataDir))
-	if err := os.MkdirAll(parent, 0o755); err != nil {
+	// The folder is built beside its place, or inside it when it exists (it
+	// may be a mount point: another file system, which cannot be renamed
+	// over), then moved into place.
+	_, statErr := os.Stat(cfg.DataDir)
+	exists := statErr == nil
+	base := filepath.Dir(filepath.Clean(cfg.DataDir))
+	if exists {
+		base = cfg.DataDir
+	}
+	if err := os.MkdirAll(base, 0o755); err != nil {
 		return out, fmt.Errorf("node: restore: %w", err)
 	}
-	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(cfg.DataDir)+".restoring-")
+	tmp, err := os.MkdirTemp(base, "."+filepath.Base(cfg.DataDir)+".restoring-")
 	if err != nil {
 		return out, fmt.Errorf("node: restore: %w", err)
 	}
@@ -135,14 +143,41 @@ func Restore(cfg RestoreConfig, snapshot io.Reader) (Restored, error) {
 	if err := syncTree(tmp); err != nil {
 		return out, fmt.Errorf("node: restore: %w", err)
 	}
-	// An empty folder is replaced too: rename(2) allows that for directories.
-	if err := os.Rename(tmp, cfg.DataDir); err != nil {
+	if err := putInPlace(tmp, cfg.DataDir, exists); err != nil {
 		return out, fmt.Errorf("node: restore: put the data folder in place: %w", err)
 	}
 	done = true
 	return out, nil
 }
 
+// putInPlace moves the finished folder tmp to dir: one rename when dir did
+// not exist; else tmp is inside dir, and its entries move up one by one,
+// raft/ last, so that a folder without raft/ (no Raft state) is never taken
+// for a restored one. A failure takes back what moved.
+func putInPlace(tmp, dir string, exists bool) error {
+	if !exists {
+		return os.Rename(tmp, dir)
+	}
+	var moved []string
+	for _, name := range []string{"files", "node-id", "raft"} {
+		if err := os.Rename(filepath.Join(tmp, name), filepath.Join(dir, name)); err != nil {
+			for _, m := range moved {
+				os.RemoveAll(m)
+			}
+			return err
+		}
+		moved = append(moved, filepath.Join(dir, name))
+	}
+	if err := os.Remove(tmp); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
 // endSessions expires every session through the state machine, each expiry
 // an entry after *index, and returns how many it ended. Expiring a holder
 // grants the lock to the next waiter, whose session is ended in turn.
