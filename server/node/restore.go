@@ -178,6 +178,7 @@ func putInPlace(tmp, dir string, exists bool) error {
 	defer d.Close()
 	return d.Sync()
 }
+
 // endSessions expires every session through the state machine, each expiry
 // an entry after *index, and returns how many it ended. Expiring a holder
 // grants the lock to the next waiter, whose session is ended in turn.
