@@ -342,6 +342,23 @@ func TestSnapshotRestoreFixedCluster(t *testing.T) {
 	if err := lk.Append(ctx, "file_0", []byte("staged")); err != nil {
 		t.Fatal(err)
 	}
+	// C4 waits in the queue behind it: ending C2's session grants C4 the
+	// lock, and C4's session must end too.
+	c4 := newClient(t, ctx, src.url(), "C4")
+	waitCtx, stopWaiting := context.WithCancel(ctx)
+	defer stopWaiting()
+	go c4.Acquire(waitCtx)
+	srcReader, err := client.NewReader([]string{src.url()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pollUntil(t, 10*time.Second, "C4 queued", func() (bool, string) {
+		st, err := srcReader.Status(ctx, true)
+		if err != nil {
+			return false, err.Error()
+		}
+		return len(st.GetLock().GetQueue()) == 1, fmt.Sprint(st.GetLock())
+	})
 	path := filepath.Join(t.TempDir(), "backup.snap")
 	saveSnapshot(t, path, src.url())
 
@@ -386,8 +403,8 @@ func TestSnapshotRestoreFixedCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h := st.GetLock().GetHolder(); h != 0 || len(st.GetSessions()) != 0 || len(st.GetMembers()) != 3 {
-		t.Fatalf("restored cluster: holder %d, sessions %v, members %v; want no holder, no session, 3 members", h, st.GetSessions(), st.GetMembers())
+	if h := st.GetLock().GetHolder(); h != 0 || len(st.GetLock().GetQueue()) != 0 || len(st.GetSessions()) != 0 || len(st.GetMembers()) != 3 {
+		t.Fatalf("restored cluster: holder %d, queue %v, sessions %v, members %v; want no holder, no queue, no session, 3 members", h, st.GetLock().GetQueue(), st.GetSessions(), st.GetMembers())
 	}
 	if got := c.readFile(ctx, "file_0"); got != "AB" {
 		t.Fatalf("file_0 = %q, want AB (the staged append of an ended session is not committed)", got)
