@@ -3,6 +3,8 @@ package node_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -50,8 +52,12 @@ func (s *rawSession) acquire(ctx context.Context, waitMs uint32) (*dlmv1.LockAcq
 
 func (s *rawSession) append(ackedBelow uint64) error {
 	s.seq++
+	return s.appendSeq(s.seq, ackedBelow)
+}
+
+func (s *rawSession) appendSeq(seq, ackedBelow uint64) error {
 	_, err := s.api.AppendFile(s.t.Context(), connect.NewRequest(&dlmv1.AppendFileRequest{
-		ClientId: s.id, Secret: s.secret, Seq: s.seq, AckedBelow: ackedBelow,
+		ClientId: s.id, Secret: s.secret, Seq: seq, AckedBelow: ackedBelow,
 		Token: s.token, File: "file_0", Data: []byte("x"),
 	}))
 	return err
@@ -63,14 +69,47 @@ func (s *rawSession) keepAlive() error {
 }
 
 // fill makes appends without acknowledging until the session holds as many
-// unacknowledged outcomes as the service keeps.
+// unacknowledged outcomes as the service keeps. Several at a time, so that
+// Raft batches them: the test stays short on a busy machine.
 func (s *rawSession) fill() {
 	s.t.Helper()
-	for s.seq < uint64(lockstate.DefaultLimits.MaxOutstanding) {
-		if err := s.append(0); err != nil {
-			s.t.Fatalf("append seq %d: %v", s.seq, err)
-		}
+	const workers = 8
+	last := uint64(lockstate.DefaultLimits.MaxOutstanding)
+	seqs := make(chan uint64)
+	errs := make(chan error, workers)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for seq := range seqs {
+				if err := s.appendSeq(seq, 0); err != nil {
+					errs <- fmt.Errorf("append seq %d: %w", seq, err)
+					return
+				}
+			}
+		}()
 	}
+	func() {
+		defer close(seqs)
+		for seq := s.seq + 1; seq <= last; seq++ {
+			select {
+			case seqs <- seq:
+			case err := <-errs:
+				s.t.Error(err)
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		s.t.Error(err)
+	}
+	if s.t.Failed() {
+		s.t.FailNow()
+	}
+	s.seq = last
 }
 
 func reasonOf(err error) dlmv1.ErrorReason {
@@ -107,6 +146,16 @@ func TestSaturatedSessionLosesTheLock(t *testing.T) {
 	if g, err := holder.acquire(t.Context(), 1000); err != nil || !g.GetGranted() {
 		t.Fatalf("first acquire = %v, %v; want granted", g, err)
 	}
+	holder.fill()
+	saturatedAt := time.Now()
+	if err := holder.keepAlive(); err == nil {
+		t.Fatal("a keepalive of a saturated session was accepted")
+	} else {
+		wantTooMany(t, "keepalive of a saturated session", err)
+	}
+	wantTooMany(t, "append of a saturated session", holder.append(0))
+	holder.seq-- // refused, not recorded: the number is free
+
 	waiter := openRaw(t, api, 30_000)
 	type acquired struct {
 		g   *dlmv1.LockAcquireResponse
@@ -126,16 +175,6 @@ func TestSaturatedSessionLosesTheLock(t *testing.T) {
 		}
 		granted <- acquired{nil, errors.New("not granted after 30 polls")}
 	}()
-
-	holder.fill()
-	saturatedAt := time.Now()
-	if err := holder.keepAlive(); err == nil {
-		t.Fatal("a keepalive of a saturated session was accepted")
-	} else {
-		wantTooMany(t, "keepalive of a saturated session", err)
-	}
-	wantTooMany(t, "append of a saturated session", holder.append(0))
-	holder.seq-- // refused, not recorded: the number is free
 
 	a := <-granted
 	if a.err != nil || !a.g.GetGranted() {
