@@ -209,7 +209,9 @@ func (lk *Lock) abandon(err error) {
 // Append stages data for appending to file ("file_0" to "file_99"). The
 // data reaches the file when the lock is released, and never if the grant
 // is lost first. Repeating an Append that failed with ErrUnavailable (same
-// file, same data) is safe: it is applied at most once.
+// file, same data) is safe: it is applied at most once. Any other call under
+// the grant, or the grant's end, gives the failed request up for good: the
+// service then refuses any late copy of it.
 func (lk *Lock) Append(ctx context.Context, file string, data []byte) error {
 	lk.opMu.Lock()
 	defer lk.opMu.Unlock()
@@ -484,7 +486,9 @@ func (c *Client) releaseToken(ctx context.Context, s *session, token uint64) {
 // WithLock acquires the lock, runs fn under it, and releases the lock
 // (committing fn's appends) when fn returns nil, or aborts it (discarding
 // them) when fn returns an error, which WithLock then returns. fn's context
-// is cancelled if the grant is lost while fn runs.
+// is cancelled if the grant is lost while fn runs. If the release runs out
+// of retries (ErrUnavailable: it may or may not have committed), WithLock
+// gives the grant up, so the next Acquire works and gets a fresh grant.
 func (c *Client) WithLock(ctx context.Context, fn func(ctx context.Context, lk *Lock) error) error {
 	lk, err := c.Acquire(ctx)
 	if err != nil {

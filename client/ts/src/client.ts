@@ -445,7 +445,9 @@ export class Client extends Reader {
    * withLock acquires the lock, runs fn under it, and releases the lock
    * (committing fn's appends) when fn resolves, or aborts it (discarding
    * them) when fn throws, and rethrows. fn's signal aborts if the grant is
-   * lost while fn runs.
+   * lost while fn runs. If the release runs out of retries (UnavailableError:
+   * it may or may not have committed), withLock gives the grant up, so the
+   * next acquire works and gets a fresh grant.
    */
   async withLock<T>(fn: (lock: Lock, signal: AbortSignal) => Promise<T>, opts: AcquireOptions = {}): Promise<T> {
     const lk = await this.acquire(opts);

@@ -222,7 +222,9 @@ export class Lock extends EventTarget {
    * ("file_0" to "file_99"). The data reaches the file when the lock is
    * released, and never if the grant is lost first. Repeating an append that
    * failed with UnavailableError or AbortedError (same file, same data) is
-   * safe: it is applied at most once.
+   * safe: it is applied at most once. Any other call under the grant, or the
+   * grant's end, gives the failed request up for good: the service then
+   * refuses any late copy of it.
    */
   append(file: string, data: string | Uint8Array, opts: CallOptions = {}): Promise<void> {
     const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
