@@ -60,7 +60,9 @@ func otherGetsTheLock(t *testing.T, c *peer) {
 // refused with TOO_MANY_REQUESTS while keepalives keep the lock held.
 func TestAbandonedAppendDoesNotWedgeTheSession(t *testing.T) {
 	srv := servertest.Start(t, nil)
-	c1 := newPeer(t, srv, client.WithLease(400*time.Millisecond), client.WithAttemptTimeout(200*time.Millisecond))
+	// The lease is short enough for the outage to outlast it, and long
+	// enough that the cycles on a busy machine never lose the lock.
+	c1 := newPeer(t, srv, client.WithLease(2*time.Second))
 	c2 := newPeer(t, srv)
 	id := c1.ClientID()
 
