@@ -76,6 +76,12 @@ func (c *Client) keepAliveOnce(ctx context.Context) bool {
 		s.markExpired()
 		c.loseGrant(s, &sessionGoneError{newError(err)}, true)
 		return true
+	case dlmv1.ErrorReason_ERROR_REASON_TOO_MANY_REQUESTS:
+		// The service renews no lease of a session that cannot make
+		// progress: it expires within a lease, and its grant with it.
+		c.log.Warn("dlm: the service refuses to renew the session", "client_id", s.id, "err", err)
+		c.loseGrant(s, fmt.Errorf("%w: %w", ErrLockExpired, newError(err)), false)
+		return false
 	}
 	c.log.Debug("dlm: keepalive failed", "client_id", s.id, "endpoint", u, "err", err)
 	if retryable(err) {

@@ -44,14 +44,16 @@ type Lock struct {
 	cancel context.CancelCauseFunc
 	lost   chan struct{}
 
-	// opMu keeps the requests made under the grant in order and guards
-	// pending.
-	opMu    sync.Mutex
-	pending *pendingOp
+	// opMu keeps the requests made under the grant in order.
+	opMu sync.Mutex
 
 	mu    sync.Mutex
 	state lockState
 	gone  bool // the service said the grant is gone
+	// pending is kept only while the grant is held: once it ended, nothing
+	// repeats the request, and a number left in flight would hold the
+	// session's acknowledgement back for good.
+	pending *pendingOp
 }
 
 // pendingOp is a request whose outcome stayed unknown when its retries ran
@@ -88,6 +90,7 @@ func (lk *Lock) end(state lockState, cause error) bool {
 		return false
 	}
 	lk.state = state
+	lk.dropPending()
 	// Cancel first: whoever sees Lost closed must find the cause set.
 	lk.cancel(cause)
 	if state == stateLost {
@@ -156,22 +159,59 @@ func (lk *Lock) isGone() bool {
 // reuse returns the pending request if op repeats it; otherwise it gives
 // the pending request up for good.
 func (lk *Lock) reuse(op pendingOp) *pendingOp {
+	lk.mu.Lock()
+	defer lk.mu.Unlock()
 	p := lk.pending
-	lk.pending = nil
-	if p == nil {
-		return nil
-	}
-	if p.release == op.release && (p.release || p.file == op.file && bytes.Equal(p.data, op.data)) {
+	if p != nil && p.release == op.release && (p.release || p.file == op.file && bytes.Equal(p.data, op.data)) {
+		lk.pending = nil
 		return p
 	}
-	lk.s.end(p.seq)
+	lk.dropPending()
 	return nil
+}
+
+// keep records a request whose outcome stayed unknown, so that a repeat
+// reuses its number. If the grant ended meanwhile there will be no repeat:
+// the number is given up at once.
+func (lk *Lock) keep(op pendingOp) {
+	lk.mu.Lock()
+	defer lk.mu.Unlock()
+	lk.dropPending()
+	if lk.state != stateHeld {
+		lk.s.end(op.seq)
+		return
+	}
+	lk.pending = &op
+}
+
+// dropPending gives up the pending request for good. Its number is never
+// sent again, so the session's acknowledgement moves past it and the
+// service refuses any late copy of it (SEQUENCE_ACKNOWLEDGED): whether or
+// not it was applied, it is applied at most once. lk.mu must be held.
+func (lk *Lock) dropPending() {
+	if lk.pending != nil {
+		lk.s.end(lk.pending.seq)
+		lk.pending = nil
+	}
+}
+
+// abandon gives up a grant whose Release or Abort ran out of retries when
+// nobody can repeat it (WithLock returns without handing the Lock out): a
+// Lock left held would keep its request's number in flight, and the client
+// could not acquire again. The next Acquire, or the keepalive, asks the
+// service to drop the grant if it still stands.
+func (lk *Lock) abandon(err error) {
+	if r := new(retryError); errors.As(err, &r) {
+		lk.markLost(fmt.Errorf("%w: the outcome of ending the critical section is unknown: %w", ErrLockExpired, err), false)
+	}
 }
 
 // Append stages data for appending to file ("file_0" to "file_99"). The
 // data reaches the file when the lock is released, and never if the grant
 // is lost first. Repeating an Append that failed with ErrUnavailable (same
-// file, same data) is safe: it is applied at most once.
+// file, same data) is safe: it is applied at most once. Any other call under
+// the grant, or the grant's end, gives the failed request up for good: the
+// service then refuses any late copy of it.
 func (lk *Lock) Append(ctx context.Context, file string, data []byte) error {
 	lk.opMu.Lock()
 	defer lk.opMu.Unlock()
@@ -193,7 +233,7 @@ func (lk *Lock) Append(ctx context.Context, file string, data []byte) error {
 	}, func(seq uint64) {
 		op.seq = seq
 		op.data = bytes.Clone(data)
-		lk.pending = &op
+		lk.keep(op)
 	})
 	return lk.failed(err)
 }
@@ -257,7 +297,7 @@ func (lk *Lock) release(ctx context.Context, abort bool) error {
 		return err
 	}, func(seq uint64) {
 		op.seq = seq
-		lk.pending = &op
+		lk.keep(op)
 	})
 	if err == nil {
 		lk.end(stateReleased, errReleased)
@@ -446,7 +486,9 @@ func (c *Client) releaseToken(ctx context.Context, s *session, token uint64) {
 // WithLock acquires the lock, runs fn under it, and releases the lock
 // (committing fn's appends) when fn returns nil, or aborts it (discarding
 // them) when fn returns an error, which WithLock then returns. fn's context
-// is cancelled if the grant is lost while fn runs.
+// is cancelled if the grant is lost while fn runs. If the release runs out
+// of retries (ErrUnavailable: it may or may not have committed), WithLock
+// gives the grant up, so the next Acquire works and gets a fresh grant.
 func (c *Client) WithLock(ctx context.Context, fn func(ctx context.Context, lk *Lock) error) error {
 	lk, err := c.Acquire(ctx)
 	if err != nil {
@@ -461,8 +503,11 @@ func (c *Client) WithLock(ctx context.Context, fn func(ctx context.Context, lk *
 	if err := fn(fctx, lk); err != nil {
 		if aerr := lk.Abort(context.WithoutCancel(ctx)); aerr != nil {
 			c.log.Warn("dlm: abort after a failed critical section", "token", lk.token, "err", aerr)
+			lk.abandon(aerr)
 		}
 		return err
 	}
-	return lk.Release(context.WithoutCancel(ctx))
+	err = lk.Release(context.WithoutCancel(ctx))
+	lk.abandon(err)
+	return err
 }

@@ -528,6 +528,16 @@ func (m *Machine) Authenticate(id uint64, secret string) dlmv1.ErrorReason {
 	return r
 }
 
+// Saturated reports whether the session's table of unacknowledged outcomes
+// is full, so that it can change nothing until a request acknowledges some
+// of them. A client that keeps its acknowledgement moving is never here; one
+// whose acknowledgement is stuck stays here for good, and the leader stops
+// renewing its lease so that it cannot keep the lock forever.
+func (m *Machine) Saturated(id uint64) bool {
+	s, ok := m.sessions[id]
+	return ok && len(s.outcomes) >= m.limits.MaxOutstanding
+}
+
 // HeldToken is the token of the grant the session holds, or 0.
 func (m *Machine) HeldToken(id uint64) uint64 {
 	if l := m.locks[DefaultLock]; l.holder == id {

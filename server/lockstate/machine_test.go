@@ -193,19 +193,38 @@ func TestAtMostOnce(t *testing.T) {
 		limits: lockstate.Limits{Files: 100, MaxOutstanding: 3},
 		steps: then(opens(1),
 			step{idx: 2, now: 2000, cmd: acquireCmd(c(1, 1)), want: grantedNow(1, 1, 2)},
-			step{idx: 3, now: 3000, cmd: appendCmd(c(1, 2), 2, "file_0", "a"), want: staged(1, 1)},
-			step{idx: 4, now: 4000, cmd: appendCmd(c(1, 3), 2, "file_0", "b"), want: staged(2, 2)},
-			step{idx: 5, now: 5000, cmd: appendCmd(c(1, 4), 2, "file_0", "c"), want: fails(rTooMany), effect: noEffect},
+			step{idx: 3, now: 3000, cmd: appendCmd(c(1, 2), 2, "file_0", "a"), want: staged(1, 1), check: saturated(1, false)},
+			step{idx: 4, now: 4000, cmd: appendCmd(c(1, 3), 2, "file_0", "b"), want: staged(2, 2), check: saturated(1, true)},
+			step{idx: 5, now: 5000, cmd: appendCmd(c(1, 4), 2, "file_0", "c"), want: fails(rTooMany), effect: noEffect, check: saturated(1, true)},
 			// Refused, not recorded: the retry is refused again.
 			step{idx: 6, now: 6000, cmd: appendCmd(c(1, 4), 2, "file_0", "c"), want: fails(rTooMany), effect: noEffect},
 			step{idx: 7, now: 7000, cmd: releaseCmd(c(1, 4), 2), want: fails(rTooMany), effect: noEffect},
 			// Acknowledging frees room; the same sequence now runs.
-			step{idx: 8, now: 8000, cmd: appendCmd(cAck(1, 4, 3), 2, "file_0", "c"), want: staged(3, 3), check: outcomeSeqs(1, 3, 3, 4)},
+			step{idx: 8, now: 8000, cmd: appendCmd(cAck(1, 4, 3), 2, "file_0", "c"), want: staged(3, 3), check: both(outcomeSeqs(1, 3, 3, 4), saturated(1, false))},
 			// A repeat of a recorded request is answered even when the table is full.
-			step{idx: 9, now: 9000, cmd: appendCmd(c(1, 5), 2, "file_0", "d"), want: staged(4, 4)},
+			step{idx: 9, now: 9000, cmd: appendCmd(c(1, 5), 2, "file_0", "d"), want: staged(4, 4), check: both(saturated(1, true), saturated(2, false))},
 			step{idx: 10, now: 10_000, cmd: appendCmd(c(1, 5), 2, "file_0", "d"), want: staged(4, 4), effect: noEffect},
 		),
 	}})
+}
+
+// saturated checks whether the session's outcome table is full.
+func saturated(id uint64, want bool) func(*testing.T, *lockstate.Machine) {
+	return func(t *testing.T, m *lockstate.Machine) {
+		t.Helper()
+		if got := m.Saturated(id); got != want {
+			t.Errorf("Saturated(%d) = %v, want %v", id, got, want)
+		}
+	}
+}
+
+// both runs two checks.
+func both(a, b func(*testing.T, *lockstate.Machine)) func(*testing.T, *lockstate.Machine) {
+	return func(t *testing.T, m *lockstate.Machine) {
+		t.Helper()
+		a(t, m)
+		b(t, m)
+	}
 }
 
 // outcomeSeqs checks the session's acknowledged mark and the sequences of

@@ -48,18 +48,23 @@ func (n *Node) KeepAlive(id uint64, secret string) (time.Duration, uint64, error
 		return 0, 0, err
 	}
 	var (
-		reason dlmv1.ErrorReason
-		info   lockstate.SessionInfo
-		token  uint64
+		reason    dlmv1.ErrorReason
+		info      lockstate.SessionInfo
+		token     uint64
+		saturated bool
 	)
 	n.fsm.View(func(m *lockstate.Machine) {
 		if reason = m.Authenticate(id, secret); reason == dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
 			info, _ = m.Session(id)
 			token = m.HeldToken(id)
+			saturated = m.Saturated(id)
 		}
 	})
 	if err := reasonError(reason); err != nil {
 		return 0, 0, err
+	}
+	if saturated {
+		return 0, 0, saturatedError()
 	}
 	length := time.Duration(info.LeaseMs) * time.Millisecond
 	if !n.leases.renew(time.Now(), id, length) {
@@ -69,13 +74,14 @@ func (n *Node) KeepAlive(id uint64, secret string) (time.Duration, uint64, error
 }
 
 // touch renews the lease of a session that just made a call: any call is
-// proof of life.
+// proof of life, but not of progress, so a saturated session is not renewed.
 func (n *Node) touch(c *raftlogv1.Caller) {
 	var info lockstate.SessionInfo
 	var ok bool
 	n.fsm.View(func(m *lockstate.Machine) {
 		if m.Authenticate(c.GetClientId(), c.GetSecret()) == dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
 			info, ok = m.Session(c.GetClientId())
+			ok = ok && !m.Saturated(c.GetClientId())
 		}
 	})
 	if ok {

@@ -1,6 +1,6 @@
 import { Code } from "@connectrpc/connect";
 
-import type { ReadFileResponse, StatusResponse } from "./api.js";
+import { ErrorReason, type ReadFileResponse, type StatusResponse } from "./api.js";
 import {
   AbortedError,
   ClosedError,
@@ -297,21 +297,38 @@ export class Client extends Reader {
         code: Code.FailedPrecondition,
       });
     }
+    const stale = this.held?.stale ? this.held : undefined;
     const sc = scope([opts.signal], opts.timeoutMs);
     const deadline = opts.timeoutMs === undefined ? undefined : Date.now() + opts.timeoutMs;
     this.acquiring++;
     this.changes++;
     try {
+      if (stale !== undefined) {
+        // A grant lost only for want of answers may still stand: asking
+        // again would be granted it back, with the appends staged before
+        // the loss. Give it up first.
+        await this.releaseToken(stale.session, stale.token);
+      }
       for (let renewals = 0; ; renewals++) {
         const s = await this.liveSession(sc.signal);
+        let lk: Lock;
         try {
-          return await this.acquireIn(s, tryOnly, sc.signal, deadline);
+          lk = await this.acquireIn(s, tryOnly, sc.signal, deadline);
         } catch (err) {
           if (err instanceof SessionExpiredError && renewals < maxRenewals && !sc.signal.aborted) {
             continue;
           }
           throw err;
         }
+        if (stale !== undefined && lk.token === stale.token && renewals < maxRenewals) {
+          // The give-up did not get through and the old grant came back:
+          // drop it and ask for a fresh one.
+          lk.end("released", new LockReleasedError("dlm: lock released"));
+          this.forget(lk);
+          await this.releaseToken(stale.session, stale.token);
+          continue;
+        }
+        return lk;
       }
     } finally {
       sc.dispose();
@@ -428,7 +445,9 @@ export class Client extends Reader {
    * withLock acquires the lock, runs fn under it, and releases the lock
    * (committing fn's appends) when fn resolves, or aborts it (discarding
    * them) when fn throws, and rethrows. fn's signal aborts if the grant is
-   * lost while fn runs.
+   * lost while fn runs. If the release runs out of retries (UnavailableError:
+   * it may or may not have committed), withLock gives the grant up, so the
+   * next acquire works and gets a fresh grant.
    */
   async withLock<T>(fn: (lock: Lock, signal: AbortSignal) => Promise<T>, opts: AcquireOptions = {}): Promise<T> {
     const lk = await this.acquire(opts);
@@ -441,6 +460,7 @@ export class Client extends Reader {
         await lk.abort();
       } catch (aerr) {
         this.log.warn("dlm: abort after a failed critical section", { token: lk.token, err: String(aerr) });
+        await this.abandon(lk, aerr);
       }
       throw err;
     } finally {
@@ -448,8 +468,29 @@ export class Client extends Reader {
     }
     // The release must happen even if the caller's signal aborted while fn
     // ran; the retry budget bounds it.
-    await lk.release();
+    try {
+      await lk.release();
+    } catch (err) {
+      await this.abandon(lk, err);
+      throw err;
+    }
     return result;
+  }
+
+  /**
+   * abandon gives up a grant whose release or abort ran out of retries
+   * inside withLock, where nobody can repeat it, and asks the service (best
+   * effort, one attempt timeout) to drop it if it still stands: otherwise
+   * the next acquire would be granted it back with its staged appends.
+   */
+  private async abandon(lk: Lock, err: unknown): Promise<void> {
+    if (lk.abandon(err)) {
+      try {
+        await lk.abort();
+      } catch {
+        // The keepalive gives up a grant left behind.
+      }
+    }
   }
 
   /**
@@ -561,6 +602,14 @@ export class Client extends Reader {
         s.markExpired();
         this.loseGrant(s, sessionGoneError(e), true);
         return true;
+      }
+      if (e.reason === ErrorReason.TOO_MANY_REQUESTS) {
+        // The service renews no lease of a session that cannot make
+        // progress: it expires within a lease, and its grant with it.
+        this.log.warn("dlm: the service refuses to renew the session", { clientId: s.id, err: e.message });
+        const why = `dlm: lock expired: ${e.message.replace(/^dlm: /, "")}`;
+        this.loseGrant(s, new LockExpiredError(why, { reason: e.reason, cause: e }), false);
+        return false;
       }
       this.log.debug("dlm: keepalive failed", { clientId: s.id, endpoint: url, err: e.message });
       if (retryable(err)) {

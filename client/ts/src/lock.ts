@@ -1,6 +1,6 @@
 import { ErrorReason } from "./api.js";
 import type { Client } from "./client.js";
-import { DlmError, LockExpiredError, reasonOf, sessionGone } from "./errors.js";
+import { DlmError, LockExpiredError, outcomeUnknown, reasonOf, sessionGone } from "./errors.js";
 import { Mutex } from "./mutex.js";
 import type { Session } from "./session.js";
 
@@ -53,6 +53,11 @@ export class Lock extends EventTarget {
   private readonly ctl = new AbortController();
   private resolveLost!: (err: DlmError) => void;
   private readonly opMu = new Mutex();
+  /**
+   * pending is kept only while the grant is held: once it ended, nothing
+   * repeats the request, and a number left in flight would hold the
+   * session's acknowledgement back for good.
+   */
   private pending: PendingOp | undefined;
   private st: LockState = "held";
   private gone = false; // the service said the grant is gone
@@ -80,6 +85,14 @@ export class Lock extends EventTarget {
     return this.ctl.signal;
   }
 
+  /**
+   * @internal stale says the grant was lost only on this side (no answer
+   * from the service): it may still stand there and must be given up.
+   */
+  get stale(): boolean {
+    return this.st === "lost" && !this.gone;
+  }
+
   /** The Lock's state: held, released, or lost. */
   get state(): LockState {
     return this.st;
@@ -91,6 +104,7 @@ export class Lock extends EventTarget {
       return false;
     }
     this.st = state;
+    this.dropPending();
     this.ctl.abort(cause);
     if (state === "lost") {
       this.resolveLost(cause);
@@ -147,15 +161,60 @@ export class Lock extends EventTarget {
    */
   private reuse(op: Omit<PendingOp, "seq">): PendingOp | undefined {
     const p = this.pending;
-    this.pending = undefined;
-    if (p === undefined) {
-      return undefined;
-    }
-    if (p.release === op.release && (p.release || (p.file === op.file && sameBytes(p.data, op.data)))) {
+    const repeats = p !== undefined && p.release === op.release;
+    if (repeats && (p.release || (p.file === op.file && sameBytes(p.data, op.data)))) {
+      this.pending = undefined;
       return p;
     }
-    this.session.end(p.seq);
+    this.dropPending();
     return undefined;
+  }
+
+  /**
+   * keep records a request whose outcome stayed unknown, so that a repeat
+   * reuses its number. If the grant ended meanwhile there will be no repeat:
+   * the number is given up at once.
+   */
+  private keep(op: PendingOp): void {
+    this.dropPending();
+    if (this.st !== "held") {
+      this.session.end(op.seq);
+      return;
+    }
+    this.pending = op;
+  }
+
+  /**
+   * dropPending gives up the pending request for good. Its number is never
+   * sent again, so the session's acknowledgement moves past it and the
+   * service refuses any late copy of it (SEQUENCE_ACKNOWLEDGED): whether or
+   * not it was applied, it is applied at most once.
+   */
+  private dropPending(): void {
+    if (this.pending !== undefined) {
+      this.session.end(this.pending.seq);
+      this.pending = undefined;
+    }
+  }
+
+  /**
+   * @internal abandon gives up a grant whose release or abort ran out of
+   * retries when nobody can repeat it (withLock returns without handing the
+   * Lock out): a Lock left held would keep its request's number in flight,
+   * and the client could not acquire again. It reports whether it did: the
+   * caller then asks the service to drop the grant if it still stands.
+   */
+  abandon(err: unknown): boolean {
+    if (!outcomeUnknown(err)) {
+      return false;
+    }
+    const msg = err instanceof Error ? err.message : String(err);
+    const cause = new LockExpiredError(
+      `dlm: lock expired: the outcome of ending the critical section is unknown: ${msg}`,
+      { reason: ErrorReason.LOCK_EXPIRED, cause: err },
+    );
+    this.markLost(cause, false);
+    return true;
   }
 
   /**
@@ -163,7 +222,9 @@ export class Lock extends EventTarget {
    * ("file_0" to "file_99"). The data reaches the file when the lock is
    * released, and never if the grant is lost first. Repeating an append that
    * failed with UnavailableError or AbortedError (same file, same data) is
-   * safe: it is applied at most once.
+   * safe: it is applied at most once. Any other call under the grant, or the
+   * grant's end, gives the failed request up for good: the service then
+   * refuses any late copy of it.
    */
   append(file: string, data: string | Uint8Array, opts: CallOptions = {}): Promise<void> {
     const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
@@ -185,7 +246,7 @@ export class Lock extends EventTarget {
               o,
             ),
           (seq) => {
-            this.pending = { ...op, seq, data: bytes.slice() };
+            this.keep({ ...op, seq, data: bytes.slice() });
           },
         );
       } catch (err) {
@@ -255,7 +316,7 @@ export class Lock extends EventTarget {
               o,
             ),
           (seq) => {
-            this.pending = { ...op, seq };
+            this.keep({ ...op, seq });
           },
         );
       } catch (err) {

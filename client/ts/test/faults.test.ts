@@ -7,7 +7,7 @@ import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 
-import { api, Client, LockExpiredError, Reader, type Transports, UnavailableError } from "../src/index.ts";
+import { api, Client, type Lock, LockExpiredError, Reader, type Transports, UnavailableError } from "../src/index.ts";
 import { nodeTransports } from "../src/node.ts";
 import { eventually, type Server, startServer } from "./server.ts";
 
@@ -285,6 +285,124 @@ describe("sessions and lost locks", () => {
       await assert.rejects(lk1.release(), LockExpiredError);
       await lk2.release();
       assert.equal(text(await c2.readFile("file_33")), "");
+    } finally {
+      await c1.close();
+      await c2.close();
+    }
+  });
+});
+
+// Issue 8, item 2: a request abandoned with its outcome unknown must not
+// leave its sequence number in flight, or the session's acknowledgement
+// stops and after ~1024 more requests every change is refused with
+// TOO_MANY_REQUESTS while keepalives keep a held lock.
+describe("abandoned requests", () => {
+  // More cycles than the service keeps unacknowledged outcomes (1024).
+  const cycles = 1100;
+
+  async function runCycles(c: Client, file: string): Promise<void> {
+    for (let i = 0; i < cycles; i++) {
+      try {
+        await c.withLock((lk, signal) => lk.append(file, "x", { signal }), { timeoutMs: 10_000 });
+      } catch (err) {
+        assert.fail(`cycle ${i + 1} of ${cycles}: ${String(err)}`);
+      }
+    }
+  }
+
+  test("an append abandoned when the lock is lost does not wedge the session", { timeout: 240_000 }, async () => {
+    // Keepalives reach the service (which keeps the session) but their
+    // answers are lost, so the client declares the lock lost while the
+    // append's requests are dropped and retried.
+    let cut = false;
+    const t = faulty((m) => {
+      if (!cut) {
+        return undefined;
+      }
+      return m === "KeepAlive" ? "drop-response" : m === "AppendFile" ? "drop-request" : undefined;
+    });
+    // The lease is short enough for the cut to outlast it, and long enough
+    // that the cycles on a busy machine never lose the lock.
+    const c1 = await Client.open([srv.url], { transports: t, leaseMs: 2000, name: "abandons" });
+    const c2 = await Client.open([srv.url], { name: "waits" });
+    try {
+      const id = c1.clientId;
+      let held: Lock | undefined;
+      await assert.rejects(
+        c1.withLock(async (lk, signal) => {
+          held = lk;
+          await lk.append("file_40", "A", { signal });
+          cut = true;
+          await lk.append("file_40", "lost", { signal });
+        }),
+      );
+      assert.equal(held?.state, "lost");
+      cut = false;
+      await runCycles(c1, "file_40");
+      assert.equal(c1.clientId, id, "the scenario needs the session to survive");
+      const lk2 = await c2.acquire({ timeoutMs: 10_000 });
+      await lk2.release();
+      assert.equal(text(await c2.readFile("file_40")), "x".repeat(cycles));
+    } finally {
+      await c1.close();
+      await c2.close();
+    }
+  });
+
+  test("a keepalive refused with TOO_MANY_REQUESTS loses the lock at once", async () => {
+    // The service renews no lease of a session that cannot make progress.
+    let refuse = false;
+    const t: Transports = {
+      create(baseUrl) {
+        const inject: Interceptor = (next) => async (req) => {
+          if (refuse && req.method.name === "KeepAlive") {
+            throw new ConnectError("injected: too many", Code.ResourceExhausted, undefined, [
+              {
+                desc: api.ErrorDetailSchema,
+                value: create(api.ErrorDetailSchema, { reason: api.ErrorReason.TOO_MANY_REQUESTS }),
+              },
+            ]);
+          }
+          return next(req);
+        };
+        return createConnectTransport({ baseUrl, useBinaryFormat: true, interceptors: [inject] });
+      },
+    };
+    const c = await Client.open([srv.url], { transports: t, leaseMs: 3000, name: "refused" });
+    try {
+      const lk = await c.acquire();
+      const started = Date.now();
+      refuse = true;
+      const why = await lk.lost;
+      assert.ok(Date.now() - started < 2500, "lost only after the lease could have run out");
+      assert.ok(why instanceof LockExpiredError, String(why));
+      assert.equal(why.reason, api.ErrorReason.TOO_MANY_REQUESTS);
+      refuse = false;
+      await lk.abort();
+    } finally {
+      await c.close();
+    }
+  });
+
+  test("a withLock whose release ran out of retries gives the grant up", { timeout: 240_000 }, async () => {
+    let cut = false;
+    const t = faulty((m) => (cut && m === "LockRelease" ? "drop-request" : undefined));
+    const c1 = await Client.open([srv.url], { transports: t, retryBudgetMs: 1000, name: "release-lost" });
+    const c2 = await Client.open([srv.url], { name: "waits" });
+    try {
+      await assert.rejects(
+        c1.withLock(async (lk, signal) => {
+          await lk.append("file_41", "maybe", { signal });
+          cut = true;
+        }),
+        UnavailableError,
+      );
+      cut = false;
+      await runCycles(c1, "file_41");
+      const lk2 = await c2.acquire({ timeoutMs: 10_000 });
+      await lk2.release();
+      // The dropped release never reached the service: its section is gone.
+      assert.equal(text(await c2.readFile("file_41")), "x".repeat(cycles));
     } finally {
       await c1.close();
       await c2.close();
