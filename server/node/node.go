@@ -16,7 +16,6 @@ import (
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
 	"github.com/hashicorp/raft-wal/metadb"
-	"google.golang.org/protobuf/proto"
 
 	raftlogv1 "github.com/dlm/dlm/gen/go/dlm/raftlog/v1"
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
@@ -62,6 +61,9 @@ type Config struct {
 	SnapshotInterval time.Duration
 	// Logger receives the node's logs.
 	Logger *slog.Logger
+	// LogSegmentSize is the size of one Raft log segment file; raft-wal
+	// preallocates each, so it is the space a start needs (0: 8 MiB).
+	LogSegmentSize int
 	// RaftLog receives hashicorp/raft's own warnings (it logs through
 	// hclog); nil means standard error.
 	RaftLog io.Writer
@@ -93,6 +95,9 @@ func (c *Config) Defaults() {
 	if c.SnapshotThreshold == 0 {
 		c.SnapshotThreshold = 8192
 	}
+	if c.LogSegmentSize == 0 {
+		c.LogSegmentSize = 8 << 20
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -119,6 +124,9 @@ type Node struct {
 
 	stop chan struct{}
 	done sync.WaitGroup
+	// broken is closed when the FSM finds a fatal storage fault (faults.go).
+	broken     chan struct{}
+	brokenOnce sync.Once
 }
 
 // leaderTerm is one stretch of leadership.
@@ -139,7 +147,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	cfg.ID = id
-	n := &Node{cfg: cfg, log: cfg.Logger.With("node", id), stop: make(chan struct{}), changed: make(chan struct{})}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", id), stop: make(chan struct{}), changed: make(chan struct{}), broken: make(chan struct{})}
 	f, err := fsm.Open(filepath.Join(cfg.DataDir, "files"), lockstate.DefaultLimits)
 	if err != nil {
 		return nil, err
@@ -148,11 +156,13 @@ func Open(cfg Config) (*Node, error) {
 	n.leases = newLeases()
 	n.waits = newWaiters()
 	f.SetObserver(n.observe)
+	f.SetFaultHandler(n.onFault)
 	if err := n.startRaft(); err != nil {
 		n.closeStores()
 		return nil, err
 	}
-	n.done.Add(2)
+	n.done.Add(3)
+	go n.leaveOnFault()
 	go n.watchLeadership()
 	go n.expireLeases()
 	switch {
@@ -177,9 +187,10 @@ func (n *Node) startRaft() error {
 	// raft-wal v0.4.0's Close leaves its meta store open (and its file
 	// locked), so the node owns the meta store and closes it itself.
 	n.meta = &metadb.BoltMetaDB{}
-	w, err := wal.Open(filepath.Join(raftDir, "wal"), wal.WithLogger(hlog), wal.WithMetaStore(n.meta))
+	walDir := filepath.Join(raftDir, "wal")
+	w, err := wal.Open(walDir, wal.WithLogger(hlog), wal.WithMetaStore(n.meta), wal.WithSegmentSize(cfg.LogSegmentSize))
 	if err != nil {
-		return fmt.Errorf("node: open log: %w", err)
+		return openLogError(walDir, cfg.LogSegmentSize, err)
 	}
 	n.wal = w
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(raftDir, 2, hlog)
@@ -239,7 +250,7 @@ func (n *Node) startRaft() error {
 	}
 	r, err := raft.NewRaft(rc, n.fsm, w, w, snaps, trans)
 	if err != nil {
-		return fmt.Errorf("node: start raft: %w", err)
+		return startError(err, n.fsm.Fault())
 	}
 	n.raft = r
 	return nil
@@ -262,6 +273,7 @@ func (n *Node) closeStores() {
 // the stores close.
 func (n *Node) Shutdown() error {
 	close(n.stop)
+	n.fsm.Interrupt()
 	err := n.raft.Shutdown().Error()
 	n.done.Wait()
 	n.endTerm()
@@ -353,6 +365,9 @@ func (n *Node) leading() (*leaderTerm, error) {
 	n.mu.Lock()
 	t := n.term
 	n.mu.Unlock()
+	if err := n.storageFault(); err != nil {
+		return nil, err
+	}
 	if t != nil {
 		return t, nil
 	}
@@ -405,9 +420,9 @@ func (n *Node) propose(ctx context.Context, cmd *raftlogv1.Command) (lockstate.R
 		return lockstate.Result{}, err
 	}
 	cmd.NowUnixMs = time.Now().UnixMilli()
-	data, err := proto.Marshal(cmd)
+	data, err := fsm.Encode(cmd)
 	if err != nil {
-		return lockstate.Result{}, fmt.Errorf("node: encode command: %w", err)
+		return lockstate.Result{}, err
 	}
 	timeout := 10 * time.Second
 	if dl, ok := ctx.Deadline(); ok {
@@ -423,7 +438,12 @@ func (n *Node) propose(ctx context.Context, cmd *raftlogv1.Command) (lockstate.R
 	}
 	switch {
 	case err == nil:
-		return fut.Response().(lockstate.Result), nil
+		res, ok := fut.Response().(lockstate.Result)
+		if !ok {
+			// The entry committed but this node could not apply it.
+			return lockstate.Result{}, n.faultError()
+		}
+		return res, nil
 	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
 		return lockstate.Result{}, &Error{Reason: dlmv1.ErrorReason_ERROR_REASON_NOT_LEADER, LeaderURL: n.leaderURL(), Msg: "leadership lost (the change may have committed): retry with the same seq"}
 	case errors.Is(err, raft.ErrRaftShutdown):

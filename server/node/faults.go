@@ -1,0 +1,81 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"syscall"
+
+	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
+)
+
+// onFault runs on the FSM's goroutine when it finds a storage fault or one
+// clears. A fatal one (corruption) takes the node out of the cluster:
+// leaving Raft must wait for the FSM goroutine, so another goroutine does it.
+func (n *Node) onFault(msg string, fatal bool) {
+	switch {
+	case msg == "":
+		n.log.Warn("storage fault cleared: serving again")
+	case fatal:
+		n.log.Error(msg)
+		n.brokenOnce.Do(func() { close(n.broken) })
+	default:
+		n.log.Error(msg)
+	}
+}
+
+// leaveOnFault shuts Raft down once a fatal storage fault is found: a node
+// whose state no longer follows its log must neither lead nor vote. The
+// others carry on without it; the API keeps answering Status (with the
+// fault) and refuses everything else.
+func (n *Node) leaveOnFault() {
+	defer n.done.Done()
+	select {
+	case <-n.stop:
+		return
+	case <-n.broken:
+	}
+	if err := n.raft.Shutdown().Error(); err != nil {
+		n.log.Error("leaving the cluster after a storage fault", "err", err)
+	}
+	n.endTerm()
+}
+
+// StorageFault describes the node's storage fault, or is "" when there is
+// none; the health check reports NOT_SERVING while there is one.
+func (n *Node) StorageFault() string { return n.fsm.Fault() }
+
+// storageFault is the error every call but Status gets while the node has a
+// storage fault.
+func (n *Node) storageFault() error {
+	if n.fsm.Fault() == "" {
+		return nil
+	}
+	return n.faultError()
+}
+
+func (n *Node) faultError() error {
+	msg := n.fsm.Fault()
+	if msg == "" {
+		msg = "the entry could not be applied on this node"
+	}
+	return &Error{Reason: dlmv1.ErrorReason_ERROR_REASON_STORAGE_FAULT, Msg: fmt.Sprintf("node %s: %s", n.cfg.ID, msg)}
+}
+
+// openLogError explains a log that does not open; raft-wal preallocates a
+// whole segment, so a full disk needs naming the space it wants.
+func openLogError(dir string, segment int, err error) error {
+	if errors.Is(err, syscall.ENOSPC) {
+		return fmt.Errorf("node: open log in %s: no space left on device: the log needs %d bytes free for a segment file "+
+			"(free space there, or start with a smaller --log-segment-size): %w", dir, segment, err)
+	}
+	return fmt.Errorf("node: open log in %s: %w", dir, err)
+}
+
+// startError explains a Raft that does not start, with the storage fault
+// that made a snapshot fail to restore when there is one.
+func startError(err error, fault string) error {
+	if fault != "" {
+		return fmt.Errorf("node: start raft: %w; %s", err, fault)
+	}
+	return fmt.Errorf("node: start raft: %w", err)
+}
