@@ -3,7 +3,11 @@ package node
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
+	"strings"
 	"syscall"
+
+	"github.com/hashicorp/raft"
 
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
 )
@@ -71,11 +75,27 @@ func openLogError(dir string, segment int, err error) error {
 	return fmt.Errorf("node: open log in %s: %w", dir, err)
 }
 
-// startError explains a Raft that does not start, with the storage fault
-// that made a snapshot fail to restore when there is one.
-func startError(err error, fault string) error {
-	if fault != "" {
-		return fmt.Errorf("node: start raft: %w; %s", err, fault)
+// startError explains a Raft that does not start: which snapshot failed to
+// open (hashicorp/raft only says none could be loaded) or to restore, and
+// how to fix it.
+func startError(err error, fault string, snaps *raft.FileSnapshotStore, raftDir string) error {
+	var details []string
+	if metas, lerr := snaps.List(); lerr == nil && len(metas) > 0 && strings.Contains(err.Error(), "snapshot") {
+		for _, m := range metas {
+			_, rc, oerr := snaps.Open(m.ID)
+			if oerr != nil {
+				details = append(details, fmt.Sprintf("snapshot %s is corrupt (%s: %v)", m.ID, filepath.Join(raftDir, "snapshots", m.ID, "state.bin"), oerr))
+				continue
+			}
+			rc.Close()
+		}
 	}
-	return fmt.Errorf("node: start raft: %w", err)
+	if fault != "" {
+		details = append(details, fault)
+	}
+	if len(details) == 0 {
+		return fmt.Errorf("node: start raft: %w", err)
+	}
+	return fmt.Errorf("node: start raft: %w: %s. Fix: wipe this node's data folder and let it rejoin the cluster, "+
+		"or restore it from a backup", err, strings.Join(details, "; "))
 }

@@ -250,7 +250,7 @@ func (n *Node) startRaft() error {
 	}
 	r, err := raft.NewRaft(rc, n.fsm, w, w, snaps, trans)
 	if err != nil {
-		return startError(err, n.fsm.Fault())
+		return startError(err, n.fsm.Fault(), snaps, raftDir)
 	}
 	n.raft = r
 	return nil
