@@ -340,3 +340,100 @@ func awaitRead(t *testing.T, n *clusterNode, name string) string {
 	})
 	return data
 }
+
+// A leader appends an entry it cannot commit (both followers are stalled),
+// then is stalled itself while the followers elect a new leader and commit
+// other entries; on waking, it clears its log suffix ("clearing log
+// suffix") and takes the new leader's entries. Killed with SIGKILL and
+// restarted, it must start and catch up: with raft-wal v0.4.0 its log no
+// longer opened ("sealed segment has no index block", upstream raft-wal
+// #31) and the node could never start again.
+func TestRestartAfterClearedLogSuffix(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c := startCluster(t, 3)
+	old := c.awaitLeader()
+	cl := c.newClient(ctx, "writer")
+	section(t, ctx, cl, "before,")
+
+	// The followers are killed, not stalled: a stalled one would read the
+	// leader's entry from its socket on waking and keep it.
+	followers := c.others(old)
+	for _, f := range followers {
+		f.kill9()
+	}
+	// The old leader appends this session to its own log but can never
+	// commit it.
+	uctx, ucancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err := old.api().Init(uctx, connect.NewRequest(&dlmv1.InitRequest{Name: "uncommitted", LeaseMs: 20000}))
+	ucancel()
+	if err == nil {
+		t.Fatal("a session opened with both followers down")
+	}
+	if d := errorDetail(err); d.GetReason() == dlmv1.ErrorReason_ERROR_REASON_NOT_LEADER && !strings.Contains(err.Error(), "leadership lost") {
+		t.Fatalf("%s stepped down before it could append an entry: %v", old.id, err)
+	}
+	old.stall()
+	for _, f := range followers {
+		f.start()
+	}
+	leader := c.awaitLeader()
+	section(t, ctx, cl, "after,")
+	old.wake()
+	pollUntil(t, 20*time.Second, old.id+" clearing its log suffix", func() (bool, string) {
+		return strings.Contains(old.logText(), "clearing log suffix"), "not in its log yet"
+	})
+	c.awaitCaughtUp(old)
+
+	old.kill9()
+	old.start()
+	c.awaitReplicasIdentical()
+	if got := onDisk(t, old.data, "file_0"); got != "before,after," {
+		t.Fatalf("%s's file_0 = %q after restarting, want before,after,", old.id, got)
+	}
+	t.Logf("%s led, cleared its suffix under %s, restarted and caught up", old.id, leader.id)
+}
+
+// A stopped follower's log is corrupted (a byte flipped in a committed
+// entry's payload) and it is restarted: it finds the fault while catching
+// up, leaves Raft and refuses every call with STORAGE_FAULT, while the two
+// others go on serving; wiping its data folder and restarting it brings it
+// back with byte-identical files.
+func TestCorruptFollowerRefusesClusterGoesOn(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	c := startCluster(t, 3)
+	leader := c.awaitLeader()
+	cl := c.newClient(ctx, "writer")
+	for _, r := range records() {
+		section(t, ctx, cl, r)
+	}
+	f := c.others(leader)[0]
+	c.awaitCaughtUp(f)
+	f.kill9()
+	flipIn(t, filepath.Join(f.data, "raft", "wal", "*.wal"), []byte("s105,"), 2)
+	f.start()
+	fault := awaitFault(t, f)
+	if !strings.Contains(fault, "log entry ") || !strings.Contains(fault, f.data) {
+		t.Fatalf("fault %q does not name the entry and the data folder", fault)
+	}
+	refusesWithFault(t, f, "log entry ")
+	f.down = true // running, but out of the cluster
+
+	section(t, ctx, cl, "later,")
+	want := strings.Join(records(), "") + "later,"
+	if got := c.readFile(ctx, "file_0"); got != want {
+		t.Fatalf("file_0 = %q, want %q", got, want)
+	}
+	if got := onDisk(t, f.data, "file_0"); strings.Contains(got, "s115,") {
+		t.Fatalf("the faulty follower wrote the corrupt record: %q", got)
+	}
+
+	// The documented fix: wipe its data folder and start it again.
+	f.kill()
+	if err := os.RemoveAll(f.data); err != nil {
+		t.Fatal(err)
+	}
+	f.start()
+	c.awaitReplicasIdentical()
+}
