@@ -24,19 +24,34 @@ func (n *Node) onFault(msg string, fatal bool) {
 		n.brokenOnce.Do(func() { close(n.broken) })
 	default:
 		n.log.Error(msg)
+		select {
+		case n.writeFault <- struct{}{}:
+		default:
+		}
 	}
 }
 
 // leaveOnFault shuts Raft down once a fatal storage fault is found: a node
 // whose state no longer follows its log must neither lead nor vote. The
 // others carry on without it; the API keeps answering Status (with the
-// fault) and refuses everything else.
+// fault) and refuses everything else. While a write fails, a leader hands
+// leadership over: it cannot answer anyone until the write succeeds, and
+// another node may well have space.
 func (n *Node) leaveOnFault() {
 	defer n.done.Done()
-	select {
-	case <-n.stop:
-		return
-	case <-n.broken:
+	for done := false; !done; {
+		select {
+		case <-n.stop:
+			return
+		case <-n.writeFault:
+			if n.raft.State() == raft.Leader && n.hasPeers() {
+				if err := n.raft.LeadershipTransfer().Error(); err != nil {
+					n.log.Info("handing leadership over during a storage fault", "err", err)
+				}
+			}
+		case <-n.broken:
+			done = true
+		}
 	}
 	if err := n.raft.Shutdown().Error(); err != nil {
 		n.log.Error("leaving the cluster after a storage fault", "err", err)
@@ -98,4 +113,10 @@ func startError(err error, fault string, snaps *raft.FileSnapshotStore, raftDir 
 	}
 	return fmt.Errorf("node: start raft: %w: %s. Fix: wipe this node's data folder and let it rejoin the cluster, "+
 		"or restore it from a backup", err, strings.Join(details, "; "))
+}
+
+// hasPeers reports whether another server is in the configuration.
+func (n *Node) hasPeers() bool {
+	f := n.raft.GetConfiguration()
+	return f.Error() == nil && len(f.Configuration().Servers) > 1
 }

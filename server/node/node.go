@@ -64,6 +64,8 @@ type Config struct {
 	// LogSegmentSize is the size of one Raft log segment file; raft-wal
 	// preallocates each, so it is the space a start needs (0: 8 MiB).
 	LogSegmentSize int
+	// files, when set, opens the FSM's files (tests make writes fail).
+	files fsm.FS
 	// RaftLog receives hashicorp/raft's own warnings (it logs through
 	// hclog); nil means standard error.
 	RaftLog io.Writer
@@ -127,6 +129,8 @@ type Node struct {
 	// broken is closed when the FSM finds a fatal storage fault (faults.go).
 	broken     chan struct{}
 	brokenOnce sync.Once
+	// writeFault is signalled while a write fails and is retried.
+	writeFault chan struct{}
 }
 
 // leaderTerm is one stretch of leadership.
@@ -147,8 +151,12 @@ func Open(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	cfg.ID = id
-	n := &Node{cfg: cfg, log: cfg.Logger.With("node", id), stop: make(chan struct{}), changed: make(chan struct{}), broken: make(chan struct{})}
-	f, err := fsm.Open(filepath.Join(cfg.DataDir, "files"), lockstate.DefaultLimits)
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", id), stop: make(chan struct{}), changed: make(chan struct{}), broken: make(chan struct{}), writeFault: make(chan struct{}, 1)}
+	var opts []fsm.Option
+	if cfg.files != nil {
+		opts = append(opts, fsm.WithFS(cfg.files))
+	}
+	f, err := fsm.Open(filepath.Join(cfg.DataDir, "files"), lockstate.DefaultLimits, opts...)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,136 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	raftlogv1 "github.com/dlm/dlm/gen/go/dlm/raftlog/v1"
+	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
+	"github.com/dlm/dlm/server/fsm"
+)
+
+// fillingDisk opens real files whose writes fail with ENOSPC, after writing
+// part of the data, while failures remain.
+type fillingDisk struct {
+	mu       sync.Mutex
+	failures int
+}
+
+func (d *fillingDisk) OpenFile(path string) (fsm.File, error) {
+	fh, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	return &fillingDiskFile{File: fh, d: d}, nil
+}
+
+func (d *fillingDisk) set(n int) {
+	d.mu.Lock()
+	d.failures = n
+	d.mu.Unlock()
+}
+
+type fillingDiskFile struct {
+	*os.File
+	d *fillingDisk
+}
+
+func (f *fillingDiskFile) Write(p []byte) (int, error) {
+	f.d.mu.Lock()
+	fail := f.d.failures > 0
+	if fail {
+		f.d.failures--
+	}
+	f.d.mu.Unlock()
+	if fail {
+		n, _ := f.File.Write(p[:len(p)/2])
+		return n, &os.PathError{Op: "write", Path: f.Name(), Err: syscall.ENOSPC}
+	}
+	return f.File.Write(p)
+}
+
+// A release whose file write fails with ENOSPC: the node does not crash; it
+// reports a storage fault (in Status, the health check and to every call)
+// while the write is retried, then resumes by itself, and the release's
+// appends are in the file once.
+func TestFailedWriteFaultsThenResumes(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	disk := &fillingDisk{}
+	n, err := Open(Config{DataDir: dir, RaftLog: &bytes.Buffer{}, files: disk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Shutdown()
+	if err := n.AwaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s, err := n.OpenSession(ctx, 30*time.Second, "w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq := uint64(0)
+	caller := func() *raftlogv1.Caller {
+		seq++
+		return &raftlogv1.Caller{ClientId: s.ClientID, Secret: s.Secret, Seq: seq}
+	}
+	g, err := n.Acquire(ctx, caller(), true, 0)
+	if err != nil || !g.Granted {
+		t.Fatalf("acquire: %v %v", g, err)
+	}
+	for _, d := range []string{"one,", "two,"} {
+		if _, err := n.Append(ctx, caller(), g.Token, "file_4", []byte(d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	disk.set(5) // retried after 100, 200, 400 and 800ms
+	released := make(chan error, 1)
+	rel := caller()
+	go func() {
+		_, err := n.Release(ctx, rel, g.Token, false)
+		released <- err
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for n.StorageFault() == "" && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	st, err := n.Status(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := st.GetNode().GetStorageFault(); !strings.Contains(f, "no space left on device") || !strings.Contains(f, "file_4") {
+		t.Fatalf("status storage_fault = %q", f)
+	}
+	_, _, _, err = n.ReadFile(ctx, "file_4", 0, 100)
+	var ne *Error
+	if !errors.As(err, &ne) || ne.Reason != dlmv1.ErrorReason_ERROR_REASON_STORAGE_FAULT {
+		t.Fatalf("read during the fault = %v, want STORAGE_FAULT", err)
+	}
+	select {
+	case err := <-released:
+		if err != nil {
+			t.Fatalf("release: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the release never completed after the disk took the write")
+	}
+	if f := n.StorageFault(); f != "" {
+		t.Fatalf("fault kept after the write succeeded: %q", f)
+	}
+	b, _, _, err := n.ReadFile(ctx, "file_4", 0, 100)
+	if err != nil || string(b) != "one,two," {
+		t.Fatalf("file_4 = %q, %v", b, err)
+	}
+	if disk, _ := os.ReadFile(filepath.Join(dir, "files", "file_4")); string(disk) != "one,two," {
+		t.Fatalf("file_4 on disk = %q", disk)
+	}
+}
