@@ -418,6 +418,9 @@ func TestCorruptFollowerRefusesClusterGoesOn(t *testing.T) {
 		t.Fatalf("fault %q does not name the entry and the data folder", fault)
 	}
 	refusesWithFault(t, f, "log entry ")
+	if out := cliMust(t, "", "status", "--server", f.url()); !strings.Contains(out, "FAULT") || !strings.Contains(out, "storage fault: log entry ") {
+		t.Fatalf("dlm status of the faulty node does not show the fault:\n%s", out)
+	}
 	f.down = true // running, but out of the cluster
 
 	section(t, ctx, cl, "later,")
