@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 
 	raftlogv1 "github.com/dlm/dlm/gen/go/dlm/raftlog/v1"
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
@@ -132,5 +135,57 @@ func TestFailedWriteFaultsThenResumes(t *testing.T) {
 	}
 	if disk, _ := os.ReadFile(filepath.Join(dir, "files", "file_4")); string(disk) != "one,two," {
 		t.Fatalf("file_4 on disk = %q", disk)
+	}
+}
+
+// A committed entry that fails its checksum: the node does not panic, leaves
+// Raft, answers calls with STORAGE_FAULT naming the entry, still answers
+// Status with the fault, and shuts down cleanly.
+func TestCorruptEntryTakesTheNodeOut(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n, err := Open(Config{DataDir: t.TempDir(), RaftLog: &bytes.Buffer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.AwaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	good, err := fsm.Encode(&raftlogv1.Command{Op: &raftlogv1.Command_OpenSession{OpenSession: &raftlogv1.OpenSession{Secret: "s", LeaseMs: 1000}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := bytes.Clone(good)
+	bad[len(bad)-1] ^= 0x01
+	fut := n.raft.Apply(bad, 5*time.Second)
+	if err := fut.Error(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := fut.Response().(error); !ok {
+		t.Fatalf("a corrupt entry applied: %v", fut.Response())
+	}
+	index := fut.Index()
+	deadline := time.Now().Add(10 * time.Second)
+	for n.raft.State() != raft.Shutdown && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	st, err := n.Status(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.GetNode().GetRole() != "shutdown" || !strings.Contains(st.GetNode().GetStorageFault(), fmt.Sprintf("log entry %d", index)) {
+		t.Fatalf("node status = %v", st.GetNode())
+	}
+	_, err = n.OpenSession(ctx, 0, "x")
+	var ne *Error
+	if !errors.As(err, &ne) || ne.Reason != dlmv1.ErrorReason_ERROR_REASON_STORAGE_FAULT || !strings.Contains(ne.Msg, "wipe") {
+		t.Fatalf("open session on a faulty node = %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- n.Shutdown() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown of a faulty node hangs")
 	}
 }
