@@ -52,6 +52,9 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 			cfg.Join = append(cfg.Join, u)
 		}
 	}
+	if cfg.LogSegmentSize < 64<<10 || cfg.LogSegmentSize > 1<<30 {
+		return fmt.Errorf("serve: --log-segment-size %d is outside 65536 (64 KiB) to 1073741824 (1 GiB)", cfg.LogSegmentSize)
+	}
 	if *bootstrap && (len(cfg.Join) > 0 || len(cfg.Peers) > 0) {
 		return errors.New("serve: --bootstrap starts a new cluster; it cannot go with --join or --peers")
 	}

@@ -440,3 +440,33 @@ func TestCorruptFollowerRefusesClusterGoesOn(t *testing.T) {
 	f.start()
 	c.awaitReplicasIdentical()
 }
+
+// Log segments are preallocated at --log-segment-size (8 MiB by default,
+// not raft-wal's 64 MiB), so a small disk can hold a node; a size out of
+// range is refused before anything starts.
+func TestLogSegmentSize(t *testing.T) {
+	segmentSizes := func(n *clusterNode) []int64 {
+		segs, _ := filepath.Glob(filepath.Join(n.data, "raft", "wal", "*.wal"))
+		var sizes []int64
+		for _, s := range segs {
+			if fi, err := os.Stat(s); err == nil {
+				sizes = append(sizes, fi.Size())
+			}
+		}
+		return sizes
+	}
+	def := singleNode(t, t.TempDir())
+	def.start()
+	small := singleNode(t, t.TempDir(), "--log-segment-size", "1048576")
+	small.start()
+	if got := segmentSizes(def); len(got) != 1 || got[0] != 8<<20 {
+		t.Fatalf("default segment sizes %v, want one of 8 MiB", got)
+	}
+	if got := segmentSizes(small); len(got) != 1 || got[0] != 1<<20 {
+		t.Fatalf("segment sizes with --log-segment-size 1048576: %v", got)
+	}
+	_, errOut, err := cliRun(t, "", "serve", "--data", t.TempDir(), "--listen", "127.0.0.1:0", "--log-segment-size", "1000")
+	if err == nil || !strings.Contains(err.Error()+errOut, "--log-segment-size") {
+		t.Fatalf("serve with a 1000-byte segment = %v %s", err, errOut)
+	}
+}
