@@ -16,6 +16,12 @@ import (
 // clears. A fatal one (corruption) takes the node out of the cluster:
 // leaving Raft must wait for the FSM goroutine, so another goroutine does it.
 func (n *Node) onFault(msg string, fatal bool) {
+	if msg != "" {
+		n.faultMu.Lock()
+		close(n.faultSeen)
+		n.faultSeen = make(chan struct{})
+		n.faultMu.Unlock()
+	}
 	switch {
 	case msg == "":
 		n.log.Warn("storage fault cleared: serving again")
@@ -119,4 +125,11 @@ func startError(err error, fault string, snaps *raft.FileSnapshotStore, raftDir 
 func (n *Node) hasPeers() bool {
 	f := n.raft.GetConfiguration()
 	return f.Error() == nil && len(f.Configuration().Servers) > 1
+}
+
+// faultWatch returns a channel closed at the next storage fault report.
+func (n *Node) faultWatch() <-chan struct{} {
+	n.faultMu.Lock()
+	defer n.faultMu.Unlock()
+	return n.faultSeen
 }

@@ -131,6 +131,10 @@ type Node struct {
 	brokenOnce sync.Once
 	// writeFault is signalled while a write fails and is retried.
 	writeFault chan struct{}
+	// faultMu guards faultSeen, closed and replaced at every fault report
+	// (faults.go).
+	faultMu   sync.Mutex
+	faultSeen chan struct{}
 }
 
 // leaderTerm is one stretch of leadership.
@@ -151,7 +155,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	cfg.ID = id
-	n := &Node{cfg: cfg, log: cfg.Logger.With("node", id), stop: make(chan struct{}), changed: make(chan struct{}), broken: make(chan struct{}), writeFault: make(chan struct{}, 1)}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", id), stop: make(chan struct{}), changed: make(chan struct{}), broken: make(chan struct{}), writeFault: make(chan struct{}, 1), faultSeen: make(chan struct{})}
 	var opts []fsm.Option
 	if cfg.files != nil {
 		opts = append(opts, fsm.WithFS(cfg.files))
@@ -424,6 +428,7 @@ func (n *Node) observe(index uint64, res lockstate.Result) {
 // ctx: Raft cannot cancel an entry once proposed, so on timeout the outcome
 // is unknown, and the client's retry with the same seq resolves it.
 func (n *Node) propose(ctx context.Context, cmd *raftlogv1.Command) (lockstate.Result, error) {
+	fault := n.faultWatch()
 	if _, err := n.leading(); err != nil {
 		return lockstate.Result{}, err
 	}
@@ -441,6 +446,11 @@ func (n *Node) propose(ctx context.Context, cmd *raftlogv1.Command) (lockstate.R
 	go func() { done <- fut.Error() }()
 	select {
 	case err = <-done:
+	case <-fault:
+		// This node cannot apply the entry for now; another may answer the
+		// retry.
+		return lockstate.Result{}, &Error{Reason: dlmv1.ErrorReason_ERROR_REASON_STORAGE_FAULT,
+			Msg: fmt.Sprintf("node %s: the change may have committed, but this node has a storage fault (%s): retry with the same seq at another node", n.cfg.ID, n.fsm.Fault())}
 	case <-ctx.Done():
 		return lockstate.Result{}, fail(dlmv1.ErrorReason_ERROR_REASON_UNAVAILABLE, "the change was not committed in time (it may still be): retry with the same seq")
 	}

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -61,8 +63,9 @@ func (f *fillingDiskFile) Write(p []byte) (int, error) {
 }
 
 // A release whose file write fails with ENOSPC: the node does not crash; it
-// reports a storage fault (in Status, the health check and to every call)
-// while the write is retried, then resumes by itself, and the release's
+// reports a storage fault (in Status, the health check and to every call,
+// the waiting release included) while the write is retried, then resumes by
+// itself; the release retried with its seq gets its outcome, and the
 // appends are in the file once.
 func TestFailedWriteFaultsThenResumes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -118,16 +121,25 @@ func TestFailedWriteFaultsThenResumes(t *testing.T) {
 	if !errors.As(err, &ne) || ne.Reason != dlmv1.ErrorReason_ERROR_REASON_STORAGE_FAULT {
 		t.Fatalf("read during the fault = %v, want STORAGE_FAULT", err)
 	}
+	// The release is answered at once: its outcome is unknown here until
+	// the write succeeds, and the client retries it with the same seq.
 	select {
 	case err := <-released:
-		if err != nil {
-			t.Fatalf("release: %v", err)
+		if !errors.As(err, &ne) || ne.Reason != dlmv1.ErrorReason_ERROR_REASON_STORAGE_FAULT || !strings.Contains(ne.Msg, "same seq") {
+			t.Fatalf("release during the fault = %v, want STORAGE_FAULT", err)
 		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the release never completed after the disk took the write")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the release waited through the fault")
+	}
+	deadline = time.Now().Add(20 * time.Second)
+	for n.StorageFault() != "" && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
 	}
 	if f := n.StorageFault(); f != "" {
-		t.Fatalf("fault kept after the write succeeded: %q", f)
+		t.Fatalf("fault kept after the disk took the write: %q", f)
+	}
+	if _, err := n.Release(ctx, rel, g.Token, false); err != nil {
+		t.Fatalf("the release retried after the fault: %v", err)
 	}
 	b, _, _, err := n.ReadFile(ctx, "file_4", 0, 100)
 	if err != nil || string(b) != "one,two," {
@@ -187,5 +199,113 @@ func TestCorruptEntryTakesTheNodeOut(t *testing.T) {
 	case <-done:
 	case <-time.After(10 * time.Second):
 		t.Fatal("Shutdown of a faulty node hangs")
+	}
+}
+
+// In a three-node cluster the leader's disk fails a write: it hands
+// leadership over rather than holding the cluster up, the new leader answers
+// the client's retry with the same seq, and once the disk takes the write
+// the old leader catches up with byte-identical files.
+func TestLeaderWithFailingDiskHandsOver(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var peers []Peer
+	for i := range 3 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		peers = append(peers, Peer{ID: fmt.Sprintf("n%d", i+1), RaftAddr: ln.Addr().String()})
+		ln.Close()
+	}
+	var (
+		nodes []*Node
+		disks []*fillingDisk
+		dirs  []string
+	)
+	for _, p := range peers {
+		disk, dir := &fillingDisk{}, t.TempDir()
+		n, err := Open(Config{ID: p.ID, RaftAddr: p.RaftAddr, Peers: peers, DataDir: dir, RaftLog: io.Discard, files: disk})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer n.Shutdown()
+		nodes, disks, dirs = append(nodes, n), append(disks, disk), append(dirs, dir)
+	}
+	leaderOf := func(except *Node) *Node {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for time.Now().Before(deadline) {
+			for _, n := range nodes {
+				if n == except {
+					continue
+				}
+				if _, err := n.leading(); err == nil {
+					return n
+				}
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Fatal("no leader")
+		return nil
+	}
+	old := leaderOf(nil)
+	s, err := old.OpenSession(ctx, 30*time.Second, "w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq := uint64(0)
+	caller := func() *raftlogv1.Caller {
+		seq++
+		return &raftlogv1.Caller{ClientId: s.ClientID, Secret: s.Secret, Seq: seq}
+	}
+	g, err := old.Acquire(ctx, caller(), true, 0)
+	if err != nil || !g.Granted {
+		t.Fatalf("acquire: %v %v", g, err)
+	}
+	if _, err := old.Append(ctx, caller(), g.Token, "file_6", []byte("payload,")); err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range nodes {
+		if n == old {
+			disks[i].set(1 << 30)
+			defer disks[i].set(0)
+		}
+	}
+	rel := caller()
+	rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+	_, err = old.Release(rctx, rel, g.Token, false)
+	rcancel()
+	if err == nil {
+		t.Fatal("the release was answered by a leader that could not write it")
+	}
+	t.Logf("the old leader answered: %v", err)
+	leader := leaderOf(old)
+	o, err := leader.Release(ctx, rel, g.Token, false)
+	if err != nil || o.GetAppends() != 1 {
+		t.Fatalf("the retried release at the new leader = %v, %v", o, err)
+	}
+	if f := old.StorageFault(); !strings.Contains(f, "no space left on device") {
+		t.Fatalf("the old leader's fault = %q", f)
+	}
+	for i, n := range nodes {
+		if n == old {
+			disks[i].set(0)
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		same := true
+		for _, dir := range dirs {
+			b, _ := os.ReadFile(filepath.Join(dir, "files", "file_6"))
+			same = same && string(b) == "payload,"
+		}
+		if same && old.StorageFault() == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replicas not identical or fault kept (%q) after the disk recovered", old.StorageFault())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
