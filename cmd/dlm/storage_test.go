@@ -232,8 +232,8 @@ func TestCorruptLogEntryIsRefused(t *testing.T) {
 	t.Logf("fault: %s", fault)
 }
 
-// The last bytes of the newest log segment are cut off: raft-wal drops the
-// torn tail batch on open. The node either starts with a shorter log and
+// The newest log segment is cut off inside the last record's entry:
+// raft-wal drops the torn tail batches on open. The node either starts with a shorter log and
 // serves a prefix of what was committed, or refuses clearly; it never
 // serves other bytes and never panics.
 func TestTruncatedLogTailStartsOrRefuses(t *testing.T) {
@@ -249,8 +249,13 @@ func TestTruncatedLogTailStartsOrRefuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	end := len(bytes.TrimRight(b, "\x00"))
-	if err := os.Truncate(last, int64(end-12)); err != nil {
+	// Cut inside the entry that carries the last record's append: the
+	// batches from there on are torn.
+	cut := bytes.LastIndex(b, []byte("s109,"))
+	if cut < 0 {
+		t.Fatal("the last record is not in the newest segment")
+	}
+	if err := os.Truncate(last, int64(cut+2)); err != nil {
 		t.Fatal(err)
 	}
 
