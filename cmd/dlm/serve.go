@@ -35,6 +35,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.Uint64Var(&cfg.SnapshotThreshold, "snapshot-threshold", 8192, "log entries between snapshots")
 	fs.DurationVar(&cfg.SnapshotInterval, "snapshot-interval", 0, "how often to check --snapshot-threshold (0: every 2 minutes)")
 	fs.Uint64Var(&cfg.TrailingLogs, "trailing-logs", 10240, "log entries kept after a snapshot, for followers to catch up from")
+	fs.IntVar(&cfg.LogSegmentSize, "log-segment-size", 8<<20, "bytes in one Raft log segment file, each preallocated: the free space a start needs")
 	verbose := fs.Bool("v", false, "log every leadership and session change")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -50,6 +51,9 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		if u = strings.TrimSpace(u); u != "" {
 			cfg.Join = append(cfg.Join, u)
 		}
+	}
+	if cfg.LogSegmentSize < 64<<10 || cfg.LogSegmentSize > 1<<30 {
+		return fmt.Errorf("serve: --log-segment-size %d is outside 65536 (64 KiB) to 1073741824 (1 GiB)", cfg.LogSegmentSize)
 	}
 	if *bootstrap && (len(cfg.Join) > 0 || len(cfg.Peers) > 0) {
 		return errors.New("serve: --bootstrap starts a new cluster; it cannot go with --join or --peers")

@@ -101,6 +101,9 @@ func printStatus(w io.Writer, st *dlmv1.StatusResponse) error {
 		leader = "unknown"
 	}
 	fmt.Fprintf(tw, "leader\t%s\n", leader)
+	if f := n.GetStorageFault(); f != "" {
+		fmt.Fprintf(tw, "FAULT\t%s\n", f)
+	}
 	for _, m := range st.GetMembers() {
 		role := "follower"
 		if m.GetLeader() {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
@@ -31,31 +32,48 @@ type FSM struct {
 	// for writing; readers for reading.
 	mu       sync.RWMutex
 	m        *lockstate.Machine
-	files    map[string]*os.File
+	files    map[string]File
 	observer Observer
+	// sizes and crcs are each file's length and CRC-32C as written, kept
+	// as it writes so that snapshots can carry them (integrity.go).
+	sizes map[string]int64
+	crcs  map[string]uint32
+	// reset is set once the files were emptied to be rebuilt (writes.go).
+	reset bool
 	// nodes maps member ids to client URLs: cluster addressing, kept beside
 	// the lock state rather than in it.
 	nodes map[string]string
 	// generation counts restores, so that a snapshot persisted across a
 	// restore is refused rather than written with the wrong bytes.
 	generation uint64
+
+	faults     faults
+	fs         FS
+	retryFirst time.Duration
+	retryMost  time.Duration
+	quit       chan struct{}
+	quitOnce   sync.Once
 }
 
 var _ raft.FSM = (*FSM)(nil)
 
-// Open creates the files folder and every file in it, empty: the state is
-// empty until Raft restores the snapshot and replays the log (see the crash
-// argument in the package doc).
-func Open(dir string, limits lockstate.Limits) (*FSM, error) {
+// Open creates the files folder and opens every file in it. The state is
+// empty until Raft restores the snapshot and replays the log, which empties
+// the files first (see the crash argument in the package doc).
+func Open(dir string, limits lockstate.Limits, opts ...Option) (*FSM, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("fsm: %w", err)
 	}
-	f := &FSM{dir: dir, limits: limits, m: lockstate.New(limits), files: make(map[string]*os.File), nodes: make(map[string]string)}
+	f := &FSM{
+		dir: dir, limits: limits, m: lockstate.New(limits), files: make(map[string]File), nodes: make(map[string]string),
+		sizes: make(map[string]int64), crcs: make(map[string]uint32),
+		fs: osFS{}, retryFirst: 100 * time.Millisecond, retryMost: 2 * time.Second, quit: make(chan struct{}),
+	}
+	for _, o := range opts {
+		o(f)
+	}
 	for _, name := range f.m.FileNames() {
-		fh, err := os.OpenFile(filepath.Join(dir, name), os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o644)
-		if err == nil {
-			err = fh.Truncate(0)
-		}
+		fh, err := f.fs.OpenFile(filepath.Join(dir, name))
 		if err != nil {
 			f.Close()
 			return nil, fmt.Errorf("fsm: %w", err)
@@ -88,24 +106,30 @@ func (f *FSM) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand {
 		return nil
 	}
-	cmd := &raftlogv1.Command{}
-	if err := proto.Unmarshal(l.Data, cmd); err != nil {
-		// A committed entry that cannot be decoded means a bug or a corrupt
-		// log; applying anything else would diverge from the other replicas.
-		panic(fmt.Sprintf("fsm: undecodable log entry %d: %v", l.Index, err))
+	if f.Broken() {
+		return ErrStorageFault
+	}
+	cmd, err := decode(l.Data)
+	if err != nil {
+		// A committed entry that fails its checksum or cannot be decoded
+		// means a corrupt log (or a bug); skipping it would diverge from the
+		// other replicas, so nothing more is applied.
+		f.corrupt(fmt.Sprintf("log entry %d is corrupt (%v)", l.Index, err))
+		return ErrStorageFault
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if !f.resetFiles(l.Index) {
+		return ErrStorageFault
+	}
 	if na := cmd.GetNodeAddress(); na != nil {
 		f.nodes[na.GetId()] = na.GetClientUrl()
 		return lockstate.Result{}
 	}
 	res := f.m.Apply(l.Index, cmd)
 	for _, w := range res.Writes {
-		if _, err := f.files[w.File].Write(w.Data); err != nil {
-			// The state says the bytes are committed; a file that cannot take
-			// them cannot be made to agree. Crash, and the restart rebuilds it.
-			panic(fmt.Sprintf("fsm: write %s at entry %d: %v", w.File, l.Index, err))
+		if !f.writeFile(l.Index, w) {
+			return ErrStorageFault
 		}
 	}
 	if f.observer != nil {
@@ -134,6 +158,10 @@ func (f *FSM) NodeURL(id string) string {
 func (f *FSM) ReadFile(name string, offset, limit int64) ([]byte, int64, int64, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	if msg := f.Fault(); msg != "" {
+		// The state may be ahead of the files while a write is retried.
+		return nil, 0, 0, fmt.Errorf("fsm: %s", msg)
+	}
 	size := f.m.FileSize(name)
 	if offset < 0 {
 		offset = max(size+offset, 0)
@@ -158,6 +186,9 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
+	for _, fl := range st.Files {
+		fl.Crc32C = proto.Uint32(f.crcs[fl.GetName()])
+	}
 	for _, id := range ids {
 		st.Nodes = append(st.Nodes, &raftlogv1.NodeAddress{Id: id, ClientUrl: f.nodes[id]})
 	}
@@ -208,10 +239,7 @@ func (s *snapshot) copyFile(w io.Writer, fl *raftlogv1.FileLength) error {
 	if gen != s.generation {
 		return errors.New("fsm: files restored while persisting a snapshot")
 	}
-	if _, err := io.Copy(w, io.NewSectionReader(fh, 0, fl.GetSize())); err != nil {
-		return fmt.Errorf("fsm: snapshot %s: %w", fl.GetName(), err)
-	}
-	return nil
+	return s.fsm.copyChecked(w, fh, fl)
 }
 
 func (s *snapshot) Release() {}
@@ -243,30 +271,16 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer f.mu.Unlock()
 	f.generation++
 	for _, fl := range st.GetFiles() {
-		if err := f.rewrite(fl.GetName(), io.LimitReader(br, fl.GetSize()), fl.GetSize()); err != nil {
+		if err := f.rewrite(fl, io.LimitReader(br, fl.GetSize())); err != nil {
+			f.restoreFailed(err)
 			return err
 		}
 	}
+	f.restored()
 	f.m = m
 	f.nodes = make(map[string]string, len(st.GetNodes()))
 	for _, na := range st.GetNodes() {
 		f.nodes[na.GetId()] = na.GetClientUrl()
-	}
-	return nil
-}
-
-// rewrite replaces a file's content in place, keeping its handle.
-func (f *FSM) rewrite(name string, r io.Reader, size int64) error {
-	fh := f.files[name]
-	if err := fh.Truncate(0); err != nil {
-		return fmt.Errorf("fsm: restore %s: %w", name, err)
-	}
-	n, err := io.Copy(fh, r)
-	if err == nil && n != size {
-		err = io.ErrUnexpectedEOF
-	}
-	if err != nil {
-		return fmt.Errorf("fsm: restore %s: %w", name, err)
 	}
 	return nil
 }

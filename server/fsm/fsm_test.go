@@ -92,19 +92,24 @@ func TestAppliedReleaseWritesFiles(t *testing.T) {
 	}
 }
 
-// Open empties the files: whatever a crash left in them is rebuilt from
-// the snapshot and the log.
-func TestOpenStartsFromEmptyFiles(t *testing.T) {
+// The first applied entry empties the files: whatever a crash left in them
+// is rebuilt from the snapshot and the log. Open alone leaves them as they
+// are, so that a start that fails before Raft runs changes nothing.
+func TestFirstApplyStartsFromEmptyFiles(t *testing.T) {
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "file_1"), []byte("torn write"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	open(t, dir)
-	if b, _ := os.ReadFile(filepath.Join(dir, "file_1")); len(b) != 0 {
-		t.Fatalf("file_1 kept %q", b)
+	a := &applier{t: t, f: open(t, dir)}
+	if b, _ := os.ReadFile(filepath.Join(dir, "file_1")); string(b) != "torn write" {
+		t.Fatalf("Open changed file_1 to %q", b)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "file_99")); err != nil {
 		t.Fatalf("file_99 not created: %v", err)
+	}
+	a.apply(&raftlogv1.Command{Op: &raftlogv1.Command_OpenSession{OpenSession: &raftlogv1.OpenSession{Secret: "s", LeaseMs: 1000}}})
+	if b, _ := os.ReadFile(filepath.Join(dir, "file_1")); len(b) != 0 {
+		t.Fatalf("file_1 kept %q after the first apply", b)
 	}
 }
 

@@ -341,6 +341,7 @@ func (n *Node) nodeStatus() *dlmv1.NodeStatus {
 		ns.Role = "shutdown"
 	}
 	ns.Term = n.raft.CurrentTerm()
+	ns.StorageFault = n.fsm.Fault()
 	ns.RaftAddress = n.cfg.RaftAddr
 	switch {
 	case ns.Role == "leader":

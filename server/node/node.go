@@ -17,7 +17,6 @@ import (
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
 	"github.com/hashicorp/raft-wal/metadb"
-	"google.golang.org/protobuf/proto"
 
 	raftlogv1 "github.com/dlm/dlm/gen/go/dlm/raftlog/v1"
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
@@ -63,6 +62,11 @@ type Config struct {
 	SnapshotInterval time.Duration
 	// Logger receives the node's logs.
 	Logger *slog.Logger
+	// LogSegmentSize is the size of one Raft log segment file; raft-wal
+	// preallocates each, so it is the space a start needs (0: 8 MiB).
+	LogSegmentSize int
+	// files, when set, opens the FSM's files (tests make writes fail).
+	files fsm.FS
 	// RaftLog receives hashicorp/raft's own warnings (it logs through
 	// hclog); nil means standard error.
 	RaftLog io.Writer
@@ -94,6 +98,9 @@ func (c *Config) Defaults() {
 	if c.SnapshotThreshold == 0 {
 		c.SnapshotThreshold = 8192
 	}
+	if c.LogSegmentSize == 0 {
+		c.LogSegmentSize = 8 << 20
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -123,6 +130,15 @@ type Node struct {
 
 	stop chan struct{}
 	done sync.WaitGroup
+	// broken is closed when the FSM finds a fatal storage fault (faults.go).
+	broken     chan struct{}
+	brokenOnce sync.Once
+	// writeFault is signalled while a write fails and is retried.
+	writeFault chan struct{}
+	// faultMu guards faultSeen, closed and replaced at every fault report
+	// (faults.go).
+	faultMu   sync.Mutex
+	faultSeen chan struct{}
 }
 
 // leaderTerm is one stretch of leadership.
@@ -143,8 +159,12 @@ func Open(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	cfg.ID = id
-	n := &Node{cfg: cfg, log: cfg.Logger.With("node", id), stop: make(chan struct{}), changed: make(chan struct{})}
-	f, err := fsm.Open(filepath.Join(cfg.DataDir, "files"), lockstate.DefaultLimits)
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", id), stop: make(chan struct{}), changed: make(chan struct{}), broken: make(chan struct{}), writeFault: make(chan struct{}, 1), faultSeen: make(chan struct{})}
+	var opts []fsm.Option
+	if cfg.files != nil {
+		opts = append(opts, fsm.WithFS(cfg.files))
+	}
+	f, err := fsm.Open(filepath.Join(cfg.DataDir, "files"), lockstate.DefaultLimits, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -152,11 +172,13 @@ func Open(cfg Config) (*Node, error) {
 	n.leases = newLeases()
 	n.waits = newWaiters()
 	f.SetObserver(n.observe)
+	f.SetFaultHandler(n.onFault)
 	if err := n.startRaft(); err != nil {
 		n.closeStores()
 		return nil, err
 	}
-	n.done.Add(2)
+	n.done.Add(3)
+	go n.leaveOnFault()
 	go n.watchLeadership()
 	go n.expireLeases()
 	switch {
@@ -181,9 +203,10 @@ func (n *Node) startRaft() error {
 	// raft-wal v0.4.0's Close leaves its meta store open (and its file
 	// locked), so the node owns the meta store and closes it itself.
 	n.meta = &metadb.BoltMetaDB{}
-	w, err := wal.Open(filepath.Join(raftDir, "wal"), wal.WithLogger(hlog), wal.WithMetaStore(n.meta))
+	walDir := filepath.Join(raftDir, "wal")
+	w, err := wal.Open(walDir, wal.WithLogger(hlog), wal.WithMetaStore(n.meta), wal.WithSegmentSize(cfg.LogSegmentSize))
 	if err != nil {
-		return fmt.Errorf("node: open log: %w", err)
+		return openLogError(walDir, cfg.LogSegmentSize, err)
 	}
 	n.wal = w
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(raftDir, 2, hlog)
@@ -243,7 +266,7 @@ func (n *Node) startRaft() error {
 	}
 	r, err := raft.NewRaft(rc, n.fsm, w, w, snaps, trans)
 	if err != nil {
-		return fmt.Errorf("node: start raft: %w", err)
+		return startError(err, n.fsm.Fault(), snaps, raftDir)
 	}
 	n.raft = r
 	return nil
@@ -266,6 +289,7 @@ func (n *Node) closeStores() {
 // the stores close.
 func (n *Node) Shutdown() error {
 	close(n.stop)
+	n.fsm.Interrupt()
 	err := n.raft.Shutdown().Error()
 	n.done.Wait()
 	n.endTerm()
@@ -357,6 +381,9 @@ func (n *Node) leading() (*leaderTerm, error) {
 	n.mu.Lock()
 	t := n.term
 	n.mu.Unlock()
+	if err := n.storageFault(); err != nil {
+		return nil, err
+	}
 	if t != nil {
 		return t, nil
 	}
@@ -405,13 +432,14 @@ func (n *Node) observe(index uint64, res lockstate.Result) {
 // ctx: Raft cannot cancel an entry once proposed, so on timeout the outcome
 // is unknown, and the client's retry with the same seq resolves it.
 func (n *Node) propose(ctx context.Context, cmd *raftlogv1.Command) (lockstate.Result, error) {
+	fault := n.faultWatch()
 	if _, err := n.leading(); err != nil {
 		return lockstate.Result{}, err
 	}
 	cmd.NowUnixMs = time.Now().UnixMilli()
-	data, err := proto.Marshal(cmd)
+	data, err := fsm.Encode(cmd)
 	if err != nil {
-		return lockstate.Result{}, fmt.Errorf("node: encode command: %w", err)
+		return lockstate.Result{}, err
 	}
 	timeout := 10 * time.Second
 	if dl, ok := ctx.Deadline(); ok {
@@ -422,12 +450,22 @@ func (n *Node) propose(ctx context.Context, cmd *raftlogv1.Command) (lockstate.R
 	go func() { done <- fut.Error() }()
 	select {
 	case err = <-done:
+	case <-fault:
+		// This node cannot apply the entry for now; another may answer the
+		// retry.
+		return lockstate.Result{}, &Error{Reason: dlmv1.ErrorReason_ERROR_REASON_STORAGE_FAULT,
+			Msg: fmt.Sprintf("node %s: the change may have committed, but this node has a storage fault (%s): retry with the same seq at another node", n.cfg.ID, n.fsm.Fault())}
 	case <-ctx.Done():
 		return lockstate.Result{}, fail(dlmv1.ErrorReason_ERROR_REASON_UNAVAILABLE, "the change was not committed in time (it may still be): retry with the same seq")
 	}
 	switch {
 	case err == nil:
-		return fut.Response().(lockstate.Result), nil
+		res, ok := fut.Response().(lockstate.Result)
+		if !ok {
+			// The entry committed but this node could not apply it.
+			return lockstate.Result{}, n.faultError()
+		}
+		return res, nil
 	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
 		return lockstate.Result{}, &Error{Reason: dlmv1.ErrorReason_ERROR_REASON_NOT_LEADER, LeaderURL: n.leaderURL(), Msg: "leadership lost (the change may have committed): retry with the same seq"}
 	case errors.Is(err, raft.ErrRaftShutdown):

@@ -26,7 +26,7 @@ func Handler(svc *Service, cluster *Cluster, extra http.Handler, opts ...connect
 	reflector := grpcreflect.NewStaticReflector(dlmv1connect.LockServiceName, dlmv1connect.ClusterServiceName, grpchealth.HealthV1ServiceName)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
-	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(dlmv1connect.LockServiceName)))
+	mux.Handle(grpchealth.NewHandler(healthChecker(svc)))
 	if extra != nil {
 		mux.Handle("/", extra)
 	}
