@@ -35,7 +35,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.Uint64Var(&cfg.SnapshotThreshold, "snapshot-threshold", 8192, "log entries between snapshots")
 	fs.DurationVar(&cfg.SnapshotInterval, "snapshot-interval", 0, "how often to check --snapshot-threshold (0: every 2 minutes)")
 	fs.Uint64Var(&cfg.TrailingLogs, "trailing-logs", 10240, "log entries kept after a snapshot, for followers to catch up from")
-	fs.IntVar(&cfg.LogSegmentSize, "log-segment-size", 8<<20, "bytes in one Raft log segment file, each preallocated: the free space a start needs")
+	fs.IntVar(&cfg.LogSegmentSize, "log-segment-size", node.DefaultLogSegmentSize, "bytes in one Raft log segment file, each preallocated: the free space a start needs")
 	verbose := fs.Bool("v", false, "log every leadership and session change")
 	if err := fs.Parse(args); err != nil {
 		return err

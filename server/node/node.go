@@ -24,6 +24,10 @@ import (
 	"github.com/dlm/dlm/server/lockstate"
 )
 
+// DefaultLogSegmentSize is the size of a preallocated Raft log segment:
+// small enough for a small disk (raft-wal's own default is 64 MiB).
+const DefaultLogSegmentSize = 8 << 20
+
 // Config is one node's settings.
 type Config struct {
 	// ID is the node's Raft server id. It is stored in the data folder on
@@ -99,7 +103,7 @@ func (c *Config) Defaults() {
 		c.SnapshotThreshold = 8192
 	}
 	if c.LogSegmentSize == 0 {
-		c.LogSegmentSize = 8 << 20
+		c.LogSegmentSize = DefaultLogSegmentSize
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -66,7 +66,7 @@ func Recover(cfg RecoverConfig) (Recovered, error) {
 	hlog := raftLogger(cfg.RaftLog)
 	meta := &metadb.BoltMetaDB{}
 	defer meta.Close()
-	w, err := wal.Open(filepath.Join(raftDir, "wal"), wal.WithLogger(hlog), wal.WithMetaStore(meta))
+	w, err := wal.Open(filepath.Join(raftDir, "wal"), wal.WithLogger(hlog), wal.WithMetaStore(meta), wal.WithSegmentSize(DefaultLogSegmentSize))
 	if err != nil {
 		return out, fmt.Errorf("node: recover: open log: %w", err)
 	}

@@ -10,7 +10,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	"google.golang.org/protobuf/proto"
 
 	raftlogv1 "github.com/dlm/dlm/gen/go/dlm/raftlog/v1"
 	"github.com/dlm/dlm/server/fsm"
@@ -196,7 +195,7 @@ func endSessions(f *fsm.FSM, index *uint64) (int, error) {
 		}
 		for _, s := range sessions {
 			*index++
-			data, err := encodeCommand(&raftlogv1.Command{NowUnixMs: now, Op: &raftlogv1.Command_ExpireSession{
+			data, err := fsm.Encode(&raftlogv1.Command{NowUnixMs: now, Op: &raftlogv1.Command_ExpireSession{
 				ExpireSession: &raftlogv1.ExpireSession{ClientId: s.ClientID, Epoch: s.Epoch},
 			}})
 			if err != nil {
@@ -207,16 +206,6 @@ func endSessions(f *fsm.FSM, index *uint64) (int, error) {
 			}
 		}
 	}
-}
-
-// encodeCommand encodes a log command as propose does, so the state machine
-// applies it as it would a committed entry.
-func encodeCommand(cmd *raftlogv1.Command) ([]byte, error) {
-	b, err := proto.Marshal(cmd)
-	if err != nil {
-		return nil, fmt.Errorf("node: encode command: %w", err)
-	}
-	return b, nil
 }
 
 func restoredConfiguration(id, raftAddr string, peers []Peer) (raft.Configuration, error) {
