@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
 	"github.com/hashicorp/raft-wal/metadb"
+	"github.com/hashicorp/raft-wal/types"
 	"google.golang.org/protobuf/proto"
 
 	raftlogv1 "github.com/dlm/dlm/gen/go/dlm/raftlog/v1"
@@ -65,6 +66,21 @@ type Config struct {
 	// RaftLog receives hashicorp/raft's own warnings (it logs through
 	// hclog); nil means standard error.
 	RaftLog io.Writer
+
+	// MinFreeSpace is the free space of the data volume, in bytes, below
+	// which the leader refuses new sessions, acquires and appends with
+	// DISK_FULL (0: DefaultMinFreeSpace; negative: no check).
+	MinFreeSpace int64
+	// MaxFileBytes bounds one file's committed size (0: 1 GiB).
+	MaxFileBytes int64
+	// FreeSpace reports the free bytes of the volume holding a folder; nil
+	// asks the system (statfs). Tests inject a fake.
+	FreeSpace func(dir string) (int64, error)
+	// LogSegmentBytes is the Raft log's segment size (0: raft-wal's 64 MiB).
+	LogSegmentBytes int
+	// LogFS, when set, is the file layer under the Raft log; tests inject
+	// faults with it.
+	LogFS types.VFS
 }
 
 // Defaults fills unset fields with dlm's defaults.
@@ -96,6 +112,7 @@ func (c *Config) Defaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	c.diskDefaults()
 }
 
 // Node is a running server.
@@ -109,6 +126,7 @@ type Node struct {
 	meta   *metadb.BoltMetaDB
 	leases *leases
 	waits  *waiters
+	space  *freeSpace
 
 	mu sync.Mutex
 	// term is the current leadership: non-nil only while this node leads
@@ -147,6 +165,7 @@ func Open(cfg Config) (*Node, error) {
 	n.fsm = f
 	n.leases = newLeases()
 	n.waits = newWaiters()
+	n.space = newFreeSpace(cfg.DataDir, cfg.FreeSpace)
 	f.SetObserver(n.observe)
 	if err := n.startRaft(); err != nil {
 		n.closeStores()
