@@ -335,7 +335,7 @@ func (n *Node) nodeStatus() *dlmv1.NodeStatus {
 	ns := &dlmv1.NodeStatus{
 		Id: n.cfg.ID, LeaderUrl: n.leaderURL(),
 		CommitIndex: n.raft.CommitIndex(), AppliedIndex: n.raft.AppliedIndex(),
-		FreeBytes: n.freeBytes(),
+		FreeBytes: n.freeBytes(), StorageFault: n.logFaultText(),
 	}
 	switch n.raft.State() {
 	case raft.Leader:

@@ -14,7 +14,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	wal "github.com/hashicorp/raft-wal"
 	"github.com/hashicorp/raft-wal/metadb"
 	"github.com/hashicorp/raft-wal/types"
 	"google.golang.org/protobuf/proto"
@@ -121,7 +120,7 @@ type Node struct {
 	log    *slog.Logger
 	raft   *raft.Raft
 	fsm    *fsm.FSM
-	wal    *wal.WAL
+	wal    *logStore
 	trans  raft.Transport
 	meta   *metadb.BoltMetaDB
 	leases *leases
@@ -196,7 +195,7 @@ func (n *Node) startRaft() error {
 	// raft-wal v0.4.0's Close leaves its meta store open (and its file
 	// locked), so the node owns the meta store and closes it itself.
 	n.meta = &metadb.BoltMetaDB{}
-	w, err := wal.Open(filepath.Join(raftDir, "wal"), wal.WithLogger(hlog), wal.WithMetaStore(n.meta))
+	w, err := n.openLog(filepath.Join(raftDir, "wal"), hlog, n.meta)
 	if err != nil {
 		return fmt.Errorf("node: open log: %w", err)
 	}
@@ -380,6 +379,9 @@ func (n *Node) leading() (*leaderTerm, error) {
 		return nil, fail(dlmv1.ErrorReason_ERROR_REASON_UNAVAILABLE, "the node is shutting down")
 	default:
 	}
+	if err := n.logUnavailable(); err != nil {
+		return nil, err
+	}
 	if n.raft.State() == raft.Leader {
 		return nil, fail(dlmv1.ErrorReason_ERROR_REASON_UNAVAILABLE, "the leader is catching up: retry")
 	}
@@ -443,10 +445,15 @@ func (n *Node) propose(ctx context.Context, cmd *raftlogv1.Command) (lockstate.R
 	switch {
 	case err == nil:
 		return fut.Response().(lockstate.Result), nil
+	case errors.Is(err, raft.ErrNotLeader) && n.logError() != nil:
+		// Refused before it was stored: the log's failure is the news.
+		return lockstate.Result{}, n.logError()
 	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
-		return lockstate.Result{}, &Error{Reason: dlmv1.ErrorReason_ERROR_REASON_NOT_LEADER, LeaderURL: n.leaderURL(), Msg: "leadership lost (the change may have committed): retry with the same seq"}
+		return lockstate.Result{}, &Error{Reason: dlmv1.ErrorReason_ERROR_REASON_NOT_LEADER, LeaderURL: n.leaderURL(), Msg: "leadership lost (the change may have committed): retry with the same seq" + n.logCause()}
 	case errors.Is(err, raft.ErrRaftShutdown):
 		return lockstate.Result{}, fail(dlmv1.ErrorReason_ERROR_REASON_UNAVAILABLE, "the node is shutting down")
+	case n.logError() != nil:
+		return lockstate.Result{}, n.logError()
 	default:
 		return lockstate.Result{}, fail(dlmv1.ErrorReason_ERROR_REASON_UNAVAILABLE, "not committed: %v", err)
 	}

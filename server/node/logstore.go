@@ -1,0 +1,178 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"syscall"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	wal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
+	"github.com/hashicorp/raft-wal/segment"
+	"github.com/hashicorp/raft-wal/types"
+
+	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
+)
+
+// logStore is Raft's log and stable store: raft-wal, opened again in place
+// when it can no longer append.
+//
+// raft-wal v0.4.2 (upstream PR #32) rolls a segment back after a failed
+// write or fsync, so the next append simply retries. A failed segment
+// rotation is different: the full segment is sealed, creating its successor
+// failed (on a full disk the new, preallocated segment is the first thing
+// that does not fit), nothing retries the rotation, and every later append
+// fails with "segment is sealed" for as long as the process lives. Opening
+// the log again rebuilds the tail from disk, so the node serves again by
+// itself once space returns. Nothing is lost: a sealed segment holds only
+// appends that succeeded, and a failed append stored nothing.
+type logStore struct {
+	open func() (*wal.WAL, error)
+
+	mu sync.RWMutex
+	w  *wal.WAL
+	// fault is the last append's failure, nil once an append succeeds.
+	fault error
+}
+
+// keptMeta is the WAL's metadata store, which the node opens once and
+// closes itself: raft-wal's Close closes its meta store, and a log opened
+// again in place must keep using the same one (bolt locks its file).
+type keptMeta struct{ *metadb.BoltMetaDB }
+
+func (keptMeta) Close() error { return nil }
+
+// openLog opens the Raft log in dir with meta as its metadata store.
+func (n *Node) openLog(dir string, hlog hclog.Logger, meta *metadb.BoltMetaDB) (*logStore, error) {
+	var filer types.SegmentFiler // nil: raft-wal's own files
+	if n.cfg.LogFS != nil {
+		filer = segment.NewFiler(dir, n.cfg.LogFS)
+	}
+	s := &logStore{open: func() (*wal.WAL, error) {
+		// A segment size of 0 is raft-wal's default.
+		return wal.Open(dir, wal.WithLogger(hlog), wal.WithMetaStore(keptMeta{meta}),
+			wal.WithSegmentSize(n.cfg.LogSegmentBytes), wal.WithSegmentFiler(filer))
+	}}
+	w, err := s.open()
+	if err != nil {
+		return nil, err
+	}
+	s.w = w
+	return s, nil
+}
+
+func (s *logStore) current() *wal.WAL {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.w
+}
+
+// StoreLogs appends, opening the log again once if it is stuck behind a
+// failed rotation.
+func (s *logStore) StoreLogs(logs []*raft.Log) error {
+	w := s.current()
+	err := w.StoreLogs(logs)
+	if errors.Is(err, wal.ErrSealed) {
+		// Only a sealed tail is reopened: after any other failure the
+		// segment rolled itself back, and a reopen could find a batch whose
+		// fsync failed but whose bytes landed, which Raft does not know of.
+		if w2, rerr := s.reopen(w); rerr == nil {
+			err = w2.StoreLogs(logs)
+		} else {
+			err = fmt.Errorf("%w (opening the log again: %w)", err, rerr)
+		}
+	}
+	s.mu.Lock()
+	s.fault = err
+	s.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("raft log: %w", err)
+	}
+	return nil
+}
+
+// reopen replaces stuck, unless another caller did already.
+func (s *logStore) reopen(stuck *wal.WAL) (*wal.WAL, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.w != stuck {
+		return s.w, nil
+	}
+	w, err := s.open()
+	if err != nil {
+		return nil, err
+	}
+	s.w = w
+	// Readers holding the old state finish first: raft-wal closes its files
+	// once they release it.
+	stuck.Close()
+	return w, nil
+}
+
+// Fault is the last append's failure, or nil.
+func (s *logStore) Fault() error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.fault
+}
+
+func (s *logStore) StoreLog(l *raft.Log) error         { return s.StoreLogs([]*raft.Log{l}) }
+func (s *logStore) FirstIndex() (uint64, error)        { return s.current().FirstIndex() }
+func (s *logStore) LastIndex() (uint64, error)         { return s.current().LastIndex() }
+func (s *logStore) GetLog(i uint64, l *raft.Log) error { return s.current().GetLog(i, l) }
+func (s *logStore) DeleteRange(lo, hi uint64) error    { return s.current().DeleteRange(lo, hi) }
+func (s *logStore) Set(k, v []byte) error              { return s.current().Set(k, v) }
+func (s *logStore) Get(k []byte) ([]byte, error)       { return s.current().Get(k) }
+func (s *logStore) SetUint64(k []byte, v uint64) error { return s.current().SetUint64(k, v) }
+func (s *logStore) GetUint64(k []byte) (uint64, error) { return s.current().GetUint64(k) }
+func (s *logStore) IsMonotonic() bool                  { return true }
+func (s *logStore) Close() error                       { return s.current().Close() }
+
+// logError is the error clients get while this node's Raft log cannot be
+// written, or nil when it can.
+func (n *Node) logError() error {
+	if n.wal == nil {
+		return nil
+	}
+	err := n.wal.Fault()
+	if err == nil {
+		return nil
+	}
+	reason := dlmv1.ErrorReason_ERROR_REASON_STORAGE_FAULT
+	what := "cannot be written"
+	if errors.Is(err, syscall.ENOSPC) {
+		reason, what = dlmv1.ErrorReason_ERROR_REASON_DISK_FULL, "disk is full"
+	}
+	return fail(reason, "this node's Raft log %s (%v): it serves again by itself once the log can be written", what, err)
+}
+
+// logUnavailable is the log's failure when no other node leads, so that a
+// client learns the cause rather than "no leader known".
+func (n *Node) logUnavailable() error {
+	err := n.logError()
+	if err == nil {
+		return nil
+	}
+	if _, id := n.raft.LeaderWithID(); id != "" && id != raft.ServerID(n.cfg.ID) {
+		return nil
+	}
+	return err
+}
+
+// logCause explains a lost leadership by the log's failure, if any.
+func (n *Node) logCause() string {
+	if err := n.logError(); err != nil {
+		return "; " + err.(*Error).Msg
+	}
+	return ""
+}
+
+// logFaultText is the log's failure for status, or "".
+func (n *Node) logFaultText() string {
+	if err := n.logError(); err != nil {
+		return err.(*Error).Msg
+	}
+	return ""
+}
