@@ -183,7 +183,7 @@ func openNode(t *testing.T, cfg node.Config) *node.Node {
 }
 
 // TestLogDiskFullRecovers fills the Raft log's disk under a single node,
-// then frees it: while full, calls fail with DISK_FULL and a message naming
+// then frees it: while full, calls fail with STORAGE_FAULT and a message naming
 // the log; once freed the node serves again without a restart, and every
 // acknowledged section is in the file once.
 func TestLogDiskFullRecovers(t *testing.T) {
@@ -230,8 +230,8 @@ func TestLogDiskFullRecovers(t *testing.T) {
 			wantFull := func(err error) {
 				t.Helper()
 				var ne *node.Error
-				if !errors.As(err, &ne) || ne.Reason != dlmv1.ErrorReason_ERROR_REASON_DISK_FULL || !strings.Contains(ne.Msg, "Raft log disk is full") {
-					t.Fatalf("on a full log disk got %v, want DISK_FULL naming the log", err)
+				if !errors.As(err, &ne) || ne.Reason != dlmv1.ErrorReason_ERROR_REASON_STORAGE_FAULT || !strings.Contains(ne.Msg, "Raft log disk is full") {
+					t.Fatalf("on a full log disk got %v, want STORAGE_FAULT naming the log", err)
 				}
 			}
 			// A call in flight when leadership was lost may have committed,

@@ -3,6 +3,7 @@ package node
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"syscall"
 
@@ -30,6 +31,7 @@ import (
 // appends that succeeded, and a failed append stored nothing.
 type logStore struct {
 	open func() (*wal.WAL, error)
+	log  *slog.Logger
 
 	mu sync.RWMutex
 	w  *wal.WAL
@@ -50,7 +52,7 @@ func (n *Node) openLog(dir string, hlog hclog.Logger, meta *metadb.BoltMetaDB) (
 	if n.cfg.LogFS != nil {
 		filer = segment.NewFiler(dir, n.cfg.LogFS)
 	}
-	s := &logStore{open: func() (*wal.WAL, error) {
+	s := &logStore{log: n.log, open: func() (*wal.WAL, error) {
 		// A segment size of 0 is raft-wal's default.
 		return wal.Open(dir, wal.WithLogger(hlog), wal.WithMetaStore(keptMeta{meta}),
 			wal.WithSegmentSize(n.cfg.LogSegmentBytes), wal.WithSegmentFiler(filer))
@@ -85,8 +87,15 @@ func (s *logStore) StoreLogs(logs []*raft.Log) error {
 		}
 	}
 	s.mu.Lock()
+	was := s.fault
 	s.fault = err
 	s.mu.Unlock()
+	switch {
+	case was == nil && err != nil:
+		s.log.Error("raft log cannot be written: this node neither leads nor follows until it can", "err", err)
+	case was != nil && err == nil:
+		s.log.Warn("raft log can be written again", "was", was)
+	}
 	if err != nil {
 		return fmt.Errorf("raft log: %w", err)
 	}
@@ -131,7 +140,10 @@ func (s *logStore) IsMonotonic() bool                  { return true }
 func (s *logStore) Close() error                       { return s.current().Close() }
 
 // logError is the error clients get while this node's Raft log cannot be
-// written, or nil when it can.
+// written, or nil when it can. It is STORAGE_FAULT (Unavailable), not
+// DISK_FULL, even when the disk is full: the condition passes by itself once
+// space returns, and another node may lead meanwhile, so clients retry and
+// try other nodes, as they do for Unavailable; the message names the cause.
 func (n *Node) logError() error {
 	if n.wal == nil {
 		return nil
@@ -140,12 +152,11 @@ func (n *Node) logError() error {
 	if err == nil {
 		return nil
 	}
-	reason := dlmv1.ErrorReason_ERROR_REASON_STORAGE_FAULT
 	what := "cannot be written"
 	if errors.Is(err, syscall.ENOSPC) {
-		reason, what = dlmv1.ErrorReason_ERROR_REASON_DISK_FULL, "disk is full"
+		what = "disk is full"
 	}
-	return fail(reason, "this node's Raft log %s (%v): it serves again by itself once the log can be written", what, err)
+	return fail(dlmv1.ErrorReason_ERROR_REASON_STORAGE_FAULT, "this node's Raft log %s (%v): it serves again by itself once the log can be written", what, err)
 }
 
 // logUnavailable is the log's failure when no other node leads, so that a
