@@ -197,10 +197,11 @@ func (n *Node) Append(ctx context.Context, c *raftlogv1.Caller, token uint64, fi
 	case len(data) > n.cfg.MaxAppendBytes:
 		return nil, fail(dlmv1.ErrorReason_ERROR_REASON_DATA_TOO_LARGE, "the append has %d bytes; the limit is %d", len(data), n.cfg.MaxAppendBytes)
 	}
-	return n.mutate(ctx, c, token, &raftlogv1.Command{Op: &raftlogv1.Command_Append{Append: &raftlogv1.Append{
+	o, err := n.mutate(ctx, c, token, &raftlogv1.Command{Op: &raftlogv1.Command_Append{Append: &raftlogv1.Append{
 		Caller: c, Token: token, File: file, Data: data, MaxSectionBytes: uint64(n.cfg.MaxSectionBytes),
 		MaxFileBytes: uint64(n.cfg.MaxFileBytes),
 	}}})
+	return o, n.explainFileLimit(err)
 }
 
 // Close ends the session, committing a held critical section.

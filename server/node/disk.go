@@ -1,6 +1,7 @@
 package node
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -113,8 +114,19 @@ func (n *Node) freeBytes() int64 {
 	return free
 }
 
+// explainFileLimit adds this leader's limit to a FILE_TOO_LARGE refusal.
+func (n *Node) explainFileLimit(err error) error {
+	var ne *Error
+	if errors.As(err, &ne) && ne.Reason == dlmv1.ErrorReason_ERROR_REASON_FILE_TOO_LARGE {
+		ne.Msg += fmt.Sprintf(" (%s, --max-file-size): nothing changed", formatBytes(n.cfg.MaxFileBytes))
+	}
+	return err
+}
+
 func formatBytes(b int64) string {
 	switch {
+	case b >= 1<<40:
+		return fmt.Sprintf("%.1f TiB", float64(b)/(1<<40))
 	case b >= 1<<30:
 		return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30))
 	case b >= 1<<20:

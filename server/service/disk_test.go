@@ -142,7 +142,10 @@ func TestFileTooLarge(t *testing.T) {
 			}
 			exhausted, tooLarge := connect.CodeResourceExhausted, dlmv1.ErrorReason_ERROR_REASON_FILE_TOO_LARGE
 			// Staged bytes count toward the limit.
-			refused(t, c, exhausted, tooLarge, func() error { _, err := s.append(token, "file_2", "12345"); return err })
+			msg := refused(t, c, exhausted, tooLarge, func() error { _, err := s.append(token, "file_2", "12345"); return err })
+			if !strings.Contains(msg, "(10 bytes, --max-file-size)") {
+				t.Errorf("message %q does not name the limit", msg)
+			}
 			if _, err := s.append(token, "file_2", "1234"); err != nil {
 				t.Fatalf("append up to the limit: %v", err)
 			}
