@@ -10,11 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/raft-wal/fs"
 	"google.golang.org/protobuf/proto"
 
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
 	"github.com/dlm/dlm/server/node"
+	"github.com/dlm/dlm/server/servertest"
 )
 
 // freeLoopback returns a loopback address that was free a moment ago.
@@ -63,10 +63,10 @@ func TestLogDiskFullInCluster(t *testing.T) {
 	for i := range 3 {
 		peers = append(peers, node.Peer{ID: fmt.Sprintf("n%d", i+1), RaftAddr: freeLoopback(t)})
 	}
-	disks := map[*node.Node]*fullDisk{}
+	disks := map[*node.Node]*servertest.FullDisk{}
 	var nodes []*node.Node
 	for _, p := range peers {
-		disk := &fullDisk{VFS: fs.New()}
+		disk := servertest.NewFullDisk(false)
 		n, err := node.Open(node.Config{
 			ID: p.ID, RaftAddr: p.RaftAddr, Peers: peers, DataDir: t.TempDir(),
 			LogFS: disk, LogSegmentBytes: 64 << 10, DefaultLease: time.Minute, MinFreeSpace: -1,
@@ -121,7 +121,7 @@ func TestLogDiskFullInCluster(t *testing.T) {
 		}
 	}
 
-	disks[full].full.Store(true)
+	disks[full].Full.Store(true)
 	// The cluster carries on without the full node: sections commit on
 	// another leader, while the full one reports its log's state.
 	after, deadline := 0, time.Now().Add(60*time.Second)
@@ -133,12 +133,12 @@ func TestLogDiskFullInCluster(t *testing.T) {
 			after++
 		}
 	}
-	if disks[full].refused.Load() == 0 {
+	if disks[full].Refused.Load() == 0 {
 		t.Fatalf("no write was refused")
 	}
 
 	// Freed, the node catches up by itself.
-	disks[full].full.Store(false)
+	disks[full].Full.Store(false)
 	leader := currentLeader(t, running(), 20*time.Second)
 	for range 5 {
 		if err := section(); err != nil {
@@ -177,5 +177,5 @@ func TestLogDiskFullInCluster(t *testing.T) {
 		}
 	}
 	w.check(t)
-	t.Logf("%d sections acknowledged of %d tried; %d writes refused", len(w.acked), len(w.tried), disks[full].refused.Load())
+	t.Logf("%d sections acknowledged of %d tried; %d writes refused", len(w.acked), len(w.tried), disks[full].Refused.Load())
 }

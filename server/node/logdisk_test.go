@@ -8,87 +8,14 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
-
-	"github.com/hashicorp/raft-wal/fs"
-	"github.com/hashicorp/raft-wal/types"
 
 	raftlogv1 "github.com/dlm/dlm/gen/go/dlm/raftlog/v1"
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
 	"github.com/dlm/dlm/server/node"
+	"github.com/dlm/dlm/server/servertest"
 )
-
-// fullDisk is the Raft log's file layer with a switch that makes the disk
-// full. With writes set, every write and fsync fails too; without, only
-// creating a segment does, as on a real full disk, where writes land in the
-// preallocated segment and the next segment is what no longer fits (its
-// file is created, but it has no blocks, so writing to it fails too).
-type fullDisk struct {
-	types.VFS
-	writes bool
-	full   atomic.Bool
-	// sparse holds the files created while full, which have no blocks.
-	sparse sync.Map
-	// refused counts the failures injected.
-	refused atomic.Int64
-}
-
-func (d *fullDisk) enospc(op, name string) error {
-	d.refused.Add(1)
-	return &os.PathError{Op: op, Path: name, Err: syscall.ENOSPC}
-}
-
-func (d *fullDisk) Create(dir, name string, size uint64) (types.WritableFile, error) {
-	if d.full.Load() {
-		// As os.OpenFile then a failed fallocate do: the file stays behind.
-		if f, err := d.VFS.Create(dir, name, 0); err == nil {
-			f.Close()
-			d.sparse.Store(name, true)
-		}
-		return nil, d.enospc("fallocate", name)
-	}
-	f, err := d.VFS.Create(dir, name, size)
-	if err != nil {
-		return nil, err
-	}
-	return &fullFile{WritableFile: f, d: d, name: name}, nil
-}
-
-func (d *fullDisk) OpenWriter(dir, name string) (types.WritableFile, error) {
-	f, err := d.VFS.OpenWriter(dir, name)
-	if err != nil {
-		return nil, err
-	}
-	_, sparse := d.sparse.Load(name)
-	return &fullFile{WritableFile: f, d: d, name: name, sparse: sparse}, nil
-}
-
-type fullFile struct {
-	types.WritableFile
-	d      *fullDisk
-	name   string
-	sparse bool
-}
-
-func (f *fullFile) fails() bool { return f.d.full.Load() && (f.d.writes || f.sparse) }
-
-func (f *fullFile) WriteAt(p []byte, off int64) (int, error) {
-	if f.fails() {
-		return 0, f.d.enospc("write", f.name)
-	}
-	return f.WritableFile.WriteAt(p, off)
-}
-
-func (f *fullFile) Sync() error {
-	if f.fails() {
-		return f.d.enospc("fsync", f.name)
-	}
-	return f.WritableFile.Sync()
-}
 
 // writer runs critical sections of one session, each appending one record,
 // and remembers which committed for sure.
@@ -190,7 +117,7 @@ func TestLogDiskFullRecovers(t *testing.T) {
 	for _, writes := range []bool{false, true} {
 		name := map[bool]string{false: "segment creation fails", true: "every write fails"}[writes]
 		t.Run(name, func(t *testing.T) {
-			disk := &fullDisk{VFS: fs.New(), writes: writes}
+			disk := servertest.NewFullDisk(writes)
 			cfg := node.Config{
 				DataDir: t.TempDir(), LogFS: disk, LogSegmentBytes: 64 << 10,
 				DefaultLease: time.Minute, MinFreeSpace: -1,
@@ -214,7 +141,7 @@ func TestLogDiskFullRecovers(t *testing.T) {
 
 			// Fill the disk. Without failing writes, sections still commit
 			// until the segment is full; 64 KiB is a few dozen sections.
-			disk.full.Store(true)
+			disk.Full.Store(true)
 			var first error
 			for limit := i + 500; i < limit && first == nil; i++ {
 				first = w.section(record(i))
@@ -225,7 +152,7 @@ func TestLogDiskFullRecovers(t *testing.T) {
 					fi, _ := e.Info()
 					t.Logf("%s %d", e.Name(), fi.Size())
 				}
-				t.Fatalf("500 sections on a full disk all succeeded (%d refused)", disk.refused.Load())
+				t.Fatalf("500 sections on a full disk all succeeded (%d refused)", disk.Refused.Load())
 			}
 			wantFull := func(err error) {
 				t.Helper()
@@ -256,7 +183,7 @@ func TestLogDiskFullRecovers(t *testing.T) {
 			}
 
 			// Free it: the node serves again by itself.
-			disk.full.Store(false)
+			disk.Full.Store(false)
 			deadline := time.Now().Add(30 * time.Second)
 			for err := w.section(record(i)); err != nil; err = w.section(record(i)) {
 				i++
@@ -275,7 +202,7 @@ func TestLogDiskFullRecovers(t *testing.T) {
 				t.Fatalf("status after recovery: storage_fault %q, %v", st.GetNode().GetStorageFault(), err)
 			}
 			w.check(t)
-			t.Logf("%d sections acknowledged of %d tried; %d failures injected", len(w.acked), len(w.tried), disk.refused.Load())
+			t.Logf("%d sections acknowledged of %d tried; %d failures injected", len(w.acked), len(w.tried), disk.Refused.Load())
 
 			// What is on disk is whole: a restart finds the same.
 			n.Shutdown()

@@ -171,3 +171,71 @@ func TestFileTooLarge(t *testing.T) {
 		})
 	}
 }
+
+// A full Raft log disk is reported as what it is, over the API, and passes
+// by itself once space returns.
+func TestLogDiskFullIsReported(t *testing.T) {
+	disk := servertest.NewFullDisk(false)
+	srv := servertest.Start(t, &node.Config{LogFS: disk, LogSegmentBytes: 64 << 10, MinFreeSpace: -1})
+	c := newClient(srv, nil)
+	s := open(t, c, 0)
+	record := strings.Repeat("r", 1000)
+	section := func() error {
+		res, err := s.acquire(false, 1000)
+		if err != nil {
+			return err
+		}
+		if _, err := s.append(res.GetToken(), "file_4", record); err != nil {
+			return err
+		}
+		return s.release(res.GetToken())
+	}
+	disk.Full.Store(true)
+	var err error
+	for i := 0; i < 500 && err == nil; i++ {
+		err = section()
+	}
+	if err == nil {
+		t.Fatal("500 sections on a full log disk all succeeded")
+	}
+	for range 10 {
+		_, err := c.Init(context.Background(), connect.NewRequest(&dlmv1.InitRequest{Name: "refused"}))
+		var ce *connect.Error
+		if connect.CodeOf(err) != connect.CodeUnavailable || reasonOf(err) != dlmv1.ErrorReason_ERROR_REASON_STORAGE_FAULT ||
+			!errors.As(err, &ce) || !strings.Contains(ce.Message(), "Raft log disk is full") {
+			t.Fatalf("Init on a full log disk: %v (reason %v), want Unavailable, STORAGE_FAULT naming the log", err, reasonOf(err))
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	st, err := c.Status(context.Background(), connect.NewRequest(&dlmv1.StatusRequest{}))
+	if err != nil || !strings.Contains(st.Msg.GetNode().GetStorageFault(), "disk is full") {
+		t.Fatalf("status on a full log disk: %v, %v", st, err)
+	}
+
+	disk.Full.Store(false)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := c.Init(context.Background(), connect.NewRequest(&dlmv1.InitRequest{Name: "after"}))
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no recovery 30 s after space returned: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Whatever the failed section left is given up; the next one commits.
+	if err := s.release(0); err != nil {
+		t.Fatalf("give up: %v", err)
+	}
+	before := len(read(t, c, "file_4"))
+	if err := section(); err != nil {
+		t.Fatalf("section after recovery: %v", err)
+	}
+	if got := len(read(t, c, "file_4")); got != before+len(record) {
+		t.Fatalf("file_4 grew from %d to %d bytes, want %d more", before, got, len(record))
+	}
+	if got := status(t, c).GetNode().GetStorageFault(); got != "" {
+		t.Fatalf("storage fault after recovery: %q", got)
+	}
+}
