@@ -192,8 +192,8 @@ func (n *Node) startRaft() error {
 		out = os.Stderr
 	}
 	hlog := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: out})
-	// raft-wal v0.4.0's Close leaves its meta store open (and its file
-	// locked), so the node owns the meta store and closes it itself.
+	// The node owns the meta store and closes it itself: the log may be
+	// opened again in place (logstore.go) and must keep the same one.
 	n.meta = &metadb.BoltMetaDB{}
 	w, err := n.openLog(filepath.Join(raftDir, "wal"), hlog, n.meta)
 	if err != nil {
