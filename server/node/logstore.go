@@ -33,8 +33,13 @@ type logStore struct {
 	open func() (*wal.WAL, error)
 	log  *slog.Logger
 
+	// mu is held for reading across every call into w, so that a reopen
+	// never closes the log under a reader: Raft panics when it cannot read
+	// an entry it is applying.
 	mu sync.RWMutex
 	w  *wal.WAL
+
+	faultMu sync.Mutex
 	// fault is the last append's failure, nil once an append succeeds.
 	fault error
 }
@@ -65,31 +70,29 @@ func (n *Node) openLog(dir string, hlog hclog.Logger, meta *metadb.BoltMetaDB) (
 	return s, nil
 }
 
-func (s *logStore) current() *wal.WAL {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.w
-}
-
 // StoreLogs appends, opening the log again once if it is stuck behind a
 // failed rotation.
 func (s *logStore) StoreLogs(logs []*raft.Log) error {
-	w := s.current()
+	s.mu.RLock()
+	w := s.w
 	err := w.StoreLogs(logs)
+	s.mu.RUnlock()
 	if errors.Is(err, wal.ErrSealed) {
 		// Only a sealed tail is reopened: after any other failure the
 		// segment rolled itself back, and a reopen could find a batch whose
 		// fsync failed but whose bytes landed, which Raft does not know of.
-		if w2, rerr := s.reopen(w); rerr == nil {
-			err = w2.StoreLogs(logs)
+		if rerr := s.reopen(w); rerr == nil {
+			s.mu.RLock()
+			err = s.w.StoreLogs(logs)
+			s.mu.RUnlock()
 		} else {
 			err = fmt.Errorf("%w (opening the log again: %w)", err, rerr)
 		}
 	}
-	s.mu.Lock()
+	s.faultMu.Lock()
 	was := s.fault
 	s.fault = err
-	s.mu.Unlock()
+	s.faultMu.Unlock()
 	switch {
 	case was == nil && err != nil:
 		s.log.Error("raft log cannot be written: this node neither leads nor follows until it can", "err", err)
@@ -103,41 +106,78 @@ func (s *logStore) StoreLogs(logs []*raft.Log) error {
 }
 
 // reopen replaces stuck, unless another caller did already.
-func (s *logStore) reopen(stuck *wal.WAL) (*wal.WAL, error) {
+func (s *logStore) reopen(stuck *wal.WAL) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.w != stuck {
-		return s.w, nil
+		return nil
 	}
 	w, err := s.open()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	s.w = w
-	// Readers holding the old state finish first: raft-wal closes its files
-	// once they release it.
-	stuck.Close()
-	return w, nil
+	return stuck.Close()
 }
 
 // Fault is the last append's failure, or nil.
 func (s *logStore) Fault() error {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
+	s.faultMu.Lock()
+	defer s.faultMu.Unlock()
 	return s.fault
 }
 
-func (s *logStore) StoreLog(l *raft.Log) error         { return s.StoreLogs([]*raft.Log{l}) }
-func (s *logStore) FirstIndex() (uint64, error)        { return s.current().FirstIndex() }
-func (s *logStore) LastIndex() (uint64, error)         { return s.current().LastIndex() }
-func (s *logStore) GetLog(i uint64, l *raft.Log) error { return s.current().GetLog(i, l) }
-func (s *logStore) DeleteRange(lo, hi uint64) error    { return s.current().DeleteRange(lo, hi) }
-func (s *logStore) Set(k, v []byte) error              { return s.current().Set(k, v) }
-func (s *logStore) Get(k []byte) ([]byte, error)       { return s.current().Get(k) }
-func (s *logStore) SetUint64(k []byte, v uint64) error { return s.current().SetUint64(k, v) }
-func (s *logStore) GetUint64(k []byte) (uint64, error) { return s.current().GetUint64(k) }
-func (s *logStore) IsMonotonic() bool                  { return true }
-func (s *logStore) Close() error                       { return s.current().Close() }
+// read runs f on the current log, which no reopen closes meanwhile.
+func read[T any](s *logStore, f func(*wal.WAL) (T, error)) (T, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return f(s.w)
+}
+
+func (s *logStore) StoreLog(l *raft.Log) error { return s.StoreLogs([]*raft.Log{l}) }
+func (s *logStore) IsMonotonic() bool          { return true }
+
+func (s *logStore) FirstIndex() (uint64, error) {
+	return read(s, func(w *wal.WAL) (uint64, error) { return w.FirstIndex() })
+}
+
+func (s *logStore) LastIndex() (uint64, error) {
+	return read(s, func(w *wal.WAL) (uint64, error) { return w.LastIndex() })
+}
+
+func (s *logStore) GetLog(i uint64, l *raft.Log) error {
+	_, err := read(s, func(w *wal.WAL) (struct{}, error) { return struct{}{}, w.GetLog(i, l) })
+	return err
+}
+
+func (s *logStore) DeleteRange(lo, hi uint64) error {
+	_, err := read(s, func(w *wal.WAL) (struct{}, error) { return struct{}{}, w.DeleteRange(lo, hi) })
+	return err
+}
+
+func (s *logStore) Set(k, v []byte) error {
+	_, err := read(s, func(w *wal.WAL) (struct{}, error) { return struct{}{}, w.Set(k, v) })
+	return err
+}
+
+func (s *logStore) Get(k []byte) ([]byte, error) {
+	return read(s, func(w *wal.WAL) ([]byte, error) { return w.Get(k) })
+}
+
+func (s *logStore) SetUint64(k []byte, v uint64) error {
+	_, err := read(s, func(w *wal.WAL) (struct{}, error) { return struct{}{}, w.SetUint64(k, v) })
+	return err
+}
+
+func (s *logStore) GetUint64(k []byte) (uint64, error) {
+	return read(s, func(w *wal.WAL) (uint64, error) { return w.GetUint64(k) })
+}
+
+func (s *logStore) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Close()
+}
 
 // logError is the error clients get while this node's Raft log cannot be
 // written, or nil when it can. It is STORAGE_FAULT (Unavailable), not
