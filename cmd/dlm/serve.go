@@ -36,12 +36,22 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.DurationVar(&cfg.SnapshotInterval, "snapshot-interval", 0, "how often to check --snapshot-threshold (0: every 2 minutes)")
 	fs.Uint64Var(&cfg.TrailingLogs, "trailing-logs", 10240, "log entries kept after a snapshot, for followers to catch up from")
 	fs.IntVar(&cfg.LogSegmentSize, "log-segment-size", node.DefaultLogSegmentSize, "bytes in one Raft log segment file, each preallocated: the free space a start needs")
+	cfg.MinFreeSpace = node.DefaultMinFreeSpace(64<<20, node.DefaultLogSegmentSize)
+	fs.Var(byteSize{&cfg.MinFreeSpace}, "min-free-space", "the leader refuses new sessions, acquires and appends (DISK_FULL) while the data folder's volume has less free space than this; releases, aborts and closes still work; 0 turns the check off (default: one largest critical section twice, for the log and the files, plus one log segment)")
+	cfg.MaxFileBytes = node.DefaultMaxFileBytes
+	fs.Var(byteSize{&cfg.MaxFileBytes}, "max-file-size", "largest size of one file; an append that would pass it fails with FILE_TOO_LARGE")
 	verbose := fs.Bool("v", false, "log every leadership and session change")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("serve: unexpected arguments %q", fs.Args())
+	}
+	switch minFree := cfg.MinFreeSpace; {
+	case !flagSet(fs, "min-free-space"):
+		cfg.MinFreeSpace = 0 // the node derives it from --max-section
+	case minFree == 0:
+		cfg.MinFreeSpace = -1
 	}
 	var err error
 	if cfg.Peers, err = node.ParsePeers(*peers); err != nil {
@@ -101,4 +111,11 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		err = nil
 	}
 	return errors.Join(err, nerr, serr)
+}
+
+// flagSet says whether the command line set the named flag.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

@@ -96,6 +96,9 @@ func printStatus(w io.Writer, st *dlmv1.StatusResponse) error {
 	n := st.GetNode()
 	fmt.Fprintf(tw, "node\t%s (%s, term %d, commit %d, applied %d)\n",
 		n.GetId(), n.GetRole(), n.GetTerm(), n.GetCommitIndex(), n.GetAppliedIndex())
+	if free := n.GetFreeBytes(); free > 0 {
+		fmt.Fprintf(tw, "disk\t%s free\n", humanBytes(free))
+	}
 	leader := n.GetLeaderUrl()
 	if leader == "" {
 		leader = "unknown"

@@ -93,8 +93,11 @@ type lock struct {
 	grantedMs   int64
 	staged      []Write
 	stagedBytes uint64
-	queue       []waiter
-	lastToken   uint64
+	// stagedFile is the staged bytes per file, so that the per-file limit
+	// costs one lookup per append rather than a scan of the section.
+	stagedFile map[string]uint64
+	queue      []waiter
+	lastToken  uint64
 }
 
 // Machine is the replicated state: sessions, the lock with its FIFO queue
@@ -296,7 +299,7 @@ func (m *Machine) grantNext(l *lock, index uint64, now int64) []Grant {
 	l.queue = l.queue[1:]
 	s := m.sessions[w.clientID]
 	l.holder, l.holderSeq, l.token, l.lastToken, l.grantedMs = w.clientID, w.seq, index, index, now
-	l.staged, l.stagedBytes = nil, 0
+	l.staged, l.stagedBytes, l.stagedFile = nil, 0, nil
 	s.lastToken = index
 	// Every acquire of this session that still says "queued" now says
 	// "granted", so a repeat of any of them learns of the grant.
@@ -344,9 +347,18 @@ func (m *Machine) endSection(l *lock, commit bool, index uint64, now int64) Resu
 		res.Outcome = &raftlogv1.Outcome{}
 	}
 	l.holder, l.holderSeq, l.token, l.grantedMs = 0, 0, 0, 0
-	l.staged, l.stagedBytes = nil, 0
+	l.staged, l.stagedBytes, l.stagedFile = nil, 0, nil
 	res.Grants = m.grantNext(l, index, now)
 	return res
+}
+
+func (l *lock) stage(w Write) {
+	if l.stagedFile == nil {
+		l.stagedFile = make(map[string]uint64)
+	}
+	l.staged = append(l.staged, w)
+	l.stagedBytes += uint64(len(w.Data))
+	l.stagedFile[w.File] += uint64(len(w.Data))
 }
 
 // checkToken says whether the session holds the grant named by token, and
@@ -423,13 +435,14 @@ func (m *Machine) append(index uint64, op *raftlogv1.Append) Result {
 			r = dlmv1.ErrorReason_ERROR_REASON_DATA_EMPTY
 		case l.stagedBytes+size > op.GetMaxSectionBytes():
 			r = dlmv1.ErrorReason_ERROR_REASON_SECTION_TOO_LARGE
+		case op.GetMaxFileBytes() > 0 && uint64(m.files[op.GetFile()])+l.stagedFile[op.GetFile()]+size > op.GetMaxFileBytes():
+			r = dlmv1.ErrorReason_ERROR_REASON_FILE_TOO_LARGE
 		}
 	}
 	if r != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
 		return s.record(index, seq, &raftlogv1.Outcome{ErrorReason: uint32(r)})
 	}
-	l.staged = append(l.staged, Write{File: op.GetFile(), Data: op.GetData()})
-	l.stagedBytes += size
+	l.stage(Write{File: op.GetFile(), Data: op.GetData()})
 	return s.record(index, seq, &raftlogv1.Outcome{Appends: uint32(len(l.staged)), Bytes: l.stagedBytes})
 }
 

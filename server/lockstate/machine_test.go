@@ -509,6 +509,26 @@ func TestBadInput(t *testing.T) {
 		),
 		check: all(sizesAre("file_0", 10), stagedIs(1, 5)),
 	}, {
+		name: "a file over its limit stages nothing",
+		steps: then(held,
+			step{idx: 3, now: 3000, cmd: appendFileMax(c(1, 2), 2, "file_0", "1234", 6), want: staged(1, 4)},
+			// Staged bytes count: 4 + 3 > 6.
+			bad(4, appendFileMax(c(1, 3), 2, "file_0", "123", 6), fails(rFileLarge)),
+			// The limit is per file: another file has its own room.
+			step{idx: 5, now: 5000, cmd: appendFileMax(c(1, 4), 2, "file_1", "123456", 6), want: staged(2, 10)},
+			step{idx: 6, now: 6000, cmd: appendFileMax(c(1, 5), 2, "file_0", "12", 6), want: staged(3, 12)},
+			bad(7, appendFileMax(c(1, 6), 2, "file_1", "1", 6), fails(rFileLarge)),
+			step{idx: 8, now: 8000, cmd: releaseCmd(c(1, 7), 2), want: committed(3, 12, w("file_0", "1234"), w("file_1", "123456"), w("file_0", "12"))},
+			// Committed bytes count in the next section.
+			step{idx: 9, now: 9000, cmd: acquireCmd(c(1, 8)), want: grantedNow(1, 8, 9)},
+			bad(10, appendFileMax(c(1, 9), 9, "file_0", "1", 6), fails(rFileLarge)),
+			// The limit travels in each command: a leader with a larger one
+			// applies it, and 0 (an entry from before the limit) means none.
+			step{idx: 11, now: 11_000, cmd: appendFileMax(c(1, 10), 9, "file_0", "1", 7), want: staged(1, 1)},
+			step{idx: 12, now: 12_000, cmd: appendFileMax(c(1, 11), 9, "file_0", "123", 0), want: staged(2, 4)},
+		),
+		check: all(sizesAre("file_0", 6, "file_1", 6), stagedIs(2, 4)),
+	}, {
 		name: "the token is checked before the file and the data",
 		steps: then(opens(2),
 			bad(3, appendCmd(c(1, 1), 0, "../x", ""), fails(rNotHolder)),
@@ -529,6 +549,14 @@ func TestBadInput(t *testing.T) {
 		),
 		check: lockIs(1, 2),
 	}})
+}
+
+const rFileLarge = dlmv1.ErrorReason_ERROR_REASON_FILE_TOO_LARGE
+
+func appendFileMax(cl *raftlogv1.Caller, token uint64, file, data string, maxFile uint64) *raftlogv1.Command {
+	cmd := appendCmd(cl, token, file, data)
+	cmd.GetAppend().MaxFileBytes = maxFile
+	return cmd
 }
 
 func TestApplyNilCommand(t *testing.T) {

@@ -83,6 +83,7 @@ func (g *generator) next(m *lockstate.Machine) *raftlogv1.Command {
 		}
 		maxSection := []uint64{1 << 20, 1 << 20, 1 << 20, 128, 40}[g.rng.IntN(5)]
 		cmd = appendMax(g.caller(id), g.token(m, id), file, string(data), maxSection)
+		cmd.GetAppend().MaxFileBytes = []uint64{0, 0, 1 << 20, 60}[g.rng.IntN(4)]
 	case n < 90:
 		if g.rng.IntN(10) == 0 {
 			cmd = abortCmd(g.caller(id), g.token(m, id))
@@ -289,7 +290,8 @@ func TestRandomHistories(t *testing.T) {
 	for r := range dlmv1.ErrorReason_name {
 		switch reason := dlmv1.ErrorReason(r); reason {
 		case dlmv1.ErrorReason_ERROR_REASON_NOT_LEADER, dlmv1.ErrorReason_ERROR_REASON_UNAVAILABLE,
-			dlmv1.ErrorReason_ERROR_REASON_DATA_TOO_LARGE:
+			dlmv1.ErrorReason_ERROR_REASON_DATA_TOO_LARGE, dlmv1.ErrorReason_ERROR_REASON_DISK_FULL,
+			dlmv1.ErrorReason_ERROR_REASON_STORAGE_FAULT:
 			// Decided by the leader, never by the state machine.
 		default:
 			want = append(want, reason.String())

@@ -84,8 +84,7 @@ func Restore(limits Limits, st *raftlogv1.State) (*Machine, error) {
 			if r := m.CheckFile(w.GetFile()); r != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
 				return nil, fmt.Errorf("lockstate: snapshot lock %q stages an append to %q: %s", pl.GetName(), w.GetFile(), r)
 			}
-			l.staged = append(l.staged, Write{File: w.GetFile(), Data: w.GetData()})
-			l.stagedBytes += uint64(len(w.GetData()))
+			l.stage(Write{File: w.GetFile(), Data: w.GetData()})
 		}
 		for _, w := range pl.GetQueue() {
 			l.queue = append(l.queue, waiter{clientID: w.GetClientId(), seq: w.GetSeq()})

@@ -32,6 +32,9 @@ func (n *Node) OpenSession(ctx context.Context, lease time.Duration, name string
 	var b [16]byte
 	rand.Read(b[:])
 	secret := hex.EncodeToString(b[:])
+	if err := n.admit(); err != nil {
+		return Session{}, err
+	}
 	res, err := n.propose(ctx, &raftlogv1.Command{Op: &raftlogv1.Command_OpenSession{OpenSession: &raftlogv1.OpenSession{
 		Secret: secret, LeaseMs: uint32(lease.Milliseconds()), Name: name,
 	}}})
@@ -130,6 +133,9 @@ func (n *Node) Acquire(ctx context.Context, c *raftlogv1.Caller, try bool, wait 
 		return Grant{}, err
 	}
 	if o == nil {
+		if err := n.admit(); err != nil {
+			return Grant{}, err
+		}
 		res, err := n.propose(ctx, &raftlogv1.Command{Op: &raftlogv1.Command_Acquire{Acquire: &raftlogv1.Acquire{Caller: c, Try: try}}})
 		if err != nil {
 			return Grant{}, err
@@ -197,9 +203,11 @@ func (n *Node) Append(ctx context.Context, c *raftlogv1.Caller, token uint64, fi
 	case len(data) > n.cfg.MaxAppendBytes:
 		return nil, fail(dlmv1.ErrorReason_ERROR_REASON_DATA_TOO_LARGE, "the append has %d bytes; the limit is %d", len(data), n.cfg.MaxAppendBytes)
 	}
-	return n.mutate(ctx, c, token, &raftlogv1.Command{Op: &raftlogv1.Command_Append{Append: &raftlogv1.Append{
+	o, err := n.mutate(ctx, c, token, &raftlogv1.Command{Op: &raftlogv1.Command_Append{Append: &raftlogv1.Append{
 		Caller: c, Token: token, File: file, Data: data, MaxSectionBytes: uint64(n.cfg.MaxSectionBytes),
+		MaxFileBytes: uint64(n.cfg.MaxFileBytes),
 	}}})
+	return o, n.explainFileLimit(err)
 }
 
 // Close ends the session, committing a held critical section.
@@ -226,6 +234,11 @@ func (n *Node) mutate(ctx context.Context, c *raftlogv1.Caller, token uint64, cm
 		return nil, err
 	}
 	if o == nil {
+		if grows(cmd) {
+			if err := n.admit(); err != nil {
+				return nil, err
+			}
+		}
 		res, err := n.propose(ctx, cmd)
 		if err != nil {
 			return nil, err
@@ -329,6 +342,7 @@ func (n *Node) nodeStatus() *dlmv1.NodeStatus {
 	ns := &dlmv1.NodeStatus{
 		Id: n.cfg.ID, LeaderUrl: n.leaderURL(),
 		CommitIndex: n.raft.CommitIndex(), AppliedIndex: n.raft.AppliedIndex(),
+		FreeBytes: n.freeBytes(), StorageFault: n.StorageFault(),
 	}
 	switch n.raft.State() {
 	case raft.Leader:
@@ -341,7 +355,6 @@ func (n *Node) nodeStatus() *dlmv1.NodeStatus {
 		ns.Role = "shutdown"
 	}
 	ns.Term = n.raft.CurrentTerm()
-	ns.StorageFault = n.fsm.Fault()
 	ns.RaftAddress = n.cfg.RaftAddr
 	switch {
 	case ns.Role == "leader":

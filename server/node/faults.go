@@ -65,9 +65,15 @@ func (n *Node) leaveOnFault() {
 	n.endTerm()
 }
 
-// StorageFault describes the node's storage fault, or is "" when there is
-// none; the health check reports NOT_SERVING while there is one.
-func (n *Node) StorageFault() string { return n.fsm.Fault() }
+// StorageFault describes the node's storage fault (its state machine's, or
+// else its Raft log's), or is "" when there is none; the health check
+// reports NOT_SERVING while there is one.
+func (n *Node) StorageFault() string {
+	if f := n.fsm.Fault(); f != "" {
+		return f
+	}
+	return n.logFaultText()
+}
 
 // storageFault is the error every call but Status gets while the node has a
 // storage fault.

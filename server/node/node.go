@@ -15,8 +15,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	wal "github.com/hashicorp/raft-wal"
 	"github.com/hashicorp/raft-wal/metadb"
+	"github.com/hashicorp/raft-wal/types"
 
 	raftlogv1 "github.com/dlm/dlm/gen/go/dlm/raftlog/v1"
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
@@ -74,6 +74,19 @@ type Config struct {
 	// RaftLog receives hashicorp/raft's own warnings (it logs through
 	// hclog); nil means standard error.
 	RaftLog io.Writer
+
+	// MinFreeSpace is the free space of the data volume, in bytes, below
+	// which the leader refuses new sessions, acquires and appends with
+	// DISK_FULL (0: DefaultMinFreeSpace; negative: no check).
+	MinFreeSpace int64
+	// MaxFileBytes bounds one file's committed size (0: 1 GiB).
+	MaxFileBytes int64
+	// FreeSpace reports the free bytes of the volume holding a folder; nil
+	// asks the system (statfs). Tests inject a fake.
+	FreeSpace func(dir string) (int64, error)
+	// LogFS, when set, is the file layer under the Raft log; tests inject
+	// faults with it.
+	LogFS types.VFS
 }
 
 // Defaults fills unset fields with dlm's defaults.
@@ -108,6 +121,7 @@ func (c *Config) Defaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	c.diskDefaults()
 }
 
 // Node is a running server.
@@ -116,11 +130,12 @@ type Node struct {
 	log    *slog.Logger
 	raft   *raft.Raft
 	fsm    *fsm.FSM
-	wal    *wal.WAL
+	wal    *logStore
 	trans  raft.Transport
 	meta   *metadb.BoltMetaDB
 	leases *leases
 	waits  *waiters
+	space  *freeSpace
 
 	mu sync.Mutex
 	// term is the current leadership: non-nil only while this node leads
@@ -175,6 +190,7 @@ func Open(cfg Config) (*Node, error) {
 	n.fsm = f
 	n.leases = newLeases()
 	n.waits = newWaiters()
+	n.space = newFreeSpace(cfg.DataDir, cfg.FreeSpace)
 	f.SetObserver(n.observe)
 	f.SetFaultHandler(n.onFault)
 	if err := n.startRaft(); err != nil {
@@ -204,11 +220,11 @@ func (n *Node) startRaft() error {
 		out = os.Stderr
 	}
 	hlog := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: out})
-	// raft-wal v0.4.0's Close leaves its meta store open (and its file
-	// locked), so the node owns the meta store and closes it itself.
+	// The node owns the meta store and closes it itself: the log may be
+	// opened again in place (logstore.go) and must keep the same one.
 	n.meta = &metadb.BoltMetaDB{}
 	walDir := filepath.Join(raftDir, "wal")
-	w, err := wal.Open(walDir, wal.WithLogger(hlog), wal.WithMetaStore(n.meta), wal.WithSegmentSize(cfg.LogSegmentSize))
+	w, err := n.openLog(walDir, hlog, n.meta)
 	if err != nil {
 		return openLogError(walDir, cfg.LogSegmentSize, err)
 	}
@@ -396,6 +412,9 @@ func (n *Node) leading() (*leaderTerm, error) {
 		return nil, fail(dlmv1.ErrorReason_ERROR_REASON_UNAVAILABLE, "the node is shutting down")
 	default:
 	}
+	if err := n.logUnavailable(); err != nil {
+		return nil, err
+	}
 	if n.raft.State() == raft.Leader {
 		return nil, fail(dlmv1.ErrorReason_ERROR_REASON_UNAVAILABLE, "the leader is catching up: retry")
 	}
@@ -470,10 +489,15 @@ func (n *Node) propose(ctx context.Context, cmd *raftlogv1.Command) (lockstate.R
 			return lockstate.Result{}, n.faultError()
 		}
 		return res, nil
+	case errors.Is(err, raft.ErrNotLeader) && n.logError() != nil:
+		// Refused before it was stored: the log's failure is the news.
+		return lockstate.Result{}, n.logError()
 	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
-		return lockstate.Result{}, &Error{Reason: dlmv1.ErrorReason_ERROR_REASON_NOT_LEADER, LeaderURL: n.leaderURL(), Msg: "leadership lost (the change may have committed): retry with the same seq"}
+		return lockstate.Result{}, &Error{Reason: dlmv1.ErrorReason_ERROR_REASON_NOT_LEADER, LeaderURL: n.leaderURL(), Msg: "leadership lost (the change may have committed): retry with the same seq" + n.logCause()}
 	case errors.Is(err, raft.ErrRaftShutdown):
 		return lockstate.Result{}, fail(dlmv1.ErrorReason_ERROR_REASON_UNAVAILABLE, "the node is shutting down")
+	case n.logError() != nil:
+		return lockstate.Result{}, n.logError()
 	default:
 		return lockstate.Result{}, fail(dlmv1.ErrorReason_ERROR_REASON_UNAVAILABLE, "not committed: %v", err)
 	}

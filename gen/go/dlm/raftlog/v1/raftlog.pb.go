@@ -480,8 +480,11 @@ type Append struct {
 	// The critical-section size limit in force, stamped by the leader so that
 	// every replica applies the same limit.
 	MaxSectionBytes uint64 `protobuf:"varint,5,opt,name=max_section_bytes,json=maxSectionBytes,proto3" json:"max_section_bytes,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The per-file size limit in force (0: none, as in entries written before
+	// the limit existed), stamped by the leader like max_section_bytes.
+	MaxFileBytes  uint64 `protobuf:"varint,6,opt,name=max_file_bytes,json=maxFileBytes,proto3" json:"max_file_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Append) Reset() {
@@ -545,6 +548,13 @@ func (x *Append) GetData() []byte {
 func (x *Append) GetMaxSectionBytes() uint64 {
 	if x != nil {
 		return x.MaxSectionBytes
+	}
+	return 0
+}
+
+func (x *Append) GetMaxFileBytes() uint64 {
+	if x != nil {
+		return x.MaxFileBytes
 	}
 	return 0
 }
@@ -1339,13 +1349,14 @@ const file_dlm_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\aRelease\x12.\n" +
 	"\x06caller\x18\x01 \x01(\v2\x16.dlm.raftlog.v1.CallerR\x06caller\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\x04R\x05token\x12\x14\n" +
-	"\x05abort\x18\x03 \x01(\bR\x05abort\"\xa2\x01\n" +
+	"\x05abort\x18\x03 \x01(\bR\x05abort\"\xc8\x01\n" +
 	"\x06Append\x12.\n" +
 	"\x06caller\x18\x01 \x01(\v2\x16.dlm.raftlog.v1.CallerR\x06caller\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\x04R\x05token\x12\x12\n" +
 	"\x04file\x18\x03 \x01(\tR\x04file\x12\x12\n" +
 	"\x04data\x18\x04 \x01(\fR\x04data\x12*\n" +
-	"\x11max_section_bytes\x18\x05 \x01(\x04R\x0fmaxSectionBytes\">\n" +
+	"\x11max_section_bytes\x18\x05 \x01(\x04R\x0fmaxSectionBytes\x12$\n" +
+	"\x0emax_file_bytes\x18\x06 \x01(\x04R\fmaxFileBytes\">\n" +
 	"\fCloseSession\x12.\n" +
 	"\x06caller\x18\x01 \x01(\v2\x16.dlm.raftlog.v1.CallerR\x06caller\"B\n" +
 	"\rExpireSession\x12\x1b\n" +
