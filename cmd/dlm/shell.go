@@ -315,7 +315,7 @@ func (sh *shell) status() {
 		sh.failErr(err)
 		return
 	}
-	if err := printStatus(sh.out, st); err != nil {
+	if err := printStatus(sh.out, st, probeMembers(sh.ctx, st)); err != nil {
 		sh.failErr(err)
 	}
 }
