@@ -82,6 +82,7 @@ func startDevCluster(t *testing.T, args ...string) *devCluster {
 				return dc
 			}
 		case err := <-dc.exited:
+			dc.exited <- err // for the cleanup
 			t.Fatalf("dev-cluster exited at start: %v\n%s", err, stderr.String())
 		case <-deadline:
 			t.Fatalf("dev-cluster printed %d URLs in 20s", len(dc.urls))
@@ -111,7 +112,13 @@ func (dc *devCluster) awaitLine(want string, limit time.Duration) string {
 
 // alive reports whether the dev-cluster process still runs.
 func (dc *devCluster) alive() bool {
-	return dc.cmd.ProcessState == nil && syscall.Kill(dc.cmd.Process.Pid, 0) == nil
+	select {
+	case err := <-dc.exited:
+		dc.exited <- err // for the cleanup
+		return false
+	default:
+		return true
+	}
 }
 
 // interrupt sends SIGINT and waits for a clean exit.
