@@ -12,6 +12,20 @@ func TestStatusMarksDeadMemberUnreachable(t *testing.T) {
 	c := startCluster(t, 3)
 	leader := c.awaitLeader()
 	dead, alive := c.others(leader)[0], c.others(leader)[1]
+	// A member's client URL is recorded through the leader after it
+	// starts; status can ask only members whose URL it knows.
+	pollUntil(t, 20*time.Second, "every member's client URL recorded", func() (bool, string) {
+		st, err := leader.status()
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, m := range st.GetMembers() {
+			if m.GetClientUrl() == "" {
+				return false, m.GetId() + " has none"
+			}
+		}
+		return true, ""
+	})
 	dead.kill9()
 	member := func(out, id string) string {
 		m := regexp.MustCompile(`(?m)^member\s+` + id + ` \S+ (\S+) at`).FindStringSubmatch(out)
