@@ -181,8 +181,10 @@ func (sh *shell) acquire(args []string) {
 		return
 	}
 	ctx := sh.ctx
+	var wait time.Duration
 	if len(args) > 0 {
-		wait, err := time.ParseDuration(args[0])
+		var err error
+		wait, err = time.ParseDuration(args[0])
 		if err != nil || wait <= 0 {
 			sh.fail("acquire takes an optional wait such as 10s, not %q", args[0])
 			return
@@ -193,8 +195,12 @@ func (sh *shell) acquire(args []string) {
 	}
 	fmt.Fprintln(sh.out, "waiting for the lock...")
 	lk, err := sh.c.Acquire(ctx)
-	if errors.Is(err, context.DeadlineExceeded) {
-		sh.fail("the lock was not granted in time; you left the queue")
+	if errors.Is(err, context.DeadlineExceeded) && sh.ctx.Err() == nil {
+		held := ""
+		if h := holderOf(sh.ctx, sh.c); h != "" {
+			held = " (held by " + h + ")"
+		}
+		sh.fail("the lock was not granted within %s%s; you left the queue", wait, held)
 		return
 	}
 	if err != nil {

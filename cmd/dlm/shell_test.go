@@ -244,3 +244,26 @@ func TestShellLostLockSaidOnce(t *testing.T) {
 		t.Errorf("a message still carries a dlm: head:\n%s", all)
 	}
 }
+
+// An acquire that runs out of time says so in one line, naming the holder.
+func TestShellAcquireTimeoutNamesTheHolder(t *testing.T) {
+	srv := servertest.Start(t, nil)
+	holder, err := client.New(t.Context(), []string{srv.URL}, client.WithName("holder"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close(context.Background())
+	lk, err := holder.Acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lk.Release(context.Background())
+	_, errw, err := cliRun(t, "acquire 300ms\nquit\n", "shell", "--server", srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("error: the lock was not granted within 300ms (held by client %d (holder)); you left the queue\n", holder.ClientID())
+	if errw != want {
+		t.Errorf("stderr =\n%q, want\n%q", errw, want)
+	}
+}
