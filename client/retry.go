@@ -174,10 +174,13 @@ func (r *retrier) do(ctx context.Context, op string, timeout time.Duration, atte
 		if !retryable(err) {
 			return newError(err)
 		}
-		if last == nil || budget.Err() == nil {
+		if e := newError(err); last == nil || budget.Err() == nil && (e.Reason != 0 || reasonOf(last) == 0) {
 			// An attempt cut short by the end of the budget says less than
-			// the failure before it.
-			last = newError(err)
+			// the failure before it, and so does a failed connection after
+			// an answer from the service: with no majority, "no leader
+			// known" from a live node explains more than "connection
+			// refused" from a dead one.
+			last = e
 		}
 		toLeader := r.eps.failed(u, err)
 		r.log.Debug("dlm: retrying", "op", op, "attempt", n, "endpoint", u, "err", err)

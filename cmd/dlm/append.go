@@ -113,6 +113,9 @@ func runAppend(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 		defer cancel()
 	}
 	lk, err := c.Acquire(actx)
+	if err != nil && *wait > 0 && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+		return &notGranted{wait: *wait, holder: holderOf(ctx, c)}
+	}
 	if err != nil {
 		return fmt.Errorf("append: acquire: %w", err)
 	}
@@ -129,4 +132,39 @@ func runAppend(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 	}
 	fmt.Fprintf(stdout, "token=%d file=%s appends=%d bytes=%d\n", lk.Token(), *file, len(texts), bytes)
 	return nil
+}
+
+// notGranted is the error of a --wait that ran out: one line that says so,
+// which still matches context.DeadlineExceeded.
+type notGranted struct {
+	wait   time.Duration
+	holder string // "" when unknown
+}
+
+func (e *notGranted) Error() string {
+	held := ""
+	if e.holder != "" {
+		held = " (held by " + e.holder + ")"
+	}
+	return fmt.Sprintf("append: the lock was not granted within %s%s; nothing was written", e.wait, held)
+}
+
+func (e *notGranted) Unwrap() error { return context.DeadlineExceeded }
+
+// holderOf names the lock's holder as status does, or returns "" if the
+// service does not say in time.
+func holderOf(ctx context.Context, c *client.Client) string {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	st, err := c.Status(ctx, false)
+	if err != nil || st.GetLock().GetHolder() == 0 {
+		return ""
+	}
+	id := st.GetLock().GetHolder()
+	for _, s := range st.GetSessions() {
+		if s.GetClientId() == id && s.GetName() != "" {
+			return fmt.Sprintf("client %d (%s)", id, s.GetName())
+		}
+	}
+	return fmt.Sprintf("client %d", id)
 }

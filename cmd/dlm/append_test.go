@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -80,7 +81,7 @@ func TestAppendBadInputWritesNothing(t *testing.T) {
 
 func TestAppendGivesUpWaiting(t *testing.T) {
 	srv := servertest.Start(t, nil)
-	holder, err := client.New(t.Context(), []string{srv.URL})
+	holder, err := client.New(t.Context(), []string{srv.URL}, client.WithName("holder"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,6 +93,10 @@ func TestAppendGivesUpWaiting(t *testing.T) {
 	_, _, err = cliRun(t, "", "append", "--server", srv.URL, "--wait", "300ms", "--file", "file_9", "late")
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("append with the lock held = %v, want a deadline error", err)
+	}
+	want := fmt.Sprintf("append: the lock was not granted within 300ms (held by client %d (holder)); nothing was written", holder.ClientID())
+	if got := errLine(err); got != want {
+		t.Errorf("the error reads\n%q, want\n%q", got, want)
 	}
 	st, err := holder.Status(t.Context(), true)
 	if err != nil {

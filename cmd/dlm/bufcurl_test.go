@@ -29,7 +29,7 @@ func bufBinary(t *testing.T) string {
 // server reflection, a whole critical section, then health checking.
 func TestBufCurlThroughReflection(t *testing.T) {
 	buf := bufBinary(t)
-	srv := startServer(t, freeAddr(t), t.TempDir())
+	srv := startServer(t, "127.0.0.1:0", t.TempDir())
 	call := func(method, body string) map[string]any {
 		t.Helper()
 		cmd := exec.Command(buf, "curl", "--protocol", "grpc", "--http2-prior-knowledge", "--reflect",

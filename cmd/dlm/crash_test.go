@@ -54,7 +54,7 @@ func onDisk(t *testing.T, dataDir, name string) string {
 func TestCrashWithLockFree(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	srv := startServer(t, freeAddr(t), t.TempDir())
+	srv := startServer(t, "127.0.0.1:0", t.TempDir())
 	c1 := newClient(t, ctx, srv.url(), "C1")
 	section(t, ctx, c1, "A", "A")
 	srv.kill9()
@@ -89,7 +89,7 @@ func TestCrashWithLockFree(t *testing.T) {
 func TestCrashWithLockHeld(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	srv := startServer(t, freeAddr(t), t.TempDir())
+	srv := startServer(t, "127.0.0.1:0", t.TempDir())
 	c1 := newClient(t, ctx, srv.url(), "C1")
 	c2 := newClient(t, ctx, srv.url(), "C2")
 	section(t, ctx, c1, "A")
@@ -127,7 +127,7 @@ func TestCrashLoopLosesNothing(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 0))
-	srv := startServer(t, freeAddr(t), t.TempDir(), "--snapshot-threshold", "40")
+	srv := startServer(t, "127.0.0.1:0", t.TempDir(), "--snapshot-threshold", "40")
 	c := newClient(t, ctx, srv.url(), "writer")
 
 	acked := make(chan int, 1024)

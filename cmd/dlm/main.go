@@ -14,7 +14,7 @@ import (
 )
 
 // command is one subcommand: it parses its own flags from args and runs
-// until done or until ctx is cancelled (SIGINT or SIGTERM).
+// until done or until ctx is cancelled (SIGINT, SIGTERM or SIGHUP).
 type command struct {
 	name    string
 	summary string
@@ -37,12 +37,20 @@ func commands() []command {
 }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// SIGHUP (the terminal closed) ends a command as Ctrl-C does, so that a
+	// shell aborts its critical section and closes its session rather than
+	// leave the lock held until the lease runs out. Under nohup it stays
+	// ignored: asking for it would undo that.
+	sigs := []os.Signal{os.Interrupt, syscall.SIGTERM}
+	if !signal.Ignored(syscall.SIGHUP) {
+		sigs = append(sigs, syscall.SIGHUP)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), sigs...)
 	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "dlm:", err)
+			fmt.Fprintln(os.Stderr, "dlm:", errLine(err))
 		}
 		os.Exit(1)
 	}

@@ -49,7 +49,8 @@ func TestMain(m *testing.M) {
 }
 
 // freeAddr returns a loopback address with a port that was free a moment
-// ago. Tests restart servers on the same address, so clients find them again.
+// ago, for an address where nothing must answer. A server gets
+// "127.0.0.1:0" instead (startServer learns the port it chose).
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -106,7 +107,10 @@ func (p *proc) start() {
 			cmd.Wait()
 			close(exited)
 		}(p.cmd, p.exited)
-		err := awaitLeaderKnown(p.url(), 20*time.Second, p.exited)
+		err := p.learnAddr()
+		if err == nil {
+			err = awaitLeaderKnown(p.url(), 20*time.Second, p.exited)
+		}
 		if err == nil {
 			return
 		}
@@ -115,6 +119,33 @@ func (p *proc) start() {
 			p.t.Fatalf("dlm serve did not come up: %v (log %s)", err, p.logs.Name())
 		}
 	}
+}
+
+// learnAddr replaces a port 0 in p.addr by the one the server chose, read
+// from the line it prints once it listens. Restarts then reuse that port.
+func (p *proc) learnAddr() error {
+	if !strings.HasSuffix(p.addr, ":0") {
+		return nil
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		b, err := os.ReadFile(p.logs.Name())
+		if err != nil {
+			return err
+		}
+		if _, rest, ok := strings.Cut(string(b), "dlm serving on http://"); ok {
+			if addr, _, ok := strings.Cut(rest, " "); ok {
+				p.addr = addr
+				return nil
+			}
+		}
+		select {
+		case <-p.exited:
+			return errors.New("the process exited")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return errors.New("no serving line in 20s")
 }
 
 // kill9 kills the server with SIGKILL: no shutdown code runs.

@@ -104,6 +104,14 @@ func (sh *shell) fail(format string, args ...any) {
 	fmt.Fprintf(sh.errw, "error: "+format+"\n", args...)
 }
 
+// failErr reports an error from the service in one line.
+func (sh *shell) failErr(err error) { sh.fail("%s", errLine(err)) }
+
+// lockGone reports whether err says the held lock is gone for good.
+func lockGone(err error) bool {
+	return errors.Is(err, client.ErrLockExpired) || errors.Is(err, client.ErrSessionExpired)
+}
+
 func (sh *shell) loop() {
 	for {
 		sh.noticeLoss()
@@ -147,10 +155,24 @@ func (sh *shell) noticeLoss() {
 	}
 	select {
 	case <-sh.lk.Lost():
-		fmt.Fprintf(sh.out, "the lock (token %d) was lost and its appends discarded: %v\n", sh.lk.Token(), context.Cause(sh.lk.Context()))
-		sh.lk = nil
+		sh.lost(context.Cause(sh.lk.Context()))
 	default:
 	}
+}
+
+// lost says, once, that the held lock is gone, and forgets it. Acquire
+// opens a new session if the old one expired, so acquire is all it takes to
+// carry on.
+func (sh *shell) lost(cause error) {
+	why := errLine(cause)
+	switch {
+	case errors.Is(cause, client.ErrSessionExpired):
+		why = "the session expired"
+	case errors.Is(cause, client.ErrLockExpired):
+		why = "the lease ran out or the lock was revoked"
+	}
+	fmt.Fprintf(sh.out, "the lock (token %d) was lost (%s); its staged appends were discarded, nothing was written. Type acquire to take it again.\n", sh.lk.Token(), why)
+	sh.lk = nil
 }
 
 func (sh *shell) acquire(args []string) {
@@ -159,8 +181,10 @@ func (sh *shell) acquire(args []string) {
 		return
 	}
 	ctx := sh.ctx
+	var wait time.Duration
 	if len(args) > 0 {
-		wait, err := time.ParseDuration(args[0])
+		var err error
+		wait, err = time.ParseDuration(args[0])
 		if err != nil || wait <= 0 {
 			sh.fail("acquire takes an optional wait such as 10s, not %q", args[0])
 			return
@@ -171,12 +195,16 @@ func (sh *shell) acquire(args []string) {
 	}
 	fmt.Fprintln(sh.out, "waiting for the lock...")
 	lk, err := sh.c.Acquire(ctx)
-	if errors.Is(err, context.DeadlineExceeded) {
-		sh.fail("the lock was not granted in time; you left the queue")
+	if errors.Is(err, context.DeadlineExceeded) && sh.ctx.Err() == nil {
+		held := ""
+		if h := holderOf(sh.ctx, sh.c); h != "" {
+			held = " (held by " + h + ")"
+		}
+		sh.fail("the lock was not granted within %s%s; you left the queue", wait, held)
 		return
 	}
 	if err != nil {
-		sh.fail("%v", err)
+		sh.failErr(err)
 		return
 	}
 	sh.lk = lk
@@ -194,7 +222,7 @@ func (sh *shell) try() {
 		return
 	}
 	if err != nil {
-		sh.fail("%v", err)
+		sh.failErr(err)
 		return
 	}
 	sh.lk = lk
@@ -230,13 +258,12 @@ func (sh *shell) append(line string) {
 	}
 	err := sh.lk.Append(sh.ctx, file, []byte(text))
 	switch {
-	case errors.Is(err, client.ErrLockExpired):
-		sh.fail("%v", err)
-		sh.noticeLoss()
+	case lockGone(err):
+		sh.lost(err)
 	case errors.Is(err, client.ErrInvalidFileName), errors.Is(err, client.ErrFileNotFound):
-		sh.fail("%v (files are file_0 to file_99)", err)
+		sh.fail("%s (files are file_0 to file_99)", errLine(err))
 	case err != nil:
-		sh.fail("%v", err)
+		sh.failErr(err)
 	default:
 		fmt.Fprintf(sh.out, "staged %d bytes for %s\n", len(text), file)
 	}
@@ -250,7 +277,7 @@ func (sh *shell) release(abort bool) {
 	ctx := context.WithoutCancel(sh.ctx)
 	if abort {
 		if err := sh.lk.Abort(ctx); err != nil {
-			sh.fail("%v", err)
+			sh.failErr(err)
 			return
 		}
 		fmt.Fprintf(sh.out, "aborted token %d; the staged appends are discarded\n", sh.lk.Token())
@@ -259,11 +286,10 @@ func (sh *shell) release(abort bool) {
 	}
 	err := sh.lk.Release(ctx)
 	switch {
-	case errors.Is(err, client.ErrLockExpired):
-		sh.fail("%v; nothing was written", err)
-		sh.lk = nil
+	case lockGone(err):
+		sh.lost(err)
 	case err != nil:
-		sh.fail("%v (try release again)", err)
+		sh.fail("%s (try release again)", errLine(err))
 	default:
 		fmt.Fprintf(sh.out, "released token %d; the appends are in the files\n", sh.lk.Token())
 		sh.lk = nil
@@ -277,7 +303,7 @@ func (sh *shell) cat(args []string) {
 	}
 	data, err := sh.c.ReadFile(sh.ctx, args[0])
 	if err != nil {
-		sh.fail("%v", err)
+		sh.failErr(err)
 		return
 	}
 	sh.out.Write(data)
@@ -292,11 +318,11 @@ func (sh *shell) cat(args []string) {
 func (sh *shell) status() {
 	st, err := sh.c.Status(sh.ctx, false)
 	if err != nil {
-		sh.fail("%v", err)
+		sh.failErr(err)
 		return
 	}
-	if err := printStatus(sh.out, st); err != nil {
-		sh.fail("%v", err)
+	if err := printStatus(sh.out, st, probeMembers(sh.ctx, st)); err != nil {
+		sh.failErr(err)
 	}
 }
 
@@ -311,7 +337,7 @@ func (sh *shell) abandon() {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(sh.ctx), 10*time.Second)
 	defer cancel()
 	if err := sh.lk.Abort(ctx); err != nil {
-		sh.fail("%v", err)
+		sh.failErr(err)
 	}
 	sh.lk = nil
 }

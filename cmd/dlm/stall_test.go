@@ -23,7 +23,7 @@ func TestStalledClientProcess(t *testing.T) {
 		{"B2 stall after writing", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := startServer(t, freeAddr(t), t.TempDir())
+			srv := startServer(t, "127.0.0.1:0", t.TempDir())
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -54,7 +55,7 @@ func runStatus(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 		_, err = fmt.Fprintf(stdout, "%s\n", b)
 		return err
 	}
-	if err := printStatus(stdout, st); err != nil {
+	if err := printStatus(stdout, st, probeMembers(ctx, st)); err != nil {
 		return err
 	}
 	if servers := client.ParseEndpoints(cf.server); len(servers) > 1 {
@@ -90,8 +91,47 @@ func printNodes(ctx context.Context, w io.Writer, servers []string) error {
 	return tw.Flush()
 }
 
-// printStatus writes the human table.
-func printStatus(w io.Writer, st *dlmv1.StatusResponse) error {
+// probeMembers asks every member about itself at its client URL, so that a
+// node that does not answer shows as unreachable rather than as a follower
+// (the answering node's view of the others says only which one leads).
+func probeMembers(ctx context.Context, st *dlmv1.StatusResponse) map[string]string {
+	roles := make(map[string]string)
+	var (
+		mu sync.Mutex
+		wg sync.WaitGroup
+	)
+	for _, m := range st.GetMembers() {
+		if m.GetClientUrl() == "" {
+			continue // not known yet: keep the answering node's view
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			role := "unreachable"
+			if m.GetId() == st.GetNode().GetId() {
+				role = st.GetNode().GetRole()
+			} else {
+				c := dlmv1connect.NewLockServiceClient(http.DefaultClient, m.GetClientUrl())
+				actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				res, err := c.Status(actx, connect.NewRequest(&dlmv1.StatusRequest{}))
+				cancel()
+				if err == nil && res.Msg.GetNode().GetId() == m.GetId() {
+					role = res.Msg.GetNode().GetRole()
+				}
+			}
+			mu.Lock()
+			roles[m.GetId()] = role
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return roles
+}
+
+// printStatus writes the human table. roles, when not nil, holds each
+// member's role as the member itself says, or "unreachable"
+// (probeMembers); otherwise a member is a follower if it is not the leader.
+func printStatus(w io.Writer, st *dlmv1.StatusResponse, roles map[string]string) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	n := st.GetNode()
 	fmt.Fprintf(tw, "node\t%s (%s, term %d, commit %d, applied %d)\n",
@@ -111,6 +151,9 @@ func printStatus(w io.Writer, st *dlmv1.StatusResponse) error {
 		role := "follower"
 		if m.GetLeader() {
 			role = "leader"
+		}
+		if r, ok := roles[m.GetId()]; ok {
+			role = r
 		}
 		fmt.Fprintf(tw, "member\t%s %s %s at %s\n", m.GetId(), m.GetSuffrage(), role, m.GetRaftAddress())
 	}
