@@ -19,7 +19,7 @@ const DefaultMaxFileBytes = 1 << 30
 // what one admitted critical section can still write after the check
 // passed: its bytes go to disk twice (in the log, then in the files), and
 // the log may need a new preallocated segment at any moment. With the
-// defaults that is 2×64 MiB + 64 MiB = 192 MiB.
+// defaults that is 2×64 MiB + 8 MiB = 136 MiB.
 func (c *Config) diskDefaults() {
 	if c.MaxFileBytes == 0 {
 		c.MaxFileBytes = DefaultMaxFileBytes
