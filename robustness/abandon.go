@@ -169,15 +169,16 @@ func (a *abandonLocker) note(err error) {
 		a.id, a.c.ClientID(), a.watch.sentIn(a.c.ClientID()), err)
 }
 
-// newAbandoner opens the abandoning client through the proxies, with a
-// short lease so that a lapse of keepalive answers loses the lock fast.
+// newAbandoner opens the abandoning client through the proxies. Its lease
+// is short, so that a lapse of keepalive answers loses the lock fast, but
+// not so short that a busy machine loses it in ordinary cycles.
 func newAbandoner(ctx context.Context, id int, h *history, c *cluster, rng *rand.Rand, files []string, rd *client.Reader) (*worker, *abandonLocker, error) {
 	st := newStack(c.hostMap())
 	watch := &seqWatch{next: st.faults, h: h}
 	st.hc = &http.Client{Transport: watch}
 	urls := c.urls()
 	rng.Shuffle(len(urls), func(a, b int) { urls[a], urls[b] = urls[b], urls[a] })
-	cl, err := client.New(ctx, urls, client.WithHTTPClient(st.hc), client.WithLease(time.Second),
+	cl, err := client.New(ctx, urls, client.WithHTTPClient(st.hc), client.WithLease(2*time.Second),
 		client.WithRetryBudget(8*time.Second), client.WithAttemptTimeout(time.Second), client.WithPollWait(time.Second),
 		client.WithName(fmt.Sprintf("w%d-abandoning", id)))
 	if err != nil {
