@@ -449,6 +449,8 @@ func schedule(ctx context.Context, rng *rand.Rand, cycle bool, lead []string, c 
 			c.heal()
 		case "restart-cleared-suffix":
 			c.clearedSuffix(ctx, rng, h)
+		case "corrupt-log":
+			c.corruptLog(ctx, rng, h)
 		case "delay-clients":
 			d := time.Duration(20+rng.IntN(200)) * time.Millisecond
 			target := c.nodes[rng.IntN(len(c.nodes))]
