@@ -140,7 +140,11 @@ func startCluster(ctx context.Context, bin, dir string, n int, mutation string) 
 			return nil, err
 		}
 	}
-	if _, err := c.awaitLeader(ctx, 30*time.Second); err != nil {
+	_, err := c.awaitLeader(ctx, 30*time.Second)
+	if err == nil {
+		err = c.awaitPinned(ctx, 30*time.Second)
+	}
+	if err != nil {
 		c.close()
 		var tails []string
 		for _, nd := range c.nodes {
@@ -153,6 +157,56 @@ func startCluster(ctx context.Context, bin, dir string, n int, mutation string) 
 		return nil, fmt.Errorf("%w\n%s", err, strings.Join(tails, "\n"))
 	}
 	return c, nil
+}
+
+// pinAddresses puts back the proxy as the Raft address of every member
+// whose address in the configuration is not its proxy's, through the
+// leader. A member of a --peers cluster announces its client URL with its
+// own --raft address, and the leader then records that address (the real
+// one, here) in the configuration: Raft traffic to it would bypass the
+// proxy, and the partition faults would not cut it. (Adding an existing
+// voter again only changes its address.) Recording the client URLs first
+// makes the nodes' own announcements unnecessary.
+func (c *cluster) pinAddresses(ctx context.Context, leader *node, members []*dlmv1.MemberStatus) bool {
+	pinned := true
+	for _, m := range members {
+		var nd *node
+		for _, o := range c.nodes {
+			if o.id == m.GetId() {
+				nd = o
+			}
+		}
+		if nd == nil {
+			continue
+		}
+		url := "http://" + nd.apiAddr
+		if m.GetRaftAddress() == nd.raftProxy.addr() && m.GetClientUrl() == url {
+			continue
+		}
+		pinned = false
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		dlmv1connect.NewClusterServiceClient(http.DefaultClient, "http://"+leader.apiAddr).AddMember(actx,
+			connect.NewRequest(&dlmv1.AddMemberRequest{Id: nd.id, RaftAddress: nd.raftProxy.addr(), ClientUrl: url, Voter: true}))
+		cancel()
+	}
+	return pinned
+}
+
+// awaitPinned waits until the leader's configuration names every member by
+// its proxy address and knows every member's client URL.
+func (c *cluster) awaitPinned(ctx context.Context, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		if l := c.leader(ctx); l != nil {
+			if st, err := l.status(ctx); err == nil && len(st.GetMembers()) == len(c.nodes) && c.pinAddresses(ctx, l, st.GetMembers()) {
+				return nil
+			}
+		}
+		if err := pollPause(ctx, 50*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("the Raft configuration did not name every node by its proxy within %v", limit)
 }
 
 // classifier tells which peer a Raft connection into node to comes from:

@@ -8,8 +8,11 @@
 // Every Raft link and every client-to-node link runs through a TCP proxy of
 // the harness that can cut, delay or black-hole it; clients also drop,
 // duplicate and delay RPCs with client/faultinject. Nodes are killed with
-// SIGKILL (sometimes in the middle of writing a snapshot) and restarted,
-// stopped with SIGSTOP, partitioned; a holder stalls past its lease.
+// SIGKILL (sometimes in the middle of writing a snapshot, or just after
+// deleting an uncommitted log suffix) and restarted, stopped with SIGSTOP,
+// partitioned; a holder stalls past its lease. An abandoning client gives up
+// appends mid-retry and carries on in the same session, which must never
+// wedge.
 //
 // go test ./robustness/ runs the quick mode: a few seeds, and one run per
 // mutation (a binary built with -tags dlm_mutations and DLM_MUTATION set)

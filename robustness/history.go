@@ -102,6 +102,9 @@ type history struct {
 	// findings are surprises that are not violations of dlm's promises
 	// as the suite states them, worth a look.
 	findings []string
+	// violations are found while the run goes on (a node that does not
+	// come back, a client that wedges), not by the checks at the end.
+	violations []string
 }
 
 func newHistory() *history { return &history{start: time.Now()} }
@@ -130,6 +133,12 @@ func (h *history) addFault(kind, format string, args ...any) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.faults = append(h.faults, fault{Kind: kind, Detail: fmt.Sprintf(format, args...), At: int64(time.Since(h.start))})
+}
+
+func (h *history) addViolation(format string, args ...any) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.violations = append(h.violations, fmt.Sprintf(format, args...))
 }
 
 // faultCounts counts the faults by kind.

@@ -27,6 +27,12 @@ type config struct {
 	mutation string
 	// cycle takes the faults in a fixed order instead of at random.
 	cycle bool
+	// abandoning runs the abandoning client (abandon.go), which checks the
+	// client library rather than the server.
+	abandoning bool
+	// lead are cluster faults the schedule starts with, before the cycled
+	// or random ones (so that a short run meets a rare fault for sure).
+	lead []string
 	// results is where a failing run writes its history and visualization.
 	results string
 	logf    func(format string, args ...any)
@@ -125,6 +131,16 @@ func run(ctx context.Context, cfg config) (*result, error) {
 		}
 	}
 	workers = append(workers, pw)
+	var al *abandonLocker
+	if cfg.abandoning {
+		var aw *worker
+		aw, al, err = newAbandoner(ctx, cfg.workers+2, h, c, rand.New(rand.NewPCG(cfg.seed, 777)), files, workers[0].rd)
+		if err != nil {
+			return nil, fmt.Errorf("abandoning client: %w", err)
+		}
+		defer al.c.Close(context.WithoutCancel(ctx))
+		workers = append(workers, aw)
+	}
 	zst := newStack(c.hostMap())
 	z := newZombie(cfg.workers, h, c, zst, rand.New(rand.NewPCG(cfg.seed, 999)), files)
 
@@ -139,7 +155,7 @@ func run(ctx context.Context, cfg config) (*result, error) {
 	var pg sync.WaitGroup
 	pg.Go(func() { pollStatus(pollCtx, c, h) })
 	pg.Go(func() { rpcFaults(runCtx, rand.New(rand.NewPCG(cfg.seed, 7)), cfg.cycle, h, stacks) })
-	schedule(runCtx, rand.New(rand.NewPCG(cfg.seed, 1)), cfg.cycle, c, h, stall, stallPeer)
+	schedule(runCtx, rand.New(rand.NewPCG(cfg.seed, 1)), cfg.cycle, cfg.lead, c, h, stall, stallPeer)
 	wg.Wait()
 	tWork := time.Now()
 	for _, st := range stacks {
@@ -160,6 +176,9 @@ func run(ctx context.Context, cfg config) (*result, error) {
 			l.c.Close(context.WithoutCancel(ctx))
 		}
 	}
+	if al != nil {
+		al.c.Close(context.WithoutCancel(ctx))
+	}
 	pl.stop()
 	tStop := time.Now()
 	diffs, cerr := c.converge(ctx, 60*time.Second)
@@ -173,6 +192,7 @@ func run(ctx context.Context, cfg config) (*result, error) {
 
 	res := &result{seed: cfg.seed, mutation: cfg.mutation, faults: h.faultCounts()}
 	res.ops = len(h.events)
+	res.violations = append(res.violations, h.violations...)
 	res.violations = append(res.violations, diffs...)
 	if cerr != nil {
 		res.violations = append(res.violations, cerr.Error())
@@ -183,6 +203,13 @@ func run(ctx context.Context, cfg config) (*result, error) {
 	}
 	res.violations = append(res.violations, checkFiles(h, final)...)
 	res.violations = append(res.violations, checkTokens(h)...)
+	res.violations = append(res.violations, checkHolds(h)...)
+	res.violations = append(res.violations, c.checkLogs()...)
+	if al != nil {
+		res.violations = append(res.violations, al.watch.check(al.id)...)
+		reqs, sessions, most := al.watch.stats()
+		cfg.logf("seed %d: the abandoning client made %d numbered requests in %d sessions (at most %d in one)", cfg.seed, reqs, sessions, most)
+	}
 	res.findings = h.findings
 	for _, f := range h.findings {
 		cfg.logf("seed %d: finding: %s", cfg.seed, f)
@@ -240,6 +267,10 @@ func pollStatus(ctx context.Context, c *cluster, h *history) {
 			if err != nil {
 				continue
 			}
+			if st.GetNode().GetRole() == "leader" {
+				// A restarted node may announce its real Raft address again.
+				c.pinAddresses(ctx, nd, st.GetMembers())
+			}
 			nd.mu.Lock()
 			same := inc == nd.incarnation
 			nd.mu.Unlock()
@@ -291,12 +322,14 @@ func rpcFaults(ctx context.Context, rng *rand.Rand, cycle bool, h *history, stac
 var faultKinds = []string{
 	"stall-holder", "stall-holder-sigstop", "kill-leader", "kill-follower", "kill-snapshot",
 	"pause-node", "partition-leader", "partition-pair", "delay-raft", "partition-clients", "delay-clients",
+	"restart-cleared-suffix",
 }
 
 // schedule injects one cluster fault at a time until ctx ends, and leaves
 // everything healed and running. The faults are drawn from rng, or, with
-// cycle, taken in the order of faultKinds (so that a short run meets each).
-func schedule(ctx context.Context, rng *rand.Rand, cycle bool, c *cluster, h *history, stall, stallPeer chan<- time.Duration) {
+// cycle, taken in the order of faultKinds (so that a short run meets each),
+// after the faults of lead.
+func schedule(ctx context.Context, rng *rand.Rand, cycle bool, lead []string, c *cluster, h *history, stall, stallPeer chan<- time.Duration) {
 	// Fault schedule: let the workload run before the first fault.
 	pollPause(ctx, 500*time.Millisecond)
 	pick := func(leader bool) *node {
@@ -314,8 +347,11 @@ func schedule(ctx context.Context, rng *rand.Rand, cycle bool, c *cluster, h *hi
 	}
 	for step := 0; ctx.Err() == nil; step++ {
 		kind := faultKinds[rng.IntN(len(faultKinds))]
-		if cycle {
-			kind = faultKinds[step%len(faultKinds)]
+		switch {
+		case step < len(lead):
+			kind = lead[step]
+		case cycle:
+			kind = faultKinds[(step-len(lead))%len(faultKinds)]
 		}
 		hold := time.Duration(500+rng.IntN(2000)) * time.Millisecond
 		switch kind {
@@ -411,6 +447,10 @@ func schedule(ctx context.Context, rng *rand.Rand, cycle bool, c *cluster, h *hi
 			h.addFault(kind, "clients cannot reach %s for %v", target.id, hold)
 			pollPause(ctx, hold) // fault schedule: the partition lasts
 			c.heal()
+		case "restart-cleared-suffix":
+			c.clearedSuffix(ctx, rng, h)
+		case "corrupt-log":
+			c.corruptLog(ctx, rng, h)
 		case "delay-clients":
 			d := time.Duration(20+rng.IntN(200)) * time.Millisecond
 			target := c.nodes[rng.IntN(len(c.nodes))]
