@@ -102,6 +102,9 @@ type history struct {
 	// findings are surprises that are not violations of dlm's promises
 	// as the suite states them, worth a look.
 	findings []string
+	// violations are broken promises the fault schedule saw as they
+	// happened (faultcheck.go).
+	violations []string
 }
 
 func newHistory() *history { return &history{start: time.Now()} }

@@ -27,6 +27,8 @@ type config struct {
 	mutation string
 	// cycle takes the faults in a fixed order instead of at random.
 	cycle bool
+	// kinds are the cluster faults to draw from (nil: faultKinds).
+	kinds []string
 	// results is where a failing run writes its history and visualization.
 	results string
 	logf    func(format string, args ...any)
@@ -139,7 +141,11 @@ func run(ctx context.Context, cfg config) (*result, error) {
 	var pg sync.WaitGroup
 	pg.Go(func() { pollStatus(pollCtx, c, h) })
 	pg.Go(func() { rpcFaults(runCtx, rand.New(rand.NewPCG(cfg.seed, 7)), cfg.cycle, h, stacks) })
-	schedule(runCtx, rand.New(rand.NewPCG(cfg.seed, 1)), cfg.cycle, c, h, stall, stallPeer)
+	kinds := cfg.kinds
+	if kinds == nil {
+		kinds = faultKinds
+	}
+	schedule(runCtx, rand.New(rand.NewPCG(cfg.seed, 1)), cfg.cycle, kinds, c, h, stall, stallPeer)
 	wg.Wait()
 	tWork := time.Now()
 	for _, st := range stacks {
@@ -173,6 +179,7 @@ func run(ctx context.Context, cfg config) (*result, error) {
 
 	res := &result{seed: cfg.seed, mutation: cfg.mutation, faults: h.faultCounts()}
 	res.ops = len(h.events)
+	res.violations = append(res.violations, h.faultViolations()...)
 	res.violations = append(res.violations, diffs...)
 	if cerr != nil {
 		res.violations = append(res.violations, cerr.Error())
@@ -291,12 +298,13 @@ func rpcFaults(ctx context.Context, rng *rand.Rand, cycle bool, h *history, stac
 var faultKinds = []string{
 	"stall-holder", "stall-holder-sigstop", "kill-leader", "kill-follower", "kill-snapshot",
 	"pause-node", "partition-leader", "partition-pair", "delay-raft", "partition-clients", "delay-clients",
+	"disk-full", "corrupt-follower-log",
 }
 
 // schedule injects one cluster fault at a time until ctx ends, and leaves
 // everything healed and running. The faults are drawn from rng, or, with
-// cycle, taken in the order of faultKinds (so that a short run meets each).
-func schedule(ctx context.Context, rng *rand.Rand, cycle bool, c *cluster, h *history, stall, stallPeer chan<- time.Duration) {
+// cycle, taken in the order of kinds (so that a short run meets each).
+func schedule(ctx context.Context, rng *rand.Rand, cycle bool, kinds []string, c *cluster, h *history, stall, stallPeer chan<- time.Duration) {
 	// Fault schedule: let the workload run before the first fault.
 	pollPause(ctx, 500*time.Millisecond)
 	pick := func(leader bool) *node {
@@ -313,9 +321,9 @@ func schedule(ctx context.Context, rng *rand.Rand, cycle bool, c *cluster, h *hi
 		return c.nodes[rng.IntN(len(c.nodes))]
 	}
 	for step := 0; ctx.Err() == nil; step++ {
-		kind := faultKinds[rng.IntN(len(faultKinds))]
+		kind := kinds[rng.IntN(len(kinds))]
 		if cycle {
-			kind = faultKinds[step%len(faultKinds)]
+			kind = kinds[step%len(kinds)]
 		}
 		hold := time.Duration(500+rng.IntN(2000)) * time.Millisecond
 		switch kind {
@@ -418,6 +426,10 @@ func schedule(ctx context.Context, rng *rand.Rand, cycle bool, c *cluster, h *hi
 			h.addFault(kind, "%v to %s for %v", d, target.id, hold)
 			pollPause(ctx, hold) // fault schedule: the delay lasts
 			c.heal()
+		case "disk-full":
+			diskFull(ctx, c, h, pick(rng.IntN(2) == 0), hold+time.Second)
+		case "corrupt-follower-log":
+			corruptFollowerLog(ctx, c, h, rng, pick(false))
 		}
 		// Fault schedule: a quiet gap between faults.
 		pollPause(ctx, time.Duration(200+rng.IntN(800))*time.Millisecond)
