@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -30,23 +31,32 @@ import (
 // no new entries the leader does not compact its log past the follower's
 // end, so the follower catches up from its own log (applying the corrupt
 // entry) rather than from a snapshot that would replace it.
-func corruptFollowerLog(ctx context.Context, c *cluster, h *history, rng *rand.Rand, target *node) {
+func corruptFollowerLog(ctx context.Context, c *cluster, h *history, rng *rand.Rand) {
+	var target *node
 	bg := context.WithoutCancel(ctx)
-	// Wait (briefly) until the follower has applied entries past its
-	// newest snapshot: right after it caught up by snapshot it has none.
-	var applied uint64
-	for deadline := time.Now().Add(5 * time.Second); ; pollPause(bg, 50*time.Millisecond) {
-		st, err := target.status(bg)
-		if err != nil || st.GetNode().GetRole() != "follower" {
-			h.addFault("corrupt-follower-log-skipped", "%s is not a follower now (%v)", target.id, err)
+	// Wait (briefly) until a follower has applied entries past its newest
+	// snapshot: right after it caught up by snapshot it has none.
+	var (
+		applied uint64
+		why     error
+	)
+	order := rng.Perm(len(c.nodes))
+	for deadline := time.Now().Add(10 * time.Second); target == nil; pollPause(bg, 100*time.Millisecond) {
+		if time.Now().After(deadline) {
+			h.addFault("corrupt-follower-log-skipped", "no follower to corrupt: %v", why)
+			h.addFinding("corrupt-follower-log skipped: no follower had a committed entry to corrupt within 10s: %v", why)
 			return
 		}
-		applied = st.GetNode().GetAppliedIndex()
-		if _, _, err := corruptible(target.data, applied); err == nil {
-			break
-		} else if time.Now().After(deadline) {
-			h.addFault("corrupt-follower-log-skipped", "%s: %v", target.id, err)
-			return
+		for _, k := range order {
+			st, err := c.nodes[k].status(bg)
+			if err != nil || st.GetNode().GetRole() != "follower" {
+				continue
+			}
+			applied = st.GetNode().GetAppliedIndex()
+			if _, _, why = corruptible(c.nodes[k].data, applied); why == nil {
+				target = c.nodes[k]
+				break
+			}
 		}
 	}
 	for _, nd := range c.nodes {
@@ -63,31 +73,27 @@ func corruptFollowerLog(ctx context.Context, c *cluster, h *history, rng *rand.R
 	if err != nil {
 		healClients()
 		h.addFault("corrupt-follower-log-skipped", "%s: %v", target.id, err)
+		h.addFinding("corrupt-follower-log skipped: %s: %v", target.id, err)
 		return
 	}
 	inc := target.currentIncarnation()
 	h.addFault("corrupt-follower-log", "%s: entry %d (applied %d, snapshot %d), byte %d of %s", target.id, fl.index, applied, fl.snapshot, fl.offset, fl.segment)
 
-	// It must refuse before it applies the corrupt entry.
+	// It must refuse. (Raft counts an entry applied once it is handed to
+	// the state machine, so the applied index in Status may pass the
+	// corrupt entry shortly before the fault is found.)
 	refused := false
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline) && !refused; pollPause(bg, 20*time.Millisecond) {
-		st, err := target.status(bg)
-		if err != nil {
-			continue
-		}
-		if st.GetNode().GetStorageFault() != "" {
-			refused = true
-			break
-		}
-		if st.GetNode().GetAppliedIndex() >= fl.index {
-			h.addViolation("corrupt-follower-log: %s applied entry %d, whose data was corrupted, without a storage fault", target.id, fl.index)
-			break
+	var last uint64
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline) && !refused; pollPause(bg, 20*time.Millisecond) {
+		if st, err := target.status(bg); err == nil {
+			refused, last = st.GetNode().GetStorageFault() != "", st.GetNode().GetAppliedIndex()
 		}
 	}
 	healClients()
-	if !refused {
-		h.addViolation("corrupt-follower-log: %s did not report a storage fault within 20s of starting with entry %d corrupted", target.id, fl.index)
-	} else {
+	switch {
+	case !refused:
+		h.addViolation("corrupt-follower-log: %s did not report a storage fault within 15s of starting with entry %d corrupted (applied index %d)", target.id, fl.index, last)
+	default:
 		// It serves no data, and the other two go on without it.
 		_, err := target.api().ReadFile(bg, connect.NewRequest(&dlmv1.ReadFileRequest{File: "file_0"}))
 		if err == nil {
@@ -139,9 +145,9 @@ type walEntry struct {
 	lastSeen bool // in the tail segment's last committed batch, or after it
 }
 
-// flipCommittedEntry flips one byte of the data of a command entry of the
-// log in dataDir that is above the newest snapshot (a start applies it
-// again) and at most applied (committed). It avoids the last committed
+// flipCommittedEntry flips one bit of a record's digit in the data of an
+// append entry of the log in dataDir that is above the newest snapshot (a
+// start applies it again) and at most applied (committed). It avoids the last committed
 // batch of the tail segment: raft-wal checks that batch's CRC on open and
 // drops it silently as a torn write, and a bad frame header is read as the
 // end of the log; sealed segments and earlier batches are not checked,
@@ -152,13 +158,16 @@ func flipCommittedEntry(dataDir string, applied uint64, rng *rand.Rand) (flipped
 		return flipped{}, err
 	}
 	e := cands[rng.IntN(len(cands))]
-	off := e.dataOff + 5 + int64(rng.IntN(len(e.data)-5))
+	digits := recordDigits(e.data)
+	off := e.dataOff + int64(digits[rng.IntN(len(digits))])
 	f, err := os.OpenFile(e.segment, os.O_RDWR, 0)
 	if err != nil {
 		return flipped{}, err
 	}
 	defer f.Close()
-	b := []byte{e.data[off-e.dataOff] ^ 0xff}
+	// A digit stays a digit: the entry still decodes, as another record,
+	// so only the FSM's checksum can tell.
+	b := []byte{e.data[off-e.dataOff] ^ 0x01}
 	if _, err := f.WriteAt(b, off); err != nil {
 		return flipped{}, err
 	}
@@ -191,7 +200,8 @@ func corruptible(dataDir string, applied uint64) ([]walEntry, uint64, error) {
 	for _, e := range byIndex {
 		// Type 0 is a Raft command; data starting 0x00 carries the FSM's
 		// checksum envelope (a version byte and a CRC-32C).
-		if e.index > snap && e.index <= applied && !e.lastSeen && e.typ == 0 && len(e.data) > 5 && e.data[0] == 0 {
+		if e.index > snap && e.index <= applied && !e.lastSeen && e.typ == 0 && len(e.data) > 5 && e.data[0] == 0 &&
+			len(recordDigits(e.data)) > 0 {
 			cands = append(cands, e)
 		}
 	}
@@ -200,6 +210,23 @@ func corruptible(dataDir string, applied uint64) ([]walEntry, uint64, error) {
 	}
 	sort.Slice(cands, func(i, j int) bool { return cands[i].index < cands[j].index })
 	return cands, snap, nil
+}
+
+// recordRE matches a record of the workload (recordData).
+var recordRE = regexp.MustCompile(`[0-9]+:[0-9]+:[0-9]+\n`)
+
+// recordDigits are the offsets in data, past the checksum header, of the
+// digits of the records it carries.
+func recordDigits(data []byte) []int {
+	var at []int
+	for _, m := range recordRE.FindAllIndex(data[5:], -1) {
+		for i := m[0]; i < m[1]; i++ {
+			if c := data[5+i]; c >= '0' && c <= '9' {
+				at = append(at, 5+i)
+			}
+		}
+	}
+	return at
 }
 
 // newestSnapshot is the index of the newest complete snapshot, 0 if none.

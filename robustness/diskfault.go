@@ -9,8 +9,9 @@ import (
 
 // diskFullFile is the node's control file for the disk-full fault: the
 // binary is built with the dlm_faults tag and started with DLM_FAULT_DISK
-// naming it; while it exists, the node's file writes and Raft log writes
-// fail with ENOSPC and its free space reads 0 (server/node/diskfault_on.go).
+// naming it; while it exists, the node's file writes and new log segments
+// (and, if it says "log", every Raft log write) fail with ENOSPC and its
+// free space reads 0 (server/node/diskfault_on.go).
 func (nd *node) diskFullFile() string {
 	return filepath.Join(filepath.Dir(nd.data), nd.id+".disk-full")
 }
@@ -22,7 +23,7 @@ func (nd *node) diskFullFile() string {
 // had applied when space returned applied too. Clients meanwhile get
 // DISK_FULL, STORAGE_FAULT or NOT_LEADER; what they are told is checked
 // with the rest of the history.
-func diskFull(ctx context.Context, c *cluster, h *history, target *node, hold time.Duration) {
+func diskFull(ctx context.Context, c *cluster, h *history, target *node, hold time.Duration, logToo bool) {
 	// The checks run to their end even when the run's time is up, so
 	// that the disk is freed and a dead node is not restarted unseen by
 	// the final convergence.
@@ -33,11 +34,17 @@ func diskFull(ctx context.Context, c *cluster, h *history, target *node, hold ti
 	}
 	inc := target.currentIncarnation()
 	ctl := target.diskFullFile()
-	if err := os.WriteFile(ctl, nil, 0o644); err != nil {
+	// With logToo every log write fails, as if its segments were not
+	// preallocated; otherwise only the files and a new segment do.
+	mode, what := "", "files and new log segments"
+	if logToo {
+		mode, what = "log", "files and every log write"
+	}
+	if err := os.WriteFile(ctl, []byte(mode), 0o644); err != nil {
 		h.addViolation("disk-full: cannot create %s: %v", ctl, err)
 		return
 	}
-	h.addFault("disk-full", "%s (%s) for %v", target.id, role, hold)
+	h.addFault("disk-full", "%s (%s) for %v: %s fail", target.id, role, hold, what)
 	sawFull := false
 	for deadline := time.Now().Add(hold); time.Now().Before(deadline); {
 		if st, err := target.status(bg); err == nil && st.GetNode().GetFreeBytes() == 0 {

@@ -13,6 +13,13 @@ func (h *history) addViolation(format string, args ...any) {
 	h.violations = append(h.violations, fmt.Sprintf(format, args...))
 }
 
+// addFinding records a surprise that breaks no promise.
+func (h *history) addFinding(format string, args ...any) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.findings = append(h.findings, fmt.Sprintf(format, args...))
+}
+
 func (h *history) faultViolations() []string {
 	h.mu.Lock()
 	defer h.mu.Unlock()

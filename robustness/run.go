@@ -427,9 +427,9 @@ func schedule(ctx context.Context, rng *rand.Rand, cycle bool, kinds []string, c
 			pollPause(ctx, hold) // fault schedule: the delay lasts
 			c.heal()
 		case "disk-full":
-			diskFull(ctx, c, h, pick(rng.IntN(2) == 0), hold+time.Second)
+			diskFull(ctx, c, h, pick(rng.IntN(2) == 0), hold+time.Second, rng.IntN(2) == 0)
 		case "corrupt-follower-log":
-			corruptFollowerLog(ctx, c, h, rng, pick(false))
+			corruptFollowerLog(ctx, c, h, rng)
 		}
 		// Fault schedule: a quiet gap between faults.
 		pollPause(ctx, time.Duration(200+rng.IntN(800))*time.Millisecond)

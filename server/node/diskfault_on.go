@@ -16,9 +16,12 @@ import (
 // disk-full fault. Never built without the dlm_faults tag.
 //
 // DLM_FAULT_DISK names a control file: while it exists, the node's file
-// writes (through the FSM's file layer) and its Raft log's segment creation,
-// writes and fsyncs fail with ENOSPC, and its free space reads 0, so the
-// leader's admission answers DISK_FULL. Removing the file frees the disk.
+// writes (through the FSM's file layer) and the creation of a Raft log
+// segment fail with ENOSPC, and its free space reads 0, so the leader's
+// admission answers DISK_FULL. As on a real full disk, writes into the
+// current, preallocated segment still succeed, unless the file says "log":
+// then every log write and fsync fails too. Removing the file frees the
+// disk.
 func injectDiskFault(cfg *Config) {
 	ctl := os.Getenv("DLM_FAULT_DISK")
 	if ctl == "" {
@@ -27,6 +30,10 @@ func injectDiskFault(cfg *Config) {
 	full := func() bool {
 		_, err := os.Stat(ctl)
 		return err == nil
+	}
+	logFull := func() bool {
+		b, err := os.ReadFile(ctl)
+		return err == nil && string(b) == "log"
 	}
 	free := cfg.FreeSpace
 	cfg.FreeSpace = func(dir string) (int64, error) {
@@ -40,7 +47,7 @@ func injectDiskFault(cfg *Config) {
 	if vfs == nil {
 		vfs = fs.New()
 	}
-	cfg.LogFS = &fullLog{VFS: vfs, full: full}
+	cfg.LogFS = &fullLog{VFS: vfs, full: full, writes: logFull}
 }
 
 func enospc(op, name string) error {
@@ -73,10 +80,10 @@ func (f fullFile) Write(p []byte) (int, error) {
 
 // fullLog is the Raft log's file layer on a disk that may be full: as on
 // a real full disk, creating a segment leaves an empty file behind and
-// fails, and every write and fsync fails.
+// fails; writes fail when writes says so.
 type fullLog struct {
 	types.VFS
-	full func() bool
+	full, writes func() bool
 }
 
 func (d *fullLog) Create(dir, name string, size uint64) (types.WritableFile, error) {
@@ -90,7 +97,7 @@ func (d *fullLog) Create(dir, name string, size uint64) (types.WritableFile, err
 	if err != nil {
 		return nil, err
 	}
-	return &fullSegment{WritableFile: f, full: d.full, name: name}, nil
+	return &fullSegment{WritableFile: f, full: d.writes, name: name}, nil
 }
 
 func (d *fullLog) OpenWriter(dir, name string) (types.WritableFile, error) {
@@ -98,7 +105,7 @@ func (d *fullLog) OpenWriter(dir, name string) (types.WritableFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &fullSegment{WritableFile: f, full: d.full, name: name}, nil
+	return &fullSegment{WritableFile: f, full: d.writes, name: name}, nil
 }
 
 type fullSegment struct {
