@@ -181,11 +181,22 @@ func corruptible(dataDir string, applied uint64) ([]walEntry, uint64, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	segs, err := filepath.Glob(filepath.Join(dataDir, "raft", "wal", "*.wal"))
-	if err != nil || len(segs) == 0 {
-		return nil, 0, fmt.Errorf("no log segments (%v)", err)
+	all, err := filepath.Glob(filepath.Join(dataDir, "raft", "wal", "*.wal"))
+	if err != nil {
+		return nil, 0, err
 	}
-	sort.Strings(segs)
+	// A segment whose creation failed on a full disk is left behind empty:
+	// it is not the tail.
+	var segs []string
+	for _, seg := range all {
+		if isSegment(seg) {
+			segs = append(segs, seg)
+		}
+	}
+	if len(segs) == 0 {
+		return nil, 0, fmt.Errorf("no log segments in %s", dataDir)
+	}
+	sort.Strings(segs) // by base index: the tail is last
 	byIndex := make(map[uint64]walEntry)
 	for i, seg := range segs {
 		es, err := walEntries(seg, i == len(segs)-1)
@@ -261,12 +272,27 @@ func newestSnapshot(dir string) (uint64, error) {
 // entry's payload is the binary codec's: uvarint index, term and type,
 // then the data with a uvarint length.
 const (
+	walMagic       = 0x58eb6b0d
 	walFileHeader  = 32
 	walFrameHeader = 8
 	walFrameEntry  = 1
 	walFrameIndex  = 2
 	walFrameCommit = 3
 )
+
+// isSegment says whether the file starts with a segment header.
+func isSegment(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	var head [walFileHeader]byte
+	if _, err := f.ReadAt(head[:], 0); err != nil {
+		return false
+	}
+	return endian.LittleEndian.Uint32(head[:4]) == walMagic
+}
 
 // walEntries reads the entries of one segment file; in the tail segment,
 // those of its last committed batch and after it are marked lastSeen.
