@@ -32,52 +32,59 @@ import (
 // end, so the follower catches up from its own log (applying the corrupt
 // entry) rather than from a snapshot that would replace it.
 func corruptFollowerLog(ctx context.Context, c *cluster, h *history, rng *rand.Rand) {
-	var target *node
 	bg := context.WithoutCancel(ctx)
-	// Wait (briefly) until a follower has applied entries past its newest
-	// snapshot: right after it caught up by snapshot it has none.
-	var (
-		applied uint64
-		why     error
-	)
-	order := rng.Perm(len(c.nodes))
-	for deadline := time.Now().Add(10 * time.Second); target == nil; pollPause(bg, 100*time.Millisecond) {
-		if time.Now().After(deadline) {
-			h.addFault("corrupt-follower-log-skipped", "no follower to corrupt: %v", why)
-			h.addFinding("corrupt-follower-log skipped: no follower had a committed entry to corrupt within 10s: %v", why)
-			return
-		}
-		for _, k := range order {
-			st, err := c.nodes[k].status(bg)
-			if err != nil || st.GetNode().GetRole() != "follower" {
-				continue
-			}
-			applied = st.GetNode().GetAppliedIndex()
-			if _, _, why = corruptible(c.nodes[k].data, applied); why == nil {
-				target = c.nodes[k]
-				break
-			}
-		}
-	}
-	for _, nd := range c.nodes {
-		nd.clientLink.set(linkCut, 0)
-	}
 	healClients := func() {
 		for _, nd := range c.nodes {
 			nd.clientLink.set(linkOK, 0)
 		}
 	}
-	target.kill()
-	fl, err := flipCommittedEntry(target.data, applied, rng)
-	c.restart(bg, target)
-	if err != nil {
-		healClients()
-		h.addFault("corrupt-follower-log-skipped", "%s: %v", target.id, err)
-		h.addFinding("corrupt-follower-log skipped: %s: %v", target.id, err)
-		return
+	var (
+		target *node
+		fl     flipped
+		why    error
+	)
+	// Wait (briefly) until a follower has applied entries past its newest
+	// snapshot: right after it caught up by snapshot it has none. A
+	// snapshot may still complete between that check and the kill; then
+	// the follower is started again and another try made.
+	order := rng.Perm(len(c.nodes))
+	deadline, kills := time.Now().Add(10*time.Second), 0
+	for target == nil {
+		if time.Now().After(deadline) || kills == 3 {
+			h.addFault("corrupt-follower-log-skipped", "no follower to corrupt: %v", why)
+			h.addFinding("corrupt-follower-log skipped: no follower had a committed entry to corrupt within 10s or 3 tries: %v", why)
+			return
+		}
+		for _, k := range order {
+			nd := c.nodes[k]
+			st, err := nd.status(bg)
+			if err != nil || st.GetNode().GetRole() != "follower" {
+				continue
+			}
+			applied := st.GetNode().GetAppliedIndex()
+			if _, _, why = corruptible(nd.data, applied); why != nil {
+				continue
+			}
+			for _, o := range c.nodes {
+				o.clientLink.set(linkCut, 0)
+			}
+			nd.kill()
+			kills++
+			fl, why = flipCommittedEntry(nd.data, applied, rng)
+			c.restart(bg, nd)
+			if why == nil {
+				target = nd
+				break
+			}
+			healClients()
+			break
+		}
+		if target == nil {
+			pollPause(bg, 100*time.Millisecond)
+		}
 	}
 	inc := target.currentIncarnation()
-	h.addFault("corrupt-follower-log", "%s: entry %d (applied %d, snapshot %d), byte %d of %s", target.id, fl.index, applied, fl.snapshot, fl.offset, fl.segment)
+	h.addFault("corrupt-follower-log", "%s: entry %d (applied %d, snapshot %d), byte %d of %s", target.id, fl.index, fl.applied, fl.snapshot, fl.offset, fl.segment)
 
 	// It must refuse. (Raft counts an entry applied once it is handed to
 	// the state machine, so the applied index in Status may pass the
@@ -130,9 +137,9 @@ func corruptFollowerLog(ctx context.Context, c *cluster, h *history, rng *rand.R
 
 // flipped is where a byte of a log entry was flipped.
 type flipped struct {
-	index, snapshot uint64
-	segment         string
-	offset          int64
+	index, applied, snapshot uint64
+	segment                  string
+	offset                   int64
 }
 
 // walEntry is one entry found in a raft-wal segment file.
@@ -171,7 +178,7 @@ func flipCommittedEntry(dataDir string, applied uint64, rng *rand.Rand) (flipped
 	if _, err := f.WriteAt(b, off); err != nil {
 		return flipped{}, err
 	}
-	return flipped{index: e.index, snapshot: snap, segment: filepath.Base(e.segment), offset: off}, f.Sync()
+	return flipped{index: e.index, applied: applied, snapshot: snap, segment: filepath.Base(e.segment), offset: off}, f.Sync()
 }
 
 // corruptible lists the entries flipCommittedEntry may choose from, in
