@@ -427,7 +427,14 @@ func schedule(ctx context.Context, rng *rand.Rand, cycle bool, kinds []string, c
 			pollPause(ctx, hold) // fault schedule: the delay lasts
 			c.heal()
 		case "disk-full":
-			diskFull(ctx, c, h, pick(rng.IntN(2) == 0), hold+time.Second, rng.IntN(2) == 0)
+			leader, logToo := rng.IntN(2) == 0, rng.IntN(2) == 0
+			if cycle {
+				// In turn: the leader's disk, a follower's, then both
+				// again with every log write failing.
+				round := step / len(kinds)
+				leader, logToo = round%2 == 0, round/2%2 == 1
+			}
+			diskFull(ctx, c, h, pick(leader), hold+time.Second, logToo)
 		case "corrupt-follower-log":
 			corruptFollowerLog(ctx, c, h, rng)
 		}
