@@ -21,7 +21,8 @@ import (
 )
 
 // buildDLM builds the dlm binary into dir, with the mutation hooks when
-// mutations is set.
+// mutations is set. Both have the disk-fault hook (dlm_faults), which does
+// nothing unless DLM_FAULT_DISK is set.
 func buildDLM(dir string, mutations bool) (string, error) {
 	name := "dlm"
 	args := []string{"build", "-o"}
@@ -30,9 +31,11 @@ func buildDLM(dir string, mutations bool) (string, error) {
 	}
 	bin := filepath.Join(dir, name)
 	args = append(args, bin)
+	tags := "dlm_faults"
 	if mutations {
-		args = append(args, "-tags", "dlm_mutations")
+		tags += ",dlm_mutations"
 	}
+	args = append(args, "-tags", tags)
 	cmd := exec.Command("go", append(args, "github.com/dlm/dlm/cmd/dlm")...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build: %v\n%s", err, out)
@@ -108,8 +111,9 @@ func startCluster(ctx context.Context, bin, dir string, n int, mutation string) 
 		nd := &node{id: fmt.Sprintf("n%d", i+1), idx: i, apiAddr: api, raftAddr: raftAddr,
 			data: filepath.Join(dir, fmt.Sprintf("n%d", i+1)), logPath: filepath.Join(dir, fmt.Sprintf("n%d.log", i+1)),
 			clientLink: newLink()}
+		nd.env = []string{"DLM_FAULT_DISK=" + nd.diskFullFile()}
 		if mutation != "" {
-			nd.env = []string{"DLM_MUTATION=" + mutation}
+			nd.env = append(nd.env, "DLM_MUTATION="+mutation)
 		}
 		c.nodes = append(c.nodes, nd)
 	}

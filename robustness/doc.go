@@ -12,11 +12,13 @@
 // deleting an uncommitted log suffix) and restarted, stopped with SIGSTOP,
 // partitioned; a holder stalls past its lease. An abandoning client gives up
 // appends mid-retry and carries on in the same session, which must never
-// wedge.
+// wedge. A node's disk fills (a build-tagged hook, dlm_faults) and empties
+// again; a byte flips in a stopped follower's log, which must refuse to
+// serve until it is wiped and rejoins.
 //
-// go test ./robustness/ runs the quick mode: a few seeds, and one run per
-// mutation (a binary built with -tags dlm_mutations and DLM_MUTATION set)
-// that must be reported. TestSoak with -duration and -seed runs longer:
+// go test ./robustness/ runs the quick mode: a few seeds, a short run of the
+// storage faults, and one run per mutation (a binary built with -tags
+// dlm_mutations and DLM_MUTATION set) that must be reported. TestSoak with -duration and -seed runs longer:
 //
 //	go test ./robustness/ -run TestSoak -duration 30m -seed 42 -v
 //

@@ -135,12 +135,6 @@ func (h *history) addFault(kind, format string, args ...any) {
 	h.faults = append(h.faults, fault{Kind: kind, Detail: fmt.Sprintf(format, args...), At: int64(time.Since(h.start))})
 }
 
-func (h *history) addViolation(format string, args ...any) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.violations = append(h.violations, fmt.Sprintf(format, args...))
-}
-
 // faultCounts counts the faults by kind.
 func (h *history) faultCounts() map[string]int {
 	h.mu.Lock()

@@ -33,6 +33,8 @@ type config struct {
 	// lead are cluster faults the schedule starts with, before the cycled
 	// or random ones (so that a short run meets a rare fault for sure).
 	lead []string
+	// kinds are the cluster faults to draw from (nil: faultKinds).
+	kinds []string
 	// results is where a failing run writes its history and visualization.
 	results string
 	logf    func(format string, args ...any)
@@ -155,7 +157,11 @@ func run(ctx context.Context, cfg config) (*result, error) {
 	var pg sync.WaitGroup
 	pg.Go(func() { pollStatus(pollCtx, c, h) })
 	pg.Go(func() { rpcFaults(runCtx, rand.New(rand.NewPCG(cfg.seed, 7)), cfg.cycle, h, stacks) })
-	schedule(runCtx, rand.New(rand.NewPCG(cfg.seed, 1)), cfg.cycle, cfg.lead, c, h, stall, stallPeer)
+	kinds := cfg.kinds
+	if kinds == nil {
+		kinds = faultKinds
+	}
+	schedule(runCtx, rand.New(rand.NewPCG(cfg.seed, 1)), cfg.cycle, cfg.lead, kinds, c, h, stall, stallPeer)
 	wg.Wait()
 	tWork := time.Now()
 	for _, st := range stacks {
@@ -192,7 +198,7 @@ func run(ctx context.Context, cfg config) (*result, error) {
 
 	res := &result{seed: cfg.seed, mutation: cfg.mutation, faults: h.faultCounts()}
 	res.ops = len(h.events)
-	res.violations = append(res.violations, h.violations...)
+	res.violations = append(res.violations, h.faultViolations()...)
 	res.violations = append(res.violations, diffs...)
 	if cerr != nil {
 		res.violations = append(res.violations, cerr.Error())
@@ -322,14 +328,14 @@ func rpcFaults(ctx context.Context, rng *rand.Rand, cycle bool, h *history, stac
 var faultKinds = []string{
 	"stall-holder", "stall-holder-sigstop", "kill-leader", "kill-follower", "kill-snapshot",
 	"pause-node", "partition-leader", "partition-pair", "delay-raft", "partition-clients", "delay-clients",
-	"restart-cleared-suffix",
+	"restart-cleared-suffix", "disk-full", "corrupt-follower-log",
 }
 
 // schedule injects one cluster fault at a time until ctx ends, and leaves
 // everything healed and running. The faults are drawn from rng, or, with
-// cycle, taken in the order of faultKinds (so that a short run meets each),
+// cycle, taken in the order of kinds (so that a short run meets each),
 // after the faults of lead.
-func schedule(ctx context.Context, rng *rand.Rand, cycle bool, lead []string, c *cluster, h *history, stall, stallPeer chan<- time.Duration) {
+func schedule(ctx context.Context, rng *rand.Rand, cycle bool, lead, kinds []string, c *cluster, h *history, stall, stallPeer chan<- time.Duration) {
 	// Fault schedule: let the workload run before the first fault.
 	pollPause(ctx, 500*time.Millisecond)
 	pick := func(leader bool) *node {
@@ -346,12 +352,12 @@ func schedule(ctx context.Context, rng *rand.Rand, cycle bool, lead []string, c 
 		return c.nodes[rng.IntN(len(c.nodes))]
 	}
 	for step := 0; ctx.Err() == nil; step++ {
-		kind := faultKinds[rng.IntN(len(faultKinds))]
+		kind := kinds[rng.IntN(len(kinds))]
 		switch {
 		case step < len(lead):
 			kind = lead[step]
 		case cycle:
-			kind = faultKinds[(step-len(lead))%len(faultKinds)]
+			kind = kinds[(step-len(lead))%len(kinds)]
 		}
 		hold := time.Duration(500+rng.IntN(2000)) * time.Millisecond
 		switch kind {
@@ -449,8 +455,6 @@ func schedule(ctx context.Context, rng *rand.Rand, cycle bool, lead []string, c 
 			c.heal()
 		case "restart-cleared-suffix":
 			c.clearedSuffix(ctx, rng, h)
-		case "corrupt-log":
-			c.corruptLog(ctx, rng, h)
 		case "delay-clients":
 			d := time.Duration(20+rng.IntN(200)) * time.Millisecond
 			target := c.nodes[rng.IntN(len(c.nodes))]
@@ -458,6 +462,17 @@ func schedule(ctx context.Context, rng *rand.Rand, cycle bool, lead []string, c 
 			h.addFault(kind, "%v to %s for %v", d, target.id, hold)
 			pollPause(ctx, hold) // fault schedule: the delay lasts
 			c.heal()
+		case "disk-full":
+			leader, logToo := rng.IntN(2) == 0, rng.IntN(2) == 0
+			if cycle {
+				// In turn: the leader's disk, a follower's, then both
+				// again with every log write failing.
+				round := step / len(kinds)
+				leader, logToo = round%2 == 0, round/2%2 == 1
+			}
+			diskFull(ctx, c, h, pick(leader), hold+time.Second, logToo)
+		case "corrupt-follower-log":
+			corruptFollowerLog(ctx, c, h, rng)
 		}
 		// Fault schedule: a quiet gap between faults.
 		pollPause(ctx, time.Duration(200+rng.IntN(800))*time.Millisecond)

@@ -170,6 +170,7 @@ type leaderTerm struct {
 // names a cluster to join.
 func Open(cfg Config) (*Node, error) {
 	cfg.Defaults()
+	injectDiskFault(&cfg)
 	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "raft", "wal"), 0o755); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
