@@ -86,9 +86,18 @@ func printNodes(ctx context.Context, w io.Writer, servers []string) error {
 		case n.GetLastContactMs() >= 0:
 			contact = (time.Duration(n.GetLastContactMs()) * time.Millisecond).String() + " ago"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\n", url, n.GetId(), n.GetRole(), n.GetTerm(), n.GetCommitIndex(), n.GetAppliedIndex(), contact)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\n", url, n.GetId(), roleOf(n), n.GetTerm(), n.GetCommitIndex(), n.GetAppliedIndex(), contact)
 	}
 	return tw.Flush()
+}
+
+// roleOf is a node's role as an operator needs to read it: a node with a
+// storage fault serves nothing, whatever its Raft role.
+func roleOf(n *dlmv1.NodeStatus) string {
+	if n.GetStorageFault() != "" {
+		return "storage fault (" + n.GetRole() + ")"
+	}
+	return n.GetRole()
 }
 
 // probeMembers asks every member about itself at its client URL, so that a
@@ -116,7 +125,7 @@ func probeMembers(ctx context.Context, st *dlmv1.StatusResponse) map[string]stri
 				res, err := c.Status(actx, connect.NewRequest(&dlmv1.StatusRequest{}))
 				cancel()
 				if err == nil && res.Msg.GetNode().GetId() == m.GetId() {
-					role = res.Msg.GetNode().GetRole()
+					role = roleOf(res.Msg.GetNode())
 				}
 			}
 			mu.Lock()

@@ -437,6 +437,10 @@ func TestCorruptFollowerRefusesClusterGoesOn(t *testing.T) {
 	if out := cliMust(t, "", "status", "--server", f.url()); !strings.Contains(out, "FAULT") || !strings.Contains(out, "storage fault: log entry ") {
 		t.Fatalf("dlm status of the faulty node does not show the fault:\n%s", out)
 	}
+	// The cluster's table (every listed server about itself) marks it too.
+	if out := cliMust(t, "", "status", "--server", strings.Join(c.urls(), ",")); !strings.Contains(out, "storage fault (") {
+		t.Fatalf("dlm status of the cluster does not mark the faulty node:\n%s", out)
+	}
 	f.down = true // running, but out of the cluster
 
 	section(t, ctx, cl, "later,")
