@@ -210,6 +210,10 @@ func (n *Node) Append(ctx context.Context, c *raftlogv1.Caller, token uint64, fi
 	return o, n.explainFileLimit(err)
 }
 
+// MaxAppendBytes is the largest append the node takes, so the API can refuse
+// larger requests before reading them.
+func (n *Node) MaxAppendBytes() int { return n.cfg.MaxAppendBytes }
+
 // Close ends the session, committing a held critical section.
 func (n *Node) Close(ctx context.Context, c *raftlogv1.Caller) error {
 	_, err := n.mutate(ctx, c, 0, &raftlogv1.Command{Op: &raftlogv1.Command_CloseSession{CloseSession: &raftlogv1.CloseSession{Caller: c}}})
