@@ -94,12 +94,12 @@ func (n *Node) touch(c *raftlogv1.Caller) {
 
 // check answers a request from the applied state when it can: a failed
 // authentication, or the recorded outcome of a repeat.
-func (n *Node) check(c *raftlogv1.Caller) (*raftlogv1.Outcome, error) {
+func (n *Node) check(c *raftlogv1.Caller, method raftlogv1.Method) (*raftlogv1.Outcome, error) {
 	var (
 		o      *raftlogv1.Outcome
 		reason dlmv1.ErrorReason
 	)
-	n.fsm.View(func(m *lockstate.Machine) { o, reason = m.Check(c) })
+	n.fsm.View(func(m *lockstate.Machine) { o, reason = m.Check(c, method) })
 	return o, reasonError(reason)
 }
 
@@ -128,7 +128,7 @@ func (n *Node) Acquire(ctx context.Context, c *raftlogv1.Caller, try bool, wait 
 	// Watch before proposing or checking, so a grant in between is not
 	// missed.
 	woken := n.waits.watch(c.GetClientId())
-	o, err := n.check(c)
+	o, err := n.check(c, raftlogv1.Method_METHOD_ACQUIRE)
 	if err != nil {
 		return Grant{}, err
 	}
@@ -154,7 +154,7 @@ func (n *Node) Acquire(ctx context.Context, c *raftlogv1.Caller, try bool, wait 
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for {
-		o, err := n.check(c)
+		o, err := n.check(c, raftlogv1.Method_METHOD_ACQUIRE)
 		if err != nil {
 			return Grant{}, err
 		}
@@ -230,7 +230,7 @@ func (n *Node) mutate(ctx context.Context, c *raftlogv1.Caller, token uint64, cm
 		o      *raftlogv1.Outcome
 		reason dlmv1.ErrorReason
 	)
-	n.fsm.View(func(m *lockstate.Machine) { o, reason = m.Check(c) })
+	n.fsm.View(func(m *lockstate.Machine) { o, reason = m.Check(c, lockstate.MethodOf(cmd)) })
 	if mutDupApply {
 		o = nil
 	}
