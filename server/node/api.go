@@ -22,8 +22,8 @@ type Session struct {
 
 // OpenSession opens a session with the requested lease (0 for the default).
 func (n *Node) OpenSession(ctx context.Context, lease time.Duration, name string) (Session, error) {
-	if len(name) > 64 {
-		return Session{}, fail(dlmv1.ErrorReason_ERROR_REASON_INVALID_ARGUMENT, "the session name is longer than 64 bytes")
+	if err := checkSessionName(name); err != nil {
+		return Session{}, err
 	}
 	if lease == 0 {
 		lease = n.cfg.DefaultLease
