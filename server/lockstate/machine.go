@@ -1,6 +1,7 @@
 package lockstate
 
 import (
+	"crypto/subtle"
 	"sort"
 
 	raftlogv1 "github.com/dlm/dlm/gen/go/dlm/raftlog/v1"
@@ -234,16 +235,22 @@ func (m *Machine) authenticate(c *raftlogv1.Caller, method raftlogv1.Method) (*s
 // ended, or nil.
 func (m *Machine) endedOutcome(c *raftlogv1.Caller) *raftlogv1.Outcome {
 	s, ok := m.ended[c.GetClientId()]
-	if !ok || s.secret != c.GetSecret() || c.GetSeq() == 0 {
+	if !ok || !sameSecret(s.secret, c.GetSecret()) || c.GetSeq() == 0 {
 		return nil
 	}
 	return s.outcomes[c.GetSeq()]
 }
 
+// sameSecret compares in constant time, so the time an answer takes tells an
+// attacker nothing about how much of a guessed secret was right.
+func sameSecret(a, b string) bool {
+	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
+}
+
 func (m *Machine) lookup(id uint64, secret string) (*session, dlmv1.ErrorReason) {
 	s, ok := m.sessions[id]
 	switch {
-	case ok && s.secret == secret:
+	case ok && sameSecret(s.secret, secret):
 		return s, dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED
 	case ok:
 		return nil, dlmv1.ErrorReason_ERROR_REASON_BAD_SECRET
