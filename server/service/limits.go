@@ -26,8 +26,9 @@ func ReadMaxBytes(b Backend) int {
 	return limit + requestHeadroom
 }
 
-// withReadMax puts the read limit before the caller's options, so a caller
-// may still choose another.
+// withReadMax puts the read limit and the codecs before the caller's
+// options, so a caller may still choose others.
 func withReadMax(svc *Service, opts []connect.HandlerOption) []connect.HandlerOption {
-	return append([]connect.HandlerOption{connect.WithReadMaxBytes(ReadMaxBytes(svc.b))}, opts...)
+	own := append([]connect.HandlerOption{connect.WithReadMaxBytes(ReadMaxBytes(svc.b))}, codecOptions()...)
+	return append(own, opts...)
 }
