@@ -72,6 +72,7 @@ var reasonSentinels = map[dlmv1.ErrorReason]error{
 	dlmv1.ErrorReason_ERROR_REASON_UNAVAILABLE:           ErrUnavailable,
 	dlmv1.ErrorReason_ERROR_REASON_SEQUENCE_MISSING:      ErrInvalidArgument,
 	dlmv1.ErrorReason_ERROR_REASON_SEQUENCE_ACKNOWLEDGED: ErrSequenceAcknowledged,
+	dlmv1.ErrorReason_ERROR_REASON_SEQUENCE_REUSED:       ErrInvalidArgument,
 	dlmv1.ErrorReason_ERROR_REASON_DATA_EMPTY:            ErrDataEmpty,
 	dlmv1.ErrorReason_ERROR_REASON_DATA_TOO_LARGE:        ErrDataTooLarge,
 	dlmv1.ErrorReason_ERROR_REASON_SECTION_TOO_LARGE:     ErrSectionTooLarge,

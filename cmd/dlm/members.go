@@ -52,7 +52,7 @@ func runMembers(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "ID\tRAFT\tCLIENT URL\tSUFFRAGE\tLEADER")
 		for _, m := range res.GetMembers() {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\n", m.GetId(), m.GetRaftAddress(), m.GetClientUrl(), m.GetSuffrage(), m.GetLeader())
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\n", printable(m.GetId()), printable(m.GetRaftAddress()), printable(m.GetClientUrl()), m.GetSuffrage(), m.GetLeader())
 		}
 		return tw.Flush()
 	case "add":

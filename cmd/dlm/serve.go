@@ -40,6 +40,12 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.Var(byteSize{&cfg.MinFreeSpace}, "min-free-space", "the leader refuses new sessions, acquires and appends (DISK_FULL) while the data folder's volume has less free space than this; releases, aborts and closes still work; 0 turns the check off (default: one largest critical section twice, for the log and the files, plus one log segment)")
 	cfg.MaxFileBytes = node.DefaultMaxFileBytes
 	fs.Var(byteSize{&cfg.MaxFileBytes}, "max-file-size", "largest size of one file; an append that would pass it fails with FILE_TOO_LARGE")
+	var limits service.ServerLimits
+	fs.DurationVar(&limits.ReadHeaderTimeout, "read-header-timeout", 10*time.Second, "time a client has to send a request's headers")
+	fs.DurationVar(&limits.BodyTimeout, "body-timeout", 30*time.Second, "time a client has to send a request's body (answering may take longer: long polls and snapshot streams are not cut)")
+	fs.DurationVar(&limits.IdleTimeout, "idle-timeout", 2*time.Minute, "an HTTP/1.1 keep-alive or HTTP/2 connection with no request in flight is closed after this long")
+	fs.IntVar(&limits.MaxConcurrentStreams, "max-streams", 250, "requests in flight on one HTTP/2 connection")
+	fs.IntVar(&limits.MaxConnections, "max-connections", 10000, "open client connections; more wait until one closes")
 	verbose := fs.Bool("v", false, "log every leadership and session change")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -61,6 +67,12 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		if u = strings.TrimSpace(u); u != "" {
 			cfg.Join = append(cfg.Join, u)
 		}
+	}
+	if limits.ReadHeaderTimeout <= 0 || limits.BodyTimeout <= 0 || limits.IdleTimeout <= 0 {
+		return errors.New("serve: --read-header-timeout, --body-timeout and --idle-timeout must be positive")
+	}
+	if limits.MaxConcurrentStreams < 1 || limits.MaxConnections < 1 {
+		return errors.New("serve: --max-streams and --max-connections must be at least 1")
 	}
 	if cfg.LogSegmentSize < 64<<10 || cfg.LogSegmentSize > 1<<30 {
 		return fmt.Errorf("serve: --log-segment-size %d is outside 65536 (64 KiB) to 1073741824 (1 GiB)", cfg.LogSegmentSize)
@@ -88,11 +100,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		ln.Close()
 		return err
 	}
-	srv := &http.Server{
-		Handler:           service.Handler(service.New(n), service.NewCluster(n), dashboard.Handler()),
-		Protocols:         service.Protocols(),
-		ReadHeaderTimeout: 10 * time.Second,
-	}
+	srv := service.NewServer(service.Handler(service.New(n), service.NewCluster(n), dashboard.Handler()), limits)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	fmt.Fprintf(stdout, "dlm serving on %s (data in %s)\n", cfg.ClientURL, cfg.DataDir)
@@ -106,7 +114,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	nerr := n.Shutdown()
-	serr := srv.Shutdown(shutCtx)
+	serr := srv.HTTP.Shutdown(shutCtx)
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}

@@ -144,11 +144,11 @@ func printStatus(w io.Writer, st *dlmv1.StatusResponse, roles map[string]string)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	n := st.GetNode()
 	fmt.Fprintf(tw, "node\t%s (%s, term %d, commit %d, applied %d)\n",
-		n.GetId(), n.GetRole(), n.GetTerm(), n.GetCommitIndex(), n.GetAppliedIndex())
+		printable(n.GetId()), n.GetRole(), n.GetTerm(), n.GetCommitIndex(), n.GetAppliedIndex())
 	if free := n.GetFreeBytes(); free > 0 {
 		fmt.Fprintf(tw, "disk\t%s free\n", humanBytes(free))
 	}
-	leader := n.GetLeaderUrl()
+	leader := printable(n.GetLeaderUrl())
 	if leader == "" {
 		leader = "unknown"
 	}
@@ -164,7 +164,7 @@ func printStatus(w io.Writer, st *dlmv1.StatusResponse, roles map[string]string)
 		if r, ok := roles[m.GetId()]; ok {
 			role = r
 		}
-		fmt.Fprintf(tw, "member\t%s %s %s at %s\n", m.GetId(), m.GetSuffrage(), role, m.GetRaftAddress())
+		fmt.Fprintf(tw, "member\t%s %s %s at %s\n", printable(m.GetId()), m.GetSuffrage(), role, printable(m.GetRaftAddress()))
 	}
 
 	names := make(map[uint64]string)
@@ -173,7 +173,7 @@ func printStatus(w io.Writer, st *dlmv1.StatusResponse, roles map[string]string)
 	}
 	who := func(id uint64) string {
 		if name := names[id]; name != "" {
-			return fmt.Sprintf("client %d (%s)", id, name)
+			return fmt.Sprintf("client %d (%s)", id, printable(name))
 		}
 		return fmt.Sprintf("client %d", id)
 	}

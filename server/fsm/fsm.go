@@ -61,7 +61,7 @@ var _ raft.FSM = (*FSM)(nil)
 // empty until Raft restores the snapshot and replays the log, which empties
 // the files first (see the crash argument in the package doc).
 func Open(dir string, limits lockstate.Limits, opts ...Option) (*FSM, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("fsm: %w", err)
 	}
 	f := &FSM{

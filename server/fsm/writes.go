@@ -29,7 +29,7 @@ type FS interface {
 type osFS struct{}
 
 func (osFS) OpenFile(path string) (File, error) {
-	return os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o644)
+	return os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
 }
 
 // Option adjusts an FSM.

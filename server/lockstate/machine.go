@@ -1,6 +1,7 @@
 package lockstate
 
 import (
+	"crypto/subtle"
 	"sort"
 
 	raftlogv1 "github.com/dlm/dlm/gen/go/dlm/raftlog/v1"
@@ -194,9 +195,9 @@ func (m *Machine) open(index uint64, now int64, op *raftlogv1.OpenSession) Resul
 // authenticate finds the caller's session. It returns a recorded outcome
 // when the request is a repeat, and a reason when the call must fail without
 // being recorded.
-func (m *Machine) authenticate(c *raftlogv1.Caller) (*session, *raftlogv1.Outcome, dlmv1.ErrorReason) {
+func (m *Machine) authenticate(c *raftlogv1.Caller, method raftlogv1.Method) (*session, *raftlogv1.Outcome, dlmv1.ErrorReason) {
 	if o := m.endedOutcome(c); o != nil {
-		return nil, o, dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED
+		return nil, o, sameMethod(o, method)
 	}
 	s, reason := m.lookup(c.GetClientId(), c.GetSecret())
 	if reason != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
@@ -210,6 +211,9 @@ func (m *Machine) authenticate(c *raftlogv1.Caller) (*session, *raftlogv1.Outcom
 		return nil, nil, dlmv1.ErrorReason_ERROR_REASON_SEQUENCE_ACKNOWLEDGED
 	}
 	if o, ok := s.outcomes[seq]; ok && !mutDupApply {
+		if r := sameMethod(o, method); r != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
+			return nil, nil, r
+		}
 		return s, o, dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED
 	}
 	// A client cannot acknowledge the request it is sending.
@@ -231,16 +235,22 @@ func (m *Machine) authenticate(c *raftlogv1.Caller) (*session, *raftlogv1.Outcom
 // ended, or nil.
 func (m *Machine) endedOutcome(c *raftlogv1.Caller) *raftlogv1.Outcome {
 	s, ok := m.ended[c.GetClientId()]
-	if !ok || s.secret != c.GetSecret() || c.GetSeq() == 0 {
+	if !ok || !sameSecret(s.secret, c.GetSecret()) || c.GetSeq() == 0 {
 		return nil
 	}
 	return s.outcomes[c.GetSeq()]
 }
 
+// sameSecret compares in constant time, so the time an answer takes tells an
+// attacker nothing about how much of a guessed secret was right.
+func sameSecret(a, b string) bool {
+	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
+}
+
 func (m *Machine) lookup(id uint64, secret string) (*session, dlmv1.ErrorReason) {
 	s, ok := m.sessions[id]
 	switch {
-	case ok && s.secret == secret:
+	case ok && sameSecret(s.secret, secret):
 		return s, dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED
 	case ok:
 		return nil, dlmv1.ErrorReason_ERROR_REASON_BAD_SECRET
@@ -251,16 +261,43 @@ func (m *Machine) lookup(id uint64, secret string) (*session, dlmv1.ErrorReason)
 	}
 }
 
-// record stores a new request's outcome so that a repeat returns it, and
-// marks the session active at index.
-func (s *session) record(index, seq uint64, o *raftlogv1.Outcome) Result {
+// sameMethod is the rule for a repeat, shared by Apply and Check: a seq names
+// one request, so a repeat by another method is refused rather than answered
+// with the first one's outcome. Outcomes recorded before methods were kept
+// match any method.
+func sameMethod(o *raftlogv1.Outcome, method raftlogv1.Method) dlmv1.ErrorReason {
+	if o.GetMethod() == raftlogv1.Method_METHOD_UNSPECIFIED || o.GetMethod() == method {
+		return dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED
+	}
+	return dlmv1.ErrorReason_ERROR_REASON_SEQUENCE_REUSED
+}
+
+// MethodOf is the method a command's request records its outcome under.
+func MethodOf(cmd *raftlogv1.Command) raftlogv1.Method {
+	switch cmd.GetOp().(type) {
+	case *raftlogv1.Command_Acquire:
+		return raftlogv1.Method_METHOD_ACQUIRE
+	case *raftlogv1.Command_Release:
+		return raftlogv1.Method_METHOD_RELEASE
+	case *raftlogv1.Command_Append:
+		return raftlogv1.Method_METHOD_APPEND
+	case *raftlogv1.Command_CloseSession:
+		return raftlogv1.Method_METHOD_CLOSE
+	}
+	return raftlogv1.Method_METHOD_UNSPECIFIED
+}
+
+// record stores a new request's outcome, with its method, so that a repeat
+// returns it, and marks the session active at index.
+func (s *session) record(index, seq uint64, method raftlogv1.Method, o *raftlogv1.Outcome) Result {
 	s.epoch = index
+	o.Method = method
 	s.outcomes[seq] = o
 	return Result{Outcome: o}
 }
 
 func (m *Machine) acquire(index uint64, now int64, op *raftlogv1.Acquire) Result {
-	s, prior, reason := m.authenticate(op.GetCaller())
+	s, prior, reason := m.authenticate(op.GetCaller(), raftlogv1.Method_METHOD_ACQUIRE)
 	if reason != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
 		return fail(reason)
 	}
@@ -272,20 +309,20 @@ func (m *Machine) acquire(index uint64, now int64, op *raftlogv1.Acquire) Result
 	switch {
 	case l.holder == s.id:
 		// Re-entrant: the session already holds the grant.
-		return s.record(index, seq, &raftlogv1.Outcome{Granted: true, Token: l.token})
+		return s.record(index, seq, raftlogv1.Method_METHOD_ACQUIRE, &raftlogv1.Outcome{Granted: true, Token: l.token})
 	case l.position(s.id) > 0:
 		// Already waiting under another seq: one place in the queue.
-		return s.record(index, seq, &raftlogv1.Outcome{Queued: true})
+		return s.record(index, seq, raftlogv1.Method_METHOD_ACQUIRE, &raftlogv1.Outcome{Queued: true})
 	case l.holder == 0:
-		res := s.record(index, seq, &raftlogv1.Outcome{Queued: true})
+		res := s.record(index, seq, raftlogv1.Method_METHOD_ACQUIRE, &raftlogv1.Outcome{Queued: true})
 		l.queue = append(l.queue, waiter{clientID: s.id, seq: seq})
 		res.Grants = m.grantNext(l, index, now)
 		return res
 	case op.GetTry():
-		return s.record(index, seq, &raftlogv1.Outcome{})
+		return s.record(index, seq, raftlogv1.Method_METHOD_ACQUIRE, &raftlogv1.Outcome{})
 	default:
 		l.queue = append(l.queue, waiter{clientID: s.id, seq: seq})
-		return s.record(index, seq, &raftlogv1.Outcome{Queued: true})
+		return s.record(index, seq, raftlogv1.Method_METHOD_ACQUIRE, &raftlogv1.Outcome{Queued: true})
 	}
 }
 
@@ -386,7 +423,7 @@ func Fenced(reason dlmv1.ErrorReason, token uint64) dlmv1.ErrorReason {
 }
 
 func (m *Machine) release(index uint64, now int64, op *raftlogv1.Release) Result {
-	s, prior, reason := m.authenticate(op.GetCaller())
+	s, prior, reason := m.authenticate(op.GetCaller(), raftlogv1.Method_METHOD_RELEASE)
 	if reason != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
 		return fail(Fenced(reason, op.GetToken()))
 	}
@@ -400,22 +437,22 @@ func (m *Machine) release(index uint64, now int64, op *raftlogv1.Release) Result
 		// of has nothing staged worth keeping.
 		m.leaveQueue(l, s)
 		if l.holder != s.id {
-			return s.record(index, seq, &raftlogv1.Outcome{})
+			return s.record(index, seq, raftlogv1.Method_METHOD_RELEASE, &raftlogv1.Outcome{})
 		}
 		res := m.endSection(l, false, index, now)
-		s.record(index, seq, res.Outcome)
+		s.record(index, seq, raftlogv1.Method_METHOD_RELEASE, res.Outcome)
 		return res
 	}
 	if r := l.checkToken(s, op.GetToken()); r != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
-		return s.record(index, seq, &raftlogv1.Outcome{ErrorReason: uint32(r)})
+		return s.record(index, seq, raftlogv1.Method_METHOD_RELEASE, &raftlogv1.Outcome{ErrorReason: uint32(r)})
 	}
 	res := m.endSection(l, !op.GetAbort(), index, now)
-	s.record(index, seq, res.Outcome)
+	s.record(index, seq, raftlogv1.Method_METHOD_RELEASE, res.Outcome)
 	return res
 }
 
 func (m *Machine) append(index uint64, op *raftlogv1.Append) Result {
-	s, prior, reason := m.authenticate(op.GetCaller())
+	s, prior, reason := m.authenticate(op.GetCaller(), raftlogv1.Method_METHOD_APPEND)
 	if reason != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
 		return fail(Fenced(reason, op.GetToken()))
 	}
@@ -440,14 +477,14 @@ func (m *Machine) append(index uint64, op *raftlogv1.Append) Result {
 		}
 	}
 	if r != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
-		return s.record(index, seq, &raftlogv1.Outcome{ErrorReason: uint32(r)})
+		return s.record(index, seq, raftlogv1.Method_METHOD_APPEND, &raftlogv1.Outcome{ErrorReason: uint32(r)})
 	}
 	l.stage(Write{File: op.GetFile(), Data: op.GetData()})
-	return s.record(index, seq, &raftlogv1.Outcome{Appends: uint32(len(l.staged)), Bytes: l.stagedBytes})
+	return s.record(index, seq, raftlogv1.Method_METHOD_APPEND, &raftlogv1.Outcome{Appends: uint32(len(l.staged)), Bytes: l.stagedBytes})
 }
 
 func (m *Machine) closeSession(index uint64, now int64, op *raftlogv1.CloseSession) Result {
-	s, prior, reason := m.authenticate(op.GetCaller())
+	s, prior, reason := m.authenticate(op.GetCaller(), raftlogv1.Method_METHOD_CLOSE)
 	if reason != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
 		return fail(reason)
 	}
@@ -456,7 +493,9 @@ func (m *Machine) closeSession(index uint64, now int64, op *raftlogv1.CloseSessi
 	}
 	// Close is an explicit end by the holder, so it commits.
 	res := m.endSession(s, true, index, now)
-	s.outcomes[op.GetCaller().GetSeq()] = copyOutcome(res.Outcome)
+	o := copyOutcome(res.Outcome)
+	o.Method = raftlogv1.Method_METHOD_CLOSE
+	s.outcomes[op.GetCaller().GetSeq()] = o
 	return res
 }
 
@@ -501,8 +540,11 @@ func (m *Machine) keepEnded(s *session) {
 // caller would find first: an authentication failure, or the recorded outcome
 // of a repeat (nil when the request is new). The leader uses it to answer a
 // repeated acquire without writing to the log.
-func (m *Machine) Check(c *raftlogv1.Caller) (*raftlogv1.Outcome, dlmv1.ErrorReason) {
+func (m *Machine) Check(c *raftlogv1.Caller, method raftlogv1.Method) (*raftlogv1.Outcome, dlmv1.ErrorReason) {
 	if o := m.endedOutcome(c); o != nil {
+		if r := sameMethod(o, method); r != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
+			return nil, r
+		}
 		return copyOutcome(o), dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED
 	}
 	s, reason := m.lookup(c.GetClientId(), c.GetSecret())
@@ -515,7 +557,13 @@ func (m *Machine) Check(c *raftlogv1.Caller) (*raftlogv1.Outcome, dlmv1.ErrorRea
 	if c.GetSeq() < s.ackedBelow {
 		return nil, dlmv1.ErrorReason_ERROR_REASON_SEQUENCE_ACKNOWLEDGED
 	}
-	return copyOutcome(s.outcomes[c.GetSeq()]), dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED
+	if o, ok := s.outcomes[c.GetSeq()]; ok {
+		if r := sameMethod(o, method); r != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
+			return nil, r
+		}
+		return copyOutcome(o), dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED
+	}
+	return nil, dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED
 }
 
 // copyOutcome copies an outcome field by field: Apply copies one per
@@ -532,6 +580,7 @@ func copyOutcome(o *raftlogv1.Outcome) *raftlogv1.Outcome {
 		Queued:      o.Queued,
 		Appends:     o.Appends,
 		Bytes:       o.Bytes,
+		Method:      o.Method,
 	}
 }
 

@@ -276,8 +276,8 @@ func TestGrants(t *testing.T) {
 			}
 			// Every waiter's recorded acquire now says granted, with its token.
 			for _, q := range []struct{ id, seq, token uint64 }{{3, 1, 10}, {2, 1, 11}, {4, 7, 15}, {3, 3, 17}} {
-				o, r := m.Check(c(q.id, q.seq))
-				if r != rNone || !proto.Equal(o, granted(q.token).Outcome) {
+				o, r := m.Check(c(q.id, q.seq), raftlogv1.Method_METHOD_ACQUIRE)
+				if r != rNone || !proto.Equal(withoutMethod(o), granted(q.token).Outcome) {
 					t.Errorf("Check(%d, %d) = %s, %s; want granted %d", q.id, q.seq, fmtOutcome(o), r, q.token)
 				}
 			}
@@ -592,7 +592,7 @@ func TestResultsAreSnapshots(t *testing.T) {
 	if d := diffResult(m.Apply(8, acquireCmd(c(2, 1))), granted(6)); d != "" {
 		t.Errorf("repeat after the caller changed its result: %s", d)
 	}
-	o, _ := m.Check(c(2, 1))
+	o, _ := m.Check(c(2, 1), raftlogv1.Method_METHOD_ACQUIRE)
 	o.Token = 12345
 	if d := diffResult(m.Apply(9, acquireCmd(c(2, 1))), granted(6)); d != "" {
 		t.Errorf("repeat after the caller changed Check's outcome: %s", d)
@@ -629,7 +629,7 @@ func TestCheck(t *testing.T) {
 		want   *raftlogv1.Outcome
 		reason string
 	}{
-		{"granted", c(1, 3), staged(1, 1).Outcome, ""},
+		{"staged", c(1, 3), staged(1, 1).Outcome, ""},
 		{"queued", c(2, 1), queued().Outcome, ""},
 		{"new request", c(2, 2), nil, ""},
 		{"acknowledged", c(1, 1), nil, "SEQUENCE_ACKNOWLEDGED"},
@@ -637,7 +637,12 @@ func TestCheck(t *testing.T) {
 		{"bad secret", cSecret(1, 3, "x"), nil, "BAD_SECRET"},
 		{"unknown", c(3, 1), nil, "SESSION_UNKNOWN"},
 	} {
-		o, r := m.Check(tc.caller)
+		method := raftlogv1.Method_METHOD_ACQUIRE
+		if tc.name == "staged" {
+			method = raftlogv1.Method_METHOD_APPEND
+		}
+		o, r := m.Check(tc.caller, method)
+		o = withoutMethod(o)
 		want := "ERROR_REASON_UNSPECIFIED"
 		if tc.reason != "" {
 			want = "ERROR_REASON_" + tc.reason
@@ -687,7 +692,7 @@ func TestEndedSessionsAreBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o, r := restored.Check(&raftlogv1.Caller{ClientId: 3, Secret: "s", Seq: 1}); o == nil || r != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
+	if o, r := restored.Check(&raftlogv1.Caller{ClientId: 3, Secret: "s", Seq: 1}, raftlogv1.Method_METHOD_CLOSE); o == nil || r != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
 		t.Fatalf("restored machine forgot the ended session's outcome: %v %v", o, r)
 	}
 }

@@ -107,7 +107,8 @@ func (g *generator) next(m *lockstate.Machine) *raftlogv1.Command {
 }
 
 // caller is the session's next request: usually well formed, sometimes with
-// a wrong secret or no sequence; the client acknowledges now and then.
+// a wrong secret, no sequence or the previous request's sequence again (a
+// client bug); the client acknowledges now and then.
 func (g *generator) caller(id uint64) *raftlogv1.Caller {
 	g.nextSeq[id]++
 	seq := g.nextSeq[id]
@@ -120,6 +121,8 @@ func (g *generator) caller(id uint64) *raftlogv1.Caller {
 		cl.Seq = 0
 	case 1:
 		cl.Secret = "guess"
+	case 2:
+		cl.Seq = max(seq-1, 1)
 	}
 	return cl
 }
@@ -188,7 +191,7 @@ func runRandom(t testing.TB, seed uint64, n int) map[string]int {
 
 		before := a.State()
 		cl := callerOf(cmd)
-		prior, priorReason := a.Check(cl)
+		prior, priorReason := a.Check(cl, lockstate.MethodOf(cmd))
 		ra := a.Apply(idx, cmd)
 		rb := b.Apply(idx, cmd)
 		if d := diffResult(rb, ra); d != "" {
@@ -233,7 +236,7 @@ func runRandom(t testing.TB, seed uint64, n int) map[string]int {
 		// A new request's answer is recorded, unless it was refused for
 		// room or ended its session.
 		if cl != nil && prior == nil && priorReason == rNone && ra.Reason() != rTooMany && len(ra.Ended) == 0 {
-			if o, r := a.Check(cl); r != rNone || !proto.Equal(o, ra.Outcome) {
+			if o, r := a.Check(cl, lockstate.MethodOf(cmd)); r != rNone || !proto.Equal(o, ra.Outcome) {
 				t.Fatalf("seed %d step %d index %d (%s): recorded %s (%s), returned %s", seed, i, idx, cmdName(cmd), fmtOutcome(o), r, fmtOutcome(ra.Outcome))
 			}
 		}

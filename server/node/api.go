@@ -22,8 +22,8 @@ type Session struct {
 
 // OpenSession opens a session with the requested lease (0 for the default).
 func (n *Node) OpenSession(ctx context.Context, lease time.Duration, name string) (Session, error) {
-	if len(name) > 64 {
-		return Session{}, fail(dlmv1.ErrorReason_ERROR_REASON_INVALID_ARGUMENT, "the session name is longer than 64 bytes")
+	if err := checkSessionName(name); err != nil {
+		return Session{}, err
 	}
 	if lease == 0 {
 		lease = n.cfg.DefaultLease
@@ -94,12 +94,12 @@ func (n *Node) touch(c *raftlogv1.Caller) {
 
 // check answers a request from the applied state when it can: a failed
 // authentication, or the recorded outcome of a repeat.
-func (n *Node) check(c *raftlogv1.Caller) (*raftlogv1.Outcome, error) {
+func (n *Node) check(c *raftlogv1.Caller, method raftlogv1.Method) (*raftlogv1.Outcome, error) {
 	var (
 		o      *raftlogv1.Outcome
 		reason dlmv1.ErrorReason
 	)
-	n.fsm.View(func(m *lockstate.Machine) { o, reason = m.Check(c) })
+	n.fsm.View(func(m *lockstate.Machine) { o, reason = m.Check(c, method) })
 	return o, reasonError(reason)
 }
 
@@ -128,7 +128,7 @@ func (n *Node) Acquire(ctx context.Context, c *raftlogv1.Caller, try bool, wait 
 	// Watch before proposing or checking, so a grant in between is not
 	// missed.
 	woken := n.waits.watch(c.GetClientId())
-	o, err := n.check(c)
+	o, err := n.check(c, raftlogv1.Method_METHOD_ACQUIRE)
 	if err != nil {
 		return Grant{}, err
 	}
@@ -154,7 +154,7 @@ func (n *Node) Acquire(ctx context.Context, c *raftlogv1.Caller, try bool, wait 
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for {
-		o, err := n.check(c)
+		o, err := n.check(c, raftlogv1.Method_METHOD_ACQUIRE)
 		if err != nil {
 			return Grant{}, err
 		}
@@ -210,6 +210,10 @@ func (n *Node) Append(ctx context.Context, c *raftlogv1.Caller, token uint64, fi
 	return o, n.explainFileLimit(err)
 }
 
+// MaxAppendBytes is the largest append the node takes, so the API can refuse
+// larger requests before reading them.
+func (n *Node) MaxAppendBytes() int { return n.cfg.MaxAppendBytes }
+
 // Close ends the session, committing a held critical section.
 func (n *Node) Close(ctx context.Context, c *raftlogv1.Caller) error {
 	_, err := n.mutate(ctx, c, 0, &raftlogv1.Command{Op: &raftlogv1.Command_CloseSession{CloseSession: &raftlogv1.CloseSession{Caller: c}}})
@@ -226,7 +230,7 @@ func (n *Node) mutate(ctx context.Context, c *raftlogv1.Caller, token uint64, cm
 		o      *raftlogv1.Outcome
 		reason dlmv1.ErrorReason
 	)
-	n.fsm.View(func(m *lockstate.Machine) { o, reason = m.Check(c) })
+	n.fsm.View(func(m *lockstate.Machine) { o, reason = m.Check(c, lockstate.MethodOf(cmd)) })
 	if mutDupApply {
 		o = nil
 	}

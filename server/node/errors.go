@@ -43,6 +43,7 @@ var messages = map[dlmv1.ErrorReason]string{
 	dlmv1.ErrorReason_ERROR_REASON_BAD_SECRET:            "the secret does not match the session",
 	dlmv1.ErrorReason_ERROR_REASON_SEQUENCE_MISSING:      "the request has no sequence number (seq must be > 0)",
 	dlmv1.ErrorReason_ERROR_REASON_SEQUENCE_ACKNOWLEDGED: "the sequence number is below the session's acknowledged mark",
+	dlmv1.ErrorReason_ERROR_REASON_SEQUENCE_REUSED:       "the sequence number was already used by this session for a request of another method; use a new one",
 	dlmv1.ErrorReason_ERROR_REASON_DATA_EMPTY:            "the append carries no data",
 	dlmv1.ErrorReason_ERROR_REASON_SECTION_TOO_LARGE:     "the critical section would exceed its size limit",
 	dlmv1.ErrorReason_ERROR_REASON_TOO_MANY_REQUESTS:     "too many unacknowledged requests in this session",

@@ -50,7 +50,7 @@ func resolveID(dataDir, want string) (string, error) {
 	if want == "" {
 		want = "node1"
 	}
-	if err := os.WriteFile(path, []byte(want+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(want+"\n"), fileMode); err != nil {
 		return "", fmt.Errorf("node: %w", err)
 	}
 	return want, nil

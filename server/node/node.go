@@ -171,7 +171,17 @@ type leaderTerm struct {
 func Open(cfg Config) (*Node, error) {
 	cfg.Defaults()
 	injectDiskFault(&cfg)
-	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "raft", "wal"), 0o755); err != nil {
+	if err := os.MkdirAll(cfg.DataDir, dirMode); err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	loose, err := tightenModes(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("node: data folder modes: %w", err)
+	}
+	if len(loose) > 0 {
+		cfg.Logger.Warn("the data folder was readable by other users; it holds the session secrets, so dlm made it private (folders 0700, files 0600)", "dir", cfg.DataDir, "loose", loose)
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "raft", "wal"), dirMode); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	id, err := resolveID(cfg.DataDir, cfg.ID)
@@ -197,6 +207,10 @@ func Open(cfg Config) (*Node, error) {
 	if err := n.startRaft(); err != nil {
 		n.closeStores()
 		return nil, err
+	}
+	// The Raft libraries just created their files with their own modes.
+	if _, err := tightenModes(cfg.DataDir); err != nil {
+		n.log.Warn("could not make the Raft log private", "err", err)
 	}
 	n.done.Add(3)
 	go n.leaveOnFault()

@@ -27,7 +27,7 @@ type Server struct {
 
 	t    testing.TB
 	ln   net.Listener
-	http *http.Server
+	http *service.Server
 }
 
 // Start runs a single node with its data in a fresh temporary folder. cfg
@@ -69,7 +69,7 @@ func (s *Server) start(addr string) {
 		s.t.Fatalf("servertest: open node: %v", err)
 	}
 	s.Node = n
-	s.http = &http.Server{Handler: service.Handler(service.New(n), service.NewCluster(n), nil), Protocols: service.Protocols()}
+	s.http = service.NewServer(service.Handler(service.New(n), service.NewCluster(n), nil), service.ServerLimits{})
 	go s.http.Serve(ln)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -84,7 +84,7 @@ func (s *Server) Close() {
 		return
 	}
 	s.Node.Shutdown()
-	s.http.Close()
+	s.http.HTTP.Close()
 	s.Node, s.http = nil, nil
 }
 

@@ -24,6 +24,7 @@ var codes = map[dlmv1.ErrorReason]connect.Code{
 	dlmv1.ErrorReason_ERROR_REASON_UNAVAILABLE:           connect.CodeUnavailable,
 	dlmv1.ErrorReason_ERROR_REASON_SEQUENCE_MISSING:      connect.CodeInvalidArgument,
 	dlmv1.ErrorReason_ERROR_REASON_SEQUENCE_ACKNOWLEDGED: connect.CodeFailedPrecondition,
+	dlmv1.ErrorReason_ERROR_REASON_SEQUENCE_REUSED:       connect.CodeInvalidArgument,
 	dlmv1.ErrorReason_ERROR_REASON_DATA_EMPTY:            connect.CodeInvalidArgument,
 	dlmv1.ErrorReason_ERROR_REASON_DATA_TOO_LARGE:        connect.CodeInvalidArgument,
 	dlmv1.ErrorReason_ERROR_REASON_SECTION_TOO_LARGE:     connect.CodeResourceExhausted,

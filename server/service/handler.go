@@ -18,15 +18,16 @@ import (
 // from another origin can call it. extra, when not nil, serves every other
 // path (the dashboard).
 func Handler(svc *Service, cluster *Cluster, extra http.Handler, opts ...connect.HandlerOption) http.Handler {
+	opts = withReadMax(svc, opts)
 	mux := http.NewServeMux()
 	mux.Handle(dlmv1connect.NewLockServiceHandler(svc, opts...))
 	mux.Handle(dlmv1connect.NewClusterServiceHandler(cluster, opts...))
 	// Reflection also describes the health service, so grpcurl and buf curl
 	// can call it without local protos.
 	reflector := grpcreflect.NewStaticReflector(dlmv1connect.LockServiceName, dlmv1connect.ClusterServiceName, grpchealth.HealthV1ServiceName)
-	mux.Handle(grpcreflect.NewHandlerV1(reflector))
-	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
-	mux.Handle(grpchealth.NewHandler(healthChecker(svc)))
+	mux.Handle(grpcreflect.NewHandlerV1(reflector, opts...))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, opts...))
+	mux.Handle(grpchealth.NewHandler(healthChecker(svc), opts...))
 	if extra != nil {
 		mux.Handle("/", extra)
 	}

@@ -100,6 +100,7 @@ const byReason: Partial<Record<ErrorReason, ErrorClass>> = {
   [ErrorReason.UNAVAILABLE]: UnavailableError,
   [ErrorReason.SEQUENCE_MISSING]: InvalidArgumentError,
   [ErrorReason.SEQUENCE_ACKNOWLEDGED]: SequenceAcknowledgedError,
+  [ErrorReason.SEQUENCE_REUSED]: InvalidArgumentError,
   [ErrorReason.DATA_EMPTY]: DataEmptyError,
   [ErrorReason.DATA_TOO_LARGE]: DataTooLargeError,
   [ErrorReason.SECTION_TOO_LARGE]: SectionTooLargeError,

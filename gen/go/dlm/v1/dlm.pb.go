@@ -82,6 +82,10 @@ const (
 	// to serve until an operator repairs it (or space returns). The message
 	// names the file and log index. Code Unavailable: try another node.
 	ErrorReason_ERROR_REASON_STORAGE_FAULT ErrorReason = 19
+	// The sequence number was already used by the session for a request of
+	// another method; a seq names one request. Code InvalidArgument. Nothing
+	// changed.
+	ErrorReason_ERROR_REASON_SEQUENCE_REUSED ErrorReason = 20
 )
 
 // Enum value maps for ErrorReason.
@@ -107,6 +111,7 @@ var (
 		17: "ERROR_REASON_DISK_FULL",
 		18: "ERROR_REASON_FILE_TOO_LARGE",
 		19: "ERROR_REASON_STORAGE_FAULT",
+		20: "ERROR_REASON_SEQUENCE_REUSED",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":           0,
@@ -129,6 +134,7 @@ var (
 		"ERROR_REASON_DISK_FULL":             17,
 		"ERROR_REASON_FILE_TOO_LARGE":        18,
 		"ERROR_REASON_STORAGE_FAULT":         19,
+		"ERROR_REASON_SEQUENCE_REUSED":       20,
 	}
 )
 
@@ -1873,7 +1879,7 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\vErrorDetail\x12+\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x13.dlm.v1.ErrorReasonR\x06reason\x12\x1d\n" +
 	"\n" +
-	"leader_url\x18\x02 \x01(\tR\tleaderUrl*\x99\x05\n" +
+	"leader_url\x18\x02 \x01(\tR\tleaderUrl*\xbb\x05\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19ERROR_REASON_LOCK_EXPIRED\x10\x01\x12\x1b\n" +
@@ -1895,7 +1901,8 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\x1dERROR_REASON_INVALID_ARGUMENT\x10\x10\x12\x1a\n" +
 	"\x16ERROR_REASON_DISK_FULL\x10\x11\x12\x1f\n" +
 	"\x1bERROR_REASON_FILE_TOO_LARGE\x10\x12\x12\x1e\n" +
-	"\x1aERROR_REASON_STORAGE_FAULT\x10\x132\x8f\x04\n" +
+	"\x1aERROR_REASON_STORAGE_FAULT\x10\x13\x12 \n" +
+	"\x1cERROR_REASON_SEQUENCE_REUSED\x10\x142\x8f\x04\n" +
 	"\vLockService\x121\n" +
 	"\x04Init\x12\x13.dlm.v1.InitRequest\x1a\x14.dlm.v1.InitResponse\x12@\n" +
 	"\tKeepAlive\x12\x18.dlm.v1.KeepAliveRequest\x1a\x19.dlm.v1.KeepAliveResponse\x12F\n" +

@@ -25,6 +25,67 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Method is the kind of a session's request that records an outcome.
+type Method int32
+
+const (
+	// Not recorded (an outcome from before methods were kept).
+	Method_METHOD_UNSPECIFIED Method = 0
+	// LockAcquire.
+	Method_METHOD_ACQUIRE Method = 1
+	// LockRelease, including an abort.
+	Method_METHOD_RELEASE Method = 2
+	// AppendFile.
+	Method_METHOD_APPEND Method = 3
+	// Close.
+	Method_METHOD_CLOSE Method = 4
+)
+
+// Enum value maps for Method.
+var (
+	Method_name = map[int32]string{
+		0: "METHOD_UNSPECIFIED",
+		1: "METHOD_ACQUIRE",
+		2: "METHOD_RELEASE",
+		3: "METHOD_APPEND",
+		4: "METHOD_CLOSE",
+	}
+	Method_value = map[string]int32{
+		"METHOD_UNSPECIFIED": 0,
+		"METHOD_ACQUIRE":     1,
+		"METHOD_RELEASE":     2,
+		"METHOD_APPEND":      3,
+		"METHOD_CLOSE":       4,
+	}
+)
+
+func (x Method) Enum() *Method {
+	p := new(Method)
+	*p = x
+	return p
+}
+
+func (x Method) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Method) Descriptor() protoreflect.EnumDescriptor {
+	return file_dlm_raftlog_v1_raftlog_proto_enumTypes[0].Descriptor()
+}
+
+func (Method) Type() protoreflect.EnumType {
+	return &file_dlm_raftlog_v1_raftlog_proto_enumTypes[0]
+}
+
+func (x Method) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Method.Descriptor instead.
+func (Method) EnumDescriptor() ([]byte, []int) {
+	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{0}
+}
+
 // Command is one entry of the replicated log. The leader stamps the time, so
 // that applying a command never reads a clock and every replica computes the
 // same state.
@@ -735,7 +796,11 @@ type Outcome struct {
 	// For an append: appends staged so far; for a release: appends committed.
 	Appends uint32 `protobuf:"varint,5,opt,name=appends,proto3" json:"appends,omitempty"`
 	// For an append: bytes staged so far; for a release: bytes committed.
-	Bytes         uint64 `protobuf:"varint,6,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Bytes uint64 `protobuf:"varint,6,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// The method whose request made this outcome, so that a repeat of its seq
+	// by another method is refused instead of answered with it. Unspecified in
+	// outcomes recorded before dlm kept it; those match any method.
+	Method        Method `protobuf:"varint,7,opt,name=method,proto3,enum=dlm.raftlog.v1.Method" json:"method,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -810,6 +875,13 @@ func (x *Outcome) GetBytes() uint64 {
 		return x.Bytes
 	}
 	return 0
+}
+
+func (x *Outcome) GetMethod() Method {
+	if x != nil {
+		return x.Method
+	}
+	return Method_METHOD_UNSPECIFIED
 }
 
 // State is the whole replicated state, as written in a snapshot.
@@ -1365,14 +1437,15 @@ const file_dlm_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\vNodeAddress\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
-	"client_url\x18\x02 \x01(\tR\tclientUrl\"\xa4\x01\n" +
+	"client_url\x18\x02 \x01(\tR\tclientUrl\"\xd4\x01\n" +
 	"\aOutcome\x12!\n" +
 	"\ferror_reason\x18\x01 \x01(\rR\verrorReason\x12\x18\n" +
 	"\agranted\x18\x02 \x01(\bR\agranted\x12\x14\n" +
 	"\x05token\x18\x03 \x01(\x04R\x05token\x12\x16\n" +
 	"\x06queued\x18\x04 \x01(\bR\x06queued\x12\x18\n" +
 	"\aappends\x18\x05 \x01(\rR\aappends\x12\x14\n" +
-	"\x05bytes\x18\x06 \x01(\x04R\x05bytes\"\xd8\x02\n" +
+	"\x05bytes\x18\x06 \x01(\x04R\x05bytes\x12.\n" +
+	"\x06method\x18\a \x01(\x0e2\x16.dlm.raftlog.v1.MethodR\x06method\"\xd8\x02\n" +
 	"\x05State\x123\n" +
 	"\bsessions\x18\x01 \x03(\v2\x17.dlm.raftlog.v1.SessionR\bsessions\x12*\n" +
 	"\x05locks\x18\x02 \x03(\v2\x14.dlm.raftlog.v1.LockR\x05locks\x120\n" +
@@ -1418,7 +1491,13 @@ const file_dlm_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x1b\n" +
 	"\x06crc32c\x18\x03 \x01(\aH\x00R\x06crc32c\x88\x01\x01B\t\n" +
-	"\a_crc32cB\xb0\x01\n" +
+	"\a_crc32c*m\n" +
+	"\x06Method\x12\x16\n" +
+	"\x12METHOD_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0eMETHOD_ACQUIRE\x10\x01\x12\x12\n" +
+	"\x0eMETHOD_RELEASE\x10\x02\x12\x11\n" +
+	"\rMETHOD_APPEND\x10\x03\x12\x10\n" +
+	"\fMETHOD_CLOSE\x10\x04B\xb0\x01\n" +
 	"\x12com.dlm.raftlog.v1B\fRaftlogProtoP\x01Z2github.com/dlm/dlm/gen/go/dlm/raftlog/v1;raftlogv1\xa2\x02\x03DRX\xaa\x02\x0eDlm.Raftlog.V1\xca\x02\x0eDlm\\Raftlog\\V1\xe2\x02\x1aDlm\\Raftlog\\V1\\GPBMetadata\xea\x02\x10Dlm::Raftlog::V1b\x06proto3"
 
 var (
@@ -1433,52 +1512,55 @@ func file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP() []byte {
 	return file_dlm_raftlog_v1_raftlog_proto_rawDescData
 }
 
+var file_dlm_raftlog_v1_raftlog_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_dlm_raftlog_v1_raftlog_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_dlm_raftlog_v1_raftlog_proto_goTypes = []any{
-	(*Command)(nil),       // 0: dlm.raftlog.v1.Command
-	(*Caller)(nil),        // 1: dlm.raftlog.v1.Caller
-	(*OpenSession)(nil),   // 2: dlm.raftlog.v1.OpenSession
-	(*Acquire)(nil),       // 3: dlm.raftlog.v1.Acquire
-	(*Release)(nil),       // 4: dlm.raftlog.v1.Release
-	(*Append)(nil),        // 5: dlm.raftlog.v1.Append
-	(*CloseSession)(nil),  // 6: dlm.raftlog.v1.CloseSession
-	(*ExpireSession)(nil), // 7: dlm.raftlog.v1.ExpireSession
-	(*NodeAddress)(nil),   // 8: dlm.raftlog.v1.NodeAddress
-	(*Outcome)(nil),       // 9: dlm.raftlog.v1.Outcome
-	(*State)(nil),         // 10: dlm.raftlog.v1.State
-	(*Session)(nil),       // 11: dlm.raftlog.v1.Session
-	(*Lock)(nil),          // 12: dlm.raftlog.v1.Lock
-	(*StagedAppend)(nil),  // 13: dlm.raftlog.v1.StagedAppend
-	(*Waiter)(nil),        // 14: dlm.raftlog.v1.Waiter
-	(*FileLength)(nil),    // 15: dlm.raftlog.v1.FileLength
-	nil,                   // 16: dlm.raftlog.v1.Session.OutcomesEntry
+	(Method)(0),           // 0: dlm.raftlog.v1.Method
+	(*Command)(nil),       // 1: dlm.raftlog.v1.Command
+	(*Caller)(nil),        // 2: dlm.raftlog.v1.Caller
+	(*OpenSession)(nil),   // 3: dlm.raftlog.v1.OpenSession
+	(*Acquire)(nil),       // 4: dlm.raftlog.v1.Acquire
+	(*Release)(nil),       // 5: dlm.raftlog.v1.Release
+	(*Append)(nil),        // 6: dlm.raftlog.v1.Append
+	(*CloseSession)(nil),  // 7: dlm.raftlog.v1.CloseSession
+	(*ExpireSession)(nil), // 8: dlm.raftlog.v1.ExpireSession
+	(*NodeAddress)(nil),   // 9: dlm.raftlog.v1.NodeAddress
+	(*Outcome)(nil),       // 10: dlm.raftlog.v1.Outcome
+	(*State)(nil),         // 11: dlm.raftlog.v1.State
+	(*Session)(nil),       // 12: dlm.raftlog.v1.Session
+	(*Lock)(nil),          // 13: dlm.raftlog.v1.Lock
+	(*StagedAppend)(nil),  // 14: dlm.raftlog.v1.StagedAppend
+	(*Waiter)(nil),        // 15: dlm.raftlog.v1.Waiter
+	(*FileLength)(nil),    // 16: dlm.raftlog.v1.FileLength
+	nil,                   // 17: dlm.raftlog.v1.Session.OutcomesEntry
 }
 var file_dlm_raftlog_v1_raftlog_proto_depIdxs = []int32{
-	2,  // 0: dlm.raftlog.v1.Command.open_session:type_name -> dlm.raftlog.v1.OpenSession
-	3,  // 1: dlm.raftlog.v1.Command.acquire:type_name -> dlm.raftlog.v1.Acquire
-	4,  // 2: dlm.raftlog.v1.Command.release:type_name -> dlm.raftlog.v1.Release
-	5,  // 3: dlm.raftlog.v1.Command.append:type_name -> dlm.raftlog.v1.Append
-	6,  // 4: dlm.raftlog.v1.Command.close_session:type_name -> dlm.raftlog.v1.CloseSession
-	7,  // 5: dlm.raftlog.v1.Command.expire_session:type_name -> dlm.raftlog.v1.ExpireSession
-	8,  // 6: dlm.raftlog.v1.Command.node_address:type_name -> dlm.raftlog.v1.NodeAddress
-	1,  // 7: dlm.raftlog.v1.Acquire.caller:type_name -> dlm.raftlog.v1.Caller
-	1,  // 8: dlm.raftlog.v1.Release.caller:type_name -> dlm.raftlog.v1.Caller
-	1,  // 9: dlm.raftlog.v1.Append.caller:type_name -> dlm.raftlog.v1.Caller
-	1,  // 10: dlm.raftlog.v1.CloseSession.caller:type_name -> dlm.raftlog.v1.Caller
-	11, // 11: dlm.raftlog.v1.State.sessions:type_name -> dlm.raftlog.v1.Session
-	12, // 12: dlm.raftlog.v1.State.locks:type_name -> dlm.raftlog.v1.Lock
-	15, // 13: dlm.raftlog.v1.State.files:type_name -> dlm.raftlog.v1.FileLength
-	8,  // 14: dlm.raftlog.v1.State.nodes:type_name -> dlm.raftlog.v1.NodeAddress
-	11, // 15: dlm.raftlog.v1.State.ended_sessions:type_name -> dlm.raftlog.v1.Session
-	16, // 16: dlm.raftlog.v1.Session.outcomes:type_name -> dlm.raftlog.v1.Session.OutcomesEntry
-	13, // 17: dlm.raftlog.v1.Lock.staged:type_name -> dlm.raftlog.v1.StagedAppend
-	14, // 18: dlm.raftlog.v1.Lock.queue:type_name -> dlm.raftlog.v1.Waiter
-	9,  // 19: dlm.raftlog.v1.Session.OutcomesEntry.value:type_name -> dlm.raftlog.v1.Outcome
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	3,  // 0: dlm.raftlog.v1.Command.open_session:type_name -> dlm.raftlog.v1.OpenSession
+	4,  // 1: dlm.raftlog.v1.Command.acquire:type_name -> dlm.raftlog.v1.Acquire
+	5,  // 2: dlm.raftlog.v1.Command.release:type_name -> dlm.raftlog.v1.Release
+	6,  // 3: dlm.raftlog.v1.Command.append:type_name -> dlm.raftlog.v1.Append
+	7,  // 4: dlm.raftlog.v1.Command.close_session:type_name -> dlm.raftlog.v1.CloseSession
+	8,  // 5: dlm.raftlog.v1.Command.expire_session:type_name -> dlm.raftlog.v1.ExpireSession
+	9,  // 6: dlm.raftlog.v1.Command.node_address:type_name -> dlm.raftlog.v1.NodeAddress
+	2,  // 7: dlm.raftlog.v1.Acquire.caller:type_name -> dlm.raftlog.v1.Caller
+	2,  // 8: dlm.raftlog.v1.Release.caller:type_name -> dlm.raftlog.v1.Caller
+	2,  // 9: dlm.raftlog.v1.Append.caller:type_name -> dlm.raftlog.v1.Caller
+	2,  // 10: dlm.raftlog.v1.CloseSession.caller:type_name -> dlm.raftlog.v1.Caller
+	0,  // 11: dlm.raftlog.v1.Outcome.method:type_name -> dlm.raftlog.v1.Method
+	12, // 12: dlm.raftlog.v1.State.sessions:type_name -> dlm.raftlog.v1.Session
+	13, // 13: dlm.raftlog.v1.State.locks:type_name -> dlm.raftlog.v1.Lock
+	16, // 14: dlm.raftlog.v1.State.files:type_name -> dlm.raftlog.v1.FileLength
+	9,  // 15: dlm.raftlog.v1.State.nodes:type_name -> dlm.raftlog.v1.NodeAddress
+	12, // 16: dlm.raftlog.v1.State.ended_sessions:type_name -> dlm.raftlog.v1.Session
+	17, // 17: dlm.raftlog.v1.Session.outcomes:type_name -> dlm.raftlog.v1.Session.OutcomesEntry
+	14, // 18: dlm.raftlog.v1.Lock.staged:type_name -> dlm.raftlog.v1.StagedAppend
+	15, // 19: dlm.raftlog.v1.Lock.queue:type_name -> dlm.raftlog.v1.Waiter
+	10, // 20: dlm.raftlog.v1.Session.OutcomesEntry.value:type_name -> dlm.raftlog.v1.Outcome
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_dlm_raftlog_v1_raftlog_proto_init() }
@@ -1501,13 +1583,14 @@ func file_dlm_raftlog_v1_raftlog_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dlm_raftlog_v1_raftlog_proto_rawDesc), len(file_dlm_raftlog_v1_raftlog_proto_rawDesc)),
-			NumEnums:      0,
+			NumEnums:      1,
 			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
 		GoTypes:           file_dlm_raftlog_v1_raftlog_proto_goTypes,
 		DependencyIndexes: file_dlm_raftlog_v1_raftlog_proto_depIdxs,
+		EnumInfos:         file_dlm_raftlog_v1_raftlog_proto_enumTypes,
 		MessageInfos:      file_dlm_raftlog_v1_raftlog_proto_msgTypes,
 	}.Build()
 	File_dlm_raftlog_v1_raftlog_proto = out.File
