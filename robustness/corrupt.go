@@ -106,9 +106,13 @@ func corruptFollowerLog(ctx context.Context, c *cluster, h *history, rng *rand.R
 		if err == nil {
 			h.addViolation("corrupt-follower-log: %s answered a read despite its storage fault", target.id)
 		}
+		// The probe commits entries of its own (a session each, which
+		// expires unused), so the check does not depend on the workload,
+		// which may have reached its deadline or be held off by RPC faults.
 		from := c.othersApplied(bg, target)
 		went := false
 		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); pollPause(bg, 100*time.Millisecond) {
+			c.commitProbe(bg, target)
 			if c.othersApplied(bg, target) >= from+5 {
 				went = true
 				break

@@ -4,6 +4,10 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"connectrpc.com/connect"
+
+	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
 )
 
 // addViolation records a broken promise seen while a fault was under way.
@@ -46,6 +50,23 @@ func (c *cluster) othersApplied(ctx context.Context, skip *node) uint64 {
 		}
 	}
 	return most
+}
+
+// commitProbe opens a session through whichever node but skip leads, so
+// that one entry commits if the cluster can commit at all. Followers refuse
+// with NOT_LEADER; a failure is left to the caller's progress check.
+func (c *cluster) commitProbe(ctx context.Context, skip *node) {
+	for _, nd := range c.nodes {
+		if nd == skip {
+			continue
+		}
+		actx, cancel := context.WithTimeout(ctx, time.Second)
+		_, err := nd.api().Init(actx, connect.NewRequest(&dlmv1.InitRequest{Name: "commit-probe"}))
+		cancel()
+		if err == nil {
+			return
+		}
+	}
 }
 
 // awaitServing polls until nd reports no storage fault, knows a leader and
