@@ -21,7 +21,7 @@ type Backend interface {
 	Append(ctx context.Context, c *raftlogv1.Caller, token uint64, file string, data []byte) (*raftlogv1.Outcome, error)
 	Close(ctx context.Context, c *raftlogv1.Caller) error
 	ReadFile(ctx context.Context, name string, offset, limit int64) ([]byte, int64, int64, error)
-	Status(ctx context.Context, consistent bool) (*dlmv1.StatusResponse, error)
+	Status(ctx context.Context, req *dlmv1.StatusRequest) (*dlmv1.StatusResponse, error)
 }
 
 var _ Backend = (*node.Node)(nil)
@@ -108,7 +108,7 @@ func (s *Service) ReadFile(ctx context.Context, req *connect.Request[dlmv1.ReadF
 
 // Status describes the service.
 func (s *Service) Status(ctx context.Context, req *connect.Request[dlmv1.StatusRequest]) (*connect.Response[dlmv1.StatusResponse], error) {
-	st, err := s.b.Status(ctx, req.Msg.GetConsistent())
+	st, err := s.b.Status(ctx, req.Msg)
 	if err != nil {
 		return nil, toConnect(err)
 	}
