@@ -368,7 +368,9 @@ func (n *Node) Status(ctx context.Context, req *dlmv1.StatusRequest) (*dlmv1.Sta
 	now := time.Now()
 	st := &dlmv1.StatusResponse{Node: n.nodeStatus(), Lock: &dlmv1.LockStatus{}}
 	n.fsm.View(func(m *lockstate.Machine) {
-		st.StateIndex = m.AppliedIndex()
+		// Never 0, which would mean "do not wait" when passed back: a
+		// lock-state entry always follows the cluster's first entry.
+		st.StateIndex = max(m.AppliedIndex(), 1)
 		lv := m.Lock()
 		st.Lock = &dlmv1.LockStatus{
 			Holder: lv.Holder, Token: lv.Token, LastToken: lv.LastToken,

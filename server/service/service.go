@@ -28,16 +28,36 @@ var _ Backend = (*node.Node)(nil)
 
 // Service implements the LockService handler over a Backend.
 type Service struct {
-	b Backend
+	b     Backend
+	inits *initLimiter
+}
+
+// Option configures a Service.
+type Option func(*Service)
+
+// WithInitRate limits how fast each client address opens sessions.
+func WithInitRate(r InitRate) Option {
+	return func(s *Service) { s.inits = newInitLimiter(r) }
 }
 
 var _ dlmv1connect.LockServiceHandler = (*Service)(nil)
 
 // New returns the service for b.
-func New(b Backend) *Service { return &Service{b: b} }
+func New(b Backend, opts ...Option) *Service {
+	s := &Service{b: b}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
 
 // Init opens a session.
 func (s *Service) Init(ctx context.Context, req *connect.Request[dlmv1.InitRequest]) (*connect.Response[dlmv1.InitResponse], error) {
+	if s.inits != nil {
+		if ok, wait := s.inits.allow(req.Peer().Addr); !ok {
+			return nil, toConnect(rateLimited(wait))
+		}
+	}
 	ses, err := s.b.OpenSession(ctx, time.Duration(req.Msg.GetLeaseMs())*time.Millisecond, req.Msg.GetName())
 	if err != nil {
 		return nil, toConnect(err)

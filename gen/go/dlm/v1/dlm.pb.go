@@ -1248,7 +1248,7 @@ type StatusResponse struct {
 	// Set when more sessions follow this page: pass it as page_token.
 	NextPageToken string `protobuf:"bytes,7,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	// The log index of the last lock-state change this answer shows: pass it
-	// as known_state_index to wait for the next one.
+	// as known_state_index to wait for the next one. Never 0.
 	StateIndex    uint64 `protobuf:"varint,8,opt,name=state_index,json=stateIndex,proto3" json:"state_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -676,7 +676,7 @@ export type StatusResponse = Message<"dlm.v1.StatusResponse"> & {
 
   /**
    * The log index of the last lock-state change this answer shows: pass it
-   * as known_state_index to wait for the next one.
+   * as known_state_index to wait for the next one. Never 0.
    *
    * @generated from field: uint64 state_index = 8;
    */
