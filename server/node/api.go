@@ -354,6 +354,12 @@ func (n *Node) Status(ctx context.Context, req *dlmv1.StatusRequest) (*dlmv1.Sta
 		after = v
 	}
 	if known := req.GetKnownStateIndex(); known > 0 {
+		if req.GetConsistent() {
+			// A follower says so at once rather than after the wait.
+			if _, err := n.leading(); err != nil {
+				return nil, err
+			}
+		}
 		wait := DefaultStatusWait
 		if w := req.GetWaitMs(); w > 0 {
 			wait = min(time.Duration(w)*time.Millisecond, MaxStatusWait)
