@@ -265,3 +265,18 @@ func TestStatusLongPoll(t *testing.T) {
 		t.Fatal("the long poll did not answer within 15s of a change (its wait was 30s)")
 	}
 }
+
+// An open that opens nothing costs the address nothing: a client retrying
+// through an election, or against a full cluster, is not rate limited for
+// it.
+func TestRefusedOpensCostNoToken(t *testing.T) {
+	srv := servertest.Start(t, &node.Config{MaxSessions: 1}, service.WithInitRate(service.InitRate{Rate: 0.01, Burst: 2}))
+	c := newClient(srv, nil)
+	if _, err := initErr(c); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		_, err := initErr(c)
+		wantRefusal(t, err, dlmv1.ErrorReason_ERROR_REASON_TOO_MANY_SESSIONS, "--max-sessions")
+	}
+}

@@ -91,6 +91,20 @@ func (l *initLimiter) allow(addr string) (bool, time.Duration) {
 	return false, wait
 }
 
+// refund gives back the token of an open that opened nothing (the node was
+// not the leader, the cluster had no quorum or was full), so that a client
+// retrying through an election is not held back for it.
+func (l *initLimiter) refund(addr string) {
+	key := addressKey(addr)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.buckets[key]
+	if !ok {
+		b = &l.overflow
+	}
+	b.tokens = min(l.burst, b.tokens+1)
+}
+
 // refill adds the tokens earned since the bucket was last used.
 func (l *initLimiter) refill(b *bucket, now time.Time) float64 {
 	if el := now.Sub(b.last).Seconds(); el > 0 {

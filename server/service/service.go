@@ -60,6 +60,10 @@ func (s *Service) Init(ctx context.Context, req *connect.Request[dlmv1.InitReque
 	}
 	ses, err := s.b.OpenSession(ctx, time.Duration(req.Msg.GetLeaseMs())*time.Millisecond, req.Msg.GetName())
 	if err != nil {
+		if s.inits != nil {
+			// Only sessions opened count against the address.
+			s.inits.refund(req.Peer().Addr)
+		}
 		return nil, toConnect(err)
 	}
 	return connect.NewResponse(&dlmv1.InitResponse{
