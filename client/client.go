@@ -262,10 +262,21 @@ func (c *Reader) ReadFileRange(ctx context.Context, name string, offset, limit i
 // sessions and the files. With consistent set the leader answers after
 // confirming its leadership, so the answer is up to date; otherwise the
 // first reachable server answers from its own state.
+//
+// The answer lists one page of the sessions and waiters (the first 100);
+// SessionCount and the lock's QueueLength count them all. StatusPage asks
+// for other pages.
 func (c *Reader) Status(ctx context.Context, consistent bool) (*dlmv1.StatusResponse, error) {
+	return c.StatusPage(ctx, &dlmv1.StatusRequest{Consistent: consistent})
+}
+
+// StatusPage is Status with every field of the request: a page size (at most
+// 1000), the page token of a previous answer's NextPageToken, or a long poll
+// (KnownStateIndex, WaitMs).
+func (c *Reader) StatusPage(ctx context.Context, req *dlmv1.StatusRequest) (*dlmv1.StatusResponse, error) {
 	var resp *dlmv1.StatusResponse
 	err := c.r.do(ctx, "Status", 0, func(ctx context.Context, api dlmv1connect.LockServiceClient) error {
-		r, err := api.Status(ctx, connect.NewRequest(&dlmv1.StatusRequest{Consistent: consistent}))
+		r, err := api.Status(ctx, connect.NewRequest(req))
 		if err != nil {
 			return err
 		}

@@ -54,6 +54,15 @@ var (
 	// ErrFileTooLarge means the append would take its file past the
 	// service's per-file size limit. Nothing changed.
 	ErrFileTooLarge = errors.New("dlm: file too large")
+	// ErrTooManySessions means the cluster has as many open sessions as its
+	// limit (--max-sessions). Nothing changed. It is not retried: waiting
+	// helps only once other sessions close or expire.
+	ErrTooManySessions = errors.New("dlm: too many sessions")
+	// ErrInitRateLimited means this client address opened sessions faster
+	// than the server allows (--init-rate). Nothing changed; the message says
+	// when to retry. It is not retried automatically, so a loop that opens
+	// sessions slows down instead of hammering the server.
+	ErrInitRateLimited = errors.New("dlm: opening sessions too fast")
 	// ErrInvalidArgument means the service refused a malformed request.
 	ErrInvalidArgument = errors.New("dlm: invalid argument")
 	// ErrClosed means the Client was closed.
@@ -81,6 +90,8 @@ var reasonSentinels = map[dlmv1.ErrorReason]error{
 	dlmv1.ErrorReason_ERROR_REASON_DISK_FULL:             ErrDiskFull,
 	dlmv1.ErrorReason_ERROR_REASON_FILE_TOO_LARGE:        ErrFileTooLarge,
 	dlmv1.ErrorReason_ERROR_REASON_STORAGE_FAULT:         ErrUnavailable,
+	dlmv1.ErrorReason_ERROR_REASON_TOO_MANY_SESSIONS:     ErrTooManySessions,
+	dlmv1.ErrorReason_ERROR_REASON_INIT_RATE_LIMITED:     ErrInitRateLimited,
 }
 
 // Error is an error answered by the service (or by the RPC layer on its

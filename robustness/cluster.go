@@ -346,7 +346,8 @@ func (nd *node) api() dlmv1connect.LockServiceClient {
 func (nd *node) status(ctx context.Context) (*dlmv1.StatusResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer cancel()
-	r, err := nd.api().Status(ctx, connect.NewRequest(&dlmv1.StatusRequest{}))
+	// The largest page: the comparison needs every session.
+	r, err := nd.api().Status(ctx, connect.NewRequest(&dlmv1.StatusRequest{PageSize: 1000}))
 	if err != nil {
 		return nil, err
 	}
@@ -499,7 +500,7 @@ func compareStates(nodes []*node, sts []*dlmv1.StatusResponse) []string {
 			la.GetStagedAppends() != lb.GetStagedAppends() || fmt.Sprint(la.GetQueue()) != fmt.Sprint(lb.GetQueue()) {
 			diffs = append(diffs, fmt.Sprintf("lock state %s=%v %s=%v", nodes[0].id, la, nodes[i].id, lb))
 		}
-		if fmt.Sprint(sessionIDs(a)) != fmt.Sprint(sessionIDs(b)) {
+		if a.GetSessionCount() != b.GetSessionCount() || fmt.Sprint(sessionIDs(a)) != fmt.Sprint(sessionIDs(b)) {
 			diffs = append(diffs, fmt.Sprintf("sessions %s=%v %s=%v", nodes[0].id, sessionIDs(a), nodes[i].id, sessionIDs(b)))
 		}
 		for k, f := range a.GetFiles() {

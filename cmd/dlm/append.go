@@ -161,10 +161,8 @@ func holderOf(ctx context.Context, c *client.Client) string {
 		return ""
 	}
 	id := st.GetLock().GetHolder()
-	for _, s := range st.GetSessions() {
-		if s.GetClientId() == id && s.GetName() != "" {
-			return fmt.Sprintf("client %d (%s)", id, s.GetName())
-		}
+	if name := st.GetLock().GetHolderName(); name != "" {
+		return fmt.Sprintf("client %d (%s)", id, name)
 	}
 	return fmt.Sprintf("client %d", id)
 }

@@ -46,6 +46,10 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.DurationVar(&limits.IdleTimeout, "idle-timeout", 2*time.Minute, "an HTTP/1.1 keep-alive or HTTP/2 connection with no request in flight is closed after this long")
 	fs.IntVar(&limits.MaxConcurrentStreams, "max-streams", 250, "requests in flight on one HTTP/2 connection")
 	fs.IntVar(&limits.MaxConnections, "max-connections", 10000, "open client connections; more wait until one closes")
+	fs.IntVar(&cfg.MaxSessions, "max-sessions", node.DefaultMaxSessions, "open sessions in the cluster; more are refused with TOO_MANY_SESSIONS (0: no limit)")
+	var initRate service.InitRate
+	fs.Float64Var(&initRate.Rate, "init-rate", 20, "sessions one client address (an IPv4 address, an IPv6 /64) may open per second, sustained; more are refused with INIT_RATE_LIMITED (0: no limit)")
+	fs.IntVar(&initRate.Burst, "init-burst", 200, "sessions one client address may open at once after a pause")
 	verbose := fs.Bool("v", false, "log every leadership and session change")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -70,6 +74,15 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	}
 	if limits.ReadHeaderTimeout <= 0 || limits.BodyTimeout <= 0 || limits.IdleTimeout <= 0 {
 		return errors.New("serve: --read-header-timeout, --body-timeout and --idle-timeout must be positive")
+	}
+	switch {
+	case cfg.MaxSessions < 0:
+		return errors.New("serve: --max-sessions must not be negative")
+	case cfg.MaxSessions == 0:
+		cfg.MaxSessions = -1 // no limit
+	}
+	if !(initRate.Rate >= 0) || initRate.Burst < 1 {
+		return errors.New("serve: --init-rate must not be negative and --init-burst must be at least 1")
 	}
 	if limits.MaxConcurrentStreams < 1 || limits.MaxConnections < 1 {
 		return errors.New("serve: --max-streams and --max-connections must be at least 1")
@@ -100,7 +113,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		ln.Close()
 		return err
 	}
-	srv := service.NewServer(service.Handler(service.New(n), service.NewCluster(n), dashboard.Handler()), limits)
+	srv := service.NewServer(service.Handler(service.New(n, service.WithInitRate(initRate)), service.NewCluster(n), dashboard.Handler()), limits)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	fmt.Fprintf(stdout, "dlm serving on %s (data in %s)\n", cfg.ClientURL, cfg.DataDir)

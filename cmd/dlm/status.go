@@ -32,6 +32,7 @@ func runStatus(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 	cf := addClientFlags(fs)
 	consistent := fs.Bool("consistent", false, "ask the leader, after it confirms its leadership (otherwise the first server that answers)")
 	asJSON := fs.Bool("json", false, "print the StatusResponse as protojson")
+	listSessions := fs.Bool("sessions", false, "list every open session (asking for them page by page); without it, status shows the counts and the first waiters")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -43,9 +44,14 @@ func runStatus(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 	if err != nil {
 		return fmt.Errorf("status: %w", err)
 	}
-	st, err := r.Status(ctx, *consistent)
+	st, err := r.StatusPage(ctx, &dlmv1.StatusRequest{Consistent: *consistent})
 	if err != nil {
 		return fmt.Errorf("status: %w", err)
+	}
+	if *listSessions {
+		if err := allSessions(ctx, r, st); err != nil {
+			return fmt.Errorf("status: %w", err)
+		}
 	}
 	if *asJSON {
 		b, err := protojson.MarshalOptions{Multiline: true, EmitUnpopulated: true}.Marshal(st)
@@ -57,6 +63,11 @@ func runStatus(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 	}
 	if err := printStatus(stdout, st, probeMembers(ctx, st)); err != nil {
 		return err
+	}
+	if *listSessions {
+		if err := printSessions(stdout, st); err != nil {
+			return err
+		}
 	}
 	if servers := client.ParseEndpoints(cf.server); len(servers) > 1 {
 		return printNodes(ctx, stdout, servers)
@@ -171,6 +182,9 @@ func printStatus(w io.Writer, st *dlmv1.StatusResponse, roles map[string]string)
 	for _, s := range st.GetSessions() {
 		names[s.GetClientId()] = s.GetName()
 	}
+	if h := st.GetLock().GetHolder(); h != 0 && st.GetLock().GetHolderName() != "" {
+		names[h] = st.GetLock().GetHolderName()
+	}
 	who := func(id uint64) string {
 		if name := names[id]; name != "" {
 			return fmt.Sprintf("client %d (%s)", id, printable(name))
@@ -195,9 +209,12 @@ func printStatus(w io.Writer, st *dlmv1.StatusResponse, roles map[string]string)
 		for i, id := range l.GetQueue() {
 			waiters[i] = fmt.Sprintf("%d. %s", i+1, who(id))
 		}
+		if more := int(l.GetQueueLength()) - len(waiters); more > 0 {
+			waiters = append(waiters, fmt.Sprintf("… %d more", more))
+		}
 		fmt.Fprintf(tw, "queue\t%s\n", strings.Join(waiters, ", "))
 	}
-	fmt.Fprintf(tw, "sessions\t%d open\n", len(st.GetSessions()))
+	fmt.Fprintf(tw, "sessions\t%d open\n", sessionCount(st))
 
 	var files []string
 	for _, f := range st.GetFiles() {
@@ -209,6 +226,46 @@ func printStatus(w io.Writer, st *dlmv1.StatusResponse, roles map[string]string)
 		fmt.Fprintf(tw, "files\tall %d empty\n", len(st.GetFiles()))
 	} else {
 		fmt.Fprintf(tw, "files\t%s (others empty)\n", strings.Join(files, ", "))
+	}
+	return tw.Flush()
+}
+
+// sessionCount is the number of open sessions, from a server that counts
+// them or, from an older one, the list it gave.
+func sessionCount(st *dlmv1.StatusResponse) uint64 {
+	return max(st.GetSessionCount(), uint64(len(st.GetSessions())))
+}
+
+// allSessions asks for the pages after st's first and appends their sessions
+// to st, so that st lists every open session. A session opened or closed
+// meanwhile may be missed or listed as gone; none is listed twice.
+func allSessions(ctx context.Context, r *client.Reader, st *dlmv1.StatusResponse) error {
+	// Bounded: every page moves the token past at least one session id.
+	for token := st.GetNextPageToken(); token != ""; {
+		p, err := r.StatusPage(ctx, &dlmv1.StatusRequest{PageSize: maxStatusPage, PageToken: token})
+		if err != nil {
+			return err
+		}
+		st.Sessions = append(st.Sessions, p.GetSessions()...)
+		token = p.GetNextPageToken()
+	}
+	st.NextPageToken = ""
+	return nil
+}
+
+// maxStatusPage is the largest page a server gives.
+const maxStatusPage = 1000
+
+func printSessions(w io.Writer, st *dlmv1.StatusResponse) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nSESSION\tNAME\tLEASE\tLEFT")
+	for _, s := range st.GetSessions() {
+		left := "-"
+		if s.GetLeaseLeftMs() > 0 {
+			left = (time.Duration(s.GetLeaseLeftMs()) * time.Millisecond).String()
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", s.GetClientId(), printable(s.GetName()),
+			time.Duration(s.GetLeaseMs())*time.Millisecond, left)
 	}
 	return tw.Flush()
 }

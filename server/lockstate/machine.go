@@ -1,6 +1,7 @@
 package lockstate
 
 import (
+	"container/heap"
 	"crypto/subtle"
 	"sort"
 
@@ -178,6 +179,9 @@ func fail(r dlmv1.ErrorReason) Result {
 }
 
 func (m *Machine) open(index uint64, now int64, op *raftlogv1.OpenSession) Result {
+	if max := op.GetMaxSessions(); max > 0 && uint64(len(m.sessions)) >= max {
+		return fail(dlmv1.ErrorReason_ERROR_REASON_TOO_MANY_SESSIONS)
+	}
 	id := m.nextID
 	m.nextID++
 	m.sessions[id] = &session{
@@ -631,6 +635,55 @@ func (m *Machine) Sessions() []SessionInfo {
 	return out
 }
 
+// SessionCount is the number of open sessions.
+func (m *Machine) SessionCount() int { return len(m.sessions) }
+
+// SessionsAfter lists at most limit open sessions with ids above after, in
+// the order they were opened, and whether more follow. It costs one pass
+// over the table and a sort of one page, not of the table.
+func (m *Machine) SessionsAfter(after uint64, limit int) ([]SessionInfo, bool) {
+	if limit <= 0 {
+		return nil, len(m.sessions) > 0
+	}
+	// Keep the limit smallest ids above after in a max-heap of ids.
+	h := make(idHeap, 0, min(limit, len(m.sessions)))
+	more := false
+	for id := range m.sessions {
+		switch {
+		case id <= after:
+		case len(h) < limit:
+			heap.Push(&h, id)
+		case id < h[0]:
+			h[0] = id
+			heap.Fix(&h, 0)
+			more = true
+		default:
+			more = true
+		}
+	}
+	sort.Slice(h, func(i, j int) bool { return h[i] < h[j] })
+	out := make([]SessionInfo, len(h))
+	for i, id := range h {
+		s := m.sessions[id]
+		out[i] = SessionInfo{ClientID: s.id, Name: s.name, LeaseMs: s.leaseMs, Epoch: s.epoch}
+	}
+	return out, more
+}
+
+// idHeap is a max-heap of session ids.
+type idHeap []uint64
+
+func (h idHeap) Len() int           { return len(h) }
+func (h idHeap) Less(i, j int) bool { return h[i] > h[j] }
+func (h idHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *idHeap) Push(x any)        { *h = append(*h, x.(uint64)) }
+func (h *idHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
 // Session returns one open session.
 func (m *Machine) Session(id uint64) (SessionInfo, bool) {
 	s, ok := m.sessions[id]
@@ -650,6 +703,9 @@ type LockView struct {
 	StagedBytes   uint64
 	Queue         []uint64
 }
+
+// QueueLength is the number of sessions waiting for the default lock.
+func (m *Machine) QueueLength() int { return len(m.locks[DefaultLock].queue) }
 
 // Lock describes the default lock.
 func (m *Machine) Lock() LockView {

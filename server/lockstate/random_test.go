@@ -43,7 +43,15 @@ func (g *generator) next(m *lockstate.Machine) *raftlogv1.Command {
 	open := m.Sessions()
 	if len(open) == 0 || (len(open) < 7 && g.rng.IntN(100) < 5) {
 		g.opened++
-		return openCmd(g.opened)
+		cmd := openCmd(g.opened)
+		// Sometimes at the leader's session cap, sometimes just under it.
+		switch n := g.rng.IntN(10); {
+		case n < 2 && len(open) > 0:
+			cmd.GetOpenSession().MaxSessions = uint64(len(open))
+		case n < 4:
+			cmd.GetOpenSession().MaxSessions = uint64(len(open) + 1)
+		}
+		return cmd
 	}
 	if n := g.rng.IntN(100); n < 8 && len(g.past) > 0 {
 		// A repeat: a retry, or a duplicate the network delivered late.
@@ -154,6 +162,10 @@ func (g *generator) junk() *raftlogv1.Command {
 }
 
 func (g *generator) learn(res lockstate.Result) {
+	if res.Reason() == dlmv1.ErrorReason_ERROR_REASON_TOO_MANY_SESSIONS {
+		// A refused open takes no id.
+		g.opened--
+	}
 	for _, gr := range res.Grants {
 		g.tokens[gr.ClientID] = append(g.tokens[gr.ClientID], gr.Token)
 	}
@@ -294,7 +306,7 @@ func TestRandomHistories(t *testing.T) {
 		switch reason := dlmv1.ErrorReason(r); reason {
 		case dlmv1.ErrorReason_ERROR_REASON_NOT_LEADER, dlmv1.ErrorReason_ERROR_REASON_UNAVAILABLE,
 			dlmv1.ErrorReason_ERROR_REASON_DATA_TOO_LARGE, dlmv1.ErrorReason_ERROR_REASON_DISK_FULL,
-			dlmv1.ErrorReason_ERROR_REASON_STORAGE_FAULT:
+			dlmv1.ErrorReason_ERROR_REASON_STORAGE_FAULT, dlmv1.ErrorReason_ERROR_REASON_INIT_RATE_LIMITED:
 			// Decided by the leader, never by the state machine.
 		default:
 			want = append(want, reason.String())

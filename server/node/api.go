@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"strconv"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -20,6 +21,13 @@ type Session struct {
 	Lease    time.Duration
 }
 
+// DefaultMaxSessions is the default cap on open sessions: far more than the
+// clients one lock has in practice (each session is a client process), few
+// enough that the state, its snapshots and a leader's fresh-lease reset stay
+// small (a session with a full table of unacknowledged answers holds tens of
+// KiB).
+const DefaultMaxSessions = 10000
+
 // OpenSession opens a session with the requested lease (0 for the default).
 func (n *Node) OpenSession(ctx context.Context, lease time.Duration, name string) (Session, error) {
 	if err := checkSessionName(name); err != nil {
@@ -35,13 +43,35 @@ func (n *Node) OpenSession(ctx context.Context, lease time.Duration, name string
 	if err := n.admit(); err != nil {
 		return Session{}, err
 	}
+	// Refuse early what the log would refuse, so that a flood of opens past
+	// the cap costs no log entries; apply checks again, exactly.
+	var max uint64
+	if n.cfg.MaxSessions > 0 {
+		max = uint64(n.cfg.MaxSessions)
+		var open int
+		n.fsm.View(func(m *lockstate.Machine) { open = m.SessionCount() })
+		if uint64(open) >= max {
+			return Session{}, n.tooManySessions()
+		}
+	}
 	res, err := n.propose(ctx, &raftlogv1.Command{Op: &raftlogv1.Command_OpenSession{OpenSession: &raftlogv1.OpenSession{
-		Secret: secret, LeaseMs: uint32(lease.Milliseconds()), Name: name,
+		Secret: secret, LeaseMs: uint32(lease.Milliseconds()), Name: name, MaxSessions: max,
 	}}})
 	if err != nil {
 		return Session{}, err
 	}
+	if res.Reason() == dlmv1.ErrorReason_ERROR_REASON_TOO_MANY_SESSIONS {
+		return Session{}, n.tooManySessions()
+	}
+	if err := reasonError(res.Reason()); err != nil {
+		return Session{}, err
+	}
 	return Session{ClientID: res.ClientID, Secret: secret, Lease: lease}, nil
+}
+
+func (n *Node) tooManySessions() error {
+	return fail(dlmv1.ErrorReason_ERROR_REASON_TOO_MANY_SESSIONS,
+		"the cluster has %d open sessions, its limit (--max-sessions): nothing changed; close unused sessions or retry after some expire", n.cfg.MaxSessions)
 }
 
 // KeepAlive renews a session's lease in the leader's memory and returns the
@@ -296,10 +326,47 @@ func (n *Node) verifyLeader(ctx context.Context) error {
 	}
 }
 
-// Status describes the node, the lock and the files; with consistent set it
-// first confirms leadership.
-func (n *Node) Status(ctx context.Context, consistent bool) (*dlmv1.StatusResponse, error) {
-	if consistent {
+// Status page sizes: a first page small enough for a dashboard poll, a
+// largest page that keeps one answer well under the API's read limits.
+const (
+	DefaultStatusPage = 100
+	MaxStatusPage     = 1000
+	// DefaultStatusWait and MaxStatusWait bound a Status long poll.
+	DefaultStatusWait = 5 * time.Second
+	MaxStatusWait     = 30 * time.Second
+)
+
+// Status describes the node, the lock and the files, with one page of the
+// sessions and waiters. With req.Consistent it first confirms leadership;
+// with req.KnownStateIndex it first waits for a later change (a long poll).
+func (n *Node) Status(ctx context.Context, req *dlmv1.StatusRequest) (*dlmv1.StatusResponse, error) {
+	page := int(req.GetPageSize())
+	if page == 0 {
+		page = DefaultStatusPage
+	}
+	page = min(page, MaxStatusPage)
+	var after uint64
+	if t := req.GetPageToken(); t != "" {
+		v, err := strconv.ParseUint(t, 10, 64)
+		if err != nil {
+			return nil, fail(dlmv1.ErrorReason_ERROR_REASON_INVALID_ARGUMENT, "page_token %q is not one this service gave", t)
+		}
+		after = v
+	}
+	if known := req.GetKnownStateIndex(); known > 0 {
+		if req.GetConsistent() {
+			// A follower says so at once rather than after the wait.
+			if _, err := n.leading(); err != nil {
+				return nil, err
+			}
+		}
+		wait := DefaultStatusWait
+		if w := req.GetWaitMs(); w > 0 {
+			wait = min(time.Duration(w)*time.Millisecond, MaxStatusWait)
+		}
+		n.awaitChange(ctx, known, wait)
+	}
+	if req.GetConsistent() {
 		if err := n.verifyLeader(ctx); err != nil {
 			return nil, err
 		}
@@ -307,13 +374,25 @@ func (n *Node) Status(ctx context.Context, consistent bool) (*dlmv1.StatusRespon
 	now := time.Now()
 	st := &dlmv1.StatusResponse{Node: n.nodeStatus(), Lock: &dlmv1.LockStatus{}}
 	n.fsm.View(func(m *lockstate.Machine) {
+		// Never 0, which would mean "do not wait" when passed back: a
+		// lock-state entry always follows the cluster's first entry.
+		st.StateIndex = max(m.AppliedIndex(), 1)
 		lv := m.Lock()
 		st.Lock = &dlmv1.LockStatus{
 			Holder: lv.Holder, Token: lv.Token, LastToken: lv.LastToken,
-			StagedAppends: uint32(lv.StagedAppends), StagedBytes: lv.StagedBytes, Queue: lv.Queue,
+			StagedAppends: uint32(lv.StagedAppends), StagedBytes: lv.StagedBytes,
+			Queue: lv.Queue[:min(len(lv.Queue), page)], QueueLength: uint64(len(lv.Queue)),
 		}
-		for _, s := range m.Sessions() {
+		if h, ok := m.Session(lv.Holder); ok {
+			st.Lock.HolderName = h.Name
+		}
+		st.SessionCount = uint64(m.SessionCount())
+		sessions, more := m.SessionsAfter(after, page)
+		for _, s := range sessions {
 			st.Sessions = append(st.Sessions, &dlmv1.SessionStatus{ClientId: s.ClientID, Name: s.Name, LeaseMs: s.LeaseMs})
+		}
+		if more && len(sessions) > 0 {
+			st.NextPageToken = strconv.FormatUint(sessions[len(sessions)-1].ClientID, 10)
 		}
 		for _, name := range m.FileNames() {
 			st.Files = append(st.Files, &dlmv1.FileStatus{Name: name, Size: m.FileSize(name)})
@@ -331,6 +410,36 @@ func (n *Node) Status(ctx context.Context, consistent bool) (*dlmv1.StatusRespon
 		}
 	}
 	return st, nil
+}
+
+// awaitChange waits until the lock state is past index known, this node's
+// leadership changes, wait passes, ctx ends or the node stops.
+func (n *Node) awaitChange(ctx context.Context, known uint64, wait time.Duration) {
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		n.mu.Lock()
+		changed := n.changed
+		n.mu.Unlock()
+		// Watch before reading the index, so a change in between is seen.
+		applied := n.watchApplied()
+		var index uint64
+		n.fsm.View(func(m *lockstate.Machine) { index = m.AppliedIndex() })
+		if index > known {
+			return
+		}
+		select {
+		case <-applied:
+		case <-changed:
+			return
+		case <-timer.C:
+			return
+		case <-ctx.Done():
+			return
+		case <-n.stop:
+			return
+		}
+	}
 }
 
 // MemberStatus is a member as the API shows it.
@@ -372,22 +481,11 @@ func (n *Node) nodeStatus() *dlmv1.NodeStatus {
 }
 
 // expireLeases proposes the expiry of every session whose lease ran out on
-// this leader. One goroutine scans the table: leases are many, and a scan
-// every tick is cheaper than a timer each.
+// this leader. One goroutine waits for the earliest deadline: leases are
+// many, and neither a timer each nor a scan of the table is cheap.
 func (n *Node) expireLeases() {
 	defer n.done.Done()
-	tick := time.NewTicker(min(50*time.Millisecond, n.cfg.MinLease/4))
-	defer tick.Stop()
-	for {
-		select {
-		case <-n.stop:
-			return
-		case now := <-tick.C:
-			for _, id := range n.leases.due(now) {
-				go n.expire(id)
-			}
-		}
-	}
+	n.leases.run(n.stop, func(id uint64) { go n.expire(id) })
 }
 
 func (n *Node) expire(id uint64) {

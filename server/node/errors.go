@@ -50,5 +50,7 @@ var messages = map[dlmv1.ErrorReason]string{
 	dlmv1.ErrorReason_ERROR_REASON_INVALID_ARGUMENT:      "malformed request",
 	dlmv1.ErrorReason_ERROR_REASON_DISK_FULL:             "the server's data disk is below its free-space minimum: nothing changed; free space and retry",
 	dlmv1.ErrorReason_ERROR_REASON_FILE_TOO_LARGE:        "the append would make the file larger than the server's per-file limit",
+	dlmv1.ErrorReason_ERROR_REASON_TOO_MANY_SESSIONS:     "the cluster has as many open sessions as its limit (--max-sessions): nothing changed",
+	dlmv1.ErrorReason_ERROR_REASON_INIT_RATE_LIMITED:     "this address opens sessions too fast (--init-rate): nothing changed; retry later",
 	dlmv1.ErrorReason_ERROR_REASON_STORAGE_FAULT:         "this node's storage is faulty and it does not serve: try another node",
 }

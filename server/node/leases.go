@@ -1,7 +1,9 @@
 package node
 
 import (
+	"container/heap"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dlm/dlm/server/lockstate"
@@ -9,20 +11,35 @@ import (
 
 // leases are the leader's lease deadlines, in memory only. A follower's table
 // is empty.
+//
+// The deadlines are kept in a min-heap, so the expiry loop sleeps until the
+// earliest one and looks at the sessions that are due, never at the whole
+// table: an idle leader's cost does not grow with the number of sessions.
 type leases struct {
-	mu       sync.Mutex
-	active   bool
-	byID     map[uint64]*lease
-	expiring map[uint64]bool
+	mu     sync.Mutex
+	active bool
+	byID   map[uint64]*lease
+	// queue holds the leases that are not being expired, earliest first.
+	queue leaseHeap
+	// sooner is signalled when the earliest deadline moves earlier, so the
+	// expiry loop re-arms its timer.
+	sooner chan struct{}
+	// examined counts the leases the expiry loop looked at, so a test can
+	// prove that an idle leader examines none.
+	examined atomic.Uint64
 }
 
 type lease struct {
+	id       uint64
 	length   time.Duration
 	deadline time.Time
+	// pos is the lease's place in the heap, or -1 while it is being
+	// expired.
+	pos int
 }
 
 func newLeases() *leases {
-	return &leases{byID: make(map[uint64]*lease), expiring: make(map[uint64]bool)}
+	return &leases{byID: make(map[uint64]*lease), sooner: make(chan struct{}, 1)}
 }
 
 // reset starts a leader's table with a fresh lease for every session from
@@ -32,11 +49,15 @@ func (ls *leases) reset(now time.Time, sessions []lockstate.SessionInfo) {
 	defer ls.mu.Unlock()
 	ls.active = !now.IsZero()
 	ls.byID = make(map[uint64]*lease, len(sessions))
-	ls.expiring = make(map[uint64]bool)
+	ls.queue = make(leaseHeap, 0, len(sessions))
 	for _, s := range sessions {
 		d := time.Duration(s.LeaseMs) * time.Millisecond
-		ls.byID[s.ClientID] = &lease{length: d, deadline: now.Add(d)}
+		l := &lease{id: s.ClientID, length: d, deadline: now.Add(d), pos: len(ls.queue)}
+		ls.byID[s.ClientID] = l
+		ls.queue = append(ls.queue, l)
 	}
+	heap.Init(&ls.queue)
+	ls.wake()
 }
 
 // opened starts the lease of a session just opened.
@@ -44,7 +65,33 @@ func (ls *leases) opened(now time.Time, id uint64, length time.Duration) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	if ls.active {
-		ls.byID[id] = &lease{length: length, deadline: now.Add(length)}
+		ls.set(id, length, now.Add(length))
+	}
+}
+
+// set gives a known or new session's lease a deadline, and wakes the
+// expiry loop when that deadline is now the earliest.
+func (ls *leases) set(id uint64, length time.Duration, deadline time.Time) {
+	l, ok := ls.byID[id]
+	if !ok {
+		l = &lease{id: id, pos: -1}
+		ls.byID[id] = l
+	}
+	l.length, l.deadline = length, deadline
+	if l.pos < 0 {
+		heap.Push(&ls.queue, l)
+	} else {
+		heap.Fix(&ls.queue, l.pos)
+	}
+	if l.pos == 0 {
+		ls.wake()
+	}
+}
+
+func (ls *leases) wake() {
+	select {
+	case ls.sooner <- struct{}{}:
+	default:
 	}
 }
 
@@ -54,15 +101,13 @@ func (ls *leases) opened(now time.Time, id uint64, length time.Duration) {
 func (ls *leases) renew(now time.Time, id uint64, length time.Duration) bool {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
-	if !ls.active || ls.expiring[id] {
+	if !ls.active {
 		return false
 	}
-	l, ok := ls.byID[id]
-	if !ok {
-		l = &lease{}
-		ls.byID[id] = l
+	if l, ok := ls.byID[id]; ok && l.pos < 0 {
+		return false
 	}
-	l.length, l.deadline = length, now.Add(length)
+	ls.set(id, length, now.Add(length))
 	return true
 }
 
@@ -79,22 +124,30 @@ func (ls *leases) left(now time.Time, id uint64) time.Duration {
 func (ls *leases) remove(id uint64) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
-	delete(ls.byID, id)
-	delete(ls.expiring, id)
+	if l, ok := ls.byID[id]; ok {
+		if l.pos >= 0 {
+			heap.Remove(&ls.queue, l.pos)
+		}
+		delete(ls.byID, id)
+	}
 }
 
-// due marks and returns the sessions whose lease ran out by now.
-func (ls *leases) due(now time.Time) []uint64 {
+// due marks and returns the sessions whose lease ran out by now, and the
+// next deadline (zero when there is none).
+func (ls *leases) due(now time.Time) ([]uint64, time.Time) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	var ids []uint64
-	for id, l := range ls.byID {
-		if !ls.expiring[id] && !l.deadline.After(now) {
-			ls.expiring[id] = true
-			ids = append(ids, id)
+	for len(ls.queue) > 0 {
+		ls.examined.Add(1)
+		l := ls.queue[0]
+		if l.deadline.After(now) {
+			return ids, l.deadline
 		}
+		heap.Pop(&ls.queue)
+		ids = append(ids, l.id)
 	}
-	return ids
+	return ids, time.Time{}
 }
 
 // spared clears the expiring mark of a session whose expiry was not applied
@@ -102,11 +155,60 @@ func (ls *leases) due(now time.Time) []uint64 {
 func (ls *leases) spared(now time.Time, id uint64) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
-	if !ls.active || !ls.expiring[id] {
-		return
+	if l, ok := ls.byID[id]; ok && ls.active && l.pos < 0 {
+		ls.set(id, l.length, now.Add(l.length))
 	}
-	delete(ls.expiring, id)
-	if l, ok := ls.byID[id]; ok {
-		l.deadline = now.Add(l.length)
+}
+
+// run calls expire for each session whose lease runs out, until stop is
+// closed. It sleeps until the earliest deadline, or until one moves earlier.
+func (ls *leases) run(stop <-chan struct{}, expire func(id uint64)) {
+	// idle is how long the loop sleeps with no lease at all; a new lease
+	// wakes it sooner.
+	const idle = time.Hour
+	timer := time.NewTimer(idle)
+	defer timer.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-ls.sooner:
+		case <-timer.C:
+		}
+		ids, next := ls.due(time.Now())
+		for _, id := range ids {
+			expire(id)
+		}
+		wait := idle
+		if !next.IsZero() {
+			wait = max(time.Until(next), 0)
+		}
+		// Go 1.23 timers: Reset needs no drain.
+		timer.Reset(wait)
 	}
+}
+
+// leaseHeap orders leases by deadline, earliest first.
+type leaseHeap []*lease
+
+func (h leaseHeap) Len() int           { return len(h) }
+func (h leaseHeap) Less(i, j int) bool { return h[i].deadline.Before(h[j].deadline) }
+func (h leaseHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].pos, h[j].pos = i, j
+}
+
+func (h *leaseHeap) Push(x any) {
+	l := x.(*lease)
+	l.pos = len(*h)
+	*h = append(*h, l)
+}
+
+func (h *leaseHeap) Pop() any {
+	old := *h
+	l := old[len(old)-1]
+	old[len(old)-1] = nil
+	l.pos = -1
+	*h = old[:len(old)-1]
+	return l
 }

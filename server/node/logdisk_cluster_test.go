@@ -48,7 +48,7 @@ func currentLeader(t *testing.T, nodes []*node.Node, within time.Duration) *node
 
 func storageFault(t *testing.T, n *node.Node) string {
 	t.Helper()
-	st, err := n.Status(context.Background(), false)
+	st, err := n.Status(context.Background(), &dlmv1.StatusRequest{})
 	if err != nil {
 		t.Fatalf("status: %v", err)
 	}
@@ -145,13 +145,13 @@ func TestLogDiskFullInCluster(t *testing.T) {
 			t.Fatalf("section: %v", err)
 		}
 	}
-	want, err := leader.Status(context.Background(), false)
+	want, err := leader.Status(context.Background(), &dlmv1.StatusRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	deadline = time.Now().Add(30 * time.Second)
 	for {
-		st, err := full.Status(context.Background(), false)
+		st, err := full.Status(context.Background(), &dlmv1.StatusRequest{})
 		if err != nil {
 			t.Fatal(err)
 		}

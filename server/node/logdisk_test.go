@@ -177,7 +177,7 @@ func TestLogDiskFullRecovers(t *testing.T) {
 				wantFull(err)
 				time.Sleep(25 * time.Millisecond)
 			}
-			st, err := n.Status(ctx, false)
+			st, err := n.Status(ctx, &dlmv1.StatusRequest{})
 			if err != nil || !strings.Contains(st.GetNode().GetStorageFault(), "disk is full") {
 				t.Fatalf("status while full: storage_fault %q, %v", st.GetNode().GetStorageFault(), err)
 			}
@@ -198,7 +198,7 @@ func TestLogDiskFullRecovers(t *testing.T) {
 					t.Fatalf("section %d after recovery: %v", i, err)
 				}
 			}
-			if st, err := n.Status(ctx, false); err != nil || st.GetNode().GetStorageFault() != "" {
+			if st, err := n.Status(ctx, &dlmv1.StatusRequest{}); err != nil || st.GetNode().GetStorageFault() != "" {
 				t.Fatalf("status after recovery: storage_fault %q, %v", st.GetNode().GetStorageFault(), err)
 			}
 			w.check(t)

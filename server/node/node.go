@@ -81,6 +81,9 @@ type Config struct {
 	MinFreeSpace int64
 	// MaxFileBytes bounds one file's committed size (0: 1 GiB).
 	MaxFileBytes int64
+	// MaxSessions bounds the open sessions (0: DefaultMaxSessions; negative:
+	// no limit).
+	MaxSessions int
 	// FreeSpace reports the free bytes of the volume holding a folder; nil
 	// asks the system (statfs). Tests inject a fake.
 	FreeSpace func(dir string) (int64, error)
@@ -118,6 +121,9 @@ func (c *Config) Defaults() {
 	if c.LogSegmentSize == 0 {
 		c.LogSegmentSize = DefaultLogSegmentSize
 	}
+	if c.MaxSessions == 0 {
+		c.MaxSessions = DefaultMaxSessions
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -143,6 +149,10 @@ type Node struct {
 	term *leaderTerm
 	// changed is closed, and replaced, whenever term changes.
 	changed chan struct{}
+	// applied, when not nil, is closed by the next applied lock-state
+	// change; long polls wait on it.
+	appliedMu sync.Mutex
+	applied   chan struct{}
 
 	// saving is set while a client's snapshot is taken (backup.go).
 	saving atomic.Bool
@@ -454,6 +464,12 @@ func (n *Node) leaderURL() string {
 
 // observe runs on the FSM goroutine for every applied entry.
 func (n *Node) observe(index uint64, res lockstate.Result) {
+	n.appliedMu.Lock()
+	if n.applied != nil {
+		close(n.applied)
+		n.applied = nil
+	}
+	n.appliedMu.Unlock()
 	if res.ClientID != 0 {
 		n.leases.opened(time.Now(), res.ClientID, time.Duration(res.LeaseMs)*time.Millisecond)
 	}
@@ -464,6 +480,17 @@ func (n *Node) observe(index uint64, res lockstate.Result) {
 		n.leases.remove(id)
 		n.waits.wake(id)
 	}
+}
+
+// watchApplied returns a channel closed by the next applied lock-state
+// change. It costs nothing while no one watches.
+func (n *Node) watchApplied() <-chan struct{} {
+	n.appliedMu.Lock()
+	defer n.appliedMu.Unlock()
+	if n.applied == nil {
+		n.applied = make(chan struct{})
+	}
+	return n.applied
 }
 
 // propose commits a command and returns its result. The wait is bounded by

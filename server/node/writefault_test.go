@@ -109,7 +109,7 @@ func TestFailedWriteFaultsThenResumes(t *testing.T) {
 	for n.StorageFault() == "" && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	st, err := n.Status(ctx, false)
+	st, err := n.Status(ctx, &dlmv1.StatusRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +181,7 @@ func TestCorruptEntryTakesTheNodeOut(t *testing.T) {
 	for n.raft.State() != raft.Shutdown && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	st, err := n.Status(ctx, false)
+	st, err := n.Status(ctx, &dlmv1.StatusRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,12 +28,13 @@ type Server struct {
 	t    testing.TB
 	ln   net.Listener
 	http *service.Server
+	opts []service.Option
 }
 
 // Start runs a single node with its data in a fresh temporary folder. cfg
 // may be nil; its zero fields take dlm's defaults. The server stops when the
-// test ends.
-func Start(t testing.TB, cfg *node.Config) *Server {
+// test ends. opts configure the API service (none: no per-address limits).
+func Start(t testing.TB, cfg *node.Config, opts ...service.Option) *Server {
 	t.Helper()
 	c := node.Config{}
 	if cfg != nil {
@@ -48,7 +49,7 @@ func Start(t testing.TB, cfg *node.Config) *Server {
 	if c.RaftLog == nil {
 		c.RaftLog = io.Discard
 	}
-	s := &Server{t: t, Config: c}
+	s := &Server{t: t, Config: c, opts: opts}
 	s.start("127.0.0.1:0")
 	t.Cleanup(s.Close)
 	return s
@@ -69,7 +70,7 @@ func (s *Server) start(addr string) {
 		s.t.Fatalf("servertest: open node: %v", err)
 	}
 	s.Node = n
-	s.http = service.NewServer(service.Handler(service.New(n), service.NewCluster(n), nil), service.ServerLimits{})
+	s.http = service.NewServer(service.Handler(service.New(n, s.opts...), service.NewCluster(n), nil), service.ServerLimits{})
 	go s.http.Serve(ln)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -113,7 +114,18 @@ func (s *Server) Restart() {
 
 // HTTPClient is an HTTP/2 cleartext client, as gRPC needs.
 func HTTPClient() *http.Client {
+	return HTTPClientFrom("")
+}
+
+// HTTPClientFrom is HTTPClient with connections from the local IP address
+// local (another loopback address, such as 127.0.0.2, looks like another
+// client machine); "" lets the system choose.
+func HTTPClientFrom(local string) *http.Client {
 	p := new(http.Protocols)
 	p.SetUnencryptedHTTP2(true)
-	return &http.Client{Transport: &http.Transport{Protocols: p}}
+	d := &net.Dialer{}
+	if local != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(local)}
+	}
+	return &http.Client{Transport: &http.Transport{Protocols: p, DialContext: d.DialContext}}
 }

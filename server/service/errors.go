@@ -32,6 +32,8 @@ var codes = map[dlmv1.ErrorReason]connect.Code{
 	dlmv1.ErrorReason_ERROR_REASON_INVALID_ARGUMENT:      connect.CodeInvalidArgument,
 	dlmv1.ErrorReason_ERROR_REASON_DISK_FULL:             connect.CodeResourceExhausted,
 	dlmv1.ErrorReason_ERROR_REASON_FILE_TOO_LARGE:        connect.CodeResourceExhausted,
+	dlmv1.ErrorReason_ERROR_REASON_TOO_MANY_SESSIONS:     connect.CodeResourceExhausted,
+	dlmv1.ErrorReason_ERROR_REASON_INIT_RATE_LIMITED:     connect.CodeResourceExhausted,
 	dlmv1.ErrorReason_ERROR_REASON_STORAGE_FAULT:         connect.CodeUnavailable,
 }
 

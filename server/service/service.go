@@ -21,25 +21,49 @@ type Backend interface {
 	Append(ctx context.Context, c *raftlogv1.Caller, token uint64, file string, data []byte) (*raftlogv1.Outcome, error)
 	Close(ctx context.Context, c *raftlogv1.Caller) error
 	ReadFile(ctx context.Context, name string, offset, limit int64) ([]byte, int64, int64, error)
-	Status(ctx context.Context, consistent bool) (*dlmv1.StatusResponse, error)
+	Status(ctx context.Context, req *dlmv1.StatusRequest) (*dlmv1.StatusResponse, error)
 }
 
 var _ Backend = (*node.Node)(nil)
 
 // Service implements the LockService handler over a Backend.
 type Service struct {
-	b Backend
+	b     Backend
+	inits *initLimiter
+}
+
+// Option configures a Service.
+type Option func(*Service)
+
+// WithInitRate limits how fast each client address opens sessions.
+func WithInitRate(r InitRate) Option {
+	return func(s *Service) { s.inits = newInitLimiter(r) }
 }
 
 var _ dlmv1connect.LockServiceHandler = (*Service)(nil)
 
 // New returns the service for b.
-func New(b Backend) *Service { return &Service{b: b} }
+func New(b Backend, opts ...Option) *Service {
+	s := &Service{b: b}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
 
 // Init opens a session.
 func (s *Service) Init(ctx context.Context, req *connect.Request[dlmv1.InitRequest]) (*connect.Response[dlmv1.InitResponse], error) {
+	if s.inits != nil {
+		if ok, wait := s.inits.allow(req.Peer().Addr); !ok {
+			return nil, toConnect(rateLimited(wait))
+		}
+	}
 	ses, err := s.b.OpenSession(ctx, time.Duration(req.Msg.GetLeaseMs())*time.Millisecond, req.Msg.GetName())
 	if err != nil {
+		if s.inits != nil {
+			// Only sessions opened count against the address.
+			s.inits.refund(req.Peer().Addr)
+		}
 		return nil, toConnect(err)
 	}
 	return connect.NewResponse(&dlmv1.InitResponse{
@@ -108,7 +132,7 @@ func (s *Service) ReadFile(ctx context.Context, req *connect.Request[dlmv1.ReadF
 
 // Status describes the service.
 func (s *Service) Status(ctx context.Context, req *connect.Request[dlmv1.StatusRequest]) (*connect.Response[dlmv1.StatusResponse], error) {
-	st, err := s.b.Status(ctx, req.Msg.GetConsistent())
+	st, err := s.b.Status(ctx, req.Msg)
 	if err != nil {
 		return nil, toConnect(err)
 	}

@@ -110,13 +110,29 @@ export class Reader {
 
   /**
    * status describes the service: the answering node, the lock, its queue,
-   * the sessions and the files. With consistent the leader answers after
-   * confirming its leadership; otherwise the first reachable server answers
-   * from its own state.
+   * one page of the sessions (the first 100; sessionCount and
+   * lock.queueLength count them all) and the files. With consistent the
+   * leader answers after confirming its leadership; otherwise the first
+   * reachable server answers from its own state. pageSize and pageToken (a
+   * previous answer's nextPageToken) ask for other pages. knownStateIndex (a
+   * previous answer's stateIndex) makes it a long poll: the server answers
+   * once the lock state changed, or after waitMs (default 5000); the
+   * attempt's deadline grows to match, within the reader's retry budget.
    */
-  status(opts: CallOptions & { consistent?: boolean } = {}): Promise<StatusResponse> {
-    return this.retrier.do("Status", opts.signal, 0, (api, o) =>
-      api.status({ consistent: opts.consistent ?? false }, o),
+  status(opts: CallOptions & StatusOptions = {}): Promise<StatusResponse> {
+    const longPoll = (opts.knownStateIndex ?? 0n) > 0n;
+    const timeoutMs = longPoll ? (opts.waitMs || 5000) + this.attemptTimeoutMs : 0;
+    return this.retrier.do("Status", opts.signal, timeoutMs, (api, o) =>
+      api.status(
+        {
+          consistent: opts.consistent ?? false,
+          pageSize: opts.pageSize ?? 0,
+          pageToken: opts.pageToken ?? "",
+          knownStateIndex: opts.knownStateIndex ?? 0n,
+          waitMs: opts.waitMs ?? 0,
+        },
+        o,
+      ),
     );
   }
 
@@ -124,6 +140,20 @@ export class Reader {
   close(): void {
     this.transports.close?.();
   }
+}
+
+/** StatusOptions choose a page of Status, or make it a long poll. */
+export interface StatusOptions {
+  /** Confirm leadership first, so the answer is up to date. */
+  consistent?: boolean;
+  /** Sessions and waiters in the answer (0: 100; the server allows 1000). */
+  pageSize?: number;
+  /** A previous answer's nextPageToken: the sessions after its page. */
+  pageToken?: string;
+  /** A previous answer's stateIndex: wait until the lock state moves past it. */
+  knownStateIndex?: bigint;
+  /** How long a long poll may wait, in milliseconds (0: 5000; at most 30000). */
+  waitMs?: number;
 }
 
 /** AcquireOptions bound a blocking acquire. */

@@ -78,6 +78,10 @@ export class TooManyRequestsError extends DlmError {}
 export class DiskFullError extends DlmError {}
 /** FileTooLargeError: the append would take its file past the per-file limit; nothing changed. */
 export class FileTooLargeError extends DlmError {}
+/** TooManySessionsError: the cluster has as many open sessions as its limit; nothing changed. Not retried. */
+export class TooManySessionsError extends DlmError {}
+/** InitRateLimitedError: this address opens sessions faster than the server allows; the message says when to retry. Not retried. */
+export class InitRateLimitedError extends DlmError {}
 /** InvalidArgumentError: the service refused a malformed request. */
 export class InvalidArgumentError extends DlmError {}
 /** ClosedError: the Client was closed. */
@@ -108,6 +112,8 @@ const byReason: Partial<Record<ErrorReason, ErrorClass>> = {
   [ErrorReason.DISK_FULL]: DiskFullError,
   [ErrorReason.FILE_TOO_LARGE]: FileTooLargeError,
   [ErrorReason.STORAGE_FAULT]: UnavailableError,
+  [ErrorReason.TOO_MANY_SESSIONS]: TooManySessionsError,
+  [ErrorReason.INIT_RATE_LIMITED]: InitRateLimitedError,
   [ErrorReason.INVALID_ARGUMENT]: InvalidArgumentError,
 };
 

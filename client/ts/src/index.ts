@@ -19,7 +19,7 @@
  *
  * @module
  */
-export { Client, Reader, type AcquireOptions } from "./client.js";
+export { Client, Reader, type AcquireOptions, type StatusOptions } from "./client.js";
 export { Lock, LockReleasedError, type LockState, type CallOptions } from "./lock.js";
 export * from "./errors.js";
 export type { ClientOptions, ReaderOptions, Logger, Transports } from "./options.js";

@@ -86,6 +86,14 @@ const (
 	// another method; a seq names one request. Code InvalidArgument. Nothing
 	// changed.
 	ErrorReason_ERROR_REASON_SEQUENCE_REUSED ErrorReason = 20
+	// The cluster has as many open sessions as its limit (--max-sessions).
+	// Code ResourceExhausted. Nothing changed: close unused sessions, or
+	// retry after some expire.
+	ErrorReason_ERROR_REASON_TOO_MANY_SESSIONS ErrorReason = 24
+	// This client address opened sessions faster than the server allows
+	// (--init-rate, --init-burst). Code ResourceExhausted. Nothing changed:
+	// retry after the delay the message gives.
+	ErrorReason_ERROR_REASON_INIT_RATE_LIMITED ErrorReason = 25
 )
 
 // Enum value maps for ErrorReason.
@@ -112,6 +120,8 @@ var (
 		18: "ERROR_REASON_FILE_TOO_LARGE",
 		19: "ERROR_REASON_STORAGE_FAULT",
 		20: "ERROR_REASON_SEQUENCE_REUSED",
+		24: "ERROR_REASON_TOO_MANY_SESSIONS",
+		25: "ERROR_REASON_INIT_RATE_LIMITED",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":           0,
@@ -135,6 +145,8 @@ var (
 		"ERROR_REASON_FILE_TOO_LARGE":        18,
 		"ERROR_REASON_STORAGE_FAULT":         19,
 		"ERROR_REASON_SEQUENCE_REUSED":       20,
+		"ERROR_REASON_TOO_MANY_SESSIONS":     24,
+		"ERROR_REASON_INIT_RATE_LIMITED":     25,
 	}
 )
 
@@ -1133,7 +1145,21 @@ type StatusRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Confirm leadership before answering, so that the answer is linearizable.
 	// Without it a node answers from its own state at once.
-	Consistent    bool `protobuf:"varint,1,opt,name=consistent,proto3" json:"consistent,omitempty"`
+	Consistent bool `protobuf:"varint,1,opt,name=consistent,proto3" json:"consistent,omitempty"`
+	// At most this many sessions and waiters in the answer (0: 100; at most
+	// 1000). The counts are always whole.
+	PageSize uint32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous answer, to list the sessions after
+	// it; empty for the first page.
+	PageToken string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// A long poll: when set, the node answers once it has applied a change to
+	// the lock state after this index (pass the previous answer's
+	// state_index), when its leadership changes, or after wait_ms, whichever
+	// comes first.
+	KnownStateIndex uint64 `protobuf:"varint,4,opt,name=known_state_index,json=knownStateIndex,proto3" json:"known_state_index,omitempty"`
+	// How long a long poll may wait, in milliseconds (0: 5000; at most 30000).
+	// Without known_state_index the node answers at once.
+	WaitMs        uint32 `protobuf:"varint,5,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1175,6 +1201,34 @@ func (x *StatusRequest) GetConsistent() bool {
 	return false
 }
 
+func (x *StatusRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *StatusRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *StatusRequest) GetKnownStateIndex() uint64 {
+	if x != nil {
+		return x.KnownStateIndex
+	}
+	return 0
+}
+
+func (x *StatusRequest) GetWaitMs() uint32 {
+	if x != nil {
+		return x.WaitMs
+	}
+	return 0
+}
+
 // StatusResponse describes the node, the lock and the files.
 type StatusResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1182,12 +1236,20 @@ type StatusResponse struct {
 	Node *NodeStatus `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
 	// The lock.
 	Lock *LockStatus `protobuf:"bytes,2,opt,name=lock,proto3" json:"lock,omitempty"`
-	// The open sessions, in the order they were opened.
+	// One page of the open sessions, in the order they were opened: the first
+	// page_size after page_token.
 	Sessions []*SessionStatus `protobuf:"bytes,3,rep,name=sessions,proto3" json:"sessions,omitempty"`
 	// The files, in numeric order.
 	Files []*FileStatus `protobuf:"bytes,4,rep,name=files,proto3" json:"files,omitempty"`
 	// The cluster's members as this node knows them.
-	Members       []*MemberStatus `protobuf:"bytes,5,rep,name=members,proto3" json:"members,omitempty"`
+	Members []*MemberStatus `protobuf:"bytes,5,rep,name=members,proto3" json:"members,omitempty"`
+	// The number of open sessions (all of them, not only this page).
+	SessionCount uint64 `protobuf:"varint,6,opt,name=session_count,json=sessionCount,proto3" json:"session_count,omitempty"`
+	// Set when more sessions follow this page: pass it as page_token.
+	NextPageToken string `protobuf:"bytes,7,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// The log index of the last lock-state change this answer shows: pass it
+	// as known_state_index to wait for the next one. Never 0.
+	StateIndex    uint64 `protobuf:"varint,8,opt,name=state_index,json=stateIndex,proto3" json:"state_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1255,6 +1317,27 @@ func (x *StatusResponse) GetMembers() []*MemberStatus {
 		return x.Members
 	}
 	return nil
+}
+
+func (x *StatusResponse) GetSessionCount() uint64 {
+	if x != nil {
+		return x.SessionCount
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetStateIndex() uint64 {
+	if x != nil {
+		return x.StateIndex
+	}
+	return 0
 }
 
 // NodeStatus describes one server.
@@ -1483,11 +1566,17 @@ type LockStatus struct {
 	StagedAppends uint32 `protobuf:"varint,4,opt,name=staged_appends,json=stagedAppends,proto3" json:"staged_appends,omitempty"`
 	// The number of bytes staged in the current critical section.
 	StagedBytes uint64 `protobuf:"varint,5,opt,name=staged_bytes,json=stagedBytes,proto3" json:"staged_bytes,omitempty"`
-	// The client_ids of the waiting sessions, next first.
+	// The client_ids of the waiting sessions, next first: at most the
+	// request's page_size of them (queue_length counts them all).
 	Queue []uint64 `protobuf:"varint,6,rep,packed,name=queue,proto3" json:"queue,omitempty"`
 	// The fencing token that the last grant received (equal to token while the
 	// lock is held).
-	LastToken     uint64 `protobuf:"varint,7,opt,name=last_token,json=lastToken,proto3" json:"last_token,omitempty"`
+	LastToken uint64 `protobuf:"varint,7,opt,name=last_token,json=lastToken,proto3" json:"last_token,omitempty"`
+	// The number of waiting sessions.
+	QueueLength uint64 `protobuf:"varint,8,opt,name=queue_length,json=queueLength,proto3" json:"queue_length,omitempty"`
+	// The holder's name (its label from Init), so that it can be shown
+	// whichever page of sessions holds it.
+	HolderName    string `protobuf:"bytes,9,opt,name=holder_name,json=holderName,proto3" json:"holder_name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1569,6 +1658,20 @@ func (x *LockStatus) GetLastToken() uint64 {
 		return x.LastToken
 	}
 	return 0
+}
+
+func (x *LockStatus) GetQueueLength() uint64 {
+	if x != nil {
+		return x.QueueLength
+	}
+	return 0
+}
+
+func (x *LockStatus) GetHolderName() string {
+	if x != nil {
+		return x.HolderName
+	}
+	return ""
 }
 
 // SessionStatus describes one open session.
@@ -1824,17 +1927,26 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\x10ReadFileResponse\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x12\n" +
-	"\x04size\x18\x03 \x01(\x03R\x04size\"/\n" +
+	"\x04size\x18\x03 \x01(\x03R\x04size\"\xb0\x01\n" +
 	"\rStatusRequest\x12\x1e\n" +
 	"\n" +
 	"consistent\x18\x01 \x01(\bR\n" +
-	"consistent\"\xed\x01\n" +
+	"consistent\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\x12*\n" +
+	"\x11known_state_index\x18\x04 \x01(\x04R\x0fknownStateIndex\x12\x17\n" +
+	"\await_ms\x18\x05 \x01(\rR\x06waitMs\"\xdb\x02\n" +
 	"\x0eStatusResponse\x12&\n" +
 	"\x04node\x18\x01 \x01(\v2\x12.dlm.v1.NodeStatusR\x04node\x12&\n" +
 	"\x04lock\x18\x02 \x01(\v2\x12.dlm.v1.LockStatusR\x04lock\x121\n" +
 	"\bsessions\x18\x03 \x03(\v2\x15.dlm.v1.SessionStatusR\bsessions\x12(\n" +
 	"\x05files\x18\x04 \x03(\v2\x12.dlm.v1.FileStatusR\x05files\x12.\n" +
-	"\amembers\x18\x05 \x03(\v2\x14.dlm.v1.MemberStatusR\amembers\"\xba\x02\n" +
+	"\amembers\x18\x05 \x03(\v2\x14.dlm.v1.MemberStatusR\amembers\x12#\n" +
+	"\rsession_count\x18\x06 \x01(\x04R\fsessionCount\x12&\n" +
+	"\x0fnext_page_token\x18\a \x01(\tR\rnextPageToken\x12\x1f\n" +
+	"\vstate_index\x18\b \x01(\x04R\n" +
+	"stateIndex\"\xba\x02\n" +
 	"\n" +
 	"NodeStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
@@ -1856,7 +1968,7 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\bsuffrage\x18\x03 \x01(\tR\bsuffrage\x12\x16\n" +
 	"\x06leader\x18\x04 \x01(\bR\x06leader\x12\x1d\n" +
 	"\n" +
-	"client_url\x18\x05 \x01(\tR\tclientUrl\"\xdd\x01\n" +
+	"client_url\x18\x05 \x01(\tR\tclientUrl\"\xa1\x02\n" +
 	"\n" +
 	"LockStatus\x12\x16\n" +
 	"\x06holder\x18\x01 \x01(\x04R\x06holder\x12\x14\n" +
@@ -1866,7 +1978,10 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\fstaged_bytes\x18\x05 \x01(\x04R\vstagedBytes\x12\x14\n" +
 	"\x05queue\x18\x06 \x03(\x04R\x05queue\x12\x1d\n" +
 	"\n" +
-	"last_token\x18\a \x01(\x04R\tlastToken\"\x7f\n" +
+	"last_token\x18\a \x01(\x04R\tlastToken\x12!\n" +
+	"\fqueue_length\x18\b \x01(\x04R\vqueueLength\x12\x1f\n" +
+	"\vholder_name\x18\t \x01(\tR\n" +
+	"holderName\"\x7f\n" +
 	"\rSessionStatus\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x19\n" +
@@ -1879,7 +1994,7 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\vErrorDetail\x12+\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x13.dlm.v1.ErrorReasonR\x06reason\x12\x1d\n" +
 	"\n" +
-	"leader_url\x18\x02 \x01(\tR\tleaderUrl*\xbb\x05\n" +
+	"leader_url\x18\x02 \x01(\tR\tleaderUrl*\x83\x06\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19ERROR_REASON_LOCK_EXPIRED\x10\x01\x12\x1b\n" +
@@ -1902,7 +2017,9 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\x16ERROR_REASON_DISK_FULL\x10\x11\x12\x1f\n" +
 	"\x1bERROR_REASON_FILE_TOO_LARGE\x10\x12\x12\x1e\n" +
 	"\x1aERROR_REASON_STORAGE_FAULT\x10\x13\x12 \n" +
-	"\x1cERROR_REASON_SEQUENCE_REUSED\x10\x142\x8f\x04\n" +
+	"\x1cERROR_REASON_SEQUENCE_REUSED\x10\x14\x12\"\n" +
+	"\x1eERROR_REASON_TOO_MANY_SESSIONS\x10\x18\x12\"\n" +
+	"\x1eERROR_REASON_INIT_RATE_LIMITED\x10\x192\x8f\x04\n" +
 	"\vLockService\x121\n" +
 	"\x04Init\x12\x13.dlm.v1.InitRequest\x1a\x14.dlm.v1.InitResponse\x12@\n" +
 	"\tKeepAlive\x12\x18.dlm.v1.KeepAliveRequest\x1a\x19.dlm.v1.KeepAliveResponse\x12F\n" +

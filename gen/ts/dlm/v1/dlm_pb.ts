@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dlm/v1/dlm.proto.
  */
 export const file_dlm_v1_dlm: GenFile = /*@__PURE__*/
-  fileDesc("ChBkbG0vdjEvZGxtLnByb3RvEgZkbG0udjEiLQoLSW5pdFJlcXVlc3QSEAoIbGVhc2VfbXMYASABKA0SDAoEbmFtZRgCIAEoCSJDCgxJbml0UmVzcG9uc2USEQoJY2xpZW50X2lkGAEgASgEEg4KBnNlY3JldBgCIAEoCRIQCghsZWFzZV9tcxgDIAEoDSI1ChBLZWVwQWxpdmVSZXF1ZXN0EhEKCWNsaWVudF9pZBgBIAEoBBIOCgZzZWNyZXQYAiABKAkiNAoRS2VlcEFsaXZlUmVzcG9uc2USEAoIbGVhc2VfbXMYASABKA0SDQoFdG9rZW4YAiABKAQidwoSTG9ja0FjcXVpcmVSZXF1ZXN0EhEKCWNsaWVudF9pZBgBIAEoBBIOCgZzZWNyZXQYAiABKAkSCwoDc2VxGAMgASgEEhMKC2Fja2VkX2JlbG93GAQgASgEEgsKA3RyeRgFIAEoCBIPCgd3YWl0X21zGAYgASgNIl0KE0xvY2tBY3F1aXJlUmVzcG9uc2USDwoHZ3JhbnRlZBgBIAEoCBINCgV0b2tlbhgCIAEoBBIOCgZxdWV1ZWQYAyABKAgSFgoOcXVldWVfcG9zaXRpb24YBCABKA0idwoSTG9ja1JlbGVhc2VSZXF1ZXN0EhEKCWNsaWVudF9pZBgBIAEoBBIOCgZzZWNyZXQYAiABKAkSCwoDc2VxGAMgASgEEhMKC2Fja2VkX2JlbG93GAQgASgEEg0KBXRva2VuGAUgASgEEg0KBWFib3J0GAYgASgIIkkKE0xvY2tSZWxlYXNlUmVzcG9uc2USGQoRY29tbWl0dGVkX2FwcGVuZHMYASABKA0SFwoPY29tbWl0dGVkX2J5dGVzGAIgASgEIoMBChFBcHBlbmRGaWxlUmVxdWVzdBIRCgljbGllbnRfaWQYASABKAQSDgoGc2VjcmV0GAIgASgJEgsKA3NlcRgDIAEoBBITCgthY2tlZF9iZWxvdxgEIAEoBBINCgV0b2tlbhgFIAEoBBIMCgRmaWxlGAYgASgJEgwKBGRhdGEYByABKAwiQgoSQXBwZW5kRmlsZVJlc3BvbnNlEhYKDnN0YWdlZF9hcHBlbmRzGAEgASgNEhQKDHN0YWdlZF9ieXRlcxgCIAEoBCJTCgxDbG9zZVJlcXVlc3QSEQoJY2xpZW50X2lkGAEgASgEEg4KBnNlY3JldBgCIAEoCRILCgNzZXEYAyABKAQSEwoLYWNrZWRfYmVsb3cYBCABKAQiHwoNQ2xvc2VSZXNwb25zZRIOCgZzdGF0dXMYASABKAkiPgoPUmVhZEZpbGVSZXF1ZXN0EgwKBGZpbGUYASABKAkSDgoGb2Zmc2V0GAIgASgDEg0KBWxpbWl0GAMgASgDIj4KEFJlYWRGaWxlUmVzcG9uc2USDAoEZGF0YRgBIAEoDBIOCgZvZmZzZXQYAiABKAMSDAoEc2l6ZRgDIAEoAyIjCg1TdGF0dXNSZXF1ZXN0EhIKCmNvbnNpc3RlbnQYASABKAgixwEKDlN0YXR1c1Jlc3BvbnNlEiAKBG5vZGUYASABKAsyEi5kbG0udjEuTm9kZVN0YXR1cxIgCgRsb2NrGAIgASgLMhIuZGxtLnYxLkxvY2tTdGF0dXMSJwoIc2Vzc2lvbnMYAyADKAsyFS5kbG0udjEuU2Vzc2lvblN0YXR1cxIhCgVmaWxlcxgEIAMoCzISLmRsbS52MS5GaWxlU3RhdHVzEiUKB21lbWJlcnMYBSADKAsyFC5kbG0udjEuTWVtYmVyU3RhdHVzIs8BCgpOb2RlU3RhdHVzEgoKAmlkGAEgASgJEgwKBHJvbGUYAiABKAkSEgoKbGVhZGVyX3VybBgDIAEoCRIMCgR0ZXJtGAQgASgEEhQKDGNvbW1pdF9pbmRleBgFIAEoBBIVCg1hcHBsaWVkX2luZGV4GAYgASgEEhcKD2xhc3RfY29udGFjdF9tcxgHIAEoAxIUCgxyYWZ0X2FkZHJlc3MYCCABKAkSFQoNc3RvcmFnZV9mYXVsdBgJIAEoCRISCgpmcmVlX2J5dGVzGAogASgDImYKDE1lbWJlclN0YXR1cxIKCgJpZBgBIAEoCRIUCgxyYWZ0X2FkZHJlc3MYAiABKAkSEAoIc3VmZnJhZ2UYAyABKAkSDgoGbGVhZGVyGAQgASgIEhIKCmNsaWVudF91cmwYBSABKAkikwEKCkxvY2tTdGF0dXMSDgoGaG9sZGVyGAEgASgEEg0KBXRva2VuGAIgASgEEhUKDWxlYXNlX2xlZnRfbXMYAyABKAMSFgoOc3RhZ2VkX2FwcGVuZHMYBCABKA0SFAoMc3RhZ2VkX2J5dGVzGAUgASgEEg0KBXF1ZXVlGAYgAygEEhIKCmxhc3RfdG9rZW4YByABKAQiWQoNU2Vzc2lvblN0YXR1cxIRCgljbGllbnRfaWQYASABKAQSDAoEbmFtZRgCIAEoCRIQCghsZWFzZV9tcxgDIAEoDRIVCg1sZWFzZV9sZWZ0X21zGAQgASgDIigKCkZpbGVTdGF0dXMSDAoEbmFtZRgBIAEoCRIMCgRzaXplGAIgASgDIkYKC0Vycm9yRGV0YWlsEiMKBnJlYXNvbhgBIAEoDjITLmRsbS52MS5FcnJvclJlYXNvbhISCgpsZWFkZXJfdXJsGAIgASgJKrsFCgtFcnJvclJlYXNvbhIcChhFUlJPUl9SRUFTT05fVU5TUEVDSUZJRUQQABIdChlFUlJPUl9SRUFTT05fTE9DS19FWFBJUkVEEAESGwoXRVJST1JfUkVBU09OX05PVF9IT0xERVIQAhIfChtFUlJPUl9SRUFTT05fRklMRV9OT1RfRk9VTkQQAxIiCh5FUlJPUl9SRUFTT05fSU5WQUxJRF9GSUxFX05BTUUQBBIgChxFUlJPUl9SRUFTT05fU0VTU0lPTl9FWFBJUkVEEAUSIAocRVJST1JfUkVBU09OX1NFU1NJT05fVU5LTk9XThAGEhsKF0VSUk9SX1JFQVNPTl9CQURfU0VDUkVUEAcSGwoXRVJST1JfUkVBU09OX05PVF9MRUFERVIQCBIcChhFUlJPUl9SRUFTT05fVU5BVkFJTEFCTEUQCRIhCh1FUlJPUl9SRUFTT05fU0VRVUVOQ0VfTUlTU0lORxAKEiYKIkVSUk9SX1JFQVNPTl9TRVFVRU5DRV9BQ0tOT1dMRURHRUQQCxIbChdFUlJPUl9SRUFTT05fREFUQV9FTVBUWRAMEh8KG0VSUk9SX1JFQVNPTl9EQVRBX1RPT19MQVJHRRANEiIKHkVSUk9SX1JFQVNPTl9TRUNUSU9OX1RPT19MQVJHRRAOEiIKHkVSUk9SX1JFQVNPTl9UT09fTUFOWV9SRVFVRVNUUxAPEiEKHUVSUk9SX1JFQVNPTl9JTlZBTElEX0FSR1VNRU5UEBASGgoWRVJST1JfUkVBU09OX0RJU0tfRlVMTBAREh8KG0VSUk9SX1JFQVNPTl9GSUxFX1RPT19MQVJHRRASEh4KGkVSUk9SX1JFQVNPTl9TVE9SQUdFX0ZBVUxUEBMSIAocRVJST1JfUkVBU09OX1NFUVVFTkNFX1JFVVNFRBAUMo8ECgtMb2NrU2VydmljZRIxCgRJbml0EhMuZGxtLnYxLkluaXRSZXF1ZXN0GhQuZGxtLnYxLkluaXRSZXNwb25zZRJACglLZWVwQWxpdmUSGC5kbG0udjEuS2VlcEFsaXZlUmVxdWVzdBoZLmRsbS52MS5LZWVwQWxpdmVSZXNwb25zZRJGCgtMb2NrQWNxdWlyZRIaLmRsbS52MS5Mb2NrQWNxdWlyZVJlcXVlc3QaGy5kbG0udjEuTG9ja0FjcXVpcmVSZXNwb25zZRJGCgtMb2NrUmVsZWFzZRIaLmRsbS52MS5Mb2NrUmVsZWFzZVJlcXVlc3QaGy5kbG0udjEuTG9ja1JlbGVhc2VSZXNwb25zZRJDCgpBcHBlbmRGaWxlEhkuZGxtLnYxLkFwcGVuZEZpbGVSZXF1ZXN0GhouZGxtLnYxLkFwcGVuZEZpbGVSZXNwb25zZRI0CgVDbG9zZRIULmRsbS52MS5DbG9zZVJlcXVlc3QaFS5kbG0udjEuQ2xvc2VSZXNwb25zZRJCCghSZWFkRmlsZRIXLmRsbS52MS5SZWFkRmlsZVJlcXVlc3QaGC5kbG0udjEuUmVhZEZpbGVSZXNwb25zZSIDkAIBEjwKBlN0YXR1cxIVLmRsbS52MS5TdGF0dXNSZXF1ZXN0GhYuZGxtLnYxLlN0YXR1c1Jlc3BvbnNlIgOQAgFCdwoKY29tLmRsbS52MUIIRGxtUHJvdG9QAVomZ2l0aHViLmNvbS9kbG0vZGxtL2dlbi9nby9kbG0vdjE7ZGxtdjGiAgNEWFiqAgZEbG0uVjHKAgZEbG1cVjHiAhJEbG1cVjFcR1BCTWV0YWRhdGHqAgdEbG06OlYxYgZwcm90bzM");
+  fileDesc("ChBkbG0vdjEvZGxtLnByb3RvEgZkbG0udjEiLQoLSW5pdFJlcXVlc3QSEAoIbGVhc2VfbXMYASABKA0SDAoEbmFtZRgCIAEoCSJDCgxJbml0UmVzcG9uc2USEQoJY2xpZW50X2lkGAEgASgEEg4KBnNlY3JldBgCIAEoCRIQCghsZWFzZV9tcxgDIAEoDSI1ChBLZWVwQWxpdmVSZXF1ZXN0EhEKCWNsaWVudF9pZBgBIAEoBBIOCgZzZWNyZXQYAiABKAkiNAoRS2VlcEFsaXZlUmVzcG9uc2USEAoIbGVhc2VfbXMYASABKA0SDQoFdG9rZW4YAiABKAQidwoSTG9ja0FjcXVpcmVSZXF1ZXN0EhEKCWNsaWVudF9pZBgBIAEoBBIOCgZzZWNyZXQYAiABKAkSCwoDc2VxGAMgASgEEhMKC2Fja2VkX2JlbG93GAQgASgEEgsKA3RyeRgFIAEoCBIPCgd3YWl0X21zGAYgASgNIl0KE0xvY2tBY3F1aXJlUmVzcG9uc2USDwoHZ3JhbnRlZBgBIAEoCBINCgV0b2tlbhgCIAEoBBIOCgZxdWV1ZWQYAyABKAgSFgoOcXVldWVfcG9zaXRpb24YBCABKA0idwoSTG9ja1JlbGVhc2VSZXF1ZXN0EhEKCWNsaWVudF9pZBgBIAEoBBIOCgZzZWNyZXQYAiABKAkSCwoDc2VxGAMgASgEEhMKC2Fja2VkX2JlbG93GAQgASgEEg0KBXRva2VuGAUgASgEEg0KBWFib3J0GAYgASgIIkkKE0xvY2tSZWxlYXNlUmVzcG9uc2USGQoRY29tbWl0dGVkX2FwcGVuZHMYASABKA0SFwoPY29tbWl0dGVkX2J5dGVzGAIgASgEIoMBChFBcHBlbmRGaWxlUmVxdWVzdBIRCgljbGllbnRfaWQYASABKAQSDgoGc2VjcmV0GAIgASgJEgsKA3NlcRgDIAEoBBITCgthY2tlZF9iZWxvdxgEIAEoBBINCgV0b2tlbhgFIAEoBBIMCgRmaWxlGAYgASgJEgwKBGRhdGEYByABKAwiQgoSQXBwZW5kRmlsZVJlc3BvbnNlEhYKDnN0YWdlZF9hcHBlbmRzGAEgASgNEhQKDHN0YWdlZF9ieXRlcxgCIAEoBCJTCgxDbG9zZVJlcXVlc3QSEQoJY2xpZW50X2lkGAEgASgEEg4KBnNlY3JldBgCIAEoCRILCgNzZXEYAyABKAQSEwoLYWNrZWRfYmVsb3cYBCABKAQiHwoNQ2xvc2VSZXNwb25zZRIOCgZzdGF0dXMYASABKAkiPgoPUmVhZEZpbGVSZXF1ZXN0EgwKBGZpbGUYASABKAkSDgoGb2Zmc2V0GAIgASgDEg0KBWxpbWl0GAMgASgDIj4KEFJlYWRGaWxlUmVzcG9uc2USDAoEZGF0YRgBIAEoDBIOCgZvZmZzZXQYAiABKAMSDAoEc2l6ZRgDIAEoAyJ2Cg1TdGF0dXNSZXF1ZXN0EhIKCmNvbnNpc3RlbnQYASABKAgSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkSGQoRa25vd25fc3RhdGVfaW5kZXgYBCABKAQSDwoHd2FpdF9tcxgFIAEoDSKMAgoOU3RhdHVzUmVzcG9uc2USIAoEbm9kZRgBIAEoCzISLmRsbS52MS5Ob2RlU3RhdHVzEiAKBGxvY2sYAiABKAsyEi5kbG0udjEuTG9ja1N0YXR1cxInCghzZXNzaW9ucxgDIAMoCzIVLmRsbS52MS5TZXNzaW9uU3RhdHVzEiEKBWZpbGVzGAQgAygLMhIuZGxtLnYxLkZpbGVTdGF0dXMSJQoHbWVtYmVycxgFIAMoCzIULmRsbS52MS5NZW1iZXJTdGF0dXMSFQoNc2Vzc2lvbl9jb3VudBgGIAEoBBIXCg9uZXh0X3BhZ2VfdG9rZW4YByABKAkSEwoLc3RhdGVfaW5kZXgYCCABKAQizwEKCk5vZGVTdGF0dXMSCgoCaWQYASABKAkSDAoEcm9sZRgCIAEoCRISCgpsZWFkZXJfdXJsGAMgASgJEgwKBHRlcm0YBCABKAQSFAoMY29tbWl0X2luZGV4GAUgASgEEhUKDWFwcGxpZWRfaW5kZXgYBiABKAQSFwoPbGFzdF9jb250YWN0X21zGAcgASgDEhQKDHJhZnRfYWRkcmVzcxgIIAEoCRIVCg1zdG9yYWdlX2ZhdWx0GAkgASgJEhIKCmZyZWVfYnl0ZXMYCiABKAMiZgoMTWVtYmVyU3RhdHVzEgoKAmlkGAEgASgJEhQKDHJhZnRfYWRkcmVzcxgCIAEoCRIQCghzdWZmcmFnZRgDIAEoCRIOCgZsZWFkZXIYBCABKAgSEgoKY2xpZW50X3VybBgFIAEoCSK+AQoKTG9ja1N0YXR1cxIOCgZob2xkZXIYASABKAQSDQoFdG9rZW4YAiABKAQSFQoNbGVhc2VfbGVmdF9tcxgDIAEoAxIWCg5zdGFnZWRfYXBwZW5kcxgEIAEoDRIUCgxzdGFnZWRfYnl0ZXMYBSABKAQSDQoFcXVldWUYBiADKAQSEgoKbGFzdF90b2tlbhgHIAEoBBIUCgxxdWV1ZV9sZW5ndGgYCCABKAQSEwoLaG9sZGVyX25hbWUYCSABKAkiWQoNU2Vzc2lvblN0YXR1cxIRCgljbGllbnRfaWQYASABKAQSDAoEbmFtZRgCIAEoCRIQCghsZWFzZV9tcxgDIAEoDRIVCg1sZWFzZV9sZWZ0X21zGAQgASgDIigKCkZpbGVTdGF0dXMSDAoEbmFtZRgBIAEoCRIMCgRzaXplGAIgASgDIkYKC0Vycm9yRGV0YWlsEiMKBnJlYXNvbhgBIAEoDjITLmRsbS52MS5FcnJvclJlYXNvbhISCgpsZWFkZXJfdXJsGAIgASgJKoMGCgtFcnJvclJlYXNvbhIcChhFUlJPUl9SRUFTT05fVU5TUEVDSUZJRUQQABIdChlFUlJPUl9SRUFTT05fTE9DS19FWFBJUkVEEAESGwoXRVJST1JfUkVBU09OX05PVF9IT0xERVIQAhIfChtFUlJPUl9SRUFTT05fRklMRV9OT1RfRk9VTkQQAxIiCh5FUlJPUl9SRUFTT05fSU5WQUxJRF9GSUxFX05BTUUQBBIgChxFUlJPUl9SRUFTT05fU0VTU0lPTl9FWFBJUkVEEAUSIAocRVJST1JfUkVBU09OX1NFU1NJT05fVU5LTk9XThAGEhsKF0VSUk9SX1JFQVNPTl9CQURfU0VDUkVUEAcSGwoXRVJST1JfUkVBU09OX05PVF9MRUFERVIQCBIcChhFUlJPUl9SRUFTT05fVU5BVkFJTEFCTEUQCRIhCh1FUlJPUl9SRUFTT05fU0VRVUVOQ0VfTUlTU0lORxAKEiYKIkVSUk9SX1JFQVNPTl9TRVFVRU5DRV9BQ0tOT1dMRURHRUQQCxIbChdFUlJPUl9SRUFTT05fREFUQV9FTVBUWRAMEh8KG0VSUk9SX1JFQVNPTl9EQVRBX1RPT19MQVJHRRANEiIKHkVSUk9SX1JFQVNPTl9TRUNUSU9OX1RPT19MQVJHRRAOEiIKHkVSUk9SX1JFQVNPTl9UT09fTUFOWV9SRVFVRVNUUxAPEiEKHUVSUk9SX1JFQVNPTl9JTlZBTElEX0FSR1VNRU5UEBASGgoWRVJST1JfUkVBU09OX0RJU0tfRlVMTBAREh8KG0VSUk9SX1JFQVNPTl9GSUxFX1RPT19MQVJHRRASEh4KGkVSUk9SX1JFQVNPTl9TVE9SQUdFX0ZBVUxUEBMSIAocRVJST1JfUkVBU09OX1NFUVVFTkNFX1JFVVNFRBAUEiIKHkVSUk9SX1JFQVNPTl9UT09fTUFOWV9TRVNTSU9OUxAYEiIKHkVSUk9SX1JFQVNPTl9JTklUX1JBVEVfTElNSVRFRBAZMo8ECgtMb2NrU2VydmljZRIxCgRJbml0EhMuZGxtLnYxLkluaXRSZXF1ZXN0GhQuZGxtLnYxLkluaXRSZXNwb25zZRJACglLZWVwQWxpdmUSGC5kbG0udjEuS2VlcEFsaXZlUmVxdWVzdBoZLmRsbS52MS5LZWVwQWxpdmVSZXNwb25zZRJGCgtMb2NrQWNxdWlyZRIaLmRsbS52MS5Mb2NrQWNxdWlyZVJlcXVlc3QaGy5kbG0udjEuTG9ja0FjcXVpcmVSZXNwb25zZRJGCgtMb2NrUmVsZWFzZRIaLmRsbS52MS5Mb2NrUmVsZWFzZVJlcXVlc3QaGy5kbG0udjEuTG9ja1JlbGVhc2VSZXNwb25zZRJDCgpBcHBlbmRGaWxlEhkuZGxtLnYxLkFwcGVuZEZpbGVSZXF1ZXN0GhouZGxtLnYxLkFwcGVuZEZpbGVSZXNwb25zZRI0CgVDbG9zZRIULmRsbS52MS5DbG9zZVJlcXVlc3QaFS5kbG0udjEuQ2xvc2VSZXNwb25zZRJCCghSZWFkRmlsZRIXLmRsbS52MS5SZWFkRmlsZVJlcXVlc3QaGC5kbG0udjEuUmVhZEZpbGVSZXNwb25zZSIDkAIBEjwKBlN0YXR1cxIVLmRsbS52MS5TdGF0dXNSZXF1ZXN0GhYuZGxtLnYxLlN0YXR1c1Jlc3BvbnNlIgOQAgFCdwoKY29tLmRsbS52MUIIRGxtUHJvdG9QAVomZ2l0aHViLmNvbS9kbG0vZGxtL2dlbi9nby9kbG0vdjE7ZGxtdjGiAgNEWFiqAgZEbG0uVjHKAgZEbG1cVjHiAhJEbG1cVjFcR1BCTWV0YWRhdGHqAgdEbG06OlYxYgZwcm90bzM");
 
 /**
  * InitRequest asks for a new session.
@@ -575,6 +575,40 @@ export type StatusRequest = Message<"dlm.v1.StatusRequest"> & {
    * @generated from field: bool consistent = 1;
    */
   consistent: boolean;
+
+  /**
+   * At most this many sessions and waiters in the answer (0: 100; at most
+   * 1000). The counts are always whole.
+   *
+   * @generated from field: uint32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * The next_page_token of the previous answer, to list the sessions after
+   * it; empty for the first page.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+
+  /**
+   * A long poll: when set, the node answers once it has applied a change to
+   * the lock state after this index (pass the previous answer's
+   * state_index), when its leadership changes, or after wait_ms, whichever
+   * comes first.
+   *
+   * @generated from field: uint64 known_state_index = 4;
+   */
+  knownStateIndex: bigint;
+
+  /**
+   * How long a long poll may wait, in milliseconds (0: 5000; at most 30000).
+   * Without known_state_index the node answers at once.
+   *
+   * @generated from field: uint32 wait_ms = 5;
+   */
+  waitMs: number;
 };
 
 /**
@@ -605,7 +639,8 @@ export type StatusResponse = Message<"dlm.v1.StatusResponse"> & {
   lock?: LockStatus | undefined;
 
   /**
-   * The open sessions, in the order they were opened.
+   * One page of the open sessions, in the order they were opened: the first
+   * page_size after page_token.
    *
    * @generated from field: repeated dlm.v1.SessionStatus sessions = 3;
    */
@@ -624,6 +659,28 @@ export type StatusResponse = Message<"dlm.v1.StatusResponse"> & {
    * @generated from field: repeated dlm.v1.MemberStatus members = 5;
    */
   members: MemberStatus[];
+
+  /**
+   * The number of open sessions (all of them, not only this page).
+   *
+   * @generated from field: uint64 session_count = 6;
+   */
+  sessionCount: bigint;
+
+  /**
+   * Set when more sessions follow this page: pass it as page_token.
+   *
+   * @generated from field: string next_page_token = 7;
+   */
+  nextPageToken: string;
+
+  /**
+   * The log index of the last lock-state change this answer shows: pass it
+   * as known_state_index to wait for the next one. Never 0.
+   *
+   * @generated from field: uint64 state_index = 8;
+   */
+  stateIndex: bigint;
 };
 
 /**
@@ -812,7 +869,8 @@ export type LockStatus = Message<"dlm.v1.LockStatus"> & {
   stagedBytes: bigint;
 
   /**
-   * The client_ids of the waiting sessions, next first.
+   * The client_ids of the waiting sessions, next first: at most the
+   * request's page_size of them (queue_length counts them all).
    *
    * @generated from field: repeated uint64 queue = 6;
    */
@@ -825,6 +883,21 @@ export type LockStatus = Message<"dlm.v1.LockStatus"> & {
    * @generated from field: uint64 last_token = 7;
    */
   lastToken: bigint;
+
+  /**
+   * The number of waiting sessions.
+   *
+   * @generated from field: uint64 queue_length = 8;
+   */
+  queueLength: bigint;
+
+  /**
+   * The holder's name (its label from Init), so that it can be shown
+   * whichever page of sessions holds it.
+   *
+   * @generated from field: string holder_name = 9;
+   */
+  holderName: string;
 };
 
 /**
@@ -1101,6 +1174,24 @@ export enum ErrorReason {
    * @generated from enum value: ERROR_REASON_SEQUENCE_REUSED = 20;
    */
   SEQUENCE_REUSED = 20,
+
+  /**
+   * The cluster has as many open sessions as its limit (--max-sessions).
+   * Code ResourceExhausted. Nothing changed: close unused sessions, or
+   * retry after some expire.
+   *
+   * @generated from enum value: ERROR_REASON_TOO_MANY_SESSIONS = 24;
+   */
+  TOO_MANY_SESSIONS = 24,
+
+  /**
+   * This client address opened sessions faster than the server allows
+   * (--init-rate, --init-burst). Code ResourceExhausted. Nothing changed:
+   * retry after the delay the message gives.
+   *
+   * @generated from enum value: ERROR_REASON_INIT_RATE_LIMITED = 25;
+   */
+  INIT_RATE_LIMITED = 25,
 }
 
 /**

@@ -2,8 +2,20 @@
 // session of its own through the TypeScript client.
 import { type api, Client, type Lock, parseEndpoints, Reader } from "@dlm/client";
 
-/** How often the page polls (the issue asks for under a second). */
-const pollMs = 300;
+/**
+ * The page long-polls Status: the server answers as soon as the lock state
+ * changes, or after longPollMs, so an idle dashboard asks once per
+ * longPollMs and a busy one sees each change at once, yet never more often
+ * than every minPollGapMs.
+ */
+const longPollMs = 5000;
+const minPollGapMs = 250;
+/** When no leader answers (the answer cannot wait for a change), poll this often. */
+const stalePollMs = 1000;
+/** Each node is asked for its own role this often. */
+const nodePollMs = 2000;
+/** Sessions and waiters the page lists; the counts are always whole. */
+const pageSize = 50;
 /** How many bytes of the chosen file the page shows. */
 const tailBytes = 4096;
 
@@ -16,6 +28,8 @@ const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getEleme
 
 // Reads poll often, so they give up quickly and show the failure instead.
 const reader = new Reader(endpoints, { retryBudgetMs: 2000, attemptTimeoutMs: 1500 });
+// The long poll's attempts last up to longPollMs plus their own timeout.
+const pollReader = new Reader(endpoints, { retryBudgetMs: longPollMs + 4000, attemptTimeoutMs: 1500 });
 
 /** What each node said of itself at its last poll, by client URL. */
 interface NodeView {
@@ -90,9 +104,15 @@ function log(msg: string, error = false): void {
 }
 
 function who(id: bigint, st: api.StatusResponse): string {
-  const s = st.sessions.find((x) => x.clientId === id);
+  const name = id === st.lock?.holder ? st.lock.holderName : st.sessions.find((x) => x.clientId === id)?.name;
   const mine = client !== undefined && client.clientId === id ? " (this page)" : "";
-  return `#${id}${s?.name ? ` ${s.name}` : ""}${mine}`;
+  return `#${id}${name ? ` ${name}` : ""}${mine}`;
+}
+
+/** more says how many a page left out ("" when none). */
+function more(total: bigint | number, shown: number): string {
+  const n = Number(total) - shown;
+  return n > 0 ? `… ${n} more` : "";
 }
 
 function renderStatus(st: api.StatusResponse): void {
@@ -137,13 +157,23 @@ function renderStatus(st: api.StatusResponse): void {
   $("staged").textContent = held ? `${lk.stagedAppends} appends, ${lk.stagedBytes} bytes` : "–";
   $("last-token").textContent = lk && lk.lastToken !== 0n ? String(lk.lastToken) : "–";
   const queue = $("queue");
-  queue.replaceChildren(...(lk?.queue ?? []).map((id) => el("li", who(id, st))));
-  $("queue-empty").hidden = (lk?.queue.length ?? 0) > 0;
+  const waiters = (lk?.queue ?? []).map((id) => el("li", who(id, st)));
+  const queueMore = more(lk?.queueLength ?? 0, waiters.length);
+  if (queueMore) {
+    waiters.push(el("li", queueMore, "dim more"));
+  }
+  queue.replaceChildren(...waiters);
+  $("queue-empty").hidden = waiters.length > 0;
 
   const sessions = $("sessions");
-  sessions.replaceChildren(
-    ...st.sessions.map((s) => row([`#${s.clientId}`, s.name, `${s.leaseMs} ms`, `${s.leaseLeftMs} ms`])),
-  );
+  const rows = st.sessions.map((s) => row([`#${s.clientId}`, s.name, `${s.leaseMs} ms`, `${s.leaseLeftMs} ms`]));
+  const sessionsMore = more(st.sessionCount, st.sessions.length);
+  if (sessionsMore) {
+    const tr = row([sessionsMore, "", "", ""]);
+    tr.className = "dim more";
+    rows.push(tr);
+  }
+  sessions.replaceChildren(...rows);
 
   const select = $<HTMLSelectElement>("file-select");
   if (select.options.length === 0) {
@@ -154,22 +184,39 @@ function renderStatus(st: api.StatusResponse): void {
   }
 }
 
-async function pollOnce(): Promise<void> {
+/** The stateIndex of the last answer: the next poll waits for a later one. */
+let knownIndex = 0n;
+/** Aborts the waiting long poll, so the page asks again at once. */
+let kick: AbortController | undefined;
+
+/** refresh asks for a new answer now instead of waiting for a change. */
+function refresh(): void {
+  knownIndex = 0n;
+  kick?.abort();
+}
+
+/**
+ * pollOnce shows one answer: the leader's, after the lock state moves past
+ * knownIndex (it alone knows the leases left), or any node's at once when no
+ * leader can confirm one, so a cluster without a majority still shows. It
+ * returns whether it waited on the leader (a long poll).
+ */
+async function pollOnce(signal: AbortSignal): Promise<boolean> {
   const file = $<HTMLSelectElement>("file-select").value || params.get("file") || "file_0";
   try {
-    // The leader's answer (it alone knows the leases left); any node's when
-    // no leader can confirm one, so a cluster without a majority still shows.
-    const statusOf = async () => {
-      try {
-        const st = await reader.status({ consistent: true });
-        stale = false;
-        return st;
-      } catch {
-        stale = true;
-        return reader.status();
+    let st: api.StatusResponse;
+    try {
+      st = await pollReader.status({ consistent: true, pageSize, knownStateIndex: knownIndex, waitMs: longPollMs, signal });
+      stale = false;
+    } catch {
+      if (signal.aborted) {
+        return true;
       }
-    };
-    const [st, tail] = await Promise.all([statusOf(), reader.readFileRange(file, -tailBytes)]);
+      stale = true;
+      st = await reader.status({ pageSize });
+    }
+    const tail = await reader.readFileRange(file, -tailBytes);
+    knownIndex = st.stateIndex;
     lastStatus = st;
     renderStatus(st);
     const text = new TextDecoder().decode(tail.data);
@@ -180,17 +227,28 @@ async function pollOnce(): Promise<void> {
     $("file-size").textContent = `${tail.size} bytes${tail.offset > 0n ? `, showing the last ${tail.data.length}` : ""}`;
     $("conn").textContent = "live";
     $("conn").className = "ok";
+    return !stale;
   } catch (err) {
+    if (signal.aborted) {
+      return true;
+    }
     $("conn").textContent = `unreachable: ${(err as Error).message}`;
     $("conn").className = "bad";
+    return false;
   }
 }
 
 async function pollLoop(): Promise<void> {
   for (;;) {
     const start = Date.now();
-    await pollOnce();
-    await new Promise((r) => setTimeout(r, Math.max(0, pollMs - (Date.now() - start))));
+    kick = new AbortController();
+    const waited = await pollOnce(kick.signal);
+    const kicked = kick.signal.aborted;
+    kick = undefined;
+    if (!kicked) {
+      const gap = waited ? minPollGapMs : stalePollMs;
+      await new Promise((r) => setTimeout(r, Math.max(0, gap - (Date.now() - start))));
+    }
   }
 }
 
@@ -212,7 +270,8 @@ async function pollNodes(): Promise<void> {
           nodeReaders.set(u, r);
         }
         try {
-          const st = await r.status();
+          // Only the node's own part is read: the smallest page.
+          const st = await r.status({ pageSize: 1 });
           nodeViews.set(u, { ok: true, node: st.node });
           if (st.node?.id) {
             idByUrl.set(u, st.node.id);
@@ -225,7 +284,7 @@ async function pollNodes(): Promise<void> {
     if (lastStatus) {
       renderStatus(lastStatus);
     }
-    await new Promise((r) => setTimeout(r, Math.max(0, 500 - (Date.now() - start))));
+    await new Promise((r) => setTimeout(r, Math.max(0, nodePollMs - (Date.now() - start))));
   }
 }
 
@@ -311,7 +370,7 @@ $("append-text").addEventListener("keydown", (e) => {
     void append();
   }
 });
-$("file-select").addEventListener("change", () => void pollOnce());
+$("file-select").addEventListener("change", () => refresh());
 // A page that goes away without releasing (its tab closed, the browser
 // killed) stops its keepalive: the service takes the lock away when the
 // session's lease runs out (?lease=MS makes that quick) and discards what the
@@ -321,4 +380,4 @@ void pollLoop();
 void pollNodes();
 
 // For tests and the curious: the page's state.
-Object.assign(window, { dlm: { get client() { return client; }, get lock() { return lock; }, get status() { return lastStatus; } } });
+Object.assign(window, { dlm: { get client() { return client; }, get lock() { return lock; }, get status() { return lastStatus; }, refresh } });

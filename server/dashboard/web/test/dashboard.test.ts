@@ -127,6 +127,35 @@ async function appendText(page: Page, text: string): Promise<void> {
 }
 
 describe("dashboard", () => {
+  test("an idle page asks for Status rarely, and a change shows at once", diag(async () => {
+    const page = await open(`${dlm.url}/?name=idle`);
+    await page.locator("#members .role-leader").waitFor();
+    let calls = 0;
+    page.on("request", (r) => {
+      if (r.url().endsWith("/dlm.v1.LockService/Status")) {
+        calls++;
+      }
+    });
+    // An idle window: the long poll waits on the server (5 s) and each node
+    // is asked for its role every 2 s. Polling every 300 ms and every node
+    // every 500 ms, as before, made 16 calls in these 3 seconds.
+    await new Promise((r) => setTimeout(r, 3000));
+    assert.ok(calls <= 4, `an idle page made ${calls} Status calls in 3 s`);
+    // A change elsewhere ends the waiting poll: it shows well within the
+    // long poll's 5 s.
+    const other = await open(`${dlm.url}/?name=changer`);
+    const start = Date.now();
+    await other.click("#acquire");
+    await holding(other);
+    await page.locator("#holder", { hasText: "changer" }).waitFor({ timeout: 4000 });
+    const took = Date.now() - start;
+    assert.ok(took < 4000, `the idle page showed the new holder after ${took} ms`);
+    await other.click("#release");
+    await page.locator("#holder", { hasText: "free" }).waitFor();
+    await other.close();
+    await page.close();
+  }));
+
   test("serves the page and shows the node", diag(async () => {
     const page = await open(`${dlm.url}/`);
     await page.locator("#members .role-leader").waitFor();

@@ -352,7 +352,11 @@ type OpenSession struct {
 	// The lease length in milliseconds, already clamped by the leader.
 	LeaseMs uint32 `protobuf:"varint,2,opt,name=lease_ms,json=leaseMs,proto3" json:"lease_ms,omitempty"`
 	// The label given by the client.
-	Name          string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	Name string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	// The leader's session limit (0: none): apply refuses the open, with
+	// TOO_MANY_SESSIONS, when this many sessions are already open, so every
+	// replica agrees however many opens raced past the leader's check.
+	MaxSessions   uint64 `protobuf:"varint,4,opt,name=max_sessions,json=maxSessions,proto3" json:"max_sessions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -406,6 +410,13 @@ func (x *OpenSession) GetName() string {
 		return x.Name
 	}
 	return ""
+}
+
+func (x *OpenSession) GetMaxSessions() uint64 {
+	if x != nil {
+		return x.MaxSessions
+	}
+	return 0
 }
 
 // Acquire asks for the lock for the caller.
@@ -1410,11 +1421,12 @@ const file_dlm_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x06secret\x18\x02 \x01(\tR\x06secret\x12\x10\n" +
 	"\x03seq\x18\x03 \x01(\x04R\x03seq\x12\x1f\n" +
 	"\vacked_below\x18\x04 \x01(\x04R\n" +
-	"ackedBelow\"T\n" +
+	"ackedBelow\"w\n" +
 	"\vOpenSession\x12\x16\n" +
 	"\x06secret\x18\x01 \x01(\tR\x06secret\x12\x19\n" +
 	"\blease_ms\x18\x02 \x01(\rR\aleaseMs\x12\x12\n" +
-	"\x04name\x18\x03 \x01(\tR\x04name\"K\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12!\n" +
+	"\fmax_sessions\x18\x04 \x01(\x04R\vmaxSessions\"K\n" +
 	"\aAcquire\x12.\n" +
 	"\x06caller\x18\x01 \x01(\v2\x16.dlm.raftlog.v1.CallerR\x06caller\x12\x10\n" +
 	"\x03try\x18\x02 \x01(\bR\x03try\"e\n" +
