@@ -56,6 +56,10 @@ var (
 	ErrFileTooLarge = errors.New("dlm: file too large")
 	// ErrInvalidArgument means the service refused a malformed request.
 	ErrInvalidArgument = errors.New("dlm: invalid argument")
+	// ErrNotAuthorized means the service refused the call's credential:
+	// none or an unknown token (code Unauthenticated), or a token whose
+	// role may not make the call (PermissionDenied). See WithToken.
+	ErrNotAuthorized = errors.New("dlm: not authorized")
 	// ErrClosed means the Client was closed.
 	ErrClosed = errors.New("dlm: client closed")
 )
@@ -123,6 +127,10 @@ func (e *Error) Unwrap() error { return e.Err }
 
 // Is reports whether target is the sentinel error of e's reason.
 func (e *Error) Is(target error) bool {
+	if target == ErrNotAuthorized {
+		return e.Reason == dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED &&
+			(e.Code == connect.CodeUnauthenticated || e.Code == connect.CodePermissionDenied)
+	}
 	s, ok := reasonSentinels[e.Reason]
 	return ok && s == target
 }

@@ -20,6 +20,7 @@ import (
 
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
 	"github.com/dlm/dlm/gen/go/dlm/v1/dlmv1connect"
+	"github.com/dlm/dlm/server/servertest"
 )
 
 // dlmBinary is the dlm command built once for the end-to-end tests, which
@@ -31,6 +32,11 @@ func TestMain(m *testing.M) {
 		// This process is a client peer started by a test (see peer_test.go).
 		os.Exit(runPeer(os.Stdin, os.Stdout))
 	}
+	// Every server a test starts (processes inherit it, and servertest's
+	// use the same) and every command it runs share one admin token, as
+	// an operator's exported DLM_TOKEN would. Tests of the token's other
+	// sources set it empty.
+	os.Setenv(tokenEnv, servertest.AdminToken)
 	dir, err := os.MkdirTemp("", "dlm-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -9,9 +9,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/dlm/dlm/server/auth"
 	"github.com/dlm/dlm/server/dashboard"
 	"github.com/dlm/dlm/server/node"
 	"github.com/dlm/dlm/server/service"
@@ -46,6 +49,8 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.DurationVar(&limits.IdleTimeout, "idle-timeout", 2*time.Minute, "an HTTP/1.1 keep-alive or HTTP/2 connection with no request in flight is closed after this long")
 	fs.IntVar(&limits.MaxConcurrentStreams, "max-streams", 250, "requests in flight on one HTTP/2 connection")
 	fs.IntVar(&limits.MaxConnections, "max-connections", 10000, "open client connections; more wait until one closes")
+	authTokens := fs.String("auth-tokens", "", "file of client credentials, one \"ROLE TOKEN\" per line (roles admin, client, read; # comments): with it the lock API needs a client token and reads a read token (default: only administration needs a token, the admin one)")
+	tokenFile := fs.String("token-file", "", "file holding the cluster's admin token, the same on every member (default: $DLM_TOKEN, else DATA/admin-token, created with a random token for a new single node)")
 	verbose := fs.Bool("v", false, "log every leadership and session change")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -90,6 +95,23 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	cfg.DataDir, cfg.Logger = *dataDir, log
 
+	adminToken, tokenPath, wrote, err := serveAdminToken(*dataDir, *tokenFile, len(cfg.Join) > 0 || len(cfg.Peers) > 0)
+	if err != nil {
+		return err
+	}
+	cfg.AdminToken = adminToken
+	var creds []auth.Credential
+	if *authTokens != "" {
+		var warning string
+		if creds, warning, err = auth.LoadTokens(*authTokens); err != nil {
+			return fmt.Errorf("serve: --auth-tokens: %w", err)
+		}
+		if warning != "" {
+			log.Warn("--auth-tokens: " + warning)
+		}
+	}
+	guard := auth.NewGuard(adminToken, creds, *authTokens != "")
+
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
@@ -100,10 +122,15 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		ln.Close()
 		return err
 	}
-	srv := service.NewServer(service.Handler(service.New(n), service.NewCluster(n), dashboard.Handler()), limits)
+	srv := service.NewServer(service.Handler(service.New(n), service.NewCluster(n), guard, dashboard.Handler()), limits)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	fmt.Fprintf(stdout, "dlm serving on %s (data in %s)\n", cfg.ClientURL, cfg.DataDir)
+	how := "dlm commands run in the folder holding %s read it; elsewhere give it as DLM_TOKEN"
+	if wrote {
+		how = "written now; " + how
+	}
+	fmt.Fprintf(stdout, "admin token in %s ("+how+")\n", tokenPath, *dataDir)
 
 	select {
 	case err = <-served:
@@ -119,6 +146,35 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		err = nil
 	}
 	return errors.Join(err, nerr, serr)
+}
+
+// serveAdminToken settles the node's admin token: from --token-file, else
+// $DLM_TOKEN, else the data folder's admin-token, else (a new single node)
+// a random one written there. A given token is also written there, so that
+// the CLI on this machine finds it. A node that joins a cluster must share
+// its token, so it is never generated for one.
+func serveAdminToken(dataDir, tokenFile string, joins bool) (tok, path string, wrote bool, err error) {
+	var given string
+	switch {
+	case tokenFile != "":
+		if given, err = auth.ReadTokenFile(tokenFile); err != nil {
+			return "", "", false, fmt.Errorf("serve: --token-file: %w", err)
+		}
+	case strings.TrimSpace(os.Getenv(tokenEnv)) != "":
+		given = strings.TrimSpace(os.Getenv(tokenEnv))
+		if err := auth.CheckToken(given); err != nil {
+			return "", "", false, fmt.Errorf("serve: $%s: %w", tokenEnv, err)
+		}
+	}
+	path = filepath.Join(dataDir, auth.AdminTokenFile)
+	tok, wrote, err = auth.AdminToken(dataDir, given, !joins)
+	if err != nil {
+		if given == "" && joins {
+			return "", "", false, fmt.Errorf("serve: a node that joins a cluster (--join, --peers) needs the cluster's admin token, the same on every member: set %s or --token-file FILE to the content of a running member's DATA/%s (for a new --peers cluster, any random token of %d+ characters, e.g. openssl rand -hex 32)", tokenEnv, auth.AdminTokenFile, auth.MinTokenLength)
+		}
+		return "", "", false, fmt.Errorf("serve: admin token: %w", err)
+	}
+	return tok, path, wrote, nil
 }
 
 // flagSet says whether the command line set the named flag.

@@ -86,6 +86,14 @@ const (
 	// another method; a seq names one request. Code InvalidArgument. Nothing
 	// changed.
 	ErrorReason_ERROR_REASON_SEQUENCE_REUSED ErrorReason = 20
+	// AddMember was refused: the id is a member at another Raft address, the
+	// Raft address belongs to another member, or the client URL would rebind
+	// a member's recorded URL to a server that is not that member. Code
+	// AlreadyExists. Nothing changed.
+	ErrorReason_ERROR_REASON_MEMBER_CONFLICT ErrorReason = 21
+	// RemoveMember named an id that is not a member. Code NotFound. Nothing
+	// changed.
+	ErrorReason_ERROR_REASON_MEMBER_UNKNOWN ErrorReason = 22
 )
 
 // Enum value maps for ErrorReason.
@@ -112,6 +120,8 @@ var (
 		18: "ERROR_REASON_FILE_TOO_LARGE",
 		19: "ERROR_REASON_STORAGE_FAULT",
 		20: "ERROR_REASON_SEQUENCE_REUSED",
+		21: "ERROR_REASON_MEMBER_CONFLICT",
+		22: "ERROR_REASON_MEMBER_UNKNOWN",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":           0,
@@ -135,6 +145,8 @@ var (
 		"ERROR_REASON_FILE_TOO_LARGE":        18,
 		"ERROR_REASON_STORAGE_FAULT":         19,
 		"ERROR_REASON_SEQUENCE_REUSED":       20,
+		"ERROR_REASON_MEMBER_CONFLICT":       21,
+		"ERROR_REASON_MEMBER_UNKNOWN":        22,
 	}
 )
 
@@ -1879,7 +1891,7 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\vErrorDetail\x12+\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x13.dlm.v1.ErrorReasonR\x06reason\x12\x1d\n" +
 	"\n" +
-	"leader_url\x18\x02 \x01(\tR\tleaderUrl*\xbb\x05\n" +
+	"leader_url\x18\x02 \x01(\tR\tleaderUrl*\xfe\x05\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19ERROR_REASON_LOCK_EXPIRED\x10\x01\x12\x1b\n" +
@@ -1902,7 +1914,9 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\x16ERROR_REASON_DISK_FULL\x10\x11\x12\x1f\n" +
 	"\x1bERROR_REASON_FILE_TOO_LARGE\x10\x12\x12\x1e\n" +
 	"\x1aERROR_REASON_STORAGE_FAULT\x10\x13\x12 \n" +
-	"\x1cERROR_REASON_SEQUENCE_REUSED\x10\x142\x8f\x04\n" +
+	"\x1cERROR_REASON_SEQUENCE_REUSED\x10\x14\x12 \n" +
+	"\x1cERROR_REASON_MEMBER_CONFLICT\x10\x15\x12\x1f\n" +
+	"\x1bERROR_REASON_MEMBER_UNKNOWN\x10\x162\x8f\x04\n" +
 	"\vLockService\x121\n" +
 	"\x04Init\x12\x13.dlm.v1.InitRequest\x1a\x14.dlm.v1.InitResponse\x12@\n" +
 	"\tKeepAlive\x12\x18.dlm.v1.KeepAliveRequest\x1a\x19.dlm.v1.KeepAliveResponse\x12F\n" +
