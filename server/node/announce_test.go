@@ -12,8 +12,8 @@ import (
 
 	"github.com/dlm/dlm/server/auth"
 	"github.com/dlm/dlm/server/node"
-	"github.com/dlm/dlm/server/service"
 	"github.com/dlm/dlm/server/servertest"
+	"github.com/dlm/dlm/server/service"
 )
 
 // forward accepts connections at a new loopback address and relays each
