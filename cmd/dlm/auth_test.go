@@ -149,3 +149,49 @@ func TestDevClusterSharesOneAdminToken(t *testing.T) {
 		t.Fatalf("members remove ghost with n2's token: %v, want not_found (the token accepted)", err)
 	}
 }
+
+// With --auth-tokens, the lock API needs a client token and reads a read
+// token, through every command; anonymous calls are Unauthenticated and a
+// read token's append PermissionDenied, each with where the token comes
+// from.
+func TestAuthTokensFile(t *testing.T) {
+	t.Setenv(tokenEnv, "")
+	t.Chdir(t.TempDir()) // no ./dlm-data here
+	const (
+		readTok   = "read-token-0123456789abcdef"
+		clientTok = "client-token-0123456789abcdef"
+	)
+	file := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(file, []byte("# roles\nread "+readTok+"\nclient "+clientTok+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The server's admin token, with which the harness waits for Status.
+	t.Setenv(tokenEnv, "admin-token-0123456789abcdef")
+	srv := startServer(t, "127.0.0.1:0", t.TempDir(), "--auth-tokens", file)
+	t.Setenv(tokenEnv, "")
+
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"append", "--file", "file_1", "x"}, "unauthenticated"},
+		{[]string{"append", "--grpc", "--file", "file_1", "x"}, "unauthenticated"},
+		{[]string{"append", "--token", readTok, "--file", "file_1", "x"}, "permission_denied"},
+		{[]string{"status"}, "unauthenticated"},
+		{[]string{"cat", "file_1"}, "unauthenticated"},
+	} {
+		args := append([]string{tc.args[0], "--server", srv.url(), "--retry", "2s"}, tc.args[1:]...)
+		_, _, err := cliRun(t, "", args...)
+		if msg := errLine(withTokenHint(err)); err == nil || !strings.Contains(msg, tc.want) || !strings.Contains(msg, "--token") {
+			t.Errorf("dlm %s: %q, want %s and where the token comes from", strings.Join(tc.args, " "), msg, tc.want)
+		}
+	}
+	cliMust(t, "", "append", "--server", srv.url(), "--token", clientTok, "--file", "file_1", "ok")
+	t.Setenv(tokenEnv, clientTok)
+	cliMust(t, "", "append", "--server", srv.url(), "--grpc", "--file", "file_1", "!")
+	t.Setenv(tokenEnv, readTok)
+	if got := cliMust(t, "", "cat", "--server", srv.url(), "file_1"); got != "ok!" {
+		t.Fatalf("cat file_1 = %q", got)
+	}
+	cliMust(t, "", "status", "--server", srv.url())
+}

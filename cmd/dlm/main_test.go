@@ -20,6 +20,7 @@ import (
 
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
 	"github.com/dlm/dlm/gen/go/dlm/v1/dlmv1connect"
+	"github.com/dlm/dlm/server/auth"
 	"github.com/dlm/dlm/server/servertest"
 )
 
@@ -174,7 +175,9 @@ func (p *proc) kill() {
 // awaitLeaderKnown polls Status until the server names a leader (itself, for
 // a single node), the process exits, or the time is up.
 func awaitLeaderKnown(url string, limit time.Duration, exited <-chan struct{}) error {
-	c := dlmv1connect.NewLockServiceClient(http.DefaultClient, url)
+	// With the server's admin token (DLM_TOKEN), in case it needs one for
+	// reads.
+	c := dlmv1connect.NewLockServiceClient(http.DefaultClient, url, connect.WithInterceptors(auth.Bearer(os.Getenv(tokenEnv))))
 	deadline := time.Now().Add(limit)
 	var last error
 	for time.Now().Before(deadline) {

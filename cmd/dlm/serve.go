@@ -95,11 +95,6 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	cfg.DataDir, cfg.Logger = *dataDir, log
 
-	adminToken, tokenPath, wrote, err := serveAdminToken(*dataDir, *tokenFile, len(cfg.Join) > 0 || len(cfg.Peers) > 0)
-	if err != nil {
-		return err
-	}
-	cfg.AdminToken = adminToken
 	var creds []auth.Credential
 	if *authTokens != "" {
 		var warning string
@@ -110,6 +105,11 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 			log.Warn("--auth-tokens: " + warning)
 		}
 	}
+	adminToken, tokenPath, wrote, err := serveAdminToken(*dataDir, *tokenFile, len(cfg.Join) > 0 || len(cfg.Peers) > 0, creds)
+	if err != nil {
+		return err
+	}
+	cfg.AdminToken = adminToken
 	guard := auth.NewGuard(adminToken, creds, *authTokens != "")
 
 	ln, err := net.Listen("tcp", *listen)
@@ -126,11 +126,15 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	fmt.Fprintf(stdout, "dlm serving on %s (data in %s)\n", cfg.ClientURL, cfg.DataDir)
-	how := "dlm commands run in the folder holding %s read it; elsewhere give it as DLM_TOKEN"
+	state := ""
 	if wrote {
-		how = "written now; " + how
+		state = " (new)"
 	}
-	fmt.Fprintf(stdout, "admin token in %s ("+how+")\n", tokenPath, *dataDir)
+	find := "dlm commands run in this folder read it"
+	if filepath.Clean(*dataDir) != "dlm-data" {
+		find = "dlm commands read it with --data " + *dataDir
+	}
+	fmt.Fprintf(stdout, "admin token in %s%s: %s; elsewhere set %s\n", tokenPath, state, find, tokenEnv)
 
 	select {
 	case err = <-served:
@@ -153,7 +157,11 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 // a random one written there. A given token is also written there, so that
 // the CLI on this machine finds it. A node that joins a cluster must share
 // its token, so it is never generated for one.
-func serveAdminToken(dataDir, tokenFile string, joins bool) (tok, path string, wrote bool, err error) {
+//
+// A token that creds give a lower role is refused, before anything is
+// written: a client's token exported as DLM_TOKEN must not become the
+// admin token by starting a server from that shell.
+func serveAdminToken(dataDir, tokenFile string, joins bool, creds []auth.Credential) (tok, path string, wrote bool, err error) {
 	var given string
 	switch {
 	case tokenFile != "":
@@ -167,12 +175,26 @@ func serveAdminToken(dataDir, tokenFile string, joins bool) (tok, path string, w
 		}
 	}
 	path = filepath.Join(dataDir, auth.AdminTokenFile)
+	lower := func(tok string) error {
+		for _, c := range creds {
+			if c.Token == tok && c.Role != auth.Admin {
+				return fmt.Errorf("serve: the admin token (from --token-file, $%s or %s) is a %s token in --auth-tokens: the admin token must be its own", tokenEnv, path, c.Role)
+			}
+		}
+		return nil
+	}
+	if err := lower(given); given != "" && err != nil {
+		return "", "", false, err
+	}
 	tok, wrote, err = auth.AdminToken(dataDir, given, !joins)
 	if err != nil {
 		if given == "" && joins {
 			return "", "", false, fmt.Errorf("serve: a node that joins a cluster (--join, --peers) needs the cluster's admin token, the same on every member: set %s or --token-file FILE to the content of a running member's DATA/%s (for a new --peers cluster, any random token of %d+ characters, e.g. openssl rand -hex 32)", tokenEnv, auth.AdminTokenFile, auth.MinTokenLength)
 		}
 		return "", "", false, fmt.Errorf("serve: admin token: %w", err)
+	}
+	if err := lower(tok); err != nil {
+		return "", "", false, err
 	}
 	return tok, path, wrote, nil
 }

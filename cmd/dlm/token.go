@@ -71,7 +71,7 @@ func withTokenHint(err error) error {
 	}
 	switch connect.CodeOf(err) {
 	case connect.CodeUnauthenticated, connect.CodePermissionDenied:
-		return fmt.Errorf("%w (the token comes from --token, else $%s, else --data DIR/%s, default ./dlm-data/%s; the cluster's admin token is in each server's DATA/%s)", err, tokenEnv, auth.AdminTokenFile, auth.AdminTokenFile, auth.AdminTokenFile)
+		return fmt.Errorf("%w (dlm sends --token, else $%s, else the %s in --data DIR, default ./dlm-data)", err, tokenEnv, auth.AdminTokenFile)
 	}
 	return err
 }

@@ -122,7 +122,7 @@ func (g *Guard) Check(procedure string, h http.Header) error {
 	method := path.Base(procedure)
 	tok, given := bearer(h)
 	if !given {
-		return connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("%s needs a token with the %s role: send the header \"Authorization: Bearer TOKEN\" (dlm commands: --token, DLM_TOKEN, or the admin token in the server's data folder, DATA/%s)", method, need, AdminTokenFile))
+		return connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("%s needs a token with the %s role: send \"Authorization: Bearer TOKEN\" (the admin token is in the server's DATA/%s)", method, need, AdminTokenFile))
 	}
 	role := g.role(tok)
 	if role == Anonymous {
