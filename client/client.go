@@ -204,6 +204,9 @@ func NewReader(endpoints []string, opts ...Option) (*Reader, error) {
 	if o.grpc {
 		copts = append(copts, connect.WithGRPC())
 	}
+	if o.token != "" {
+		copts = append(copts, connect.WithInterceptors(bearer(o.token)))
+	}
 	eps := newEndpoints(endpoints, func(u string) dlmv1connect.LockServiceClient {
 		return dlmv1connect.NewLockServiceClient(o.httpClient, u, copts...)
 	})

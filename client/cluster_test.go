@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/dlm/dlm/client"
+	"github.com/dlm/dlm/server/auth"
 	"github.com/dlm/dlm/server/node"
+	"github.com/dlm/dlm/server/servertest"
 	"github.com/dlm/dlm/server/service"
 )
 
@@ -58,13 +60,13 @@ func startCluster(t *testing.T, size int) []*clusterNode {
 		url := "http://" + ln.Addr().String()
 		n, err := node.Open(node.Config{
 			ID: p.ID, RaftAddr: p.RaftAddr, Peers: peers, DataDir: t.TempDir(), ClientURL: url,
-			Logger: slog.New(slog.DiscardHandler),
+			Logger: slog.New(slog.DiscardHandler), AdminToken: servertest.AdminToken,
 		})
 		if err != nil {
 			ln.Close()
 			t.Fatalf("open %s: %v", p.ID, err)
 		}
-		srv := &http.Server{Handler: service.Handler(service.New(n), service.NewCluster(n), nil), Protocols: service.Protocols()}
+		srv := &http.Server{Handler: service.Handler(service.New(n), service.NewCluster(n), auth.NewGuard(servertest.AdminToken, nil, false), nil), Protocols: service.Protocols()}
 		go srv.Serve(ln)
 		nodes[i] = &clusterNode{url: url, node: n, http: srv}
 		t.Cleanup(nodes[i].stop)

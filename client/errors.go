@@ -65,6 +65,10 @@ var (
 	ErrInitRateLimited = errors.New("dlm: opening sessions too fast")
 	// ErrInvalidArgument means the service refused a malformed request.
 	ErrInvalidArgument = errors.New("dlm: invalid argument")
+	// ErrNotAuthorized means the service refused the call's credential:
+	// none or an unknown token (code Unauthenticated), or a token whose
+	// role may not make the call (PermissionDenied). See WithToken.
+	ErrNotAuthorized = errors.New("dlm: not authorized")
 	// ErrClosed means the Client was closed.
 	ErrClosed = errors.New("dlm: client closed")
 )
@@ -134,6 +138,10 @@ func (e *Error) Unwrap() error { return e.Err }
 
 // Is reports whether target is the sentinel error of e's reason.
 func (e *Error) Is(target error) bool {
+	if target == ErrNotAuthorized {
+		return e.Reason == dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED &&
+			(e.Code == connect.CodeUnauthenticated || e.Code == connect.CodePermissionDenied)
+	}
 	s, ok := reasonSentinels[e.Reason]
 	return ok && s == target
 }

@@ -21,6 +21,7 @@ type options struct {
 	grpc           bool
 	logger         *slog.Logger
 	keepAlive      bool
+	token          string
 }
 
 func defaultOptions() options {
@@ -81,6 +82,15 @@ func WithPollWait(d time.Duration) Option {
 // a proxy that only forwards gRPC.
 func WithGRPC() Option {
 	return func(o *options) { o.grpc = true }
+}
+
+// WithToken sends tok as "Authorization: Bearer tok" (gRPC metadata
+// authorization) with every call, on every protocol. A server started with
+// --auth-tokens needs a client token (or admin) for sessions and the lock,
+// and a read token for reads; one without it needs none. An empty tok sends
+// nothing.
+func WithToken(tok string) Option {
+	return func(o *options) { o.token = tok }
 }
 
 // WithLogger reports retries, leader changes, renewed sessions and lost

@@ -18,6 +18,7 @@ import (
 
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
 	"github.com/dlm/dlm/gen/go/dlm/v1/dlmv1connect"
+	"github.com/dlm/dlm/server/auth"
 )
 
 // buildDLM builds the dlm binary into dir, with the mutation hooks when
@@ -111,7 +112,7 @@ func startCluster(ctx context.Context, bin, dir string, n int, mutation string) 
 		nd := &node{id: fmt.Sprintf("n%d", i+1), idx: i, apiAddr: api, raftAddr: raftAddr,
 			data: filepath.Join(dir, fmt.Sprintf("n%d", i+1)), logPath: filepath.Join(dir, fmt.Sprintf("n%d.log", i+1)),
 			clientLink: newLink()}
-		nd.env = []string{"DLM_FAULT_DISK=" + nd.diskFullFile()}
+		nd.env = []string{"DLM_FAULT_DISK=" + nd.diskFullFile(), "DLM_TOKEN=" + adminToken}
 		if mutation != "" {
 			nd.env = append(nd.env, "DLM_MUTATION="+mutation)
 		}
@@ -163,14 +164,15 @@ func startCluster(ctx context.Context, bin, dir string, n int, mutation string) 
 	return c, nil
 }
 
-// pinAddresses puts back the proxy as the Raft address of every member
-// whose address in the configuration is not its proxy's, through the
-// leader. A member of a --peers cluster announces its client URL with its
-// own --raft address, and the leader then records that address (the real
-// one, here) in the configuration: Raft traffic to it would bypass the
-// proxy, and the partition faults would not cut it. (Adding an existing
-// voter again only changes its address.) Recording the client URLs first
-// makes the nodes' own announcements unnecessary.
+// adminToken is the admin token every node of a test cluster shares.
+const adminToken = "robustness-admin-token-0123456789"
+
+// pinAddresses records, through the leader, the client URL of every member
+// that has none yet, and reports whether every member is named by its
+// proxy's Raft address (the --peers configuration names the proxies; a
+// member's own announcement repeats the configured address, never its
+// --raft one, and the leader refuses to rebind an address, so Raft traffic
+// never bypasses the proxies and the partition faults cut it).
 func (c *cluster) pinAddresses(ctx context.Context, leader *node, members []*dlmv1.MemberStatus) bool {
 	pinned := true
 	for _, m := range members {
@@ -189,7 +191,7 @@ func (c *cluster) pinAddresses(ctx context.Context, leader *node, members []*dlm
 		}
 		pinned = false
 		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		dlmv1connect.NewClusterServiceClient(http.DefaultClient, "http://"+leader.apiAddr).AddMember(actx,
+		dlmv1connect.NewClusterServiceClient(http.DefaultClient, "http://"+leader.apiAddr, connect.WithInterceptors(auth.Bearer(adminToken))).AddMember(actx,
 			connect.NewRequest(&dlmv1.AddMemberRequest{Id: nd.id, RaftAddress: nd.raftProxy.addr(), ClientUrl: url, Voter: true}))
 		cancel()
 	}

@@ -22,10 +22,11 @@ type clientFlags struct {
 	grpc    bool
 	budget  time.Duration
 	verbose bool
+	*tokenFlags
 }
 
 func addClientFlags(fs *flag.FlagSet) *clientFlags {
-	f := new(clientFlags)
+	f := &clientFlags{tokenFlags: addTokenFlags(fs)}
 	fs.StringVar(&f.server, "server", defaultServer, "server base URL, or a comma-separated list of a cluster's servers")
 	fs.BoolVar(&f.grpc, "grpc", false, "speak gRPC instead of the Connect protocol")
 	fs.DurationVar(&f.budget, "retry", 30*time.Second, "how long each call keeps retrying while the service is unreachable")
@@ -38,7 +39,11 @@ func (f *clientFlags) options(stderr io.Writer, extra ...client.Option) ([]strin
 	if len(eps) == 0 {
 		return nil, nil, errors.New("no server given (--server)")
 	}
-	opts := []client.Option{client.WithRetryBudget(f.budget)}
+	tok, err := f.value()
+	if err != nil {
+		return nil, nil, err
+	}
+	opts := []client.Option{client.WithRetryBudget(f.budget), client.WithToken(tok)}
 	if f.grpc {
 		opts = append(opts, client.WithGRPC())
 	}

@@ -25,6 +25,8 @@ import (
 	"github.com/dlm/dlm/client"
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
 	"github.com/dlm/dlm/gen/go/dlm/v1/dlmv1connect"
+	"github.com/dlm/dlm/server/auth"
+	"github.com/dlm/dlm/server/servertest"
 )
 
 // loadWriters runs critical sections from several clients until stopped.
@@ -231,7 +233,7 @@ func TestSnapshotSaveUnderLoadAndRestore(t *testing.T) {
 	follower := c.others(leader)[0]
 
 	// A follower refuses, naming the leader, before any stream starts.
-	s, err := dlmv1connect.NewClusterServiceClient(http.DefaultClient, follower.url()).SaveSnapshot(ctx, connect.NewRequest(&dlmv1.SaveSnapshotRequest{}))
+	s, err := dlmv1connect.NewClusterServiceClient(http.DefaultClient, follower.url(), connect.WithInterceptors(auth.Bearer(servertest.AdminToken))).SaveSnapshot(ctx, connect.NewRequest(&dlmv1.SaveSnapshotRequest{}))
 	if err == nil {
 		if s.Receive() {
 			t.Fatal("a follower streamed a snapshot")

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/dlm/dlm/server/auth"
 )
 
 // devNode is one server process of a dev-cluster: its command line stays
@@ -82,6 +84,22 @@ func runDevCluster(ctx context.Context, args []string, _ io.Reader, stdout, stde
 	if err != nil {
 		return err
 	}
+	// One admin token for every node, as a cluster needs: the user's
+	// $DLM_TOKEN, else the one a former run left, else a new one. Each
+	// node keeps it in its data folder, where the CLI can read it.
+	token := strings.TrimSpace(os.Getenv(tokenEnv))
+	if token == "" {
+		token, err = auth.ReadTokenFile(filepath.Join(data, nds[0].name, auth.AdminTokenFile))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("dev-cluster: %w", err)
+		}
+	}
+	if token == "" {
+		if token, err = auth.NewToken(); err != nil {
+			return err
+		}
+	}
+	env := append(os.Environ(), tokenEnv+"="+token)
 	for _, nd := range nds {
 		dir := filepath.Join(data, nd.name)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -94,6 +112,7 @@ func runDevCluster(ctx context.Context, args []string, _ io.Reader, stdout, stde
 	exits := make(chan nodeExit, *nodes)
 	start := func(nd *devNode) error {
 		cmd := exec.Command(nd.args[0], nd.args[1:]...)
+		cmd.Env = env
 		cmd.Stdout, cmd.Stderr = io.Discard, stderr
 		if err := cmd.Start(); err != nil {
 			return err
@@ -122,6 +141,8 @@ func runDevCluster(ctx context.Context, args []string, _ io.Reader, stdout, stde
 		fmt.Fprintf(stdout, "  %s  http://%s  raft %s  pid %d\n", nd.name, nd.url, nd.raft, nd.cmd.Process.Pid)
 	}
 	fmt.Fprintf(stdout, "\ntry: dlm status --server %s\n", strings.Join(urls, ","))
+	fmt.Fprintf(stdout, "admin token in %s (each node's data folder has it): dlm members and dlm snapshot save read it with --data %s\n",
+		filepath.Join(*dataDir, nds[0].name, auth.AdminTokenFile), filepath.Join(*dataDir, nds[0].name))
 	fmt.Fprintln(stdout, "Kill any node (kill -9 PID) to watch a failover; the others keep running.")
 	fmt.Fprintln(stdout, "Ctrl-C stops every node.")
 

@@ -66,7 +66,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	for _, c := range commands() {
 		if c.name == args[0] {
-			return c.run(ctx, args[1:], stdin, stdout, stderr)
+			return withTokenHint(c.run(ctx, args[1:], stdin, stdout, stderr))
 		}
 	}
 	usage(stderr)

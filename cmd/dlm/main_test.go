@@ -20,6 +20,8 @@ import (
 
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
 	"github.com/dlm/dlm/gen/go/dlm/v1/dlmv1connect"
+	"github.com/dlm/dlm/server/auth"
+	"github.com/dlm/dlm/server/servertest"
 )
 
 // dlmBinary is the dlm command built once for the end-to-end tests, which
@@ -31,6 +33,11 @@ func TestMain(m *testing.M) {
 		// This process is a client peer started by a test (see peer_test.go).
 		os.Exit(runPeer(os.Stdin, os.Stdout))
 	}
+	// Every server a test starts (processes inherit it, and servertest's
+	// use the same) and every command it runs share one admin token, as
+	// an operator's exported DLM_TOKEN would. Tests of the token's other
+	// sources set it empty.
+	os.Setenv(tokenEnv, servertest.AdminToken)
 	dir, err := os.MkdirTemp("", "dlm-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -168,7 +175,9 @@ func (p *proc) kill() {
 // awaitLeaderKnown polls Status until the server names a leader (itself, for
 // a single node), the process exits, or the time is up.
 func awaitLeaderKnown(url string, limit time.Duration, exited <-chan struct{}) error {
-	c := dlmv1connect.NewLockServiceClient(http.DefaultClient, url)
+	// With the server's admin token (DLM_TOKEN), in case it needs one for
+	// reads.
+	c := dlmv1connect.NewLockServiceClient(http.DefaultClient, url, connect.WithInterceptors(auth.Bearer(os.Getenv(tokenEnv))))
 	deadline := time.Now().Add(limit)
 	var last error
 	for time.Now().Before(deadline) {

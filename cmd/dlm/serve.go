@@ -9,9 +9,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/dlm/dlm/server/auth"
 	"github.com/dlm/dlm/server/dashboard"
 	"github.com/dlm/dlm/server/node"
 	"github.com/dlm/dlm/server/service"
@@ -50,6 +53,8 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	var initRate service.InitRate
 	fs.Float64Var(&initRate.Rate, "init-rate", 20, "sessions one client address (an IPv4 address, an IPv6 /64) may open per second, sustained; more are refused with INIT_RATE_LIMITED (0: no limit)")
 	fs.IntVar(&initRate.Burst, "init-burst", 200, "sessions one client address may open at once after a pause")
+	authTokens := fs.String("auth-tokens", "", "file of client credentials, one \"ROLE TOKEN\" per line (roles admin, client, read; # comments): with it the lock API needs a client token and reads a read token (default: only administration needs a token, the admin one)")
+	tokenFile := fs.String("token-file", "", "file holding the cluster's admin token, the same on every member (default: $DLM_TOKEN, else DATA/admin-token, created with a random token for a new single node)")
 	verbose := fs.Bool("v", false, "log every leadership and session change")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -103,6 +108,23 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	cfg.DataDir, cfg.Logger = *dataDir, log
 
+	var creds []auth.Credential
+	if *authTokens != "" {
+		var warning string
+		if creds, warning, err = auth.LoadTokens(*authTokens); err != nil {
+			return fmt.Errorf("serve: --auth-tokens: %w", err)
+		}
+		if warning != "" {
+			log.Warn("--auth-tokens: " + warning)
+		}
+	}
+	adminToken, tokenPath, wrote, err := serveAdminToken(*dataDir, *tokenFile, len(cfg.Join) > 0 || len(cfg.Peers) > 0, creds)
+	if err != nil {
+		return err
+	}
+	cfg.AdminToken = adminToken
+	guard := auth.NewGuard(adminToken, creds, *authTokens != "")
+
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
@@ -113,10 +135,19 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		ln.Close()
 		return err
 	}
-	srv := service.NewServer(service.Handler(service.New(n, service.WithInitRate(initRate)), service.NewCluster(n), dashboard.Handler()), limits)
+	srv := service.NewServer(service.Handler(service.New(n, service.WithInitRate(initRate)), service.NewCluster(n), guard, dashboard.Handler()), limits)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	fmt.Fprintf(stdout, "dlm serving on %s (data in %s)\n", cfg.ClientURL, cfg.DataDir)
+	state := ""
+	if wrote {
+		state = " (new)"
+	}
+	find := "dlm commands run in this folder read it"
+	if filepath.Clean(*dataDir) != "dlm-data" {
+		find = "dlm commands read it with --data " + *dataDir
+	}
+	fmt.Fprintf(stdout, "admin token in %s%s: %s; elsewhere set %s\n", tokenPath, state, find, tokenEnv)
 
 	select {
 	case err = <-served:
@@ -132,6 +163,53 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		err = nil
 	}
 	return errors.Join(err, nerr, serr)
+}
+
+// serveAdminToken settles the node's admin token: from --token-file, else
+// $DLM_TOKEN, else the data folder's admin-token, else (a new single node)
+// a random one written there. A given token is also written there, so that
+// the CLI on this machine finds it. A node that joins a cluster must share
+// its token, so it is never generated for one.
+//
+// A token that creds give a lower role is refused, before anything is
+// written: a client's token exported as DLM_TOKEN must not become the
+// admin token by starting a server from that shell.
+func serveAdminToken(dataDir, tokenFile string, joins bool, creds []auth.Credential) (tok, path string, wrote bool, err error) {
+	var given string
+	switch {
+	case tokenFile != "":
+		if given, err = auth.ReadTokenFile(tokenFile); err != nil {
+			return "", "", false, fmt.Errorf("serve: --token-file: %w", err)
+		}
+	case strings.TrimSpace(os.Getenv(tokenEnv)) != "":
+		given = strings.TrimSpace(os.Getenv(tokenEnv))
+		if err := auth.CheckToken(given); err != nil {
+			return "", "", false, fmt.Errorf("serve: $%s: %w", tokenEnv, err)
+		}
+	}
+	path = filepath.Join(dataDir, auth.AdminTokenFile)
+	lower := func(tok string) error {
+		for _, c := range creds {
+			if c.Token == tok && c.Role != auth.Admin {
+				return fmt.Errorf("serve: the admin token (from --token-file, $%s or %s) is a %s token in --auth-tokens: the admin token must be its own", tokenEnv, path, c.Role)
+			}
+		}
+		return nil
+	}
+	if err := lower(given); given != "" && err != nil {
+		return "", "", false, err
+	}
+	tok, wrote, err = auth.AdminToken(dataDir, given, !joins)
+	if err != nil {
+		if given == "" && joins {
+			return "", "", false, fmt.Errorf("serve: a node that joins a cluster (--join, --peers) needs the cluster's admin token, the same on every member: set %s or --token-file FILE to the content of a running member's DATA/%s (for a new --peers cluster, any random token of %d+ characters, e.g. openssl rand -hex 32)", tokenEnv, auth.AdminTokenFile, auth.MinTokenLength)
+		}
+		return "", "", false, fmt.Errorf("serve: admin token: %w", err)
+	}
+	if err := lower(tok); err != nil {
+		return "", "", false, err
+	}
+	return tok, path, wrote, nil
 }
 
 // flagSet says whether the command line set the named flag.

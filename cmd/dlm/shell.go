@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"connectrpc.com/connect"
+
 	"github.com/dlm/dlm/client"
 )
 
@@ -50,7 +52,11 @@ func runShell(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if err != nil {
 		return fmt.Errorf("shell: %w", err)
 	}
-	sh := &shell{ctx: ctx, c: c, lines: readLines(stdin), out: stdout, errw: stderr}
+	copts, err := cf.interceptors()
+	if err != nil {
+		return fmt.Errorf("shell: %w", err)
+	}
+	sh := &shell{ctx: ctx, c: c, lines: readLines(stdin), out: stdout, errw: stderr, copts: copts}
 	fmt.Fprintf(stdout, "connected as client %d; type help for the commands\n", c.ClientID())
 	sh.loop()
 	sh.abandon()
@@ -67,6 +73,8 @@ type shell struct {
 	out   io.Writer
 	errw  io.Writer
 	lk    *client.Lock
+	// copts send the token on the shell's own status probes.
+	copts []connect.ClientOption
 }
 
 // readLines feeds stdin's lines to a channel, so that waiting for input
@@ -321,7 +329,7 @@ func (sh *shell) status() {
 		sh.failErr(err)
 		return
 	}
-	if err := printStatus(sh.out, st, probeMembers(sh.ctx, st)); err != nil {
+	if err := printStatus(sh.out, st, probeMembers(sh.ctx, st, sh.copts)); err != nil {
 		sh.failErr(err)
 	}
 }

@@ -61,7 +61,11 @@ func runStatus(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 		_, err = fmt.Fprintf(stdout, "%s\n", b)
 		return err
 	}
-	if err := printStatus(stdout, st, probeMembers(ctx, st)); err != nil {
+	copts, err := cf.interceptors()
+	if err != nil {
+		return fmt.Errorf("status: %w", err)
+	}
+	if err := printStatus(stdout, st, probeMembers(ctx, st, copts)); err != nil {
 		return err
 	}
 	if *listSessions {
@@ -70,18 +74,18 @@ func runStatus(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 		}
 	}
 	if servers := client.ParseEndpoints(cf.server); len(servers) > 1 {
-		return printNodes(ctx, stdout, servers)
+		return printNodes(ctx, stdout, servers, copts)
 	}
 	return nil
 }
 
 // printNodes asks every listed server about itself, so an operator sees each
 // replica's role, progress and last contact with the leader side by side.
-func printNodes(ctx context.Context, w io.Writer, servers []string) error {
+func printNodes(ctx context.Context, w io.Writer, servers []string, copts []connect.ClientOption) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "\nSERVER\tID\tROLE\tTERM\tCOMMIT\tAPPLIED\tLAST CONTACT")
 	for _, url := range servers {
-		c := dlmv1connect.NewLockServiceClient(http.DefaultClient, url)
+		c := dlmv1connect.NewLockServiceClient(http.DefaultClient, url, copts...)
 		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		res, err := c.Status(actx, connect.NewRequest(&dlmv1.StatusRequest{}))
 		cancel()
@@ -114,7 +118,7 @@ func roleOf(n *dlmv1.NodeStatus) string {
 // probeMembers asks every member about itself at its client URL, so that a
 // node that does not answer shows as unreachable rather than as a follower
 // (the answering node's view of the others says only which one leads).
-func probeMembers(ctx context.Context, st *dlmv1.StatusResponse) map[string]string {
+func probeMembers(ctx context.Context, st *dlmv1.StatusResponse, copts []connect.ClientOption) map[string]string {
 	roles := make(map[string]string)
 	var (
 		mu sync.Mutex
@@ -131,7 +135,7 @@ func probeMembers(ctx context.Context, st *dlmv1.StatusResponse) map[string]stri
 			if m.GetId() == st.GetNode().GetId() {
 				role = st.GetNode().GetRole()
 			} else {
-				c := dlmv1connect.NewLockServiceClient(http.DefaultClient, m.GetClientUrl())
+				c := dlmv1connect.NewLockServiceClient(http.DefaultClient, m.GetClientUrl(), copts...)
 				actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 				res, err := c.Status(actx, connect.NewRequest(&dlmv1.StatusRequest{}))
 				cancel()

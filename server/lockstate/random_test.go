@@ -306,7 +306,8 @@ func TestRandomHistories(t *testing.T) {
 		switch reason := dlmv1.ErrorReason(r); reason {
 		case dlmv1.ErrorReason_ERROR_REASON_NOT_LEADER, dlmv1.ErrorReason_ERROR_REASON_UNAVAILABLE,
 			dlmv1.ErrorReason_ERROR_REASON_DATA_TOO_LARGE, dlmv1.ErrorReason_ERROR_REASON_DISK_FULL,
-			dlmv1.ErrorReason_ERROR_REASON_STORAGE_FAULT, dlmv1.ErrorReason_ERROR_REASON_INIT_RATE_LIMITED:
+			dlmv1.ErrorReason_ERROR_REASON_STORAGE_FAULT, dlmv1.ErrorReason_ERROR_REASON_INIT_RATE_LIMITED,
+			dlmv1.ErrorReason_ERROR_REASON_MEMBER_CONFLICT, dlmv1.ErrorReason_ERROR_REASON_MEMBER_UNKNOWN:
 			// Decided by the leader, never by the state machine.
 		default:
 			want = append(want, reason.String())

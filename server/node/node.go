@@ -50,6 +50,11 @@ type Config struct {
 	// ClientURL is the base URL clients use to reach this node, given to
 	// clients that ask a follower.
 	ClientURL string
+	// AdminToken is the cluster's admin token, sent with the calls this
+	// node makes to the leader itself (joining, announcing its client URL)
+	// and to a member whose client URL is to change. Every member of a
+	// cluster needs the same one.
+	AdminToken string
 	// DefaultLease, MinLease and MaxLease bound the lease a session gets.
 	DefaultLease, MinLease, MaxLease time.Duration
 	// MaxAppendBytes bounds one append; MaxSectionBytes one critical section.

@@ -11,9 +11,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dlm/dlm/server/auth"
 	"github.com/dlm/dlm/server/node"
 	"github.com/dlm/dlm/server/service"
 )
+
+// AdminToken is the admin token of every server Start starts unless its
+// Config names another: tests send it as "Authorization: Bearer" for
+// administrative calls.
+const AdminToken = "servertest-admin-token-0123456789"
 
 // Server is one node serving the API on 127.0.0.1.
 type Server struct {
@@ -25,16 +31,29 @@ type Server struct {
 	// test can Restart on the same data.
 	Config node.Config
 
-	t    testing.TB
-	ln   net.Listener
-	http *service.Server
-	opts []service.Option
+	t     testing.TB
+	ln    net.Listener
+	http  *service.Server
+	opts  []service.Option
+	guard *auth.Guard
 }
 
 // Start runs a single node with its data in a fresh temporary folder. cfg
 // may be nil; its zero fields take dlm's defaults. The server stops when the
 // test ends. opts configure the API service (none: no per-address limits).
 func Start(t testing.TB, cfg *node.Config, opts ...service.Option) *Server {
+	t.Helper()
+	return start(t, cfg, nil, opts)
+}
+
+// StartGuarded is Start with guard checking every call; nil is the guard
+// of a server without --auth-tokens whose admin token is the Config's.
+func StartGuarded(t testing.TB, cfg *node.Config, guard *auth.Guard) *Server {
+	t.Helper()
+	return start(t, cfg, guard, nil)
+}
+
+func start(t testing.TB, cfg *node.Config, guard *auth.Guard, opts []service.Option) *Server {
 	t.Helper()
 	c := node.Config{}
 	if cfg != nil {
@@ -49,7 +68,13 @@ func Start(t testing.TB, cfg *node.Config, opts ...service.Option) *Server {
 	if c.RaftLog == nil {
 		c.RaftLog = io.Discard
 	}
-	s := &Server{t: t, Config: c, opts: opts}
+	if c.AdminToken == "" {
+		c.AdminToken = AdminToken
+	}
+	if guard == nil {
+		guard = auth.NewGuard(c.AdminToken, nil, false)
+	}
+	s := &Server{t: t, Config: c, guard: guard, opts: opts}
 	s.start("127.0.0.1:0")
 	t.Cleanup(s.Close)
 	return s
@@ -70,7 +95,7 @@ func (s *Server) start(addr string) {
 		s.t.Fatalf("servertest: open node: %v", err)
 	}
 	s.Node = n
-	s.http = service.NewServer(service.Handler(service.New(n, s.opts...), service.NewCluster(n), nil), service.ServerLimits{})
+	s.http = service.NewServer(service.Handler(service.New(n, s.opts...), service.NewCluster(n), s.guard, nil), service.ServerLimits{})
 	go s.http.Serve(ln)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -10,6 +10,7 @@ import (
 
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
 	"github.com/dlm/dlm/gen/go/dlm/v1/dlmv1connect"
+	"github.com/dlm/dlm/server/auth"
 	"github.com/dlm/dlm/server/servertest"
 )
 
@@ -25,7 +26,7 @@ func TestSaveSnapshotStream(t *testing.T) {
 	}
 	for _, p := range protocols {
 		t.Run(p.name, func(t *testing.T) {
-			c := dlmv1connect.NewClusterServiceClient(servertest.HTTPClient(), srv.URL, p.opts...)
+			c := dlmv1connect.NewClusterServiceClient(servertest.HTTPClient(), srv.URL, append(p.opts, connect.WithInterceptors(auth.Bearer(servertest.AdminToken)))...)
 			s, err := c.SaveSnapshot(ctx, connect.NewRequest(&dlmv1.SaveSnapshotRequest{}))
 			if err != nil {
 				t.Fatal(err)

@@ -35,6 +35,8 @@ var codes = map[dlmv1.ErrorReason]connect.Code{
 	dlmv1.ErrorReason_ERROR_REASON_TOO_MANY_SESSIONS:     connect.CodeResourceExhausted,
 	dlmv1.ErrorReason_ERROR_REASON_INIT_RATE_LIMITED:     connect.CodeResourceExhausted,
 	dlmv1.ErrorReason_ERROR_REASON_STORAGE_FAULT:         connect.CodeUnavailable,
+	dlmv1.ErrorReason_ERROR_REASON_MEMBER_CONFLICT:       connect.CodeAlreadyExists,
+	dlmv1.ErrorReason_ERROR_REASON_MEMBER_UNKNOWN:        connect.CodeNotFound,
 }
 
 // toConnect is the one place where domain errors become Connect errors.

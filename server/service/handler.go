@@ -10,15 +10,21 @@ import (
 	"github.com/rs/cors"
 
 	"github.com/dlm/dlm/gen/go/dlm/v1/dlmv1connect"
+	"github.com/dlm/dlm/server/auth"
 )
 
 // Handler serves the LockService and the ClusterService (Connect, gRPC and
 // gRPC-Web), gRPC server
 // reflection (v1 and v1alpha) and gRPC health checking, behind CORS so a page
 // from another origin can call it. extra, when not nil, serves every other
-// path (the dashboard).
-func Handler(svc *Service, cluster *Cluster, extra http.Handler, opts ...connect.HandlerOption) http.Handler {
-	opts = withReadMax(svc, opts)
+// path (the dashboard). guard checks every call's credential; nil is a
+// guard without any credential, which refuses every administrative call.
+func Handler(svc *Service, cluster *Cluster, guard *auth.Guard, extra http.Handler, opts ...connect.HandlerOption) http.Handler {
+	if guard == nil {
+		guard = auth.NewGuard("", nil, false)
+	}
+	// The guard comes first, so that nothing runs for a refused call.
+	opts = append([]connect.HandlerOption{connect.WithInterceptors(guard)}, withReadMax(svc, opts)...)
 	mux := http.NewServeMux()
 	mux.Handle(dlmv1connect.NewLockServiceHandler(svc, opts...))
 	mux.Handle(dlmv1connect.NewClusterServiceHandler(cluster, opts...))

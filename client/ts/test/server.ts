@@ -54,6 +54,9 @@ export interface ServerOptions {
   args?: string[];
 }
 
+/** testAdminToken is the admin token of every test server. */
+export const testAdminToken = "ts-test-admin-token-0123456789abcdef";
+
 /** startServer starts a dlm node on a free loopback port with fresh data. */
 export async function startServer(opts: ServerOptions = {}): Promise<Server> {
   const bin = goBinary("./cmd/dlm", "DLM_BIN");
@@ -67,7 +70,10 @@ export async function startServer(opts: ServerOptions = {}): Promise<Server> {
     args.push("--min-lease", opts.minLease);
   }
   args.push(...(opts.args ?? []));
-  const proc = spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"] });
+  // Members of a cluster share one admin token (they announce themselves to
+  // the leader with it); a node started alone writes it to its data folder.
+  const env = { ...process.env, DLM_TOKEN: process.env.DLM_TOKEN || testAdminToken };
+  const proc = spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"], env });
   let stderr = "";
   proc.stderr?.on("data", (b: Buffer) => {
     stderr += b.toString();

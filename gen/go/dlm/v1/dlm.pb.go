@@ -86,6 +86,14 @@ const (
 	// another method; a seq names one request. Code InvalidArgument. Nothing
 	// changed.
 	ErrorReason_ERROR_REASON_SEQUENCE_REUSED ErrorReason = 20
+	// AddMember was refused: the id is a member at another Raft address, the
+	// Raft address belongs to another member, or the client URL would rebind
+	// a member's recorded URL to a server that is not that member. Code
+	// AlreadyExists. Nothing changed.
+	ErrorReason_ERROR_REASON_MEMBER_CONFLICT ErrorReason = 21
+	// RemoveMember named an id that is not a member. Code NotFound. Nothing
+	// changed.
+	ErrorReason_ERROR_REASON_MEMBER_UNKNOWN ErrorReason = 22
 	// The cluster has as many open sessions as its limit (--max-sessions).
 	// Code ResourceExhausted. Nothing changed: close unused sessions, or
 	// retry after some expire.
@@ -120,6 +128,8 @@ var (
 		18: "ERROR_REASON_FILE_TOO_LARGE",
 		19: "ERROR_REASON_STORAGE_FAULT",
 		20: "ERROR_REASON_SEQUENCE_REUSED",
+		21: "ERROR_REASON_MEMBER_CONFLICT",
+		22: "ERROR_REASON_MEMBER_UNKNOWN",
 		24: "ERROR_REASON_TOO_MANY_SESSIONS",
 		25: "ERROR_REASON_INIT_RATE_LIMITED",
 	}
@@ -145,6 +155,8 @@ var (
 		"ERROR_REASON_FILE_TOO_LARGE":        18,
 		"ERROR_REASON_STORAGE_FAULT":         19,
 		"ERROR_REASON_SEQUENCE_REUSED":       20,
+		"ERROR_REASON_MEMBER_CONFLICT":       21,
+		"ERROR_REASON_MEMBER_UNKNOWN":        22,
 		"ERROR_REASON_TOO_MANY_SESSIONS":     24,
 		"ERROR_REASON_INIT_RATE_LIMITED":     25,
 	}
@@ -1994,7 +2006,7 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\vErrorDetail\x12+\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x13.dlm.v1.ErrorReasonR\x06reason\x12\x1d\n" +
 	"\n" +
-	"leader_url\x18\x02 \x01(\tR\tleaderUrl*\x83\x06\n" +
+	"leader_url\x18\x02 \x01(\tR\tleaderUrl*\xc6\x06\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19ERROR_REASON_LOCK_EXPIRED\x10\x01\x12\x1b\n" +
@@ -2017,7 +2029,9 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\x16ERROR_REASON_DISK_FULL\x10\x11\x12\x1f\n" +
 	"\x1bERROR_REASON_FILE_TOO_LARGE\x10\x12\x12\x1e\n" +
 	"\x1aERROR_REASON_STORAGE_FAULT\x10\x13\x12 \n" +
-	"\x1cERROR_REASON_SEQUENCE_REUSED\x10\x14\x12\"\n" +
+	"\x1cERROR_REASON_SEQUENCE_REUSED\x10\x14\x12 \n" +
+	"\x1cERROR_REASON_MEMBER_CONFLICT\x10\x15\x12\x1f\n" +
+	"\x1bERROR_REASON_MEMBER_UNKNOWN\x10\x16\x12\"\n" +
 	"\x1eERROR_REASON_TOO_MANY_SESSIONS\x10\x18\x12\"\n" +
 	"\x1eERROR_REASON_INIT_RATE_LIMITED\x10\x192\x8f\x04\n" +
 	"\vLockService\x121\n" +
