@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -31,15 +30,20 @@ func runMembers(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	raftAddr := fs.String("raft", "", "the member's Raft address (add)")
 	url := fs.String("url", "", "the member's client URL (add)")
 	voter := fs.Bool("voter", true, "add as a voter (add)")
+	tf := addTLSFlags(fs)
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
+	}
+	hc, err := tf.httpClient()
+	if err != nil {
+		return fmt.Errorf("members: %w", err)
 	}
 	servers := strings.Split(*server, ",")
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	switch verb {
 	case "list":
-		res, err := atLeader(ctx, servers, func(c dlmv1connect.ClusterServiceClient) (*dlmv1.ListMembersResponse, error) {
+		res, err := atLeader(ctx, hc, servers, func(c dlmv1connect.ClusterServiceClient) (*dlmv1.ListMembersResponse, error) {
 			r, err := c.ListMembers(ctx, connect.NewRequest(&dlmv1.ListMembersRequest{}))
 			if err != nil {
 				return nil, err
@@ -56,7 +60,7 @@ func runMembers(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 		}
 		return tw.Flush()
 	case "add":
-		_, err := atLeader(ctx, servers, func(c dlmv1connect.ClusterServiceClient) (*dlmv1.AddMemberResponse, error) {
+		_, err := atLeader(ctx, hc, servers, func(c dlmv1connect.ClusterServiceClient) (*dlmv1.AddMemberResponse, error) {
 			r, err := c.AddMember(ctx, connect.NewRequest(&dlmv1.AddMemberRequest{Id: *id, RaftAddress: *raftAddr, ClientUrl: *url, Voter: *voter}))
 			if err != nil {
 				return nil, err
@@ -68,7 +72,7 @@ func runMembers(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 		}
 		return err
 	case "remove":
-		_, err := atLeader(ctx, servers, func(c dlmv1connect.ClusterServiceClient) (*dlmv1.RemoveMemberResponse, error) {
+		_, err := atLeader(ctx, hc, servers, func(c dlmv1connect.ClusterServiceClient) (*dlmv1.RemoveMemberResponse, error) {
 			r, err := c.RemoveMember(ctx, connect.NewRequest(&dlmv1.RemoveMemberRequest{Id: *id}))
 			if err != nil {
 				return nil, err
@@ -86,14 +90,14 @@ func runMembers(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 
 // atLeader runs call against the servers in turn, following NOT_LEADER
 // hints, until one answers or every server and hint was tried.
-func atLeader[T any](ctx context.Context, servers []string, call func(dlmv1connect.ClusterServiceClient) (T, error)) (T, error) {
+func atLeader[T any](ctx context.Context, hc connect.HTTPClient, servers []string, call func(dlmv1connect.ClusterServiceClient) (T, error)) (T, error) {
 	var (
 		zero T
 		last error
 	)
 	queue := append([]string(nil), servers...)
 	for i := 0; i < len(queue) && i < 10; i++ {
-		res, err := call(dlmv1connect.NewClusterServiceClient(http.DefaultClient, strings.TrimSpace(queue[i])))
+		res, err := call(dlmv1connect.NewClusterServiceClient(hc, strings.TrimSpace(queue[i])))
 		if err == nil {
 			return res, nil
 		}

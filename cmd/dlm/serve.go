@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dlm/dlm/internal/certs"
 	"github.com/dlm/dlm/server/dashboard"
 	"github.com/dlm/dlm/server/node"
 	"github.com/dlm/dlm/server/service"
@@ -46,6 +48,10 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.DurationVar(&limits.IdleTimeout, "idle-timeout", 2*time.Minute, "an HTTP/1.1 keep-alive or HTTP/2 connection with no request in flight is closed after this long")
 	fs.IntVar(&limits.MaxConcurrentStreams, "max-streams", 250, "requests in flight on one HTTP/2 connection")
 	fs.IntVar(&limits.MaxConnections, "max-connections", 10000, "open client connections; more wait until one closes")
+	tlsCert := fs.String("tls-cert", "", "PEM certificate (chain) of this node: serve the API over TLS (https://) and, with --raft, Raft too; it must name the hosts of --listen and --raft")
+	tlsKey := fs.String("tls-key", "", "PEM private key of --tls-cert")
+	tlsClientCA := fs.String("tls-client-ca", "", "PEM CA: require API clients to present a certificate it signed (mutual TLS)")
+	peerCA := fs.String("peer-ca", "", "PEM CA that signed the cluster members' certificates: Raft peers must present one (default: --tls-client-ca; required with --tls-cert and --raft otherwise)")
 	verbose := fs.Bool("v", false, "log every leadership and session change")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -83,6 +89,10 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	if (len(cfg.Join) > 0 || len(cfg.Peers) > 0) && cfg.RaftAddr == "" {
 		return errors.New("serve: a cluster member needs --raft host:port")
 	}
+	apiTLS, err := serveTLS(&cfg, *tlsCert, *tlsKey, *tlsClientCA, *peerCA)
+	if err != nil {
+		return err
+	}
 	level := slog.LevelWarn
 	if *verbose {
 		level = slog.LevelInfo
@@ -95,6 +105,9 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		return err
 	}
 	cfg.ClientURL = "http://" + ln.Addr().String()
+	if apiTLS != nil {
+		cfg.ClientURL = "https://" + ln.Addr().String()
+	}
 	n, err := node.Open(cfg)
 	if err != nil {
 		ln.Close()
@@ -102,7 +115,13 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	}
 	srv := service.NewServer(service.Handler(service.New(n), service.NewCluster(n), dashboard.Handler()), limits)
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	go func() {
+		if apiTLS != nil {
+			served <- srv.ServeTLS(ln, apiTLS)
+		} else {
+			served <- srv.Serve(ln)
+		}
+	}()
 	fmt.Fprintf(stdout, "dlm serving on %s (data in %s)\n", cfg.ClientURL, cfg.DataDir)
 
 	select {
@@ -126,4 +145,39 @@ func flagSet(fs *flag.FlagSet, name string) bool {
 	set := false
 	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
 	return set
+}
+
+// serveTLS reads the TLS flags: the API's config (nil: plain http) and, for
+// a cluster member, Raft's and the one for calls to other members.
+func serveTLS(cfg *node.Config, cert, key, clientCA, peerCA string) (*tls.Config, error) {
+	if cert == "" && key == "" {
+		if clientCA != "" || peerCA != "" {
+			return nil, errors.New("serve: --tls-client-ca and --peer-ca need --tls-cert and --tls-key")
+		}
+		return nil, nil
+	}
+	if cert == "" || key == "" {
+		return nil, errors.New("serve: TLS needs both --tls-cert and --tls-key")
+	}
+	api, err := certs.Server(cert, key, clientCA)
+	if err != nil {
+		return nil, fmt.Errorf("serve: %w", err)
+	}
+	if cfg.RaftAddr == "" {
+		return api, nil
+	}
+	if peerCA == "" {
+		peerCA = clientCA
+	}
+	if peerCA == "" {
+		return nil, errors.New("serve: Raft over TLS needs --peer-ca FILE, the CA that signed the members' certificates (only peers with one may connect)")
+	}
+	if cfg.RaftTLS, err = certs.Peer(cert, key, peerCA); err != nil {
+		return nil, fmt.Errorf("serve: %w", err)
+	}
+	// Members reach each other's API with the same certificate and CA.
+	if cfg.ClusterTLS, err = certs.Client(peerCA, cert, key); err != nil {
+		return nil, fmt.Errorf("serve: %w", err)
+	}
+	return api, nil
 }

@@ -55,22 +55,26 @@ func runStatus(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 		_, err = fmt.Fprintf(stdout, "%s\n", b)
 		return err
 	}
-	if err := printStatus(stdout, st, probeMembers(ctx, st)); err != nil {
+	hc, err := cf.tls.httpClient()
+	if err != nil {
+		return fmt.Errorf("status: %w", err)
+	}
+	if err := printStatus(stdout, st, probeMembers(ctx, hc, st)); err != nil {
 		return err
 	}
 	if servers := client.ParseEndpoints(cf.server); len(servers) > 1 {
-		return printNodes(ctx, stdout, servers)
+		return printNodes(ctx, hc, stdout, servers)
 	}
 	return nil
 }
 
 // printNodes asks every listed server about itself, so an operator sees each
 // replica's role, progress and last contact with the leader side by side.
-func printNodes(ctx context.Context, w io.Writer, servers []string) error {
+func printNodes(ctx context.Context, hc *http.Client, w io.Writer, servers []string) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "\nSERVER\tID\tROLE\tTERM\tCOMMIT\tAPPLIED\tLAST CONTACT")
 	for _, url := range servers {
-		c := dlmv1connect.NewLockServiceClient(http.DefaultClient, url)
+		c := dlmv1connect.NewLockServiceClient(hc, url)
 		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		res, err := c.Status(actx, connect.NewRequest(&dlmv1.StatusRequest{}))
 		cancel()
@@ -103,7 +107,7 @@ func roleOf(n *dlmv1.NodeStatus) string {
 // probeMembers asks every member about itself at its client URL, so that a
 // node that does not answer shows as unreachable rather than as a follower
 // (the answering node's view of the others says only which one leads).
-func probeMembers(ctx context.Context, st *dlmv1.StatusResponse) map[string]string {
+func probeMembers(ctx context.Context, hc *http.Client, st *dlmv1.StatusResponse) map[string]string {
 	roles := make(map[string]string)
 	var (
 		mu sync.Mutex
@@ -120,7 +124,7 @@ func probeMembers(ctx context.Context, st *dlmv1.StatusResponse) map[string]stri
 			if m.GetId() == st.GetNode().GetId() {
 				role = st.GetNode().GetRole()
 			} else {
-				c := dlmv1connect.NewLockServiceClient(http.DefaultClient, m.GetClientUrl())
+				c := dlmv1connect.NewLockServiceClient(hc, m.GetClientUrl())
 				actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 				res, err := c.Status(actx, connect.NewRequest(&dlmv1.StatusRequest{}))
 				cancel()

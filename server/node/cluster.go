@@ -120,7 +120,7 @@ func (n *Node) isMember(id, raftAddr string, voter bool) bool {
 // can list every member's URL.
 func (n *Node) announce() {
 	defer n.done.Done()
-	hc := &http.Client{Timeout: 5 * time.Second}
+	hc := n.clusterClient(5 * time.Second)
 	backoff := 200 * time.Millisecond
 	for n.fsm.NodeURL(n.cfg.ID) != n.cfg.ClientURL {
 		if target := n.leaderURL(); target != "" && target != n.cfg.ClientURL {
@@ -177,7 +177,7 @@ func (n *Node) raftError(err error) error {
 // idempotent, so a node that restarts mid-way simply joins again.
 func (n *Node) join() {
 	defer n.done.Done()
-	hc := &http.Client{Timeout: 10 * time.Second}
+	hc := n.clusterClient(10 * time.Second)
 	backoff := 100 * time.Millisecond
 	target := n.cfg.Join[0]
 	for attempt := 0; ; attempt++ {
@@ -252,4 +252,14 @@ func leaderHint(err error) string {
 		}
 	}
 	return ""
+}
+
+// clusterClient is the HTTP client of this node's calls to other members,
+// trusting the CA of their https:// URLs.
+func (n *Node) clusterClient(timeout time.Duration) *http.Client {
+	hc := &http.Client{Timeout: timeout}
+	if n.cfg.ClusterTLS != nil {
+		hc.Transport = &http.Transport{TLSClientConfig: n.cfg.ClusterTLS.Clone(), ForceAttemptHTTP2: true}
+	}
+	return hc
 }
