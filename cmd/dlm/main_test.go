@@ -168,7 +168,13 @@ func (p *proc) kill() {
 // awaitLeaderKnown polls Status until the server names a leader (itself, for
 // a single node), the process exits, or the time is up.
 func awaitLeaderKnown(url string, limit time.Duration, exited <-chan struct{}) error {
-	c := dlmv1connect.NewLockServiceClient(http.DefaultClient, url)
+	return awaitLeaderKnownVia(http.DefaultClient, url, limit, exited)
+}
+
+// awaitLeaderKnownVia is awaitLeaderKnown through hc (an https:// server's
+// CA).
+func awaitLeaderKnownVia(hc connect.HTTPClient, url string, limit time.Duration, exited <-chan struct{}) error {
+	c := dlmv1connect.NewLockServiceClient(hc, url)
 	deadline := time.Now().Add(limit)
 	var last error
 	for time.Now().Before(deadline) {
