@@ -23,8 +23,8 @@ type devCluster struct {
 	urls   []string
 	rafts  []string
 	ids    []string
-	ca     string       // the CA certificate of a --tls cluster
-	hc     *http.Client // trusts ca
+	ca     string         // the CA certificate of a --tls cluster
+	hc     *http.Client   // trusts ca
 	pids   map[string]int // node id → pid
 	seen   []string       // lines read so far after the start banner
 }

@@ -18,9 +18,9 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/dlm/dlm/client"
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
 	"github.com/dlm/dlm/gen/go/dlm/v1/dlmv1connect"
-	"github.com/dlm/dlm/client"
 	"github.com/dlm/dlm/internal/certs"
 )
 
