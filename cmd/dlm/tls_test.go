@@ -392,6 +392,22 @@ func TestDevClusterTLS(t *testing.T) {
 		t.Fatalf("dlm status --ca: %v\n%s", err, out)
 	}
 
+	// Each node announced its https:// URL through the leader's API, over
+	// TLS with the peer CA.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		out, err = runDLM(t, "members", "list", "--server", strings.Join(dc.urls, ","), "--ca", dc.ca)
+		all := err == nil
+		for _, u := range dc.urls {
+			all = all && strings.Contains(out, u)
+		}
+		if all {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dlm members list does not show every https:// URL: %v\n%s", err, out)
+		}
+	}
+
 	// The Raft port: a member's own certificate completes a handshake (the
 	// connection then waits for an RPC); another CA's certificate, or none,
 	// is refused.
@@ -483,4 +499,47 @@ func (dc *devCluster) leaderIDTLS(ctx context.Context) string {
 		dc.t.Fatal(err)
 	}
 	return st.GetNode().GetId()
+}
+
+// A node joins a TLS cluster through its https:// URL (its ClusterService
+// call trusts the peer CA) and then replicates over Raft with TLS.
+func TestTLSJoin(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := certs.NewCA("cluster CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files []certs.Files
+	for _, name := range []string{"a", "b"} {
+		f, err := ca.WriteIssued(dir, name, "127.0.0.1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, f)
+	}
+	hc := tlsHTTPClient(t, files[0].CA, "", "")
+	flags := func(f certs.Files) []string {
+		return []string{"--raft", freeAddr(t), "--tls-cert", f.Cert, "--tls-key", f.Key, "--peer-ca", f.CA}
+	}
+	a := startTLSServe(t, hc, append([]string{"--id", "a"}, flags(files[0])...)...)
+	b := startTLSServe(t, hc, append([]string{"--id", "b", "--join", a}, flags(files[1])...)...)
+	cc := dlmv1connect.NewClusterServiceClient(hc, a)
+	var last string
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		res, err := cc.ListMembers(ctx, connect.NewRequest(&dlmv1.ListMembersRequest{}))
+		cancel()
+		if err == nil {
+			last = ""
+			for _, m := range res.Msg.GetMembers() {
+				last += m.GetId() + " " + m.GetSuffrage() + " " + m.GetClientUrl() + "; "
+				if m.GetId() == "b" && m.GetClientUrl() == b && strings.Contains(strings.ToLower(m.GetSuffrage()), "voter") && !strings.Contains(strings.ToLower(m.GetSuffrage()), "non") {
+					return
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("b did not join a as a voter over TLS: %v; members: %s", err, last)
+		}
+	}
 }
