@@ -543,3 +543,27 @@ func TestTLSJoin(t *testing.T) {
 		}
 	}
 }
+
+// serve refuses TLS flags that cannot work, before it opens anything: a
+// cluster member over TLS must name the CA its peers' certificates come
+// from, or Raft would accept anyone.
+func TestServeTLSFlagErrors(t *testing.T) {
+	_, f := testCerts(t, t.TempDir(), "server")
+	raft := freeAddr(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--tls-cert", f.Cert}, "both --tls-cert and --tls-key"},
+		{[]string{"--tls-client-ca", f.CA}, "need --tls-cert"},
+		{[]string{"--peer-ca", f.CA}, "need --tls-cert"},
+		{[]string{"--tls-cert", f.Cert, "--tls-key", f.Key, "--raft", raft}, "--peer-ca"},
+		{[]string{"--tls-cert", f.Cert, "--tls-key", f.CA}, "TLS certificate"},
+	} {
+		args := append([]string{"--listen", "127.0.0.1:0", "--data", t.TempDir()}, tc.args...)
+		err := runServe(context.Background(), args, nil, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("serve %s: %v, want an error about %q", strings.Join(tc.args, " "), err, tc.want)
+		}
+	}
+}
