@@ -195,7 +195,7 @@ func NewReader(endpoints []string, opts ...Option) (*Reader, error) {
 		opt(&o)
 	}
 	if o.httpClient == nil {
-		o.httpClient = defaultHTTPClient()
+		o.httpClient = defaultHTTPClient(o.tls)
 	}
 	if o.logger == nil {
 		o.logger = slog.New(slog.DiscardHandler)

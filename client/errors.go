@@ -1,8 +1,10 @@
 package client
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 
 	"connectrpc.com/connect"
@@ -191,6 +193,9 @@ func retryable(err error) bool {
 	if err == nil {
 		return false
 	}
+	if tlsRefused(err) {
+		return false
+	}
 	e := newError(err)
 	if connect.IsWireError(e.Err) {
 		// The service (or a proxy) answered. Only "try again" answers are
@@ -210,6 +215,23 @@ func retryable(err error) bool {
 		return true
 	}
 	return false
+}
+
+// tlsRefused reports a TLS handshake that failed on trust: this side does
+// not trust the server's certificate, or the server refused this side's.
+// Those are settings to fix (a CA, a client certificate), not faults that
+// retrying outlasts.
+func tlsRefused(err error) bool {
+	var (
+		verify *tls.CertificateVerificationError
+		op     *net.OpError
+	)
+	if errors.As(err, &verify) {
+		return true
+	}
+	// The server's alert (bad certificate, certificate required) arrives
+	// as a "remote error".
+	return errors.As(err, &op) && op.Op == "remote error"
 }
 
 // retryError is returned when retries run out: either the retry budget

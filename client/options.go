@@ -1,6 +1,7 @@
 package client
 
 import (
+	"crypto/tls"
 	"log/slog"
 	"net/http"
 	"time"
@@ -22,6 +23,7 @@ type options struct {
 	logger         *slog.Logger
 	keepAlive      bool
 	token          string
+	tls            *tls.Config
 }
 
 func defaultOptions() options {
@@ -52,6 +54,15 @@ func WithName(name string) Option {
 // faultinject.Transport. hc must speak HTTP/2 for the gRPC protocol.
 func WithHTTPClient(hc connect.HTTPClient) Option {
 	return func(o *options) { o.httpClient = hc }
+}
+
+// WithTLS sets the TLS config of the default HTTP client for https://
+// endpoints: the CAs to trust (RootCAs) and, for a server that requires
+// mutual TLS, the client certificate. Build it with x509.NewCertPool and
+// AppendCertsFromPEM from the server's CA file. http:// endpoints keep using
+// HTTP/2 in cleartext. It has no effect with WithHTTPClient.
+func WithTLS(c *tls.Config) Option {
+	return func(o *options) { o.tls = c }
 }
 
 // WithRetryBudget bounds the total time one call keeps retrying lost
@@ -109,12 +120,16 @@ func WithoutKeepAlive() Option {
 
 // defaultHTTPClient speaks HTTP/2 without TLS to http:// URLs (what dlm
 // serves, and what gRPC needs) and HTTP/2 over TLS to https:// URLs.
-func defaultHTTPClient() *http.Client {
+func defaultHTTPClient(tc *tls.Config) *http.Client {
 	p := new(http.Protocols)
 	p.SetHTTP2(true)
 	p.SetUnencryptedHTTP2(true)
+	if tc != nil {
+		tc = tc.Clone()
+	}
 	return &http.Client{Transport: &http.Transport{
-		Protocols: p,
+		Protocols:       p,
+		TLSClientConfig: tc,
 		// A connection that went silent (a server host that vanished
 		// without closing it) would otherwise swallow every retry; pings
 		// find out and drop it.

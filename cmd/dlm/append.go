@@ -23,6 +23,7 @@ type clientFlags struct {
 	budget  time.Duration
 	verbose bool
 	*tokenFlags
+	tls     *tlsFlags
 }
 
 func addClientFlags(fs *flag.FlagSet) *clientFlags {
@@ -31,6 +32,7 @@ func addClientFlags(fs *flag.FlagSet) *clientFlags {
 	fs.BoolVar(&f.grpc, "grpc", false, "speak gRPC instead of the Connect protocol")
 	fs.DurationVar(&f.budget, "retry", 30*time.Second, "how long each call keeps retrying while the service is unreachable")
 	fs.BoolVar(&f.verbose, "v", false, "log retries, leader changes and lost locks to stderr")
+	f.tls = addTLSFlags(fs)
 	return f
 }
 
@@ -46,6 +48,11 @@ func (f *clientFlags) options(stderr io.Writer, extra ...client.Option) ([]strin
 	opts := []client.Option{client.WithRetryBudget(f.budget), client.WithToken(tok)}
 	if f.grpc {
 		opts = append(opts, client.WithGRPC())
+	}
+	if o, err := f.tls.option(); err != nil {
+		return nil, nil, err
+	} else if o != nil {
+		opts = append(opts, o)
 	}
 	if f.verbose {
 		opts = append(opts, client.WithLogger(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))))

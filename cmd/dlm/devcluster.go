@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/dlm/dlm/server/auth"
+	"github.com/dlm/dlm/internal/certs"
 )
 
 // devNode is one server process of a dev-cluster: its command line stays
@@ -47,6 +48,7 @@ func runDevCluster(ctx context.Context, args []string, _ io.Reader, stdout, stde
 	port := fs.Int("port", 7071, "client port of the first node; node i listens on port+i-1 and uses port+10000+i-1 for Raft (0: free ports chosen by the system, printed at start)")
 	lease := fs.Duration("lease", 10*time.Second, "default session lease")
 	restart := fs.Duration("restart", 0, "restart a node that died after this delay (0: do not, print how to)")
+	useTLS := fs.Bool("tls", false, "serve the API and Raft over TLS, with a throw-away CA and node certificates made in DATA/tls")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -100,6 +102,14 @@ func runDevCluster(ctx context.Context, args []string, _ io.Reader, stdout, stde
 		}
 	}
 	env := append(os.Environ(), tokenEnv+"="+token)
+	scheme, caFile := "http://", ""
+	var ca *certs.CA
+	if *useTLS {
+		scheme = "https://"
+		if ca, err = certs.NewCA("dlm dev-cluster CA"); err != nil {
+			return fmt.Errorf("dev-cluster: %w", err)
+		}
+	}
 	for _, nd := range nds {
 		dir := filepath.Join(data, nd.name)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -107,6 +117,14 @@ func runDevCluster(ctx context.Context, args []string, _ io.Reader, stdout, stde
 		}
 		nd.args = []string{self, "serve", "--id", nd.name, "--listen", nd.url, "--raft", nd.raft,
 			"--peers", strings.Join(peers, ","), "--data", dir, "--lease", lease.String()}
+		if ca != nil {
+			f, err := ca.WriteIssued(filepath.Join(data, "tls"), nd.name, "127.0.0.1", "localhost")
+			if err != nil {
+				return fmt.Errorf("dev-cluster: %w", err)
+			}
+			caFile = f.CA
+			nd.args = append(nd.args, "--tls-cert", f.Cert, "--tls-key", f.Key, "--peer-ca", f.CA)
+		}
 	}
 
 	exits := make(chan nodeExit, *nodes)
@@ -137,10 +155,15 @@ func runDevCluster(ctx context.Context, args []string, _ io.Reader, stdout, stde
 	var urls []string
 	fmt.Fprintf(stdout, "dlm dev-cluster: %d nodes, data in %s\n", *nodes, *dataDir)
 	for _, nd := range nds {
-		urls = append(urls, "http://"+nd.url)
-		fmt.Fprintf(stdout, "  %s  http://%s  raft %s  pid %d\n", nd.name, nd.url, nd.raft, nd.cmd.Process.Pid)
+		urls = append(urls, scheme+nd.url)
+		fmt.Fprintf(stdout, "  %s  %s%s  raft %s  pid %d\n", nd.name, scheme, nd.url, nd.raft, nd.cmd.Process.Pid)
 	}
-	fmt.Fprintf(stdout, "\ntry: dlm status --server %s\n", strings.Join(urls, ","))
+	if caFile != "" {
+		fmt.Fprintf(stdout, "TLS for the API and Raft; CA certificate: %s\n", caFile)
+		fmt.Fprintf(stdout, "\ntry: dlm status --ca %s --server %s\n", shellJoin([]string{caFile}), strings.Join(urls, ","))
+	} else {
+		fmt.Fprintf(stdout, "\ntry: dlm status --server %s\n", strings.Join(urls, ","))
+	}
 	fmt.Fprintf(stdout, "admin token in %s (each node's data folder has it): dlm members and dlm snapshot save read it with --data %s\n",
 		filepath.Join(*dataDir, nds[0].name, auth.AdminTokenFile), filepath.Join(*dataDir, nds[0].name))
 	fmt.Fprintln(stdout, "Kill any node (kill -9 PID) to watch a failover; the others keep running.")

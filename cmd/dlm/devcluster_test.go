@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -20,7 +21,10 @@ type devCluster struct {
 	exited chan error
 	out    <-chan string
 	urls   []string
+	rafts  []string
 	ids    []string
+	ca     string         // the CA certificate of a --tls cluster
+	hc     *http.Client   // trusts ca
 	pids   map[string]int // node id → pid
 	seen   []string       // lines read so far after the start banner
 }
@@ -39,7 +43,7 @@ func startDevCluster(t *testing.T, args ...string) *devCluster {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	dc := &devCluster{t: t, cmd: cmd, exited: make(chan error, 1), out: lines(stdout), pids: make(map[string]int)}
+	dc := &devCluster{t: t, cmd: cmd, exited: make(chan error, 1), out: lines(stdout), pids: make(map[string]int), hc: http.DefaultClient}
 	go func() { dc.exited <- cmd.Wait() }()
 	t.Cleanup(func() {
 		cmd.Process.Signal(syscall.SIGTERM)
@@ -58,7 +62,7 @@ func startDevCluster(t *testing.T, args ...string) *devCluster {
 		case line := <-dc.out:
 			// "n1  http://127.0.0.1:P  raft 127.0.0.1:Q  pid N"
 			f := strings.Fields(line)
-			if len(f) == 6 && strings.HasPrefix(f[1], "http://") && f[2] == "raft" && f[4] == "pid" {
+			if len(f) == 6 && (strings.HasPrefix(f[1], "http://") || strings.HasPrefix(f[1], "https://")) && f[2] == "raft" && f[4] == "pid" {
 				pid, err := strconv.Atoi(f[5])
 				if err != nil {
 					t.Fatalf("bad pid in %q", line)
@@ -67,15 +71,19 @@ func startDevCluster(t *testing.T, args ...string) *devCluster {
 					t.Fatalf("dev-cluster printed port 0: %q", line)
 				}
 				dc.urls = append(dc.urls, f[1])
+				dc.rafts = append(dc.rafts, f[3])
 				dc.ids = append(dc.ids, f[0])
 				dc.pids[f[0]] = pid
+			}
+			if ca, ok := strings.CutPrefix(line, "TLS for the API and Raft; CA certificate: "); ok {
+				dc.ca, dc.hc = ca, tlsHTTPClient(t, ca, "", "")
 			}
 			if strings.HasPrefix(line, "Ctrl-C") {
 				if len(dc.urls) == 0 {
 					t.Fatal("dev-cluster printed no nodes")
 				}
 				for _, u := range dc.urls {
-					if err := awaitLeaderKnown(u, 30*time.Second, nil); err != nil {
+					if err := awaitLeaderKnownVia(dc.hc, u, 30*time.Second, nil); err != nil {
 						t.Fatal(err)
 					}
 				}

@@ -175,9 +175,15 @@ func (p *proc) kill() {
 // awaitLeaderKnown polls Status until the server names a leader (itself, for
 // a single node), the process exits, or the time is up.
 func awaitLeaderKnown(url string, limit time.Duration, exited <-chan struct{}) error {
+	return awaitLeaderKnownVia(http.DefaultClient, url, limit, exited)
+}
+
+// awaitLeaderKnownVia is awaitLeaderKnown through hc (an https:// server's
+// CA).
+func awaitLeaderKnownVia(hc connect.HTTPClient, url string, limit time.Duration, exited <-chan struct{}) error {
 	// With the server's admin token (DLM_TOKEN), in case it needs one for
 	// reads.
-	c := dlmv1connect.NewLockServiceClient(http.DefaultClient, url, connect.WithInterceptors(auth.Bearer(os.Getenv(tokenEnv))))
+	c := dlmv1connect.NewLockServiceClient(hc, url, connect.WithInterceptors(auth.Bearer(os.Getenv(tokenEnv))))
 	deadline := time.Now().Add(limit)
 	var last error
 	for time.Now().Before(deadline) {

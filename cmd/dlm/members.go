@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -32,10 +31,15 @@ func runMembers(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	url := fs.String("url", "", "the member's client URL (add)")
 	voter := fs.Bool("voter", true, "add as a voter (add)")
 	tf := addTokenFlags(fs)
+	tlsf := addTLSFlags(fs)
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
 	copts, err := tf.interceptors()
+	if err != nil {
+		return fmt.Errorf("members: %w", err)
+	}
+	hc, err := tlsf.httpClient()
 	if err != nil {
 		return fmt.Errorf("members: %w", err)
 	}
@@ -44,7 +48,7 @@ func runMembers(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	defer cancel()
 	switch verb {
 	case "list":
-		res, err := atLeader(ctx, servers, copts, func(c dlmv1connect.ClusterServiceClient) (*dlmv1.ListMembersResponse, error) {
+		res, err := atLeader(ctx, hc, servers, copts, func(c dlmv1connect.ClusterServiceClient) (*dlmv1.ListMembersResponse, error) {
 			r, err := c.ListMembers(ctx, connect.NewRequest(&dlmv1.ListMembersRequest{}))
 			if err != nil {
 				return nil, err
@@ -61,7 +65,7 @@ func runMembers(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 		}
 		return tw.Flush()
 	case "add":
-		_, err := atLeader(ctx, servers, copts, func(c dlmv1connect.ClusterServiceClient) (*dlmv1.AddMemberResponse, error) {
+		_, err := atLeader(ctx, hc, servers, copts, func(c dlmv1connect.ClusterServiceClient) (*dlmv1.AddMemberResponse, error) {
 			r, err := c.AddMember(ctx, connect.NewRequest(&dlmv1.AddMemberRequest{Id: *id, RaftAddress: *raftAddr, ClientUrl: *url, Voter: *voter}))
 			if err != nil {
 				return nil, err
@@ -73,7 +77,7 @@ func runMembers(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 		}
 		return err
 	case "remove":
-		_, err := atLeader(ctx, servers, copts, func(c dlmv1connect.ClusterServiceClient) (*dlmv1.RemoveMemberResponse, error) {
+		_, err := atLeader(ctx, hc, servers, copts, func(c dlmv1connect.ClusterServiceClient) (*dlmv1.RemoveMemberResponse, error) {
 			r, err := c.RemoveMember(ctx, connect.NewRequest(&dlmv1.RemoveMemberRequest{Id: *id}))
 			if err != nil {
 				return nil, err
@@ -91,14 +95,14 @@ func runMembers(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 
 // atLeader runs call against the servers in turn, following NOT_LEADER
 // hints, until one answers or every server and hint was tried.
-func atLeader[T any](ctx context.Context, servers []string, copts []connect.ClientOption, call func(dlmv1connect.ClusterServiceClient) (T, error)) (T, error) {
+func atLeader[T any](ctx context.Context, hc connect.HTTPClient, servers []string, copts []connect.ClientOption, call func(dlmv1connect.ClusterServiceClient) (T, error)) (T, error) {
 	var (
 		zero T
 		last error
 	)
 	queue := append([]string(nil), servers...)
 	for i := 0; i < len(queue) && i < 10; i++ {
-		res, err := call(dlmv1connect.NewClusterServiceClient(http.DefaultClient, strings.TrimSpace(queue[i]), copts...))
+		res, err := call(dlmv1connect.NewClusterServiceClient(hc, strings.TrimSpace(queue[i]), copts...))
 		if err == nil {
 			return res, nil
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/dlm/dlm/server/auth"
+	"github.com/dlm/dlm/internal/certs"
 	"github.com/dlm/dlm/server/dashboard"
 	"github.com/dlm/dlm/server/node"
 	"github.com/dlm/dlm/server/service"
@@ -55,6 +57,10 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.IntVar(&initRate.Burst, "init-burst", 200, "sessions one client address may open at once after a pause")
 	authTokens := fs.String("auth-tokens", "", "file of client credentials, one \"ROLE TOKEN\" per line (roles admin, client, read; # comments): with it the lock API needs a client token and reads a read token (default: only administration needs a token, the admin one)")
 	tokenFile := fs.String("token-file", "", "file holding the cluster's admin token, the same on every member (default: $DLM_TOKEN, else DATA/admin-token, created with a random token for a new single node)")
+	tlsCert := fs.String("tls-cert", "", "PEM certificate (chain) of this node: serve the API over TLS (https://) and, with --raft, Raft too; it must name the hosts of --listen and --raft")
+	tlsKey := fs.String("tls-key", "", "PEM private key of --tls-cert")
+	tlsClientCA := fs.String("tls-client-ca", "", "PEM CA: require API clients to present a certificate it signed (mutual TLS)")
+	peerCA := fs.String("peer-ca", "", "PEM CA that signed the cluster members' certificates: Raft peers must present one (default: --tls-client-ca; required with --tls-cert and --raft otherwise)")
 	verbose := fs.Bool("v", false, "log every leadership and session change")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -101,6 +107,10 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	if (len(cfg.Join) > 0 || len(cfg.Peers) > 0) && cfg.RaftAddr == "" {
 		return errors.New("serve: a cluster member needs --raft host:port")
 	}
+	apiTLS, err := serveTLS(&cfg, *tlsCert, *tlsKey, *tlsClientCA, *peerCA)
+	if err != nil {
+		return err
+	}
 	level := slog.LevelWarn
 	if *verbose {
 		level = slog.LevelInfo
@@ -130,6 +140,9 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		return err
 	}
 	cfg.ClientURL = "http://" + ln.Addr().String()
+	if apiTLS != nil {
+		cfg.ClientURL = "https://" + ln.Addr().String()
+	}
 	n, err := node.Open(cfg)
 	if err != nil {
 		ln.Close()
@@ -137,7 +150,13 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	}
 	srv := service.NewServer(service.Handler(service.New(n, service.WithInitRate(initRate)), service.NewCluster(n), guard, dashboard.Handler()), limits)
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	go func() {
+		if apiTLS != nil {
+			served <- srv.ServeTLS(ln, apiTLS)
+		} else {
+			served <- srv.Serve(ln)
+		}
+	}()
 	fmt.Fprintf(stdout, "dlm serving on %s (data in %s)\n", cfg.ClientURL, cfg.DataDir)
 	state := ""
 	if wrote {
@@ -217,4 +236,39 @@ func flagSet(fs *flag.FlagSet, name string) bool {
 	set := false
 	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
 	return set
+}
+
+// serveTLS reads the TLS flags: the API's config (nil: plain http) and, for
+// a cluster member, Raft's and the one for calls to other members.
+func serveTLS(cfg *node.Config, cert, key, clientCA, peerCA string) (*tls.Config, error) {
+	if cert == "" && key == "" {
+		if clientCA != "" || peerCA != "" {
+			return nil, errors.New("serve: --tls-client-ca and --peer-ca need --tls-cert and --tls-key")
+		}
+		return nil, nil
+	}
+	if cert == "" || key == "" {
+		return nil, errors.New("serve: TLS needs both --tls-cert and --tls-key")
+	}
+	api, err := certs.Server(cert, key, clientCA)
+	if err != nil {
+		return nil, fmt.Errorf("serve: %w", err)
+	}
+	if cfg.RaftAddr == "" {
+		return api, nil
+	}
+	if peerCA == "" {
+		peerCA = clientCA
+	}
+	if peerCA == "" {
+		return nil, errors.New("serve: Raft over TLS needs --peer-ca FILE, the CA that signed the members' certificates (only peers with one may connect)")
+	}
+	if cfg.RaftTLS, err = certs.Peer(cert, key, peerCA); err != nil {
+		return nil, fmt.Errorf("serve: %w", err)
+	}
+	// Members reach each other's API with the same certificate and CA.
+	if cfg.ClusterTLS, err = certs.Client(peerCA, cert, key); err != nil {
+		return nil, fmt.Errorf("serve: %w", err)
+	}
+	return api, nil
 }

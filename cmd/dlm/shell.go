@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"time"
 
@@ -48,6 +49,10 @@ func runShell(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		fs.Usage()
 		return fmt.Errorf("shell: unexpected argument %q", fs.Arg(0))
 	}
+	hc, err := cf.tls.httpClient()
+	if err != nil {
+		return fmt.Errorf("shell: %w", err)
+	}
 	c, err := cf.open(ctx, stderr, client.WithName(*name), client.WithLease(*lease))
 	if err != nil {
 		return fmt.Errorf("shell: %w", err)
@@ -56,7 +61,7 @@ func runShell(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if err != nil {
 		return fmt.Errorf("shell: %w", err)
 	}
-	sh := &shell{ctx: ctx, c: c, lines: readLines(stdin), out: stdout, errw: stderr, copts: copts}
+	sh := &shell{ctx: ctx, c: c, lines: readLines(stdin), out: stdout, errw: stderr, copts: copts, hc: hc}
 	fmt.Fprintf(stdout, "connected as client %d; type help for the commands\n", c.ClientID())
 	sh.loop()
 	sh.abandon()
@@ -69,6 +74,7 @@ func runShell(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 type shell struct {
 	ctx   context.Context
 	c     *client.Client
+	hc    *http.Client // asks the other members about themselves
 	lines <-chan string
 	out   io.Writer
 	errw  io.Writer
@@ -329,7 +335,7 @@ func (sh *shell) status() {
 		sh.failErr(err)
 		return
 	}
-	if err := printStatus(sh.out, st, probeMembers(sh.ctx, st, sh.copts)); err != nil {
+	if err := printStatus(sh.out, st, probeMembers(sh.ctx, sh.hc, st, sh.copts)); err != nil {
 		sh.failErr(err)
 	}
 }

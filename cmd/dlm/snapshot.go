@@ -63,11 +63,16 @@ func runSnapshotSave(ctx context.Context, args []string, stdout, stderr io.Write
 	server := fs.String("server", "http://127.0.0.1:7070", "comma-separated server URLs; the snapshot is taken by the leader")
 	timeout := fs.Duration("timeout", 10*time.Minute, "give up after this long")
 	tf := addTokenFlags(fs)
+	tlsf := addTLSFlags(fs)
 	path, err := parseWithFile(fs, args)
 	if err != nil {
 		return err
 	}
 	copts, err := tf.interceptors()
+	if err != nil {
+		return fmt.Errorf("snapshot save: %w", err)
+	}
+	hc, err := tlsf.httpClient()
 	if err != nil {
 		return fmt.Errorf("snapshot save: %w", err)
 	}
@@ -78,7 +83,7 @@ func runSnapshotSave(ctx context.Context, args []string, stdout, stderr io.Write
 		return fmt.Errorf("snapshot save: %w", err)
 	}
 	defer w.abort()
-	h, err := receiveSnapshot(ctx, strings.Split(*server, ","), copts, w)
+	h, err := receiveSnapshot(ctx, hc, strings.Split(*server, ","), copts, w)
 	if err != nil {
 		return fmt.Errorf("snapshot save: %w", err)
 	}
@@ -91,14 +96,14 @@ func runSnapshotSave(ctx context.Context, args []string, stdout, stderr io.Write
 
 // receiveSnapshot streams a snapshot from the leader into w and checks it
 // against the stream's trailer. It returns the trailer's index and term.
-func receiveSnapshot(ctx context.Context, servers []string, copts []connect.ClientOption, w io.Writer) (snapshotHeader, error) {
+func receiveSnapshot(ctx context.Context, hc connect.HTTPClient, servers []string, copts []connect.ClientOption, w io.Writer) (snapshotHeader, error) {
 	var h snapshotHeader
 	type opened struct {
 		stream *connect.ServerStreamForClient[dlmv1.SaveSnapshotResponse]
 	}
 	// The first message tells whether this server leads (a follower answers
 	// NOT_LEADER and its leader), so atLeader can follow the hint.
-	o, err := atLeader(ctx, servers, copts, func(c dlmv1connect.ClusterServiceClient) (opened, error) {
+	o, err := atLeader(ctx, hc, servers, copts, func(c dlmv1connect.ClusterServiceClient) (opened, error) {
 		s, err := c.SaveSnapshot(ctx, connect.NewRequest(&dlmv1.SaveSnapshotRequest{}))
 		if err != nil {
 			return opened{}, err

@@ -65,7 +65,11 @@ func runStatus(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 	if err != nil {
 		return fmt.Errorf("status: %w", err)
 	}
-	if err := printStatus(stdout, st, probeMembers(ctx, st, copts)); err != nil {
+	hc, err := cf.tls.httpClient()
+	if err != nil {
+		return fmt.Errorf("status: %w", err)
+	}
+	if err := printStatus(stdout, st, probeMembers(ctx, hc, st, copts)); err != nil {
 		return err
 	}
 	if *listSessions {
@@ -74,18 +78,18 @@ func runStatus(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 		}
 	}
 	if servers := client.ParseEndpoints(cf.server); len(servers) > 1 {
-		return printNodes(ctx, stdout, servers, copts)
+		return printNodes(ctx, hc, stdout, servers, copts)
 	}
 	return nil
 }
 
 // printNodes asks every listed server about itself, so an operator sees each
 // replica's role, progress and last contact with the leader side by side.
-func printNodes(ctx context.Context, w io.Writer, servers []string, copts []connect.ClientOption) error {
+func printNodes(ctx context.Context, hc *http.Client, w io.Writer, servers []string, copts []connect.ClientOption) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "\nSERVER\tID\tROLE\tTERM\tCOMMIT\tAPPLIED\tLAST CONTACT")
 	for _, url := range servers {
-		c := dlmv1connect.NewLockServiceClient(http.DefaultClient, url, copts...)
+		c := dlmv1connect.NewLockServiceClient(hc, url, copts...)
 		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		res, err := c.Status(actx, connect.NewRequest(&dlmv1.StatusRequest{}))
 		cancel()
@@ -118,7 +122,7 @@ func roleOf(n *dlmv1.NodeStatus) string {
 // probeMembers asks every member about itself at its client URL, so that a
 // node that does not answer shows as unreachable rather than as a follower
 // (the answering node's view of the others says only which one leads).
-func probeMembers(ctx context.Context, st *dlmv1.StatusResponse, copts []connect.ClientOption) map[string]string {
+func probeMembers(ctx context.Context, hc *http.Client, st *dlmv1.StatusResponse, copts []connect.ClientOption) map[string]string {
 	roles := make(map[string]string)
 	var (
 		mu sync.Mutex
@@ -135,7 +139,7 @@ func probeMembers(ctx context.Context, st *dlmv1.StatusResponse, copts []connect
 			if m.GetId() == st.GetNode().GetId() {
 				role = st.GetNode().GetRole()
 			} else {
-				c := dlmv1connect.NewLockServiceClient(http.DefaultClient, m.GetClientUrl(), copts...)
+				c := dlmv1connect.NewLockServiceClient(hc, m.GetClientUrl(), copts...)
 				actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 				res, err := c.Status(actx, connect.NewRequest(&dlmv1.StatusRequest{}))
 				cancel()

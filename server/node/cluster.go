@@ -157,7 +157,7 @@ func (n *Node) memberURL(id string) string {
 func (n *Node) verifyURL(ctx context.Context, id, u string) error {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	c := dlmv1connect.NewLockServiceClient(&http.Client{}, u, connect.WithInterceptors(auth.Bearer(n.cfg.AdminToken)))
+	c := dlmv1connect.NewLockServiceClient(n.clusterClient(3*time.Second), u, connect.WithInterceptors(auth.Bearer(n.cfg.AdminToken)))
 	res, err := c.Status(ctx, connect.NewRequest(&dlmv1.StatusRequest{}))
 	if err != nil {
 		return err
@@ -192,7 +192,7 @@ func (n *Node) ownMembership() (addr string, voter, ok bool) {
 // re-adding of a node that was removed.
 func (n *Node) announce() {
 	defer n.done.Done()
-	hc := &http.Client{Timeout: 5 * time.Second}
+	hc := n.clusterClient(5 * time.Second)
 	backoff := 200 * time.Millisecond
 	for n.fsm.NodeURL(n.cfg.ID) != n.cfg.ClientURL {
 		addr, voter, member := n.ownMembership()
@@ -263,7 +263,7 @@ func (n *Node) raftError(err error) error {
 // idempotent, so a node that restarts mid-way simply joins again.
 func (n *Node) join() {
 	defer n.done.Done()
-	hc := &http.Client{Timeout: 10 * time.Second}
+	hc := n.clusterClient(10 * time.Second)
 	backoff := 100 * time.Millisecond
 	target := n.cfg.Join[0]
 	for attempt := 0; ; attempt++ {
@@ -338,4 +338,14 @@ func leaderHint(err error) string {
 		}
 	}
 	return ""
+}
+
+// clusterClient is the HTTP client of this node's calls to other members,
+// trusting the CA of their https:// URLs.
+func (n *Node) clusterClient(timeout time.Duration) *http.Client {
+	hc := &http.Client{Timeout: timeout}
+	if n.cfg.ClusterTLS != nil {
+		hc.Transport = &http.Transport{TLSClientConfig: n.cfg.ClusterTLS.Clone(), ForceAttemptHTTP2: true}
+	}
+	return hc
 }

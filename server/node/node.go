@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -95,6 +96,15 @@ type Config struct {
 	// LogFS, when set, is the file layer under the Raft log; tests inject
 	// faults with it.
 	LogFS types.VFS
+
+	// RaftTLS, when set, carries Raft over TLS: the node presents its
+	// Certificates to peers and accepts and dials only peers whose
+	// certificate RootCAs signed (see tlsstream.go).
+	RaftTLS *tls.Config
+	// ClusterTLS is the TLS config of this node's calls to the other
+	// nodes' https:// client URLs (join, announce); nil trusts the
+	// system's CAs.
+	ClusterTLS *tls.Config
 }
 
 // Defaults fills unset fields with dlm's defaults.
@@ -290,8 +300,16 @@ func (n *Node) startRaft() error {
 		if err != nil {
 			return fmt.Errorf("node: raft address: %w", err)
 		}
-		tcp, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, adv, 3, 5*time.Second, hlog)
-		if err != nil {
+		var tcp *raft.NetworkTransport
+		if cfg.RaftTLS != nil {
+			stream, serr := newTLSStream(cfg.RaftAddr, adv, cfg.RaftTLS)
+			if serr != nil {
+				return fmt.Errorf("node: raft transport: %w", serr)
+			}
+			tcp = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+				Stream: stream, MaxPool: 3, Timeout: 5 * time.Second, Logger: hlog,
+			})
+		} else if tcp, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, adv, 3, 5*time.Second, hlog); err != nil {
 			return fmt.Errorf("node: raft transport: %w", err)
 		}
 		addr, trans = tcp.LocalAddr(), tcp

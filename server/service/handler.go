@@ -47,10 +47,11 @@ func Handler(svc *Service, cluster *Cluster, guard *auth.Guard, extra http.Handl
 }
 
 // Protocols are the server's: HTTP/1.1 for Connect and gRPC-Web from
-// browsers, and HTTP/2 in cleartext for gRPC.
+// browsers, and HTTP/2 for gRPC, in cleartext or over TLS.
 func Protocols() *http.Protocols {
 	p := new(http.Protocols)
 	p.SetHTTP1(true)
+	p.SetHTTP2(true)
 	p.SetUnencryptedHTTP2(true)
 	return p
 }

@@ -1,6 +1,7 @@
 package service
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -80,6 +81,15 @@ type Server struct {
 // Serve accepts on ln, at most MaxConnections at a time.
 func (s *Server) Serve(ln net.Listener) error {
 	return s.HTTP.Serve(LimitListener(ln, s.limits.MaxConnections))
+}
+
+// ServeTLS accepts TLS connections on ln, at most MaxConnections at a time,
+// and serves HTTP/2 (negotiated by ALPN) and HTTP/1.1 on them. cfg holds the
+// certificate and, for mutual TLS, the client CAs. The handshake must
+// finish within ReadHeaderTimeout.
+func (s *Server) ServeTLS(ln net.Listener, cfg *tls.Config) error {
+	s.HTTP.TLSConfig = cfg
+	return s.HTTP.ServeTLS(LimitListener(ln, s.limits.MaxConnections), "", "")
 }
 
 // bodyDeadline gives each request BodyTimeout to deliver its body, then lifts

@@ -87,7 +87,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<Server> {
     const timer = setTimeout(() => rej(new Error(`dlm did not start within 30s: ${stderr}`)), 30_000);
     proc.stdout?.on("data", (b: Buffer) => {
       out += b.toString();
-      const m = /serving on (http:\/\/\S+)/.exec(out);
+      const m = /serving on (https?:\/\/\S+)/.exec(out);
       if (m) {
         clearTimeout(timer);
         res(m[1]);
