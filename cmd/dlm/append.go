@@ -23,7 +23,7 @@ type clientFlags struct {
 	budget  time.Duration
 	verbose bool
 	*tokenFlags
-	tls     *tlsFlags
+	tls *tlsFlags
 }
 
 func addClientFlags(fs *flag.FlagSet) *clientFlags {

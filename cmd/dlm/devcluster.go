@@ -14,8 +14,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/dlm/dlm/server/auth"
 	"github.com/dlm/dlm/internal/certs"
+	"github.com/dlm/dlm/server/auth"
 )
 
 // devNode is one server process of a dev-cluster: its command line stays

@@ -15,8 +15,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dlm/dlm/server/auth"
 	"github.com/dlm/dlm/internal/certs"
+	"github.com/dlm/dlm/server/auth"
 	"github.com/dlm/dlm/server/dashboard"
 	"github.com/dlm/dlm/server/node"
 	"github.com/dlm/dlm/server/service"
