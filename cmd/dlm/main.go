@@ -32,6 +32,8 @@ func commands() []command {
 		{"shell", "interactive prompt: acquire, append, release, cat", runShell},
 		{"bench", "measure lock cycles per second", runBench},
 		{"snapshot", "save a snapshot from the leader, verify one, or restore one into a new data folder", runSnapshot},
+		{"certs", "make a CA and TLS certificates for nodes and clients", runCerts},
+		{"token", "print a new random token (for --auth-tokens or DLM_TOKEN)", runToken},
 		{"recover", "make a stopped node the only member of its cluster (majority lost for good)", runRecover},
 	}
 }

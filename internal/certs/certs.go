@@ -210,3 +210,34 @@ func serial() *big.Int {
 	}
 	return n
 }
+
+// WriteKey writes the CA's private key to dir/ca-key.pem (0600), so that
+// LoadCA can issue more certificates from it later.
+func (ca *CA) WriteKey(dir string) (string, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(ca.key)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "ca-key.pem")
+	return path, os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+}
+
+// LoadCA reads the CA that WriteCA and WriteKey left in dir.
+func LoadCA(dir string) (*CA, error) {
+	pair, err := tls.LoadX509KeyPair(filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca-key.pem"))
+	if err != nil {
+		return nil, err
+	}
+	key, ok := pair.PrivateKey.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, errors.New("ca-key.pem is not an ECDSA key")
+	}
+	cert, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return nil, err
+	}
+	if !cert.IsCA {
+		return nil, errors.New("ca.pem is not a CA certificate")
+	}
+	return &CA{cert: cert, key: key, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})}, nil
+}

@@ -2,6 +2,8 @@ package certs_test
 
 import (
 	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -108,5 +110,55 @@ func TestLoadErrorsNameTheProblem(t *testing.T) {
 	}
 	if _, err := certs.Server(filepath.Join(dir, "missing.pem"), notPEM, ""); err == nil || !strings.Contains(err.Error(), "missing.pem") {
 		t.Fatalf("a missing certificate file: %v", err)
+	}
+}
+
+// A CA written with its key is loaded again and issues certificates that the
+// first CA file verifies, as `dlm certs` run twice needs; a folder without
+// the key is not a CA to issue from.
+func TestLoadCAIssuesUnderTheSameRoot(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := certs.NewCA("test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ca.WriteCA(dir); err != nil {
+		t.Fatal(err)
+	}
+	keyPath, err := ca.WriteKey(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(keyPath); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("CA key file mode: %v, %v", fi, err)
+	}
+	again, err := certs.LoadCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	later, err := again.WriteIssued(t.TempDir(), "later", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := certs.Pool(filepath.Join(dir, "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.LoadX509KeyPair(later.Cert, later.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		t.Fatalf("a certificate from the loaded CA does not verify against the first ca.pem: %v", err)
+	}
+	if err := os.Remove(keyPath); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := certs.LoadCA(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("LoadCA without a key = %v, want a not-exist error", err)
 	}
 }
