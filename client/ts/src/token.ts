@@ -4,16 +4,21 @@ import type { Transport } from "@connectrpc/connect";
  * withToken makes every call through transport carry the credential as
  * `Authorization: Bearer <token>`. It wraps the Transport rather than being
  * given to each transport factory, so a Transports of the caller's own
- * sends the token as well as webTransports and nodeTransports do.
+ * sends the token as well as webTransports and nodeTransports do. token may
+ * be a function, read at every call (a page whose user types the token in
+ * while its session runs); an empty token sends no header.
  */
-export function withToken(transport: Transport, token: string | undefined): Transport {
+export function withToken(transport: Transport, token: string | undefined | (() => string)): Transport {
   if (token === undefined || token === "") {
     return transport;
   }
-  const value = `Bearer ${token}`;
+  const current = typeof token === "function" ? token : () => token;
   const header = (init: HeadersInit | undefined): Headers => {
     const h = new Headers(init);
-    h.set("Authorization", value);
+    const t = current();
+    if (t !== "") {
+      h.set("Authorization", `Bearer ${t}`);
+    }
     return h;
   };
   return {
