@@ -16,8 +16,9 @@ import (
 type HandlerConfig struct {
 	// CORSOrigins are the origins (scheme://host[:port], see
 	// ParseCORSOrigins) whose pages may call the LockService, health and
-	// reflection. The ClusterService answers only the server's own pages,
-	// whatever this says.
+	// reflection, besides the cluster's members' own (each node's dashboard
+	// polls every node and follows the leader). The ClusterService answers
+	// only the server's own pages, whatever this says.
 	CORSOrigins []string
 }
 
@@ -28,7 +29,11 @@ type HandlerConfig struct {
 // extra, when not nil, serves every other path (the dashboard).
 func Handler(svc *Service, cluster *Cluster, extra http.Handler, cfg HandlerConfig, opts ...connect.HandlerOption) http.Handler {
 	opts = withReadMax(svc, opts)
-	policy := newOriginPolicy(cfg.CORSOrigins)
+	var members func() []string
+	if cluster != nil {
+		members = cluster.clientURLs
+	}
+	policy := newOriginPolicy(cfg.CORSOrigins, members)
 	mux := http.NewServeMux()
 	public := func(path string, h http.Handler) { mux.Handle(path, policy.public(h)) }
 	public(dlmv1connect.NewLockServiceHandler(svc, opts...))

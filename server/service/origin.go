@@ -77,11 +77,15 @@ func parseOrigin(o string) (string, error) {
 // changes state would already have happened by then.
 type originPolicy struct {
 	allowed map[string]bool
+	// members lists the client URLs of the cluster's members, whose pages
+	// (the dashboard served by another node) poll every node and follow
+	// the leader; nil for none.
+	members func() []string
 	cors    *cors.Cors
 }
 
-func newOriginPolicy(origins []string) *originPolicy {
-	p := &originPolicy{allowed: map[string]bool{}}
+func newOriginPolicy(origins []string, members func() []string) *originPolicy {
+	p := &originPolicy{allowed: map[string]bool{}, members: members}
 	for _, o := range origins {
 		norm, err := parseOrigin(o)
 		if err != nil {
@@ -93,7 +97,7 @@ func newOriginPolicy(origins []string) *originPolicy {
 		p.allowed[norm] = true
 	}
 	p.cors = cors.New(cors.Options{
-		AllowOriginFunc: func(origin string) bool { return p.allowed[origin] },
+		AllowOriginFunc: p.allows,
 		AllowedMethods:  connectcors.AllowedMethods(),
 		// Authorization carries the token of an authenticated deployment.
 		AllowedHeaders: append(connectcors.AllowedHeaders(), "Authorization"),
@@ -145,13 +149,31 @@ func (p *originPolicy) check(r *http.Request, allowList bool) error {
 		return nil
 	}
 	origin := origins[0]
-	if sameOrigin(r, origin) || (allowList && p.allowed[origin]) {
+	if sameOrigin(r, origin) || (allowList && p.allows(origin)) {
 		return nil
 	}
 	if allowList {
 		return fmt.Errorf("origin %q is not allowed to call this server (dlm serve --cors-origin)", origin)
 	}
 	return fmt.Errorf("origin %q: this service answers only the server's own pages", origin)
+}
+
+// allows reports whether pages of origin may call the public services: it
+// is in the allowlist, or it is a member's own (only asked when it is not in
+// the list, so only cross-origin calls pay for reading the membership).
+func (p *originPolicy) allows(origin string) bool {
+	if p.allowed[origin] {
+		return true
+	}
+	if p.members == nil {
+		return false
+	}
+	for _, u := range p.members() {
+		if o, err := parseOrigin(strings.TrimRight(u, "/")); err == nil && o == origin {
+			return true
+		}
+	}
+	return false
 }
 
 // sameOrigin reports whether origin is the one the request was sent to, as

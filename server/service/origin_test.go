@@ -170,6 +170,20 @@ func TestForeignOriginRefused(t *testing.T) {
 		}
 	})
 
+	t.Run("a member's pages", func(t *testing.T) {
+		// srv.URL is the node's client URL, a member of the cluster: the
+		// dashboard it serves may poll this listener too, but not its
+		// ClusterService.
+		a := postJSON(t, url+"/dlm.v1.LockService/Status", srv.URL, `{}`)
+		if a.status != http.StatusOK || a.header.Get("Access-Control-Allow-Origin") != srv.URL {
+			t.Errorf("Status from a member's origin: status %d, Allow-Origin %q", a.status, a.header.Get("Access-Control-Allow-Origin"))
+		}
+		a = postJSON(t, url+"/dlm.v1.ClusterService/ListMembers", srv.URL, `{}`)
+		if a.status != http.StatusForbidden {
+			t.Errorf("ListMembers from a member's origin: status %d, want 403", a.status)
+		}
+	})
+
 	t.Run("programs and the server's own pages", func(t *testing.T) {
 		// No Origin: a command-line tool or a program.
 		if a := postJSON(t, url+"/dlm.v1.ClusterService/ListMembers", "", `{}`); a.status != http.StatusOK {

@@ -429,6 +429,16 @@ describe("cross-origin pages", () => {
     await foreignPage.close();
     await allowedPage.close();
   }));
+
+  test("each node's dashboard reaches the other nodes without an allowlist", diag(async () => {
+    // n2 allows no origin and n1 only another one: the page n2 serves
+    // still polls n1, a member of its cluster.
+    const page = await open(`${nodes[1].url}/`);
+    await page.waitForFunction(() => document.querySelectorAll("#members tr").length === 2);
+    await page.waitForFunction(() => document.querySelectorAll("#members .role-leader, #members .role-follower").length === 2);
+    assert.equal(await page.locator("#members .role-unreachable").count(), 0);
+    await page.close();
+  }));
 });
 
 describe("dashboard token", () => {
