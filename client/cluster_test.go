@@ -66,7 +66,7 @@ func startCluster(t *testing.T, size int) []*clusterNode {
 			ln.Close()
 			t.Fatalf("open %s: %v", p.ID, err)
 		}
-		srv := &http.Server{Handler: service.Handler(service.New(n), service.NewCluster(n), auth.NewGuard(servertest.AdminToken, nil, false), nil), Protocols: service.Protocols()}
+		srv := &http.Server{Handler: service.Handler(service.New(n), service.NewCluster(n), nil, service.HandlerConfig{Guard: auth.NewGuard(servertest.AdminToken, nil, false)}), Protocols: service.Protocols()}
 		go srv.Serve(ln)
 		nodes[i] = &clusterNode{url: url, node: n, http: srv}
 		t.Cleanup(nodes[i].stop)

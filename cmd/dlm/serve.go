@@ -61,6 +61,8 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	tlsKey := fs.String("tls-key", "", "PEM private key of --tls-cert")
 	tlsClientCA := fs.String("tls-client-ca", "", "PEM CA: require API clients to present a certificate it signed (mutual TLS)")
 	peerCA := fs.String("peer-ca", "", "PEM CA that signed the cluster members' certificates: Raft peers must present one (default: --tls-client-ca; required with --tls-cert and --raft otherwise)")
+	var corsOrigins stringList
+	fs.Var(&corsOrigins, "cors-origin", "an origin (scheme://host[:port]) whose web pages may call the lock API across origins; repeat it or separate origins with commas (default: none, only the dashboard served by this node); membership and snapshots are never open to other origins")
 	verbose := fs.Bool("v", false, "log every leadership and session change")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -82,6 +84,10 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		if u = strings.TrimSpace(u); u != "" {
 			cfg.Join = append(cfg.Join, u)
 		}
+	}
+	var handlerCfg service.HandlerConfig
+	if handlerCfg.CORSOrigins, err = service.ParseCORSOrigins(corsOrigins); err != nil {
+		return fmt.Errorf("serve: --cors-origin: %w", err)
 	}
 	if limits.ReadHeaderTimeout <= 0 || limits.BodyTimeout <= 0 || limits.IdleTimeout <= 0 {
 		return errors.New("serve: --read-header-timeout, --body-timeout and --idle-timeout must be positive")
@@ -133,7 +139,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		return err
 	}
 	cfg.AdminToken = adminToken
-	guard := auth.NewGuard(adminToken, creds, *authTokens != "")
+	handlerCfg.Guard = auth.NewGuard(adminToken, creds, *authTokens != "")
 
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -148,7 +154,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		ln.Close()
 		return err
 	}
-	srv := service.NewServer(service.Handler(service.New(n, service.WithInitRate(initRate)), service.NewCluster(n), guard, dashboard.Handler()), limits)
+	srv := service.NewServer(service.Handler(service.New(n, service.WithInitRate(initRate)), service.NewCluster(n), dashboard.Handler(), handlerCfg), limits)
 	served := make(chan error, 1)
 	go func() {
 		if apiTLS != nil {
@@ -271,4 +277,14 @@ func serveTLS(cfg *node.Config, cert, key, clientCA, peerCA string) (*tls.Config
 		return nil, fmt.Errorf("serve: %w", err)
 	}
 	return api, nil
+}
+
+// stringList is a flag that may be given several times.
+type stringList []string
+
+func (l *stringList) String() string { return strings.Join(*l, ",") }
+
+func (l *stringList) Set(s string) error {
+	*l = append(*l, s)
+	return nil
 }

@@ -1,6 +1,7 @@
 // Takes the dlm lock from a web page, appends a line and releases the lock.
-// The page is served from its own origin; the dlm server allows any origin
-// through CORS, so the client calls it directly with fetch.
+// The page is served from its own origin; the dlm server allows it through
+// CORS (dlm serve --cors-origin http://127.0.0.1:8000), so the client calls
+// it directly with fetch.
 import { Client, DlmError } from "@dlm/client";
 
 const $ = (id: string) => document.getElementById(id) as HTMLInputElement;

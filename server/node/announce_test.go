@@ -93,7 +93,7 @@ func TestAnnounceKeepsTheConfiguredAddress(t *testing.T) {
 			ln.Close()
 			t.Fatalf("open %s: %v", p.ID, err)
 		}
-		srv := &http.Server{Handler: service.Handler(service.New(n), service.NewCluster(n), auth.NewGuard(servertest.AdminToken, nil, false), nil), Protocols: service.Protocols()}
+		srv := &http.Server{Handler: service.Handler(service.New(n), service.NewCluster(n), nil, service.HandlerConfig{Guard: auth.NewGuard(servertest.AdminToken, nil, false)}), Protocols: service.Protocols()}
 		go srv.Serve(ln)
 		t.Cleanup(func() {
 			n.Shutdown()

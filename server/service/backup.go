@@ -19,9 +19,10 @@ const snapshotChunk = 256 << 10
 // SaveSnapshot streams a snapshot taken at the leader, then a trailer with
 // its index, term, size and SHA-256.
 func (c *Cluster) SaveSnapshot(ctx context.Context, req *connect.Request[dlmv1.SaveSnapshotRequest], stream *connect.ServerStream[dlmv1.SaveSnapshotResponse]) error {
-	// The snapshot holds every session's secret. A browser page of any
-	// origin may call this API (CORS), so a call that comes from a page is
-	// refused; command-line tools send no Origin.
+	// The snapshot holds every session's secret. Only the server's own
+	// pages reach the ClusterService, and none of them needs a snapshot, so
+	// a call that comes from any page is refused; command-line tools send
+	// no Origin.
 	if req.Header().Get("Origin") != "" {
 		return connect.NewError(connect.CodePermissionDenied, errors.New("snapshots are not served to web pages: use dlm snapshot save"))
 	}

@@ -61,3 +61,19 @@ func (c *Cluster) ListMembers(context.Context, *connect.Request[dlmv1.ListMember
 	}
 	return connect.NewResponse(res), nil
 }
+
+// clientURLs lists the members' client URLs; none when the membership
+// cannot be read.
+func (c *Cluster) clientURLs() []string {
+	members, err := c.m.Members()
+	if err != nil {
+		return nil
+	}
+	urls := make([]string, 0, len(members))
+	for _, m := range members {
+		if m.ClientURL != "" {
+			urls = append(urls, m.ClientURL)
+		}
+	}
+	return urls
+}

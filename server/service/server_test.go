@@ -28,7 +28,7 @@ func serveLimited(t *testing.T, srv *servertest.Server, l service.ServerLimits) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := service.NewServer(service.Handler(service.New(srv.Node), service.NewCluster(srv.Node), nil, nil), l)
+	s := service.NewServer(service.Handler(service.New(srv.Node), service.NewCluster(srv.Node), nil, service.HandlerConfig{}), l)
 	go s.Serve(ln)
 	t.Cleanup(func() { s.HTTP.Close() })
 	return ln.Addr().String()

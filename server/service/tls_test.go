@@ -38,7 +38,7 @@ func TestServeTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := service.NewServer(service.Handler(service.New(srv.Node), service.NewCluster(srv.Node), nil, nil),
+	s := service.NewServer(service.Handler(service.New(srv.Node), service.NewCluster(srv.Node), nil, service.HandlerConfig{}),
 		service.ServerLimits{ReadHeaderTimeout: 4 * time.Second, MaxConnections: 2})
 	go s.ServeTLS(ln, cfg)
 	t.Cleanup(func() { s.HTTP.Close() })

@@ -20,6 +20,7 @@ import { type ClientOptions, type Logger, noLogger, type ReaderOptions, type Tra
 import { type Api, backoff, type CallOpts, Endpoints, Retrier, validEndpoint } from "./retry.js";
 import { Session } from "./session.js";
 import { scope } from "./signals.js";
+import { validToken, withToken } from "./token.js";
 import { webTransports } from "./web.js";
 
 /**
@@ -58,7 +59,11 @@ export class Reader {
     this.log = opts.logger ?? noLogger;
     this.transports = opts.transports ?? webTransports();
     this.attemptTimeoutMs = opts.attemptTimeoutMs ?? 2000;
-    this.eps = new Endpoints(endpoints, (u) => this.transports.create(u));
+    if (opts.token !== undefined && opts.token !== "" && !validToken(opts.token)) {
+      throw new TypeError("dlm: token: want visible ASCII characters without spaces");
+    }
+    const token = opts.token;
+    this.eps = new Endpoints(endpoints, (u) => withToken(this.transports.create(u), token));
     this.retrier = new Retrier(this.eps, opts.retryBudgetMs ?? 30_000, this.attemptTimeoutMs, this.log);
   }
 

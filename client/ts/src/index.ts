@@ -22,7 +22,10 @@
 export { Client, Reader, type AcquireOptions, type StatusOptions } from "./client.js";
 export { Lock, LockReleasedError, type LockState, type CallOptions } from "./lock.js";
 export * from "./errors.js";
+/** The codes of DlmError.code (Connect's). */
+export { Code } from "@connectrpc/connect";
 export type { ClientOptions, ReaderOptions, Logger, Transports } from "./options.js";
 export { parseEndpoints, backoff } from "./retry.js";
 export { webTransports, type WebTransportOptions } from "./web.js";
+export { validToken, withToken } from "./token.js";
 export * as api from "./api.js";

@@ -36,6 +36,13 @@ export interface ReaderOptions {
   attemptTimeoutMs?: number;
   /** Reports retries, leader changes, renewed sessions and lost locks. */
   logger?: Logger;
+  /**
+   * A credential for a server that requires one, sent on every call as
+   * `Authorization: Bearer <token>`, whichever transport carries it. Send it
+   * only over https:// to servers other than this machine: over http:// it
+   * can be read on the way.
+   */
+  token?: string;
 }
 
 /** ClientOptions configure a Client. */

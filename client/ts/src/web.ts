@@ -11,9 +11,9 @@ export interface WebTransportOptions {
 }
 
 /**
- * webTransports speaks to the servers with fetch: in browsers (the servers
- * allow any origin through CORS), and in Node, Deno and Bun too. It is the
- * default of Reader and Client.
+ * webTransports speaks to the servers with fetch: in browsers (from the
+ * server's own origin, or from one it allows with dlm serve --cors-origin),
+ * and in Node, Deno and Bun too. It is the default of Reader and Client.
  */
 export function webTransports(opts: WebTransportOptions = {}): Transports {
   const useBinaryFormat = opts.binary ?? true;

@@ -1,6 +1,6 @@
 // The dlm dashboard: polls Status and the tail of a file, and drives a
 // session of its own through the TypeScript client.
-import { type api, Client, type Lock, parseEndpoints, Reader } from "@dlm/client";
+import { type api, Client, Code, DlmError, type Lock, parseEndpoints, Reader, type Transports, validToken, webTransports, withToken } from "@dlm/client";
 
 /**
  * The page long-polls Status: the server answers as soon as the lock state
@@ -26,10 +26,22 @@ const name = params.get("name") ?? `browser ${Math.random().toString(36).slice(2
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
 
+/**
+ * The token typed into the page, for a server that requires one. It is kept
+ * in sessionStorage only: it lasts while the tab is open, and never goes
+ * into the URL (history, logs, Referer) or into localStorage (other tabs,
+ * later visits).
+ */
+const tokenKey = "dlm-token";
+let token = sessionStorage.getItem(tokenKey) ?? "";
+/** Every call the page makes goes through these, with the current token. */
+const web = webTransports();
+const transports: Transports = { create: (baseUrl) => withToken(web.create(baseUrl), () => token) };
+
 // Reads poll often, so they give up quickly and show the failure instead.
-const reader = new Reader(endpoints, { retryBudgetMs: 2000, attemptTimeoutMs: 1500 });
+const reader = new Reader(endpoints, { transports, retryBudgetMs: 2000, attemptTimeoutMs: 1500 });
 // The long poll's attempts last up to longPollMs plus their own timeout.
-const pollReader = new Reader(endpoints, { retryBudgetMs: longPollMs + 4000, attemptTimeoutMs: 1500 });
+const pollReader = new Reader(endpoints, { transports, retryBudgetMs: longPollMs + 4000, attemptTimeoutMs: 1500 });
 
 /** What each node said of itself at its last poll, by client URL. */
 interface NodeView {
@@ -91,6 +103,36 @@ function row(cells: (string | HTMLElement)[]): HTMLTableRowElement {
     tr.append(td);
   }
   return tr;
+}
+
+/**
+ * describe says what went wrong, in words that tell the user what to do
+ * when the server wants a token (or another one). It also shows that in the
+ * token field, until a call succeeds again.
+ */
+function describe(err: unknown): string {
+  const code = err instanceof DlmError ? err.code : undefined;
+  if (code === Code.Unauthenticated) {
+    authProblem(token === "" ? "this server requires a token: enter it above" : "this server did not accept the token");
+    return `this server requires a token (${(err as Error).message})`;
+  }
+  if (code === Code.PermissionDenied) {
+    authProblem("the token does not allow this");
+    return `the token does not allow this (${(err as Error).message})`;
+  }
+  return (err as Error).message;
+}
+
+function authProblem(msg: string): void {
+  const m = $("auth-msg");
+  m.textContent = msg;
+  m.hidden = false;
+  $("auth").classList.add("bad");
+}
+
+function authOK(): void {
+  $("auth-msg").hidden = true;
+  $("auth").classList.remove("bad");
 }
 
 function log(msg: string, error = false): void {
@@ -227,12 +269,15 @@ async function pollOnce(signal: AbortSignal): Promise<boolean> {
     $("file-size").textContent = `${tail.size} bytes${tail.offset > 0n ? `, showing the last ${tail.data.length}` : ""}`;
     $("conn").textContent = "live";
     $("conn").className = "ok";
+    authOK();
     return !stale;
   } catch (err) {
     if (signal.aborted) {
       return true;
     }
-    $("conn").textContent = `unreachable: ${(err as Error).message}`;
+    const code = err instanceof DlmError ? err.code : undefined;
+    const auth = code === Code.Unauthenticated || code === Code.PermissionDenied;
+    $("conn").textContent = auth ? describe(err) : `unreachable: ${describe(err)}`;
     $("conn").className = "bad";
     return false;
   }
@@ -266,7 +311,7 @@ async function pollNodes(): Promise<void> {
       [...urls].map(async (u) => {
         let r = nodeReaders.get(u);
         if (r === undefined) {
-          r = new Reader([u], { retryBudgetMs: 400, attemptTimeoutMs: 400 });
+          r = new Reader([u], { transports, retryBudgetMs: 400, attemptTimeoutMs: 400 });
           nodeReaders.set(u, r);
         }
         try {
@@ -277,7 +322,7 @@ async function pollNodes(): Promise<void> {
             idByUrl.set(u, st.node.id);
           }
         } catch (err) {
-          nodeViews.set(u, { ok: false, error: (err as Error).message });
+          nodeViews.set(u, { ok: false, error: describe(err) });
         }
       }),
     );
@@ -301,7 +346,7 @@ function setState(text: string, cls: string): void {
 }
 
 async function session(): Promise<Client> {
-  client ??= await Client.open(endpoints, { name, leaseMs, pollWaitMs: 2000 });
+  client ??= await Client.open(endpoints, { transports, name, leaseMs, pollWaitMs: 2000 });
   return client;
 }
 
@@ -323,7 +368,7 @@ async function acquire(): Promise<void> {
   } catch (err) {
     waiting = undefined;
     setState("idle", "");
-    log(`acquire: ${(err as Error).message}`, true);
+    log(`acquire: ${describe(err)}`, true);
   }
 }
 
@@ -337,7 +382,7 @@ async function end(abort: boolean): Promise<void> {
     log(`${abort ? "aborted" : "released"} token ${lk.token}`);
     setState("idle", "");
   } catch (err) {
-    log(`${abort ? "abort" : "release"}: ${(err as Error).message}`, true);
+    log(`${abort ? "abort" : "release"}: ${describe(err)}`, true);
     setState(lk.state === "lost" ? `lost the lock (token ${lk.token})` : `holding the lock, token ${lk.token}`, lk.state === "lost" ? "lost" : "holding");
   }
 }
@@ -355,11 +400,42 @@ async function append(): Promise<void> {
     log(`staged ${text.length} bytes for ${file}`);
     input.value = "";
   } catch (err) {
-    log(`append: ${(err as Error).message}`, true);
+    log(`append: ${describe(err)}`, true);
   }
 }
 
 $("server").textContent = endpoints.join(", ");
+
+/** useToken makes the typed token the one every later call carries. */
+function useToken(): void {
+  const input = $<HTMLInputElement>("auth-token");
+  const t = input.value.trim();
+  if (t !== "" && !validToken(t)) {
+    authProblem("a token is visible ASCII characters without spaces");
+    return;
+  }
+  token = t;
+  if (t === "") {
+    sessionStorage.removeItem(tokenKey);
+  } else {
+    sessionStorage.setItem(tokenKey, t);
+  }
+  authOK();
+  $("auth-state").textContent = t === "" ? "none" : "set for this tab";
+  refresh();
+}
+$<HTMLInputElement>("auth-token").value = token;
+$("auth-state").textContent = token === "" ? "none" : "set for this tab";
+$("auth-token").addEventListener("keydown", (e) => {
+  if ((e as KeyboardEvent).key === "Enter") {
+    useToken();
+  }
+});
+$("auth-use").addEventListener("click", useToken);
+$("auth-forget").addEventListener("click", () => {
+  $<HTMLInputElement>("auth-token").value = "";
+  useToken();
+});
 $("acquire").addEventListener("click", () => void acquire());
 $("cancel").addEventListener("click", () => waiting?.abort());
 $("release").addEventListener("click", () => void end(false));

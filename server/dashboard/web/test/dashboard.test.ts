@@ -1,20 +1,24 @@
 // Browser tests of the dashboard: Debian's chromium, headless, driven by
 // playwright-core, against a real dlm node that serves the dashboard, and a
-// second origin that serves the same page to show it works over CORS.
+// second origin that serves the same page to show it works over CORS when
+// the node allows that origin (--cors-origin), and only then.
 import assert from "node:assert/strict";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer, type Server as HttpServer } from "node:http";
+import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, extname, join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 
+import { Code, ConnectError } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { build } from "esbuild";
 import { type BrowserContext, chromium, type Page } from "playwright-core";
 
-import { Client } from "../../../../client/ts/src/index.ts";
-import { freePorts, type Server, startServer } from "../../../../client/ts/test/server.ts";
+import { LockService } from "../../../../client/ts/src/api.ts";
+import { Client, Reader } from "../../../../client/ts/src/index.ts";
+import { eventually, freePorts, type Server, startServer } from "../../../../client/ts/test/server.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const dist = resolve(here, "../../dist");
@@ -28,6 +32,17 @@ let otherOrigin: string;
 let ctx: BrowserContext;
 let profile: string;
 
+/** listen starts srv on a loopback port and returns its origin. */
+async function listen(srv: HttpServer, host = "127.0.0.1"): Promise<string> {
+  await new Promise<void>((res) => srv.listen(0, "127.0.0.1", res));
+  return `http://${host}:${(srv.address() as AddressInfo).port}`;
+}
+
+async function closeServer(srv: HttpServer | undefined): Promise<void> {
+  srv?.closeAllConnections();
+  await new Promise((r) => (srv ? srv.close(r) : r(undefined)));
+}
+
 /** serveDist serves the built dashboard from another origin. */
 function serveDist(): Promise<HttpServer> {
   return serveDir(dist);
@@ -35,8 +50,14 @@ function serveDist(): Promise<HttpServer> {
 
 /** serveDir serves the files under root on a loopback port. */
 function serveDir(root: string): Promise<HttpServer> {
+  const srv = createServer(serveDirHandler(root));
+  return new Promise((res) => srv.listen(0, "127.0.0.1", () => res(srv)));
+}
+
+/** serveDirHandler answers requests for the files under root. */
+function serveDirHandler(root: string): (req: IncomingMessage, res: ServerResponse) => void {
   const types: Record<string, string> = { ".html": "text/html", ".js": "text/javascript" };
-  const srv = createServer((req, res) => {
+  return (req, res) => {
     const path = new URL(req.url ?? "/", "http://x").pathname;
     const file = join(root, path === "/" ? "index.html" : path.slice(1));
     if (!file.startsWith(root) || !existsSync(file)) {
@@ -45,16 +66,15 @@ function serveDir(root: string): Promise<HttpServer> {
     }
     res.writeHead(200, { "Content-Type": types[extname(file)] ?? "application/octet-stream" });
     res.end(readFileSync(file));
-  });
-  return new Promise((res) => srv.listen(0, "127.0.0.1", () => res(srv)));
+  };
 }
 
 before(async () => {
   mkdirSync(artifacts, { recursive: true });
-  dlm = await startServer({ dashboard: true, lease: "5s", minLease: "200ms" });
   other = await serveDist();
   // localhost and 127.0.0.1 on another port: a different origin.
   otherOrigin = `http://localhost:${(other.address() as AddressInfo).port}`;
+  dlm = await startServer({ dashboard: true, lease: "5s", minLease: "200ms", args: ["--cors-origin", otherOrigin] });
   profile = mkdtempSync(join(tmpdir(), "dlm-chromium-"));
   ctx = await chromium.launchPersistentContext(profile, {
     executablePath: chromiumPath,
@@ -238,7 +258,10 @@ describe("dashboard of a cluster", () => {
     const peers = ports.map((p, i) => `n${i + 1}=127.0.0.1:${p}`).join(",");
     nodes = await Promise.all(
       ports.map((p, i) =>
-        startServer({ lease: "5s", args: ["--id", `n${i + 1}`, "--raft", `127.0.0.1:${p}`, "--peers", peers] }),
+        startServer({
+          lease: "5s",
+          args: ["--id", `n${i + 1}`, "--raft", `127.0.0.1:${p}`, "--peers", peers, "--cors-origin", otherOrigin],
+        }),
       ),
     );
   });
@@ -310,11 +333,14 @@ describe("examples/browser", () => {
       writeFileSync(join(out, "index.html"), readFileSync(join(example, "index.html")));
       return serveDir(out);
     })();
+    const siteOrigin = `http://localhost:${(site.address() as AddressInfo).port}`;
+    // The example's origin is its own: the server must allow it.
+    const server = await startServer({ args: ["--cors-origin", siteOrigin] });
     try {
       const page = await ctx.newPage();
       page.on("console", (m) => consoleLines.push(`[example] ${m.text()}`));
-      await page.goto(`http://localhost:${(site.address() as AddressInfo).port}/`);
-      await page.fill("#server", dlm.url);
+      await page.goto(`${siteOrigin}/`);
+      await page.fill("#server", server.url);
       await page.fill("#file", "file_3");
       await page.fill("#text", "from the example");
       await page.click("#go");
@@ -322,9 +348,233 @@ describe("examples/browser", () => {
       assert.match((await page.locator("#out").textContent()) ?? "", /from the example\n/);
       await page.close();
     } finally {
+      await server.stop();
       site.closeAllConnections();
       await new Promise((r) => site.close(r));
       rmSync(out, { recursive: true, force: true });
+    }
+  }));
+});
+
+/** blankSite serves an empty page: the origin a test's script runs in. */
+function blankSite(): HttpServer {
+  return createServer((_req, res) => {
+    res.writeHead(200, { "Content-Type": "text/html" }).end("<!doctype html><title>another site</title>");
+  });
+}
+
+/** members lists a node's members as a command-line tool does (no Origin). */
+async function members(url: string): Promise<string[]> {
+  const res = await fetch(`${url}/dlm.v1.ClusterService/ListMembers`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: "{}",
+  });
+  assert.equal(res.status, 200, await res.clone().text());
+  const body = (await res.json()) as { members?: { id: string }[] };
+  return (body.members ?? []).map((m) => m.id).sort();
+}
+
+/** call makes a Connect call from page with fetch, and says how it ended. */
+function call(page: Page, url: string, body: unknown, opts: { token?: string; simple?: boolean } = {}): Promise<string> {
+  return page.evaluate(
+    async ([url, body, opts]) => {
+      try {
+        const headers: Record<string, string> = { "Content-Type": opts.simple ? "text/plain" : "application/json" };
+        if (opts.token) {
+          headers.Authorization = `Bearer ${opts.token}`;
+        }
+        // A simple request (no-cors, text/plain) needs no preflight: the
+        // browser sends it whatever the server's CORS answer would be.
+        const res = await fetch(url, { method: "POST", mode: opts.simple ? "no-cors" : "cors", headers, body: JSON.stringify(body) });
+        return res.type === "opaque" ? "opaque" : `${res.status} ${await res.text()}`;
+      } catch (err) {
+        return `failed: ${String(err)}`;
+      }
+    },
+    [url, body, opts] as const,
+  );
+}
+
+describe("cross-origin pages", () => {
+  let nodes: Server[] = [];
+  let allowed: HttpServer;
+  let foreign: HttpServer;
+  let allowedOrigin: string;
+  let foreignOrigin: string;
+  before(async () => {
+    allowed = blankSite();
+    foreign = blankSite();
+    allowedOrigin = await listen(allowed);
+    foreignOrigin = await listen(foreign, "localhost");
+    // Two voters, so that removing either is a change a leader would make.
+    // n1 allows one origin; n2 keeps the default (none).
+    const ports = await freePorts(2);
+    const peers = ports.map((p, i) => `n${i + 1}=127.0.0.1:${p}`).join(",");
+    nodes = await Promise.all(
+      ports.map((p, i) =>
+        startServer({
+          args: ["--id", `n${i + 1}`, "--raft", `127.0.0.1:${p}`, "--peers", peers, ...(i === 0 ? ["--cors-origin", allowedOrigin] : [])],
+        }),
+      ),
+    );
+    await eventually("a leader", async () => {
+      const st = await new Reader(nodes.map((n) => n.url)).status({ consistent: true }).catch(() => undefined);
+      return st?.node?.leaderUrl;
+    }, 30_000);
+  });
+  after(async () => {
+    await Promise.all(nodes.map((n) => n.stop()));
+    await closeServer(allowed);
+    await closeServer(foreign);
+  });
+
+  test("no page of another origin removes a member; an allowed one may read the status", diag(async () => {
+    assert.deepEqual(await members(nodes[0].url), ["n1", "n2"]);
+    const foreignPage = await ctx.newPage();
+    await foreignPage.goto(`${foreignOrigin}/`);
+    const allowedPage = await ctx.newPage();
+    await allowedPage.goto(`${allowedOrigin}/`);
+    // Each node is asked to remove the other: the leader would do it.
+    const removals = nodes.map((n, i) => ({ url: `${n.url}/dlm.v1.ClusterService/RemoveMember`, id: `n${2 - i}` }));
+    for (const page of [foreignPage, allowedPage]) {
+      for (const r of removals) {
+        for (const simple of [false, true]) {
+          const got = await call(page, r.url, { id: r.id }, { simple });
+          assert.ok(got.startsWith("failed:") || got === "opaque", `RemoveMember ${r.id} at ${r.url} from ${page.url()}: ${got}`);
+        }
+      }
+    }
+    const status = (n: Server) => `${n.url}/dlm.v1.LockService/Status`;
+    assert.match(await call(foreignPage, status(nodes[0]), {}), /^failed:/, "Status from a foreign origin");
+    assert.match(await call(allowedPage, status(nodes[1]), {}), /^failed:/, "Status at a node that allows no origin");
+    // The allowed origin reads the status, with a token header as well.
+    const got = await call(allowedPage, status(nodes[0]), {}, { token: "t0ken" });
+    assert.match(got, /^200 .*"node"/, `Status from the allowed origin: ${got}`);
+
+    for (const n of nodes) {
+      assert.deepEqual(await members(n.url), ["n1", "n2"], `members seen by ${n.url}`);
+    }
+    await foreignPage.close();
+    await allowedPage.close();
+  }));
+
+  test("each node's dashboard reaches the other nodes without an allowlist", diag(async () => {
+    // n2 allows no origin and n1 only another one: the page n2 serves
+    // still polls n1, a member of its cluster.
+    const page = await open(`${nodes[1].url}/`);
+    await page.waitForFunction(() => document.querySelectorAll("#members tr").length === 2);
+    await page.waitForFunction(() => document.querySelectorAll("#members .role-leader, #members .role-follower").length === 2);
+    assert.equal(await page.locator("#members .role-unreachable").count(), 0);
+    await page.close();
+  }));
+});
+
+describe("dashboard token", () => {
+  test("is sent on every call, kept for the tab only, never in the URL", diag(async () => {
+    const page = await open(`${dlm.url}/?name=token-page&file=file_7`);
+    const sent: { path: string; authorization?: string }[] = [];
+    page.on("request", (r) => {
+      const path = new URL(r.url()).pathname;
+      if (path.startsWith("/dlm.v1.")) {
+        // A request still in flight when the page closes has no headers
+        // to give: ignore it.
+        r.allHeaders().then((h) => sent.push({ path, authorization: h.authorization }), () => {});
+      }
+    });
+    await page.fill("#auth-token", "s3cret-tok");
+    await page.click("#auth-use");
+    await page.locator("#auth-state", { hasText: "set for this tab" }).waitFor();
+    // Polls already under way when the token was set go without it: the
+    // polls that follow carry it.
+    const lastPolls = (auth: string | undefined) => () => sent.length >= 4 && sent.slice(-4).every((s) => s.authorization === auth);
+    await eventually("polls with the token", lastPolls("Bearer s3cret-tok"));
+    await page.click("#acquire");
+    await holding(page);
+    await page.click("#release");
+    await page.locator("#me-state", { hasText: "idle" }).waitFor();
+    // The session's calls were all made after the token was set.
+    const session = sent.filter((s) => /\/(Init|LockAcquire|LockRelease|KeepAlive)$/.test(s.path));
+    const paths = new Set(session.map((s) => s.path));
+    for (const p of ["/dlm.v1.LockService/Init", "/dlm.v1.LockService/LockAcquire", "/dlm.v1.LockService/LockRelease"]) {
+      assert.ok(paths.has(p), `${p} in ${[...paths].join(", ")}`);
+    }
+    for (const s of session) {
+      assert.equal(s.authorization, "Bearer s3cret-tok", s.path);
+    }
+    assert.ok(sent.some((s) => s.path.endsWith("/ReadFile") && s.authorization === "Bearer s3cret-tok"));
+    assert.ok(!page.url().includes("s3cret"), page.url());
+    assert.deepEqual(await page.evaluate(() => ({ local: localStorage.length, session: sessionStorage.getItem("dlm-token") })), {
+      local: 0,
+      session: "s3cret-tok",
+    });
+
+    // A reload keeps it (same tab); a new tab starts without one.
+    await page.reload();
+    assert.equal(await page.inputValue("#auth-token"), "s3cret-tok");
+    sent.length = 0;
+    await eventually("polls with the token after the reload", lastPolls("Bearer s3cret-tok"));
+    const fresh = await open(`${dlm.url}/`);
+    assert.equal(await fresh.inputValue("#auth-token"), "");
+    const freshSent: (string | undefined)[] = [];
+    fresh.on("request", (r) => r.allHeaders().then((h) => freshSent.push(h.authorization), () => {}));
+    await eventually("polls of the new tab", () => freshSent.length >= 4);
+    assert.deepEqual(freshSent.filter((a) => a !== undefined), []);
+
+    // Forget: no header again, and nothing stored.
+    await page.click("#auth-forget");
+    await eventually("polls without a token after Forget", lastPolls(undefined));
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("dlm-token")), null);
+    await fresh.close();
+    await page.close();
+  }));
+
+  test("a server that requires a token says so, and the page works once it is given", diag(async () => {
+    // A real Connect server that wants "Bearer right" for every call, and
+    // serves the dashboard from the same origin.
+    const seen: (string | null)[] = [];
+    const api = connectNodeAdapter({
+      routes(router) {
+        router.service(LockService, {
+          status: () => ({}),
+          readFile: () => ({}),
+        });
+      },
+      interceptors: [
+        (next) => async (req) => {
+          const auth = req.header.get("Authorization");
+          seen.push(auth);
+          if (auth === null) {
+            throw new ConnectError("a token is required", Code.Unauthenticated);
+          }
+          if (auth !== "Bearer right") {
+            throw new ConnectError("unknown token", Code.Unauthenticated);
+          }
+          return next(req);
+        },
+      ],
+    });
+    const files = serveDirHandler(dist);
+    const srv = createServer((req, res) => (req.url?.startsWith("/dlm.v1.") ? api(req, res) : files(req, res)));
+    const origin = await listen(srv);
+    try {
+      const page = await ctx.newPage();
+      page.on("console", (m) => consoleLines.push(`[token] ${m.text()}`));
+      await page.goto(`${origin}/`);
+      await page.locator("#conn", { hasText: "this server requires a token" }).waitFor();
+      await page.locator("#auth-msg", { hasText: "enter it above" }).waitFor();
+      await page.screenshot({ path: join(artifacts, "token-required.png") });
+      await page.fill("#auth-token", "wrong");
+      await page.press("#auth-token", "Enter");
+      await page.locator("#auth-msg", { hasText: "did not accept the token" }).waitFor();
+      await page.fill("#auth-token", "right");
+      await page.click("#auth-use");
+      await page.locator("#conn", { hasText: "live" }).waitFor();
+      assert.equal(await page.locator("#auth-msg").isHidden(), true);
+      assert.ok(seen.includes("Bearer right"));
+      await page.close();
+    } finally {
+      await closeServer(srv);
     }
   }));
 });
