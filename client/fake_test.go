@@ -31,7 +31,8 @@ type fake struct {
 	nextID      uint64
 	nextToken   uint64
 	busy        bool
-	kaToken     uint64 // when set, KeepAlive reports this token
+	kaToken     uint64            // when set, KeepAlive reports this token
+	leases      map[uint64]uint32 // each session's lease, as Init granted it
 	failures    map[string][]error
 	failAlways  map[string]error
 	calls       map[string]int
@@ -147,6 +148,10 @@ func (f *fake) Init(_ context.Context, req *connect.Request[dlmv1.InitRequest]) 
 	if lease == 0 {
 		lease = 10000
 	}
+	if f.leases == nil {
+		f.leases = make(map[uint64]uint32)
+	}
+	f.leases[id] = lease
 	return connect.NewResponse(&dlmv1.InitResponse{ClientId: id, Secret: "s", LeaseMs: lease}), nil
 }
 
@@ -156,7 +161,14 @@ func (f *fake) KeepAlive(_ context.Context, req *connect.Request[dlmv1.KeepAlive
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return connect.NewResponse(&dlmv1.KeepAliveResponse{LeaseMs: 10000, Token: f.kaToken}), nil
+	// A renewal keeps the lease Init granted: a longer one would let a
+	// keepalive answered just before a test silences the service stretch
+	// the time until the client reports the lock lost.
+	lease, ok := f.leases[req.Msg.GetClientId()]
+	if !ok {
+		lease = 10000
+	}
+	return connect.NewResponse(&dlmv1.KeepAliveResponse{LeaseMs: lease, Token: f.kaToken}), nil
 }
 
 func (f *fake) LockAcquire(ctx context.Context, req *connect.Request[dlmv1.LockAcquireRequest]) (*connect.Response[dlmv1.LockAcquireResponse], error) {
