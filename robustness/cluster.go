@@ -33,9 +33,9 @@ type node struct {
 	*e2e.Node
 	idx int
 
-	raftProxy   *proxy // in front of RaftAddr; peers reach the node through it
-	clientProxy *proxy // in front of Addr; clients reach the node through it
-	clientLink  *link
+	raftProxy   *e2e.Proxy // in front of RaftAddr; peers reach the node through it
+	clientProxy *e2e.Proxy // in front of Addr; clients reach the node through it
+	clientLink  *e2e.Link
 }
 
 // cluster is three dlm processes on loopback whose every Raft link and
@@ -45,8 +45,8 @@ type cluster struct {
 	nodes []*node
 	// raftLinks[i][j] (i<j) carries Raft traffic between nodes i and j in
 	// both directions.
-	raftLinks [][]*link
-	unknown   *link
+	raftLinks [][]*e2e.Link
+	unknown   *e2e.Link
 }
 
 // startCluster starts n nodes with data under dir and waits until they
@@ -55,12 +55,12 @@ func startCluster(ctx context.Context, bin, dir string, n int, mutation string) 
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	c := &cluster{bin: bin, unknown: newLink()}
-	c.raftLinks = make([][]*link, n)
+	c := &cluster{bin: bin, unknown: e2e.NewLink()}
+	c.raftLinks = make([][]*e2e.Link, n)
 	for i := range c.raftLinks {
-		c.raftLinks[i] = make([]*link, n)
+		c.raftLinks[i] = make([]*e2e.Link, n)
 		for j := i + 1; j < n; j++ {
-			c.raftLinks[i][j] = newLink()
+			c.raftLinks[i][j] = e2e.NewLink()
 		}
 	}
 	addrs, err := e2e.ReserveAddrs(2 * n)
@@ -69,7 +69,7 @@ func startCluster(ctx context.Context, bin, dir string, n int, mutation string) 
 	}
 	for i := 0; i < n; i++ {
 		id := fmt.Sprintf("n%d", i+1)
-		nd := &node{idx: i, clientLink: newLink(), Node: &e2e.Node{ID: id, Bin: bin, Addr: addrs[2*i], RaftAddr: addrs[2*i+1],
+		nd := &node{idx: i, clientLink: e2e.NewLink(), Node: &e2e.Node{ID: id, Bin: bin, Addr: addrs[2*i], RaftAddr: addrs[2*i+1],
 			Data: filepath.Join(dir, id), LogPath: filepath.Join(dir, id+".log"), Token: adminToken}}
 		nd.Env = []string{"DLM_FAULT_DISK=" + nd.diskFullFile(), "DLM_TOKEN=" + adminToken}
 		if mutation != "" {
@@ -79,18 +79,18 @@ func startCluster(ctx context.Context, bin, dir string, n int, mutation string) 
 	}
 	for _, nd := range c.nodes {
 		var err error
-		if nd.raftProxy, err = newProxy(nd.RaftAddr, c.classifier(nd.idx), c.unknown); err != nil {
+		if nd.raftProxy, err = e2e.NewProxy(nd.RaftAddr, c.classifier(nd.idx), c.unknown); err != nil {
 			c.close()
 			return nil, err
 		}
-		if nd.clientProxy, err = newProxy(nd.Addr, nil, nd.clientLink); err != nil {
+		if nd.clientProxy, err = e2e.NewProxy(nd.Addr, nil, nd.clientLink); err != nil {
 			c.close()
 			return nil, err
 		}
 	}
 	var peers []string
 	for _, nd := range c.nodes {
-		peers = append(peers, nd.ID+"="+nd.raftProxy.addr())
+		peers = append(peers, nd.ID+"="+nd.raftProxy.Addr())
 	}
 	for _, nd := range c.nodes {
 		nd.Args = []string{"--id", nd.ID, "--raft", nd.RaftAddr, "--peers", strings.Join(peers, ","),
@@ -140,13 +140,13 @@ func (c *cluster) pinAddresses(ctx context.Context, leader *node, members []*dlm
 			continue
 		}
 		url := nd.URL()
-		if m.GetRaftAddress() == nd.raftProxy.addr() && m.GetClientUrl() == url {
+		if m.GetRaftAddress() == nd.raftProxy.Addr() && m.GetClientUrl() == url {
 			continue
 		}
 		pinned = false
 		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		dlmv1connect.NewClusterServiceClient(leader.HTTPClient(), leader.URL(), connect.WithInterceptors(auth.Bearer(adminToken))).AddMember(actx,
-			connect.NewRequest(&dlmv1.AddMemberRequest{Id: nd.ID, RaftAddress: nd.raftProxy.addr(), ClientUrl: url, Voter: true}))
+			connect.NewRequest(&dlmv1.AddMemberRequest{Id: nd.ID, RaftAddress: nd.raftProxy.Addr(), ClientUrl: url, Voter: true}))
 		cancel()
 	}
 	return pinned
@@ -172,8 +172,8 @@ func (c *cluster) awaitPinned(ctx context.Context, limit time.Duration) error {
 // classifier tells which peer a Raft connection into node to comes from:
 // every Raft RPC starts with a header carrying the sender's advertised
 // address, which is its real Raft address.
-func (c *cluster) classifier(to int) func([]byte) *link {
-	return func(first []byte) *link {
+func (c *cluster) classifier(to int) func([]byte) *e2e.Link {
+	return func(first []byte) *e2e.Link {
 		for _, from := range c.nodes {
 			if from.idx != to && bytes.Contains(first, []byte(from.RaftAddr)) {
 				return c.raftLink(from.idx, to)
@@ -183,7 +183,7 @@ func (c *cluster) classifier(to int) func([]byte) *link {
 	}
 }
 
-func (c *cluster) raftLink(a, b int) *link {
+func (c *cluster) raftLink(a, b int) *e2e.Link {
 	if a > b {
 		a, b = b, a
 	}
@@ -194,7 +194,7 @@ func (c *cluster) raftLink(a, b int) *link {
 func (c *cluster) urls() []string {
 	var u []string
 	for _, nd := range c.nodes {
-		u = append(u, "http://"+nd.clientProxy.addr())
+		u = append(u, "http://"+nd.clientProxy.Addr())
 	}
 	return u
 }
@@ -204,7 +204,7 @@ func (c *cluster) urls() []string {
 func (c *cluster) hostMap() map[string]string {
 	m := make(map[string]string)
 	for _, nd := range c.nodes {
-		m[nd.Addr] = nd.clientProxy.addr()
+		m[nd.Addr] = nd.clientProxy.Addr()
 	}
 	return m
 }
@@ -213,13 +213,13 @@ func (c *cluster) hostMap() map[string]string {
 func (c *cluster) heal() {
 	for i := range c.raftLinks {
 		for j := i + 1; j < len(c.raftLinks); j++ {
-			c.raftLinks[i][j].set(linkOK, 0)
+			c.raftLinks[i][j].Set(e2e.LinkOK, 0)
 		}
 	}
 	for _, nd := range c.nodes {
-		nd.clientLink.set(linkOK, 0)
+		nd.clientLink.Set(e2e.LinkOK, 0)
 	}
-	c.unknown.set(linkOK, 0)
+	c.unknown.Set(e2e.LinkOK, 0)
 }
 
 func (c *cluster) close() {
@@ -227,10 +227,10 @@ func (c *cluster) close() {
 	for _, nd := range c.nodes {
 		nd.Kill()
 		if nd.raftProxy != nil {
-			nd.raftProxy.close()
+			nd.raftProxy.Close()
 		}
 		if nd.clientProxy != nil {
-			nd.clientProxy.close()
+			nd.clientProxy.Close()
 		}
 	}
 }

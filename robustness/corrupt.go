@@ -17,6 +17,7 @@ import (
 	"connectrpc.com/connect"
 
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
+	"github.com/dlm/dlm/internal/e2e"
 )
 
 // corruptFollowerLog stops a follower with SIGKILL, flips one byte inside
@@ -35,7 +36,7 @@ func corruptFollowerLog(ctx context.Context, c *cluster, h *history, rng *rand.R
 	bg := context.WithoutCancel(ctx)
 	healClients := func() {
 		for _, nd := range c.nodes {
-			nd.clientLink.set(linkOK, 0)
+			nd.clientLink.Set(e2e.LinkOK, 0)
 		}
 	}
 	var (
@@ -66,7 +67,7 @@ func corruptFollowerLog(ctx context.Context, c *cluster, h *history, rng *rand.R
 				continue
 			}
 			for _, o := range c.nodes {
-				o.clientLink.set(linkCut, 0)
+				o.clientLink.Set(e2e.LinkCut, 0)
 			}
 			nd.Kill()
 			kills++

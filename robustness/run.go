@@ -15,6 +15,7 @@ import (
 	"github.com/anishathalye/porcupine"
 
 	"github.com/dlm/dlm/client/faultinject"
+	"github.com/dlm/dlm/internal/e2e"
 	"github.com/dlm/dlm/server/lockstate"
 )
 
@@ -407,13 +408,13 @@ func schedule(ctx context.Context, rng *rand.Rand, cycle bool, lead, kinds []str
 		case "partition-leader":
 			// Isolate the leader from its peers (cut or black hole).
 			target := pick(true)
-			mode, kind := linkCut, "partition-leader-cut"
+			mode, kind := e2e.LinkCut, "partition-leader-cut"
 			if rng.IntN(2) == 0 {
-				mode, kind = linkBlackhole, "partition-leader-blackhole"
+				mode, kind = e2e.LinkBlackhole, "partition-leader-blackhole"
 			}
 			for _, o := range c.nodes {
 				if o != target {
-					c.raftLink(o.idx, target.idx).set(mode, 0)
+					c.raftLink(o.idx, target.idx).Set(mode, 0)
 				}
 			}
 			h.addFault(kind, "%s for %v", target.ID, hold+time.Second)
@@ -424,7 +425,7 @@ func schedule(ctx context.Context, rng *rand.Rand, cycle bool, lead, kinds []str
 			if a == b {
 				b = (a + 1) % 3
 			}
-			c.raftLink(a, b).set(linkCut, 0)
+			c.raftLink(a, b).Set(e2e.LinkCut, 0)
 			h.addFault(kind, "n%d-n%d for %v", a+1, b+1, hold)
 			pollPause(ctx, hold) // fault schedule: the partition lasts
 			c.heal()
@@ -432,7 +433,7 @@ func schedule(ctx context.Context, rng *rand.Rand, cycle bool, lead, kinds []str
 			d := time.Duration(10+rng.IntN(150)) * time.Millisecond
 			for i := range c.nodes {
 				for j := i + 1; j < len(c.nodes); j++ {
-					c.raftLink(i, j).set(linkOK, d)
+					c.raftLink(i, j).Set(e2e.LinkOK, d)
 				}
 			}
 			h.addFault(kind, "%v on every link for %v", d, hold)
@@ -440,11 +441,11 @@ func schedule(ctx context.Context, rng *rand.Rand, cycle bool, lead, kinds []str
 			c.heal()
 		case "partition-clients":
 			target := c.nodes[rng.IntN(len(c.nodes))]
-			mode, kind := linkCut, "partition-clients-cut"
+			mode, kind := e2e.LinkCut, "partition-clients-cut"
 			if rng.IntN(2) == 0 {
-				mode, kind = linkBlackhole, "partition-clients-blackhole"
+				mode, kind = e2e.LinkBlackhole, "partition-clients-blackhole"
 			}
-			target.clientLink.set(mode, 0)
+			target.clientLink.Set(mode, 0)
 			h.addFault(kind, "clients cannot reach %s for %v", target.ID, hold)
 			pollPause(ctx, hold) // fault schedule: the partition lasts
 			c.heal()
@@ -453,7 +454,7 @@ func schedule(ctx context.Context, rng *rand.Rand, cycle bool, lead, kinds []str
 		case "delay-clients":
 			d := time.Duration(20+rng.IntN(200)) * time.Millisecond
 			target := c.nodes[rng.IntN(len(c.nodes))]
-			target.clientLink.set(linkOK, d)
+			target.clientLink.Set(e2e.LinkOK, d)
 			h.addFault(kind, "%v to %s for %v", d, target.ID, hold)
 			pollPause(ctx, hold) // fault schedule: the delay lasts
 			c.heal()

@@ -14,6 +14,7 @@ import (
 	"connectrpc.com/connect"
 
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
+	"github.com/dlm/dlm/internal/e2e"
 )
 
 // clearedSuffixMark is what hashicorp/raft logs when a follower deletes
@@ -40,7 +41,7 @@ func (c *cluster) clearedSuffix(ctx context.Context, rng *rand.Rand, h *history)
 	cleared := old.logCount(clearedSuffixMark)
 	for _, o := range c.nodes {
 		if o != old {
-			c.raftLink(o.idx, old.idx).set(linkCut, 0)
+			c.raftLink(o.idx, old.idx).Set(e2e.LinkCut, 0)
 		}
 	}
 	// Proposals the isolated leader still takes (it steps down only when

@@ -210,3 +210,39 @@ func TestClusterFailoverAndReplicas(t *testing.T) {
 		}
 	}
 }
+
+// A node behind a Proxy is cut off while its Link is cut and black-holed
+// while it is black-holed, and reachable again once the link is healed.
+func TestProxyLink(t *testing.T) {
+	n := single(t)
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	link := NewLink()
+	p, err := NewProxy(n.Addr, nil, link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		link.Set(LinkOK, 0)
+		p.Close()
+	}()
+	via := &Node{ID: "via-proxy", Addr: p.Addr()}
+	ctx := context.Background()
+	if _, err := via.Status(ctx); err != nil {
+		t.Fatalf("through a healthy link: %v", err)
+	}
+	for _, mode := range []LinkMode{LinkCut, LinkBlackhole} {
+		link.Set(mode, 0)
+		if _, err := via.Status(ctx); err == nil {
+			t.Fatalf("mode %d: Status crossed the link", mode)
+		}
+		link.Set(LinkOK, 0)
+		if err := Await(ctx, 10*time.Second, 20*time.Millisecond, func() (bool, string) {
+			_, err := via.Status(ctx)
+			return err == nil, fmt.Sprint(err)
+		}); err != nil {
+			t.Fatalf("after healing mode %d: %v", mode, err)
+		}
+	}
+}
