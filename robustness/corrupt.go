@@ -17,6 +17,7 @@ import (
 	"connectrpc.com/connect"
 
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
+	"github.com/dlm/dlm/internal/e2e"
 )
 
 // corruptFollowerLog stops a follower with SIGKILL, flips one byte inside
@@ -35,7 +36,7 @@ func corruptFollowerLog(ctx context.Context, c *cluster, h *history, rng *rand.R
 	bg := context.WithoutCancel(ctx)
 	healClients := func() {
 		for _, nd := range c.nodes {
-			nd.clientLink.set(linkOK, 0)
+			nd.clientLink.Set(e2e.LinkOK, 0)
 		}
 	}
 	var (
@@ -62,15 +63,15 @@ func corruptFollowerLog(ctx context.Context, c *cluster, h *history, rng *rand.R
 				continue
 			}
 			applied := st.GetNode().GetAppliedIndex()
-			if _, _, why = corruptible(nd.data, applied); why != nil {
+			if _, _, why = corruptible(nd.Data, applied); why != nil {
 				continue
 			}
 			for _, o := range c.nodes {
-				o.clientLink.set(linkCut, 0)
+				o.clientLink.Set(e2e.LinkCut, 0)
 			}
-			nd.kill()
+			nd.Kill()
 			kills++
-			fl, why = flipCommittedEntry(nd.data, applied, rng)
+			fl, why = flipCommittedEntry(nd.Data, applied, rng)
 			c.restart(bg, nd)
 			if why == nil {
 				target = nd
@@ -83,8 +84,8 @@ func corruptFollowerLog(ctx context.Context, c *cluster, h *history, rng *rand.R
 			pollPause(bg, 100*time.Millisecond)
 		}
 	}
-	inc := target.currentIncarnation()
-	h.addFault("corrupt-follower-log", "%s: entry %d (applied %d, snapshot %d), byte %d of %s", target.id, fl.index, fl.applied, fl.snapshot, fl.offset, fl.segment)
+	inc := target.Incarnation()
+	h.addFault("corrupt-follower-log", "%s: entry %d (applied %d, snapshot %d), byte %d of %s", target.ID, fl.index, fl.applied, fl.snapshot, fl.offset, fl.segment)
 
 	// It must refuse. (Raft counts an entry applied once it is handed to
 	// the state machine, so the applied index in Status may pass the
@@ -99,12 +100,12 @@ func corruptFollowerLog(ctx context.Context, c *cluster, h *history, rng *rand.R
 	healClients()
 	switch {
 	case !refused:
-		h.addViolation("corrupt-follower-log: %s did not report a storage fault within 15s of starting with entry %d corrupted (applied index %d)", target.id, fl.index, last)
+		h.addViolation("corrupt-follower-log: %s did not report a storage fault within 15s of starting with entry %d corrupted (applied index %d)", target.ID, fl.index, last)
 	default:
 		// It serves no data, and the other two go on without it.
-		_, err := target.api().ReadFile(bg, connect.NewRequest(&dlmv1.ReadFileRequest{File: "file_0"}))
+		_, err := target.API().ReadFile(bg, connect.NewRequest(&dlmv1.ReadFileRequest{File: "file_0"}))
 		if err == nil {
-			h.addViolation("corrupt-follower-log: %s answered a read despite its storage fault", target.id)
+			h.addViolation("corrupt-follower-log: %s answered a read despite its storage fault", target.ID)
 		}
 		// The probe commits entries of its own (a session each, which
 		// expires unused), so the check does not depend on the workload,
@@ -119,23 +120,23 @@ func corruptFollowerLog(ctx context.Context, c *cluster, h *history, rng *rand.R
 			}
 		}
 		if !went {
-			h.addViolation("corrupt-follower-log: the other nodes committed fewer than 5 entries in 20s while %s refused", target.id)
+			h.addViolation("corrupt-follower-log: the other nodes committed fewer than 5 entries in 20s while %s refused", target.ID)
 		}
 		if st, err := target.status(bg); err != nil || st.GetNode().GetStorageFault() == "" {
-			h.addViolation("corrupt-follower-log: %s stopped reporting its storage fault (%v)", target.id, err)
+			h.addViolation("corrupt-follower-log: %s stopped reporting its storage fault (%v)", target.ID, err)
 		}
 	}
-	if !target.alive() || target.currentIncarnation() != inc {
-		h.addViolation("corrupt-follower-log: %s exited instead of refusing (see its log)", target.id)
+	if !target.Running() || target.Incarnation() != inc {
+		h.addViolation("corrupt-follower-log: %s exited instead of refusing (see its log)", target.ID)
 	}
 	// The documented fix: wipe its data folder and start it again.
-	target.kill()
-	if err := os.RemoveAll(target.data); err != nil {
-		h.addViolation("corrupt-follower-log: wiping %s: %v", target.data, err)
+	target.Kill()
+	if err := os.RemoveAll(target.Data); err != nil {
+		h.addViolation("corrupt-follower-log: wiping %s: %v", target.Data, err)
 	}
 	c.restart(bg, target)
 	if want := c.othersApplied(bg, target); !awaitServing(bg, target, want, 30*time.Second) {
-		h.addViolation("corrupt-follower-log: %s, wiped, did not catch up to index %d within 30s", target.id, want)
+		h.addViolation("corrupt-follower-log: %s, wiped, did not catch up to index %d within 30s", target.ID, want)
 	}
 }
 

@@ -13,7 +13,7 @@ import (
 // (and, if it says "log", every Raft log write) fail with ENOSPC and its
 // free space reads 0 (server/node/diskfault_on.go).
 func (nd *node) diskFullFile() string {
-	return filepath.Join(filepath.Dir(nd.data), nd.id+".disk-full")
+	return filepath.Join(filepath.Dir(nd.Data), nd.ID+".disk-full")
 }
 
 // diskFull fills target's disk for hold, then frees it. The node must stay
@@ -32,7 +32,7 @@ func diskFull(ctx context.Context, c *cluster, h *history, target *node, hold ti
 	if c.leader(bg) == target {
 		role = "leader"
 	}
-	inc := target.currentIncarnation()
+	inc := target.Incarnation()
 	ctl := target.diskFullFile()
 	// With logToo every log write fails, as if its segments were not
 	// preallocated; otherwise only the files and a new segment do.
@@ -44,30 +44,30 @@ func diskFull(ctx context.Context, c *cluster, h *history, target *node, hold ti
 		h.addViolation("disk-full: cannot create %s: %v", ctl, err)
 		return
 	}
-	h.addFault("disk-full", "%s (%s) for %v: %s fail", target.id, role, hold, what)
+	h.addFault("disk-full", "%s (%s) for %v: %s fail", target.ID, role, hold, what)
 	sawFull := false
 	for deadline := time.Now().Add(hold); time.Now().Before(deadline); {
 		if st, err := target.status(bg); err == nil && st.GetNode().GetFreeBytes() == 0 {
 			sawFull = true
 		}
-		if !target.alive() {
+		if !target.Running() {
 			break
 		}
 		pollPause(bg, 100*time.Millisecond)
 	}
 	os.Remove(ctl)
-	if !target.alive() || target.currentIncarnation() != inc {
-		h.addViolation("disk-full: %s exited while its disk was full (see its log)", target.id)
+	if !target.Running() || target.Incarnation() != inc {
+		h.addViolation("disk-full: %s exited while its disk was full (see its log)", target.ID)
 		return
 	}
 	if !sawFull {
-		h.addViolation("disk-full: %s never reported 0 free bytes while its disk was full: is the dlm_faults hook built in?", target.id)
+		h.addViolation("disk-full: %s never reported 0 free bytes while its disk was full: is the dlm_faults hook built in?", target.ID)
 	}
 	want := c.othersApplied(bg, target)
 	if !awaitServing(bg, target, want, 30*time.Second) {
-		h.addViolation("disk-full: %s did not serve again within 30s of its disk being freed (applied index %d expected)", target.id, want)
+		h.addViolation("disk-full: %s did not serve again within 30s of its disk being freed (applied index %d expected)", target.ID, want)
 	}
-	if !target.alive() || target.currentIncarnation() != inc {
-		h.addViolation("disk-full: %s exited after its disk was freed (see its log)", target.id)
+	if !target.Running() || target.Incarnation() != inc {
+		h.addViolation("disk-full: %s exited after its disk was freed (see its log)", target.ID)
 	}
 }

@@ -30,13 +30,6 @@ func (h *history) faultViolations() []string {
 	return append([]string(nil), h.violations...)
 }
 
-// incarnation is the number of the node's current process.
-func (nd *node) currentIncarnation() int {
-	nd.mu.Lock()
-	defer nd.mu.Unlock()
-	return nd.incarnation
-}
-
 // othersApplied is the highest applied index the nodes other than skip
 // report.
 func (c *cluster) othersApplied(ctx context.Context, skip *node) uint64 {
@@ -61,7 +54,7 @@ func (c *cluster) commitProbe(ctx context.Context, skip *node) {
 			continue
 		}
 		actx, cancel := context.WithTimeout(ctx, time.Second)
-		_, err := nd.api().Init(actx, connect.NewRequest(&dlmv1.InitRequest{Name: "commit-probe"}))
+		_, err := nd.API().Init(actx, connect.NewRequest(&dlmv1.InitRequest{Name: "commit-probe"}))
 		cancel()
 		if err == nil {
 			return

@@ -15,6 +15,7 @@ import (
 	"github.com/anishathalye/porcupine"
 
 	"github.com/dlm/dlm/client/faultinject"
+	"github.com/dlm/dlm/internal/e2e"
 	"github.com/dlm/dlm/server/lockstate"
 )
 
@@ -169,8 +170,8 @@ func run(ctx context.Context, cfg config) (*result, error) {
 	}
 	c.heal()
 	for _, nd := range c.nodes {
-		if nd.alive() {
-			nd.signal(syscall.SIGCONT)
+		if nd.Running() {
+			nd.Signal(syscall.SIGCONT)
 		}
 	}
 	// Every late copy of a delayed request is delivered before the end.
@@ -250,8 +251,8 @@ func run(ctx context.Context, cfg config) (*result, error) {
 		}
 		os.WriteFile(filepath.Join(vizDir, "violations.txt"), []byte(strings.Join(res.violations, "\n")+"\n"), 0o644)
 		for _, nd := range c.nodes {
-			if b, err := os.ReadFile(nd.logPath); err == nil {
-				os.WriteFile(filepath.Join(vizDir, filepath.Base(nd.logPath)), b, 0o644)
+			if b, err := os.ReadFile(nd.LogPath); err == nil {
+				os.WriteFile(filepath.Join(vizDir, filepath.Base(nd.LogPath)), b, 0o644)
 			}
 		}
 	}
@@ -263,10 +264,8 @@ func run(ctx context.Context, cfg config) (*result, error) {
 func pollStatus(ctx context.Context, c *cluster, h *history) {
 	for ctx.Err() == nil {
 		for _, nd := range c.nodes {
-			nd.mu.Lock()
-			inc, stopped := nd.incarnation, nd.stopped
-			nd.mu.Unlock()
-			if stopped {
+			inc := nd.Incarnation()
+			if nd.Paused() {
 				continue
 			}
 			st, err := nd.status(ctx)
@@ -277,10 +276,7 @@ func pollStatus(ctx context.Context, c *cluster, h *history) {
 				// A restarted node may announce its real Raft address again.
 				c.pinAddresses(ctx, nd, st.GetMembers())
 			}
-			nd.mu.Lock()
-			same := inc == nd.incarnation
-			nd.mu.Unlock()
-			if !same {
+			if inc != nd.Incarnation() {
 				continue
 			}
 			h.addSample(sample{Node: nd.idx, Incarnation: inc, At: h.now(), Applied: st.GetNode().GetAppliedIndex(),
@@ -377,8 +373,8 @@ func schedule(ctx context.Context, rng *rand.Rand, cycle bool, lead, kinds []str
 			pollPause(ctx, d) // fault schedule: give the stall time to happen
 		case "kill-leader", "kill-follower":
 			target := pick(kind == "kill-leader")
-			target.kill()
-			h.addFault(kind, "%s down for %v", target.id, hold)
+			target.Kill()
+			h.addFault(kind, "%s down for %v", target.ID, hold)
 			pollPause(ctx, hold) // fault schedule: the node stays down
 			c.restart(ctx, target)
 		case "kill-snapshot":
@@ -387,7 +383,7 @@ func schedule(ctx context.Context, rng *rand.Rand, cycle bool, lead, kinds []str
 			target := c.nodes[rng.IntN(len(c.nodes))]
 			caught := false
 			// Folders left by earlier kills do not count.
-			before := target.snapshotsInProgress()
+			before := target.SnapshotsInProgress()
 			for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline) && ctx.Err() == nil; {
 				if target.snapshotStarted(before) {
 					caught = true
@@ -395,33 +391,33 @@ func schedule(ctx context.Context, rng *rand.Rand, cycle bool, lead, kinds []str
 				}
 				pollPause(ctx, time.Millisecond)
 			}
-			target.kill()
+			target.Kill()
 			kind = "kill-mid-snapshot"
 			if !caught {
 				kind = "kill-no-snapshot-seen"
 			}
-			h.addFault(kind, "%s", target.id)
+			h.addFault(kind, "%s", target.ID)
 			pollPause(ctx, hold) // fault schedule: the node stays down
 			c.restart(ctx, target)
 		case "pause-node":
 			target := pick(rng.IntN(2) == 0)
-			target.signal(syscall.SIGSTOP)
-			h.addFault(kind, "%s stopped for %v", target.id, hold)
+			target.Signal(syscall.SIGSTOP)
+			h.addFault(kind, "%s stopped for %v", target.ID, hold)
 			pollPause(ctx, hold) // fault schedule: the node stays stopped
-			target.signal(syscall.SIGCONT)
+			target.Signal(syscall.SIGCONT)
 		case "partition-leader":
 			// Isolate the leader from its peers (cut or black hole).
 			target := pick(true)
-			mode, kind := linkCut, "partition-leader-cut"
+			mode, kind := e2e.LinkCut, "partition-leader-cut"
 			if rng.IntN(2) == 0 {
-				mode, kind = linkBlackhole, "partition-leader-blackhole"
+				mode, kind = e2e.LinkBlackhole, "partition-leader-blackhole"
 			}
 			for _, o := range c.nodes {
 				if o != target {
-					c.raftLink(o.idx, target.idx).set(mode, 0)
+					c.raftLink(o.idx, target.idx).Set(mode, 0)
 				}
 			}
-			h.addFault(kind, "%s for %v", target.id, hold+time.Second)
+			h.addFault(kind, "%s for %v", target.ID, hold+time.Second)
 			pollPause(ctx, hold+time.Second) // fault schedule: the partition lasts
 			c.heal()
 		case "partition-pair":
@@ -429,7 +425,7 @@ func schedule(ctx context.Context, rng *rand.Rand, cycle bool, lead, kinds []str
 			if a == b {
 				b = (a + 1) % 3
 			}
-			c.raftLink(a, b).set(linkCut, 0)
+			c.raftLink(a, b).Set(e2e.LinkCut, 0)
 			h.addFault(kind, "n%d-n%d for %v", a+1, b+1, hold)
 			pollPause(ctx, hold) // fault schedule: the partition lasts
 			c.heal()
@@ -437,7 +433,7 @@ func schedule(ctx context.Context, rng *rand.Rand, cycle bool, lead, kinds []str
 			d := time.Duration(10+rng.IntN(150)) * time.Millisecond
 			for i := range c.nodes {
 				for j := i + 1; j < len(c.nodes); j++ {
-					c.raftLink(i, j).set(linkOK, d)
+					c.raftLink(i, j).Set(e2e.LinkOK, d)
 				}
 			}
 			h.addFault(kind, "%v on every link for %v", d, hold)
@@ -445,12 +441,12 @@ func schedule(ctx context.Context, rng *rand.Rand, cycle bool, lead, kinds []str
 			c.heal()
 		case "partition-clients":
 			target := c.nodes[rng.IntN(len(c.nodes))]
-			mode, kind := linkCut, "partition-clients-cut"
+			mode, kind := e2e.LinkCut, "partition-clients-cut"
 			if rng.IntN(2) == 0 {
-				mode, kind = linkBlackhole, "partition-clients-blackhole"
+				mode, kind = e2e.LinkBlackhole, "partition-clients-blackhole"
 			}
-			target.clientLink.set(mode, 0)
-			h.addFault(kind, "clients cannot reach %s for %v", target.id, hold)
+			target.clientLink.Set(mode, 0)
+			h.addFault(kind, "clients cannot reach %s for %v", target.ID, hold)
 			pollPause(ctx, hold) // fault schedule: the partition lasts
 			c.heal()
 		case "restart-cleared-suffix":
@@ -458,8 +454,8 @@ func schedule(ctx context.Context, rng *rand.Rand, cycle bool, lead, kinds []str
 		case "delay-clients":
 			d := time.Duration(20+rng.IntN(200)) * time.Millisecond
 			target := c.nodes[rng.IntN(len(c.nodes))]
-			target.clientLink.set(linkOK, d)
-			h.addFault(kind, "%v to %s for %v", d, target.id, hold)
+			target.clientLink.Set(e2e.LinkOK, d)
+			h.addFault(kind, "%v to %s for %v", d, target.ID, hold)
 			pollPause(ctx, hold) // fault schedule: the delay lasts
 			c.heal()
 		case "disk-full":

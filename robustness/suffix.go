@@ -14,6 +14,7 @@ import (
 	"connectrpc.com/connect"
 
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
+	"github.com/dlm/dlm/internal/e2e"
 )
 
 // clearedSuffixMark is what hashicorp/raft logs when a follower deletes
@@ -40,7 +41,7 @@ func (c *cluster) clearedSuffix(ctx context.Context, rng *rand.Rand, h *history)
 	cleared := old.logCount(clearedSuffixMark)
 	for _, o := range c.nodes {
 		if o != old {
-			c.raftLink(o.idx, old.idx).set(linkCut, 0)
+			c.raftLink(o.idx, old.idx).Set(e2e.LinkCut, 0)
 		}
 	}
 	// Proposals the isolated leader still takes (it steps down only when
@@ -51,7 +52,7 @@ func (c *cluster) clearedSuffix(ctx context.Context, rng *rand.Rand, h *history)
 		wg.Go(func() {
 			pctx, cancel := context.WithTimeout(ctx, time.Second)
 			defer cancel()
-			old.api().Init(pctx, connect.NewRequest(&dlmv1.InitRequest{LeaseMs: 1000, Name: "uncommitted"}))
+			old.API().Init(pctx, connect.NewRequest(&dlmv1.InitRequest{LeaseMs: 1000, Name: "uncommitted"}))
 		})
 	}
 	// The others elect a leader of a later term, which commits at least
@@ -89,14 +90,14 @@ func (c *cluster) clearedSuffix(ctx context.Context, rng *rand.Rand, h *history)
 	if !seen {
 		kind = "restart-no-suffix-cleared"
 	}
-	old.kill()
-	h.addFault(kind, "%s (leader in term %d) isolated, new leader elected: %v, suffix cleared: %v", old.id, term, elected, seen)
+	old.Kill()
+	h.addFault(kind, "%s (leader in term %d) isolated, new leader elected: %v, suffix cleared: %v", old.ID, term, elected, seen)
 	// Fault schedule: the node stays down briefly.
 	pollPause(ctx, time.Duration(100+rng.IntN(900))*time.Millisecond)
 	c.restart(ctx, old)
 	// The restarted node must come back, whatever the run's deadline.
 	if err := c.awaitRejoin(context.WithoutCancel(ctx), old, 30*time.Second); err != nil {
-		h.addViolation("%s did not rejoin after a restart following %s: %v", old.id, kind, err)
+		h.addViolation("%s did not rejoin after a restart following %s: %v", old.ID, kind, err)
 	}
 	return kind
 }
@@ -104,7 +105,7 @@ func (c *cluster) clearedSuffix(ctx context.Context, rng *rand.Rand, h *history)
 // logCount counts the lines of the node's log (all its incarnations) that
 // contain s.
 func (nd *node) logCount(s string) int {
-	b, err := os.ReadFile(nd.logPath)
+	b, err := os.ReadFile(nd.LogPath)
 	if err != nil {
 		return 0
 	}
@@ -113,7 +114,7 @@ func (nd *node) logCount(s string) int {
 
 // logTail returns the end of the node's log since its last start.
 func (nd *node) logTail(max int) string {
-	b, err := os.ReadFile(nd.logPath)
+	b, err := os.ReadFile(nd.LogPath)
 	if err != nil {
 		return err.Error()
 	}
@@ -140,7 +141,7 @@ func (c *cluster) awaitRejoin(ctx context.Context, nd *node, limit time.Duration
 	}
 	var last string
 	for deadline := time.Now().Add(limit); time.Now().Before(deadline); {
-		if !nd.alive() {
+		if !nd.Running() {
 			tail := nd.logTail(1500)
 			if strings.Contains(tail, "address already in use") {
 				// Not the node's fault: its port was taken meanwhile.
@@ -175,13 +176,13 @@ var badLogMarks = []string{"panic:", "fatal error:", "sealed segment has no inde
 func (c *cluster) checkLogs() []string {
 	var v []string
 	for _, nd := range c.nodes {
-		b, err := os.ReadFile(nd.logPath)
+		b, err := os.ReadFile(nd.LogPath)
 		if err != nil {
 			continue
 		}
 		for _, line := range strings.Split(string(b), "\n") {
 			if slices.ContainsFunc(badLogMarks, func(m string) bool { return strings.Contains(line, m) }) {
-				v = append(v, fmt.Sprintf("%s logged: %s", nd.id, line))
+				v = append(v, fmt.Sprintf("%s logged: %s", nd.ID, line))
 				break
 			}
 		}

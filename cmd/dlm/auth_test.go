@@ -29,30 +29,27 @@ func TestFirstStartWritesAdminToken(t *testing.T) {
 	if err != nil || len(tok) != 64 {
 		t.Fatalf("admin-token holds %d characters (%v), want 64 hex", len(tok), err)
 	}
-	logs, err := os.ReadFile(srv.logs.Name())
-	if err != nil {
-		t.Fatal(err)
-	}
+	logs := srv.Log()
 	if !strings.Contains(string(logs), "admin token in "+path) || strings.Contains(string(logs), tok) {
 		t.Fatalf("serve's output should name the token's file, never the token:\n%s", logs)
 	}
 
 	t.Chdir(t.TempDir())
-	_, _, err = cliRun(t, "", "members", "add", "--server", srv.url(), "--id", "evil", "--raft", "192.0.2.1:17000")
+	_, _, err = cliRun(t, "", "members", "add", "--server", srv.URL(), "--id", "evil", "--raft", "192.0.2.1:17000")
 	if msg := errLine(withTokenHint(err)); err == nil || !strings.Contains(msg, "unauthenticated") || !strings.Contains(msg, tokenEnv) || !strings.Contains(msg, "admin-token") {
 		t.Fatalf("members add without a token: %q, want unauthenticated and where the token is", msg)
 	}
 
 	t.Chdir(root)
-	cliMust(t, "", "members", "add", "--server", srv.url(), "--id", "n2", "--raft", "192.0.2.1:17000", "--voter=false")
-	if out := cliMust(t, "", "members", "list", "--server", srv.url()); !strings.Contains(out, "192.0.2.1:17000") {
+	cliMust(t, "", "members", "add", "--server", srv.URL(), "--id", "n2", "--raft", "192.0.2.1:17000", "--voter=false")
+	if out := cliMust(t, "", "members", "list", "--server", srv.URL()); !strings.Contains(out, "192.0.2.1:17000") {
 		t.Fatalf("members list after add:\n%s", out)
 	}
-	if _, _, err := cliRun(t, "", "members", "remove", "--server", srv.url(), "--id", "ghost"); err == nil || !strings.Contains(err.Error(), "not_found") {
+	if _, _, err := cliRun(t, "", "members", "remove", "--server", srv.URL(), "--id", "ghost"); err == nil || !strings.Contains(err.Error(), "not_found") {
 		t.Fatalf("members remove ghost: %v, want not_found", err)
 	}
-	cliMust(t, "", "members", "remove", "--server", srv.url(), "--id", "n2")
-	cliMust(t, "", "snapshot", "save", filepath.Join(root, "backup.snap"), "--server", srv.url())
+	cliMust(t, "", "members", "remove", "--server", srv.URL(), "--id", "n2")
+	cliMust(t, "", "snapshot", "save", filepath.Join(root, "backup.snap"), "--server", srv.URL())
 }
 
 // A node that joins a cluster needs the cluster's admin token: without one
@@ -62,13 +59,13 @@ func TestFirstStartWritesAdminToken(t *testing.T) {
 func TestJoinNeedsTheClusterToken(t *testing.T) {
 	t.Setenv(tokenEnv, "")
 	leader := startServer(t, "127.0.0.1:0", t.TempDir(), "--raft", freeAddr(t))
-	tok, err := auth.ReadTokenFile(filepath.Join(leader.data, auth.AdminTokenFile))
+	tok, err := auth.ReadTokenFile(filepath.Join(leader.Data, auth.AdminTokenFile))
 	if err != nil {
 		t.Fatal(err)
 	}
 
 	joinArgs := func(data string) []string {
-		return []string{"serve", "--id", "n2", "--listen", "127.0.0.1:0", "--raft", freeAddr(t), "--join", leader.url(), "--data", data}
+		return []string{"serve", "--id", "n2", "--listen", "127.0.0.1:0", "--raft", freeAddr(t), "--join", leader.URL(), "--data", data}
 	}
 	_, _, err = cliRun(t, "", joinArgs(t.TempDir())...)
 	if err == nil || !strings.Contains(err.Error(), tokenEnv) || !strings.Contains(err.Error(), "--token-file") {
@@ -92,20 +89,20 @@ func TestJoinNeedsTheClusterToken(t *testing.T) {
 		b, _ := os.ReadFile(logPath)
 		return strings.Contains(string(b), "unauthenticated"), string(b)
 	})
-	if out := cliMust(t, "", "members", "list", "--server", leader.url()); strings.Contains(out, "n2") {
+	if out := cliMust(t, "", "members", "list", "--server", leader.URL()); strings.Contains(out, "n2") {
 		t.Fatalf("a node with a wrong token joined:\n%s", out)
 	}
 	wrong.Process.Kill()
 
 	t.Setenv(tokenEnv, tok)
-	second := startServer(t, "127.0.0.1:0", t.TempDir(), "--id", "n2", "--raft", freeAddr(t), "--join", leader.url())
+	second := startServer(t, "127.0.0.1:0", t.TempDir(), "--id", "n2", "--raft", freeAddr(t), "--join", leader.URL())
 	pollUntil(t, 30*time.Second, "n2 a voter with its URL", func() (bool, string) {
-		out, _, err := cliRun(t, "", "members", "list", "--server", leader.url())
+		out, _, err := cliRun(t, "", "members", "list", "--server", leader.URL())
 		if err != nil {
 			return false, err.Error()
 		}
 		for _, line := range strings.Split(out, "\n") {
-			if strings.HasPrefix(line, "n2 ") && strings.Contains(line, "voter") && strings.Contains(line, second.url()) {
+			if strings.HasPrefix(line, "n2 ") && strings.Contains(line, "voter") && strings.Contains(line, second.URL()) {
 				return true, out
 			}
 		}
@@ -180,18 +177,18 @@ func TestAuthTokensFile(t *testing.T) {
 		{[]string{"status"}, "unauthenticated"},
 		{[]string{"cat", "file_1"}, "unauthenticated"},
 	} {
-		args := append([]string{tc.args[0], "--server", srv.url(), "--retry", "2s"}, tc.args[1:]...)
+		args := append([]string{tc.args[0], "--server", srv.URL(), "--retry", "2s"}, tc.args[1:]...)
 		_, _, err := cliRun(t, "", args...)
 		if msg := errLine(withTokenHint(err)); err == nil || !strings.Contains(msg, tc.want) || !strings.Contains(msg, "--token") {
 			t.Errorf("dlm %s: %q, want %s and where the token comes from", strings.Join(tc.args, " "), msg, tc.want)
 		}
 	}
-	cliMust(t, "", "append", "--server", srv.url(), "--token", clientTok, "--file", "file_1", "ok")
+	cliMust(t, "", "append", "--server", srv.URL(), "--token", clientTok, "--file", "file_1", "ok")
 	t.Setenv(tokenEnv, clientTok)
-	cliMust(t, "", "append", "--server", srv.url(), "--grpc", "--file", "file_1", "!")
+	cliMust(t, "", "append", "--server", srv.URL(), "--grpc", "--file", "file_1", "!")
 	t.Setenv(tokenEnv, readTok)
-	if got := cliMust(t, "", "cat", "--server", srv.url(), "file_1"); got != "ok!" {
+	if got := cliMust(t, "", "cat", "--server", srv.URL(), "file_1"); got != "ok!" {
 		t.Fatalf("cat file_1 = %q", got)
 	}
-	cliMust(t, "", "status", "--server", srv.url())
+	cliMust(t, "", "status", "--server", srv.URL())
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/dlm/dlm/client"
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
 	"github.com/dlm/dlm/gen/go/dlm/v1/dlmv1connect"
+	"github.com/dlm/dlm/internal/e2e"
 	"github.com/dlm/dlm/server/auth"
 	"github.com/dlm/dlm/server/servertest"
 )
@@ -233,7 +234,7 @@ func TestSnapshotSaveUnderLoadAndRestore(t *testing.T) {
 	follower := c.others(leader)[0]
 
 	// A follower refuses, naming the leader, before any stream starts.
-	s, err := dlmv1connect.NewClusterServiceClient(http.DefaultClient, follower.url(), connect.WithInterceptors(auth.Bearer(servertest.AdminToken))).SaveSnapshot(ctx, connect.NewRequest(&dlmv1.SaveSnapshotRequest{}))
+	s, err := dlmv1connect.NewClusterServiceClient(http.DefaultClient, follower.URL(), connect.WithInterceptors(auth.Bearer(servertest.AdminToken))).SaveSnapshot(ctx, connect.NewRequest(&dlmv1.SaveSnapshotRequest{}))
 	if err == nil {
 		if s.Receive() {
 			t.Fatal("a follower streamed a snapshot")
@@ -241,8 +242,8 @@ func TestSnapshotSaveUnderLoadAndRestore(t *testing.T) {
 		err = s.Err()
 		s.Close()
 	}
-	if d := errorDetail(err); connect.CodeOf(err) != connect.CodeUnavailable || d.GetReason() != dlmv1.ErrorReason_ERROR_REASON_NOT_LEADER || d.GetLeaderUrl() != leader.url() {
-		t.Fatalf("SaveSnapshot at a follower: %v (detail %v), want Unavailable NOT_LEADER naming %s", err, d, leader.url())
+	if d := errorDetail(err); connect.CodeOf(err) != connect.CodeUnavailable || d.GetReason() != dlmv1.ErrorReason_ERROR_REASON_NOT_LEADER || d.GetLeaderUrl() != leader.URL() {
+		t.Fatalf("SaveSnapshot at a follower: %v (detail %v), want Unavailable NOT_LEADER naming %s", err, d, leader.URL())
 	}
 
 	// Some megabytes in file_9 first, so the snapshot streams in many chunks
@@ -271,7 +272,7 @@ func TestSnapshotSaveUnderLoadAndRestore(t *testing.T) {
 	lw.awaitAcked(t, 20)
 	path := filepath.Join(t.TempDir(), "backup.snap")
 	began := time.Now()
-	out := saveSnapshot(t, path, follower.url())
+	out := saveSnapshot(t, path, follower.URL())
 	saved := time.Now()
 	before := lw.ackedBefore(began)
 	lw.awaitAcked(t, lw.count()+10) // the writers were still going
@@ -283,20 +284,20 @@ func TestSnapshotSaveUnderLoadAndRestore(t *testing.T) {
 	const bump = 1000000
 	cliMust(t, "", "snapshot", "restore", path, "--data", data, "--bump-index", fmt.Sprint(bump))
 	srv := startServer(t, freeAddr(t), data)
-	restored := readFiles(t, ctx, srv.url(), "file_0", "file_1", "file_2", "file_3")
-	if nine := readFiles(t, ctx, srv.url(), "file_9")["file_9"]; !bytes.Equal(nine, big) {
+	restored := readFiles(t, ctx, srv.URL(), "file_0", "file_1", "file_2", "file_3")
+	if nine := readFiles(t, ctx, srv.URL(), "file_9")["file_9"]; !bytes.Equal(nine, big) {
 		t.Fatalf("file_9 restored with %d bytes, not the %d written", len(nine), len(big))
 	}
 	n := checkSections(t, restored, writers, before)
 	if n < len(before) {
 		t.Fatalf("%d sections restored, %d acknowledged before the save", n, len(before))
 	}
-	onDisk, err := replicaFiles(data)
+	onDisk, err := e2e.ReplicaFiles(data)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.awaitReplicasIdentical()
-	original, err := replicaFiles(leader.data)
+	original, err := e2e.ReplicaFiles(leader.Data)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,13 +306,13 @@ func TestSnapshotSaveUnderLoadAndRestore(t *testing.T) {
 			t.Fatalf("%s on the restored node's disk differs from what it serves", name)
 		}
 		if !strings.HasPrefix(string(original[name]), string(b)) {
-			t.Fatalf("restored %s is not a prefix of the original cluster's: %q vs %q", name, clipForLog(b), clipForLog(original[name]))
+			t.Fatalf("restored %s is not a prefix of the original cluster's (%d bytes, %d)", name, len(b), len(original[name]))
 		}
 	}
 
 	// The restored service takes new sections, with tokens past any the
 	// original cluster issued (--bump-index).
-	cl := newClient(t, ctx, srv.url(), "after")
+	cl := newClient(t, ctx, srv.URL(), "after")
 	r := runSection(ctx, cl, appendsOf("after;", 1, "file_0"), nil)
 	if r.err != nil {
 		t.Fatal(r.err)
@@ -319,7 +320,7 @@ func TestSnapshotSaveUnderLoadAndRestore(t *testing.T) {
 	if last := c.commitIndex(c.awaitLeader()); r.token <= bump || r.token <= last {
 		t.Fatalf("token %d after a restore with --bump-index %d; the original cluster is at index %d", r.token, bump, last)
 	}
-	if got := readFile(t, srv.url(), "file_0"); !strings.HasSuffix(got, "after;") {
+	if got := readFile(t, srv.URL(), "file_0"); !strings.HasSuffix(got, "after;") {
 		t.Fatalf("file_0 after a new section ends %q", got[max(len(got)-20, 0):])
 	}
 	t.Logf("%d sections restored", n)
@@ -333,10 +334,10 @@ func TestSnapshotRestoreFixedCluster(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	src := startServer(t, freeAddr(t), t.TempDir())
-	c1 := newClient(t, ctx, src.url(), "C1")
+	c1 := newClient(t, ctx, src.URL(), "C1")
 	section(t, ctx, c1, "A", "B")
 	// C2 holds the lock with an append staged when the snapshot is taken.
-	c2 := newClient(t, ctx, src.url(), "C2")
+	c2 := newClient(t, ctx, src.URL(), "C2")
 	lk, err := c2.Acquire(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -346,11 +347,11 @@ func TestSnapshotRestoreFixedCluster(t *testing.T) {
 	}
 	// C4 waits in the queue behind it: ending C2's session grants C4 the
 	// lock, and C4's session must end too.
-	c4 := newClient(t, ctx, src.url(), "C4")
+	c4 := newClient(t, ctx, src.URL(), "C4")
 	waitCtx, stopWaiting := context.WithCancel(ctx)
 	defer stopWaiting()
 	go c4.Acquire(waitCtx)
-	srcReader, err := client.NewReader([]string{src.url()})
+	srcReader, err := client.NewReader([]string{src.URL()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -362,41 +363,24 @@ func TestSnapshotRestoreFixedCluster(t *testing.T) {
 		return len(st.GetLock().GetQueue()) == 1, fmt.Sprint(st.GetLock())
 	})
 	path := filepath.Join(t.TempDir(), "backup.snap")
-	saveSnapshot(t, path, src.url())
+	saveSnapshot(t, path, src.URL())
 
 	addrs := freeAddrs(t, 6)
 	var peers []string
 	for i := range 3 {
 		peers = append(peers, fmt.Sprintf("n%d=%s", i+1, addrs[2*i+1]))
 	}
-	c := &testCluster{t: t}
-	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
-	logDir := t.TempDir()
+	var nodes []*clusterNode
 	for i := range 3 {
-		n := &clusterNode{t: t, id: fmt.Sprintf("n%d", i+1), addr: addrs[2*i], raftAddr: addrs[2*i+1], data: filepath.Join(t.TempDir(), "data"), hc: hc}
-		out := cliMust(t, "", "snapshot", "restore", path, "--data", n.data, "--id", n.id, "--peers", strings.Join(peers, ","))
+		n := newNode(t, fmt.Sprintf("n%d", i+1), addrs[2*i], filepath.Join(t.TempDir(), "data"), "--raft", addrs[2*i+1])
+		n.RaftAddr = addrs[2*i+1]
+		out := cliMust(t, "", "snapshot", "restore", path, "--data", n.Data, "--id", n.ID, "--peers", strings.Join(peers, ","))
 		if i == 0 {
 			t.Log(strings.TrimSpace(out))
 		}
-		if n.logs, err = os.Create(filepath.Join(logDir, n.id+".log")); err != nil {
-			t.Fatal(err)
-		}
-		n.args = []string{"serve", "-v", "--listen", n.addr, "--raft", n.raftAddr, "--data", n.data, "--min-lease", "100ms"}
-		c.nodes = append(c.nodes, n)
+		nodes = append(nodes, n)
 	}
-	t.Cleanup(func() {
-		for _, n := range c.nodes {
-			n.kill()
-			if t.Failed() {
-				b, _ := os.ReadFile(n.logs.Name())
-				t.Logf("%s log, last part:\n%s", n.id, tailOf(string(b), 30))
-			}
-			n.logs.Close()
-		}
-	})
-	if c.reader, err = client.NewReader(c.urls(), client.WithRetryBudget(20*time.Second)); err != nil {
-		t.Fatal(err)
-	}
+	c := clusterOf(t, nodes)
 	for _, n := range c.nodes {
 		n.start()
 	}
@@ -423,7 +407,7 @@ func TestSnapshotRestoreFixedCluster(t *testing.T) {
 	if got := c.readFile(ctx, "file_0"); got != "ABC" {
 		t.Fatalf("file_0 = %q, want ABC", got)
 	}
-	t.Logf("leader %s; new section's token %d", leader.id, r.token)
+	t.Logf("leader %s; new section's token %d", leader.ID, r.token)
 }
 
 // A snapshot file with any byte flipped, or cut short, or with bytes added,
@@ -433,17 +417,17 @@ func TestSnapshotFileChecks(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	srv := startServer(t, freeAddr(t), t.TempDir())
-	section(t, ctx, newClient(t, ctx, srv.url(), "C1"), "some ", "records")
+	section(t, ctx, newClient(t, ctx, srv.URL(), "C1"), "some ", "records")
 	dir := t.TempDir()
 	path := filepath.Join(dir, "backup.snap")
-	saveSnapshot(t, path, srv.url())
+	saveSnapshot(t, path, srv.URL())
 	good, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cliMust(t, "", "snapshot", "verify", path)
 
-	if _, _, err := cliRun(t, "", "snapshot", "save", path, "--server", srv.url()); err == nil || !strings.Contains(err.Error(), "exists") {
+	if _, _, err := cliRun(t, "", "snapshot", "save", path, "--server", srv.URL()); err == nil || !strings.Contains(err.Error(), "exists") {
 		t.Fatalf("save over an existing file: %v, want a refusal", err)
 	}
 	if b, _ := os.ReadFile(path); string(b) != string(good) {
@@ -533,42 +517,36 @@ func TestRecoverFromOneSurvivor(t *testing.T) {
 	// to recover: every acknowledged section is in it.
 	survivor := c.awaitLeader()
 	for _, n := range c.others(survivor) {
-		n.kill9()
-		if err := os.RemoveAll(n.data); err != nil {
+		n.Kill()
+		if err := os.RemoveAll(n.Data); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, _, err := cliRun(t, "", "recover", "--data", survivor.data); err == nil || !strings.Contains(err.Error(), "running") {
+	if _, _, err := cliRun(t, "", "recover", "--data", survivor.Data); err == nil || !strings.Contains(err.Error(), "running") {
 		t.Fatalf("recover of a running node: %v, want a refusal", err)
 	}
-	survivor.kill9()
+	survivor.Kill()
 	lw.halt(t)
 	acked := lw.ackedBefore(time.Now())
 
-	if _, _, err := cliRun(t, "", "recover", "--data", survivor.data, "--id", "not-"+survivor.id); err == nil {
+	if _, _, err := cliRun(t, "", "recover", "--data", survivor.Data, "--id", "not-"+survivor.ID); err == nil {
 		t.Fatal("recover accepted a folder of another node")
 	}
-	out := cliMust(t, "", "recover", "--data", survivor.data, "--id", survivor.id)
+	out := cliMust(t, "", "recover", "--data", survivor.Data, "--id", survivor.ID)
 	t.Log(strings.TrimSpace(out))
 	survivor.start()
 	leader := c.awaitLeader()
 	if leader != survivor {
-		t.Fatalf("%s leads, want %s", leader.id, survivor.id)
+		t.Fatalf("%s leads, want %s", leader.ID, survivor.ID)
 	}
-	files := readFiles(t, ctx, survivor.url(), "file_0", "file_1", "file_2")
+	files := readFiles(t, ctx, survivor.URL(), "file_0", "file_1", "file_2")
 	n := checkSections(t, files, writers, acked)
 	t.Logf("%d sections acknowledged, %d in the recovered files", len(acked), n)
 
 	// A fresh node joins the one-node cluster and catches up byte for byte.
-	addrs := freeAddrs(t, 2)
-	fresh := &clusterNode{t: t, id: "n4", addr: addrs[0], raftAddr: addrs[1], data: t.TempDir(), hc: survivor.hc}
-	var err error
-	if fresh.logs, err = os.Create(filepath.Join(t.TempDir(), "n4.log")); err != nil {
-		t.Fatal(err)
-	}
-	fresh.args = []string{"serve", "-v", "--id", fresh.id, "--listen", fresh.addr, "--raft", fresh.raftAddr,
-		"--join", survivor.url(), "--data", fresh.data, "--min-lease", "100ms"}
-	t.Cleanup(fresh.kill)
+	raft := freeAddrs(t, 1)[0]
+	fresh := newNode(t, "n4", "127.0.0.1:0", t.TempDir(), "--id", "n4", "--raft", raft, "--join", survivor.URL())
+	fresh.RaftAddr = raft
 	fresh.start()
 	pollUntil(t, 20*time.Second, "n4 a voter", func() (bool, string) {
 		st, err := survivor.status()
@@ -582,7 +560,7 @@ func TestRecoverFromOneSurvivor(t *testing.T) {
 		}
 		return false, fmt.Sprint(st.GetMembers())
 	})
-	cl := newClient(t, ctx, survivor.url(), "after")
+	cl := newClient(t, ctx, survivor.URL(), "after")
 	section(t, ctx, cl, "after;")
 	c.nodes = []*clusterNode{survivor, fresh}
 	c.awaitReplicasIdentical()

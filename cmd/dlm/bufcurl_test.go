@@ -33,7 +33,7 @@ func TestBufCurlThroughReflection(t *testing.T) {
 	call := func(method, body string) map[string]any {
 		t.Helper()
 		cmd := exec.Command(buf, "curl", "--protocol", "grpc", "--http2-prior-knowledge", "--reflect",
-			"--data", body, srv.url()+"/"+method)
+			"--data", body, srv.URL()+"/"+method)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("buf curl %s: %v\n%s", method, err, out)
@@ -70,7 +70,7 @@ func TestBufCurlThroughReflection(t *testing.T) {
 	// A definite error carries its code and typed reason through gRPC.
 	cmd := exec.Command(buf, "curl", "--protocol", "grpc", "--http2-prior-knowledge", "--reflect",
 		"--data", `{`+who+`, "seq": 5, "token": "`+token+`", "file": "../etc/passwd", "data": "eA=="}`,
-		srv.url()+"/dlm.v1.LockService/AppendFile")
+		srv.URL()+"/dlm.v1.LockService/AppendFile")
 	out, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "invalid_argument") || !strings.Contains(string(out), "dlm.v1.ErrorDetail") {
 		t.Fatalf("bad file name through buf curl: %v\n%s", err, out)

@@ -7,20 +7,11 @@ package main
 // of every replica byte for byte.
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"net"
-	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -28,460 +19,7 @@ import (
 
 	"github.com/dlm/dlm/client"
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
-	"github.com/dlm/dlm/gen/go/dlm/v1/dlmv1connect"
 )
-
-// clusterNode is one `dlm serve` process of a test cluster.
-type clusterNode struct {
-	t        *testing.T
-	id       string
-	addr     string // the API's host:port
-	raftAddr string
-	data     string
-	args     []string
-	logs     *os.File
-	hc       *http.Client
-	cmd      *exec.Cmd
-	exited   chan struct{}
-	down     bool // killed and not restarted
-	stopped  bool // stalled by SIGSTOP
-}
-
-func (n *clusterNode) url() string { return "http://" + n.addr }
-
-// api makes raw calls to this node alone, without the client's retries.
-func (n *clusterNode) api() dlmv1connect.LockServiceClient {
-	return dlmv1connect.NewLockServiceClient(n.hc, n.url())
-}
-
-// status asks the node for its own view (consistent=false), which every
-// node gives, leader or not.
-func (n *clusterNode) status() (*dlmv1.StatusResponse, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	res, err := n.api().Status(ctx, connect.NewRequest(&dlmv1.StatusRequest{}))
-	if err != nil {
-		return nil, err
-	}
-	return res.Msg, nil
-}
-
-// start runs the process and waits until it answers Status (not until it
-// knows a leader: a lone node of a cluster never does). The ports may still
-// be held by the process just killed; a start that exits early is retried a
-// bounded number of times.
-func (n *clusterNode) start() {
-	n.t.Helper()
-	var err error
-	for range 5 {
-		cmd := exec.Command(dlmBinary, n.args...)
-		cmd.Stdout, cmd.Stderr = n.logs, n.logs
-		if err := cmd.Start(); err != nil {
-			n.t.Fatal(err)
-		}
-		exited := make(chan struct{})
-		go func() {
-			cmd.Wait()
-			close(exited)
-		}()
-		n.cmd, n.exited, n.down, n.stopped = cmd, exited, false, false
-		if err = n.awaitAnswering(15*time.Second, exited); err == nil {
-			return
-		}
-		n.kill()
-		b, _ := os.ReadFile(n.logs.Name())
-		n.t.Logf("%s did not start (%v); its log ends:\n%s", n.id, err, tailOf(string(b), 3))
-		// A port may be held for a moment longer: retry after a pause.
-		time.Sleep(200 * time.Millisecond)
-	}
-	n.t.Fatalf("%s did not come up: %v (log %s)", n.id, err, n.logs.Name())
-}
-
-func (n *clusterNode) awaitAnswering(limit time.Duration, exited <-chan struct{}) error {
-	deadline := time.Now().Add(limit)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		_, err := n.status()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("no answer after %v: %w", limit, err)
-		}
-		select {
-		case <-exited:
-			return errors.New("the process exited")
-		case <-tick.C:
-		}
-	}
-}
-
-// kill9 kills the node with SIGKILL: no shutdown code runs.
-func (n *clusterNode) kill9() {
-	n.t.Helper()
-	if err := n.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		n.t.Fatalf("kill -9 %s: %v", n.id, err)
-	}
-	<-n.exited
-	n.down, n.stopped = true, false
-}
-
-func (n *clusterNode) kill() {
-	if n.cmd == nil {
-		return
-	}
-	n.cmd.Process.Signal(syscall.SIGKILL)
-	<-n.exited
-	n.down = true
-}
-
-// stall stops the process with SIGSTOP: it keeps its sockets but answers
-// nothing, to its clients or to the other nodes.
-func (n *clusterNode) stall() {
-	n.t.Helper()
-	if err := n.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-		n.t.Fatalf("SIGSTOP %s: %v", n.id, err)
-	}
-	n.stopped = true
-}
-
-func (n *clusterNode) wake() {
-	n.t.Helper()
-	if err := n.cmd.Process.Signal(syscall.SIGCONT); err != nil {
-		n.t.Fatalf("SIGCONT %s: %v", n.id, err)
-	}
-	n.stopped = false
-}
-
-// snapshotIndex is the index of the node's latest Raft snapshot on disk,
-// 0 for none.
-func (n *clusterNode) snapshotIndex() uint64 {
-	n.t.Helper()
-	metas, err := filepath.Glob(filepath.Join(n.data, "raft", "snapshots", "*", "meta.json"))
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	var latest uint64
-	for _, m := range metas {
-		b, err := os.ReadFile(m)
-		if err != nil {
-			continue // a snapshot being written or pruned
-		}
-		var meta struct{ Index uint64 }
-		if json.Unmarshal(b, &meta) == nil {
-			latest = max(latest, meta.Index)
-		}
-	}
-	return latest
-}
-
-// oldestLogIndex is the first index of the node's oldest log segment on
-// disk (raft-wal names segment files BASEINDEX-ID.wal); 0 for none.
-func (n *clusterNode) oldestLogIndex() uint64 {
-	n.t.Helper()
-	segs, err := filepath.Glob(filepath.Join(n.data, "raft", "wal", "*.wal"))
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	var oldest uint64
-	for _, s := range segs {
-		var base, id uint64
-		if _, err := fmt.Sscanf(filepath.Base(s), "%d-%x.wal", &base, &id); err == nil && (oldest == 0 || base < oldest) {
-			oldest = base
-		}
-	}
-	return oldest
-}
-
-// logSegments counts the node's log segment files.
-func (n *clusterNode) logSegments() int {
-	segs, _ := filepath.Glob(filepath.Join(n.data, "raft", "wal", "*.wal"))
-	return len(segs)
-}
-
-// testCluster is a fixed cluster of dlm serve processes on loopback.
-type testCluster struct {
-	t      *testing.T
-	nodes  []*clusterNode
-	reader *client.Reader
-}
-
-// startCluster boots size nodes with --peers and waits until they all name
-// the same leader.
-func startCluster(t *testing.T, size int, args ...string) *testCluster {
-	t.Helper()
-	addrs := freeAddrs(t, 2*size)
-	logDir := t.TempDir()
-	// Raw calls open a new connection each, so that none is left over from
-	// a process that was killed or is stalled.
-	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
-	c := &testCluster{t: t}
-	var peers []string
-	for i := range size {
-		n := &clusterNode{t: t, id: fmt.Sprintf("n%d", i+1), addr: addrs[2*i], raftAddr: addrs[2*i+1], data: t.TempDir(), hc: hc}
-		logs, err := os.Create(filepath.Join(logDir, n.id+".log"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		n.logs = logs
-		c.nodes = append(c.nodes, n)
-		peers = append(peers, n.id+"="+n.raftAddr)
-	}
-	for _, n := range c.nodes {
-		n.args = append([]string{"serve", "-v", "--id", n.id, "--listen", n.addr, "--raft", n.raftAddr,
-			"--peers", strings.Join(peers, ","), "--data", n.data, "--min-lease", "100ms"}, args...)
-	}
-	t.Cleanup(func() {
-		for _, n := range c.nodes {
-			n.kill()
-		}
-		for _, n := range c.nodes {
-			if t.Failed() {
-				b, _ := os.ReadFile(n.logs.Name())
-				t.Logf("%s (%s) log, last part:\n%s", n.id, n.url(), tailOf(string(b), 60))
-			}
-			n.logs.Close()
-		}
-	})
-	var err error
-	if c.reader, err = client.NewReader(c.urls(), client.WithRetryBudget(20*time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range c.nodes {
-		n.start()
-	}
-	c.awaitLeader()
-	return c
-}
-
-// freeAddrs returns n distinct loopback addresses whose ports were free a
-// moment ago. They are taken below the kernel's ephemeral range when it is
-// known: a node restarted on its ports must not find one taken by the local
-// end of some outgoing connection, as happens to ports the kernel hands out.
-// Every listener stays open until all are chosen, so none is given twice.
-func freeAddrs(t *testing.T, n int) []string {
-	t.Helper()
-	lo, hi := 0, 0 // 0: let the kernel choose
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		var first, last int
-		if _, err := fmt.Sscan(string(b), &first, &last); err == nil && first > 12000 {
-			lo, hi = 10000, first
-		}
-	}
-	var (
-		lns   []net.Listener
-		addrs []string
-	)
-	defer func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-	}()
-	for tries := 0; len(addrs) < n; tries++ {
-		port := 0
-		if hi > 0 && tries < 1000 {
-			port = lo + rand.IntN(hi-lo)
-		}
-		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			if port != 0 {
-				continue // taken: try another
-			}
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		addrs = append(addrs, ln.Addr().String())
-	}
-	return addrs
-}
-
-// tailOf returns the last lines of a node's log, leaving out Raft's
-// repeated complaints about a peer that is down.
-func tailOf(s string, lines int) string {
-	var kept []string
-	skipped := 0
-	for l := range strings.SplitSeq(strings.TrimRight(s, "\n"), "\n") {
-		if strings.Contains(l, "failed to heartbeat") || strings.Contains(l, "failed to appendEntries") {
-			skipped++
-			continue
-		}
-		kept = append(kept, l)
-	}
-	return fmt.Sprintf("(%d lines about unreachable peers left out)\n%s", skipped, strings.Join(kept[max(len(kept)-lines, 0):], "\n"))
-}
-
-func (c *testCluster) urls() []string {
-	var urls []string
-	for _, n := range c.nodes {
-		urls = append(urls, n.url())
-	}
-	return urls
-}
-
-// others returns the nodes other than n, in order.
-func (c *testCluster) others(n *clusterNode) []*clusterNode {
-	var out []*clusterNode
-	for _, o := range c.nodes {
-		if o != n {
-			out = append(out, o)
-		}
-	}
-	return out
-}
-
-// pollUntil checks cond every 20ms until it holds, failing the test with
-// cond's last explanation once limit has passed.
-func pollUntil(t *testing.T, limit time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		ok, why := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still not after %v: %s", what, limit, why)
-		}
-		<-tick.C
-	}
-}
-
-// awaitLeader waits until every running node names the same leader and that
-// node says it leads, and returns it.
-func (c *testCluster) awaitLeader() *clusterNode {
-	c.t.Helper()
-	var leader *clusterNode
-	pollUntil(c.t, 20*time.Second, "a leader every running node names", func() (bool, string) {
-		leader = nil
-		url := ""
-		roles := make(map[*clusterNode]string)
-		for _, n := range c.nodes {
-			if n.down || n.stopped {
-				continue
-			}
-			st, err := n.status()
-			if err != nil {
-				return false, fmt.Sprintf("%s: %v", n.id, err)
-			}
-			u := st.GetNode().GetLeaderUrl()
-			switch {
-			case u == "":
-				return false, n.id + " knows no leader"
-			case url != "" && u != url:
-				return false, fmt.Sprintf("%s names %s, another node %s", n.id, u, url)
-			}
-			url = u
-			roles[n] = st.GetNode().GetRole()
-		}
-		for n, role := range roles {
-			if n.url() == url && role == "leader" {
-				leader = n
-				return true, ""
-			}
-		}
-		return false, "the named leader " + url + " is not a running node that leads"
-	})
-	return leader
-}
-
-// commitIndex is the leader's commit index.
-func (c *testCluster) commitIndex(leader *clusterNode) uint64 {
-	c.t.Helper()
-	st, err := leader.status()
-	if err != nil {
-		c.t.Fatalf("status of %s: %v", leader.id, err)
-	}
-	return st.GetNode().GetCommitIndex()
-}
-
-// awaitCaughtUp waits until each of nodes has applied everything the leader
-// had committed when called.
-func (c *testCluster) awaitCaughtUp(nodes ...*clusterNode) {
-	c.t.Helper()
-	commit := c.commitIndex(c.awaitLeader())
-	for _, n := range nodes {
-		pollUntil(c.t, 20*time.Second, n.id+" catching up to index "+fmt.Sprint(commit), func() (bool, string) {
-			st, err := n.status()
-			if err != nil {
-				return false, err.Error()
-			}
-			applied := st.GetNode().GetAppliedIndex()
-			return applied >= commit, fmt.Sprintf("applied %d", applied)
-		})
-	}
-}
-
-// awaitReplicasIdentical waits until every node, all of them running, has
-// applied the leader's commit index and holds byte-identical files.
-func (c *testCluster) awaitReplicasIdentical() {
-	c.t.Helper()
-	for _, n := range c.nodes {
-		if n.down || n.stopped {
-			c.t.Fatalf("%s is not running: cannot compare its files", n.id)
-		}
-	}
-	c.awaitCaughtUp(c.nodes...)
-	// The applied index counts entries handed to the state machine, which
-	// may still be writing the last one: compare until equal, bounded.
-	pollUntil(c.t, 10*time.Second, "byte-identical replicas", func() (bool, string) {
-		diff := c.diffFiles()
-		return diff == "", diff
-	})
-}
-
-// diffFiles compares every node's files/file_* with the first node's and
-// describes the first difference ("" for none).
-func (c *testCluster) diffFiles() string {
-	ref, err := replicaFiles(c.nodes[0].data)
-	if err != nil {
-		return err.Error()
-	}
-	if len(ref) == 0 {
-		return c.nodes[0].id + " has no files"
-	}
-	for _, n := range c.nodes[1:] {
-		got, err := replicaFiles(n.data)
-		if err != nil {
-			return err.Error()
-		}
-		if len(got) != len(ref) {
-			return fmt.Sprintf("%s has %d files, %s %d", n.id, len(got), c.nodes[0].id, len(ref))
-		}
-		for name, want := range ref {
-			if !bytes.Equal(got[name], want) {
-				return fmt.Sprintf("%s differs: %s has %q, %s %q", name, n.id, clipForLog(got[name]), c.nodes[0].id, clipForLog(want))
-			}
-		}
-	}
-	return ""
-}
-
-func clipForLog(b []byte) []byte {
-	if len(b) > 80 {
-		return append(b[:80:80], "…"...)
-	}
-	return b
-}
-
-// replicaFiles reads a data folder's files/file_* from disk.
-func replicaFiles(dataDir string) (map[string][]byte, error) {
-	paths, err := filepath.Glob(filepath.Join(dataDir, "files", "file_*"))
-	if err != nil {
-		return nil, err
-	}
-	files := make(map[string][]byte, len(paths))
-	for _, p := range paths {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return nil, err
-		}
-		files[filepath.Base(p)] = b
-	}
-	return files, nil
-}
 
 // newClient opens a session given every node's URL, as an application
 // would. Its retry budget rides out a failover.
@@ -718,7 +256,7 @@ func TestD1FollowerDownBriefly(t *testing.T) {
 			d2 = goSection(ctx, c2, appendsOf("B", 1, files...), nil)
 			c.awaitQueue(ctx, 1)
 		case 1:
-			s2.kill9()
+			s2.Kill()
 		case 2:
 			s2.start()
 		}
@@ -763,7 +301,7 @@ func TestD2FollowerDownLong(t *testing.T) {
 			d2 = goSection(ctx, c2, appendsOf("B", 1, files...), nil)
 			c.awaitQueue(ctx, 1)
 		case 1:
-			s2.kill9()
+			s2.Kill()
 			// Nothing is in flight (C1 waits here, C2 waits in the queue),
 			// so S2 had nothing past what the leader has committed.
 			s2Before = c.commitIndex(s1)
@@ -791,7 +329,7 @@ func TestD2FollowerDownLong(t *testing.T) {
 	big := strings.Repeat("0123456789abcdef", 1<<16) // 1 MiB
 	pollUntil(t, 60*time.Second, "the leader deleting its log up to S2's last entry", func() (bool, string) {
 		leader := c.awaitLeader()
-		if logStart = leader.oldestLogIndex(); logStart > s2Before+1 && leader.snapshotIndex() >= logStart {
+		if logStart = leader.OldestLogIndex(); logStart > s2Before+1 && leader.SnapshotIndex() >= logStart {
 			return true, ""
 		}
 		if sections == 200 {
@@ -800,7 +338,7 @@ func TestD2FollowerDownLong(t *testing.T) {
 		// Big appends until the first segment is full and sealed, then small
 		// ones until the next snapshot deletes it.
 		data := big
-		if leader.logSegments() > 1 {
+		if len(leader.LogSegments()) > 1 {
 			data = "x"
 		}
 		r := runSection(ctx, []*client.Client{c1, c2}[sections%2], appendsOf(data, 4, "file_10"), nil)
@@ -812,7 +350,7 @@ func TestD2FollowerDownLong(t *testing.T) {
 		}
 		last = r.token
 		sections++
-		return false, fmt.Sprintf("%d sections, leader %s's log starts at %d, S2 stopped at %d", sections, leader.id, logStart, s2Before)
+		return false, fmt.Sprintf("%d sections, leader %s's log starts at %d, S2 stopped at %d", sections, leader.ID, logStart, s2Before)
 	})
 	t.Logf("%d sections with S2 down; the leader's log now starts at index %d, S2 stopped at %d", sections, logStart, s2Before)
 
@@ -822,18 +360,18 @@ func TestD2FollowerDownLong(t *testing.T) {
 	if leader == s3 {
 		follower = s1
 	}
-	_, err := follower.api().Init(ctx, connect.NewRequest(&dlmv1.InitRequest{Name: "asks a follower"}))
-	if d := errorDetail(err); connect.CodeOf(err) != connect.CodeUnavailable || d.GetReason() != dlmv1.ErrorReason_ERROR_REASON_NOT_LEADER || d.GetLeaderUrl() != leader.url() {
-		t.Fatalf("Init at follower %s = %v (detail %v), want Unavailable, NOT_LEADER, leader %s", follower.id, err, d, leader.url())
+	_, err := follower.API().Init(ctx, connect.NewRequest(&dlmv1.InitRequest{Name: "asks a follower"}))
+	if d := errorDetail(err); connect.CodeOf(err) != connect.CodeUnavailable || d.GetReason() != dlmv1.ErrorReason_ERROR_REASON_NOT_LEADER || d.GetLeaderUrl() != leader.URL() {
+		t.Fatalf("Init at follower %s = %v (detail %v), want Unavailable, NOT_LEADER, leader %s", follower.ID, err, d, leader.URL())
 	}
 	// A client that knows only the follower follows the hint.
-	onlyFollower, err := client.New(ctx, []string{follower.url()}, client.WithName("via follower"), client.WithRetryBudget(20*time.Second))
+	onlyFollower, err := client.New(ctx, []string{follower.URL()}, client.WithName("via follower"), client.WithRetryBudget(20*time.Second))
 	if err != nil {
-		t.Fatalf("client given only follower %s: %v", follower.id, err)
+		t.Fatalf("client given only follower %s: %v", follower.ID, err)
 	}
 	defer onlyFollower.Close(context.Background())
 	if r := runSection(ctx, onlyFollower, appendsOf("F", 1, "file_12"), nil); r.err != nil || r.token <= last {
-		t.Fatalf("section through follower %s: token %d (last %d), %v", follower.id, r.token, last, r.err)
+		t.Fatalf("section through follower %s: token %d (last %d), %v", follower.ID, r.token, last, r.err)
 	}
 	if got := c.readFile(ctx, "file_12"); got != "F" {
 		t.Fatalf("file_12 = %q, want F", got)
@@ -841,7 +379,7 @@ func TestD2FollowerDownLong(t *testing.T) {
 
 	s2.start()
 	c.awaitReplicasIdentical()
-	if snap := s2.snapshotIndex(); snap < logStart-1 {
+	if snap := s2.SnapshotIndex(); snap < logStart-1 {
 		t.Fatalf("S2's latest snapshot is at %d; it should have installed the leader's (at %d or later)", snap, logStart-1)
 	}
 }
@@ -873,12 +411,12 @@ func leaderDiesBetween(t *testing.T, n, killInC2 int) {
 	})
 	var r2 sectionResult
 	if killInC2 == 0 {
-		s1.kill9()
+		s1.Kill()
 		r2 = awaitSection(t, ctx, "C2", d2)
 	} else {
 		r2 = driveSection(t, s2script, "C2", d2, func(i int) {
 			if i == killInC2 {
-				s1.kill9()
+				s1.Kill()
 			}
 		})
 		t.Logf("C2's section took %d grant(s) across the failover", r2.attempts)
@@ -928,7 +466,7 @@ func TestD5MajorityDown(t *testing.T) {
 			d3 = goSection(ctx, c3, appendsOf("C", 2, files...), nil)
 			c.awaitQueue(ctx, 2)
 		case 3:
-			s2.kill9()
+			s2.Kill()
 		case 6:
 			s2.start()
 		}
@@ -938,8 +476,8 @@ func TestD5MajorityDown(t *testing.T) {
 			return
 		}
 		c.awaitCaughtUp(s2) // S2 is back in step before the double failure
-		s1.kill9()
-		s2.kill9()
+		s1.Kill()
+		s2.Kill()
 		refusesChanges(t, ctx, s3)
 		s1.start() // one returns: with S3 a majority again
 	})
@@ -967,28 +505,28 @@ func TestD5MajorityDown(t *testing.T) {
 func refusesChanges(t *testing.T, ctx context.Context, n *clusterNode) {
 	t.Helper()
 	const deadline = 2 * time.Second
-	pollUntil(t, 10*time.Second, n.id+" alone saying it has no leader", func() (bool, string) {
+	pollUntil(t, 10*time.Second, n.ID+" alone saying it has no leader", func() (bool, string) {
 		cctx, cancel := context.WithTimeout(ctx, deadline)
 		defer cancel()
 		start := time.Now()
-		_, err := n.api().Init(cctx, connect.NewRequest(&dlmv1.InitRequest{Name: "no majority"}))
+		_, err := n.API().Init(cctx, connect.NewRequest(&dlmv1.InitRequest{Name: "no majority"}))
 		took := time.Since(start)
 		d := errorDetail(err)
 		switch {
 		case err == nil:
-			t.Fatalf("%s alone opened a session", n.id)
+			t.Fatalf("%s alone opened a session", n.ID)
 		case connect.CodeOf(err) != connect.CodeUnavailable || d == nil || d.GetReason() == dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED:
-			t.Fatalf("%s alone answered %v (detail %v) after %v; want Unavailable with a reason before the %v deadline", n.id, err, d, took, deadline)
+			t.Fatalf("%s alone answered %v (detail %v) after %v; want Unavailable with a reason before the %v deadline", n.ID, err, d, took, deadline)
 		case d.GetLeaderUrl() != "":
 			return false, fmt.Sprintf("still names leader %s: %v", d.GetLeaderUrl(), err)
 		}
-		t.Logf("%s alone answers in %v: %v", n.id, took.Round(time.Millisecond), err)
+		t.Logf("%s alone answers in %v: %v", n.ID, took.Round(time.Millisecond), err)
 		return true, ""
 	})
 	start := time.Now()
-	_, err := client.New(ctx, []string{n.url()}, client.WithRetryBudget(deadline))
+	_, err := client.New(ctx, []string{n.URL()}, client.WithRetryBudget(deadline))
 	if took := time.Since(start); !errors.Is(err, client.ErrUnavailable) || took > deadline+2*time.Second {
-		t.Fatalf("a client of %s alone got %v after %v; want ErrUnavailable within its %v budget", n.id, err, took, deadline)
+		t.Fatalf("a client of %s alone got %v after %v; want ErrUnavailable within its %v budget", n.ID, err, took, deadline)
 	}
 }
 
@@ -1010,7 +548,7 @@ func TestIsolatedLeader(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A raw session on the old leader, to send it changes of its own.
-	init, err := old.api().Init(ctx, connect.NewRequest(&dlmv1.InitRequest{Name: "raw", LeaseMs: 20000}))
+	init, err := old.API().Init(ctx, connect.NewRequest(&dlmv1.InitRequest{Name: "raw", LeaseMs: 20000}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1019,11 +557,11 @@ func TestIsolatedLeader(t *testing.T) {
 		return connect.NewRequest(&dlmv1.LockAcquireRequest{ClientId: raw.GetClientId(), Secret: raw.GetSecret(), Seq: seq, Try: true})
 	}
 
-	old.stall()
+	old.Pause()
 	stalledAt := time.Now()
 	// A change sent to the stalled node gets nothing.
 	cctx, ccancel := context.WithTimeout(ctx, time.Second)
-	_, err = old.api().LockAcquire(cctx, acquire(1))
+	_, err = old.API().LockAcquire(cctx, acquire(1))
 	ccancel()
 	if connect.CodeOf(err) != connect.CodeDeadlineExceeded {
 		t.Fatalf("acquire at the stalled leader = %v, want no answer (deadline exceeded)", err)
@@ -1033,7 +571,7 @@ func TestIsolatedLeader(t *testing.T) {
 	go func() {
 		lctx, lcancel := context.WithTimeout(ctx, 30*time.Second)
 		defer lcancel()
-		res, err := old.api().LockAcquire(lctx, acquire(2))
+		res, err := old.API().LockAcquire(lctx, acquire(2))
 		if err == nil {
 			err = fmt.Errorf("answered %v", res.Msg)
 		}
@@ -1044,7 +582,7 @@ func TestIsolatedLeader(t *testing.T) {
 	if leader == old {
 		t.Fatal("the stalled node still leads")
 	}
-	t.Logf("%s leads %v after %s was stalled", leader.id, time.Since(stalledAt).Round(time.Millisecond), old.id)
+	t.Logf("%s leads %v after %s was stalled", leader.ID, time.Since(stalledAt).Round(time.Millisecond), old.ID)
 	// The holder carries on under the new leader, with the same grant.
 	if err := lk.Append(ctx, "file_0", []byte("H2.")); err != nil {
 		t.Fatalf("holder's append under the new leader: %v", err)
@@ -1060,7 +598,7 @@ func TestIsolatedLeader(t *testing.T) {
 		t.Fatalf("the new leader granted token %d after token %d", r.token, lk.Token())
 	}
 
-	old.wake()
+	old.Resume()
 	woke := time.Now()
 	pollUntil(t, 10*time.Second, "the old leader stepping down", func() (bool, string) {
 		st, err := old.status()
@@ -1068,9 +606,9 @@ func TestIsolatedLeader(t *testing.T) {
 			return false, err.Error()
 		}
 		n := st.GetNode()
-		return n.GetRole() == "follower" && n.GetLeaderUrl() == leader.url(), fmt.Sprintf("role %s, leader %q", n.GetRole(), n.GetLeaderUrl())
+		return n.GetRole() == "follower" && n.GetLeaderUrl() == leader.URL(), fmt.Sprintf("role %s, leader %q", n.GetRole(), n.GetLeaderUrl())
 	})
-	t.Logf("%s follows %s %v after SIGCONT", old.id, leader.id, time.Since(woke).Round(time.Millisecond))
+	t.Logf("%s follows %s %v after SIGCONT", old.ID, leader.ID, time.Since(woke).Round(time.Millisecond))
 	select {
 	case err := <-late:
 		if d := errorDetail(err); connect.CodeOf(err) != connect.CodeUnavailable || d.GetReason() != dlmv1.ErrorReason_ERROR_REASON_NOT_LEADER {
@@ -1110,7 +648,7 @@ func TestClusterFailover(t *testing.T) {
 	for run := range runs {
 		leader := c.awaitLeader()
 		survivors := c.others(leader)
-		leader.kill9()
+		leader.Kill()
 		killed := time.Now()
 		elected := make(chan time.Duration, 1)
 		go func() { elected <- awaitElected(ctx, survivors, killed) }()
@@ -1197,13 +735,13 @@ func TestMembersListEveryClientURL(t *testing.T) {
 		}
 		return len(st.GetMembers()) == 3, fmt.Sprint(st.GetMembers())
 	})
-	out, errOut, err := cliRun(t, "", "members", "list", "--server", follower.url())
+	out, errOut, err := cliRun(t, "", "members", "list", "--server", follower.URL())
 	if err != nil {
 		t.Fatalf("members list: %v\n%s", err, errOut)
 	}
 	for _, n := range c.nodes {
-		if !strings.Contains(out, n.url()) {
-			t.Fatalf("members list lacks %s:\n%s", n.url(), out)
+		if !strings.Contains(out, n.URL()) {
+			t.Fatalf("members list lacks %s:\n%s", n.URL(), out)
 		}
 	}
 }

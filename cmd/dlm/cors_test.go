@@ -24,7 +24,7 @@ func TestServeCORSOrigin(t *testing.T) {
 		"http://a.example": true, "http://b.example:8080": true, "https://c.example": true,
 		"http://b.example": false, "https://a.example": false, "http://d.example": false,
 	} {
-		req, _ := http.NewRequest(http.MethodOptions, p.url()+"/dlm.v1.LockService/Status", nil)
+		req, _ := http.NewRequest(http.MethodOptions, p.URL()+"/dlm.v1.LockService/Status", nil)
 		req.Header.Set("Origin", origin)
 		req.Header.Set("Access-Control-Request-Method", "POST")
 		res, err := http.DefaultClient.Do(req)

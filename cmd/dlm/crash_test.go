@@ -55,9 +55,9 @@ func TestCrashWithLockFree(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	srv := startServer(t, "127.0.0.1:0", t.TempDir())
-	c1 := newClient(t, ctx, srv.url(), "C1")
+	c1 := newClient(t, ctx, srv.URL(), "C1")
 	section(t, ctx, c1, "A", "A")
-	srv.kill9()
+	srv.Kill()
 
 	granted := make(chan error, 1)
 	var lk *client.Lock
@@ -76,10 +76,10 @@ func TestCrashWithLockFree(t *testing.T) {
 	if err := lk.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := readFile(t, srv.url(), "file_0"); got != "AA1" {
+	if got := readFile(t, srv.URL(), "file_0"); got != "AA1" {
 		t.Fatalf("file_0 = %q, want AA1", got)
 	}
-	if got := onDisk(t, srv.data, "file_0"); got != "AA1" {
+	if got := onDisk(t, srv.Data, "file_0"); got != "AA1" {
 		t.Fatalf("file_0 on disk = %q, want AA1", got)
 	}
 }
@@ -90,8 +90,8 @@ func TestCrashWithLockHeld(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	srv := startServer(t, "127.0.0.1:0", t.TempDir())
-	c1 := newClient(t, ctx, srv.url(), "C1")
-	c2 := newClient(t, ctx, srv.url(), "C2")
+	c1 := newClient(t, ctx, srv.URL(), "C1")
+	c2 := newClient(t, ctx, srv.URL(), "C2")
 	section(t, ctx, c1, "A")
 	lk, err := c2.Acquire(ctx)
 	if err != nil {
@@ -100,7 +100,7 @@ func TestCrashWithLockHeld(t *testing.T) {
 	if err := lk.Append(ctx, "file_0", []byte("B")); err != nil {
 		t.Fatal(err)
 	}
-	srv.kill9()
+	srv.Kill()
 
 	appended := make(chan error, 1)
 	go func() { appended <- lk.Append(ctx, "file_0", []byte("B")) }()
@@ -112,7 +112,7 @@ func TestCrashWithLockHeld(t *testing.T) {
 		t.Fatalf("release after the crash: %v", err)
 	}
 	section(t, ctx, c1, "A")
-	if got := readFile(t, srv.url(), "file_0"); got != "ABBA" {
+	if got := readFile(t, srv.URL(), "file_0"); got != "ABBA" {
 		t.Fatalf("file_0 = %q, want ABBA", got)
 	}
 }
@@ -128,7 +128,7 @@ func TestCrashLoopLosesNothing(t *testing.T) {
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 0))
 	srv := startServer(t, "127.0.0.1:0", t.TempDir(), "--snapshot-threshold", "40")
-	c := newClient(t, ctx, srv.url(), "writer")
+	c := newClient(t, ctx, srv.URL(), "writer")
 
 	acked := make(chan int, 1024)
 	stop := make(chan struct{})
@@ -163,7 +163,7 @@ func TestCrashLoopLosesNothing(t *testing.T) {
 
 	for range 5 {
 		time.Sleep(time.Duration(100+rng.IntN(400)) * time.Millisecond) // fault schedule, not synchronisation
-		srv.kill9()
+		srv.Kill()
 		srv.start()
 	}
 	close(stop)
@@ -171,7 +171,7 @@ func TestCrashLoopLosesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	close(acked)
-	got := readFile(t, srv.url(), "file_0")
+	got := readFile(t, srv.URL(), "file_0")
 	records := strings.Split(strings.TrimSuffix(got, ";"), ";")
 	seen := make(map[string]bool)
 	last := -1
@@ -201,7 +201,7 @@ func TestCrashLoopLosesNothing(t *testing.T) {
 	if n == 0 {
 		t.Fatal("no section was acknowledged")
 	}
-	if disk := onDisk(t, srv.data, "file_0"); disk != got {
+	if disk := onDisk(t, srv.Data, "file_0"); disk != got {
 		t.Fatalf("file on disk differs from the served file")
 	}
 	t.Logf("%d sections acknowledged across 5 kill -9s, %d records in the file", n, len(records))

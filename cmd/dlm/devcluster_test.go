@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dlm/dlm/client"
+	"github.com/dlm/dlm/internal/e2e"
 )
 
 // devCluster is a running `dlm dev-cluster` process.
@@ -53,7 +54,7 @@ func startDevCluster(t *testing.T, args ...string) *devCluster {
 			cmd.Process.Kill()
 		}
 		if t.Failed() {
-			t.Logf("dev-cluster stdout after the banner:\n%s\nstderr:\n%s", strings.Join(dc.seen, "\n"), tailOf(stderr.String(), 40))
+			t.Logf("dev-cluster stdout after the banner:\n%s\nstderr:\n%s", strings.Join(dc.seen, "\n"), e2e.Tail(stderr.String(), 40))
 		}
 	})
 	deadline := time.After(20 * time.Second)

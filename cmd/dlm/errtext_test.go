@@ -24,9 +24,9 @@ func TestNoMajorityErrorNamesTheReason(t *testing.T) {
 	c := startCluster(t, 3)
 	leader := c.awaitLeader()
 	survivor := c.others(leader)[1]
-	leader.kill9()
-	c.others(leader)[0].kill9()
-	pollUntil(t, 30*time.Second, survivor.id+" knowing no leader", func() (bool, string) {
+	leader.Kill()
+	c.others(leader)[0].Kill()
+	pollUntil(t, 30*time.Second, survivor.ID+" knowing no leader", func() (bool, string) {
 		st, err := survivor.status()
 		if err != nil {
 			return false, err.Error()
@@ -35,10 +35,10 @@ func TestNoMajorityErrorNamesTheReason(t *testing.T) {
 	})
 	// The survivor is listed first, the dead nodes after it: the last
 	// attempt is as likely to be a refused connection as an answer.
-	servers := survivor.url()
+	servers := survivor.URL()
 	for _, n := range c.nodes {
 		if n != survivor {
-			servers += "," + n.url()
+			servers += "," + n.URL()
 		}
 	}
 	cmd := exec.Command(dlmBinary, "append", "--server", servers, "--retry", "3s", "--file", "file_1", "x")

@@ -6,20 +6,19 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
 
+	"github.com/dlm/dlm/client"
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
 	"github.com/dlm/dlm/gen/go/dlm/v1/dlmv1connect"
+	"github.com/dlm/dlm/internal/e2e"
 	"github.com/dlm/dlm/server/auth"
 	"github.com/dlm/dlm/server/servertest"
 )
@@ -43,11 +42,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	dlmBinary = filepath.Join(dir, "dlm")
-	build := exec.Command("go", "build", "-o", dlmBinary, ".")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building dlm:", err)
+	if dlmBinary, err = e2e.Build(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -55,121 +51,232 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// freeAddr returns a loopback address with a port that was free a moment
-// ago, for an address where nothing must answer. A server gets
-// "127.0.0.1:0" instead (startServer learns the port it chose).
+// freeAddr returns a loopback address nothing listens on, for an address
+// where nothing must answer. A server gets "127.0.0.1:0" instead (the
+// harness learns the port it chose).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := e2e.UnusedAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }
 
-// proc is a dlm serve process.
-type proc struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	exited chan struct{}
-	addr   string
-	data   string
-	args   []string
-	logs   *os.File
-}
-
-// startServer runs `dlm serve` on addr with data in dir and waits until it
-// knows a leader (a single node: until it leads).
-func startServer(t *testing.T, addr, dir string, args ...string) *proc {
+// freeAddrs reserves n loopback addresses for nodes that must be named
+// before they start (a --peers cluster) and restart on them.
+func freeAddrs(t *testing.T, n int) []string {
 	t.Helper()
-	logs, err := os.Create(filepath.Join(t.TempDir(), "server.log"))
+	addrs, err := e2e.ReserveAddrs(n)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{t: t, addr: addr, data: dir, args: args, logs: logs}
+	return addrs
+}
+
+// clusterNode is one `dlm serve` process (e2e.Node) whose harness failures
+// fail the test.
+type clusterNode struct {
+	*e2e.Node
+	t *testing.T
+	// single: a node started alone or joining, whose start waits until
+	// it knows a leader, and if it leads, until it takes writes.
+	single bool
+}
+
+// newNode prepares a node with data in dir on addr (a port 0 is learned at
+// the first start) with serve's args after --listen and --data; the test's
+// cleanup kills it and, if the test failed, shows its log.
+func newNode(t *testing.T, id, addr, dir string, args ...string) *clusterNode {
+	t.Helper()
+	n := &clusterNode{t: t, Node: &e2e.Node{ID: id, Bin: dlmBinary, Addr: addr, Data: dir,
+		Args: append([]string{"-v", "--min-lease", "100ms"}, args...), LogPath: filepath.Join(t.TempDir(), id+".log")}}
 	t.Cleanup(func() {
-		p.kill()
-		logs.Close()
+		n.Kill()
+		if t.Failed() {
+			t.Logf("%s (%s) log, last part:\n%s", n.ID, n.URL(), e2e.Tail(n.Log(), 60))
+		}
 	})
-	p.start()
-	return p
+	return n
 }
 
-func (p *proc) url() string { return "http://" + p.addr }
+// startServer runs `dlm serve` on addr with data in dir (alone, or joining
+// with --join in args) and waits until it is ready.
+func startServer(t *testing.T, addr, dir string, args ...string) *clusterNode {
+	t.Helper()
+	n := newNode(t, "node1", addr, dir, args...)
+	n.single = true
+	n.start()
+	return n
+}
 
-func (p *proc) start() {
-	p.t.Helper()
-	args := append([]string{"serve", "--listen", p.addr, "--data", p.data, "--min-lease", "100ms"}, p.args...)
-	// The port may still be held by the process just killed; retry a
-	// bounded number of times.
-	for attempt := 0; ; attempt++ {
-		p.cmd = exec.Command(dlmBinary, args...)
-		p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
-		if err := p.cmd.Start(); err != nil {
-			p.t.Fatal(err)
-		}
-		p.exited = make(chan struct{})
-		go func(cmd *exec.Cmd, exited chan struct{}) {
-			cmd.Wait()
-			close(exited)
-		}(p.cmd, p.exited)
-		err := p.learnAddr()
-		if err == nil {
-			err = awaitLeaderKnown(p.url(), 20*time.Second, p.exited)
-		}
-		if err == nil {
-			return
-		}
-		p.kill()
-		if attempt == 5 {
-			p.t.Fatalf("dlm serve did not come up: %v (log %s)", err, p.logs.Name())
+// singleNode is a one-node "cluster" on dir, not yet started.
+func singleNode(t *testing.T, dir string, args ...string) *clusterNode {
+	t.Helper()
+	return newNode(t, "node1", "127.0.0.1:0", dir, args...)
+}
+
+// start runs the node (again) and waits until it serves, and for a single
+// node until it is ready (e2e.Node.AwaitReady).
+func (n *clusterNode) start() {
+	n.t.Helper()
+	if err := n.Start(); err != nil {
+		n.t.Fatal(err)
+	}
+	if n.single {
+		if err := n.AwaitReady(20 * time.Second); err != nil {
+			n.t.Fatal(err)
 		}
 	}
 }
 
-// learnAddr replaces a port 0 in p.addr by the one the server chose, read
-// from the line it prints once it listens. Restarts then reuse that port.
-func (p *proc) learnAddr() error {
-	if !strings.HasSuffix(p.addr, ":0") {
-		return nil
+// status is the node's own view (Status with consistent=false).
+func (n *clusterNode) status() (*dlmv1.StatusResponse, error) {
+	return n.Status(context.Background())
+}
+
+// testCluster is a fixed cluster of dlm serve processes on loopback.
+type testCluster struct {
+	t      *testing.T
+	nodes  []*clusterNode
+	reader *client.Reader
+}
+
+// startCluster boots size nodes with --peers and waits until they all name
+// the same leader.
+func startCluster(t *testing.T, size int, args ...string) *testCluster {
+	t.Helper()
+	ec, err := e2e.NewCluster(dlmBinary, t.TempDir(), size, append([]string{"-v", "--min-lease", "100ms"}, args...)...)
+	if err != nil {
+		t.Fatal(err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		b, err := os.ReadFile(p.logs.Name())
-		if err != nil {
-			return err
+	var nodes []*clusterNode
+	for _, n := range ec.Nodes {
+		nodes = append(nodes, &clusterNode{Node: n, t: t})
+	}
+	c := clusterOf(t, nodes)
+	for _, n := range c.nodes {
+		n.start()
+	}
+	c.awaitLeader()
+	return c
+}
+
+// clusterOf makes a test cluster of nodes (not started yet): a Reader over
+// them, and a cleanup that kills them and shows their logs if the test
+// failed.
+func clusterOf(t *testing.T, nodes []*clusterNode) *testCluster {
+	t.Helper()
+	c := &testCluster{t: t, nodes: nodes}
+	t.Cleanup(func() {
+		for _, n := range nodes {
+			n.Kill()
 		}
-		if _, rest, ok := strings.Cut(string(b), "dlm serving on http://"); ok {
-			if addr, _, ok := strings.Cut(rest, " "); ok {
-				p.addr = addr
-				return nil
+		if t.Failed() {
+			for _, n := range nodes {
+				t.Logf("%s (%s) log, last part:\n%s", n.ID, n.URL(), e2e.Tail(n.Log(), 60))
 			}
 		}
-		select {
-		case <-p.exited:
-			return errors.New("the process exited")
-		case <-time.After(20 * time.Millisecond):
+	})
+	var err error
+	if c.reader, err = client.NewReader(c.urls(), client.WithRetryBudget(20*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// e2e is the harness's view of the cluster's current nodes.
+func (c *testCluster) e2e() *e2e.Cluster {
+	ec := &e2e.Cluster{}
+	for _, n := range c.nodes {
+		ec.Nodes = append(ec.Nodes, n.Node)
+	}
+	return ec
+}
+
+func (c *testCluster) urls() []string { return c.e2e().URLs() }
+
+// others returns the nodes other than n, in order.
+func (c *testCluster) others(n *clusterNode) []*clusterNode {
+	var out []*clusterNode
+	for _, o := range c.nodes {
+		if o != n {
+			out = append(out, o)
 		}
 	}
-	return errors.New("no serving line in 20s")
+	return out
 }
 
-// kill9 kills the server with SIGKILL: no shutdown code runs.
-func (p *proc) kill9() {
-	p.t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		p.t.Fatalf("kill -9: %v", err)
+func (c *testCluster) wrap(n *e2e.Node) *clusterNode {
+	for _, o := range c.nodes {
+		if o.Node == n {
+			return o
+		}
 	}
-	<-p.exited
+	return nil
 }
 
-func (p *proc) kill() {
-	if p.cmd == nil {
-		return
+// awaitLeader waits until every running node names the same leader and that
+// node says it leads, and returns it.
+func (c *testCluster) awaitLeader() *clusterNode {
+	c.t.Helper()
+	l, err := c.e2e().AwaitLeader(context.Background(), 20*time.Second)
+	if err != nil {
+		c.t.Fatal(err)
 	}
-	p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.exited
+	return c.wrap(l)
+}
+
+// commitIndex is the leader's commit index.
+func (c *testCluster) commitIndex(leader *clusterNode) uint64 {
+	c.t.Helper()
+	st, err := leader.status()
+	if err != nil {
+		c.t.Fatalf("status of %s: %v", leader.ID, err)
+	}
+	return st.GetNode().GetCommitIndex()
+}
+
+// awaitCaughtUp waits until each of nodes has applied everything the leader
+// had committed when called.
+func (c *testCluster) awaitCaughtUp(nodes ...*clusterNode) {
+	c.t.Helper()
+	var ns []*e2e.Node
+	for _, n := range nodes {
+		ns = append(ns, n.Node)
+	}
+	if err := c.e2e().AwaitCaughtUp(context.Background(), 20*time.Second, ns...); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// awaitReplicasIdentical waits until every node, all of them running, has
+// applied the same index with the same state, and then requires
+// byte-identical files.
+func (c *testCluster) awaitReplicasIdentical() {
+	c.t.Helper()
+	for _, n := range c.nodes {
+		if !n.Running() || n.Paused() {
+			c.t.Fatalf("%s is not running: cannot compare its files", n.ID)
+		}
+	}
+	c.awaitCaughtUp(c.nodes...)
+	diffs, err := c.e2e().AwaitReplicas(context.Background(), 20*time.Second, nil)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if len(diffs) > 0 {
+		c.t.Fatalf("replicas differ: %s", strings.Join(diffs, "; "))
+	}
+}
+
+// pollUntil checks cond every 20ms until it holds, failing the test with
+// cond's last explanation once limit has passed.
+func pollUntil(t *testing.T, limit time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	if err := e2e.Await(context.Background(), limit, 20*time.Millisecond, cond); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
 }
 
 // awaitLeaderKnown polls Status until the server names a leader (itself, for

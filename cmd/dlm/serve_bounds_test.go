@@ -29,7 +29,7 @@ func TestServeSessionLimits(t *testing.T) {
 			name string
 			opts []connect.ClientOption
 		}{{"connect", nil}, {"grpc", []connect.ClientOption{connect.WithGRPC()}}} {
-			c := dlmv1connect.NewLockServiceClient(servertest.HTTPClient(), srv.url(), p.opts...)
+			c := dlmv1connect.NewLockServiceClient(servertest.HTTPClient(), srv.URL(), p.opts...)
 			if p.name == "connect" {
 				for i := range 3 {
 					if err := initProc(t, c); err != nil {
@@ -45,7 +45,7 @@ func TestServeSessionLimits(t *testing.T) {
 	})
 	t.Run("init-rate", func(t *testing.T) {
 		srv := startServer(t, "127.0.0.1:0", t.TempDir(), "--init-rate", "0.1", "--init-burst", "2")
-		c := dlmv1connect.NewLockServiceClient(servertest.HTTPClient(), srv.url())
+		c := dlmv1connect.NewLockServiceClient(servertest.HTTPClient(), srv.URL())
 		for i := range 2 {
 			if err := initProc(t, c); err != nil {
 				t.Fatalf("open %d of the burst of 2: %v", i+1, err)

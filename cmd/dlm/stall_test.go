@@ -27,14 +27,14 @@ func TestStalledClientProcess(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 
-			c1 := startPeer(t, srv.url(), time.Second)
+			c1 := startPeer(t, srv.URL(), time.Second)
 			c1.must("acquire")
 			if tc.writeBefore {
 				c1.must("append", "file_0", "A")
 			}
 			c1.signal(syscall.SIGSTOP)
 
-			c2, err := client.New(ctx, []string{srv.url()}, client.WithName("C2"))
+			c2, err := client.New(ctx, []string{srv.URL()}, client.WithName("C2"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -61,7 +61,7 @@ func TestStalledClientProcess(t *testing.T) {
 			c1.must("append", "file_0", "A")
 			c1.must("append", "file_0", "A")
 			c1.must("release")
-			if got := readFile(t, srv.url(), "file_0"); got != "BBAA" {
+			if got := readFile(t, srv.URL(), "file_0"); got != "BBAA" {
 				t.Fatalf("file_0 = %q, want BBAA", got)
 			}
 		})

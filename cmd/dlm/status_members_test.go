@@ -26,7 +26,7 @@ func TestStatusMarksDeadMemberUnreachable(t *testing.T) {
 		}
 		return true, ""
 	})
-	dead.kill9()
+	dead.Kill()
 	member := func(out, id string) string {
 		m := regexp.MustCompile(`(?m)^member\s+` + id + ` \S+ (\S+) at`).FindStringSubmatch(out)
 		if m == nil {
@@ -37,13 +37,13 @@ func TestStatusMarksDeadMemberUnreachable(t *testing.T) {
 	// Through the leader, and through a follower.
 	for _, via := range []*clusterNode{leader, alive} {
 		var out string
-		pollUntil(t, 10*time.Second, "status through "+via.id, func() (bool, string) {
-			out = cliMust(t, "", "status", "--server", via.url(), "--retry", "2s")
+		pollUntil(t, 10*time.Second, "status through "+via.ID, func() (bool, string) {
+			out = cliMust(t, "", "status", "--server", via.URL(), "--retry", "2s")
 			return strings.Contains(out, "member"), out
 		})
-		for id, want := range map[string]string{leader.id: "leader", alive.id: "follower", dead.id: "unreachable"} {
+		for id, want := range map[string]string{leader.ID: "leader", alive.ID: "follower", dead.ID: "unreachable"} {
 			if got := member(out, id); got != want {
-				t.Errorf("through %s, member %s is %q, want %q:\n%s", via.id, id, got, want, out)
+				t.Errorf("through %s, member %s is %q, want %q:\n%s", via.ID, id, got, want, out)
 			}
 		}
 	}

@@ -11,9 +11,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -24,52 +22,8 @@ import (
 
 	"github.com/dlm/dlm/client"
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
+	"github.com/dlm/dlm/internal/e2e"
 )
-
-// singleNode is a one-node "cluster" on dir, not yet started.
-func singleNode(t *testing.T, dir string, args ...string) *clusterNode {
-	t.Helper()
-	addr := freeAddrs(t, 1)[0]
-	logs, err := os.Create(filepath.Join(t.TempDir(), "node.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := &clusterNode{t: t, id: "node1", addr: addr, data: dir, logs: logs,
-		hc:   &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
-		args: append([]string{"serve", "-v", "--listen", addr, "--data", dir, "--min-lease", "100ms"}, args...)}
-	t.Cleanup(func() {
-		n.kill()
-		if t.Failed() {
-			b, _ := os.ReadFile(logs.Name())
-			t.Logf("node log, last part:\n%s", tailOf(string(b), 40))
-		}
-		logs.Close()
-	})
-	return n
-}
-
-// launch runs the node once, without start's retries, and waits until it
-// answers or exits: a test that expects a start to fail sees it exit.
-func (n *clusterNode) launch() error {
-	n.t.Helper()
-	cmd := exec.Command(dlmBinary, n.args...)
-	cmd.Stdout, cmd.Stderr = n.logs, n.logs
-	if err := cmd.Start(); err != nil {
-		n.t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		cmd.Wait()
-		close(exited)
-	}()
-	n.cmd, n.exited, n.down, n.stopped = cmd, exited, false, false
-	return n.awaitAnswering(20*time.Second, exited)
-}
-
-func (n *clusterNode) logText() string {
-	b, _ := os.ReadFile(n.logs.Name())
-	return string(b)
-}
 
 // records are the appends seedFolder commits, one section each.
 func records() []string {
@@ -87,7 +41,7 @@ func seedFolder(t *testing.T, ctx context.Context, args ...string) (dir string, 
 	dir = t.TempDir()
 	n = singleNode(t, dir, args...)
 	n.start()
-	cl, err := client.New(ctx, []string{n.url()}, client.WithRetryBudget(20*time.Second))
+	cl, err := client.New(ctx, []string{n.URL()}, client.WithRetryBudget(20*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +107,7 @@ func flipIn(t *testing.T, pattern string, needle []byte, at int) []string {
 func awaitFault(t *testing.T, n *clusterNode) string {
 	t.Helper()
 	var fault string
-	pollUntil(t, 20*time.Second, n.id+" reporting a storage fault", func() (bool, string) {
+	pollUntil(t, 20*time.Second, n.ID+" reporting a storage fault", func() (bool, string) {
 		st, err := n.status()
 		if err != nil {
 			return false, err.Error()
@@ -168,7 +122,7 @@ func awaitFault(t *testing.T, n *clusterNode) string {
 // JSON) how the node's LockService is.
 func health(t *testing.T, n *clusterNode) string {
 	t.Helper()
-	res, err := n.hc.Post(n.url()+"/grpc.health.v1.Health/Check", "application/json", strings.NewReader(`{"service":"dlm.v1.LockService"}`))
+	res, err := n.HTTPClient().Post(n.URL()+"/grpc.health.v1.Health/Check", "application/json", strings.NewReader(`{"service":"dlm.v1.LockService"}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,14 +137,14 @@ func refusesWithFault(t *testing.T, n *clusterNode, what string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	res, err := n.api().ReadFile(ctx, connect.NewRequest(&dlmv1.ReadFileRequest{File: "file_0"}))
+	res, err := n.API().ReadFile(ctx, connect.NewRequest(&dlmv1.ReadFileRequest{File: "file_0"}))
 	if d := errorDetail(err); d.GetReason() != dlmv1.ErrorReason_ERROR_REASON_STORAGE_FAULT || !strings.Contains(err.Error(), what) {
 		t.Fatalf("ReadFile on a faulty node = %v (%v), want STORAGE_FAULT naming %q", err, res, what)
 	}
 	if connect.CodeOf(err) != connect.CodeUnavailable {
 		t.Fatalf("code %v, want Unavailable", connect.CodeOf(err))
 	}
-	_, err = n.api().Init(ctx, connect.NewRequest(&dlmv1.InitRequest{Name: "x"}))
+	_, err = n.API().Init(ctx, connect.NewRequest(&dlmv1.InitRequest{Name: "x"}))
 	if d := errorDetail(err); d.GetReason() != dlmv1.ErrorReason_ERROR_REASON_STORAGE_FAULT {
 		t.Fatalf("Init on a faulty node = %v, want STORAGE_FAULT", err)
 	}
@@ -206,7 +160,7 @@ func TestCorruptLogEntryIsRefused(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	dir, seed := seedFolder(t, ctx)
-	seed.kill()
+	seed.Kill()
 	cp := copyFolder(t, dir)
 	flipIn(t, filepath.Join(cp, "raft", "wal", "*.wal"), []byte("s105,"), 2)
 
@@ -226,7 +180,7 @@ func TestCorruptLogEntryIsRefused(t *testing.T) {
 	if st, err := n.status(); err != nil || st.GetNode().GetRole() != "shutdown" {
 		t.Fatalf("the faulty node's role = %q (%v), want shutdown", st.GetNode().GetRole(), err)
 	}
-	if strings.Contains(n.logText(), "panic") {
+	if strings.Contains(n.Log(), "panic") {
 		t.Fatal("the node panicked")
 	}
 	t.Logf("fault: %s", fault)
@@ -240,7 +194,7 @@ func TestTruncatedLogTailStartsOrRefuses(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	dir, seed := seedFolder(t, ctx)
-	seed.kill()
+	seed.Kill()
 	cp := copyFolder(t, dir)
 	segs, _ := filepath.Glob(filepath.Join(cp, "raft", "wal", "*.wal"))
 	slices.Sort(segs)
@@ -260,8 +214,8 @@ func TestTruncatedLogTailStartsOrRefuses(t *testing.T) {
 	}
 
 	n := singleNode(t, cp)
-	if err := n.launch(); err != nil {
-		log := n.logText()
+	if err := n.Launch(); err != nil {
+		log := n.Log()
 		if strings.Contains(log, "panic") || !strings.Contains(log, "log") {
 			t.Fatalf("refused without a clear message: %v\n%s", err, log)
 		}
@@ -294,28 +248,28 @@ func TestCorruptSnapshotIsRefused(t *testing.T) {
 		}
 		return false, fmt.Sprintf("%d snapshots", len(metas))
 	})
-	seed.kill()
+	seed.Kill()
 	cp := copyFolder(t, dir)
 	hit := flipIn(t, filepath.Join(cp, "raft", "snapshots", "*", "state.bin"), []byte("s105,"), 2)
-	before, err := replicaFiles(cp)
+	before, err := e2e.ReplicaFiles(cp)
 	if err != nil {
 		t.Fatal(err)
 	}
 
 	n := singleNode(t, cp)
-	if err := n.launch(); err != nil {
-		log := n.logText()
+	if err := n.Launch(); err != nil {
+		log := n.Log()
 		if !strings.Contains(log, "state.bin") || !strings.Contains(log, "CRC mismatch") || strings.Contains(log, "panic") {
 			t.Fatalf("refused without naming the snapshot file: %v\n%s", err, log)
 		}
 		// A failed start leaves the files as it found them.
-		after, err := replicaFiles(cp)
+		after, err := e2e.ReplicaFiles(cp)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for name, b := range before {
 			if !bytes.Equal(after[name], b) {
-				t.Fatalf("the failed start changed %s from %q to %q", name, clipForLog(b), clipForLog(after[name]))
+				t.Fatalf("the failed start changed %s from %q to %q", name, e2e.Clip(b), e2e.Clip(after[name]))
 			}
 		}
 		t.Logf("refused (%d corrupt snapshots): %s", len(hit), strings.TrimSpace(log))
@@ -333,10 +287,10 @@ func TestCorruptSnapshotIsRefused(t *testing.T) {
 func awaitRead(t *testing.T, n *clusterNode, name string) string {
 	t.Helper()
 	var data string
-	pollUntil(t, 20*time.Second, n.id+" serving reads", func() (bool, string) {
+	pollUntil(t, 20*time.Second, n.ID+" serving reads", func() (bool, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		res, err := n.api().ReadFile(ctx, connect.NewRequest(&dlmv1.ReadFileRequest{File: name}))
+		res, err := n.API().ReadFile(ctx, connect.NewRequest(&dlmv1.ReadFileRequest{File: name}))
 		if err != nil {
 			return false, err.Error()
 		}
@@ -369,10 +323,10 @@ func TestRestartAfterClearedLogSuffix(t *testing.T) {
 	followers := c.others(old)
 	for attempt := 1; ; attempt++ {
 		for _, f := range followers {
-			f.kill9()
+			f.Kill()
 		}
 		uctx, ucancel := context.WithTimeout(ctx, 300*time.Millisecond)
-		_, err := old.api().Init(uctx, connect.NewRequest(&dlmv1.InitRequest{Name: "uncommitted", LeaseMs: 20000}))
+		_, err := old.API().Init(uctx, connect.NewRequest(&dlmv1.InitRequest{Name: "uncommitted", LeaseMs: 20000}))
 		ucancel()
 		if err == nil {
 			t.Fatal("a session opened with both followers down")
@@ -381,7 +335,7 @@ func TestRestartAfterClearedLogSuffix(t *testing.T) {
 			break // proposed: in the old leader's log
 		}
 		if attempt == 3 {
-			t.Fatalf("%s stepped down before it could append an entry, %d times: %v", old.id, attempt, err)
+			t.Fatalf("%s stepped down before it could append an entry, %d times: %v", old.ID, attempt, err)
 		}
 		for _, f := range followers {
 			f.start()
@@ -389,25 +343,25 @@ func TestRestartAfterClearedLogSuffix(t *testing.T) {
 		old = c.awaitLeader()
 		followers = c.others(old)
 	}
-	old.stall()
+	old.Pause()
 	for _, f := range followers {
 		f.start()
 	}
 	leader := c.awaitLeader()
 	section(t, ctx, cl, "after,")
-	old.wake()
-	pollUntil(t, 20*time.Second, old.id+" clearing its log suffix", func() (bool, string) {
-		return strings.Contains(old.logText(), "clearing log suffix"), "not in its log yet"
+	old.Resume()
+	pollUntil(t, 20*time.Second, old.ID+" clearing its log suffix", func() (bool, string) {
+		return strings.Contains(old.Log(), "clearing log suffix"), "not in its log yet"
 	})
 	c.awaitCaughtUp(old)
 
-	old.kill9()
+	old.Kill()
 	old.start()
 	c.awaitReplicasIdentical()
-	if got := onDisk(t, old.data, "file_0"); got != "before,after," {
-		t.Fatalf("%s's file_0 = %q after restarting, want before,after,", old.id, got)
+	if got := onDisk(t, old.Data, "file_0"); got != "before,after," {
+		t.Fatalf("%s's file_0 = %q after restarting, want before,after,", old.ID, got)
 	}
-	t.Logf("%s led, cleared its suffix under %s, restarted and caught up", old.id, leader.id)
+	t.Logf("%s led, cleared its suffix under %s, restarted and caught up", old.ID, leader.ID)
 }
 
 // A stopped follower's log is corrupted (a byte flipped in a committed
@@ -426,35 +380,34 @@ func TestCorruptFollowerRefusesClusterGoesOn(t *testing.T) {
 	}
 	f := c.others(leader)[0]
 	c.awaitCaughtUp(f)
-	f.kill9()
-	flipIn(t, filepath.Join(f.data, "raft", "wal", "*.wal"), []byte("s105,"), 2)
+	f.Kill()
+	flipIn(t, filepath.Join(f.Data, "raft", "wal", "*.wal"), []byte("s105,"), 2)
 	f.start()
 	fault := awaitFault(t, f)
-	if !strings.Contains(fault, "log entry ") || !strings.Contains(fault, f.data) {
+	if !strings.Contains(fault, "log entry ") || !strings.Contains(fault, f.Data) {
 		t.Fatalf("fault %q does not name the entry and the data folder", fault)
 	}
 	refusesWithFault(t, f, "log entry ")
-	if out := cliMust(t, "", "status", "--server", f.url()); !strings.Contains(out, "FAULT") || !strings.Contains(out, "storage fault: log entry ") {
+	if out := cliMust(t, "", "status", "--server", f.URL()); !strings.Contains(out, "FAULT") || !strings.Contains(out, "storage fault: log entry ") {
 		t.Fatalf("dlm status of the faulty node does not show the fault:\n%s", out)
 	}
 	// The cluster's table (every listed server about itself) marks it too.
 	if out := cliMust(t, "", "status", "--server", strings.Join(c.urls(), ",")); !strings.Contains(out, "storage fault (") {
 		t.Fatalf("dlm status of the cluster does not mark the faulty node:\n%s", out)
 	}
-	f.down = true // running, but out of the cluster
 
 	section(t, ctx, cl, "later,")
 	want := strings.Join(records(), "") + "later,"
 	if got := c.readFile(ctx, "file_0"); got != want {
 		t.Fatalf("file_0 = %q, want %q", got, want)
 	}
-	if got := onDisk(t, f.data, "file_0"); strings.Contains(got, "s115,") {
+	if got := onDisk(t, f.Data, "file_0"); strings.Contains(got, "s115,") {
 		t.Fatalf("the faulty follower wrote the corrupt record: %q", got)
 	}
 
 	// The documented fix: wipe its data folder and start it again.
-	f.kill()
-	if err := os.RemoveAll(f.data); err != nil {
+	f.Kill()
+	if err := os.RemoveAll(f.Data); err != nil {
 		t.Fatal(err)
 	}
 	f.start()
@@ -466,7 +419,7 @@ func TestCorruptFollowerRefusesClusterGoesOn(t *testing.T) {
 // range is refused before anything starts.
 func TestLogSegmentSize(t *testing.T) {
 	segmentSizes := func(n *clusterNode) []int64 {
-		segs, _ := filepath.Glob(filepath.Join(n.data, "raft", "wal", "*.wal"))
+		segs, _ := filepath.Glob(filepath.Join(n.Data, "raft", "wal", "*.wal"))
 		var sizes []int64
 		for _, s := range segs {
 			if fi, err := os.Stat(s); err == nil {

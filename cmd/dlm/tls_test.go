@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -63,50 +62,14 @@ func tlsHTTPClient(t *testing.T, caFile, cert, key string) *http.Client {
 // trust its certificate.
 func startTLSServe(t *testing.T, hc *http.Client, args ...string) string {
 	t.Helper()
-	dir := t.TempDir()
-	logs, err := os.Create(filepath.Join(dir, "serve.log"))
-	if err != nil {
-		t.Fatal(err)
+	n := newNode(t, "node1", "127.0.0.1:0", filepath.Join(t.TempDir(), "data"), args...)
+	n.HTTP = hc
+	n.single = true
+	n.start()
+	if !strings.HasPrefix(n.URL(), "https://") {
+		t.Fatalf("dlm serve advertises %q, want an https:// URL", n.URL())
 	}
-	cmd := exec.Command(dlmBinary, append([]string{"serve", "--listen", "127.0.0.1:0", "--data", filepath.Join(dir, "data")}, args...)...)
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGKILL)
-		<-exited
-		if t.Failed() {
-			b, _ := os.ReadFile(logs.Name())
-			t.Logf("serve log:\n%s", tailOf(string(b), 40))
-		}
-		logs.Close()
-	})
-	var url string
-	for deadline := time.Now().Add(20 * time.Second); url == "" && time.Now().Before(deadline); {
-		b, err := os.ReadFile(logs.Name())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, rest, ok := strings.Cut(string(b), "dlm serving on "); ok {
-			url, _, _ = strings.Cut(rest, " ")
-			break
-		}
-		select {
-		case <-exited:
-			t.Fatal("dlm serve exited at start")
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	if !strings.HasPrefix(url, "https://") {
-		t.Fatalf("dlm serve advertises %q, want an https:// URL", url)
-	}
-	if err := awaitLeaderKnownVia(hc, url, 20*time.Second, exited); err != nil {
-		t.Fatal(err)
-	}
-	return url
+	return n.URL()
 }
 
 // A TLS server answers Connect, gRPC and gRPC-Web over HTTP/2, Connect over

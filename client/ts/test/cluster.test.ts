@@ -6,24 +6,18 @@ import { after, before, test } from "node:test";
 
 import { Client, Reader } from "../src/index.ts";
 import { nodeTransports } from "../src/node.ts";
-import { eventually, freePorts, type Server, startServer } from "./server.ts";
+import { type Cluster, eventually, startCluster } from "./server.ts";
 
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
 
-let nodes: Server[] = [];
+let cluster: Cluster;
 
 before(async () => {
-  const ports = await freePorts(3);
-  const peers = ports.map((p, i) => `n${i + 1}=127.0.0.1:${p}`).join(",");
-  nodes = await Promise.all(
-    ports.map((p, i) =>
-      startServer({ lease: "5s", args: ["--id", `n${i + 1}`, "--raft", `127.0.0.1:${p}`, "--peers", peers] }),
-    ),
-  );
+  cluster = await startCluster({ lease: "5s" });
 });
 
 after(async () => {
-  await Promise.all(nodes.map((n) => n.stop()));
+  await cluster?.stop();
 });
 
 async function leaderOf(urls: string[]): Promise<number> {
@@ -51,7 +45,7 @@ async function leaderOf(urls: string[]): Promise<number> {
 }
 
 test("a held lock and its appends survive the leader's crash", async () => {
-  const urls = nodes.map((n) => n.url);
+  const urls = cluster.nodes.map((n) => n.url);
   const first = await leaderOf(urls);
   // List the followers first, so the client must follow NOT_LEADER.
   const order = [...urls.filter((_, i) => i !== first), urls[first]];
@@ -59,7 +53,7 @@ test("a held lock and its appends survive the leader's crash", async () => {
   try {
     const lk = await c.acquire();
     await lk.append("file_40", "before\n");
-    nodes[first].proc.kill("SIGKILL");
+    await cluster.kill(cluster.nodes[first].id);
     const alive = urls.filter((_, i) => i !== first);
     const next = await leaderOf(alive);
     assert.ok(next >= 0);

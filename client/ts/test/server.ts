@@ -1,7 +1,7 @@
 // Test helpers: build and run a real dlm server on loopback.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { createInterface } from "node:readline";
 import { mkdtempSync, rmSync } from "node:fs";
-import { type AddressInfo, createServer as createNetServer, type Server as NetServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -114,17 +114,149 @@ export async function startServer(opts: ServerOptions = {}): Promise<Server> {
   };
 }
 
-/** freePorts finds n free loopback ports (for Raft addresses named up front). */
-export async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: n }, () => {
-      const srv = createNetServer();
-      return new Promise<NetServer>((res) => srv.listen(0, "127.0.0.1", () => res(srv)));
-    }),
-  );
-  const ports = servers.map((s) => (s.address() as AddressInfo).port);
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
-  return ports;
+/** ClusterNode is one node of a cluster run by the e2e harness. */
+export interface ClusterNode {
+  id: string;
+  /** The base URL of its API. */
+  url: string;
+  raft: string;
+  pid: number;
+  data: string;
+  log: string;
+}
+
+/** Cluster is a fixed dlm cluster run by the e2e harness (internal/e2e/cmd/e2e-cluster). */
+export interface Cluster {
+  nodes: ClusterNode[];
+  /** kill kills a node with SIGKILL and waits until it is gone. */
+  kill(id: string): Promise<void>;
+  /** start starts a killed node again, on the same addresses and data, until it serves. */
+  start(id: string): Promise<void>;
+  /** leader waits (bounded) until the running nodes agree on a leader and returns its id. */
+  leader(): Promise<string>;
+  /** stop kills every node and removes their data. */
+  stop(): Promise<void>;
+}
+
+export interface ClusterOptions {
+  /** Number of nodes, 3 by default. */
+  nodes?: number;
+  lease?: string;
+  minLease?: string;
+  /** More dlm serve arguments for every node. */
+  args?: string[];
+  /** More dlm serve arguments for one node, by id ("n1"…). */
+  nodeArgs?: Record<string, string[]>;
+}
+
+interface FixtureAnswer {
+  nodes?: ClusterNode[];
+  leader?: string;
+  diffs?: string[];
+  error?: string;
+}
+
+/**
+ * startCluster runs a fixed cluster through the Go end-to-end harness (the
+ * one the Go tests use), which reserves the addresses, starts the nodes and
+ * waits until they agree on a leader; the test then drives it by commands.
+ */
+export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> {
+  const dlm = goBinary("./cmd/dlm", "DLM_BIN");
+  const fixture = goBinary("./internal/e2e/cmd/e2e-cluster", "DLM_E2E_CLUSTER_BIN");
+  const args = ["--dlm", dlm, "--nodes", String(opts.nodes ?? 3)];
+  for (const [id, extra] of Object.entries(opts.nodeArgs ?? {})) {
+    for (const a of extra) {
+      args.push("--arg", `${id}=${a}`);
+    }
+  }
+  args.push("--");
+  if (opts.lease) {
+    args.push("--lease", opts.lease);
+  }
+  if (opts.minLease) {
+    args.push("--min-lease", opts.minLease);
+  }
+  args.push(...(opts.args ?? []));
+  const env = { ...process.env, DLM_TOKEN: process.env.DLM_TOKEN || testAdminToken };
+  const proc = spawn(fixture, args, { stdio: ["pipe", "pipe", "pipe"], env });
+  let stderr = "";
+  proc.stderr?.on("data", (b: Buffer) => {
+    stderr += b.toString();
+  });
+  const exited = new Promise<void>((res) => proc.once("exit", () => res()));
+  // Answers arrive one JSON line each, in the order of the commands.
+  const waiting: ((a: FixtureAnswer) => void)[] = [];
+  const early: FixtureAnswer[] = [];
+  createInterface({ input: proc.stdout! }).on("line", (line) => {
+    const a = JSON.parse(line) as FixtureAnswer;
+    const w = waiting.shift();
+    if (w) {
+      w(a);
+    } else {
+      early.push(a);
+    }
+  });
+  const next = (timeoutMs: number): Promise<FixtureAnswer> =>
+    new Promise((res, rej) => {
+      const a = early.shift();
+      if (a) {
+        res(a);
+        return;
+      }
+      const timer = setTimeout(() => rej(new Error(`e2e-cluster: no answer within ${timeoutMs}ms: ${stderr}`)), timeoutMs);
+      const gone = () => rej(new Error(`e2e-cluster exited: ${stderr}`));
+      proc.once("exit", gone);
+      waiting.push((v) => {
+        clearTimeout(timer);
+        proc.off("exit", gone);
+        res(v);
+      });
+    });
+  const first = await next(90_000);
+  if (first.error || !first.nodes) {
+    throw new Error(`e2e-cluster: ${first.error ?? "no nodes"}`);
+  }
+  const nodes = first.nodes;
+  const command = async (line: string): Promise<FixtureAnswer> => {
+    const answer = next(60_000);
+    proc.stdin?.write(`${line}\n`);
+    const a = await answer;
+    if (a.error) {
+      throw new Error(`e2e-cluster ${line}: ${a.error}`);
+    }
+    return a;
+  };
+  const refresh = (a: FixtureAnswer) => {
+    for (const n of a.nodes ?? []) {
+      const i = nodes.findIndex((m) => m.id === n.id);
+      if (i >= 0) {
+        nodes[i] = n;
+      }
+    }
+  };
+  return {
+    nodes,
+    async kill(id) {
+      refresh(await command(`kill ${id}`));
+    },
+    async start(id) {
+      refresh(await command(`start ${id}`));
+    },
+    async leader() {
+      const a = await command("leader");
+      refresh(a);
+      return a.leader as string;
+    },
+    async stop() {
+      if (proc.exitCode === null && proc.signalCode === null) {
+        proc.stdin?.end();
+        const t = setTimeout(() => proc.kill("SIGKILL"), 20_000);
+        await exited;
+        clearTimeout(t);
+      }
+    },
+  };
 }
 
 /**

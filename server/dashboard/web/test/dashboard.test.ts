@@ -17,8 +17,15 @@ import { build } from "esbuild";
 import { type BrowserContext, chromium, type Page } from "playwright-core";
 
 import { LockService } from "../../../../client/ts/src/api.ts";
-import { Client, Reader } from "../../../../client/ts/src/index.ts";
-import { eventually, freePorts, type Server, startServer } from "../../../../client/ts/test/server.ts";
+import { Client } from "../../../../client/ts/src/index.ts";
+import {
+  type Cluster,
+  type ClusterNode,
+  eventually,
+  type Server,
+  startCluster,
+  startServer,
+} from "../../../../client/ts/test/server.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const dist = resolve(here, "../../dist");
@@ -252,21 +259,14 @@ describe("dashboard", () => {
 });
 
 describe("dashboard of a cluster", () => {
-  let nodes: Server[] = [];
+  let cluster: Cluster;
+  let nodes: ClusterNode[] = [];
   before(async () => {
-    const ports = await freePorts(3);
-    const peers = ports.map((p, i) => `n${i + 1}=127.0.0.1:${p}`).join(",");
-    nodes = await Promise.all(
-      ports.map((p, i) =>
-        startServer({
-          lease: "5s",
-          args: ["--id", `n${i + 1}`, "--raft", `127.0.0.1:${p}`, "--peers", peers, "--cors-origin", otherOrigin],
-        }),
-      ),
-    );
+    cluster = await startCluster({ lease: "5s", args: ["--cors-origin", otherOrigin] });
+    nodes = cluster.nodes;
   });
   after(async () => {
-    await Promise.all(nodes.map((n) => n.stop()));
+    await cluster?.stop();
   });
 
   test("shows each node's role, and a new leader after the leader dies", diag(async () => {
@@ -291,7 +291,7 @@ describe("dashboard of a cluster", () => {
     await page.locator("#file-tail", { hasText: "hello from node" }).waitFor();
     await page.screenshot({ path: join(artifacts, "cluster.png") });
 
-    nodes[Number(leaderId.slice(1)) - 1].proc.kill("SIGKILL");
+    await cluster.kill(leaderId);
     await page.locator(`#members tr[data-node="${leaderId}"] .role-unreachable`).waitFor({ timeout: 20_000 });
     await page.waitForFunction(
       (dead) => {
@@ -397,7 +397,8 @@ function call(page: Page, url: string, body: unknown, opts: { token?: string; si
 }
 
 describe("cross-origin pages", () => {
-  let nodes: Server[] = [];
+  let cluster: Cluster;
+  let nodes: ClusterNode[] = [];
   let allowed: HttpServer;
   let foreign: HttpServer;
   let allowedOrigin: string;
@@ -409,22 +410,11 @@ describe("cross-origin pages", () => {
     foreignOrigin = await listen(foreign, "localhost");
     // Two voters, so that removing either is a change a leader would make.
     // n1 allows one origin; n2 keeps the default (none).
-    const ports = await freePorts(2);
-    const peers = ports.map((p, i) => `n${i + 1}=127.0.0.1:${p}`).join(",");
-    nodes = await Promise.all(
-      ports.map((p, i) =>
-        startServer({
-          args: ["--id", `n${i + 1}`, "--raft", `127.0.0.1:${p}`, "--peers", peers, ...(i === 0 ? ["--cors-origin", allowedOrigin] : [])],
-        }),
-      ),
-    );
-    await eventually("a leader", async () => {
-      const st = await new Reader(nodes.map((n) => n.url)).status({ consistent: true }).catch(() => undefined);
-      return st?.node?.leaderUrl;
-    }, 30_000);
+    cluster = await startCluster({ nodes: 2, nodeArgs: { n1: ["--cors-origin", allowedOrigin] } });
+    nodes = cluster.nodes;
   });
   after(async () => {
-    await Promise.all(nodes.map((n) => n.stop()));
+    await cluster?.stop();
     await closeServer(allowed);
     await closeServer(foreign);
   });
@@ -445,7 +435,7 @@ describe("cross-origin pages", () => {
         }
       }
     }
-    const status = (n: Server) => `${n.url}/dlm.v1.LockService/Status`;
+    const status = (n: ClusterNode) => `${n.url}/dlm.v1.LockService/Status`;
     assert.match(await call(foreignPage, status(nodes[0]), {}), /^failed:/, "Status from a foreign origin");
     assert.match(await call(allowedPage, status(nodes[1]), {}), /^failed:/, "Status at a node that allows no origin");
     // The allowed origin reads the status, with a token header as well.

@@ -1,4 +1,4 @@
-package robustness
+package e2e
 
 import (
 	"bytes"
@@ -9,20 +9,21 @@ import (
 	"time"
 )
 
-// linkMode is what a link does to the bytes that cross it.
-type linkMode int
+// LinkMode is what a link does to the bytes that cross it.
+type LinkMode int
 
 const (
-	linkOK        linkMode = iota
-	linkCut                // connections are closed and new ones refused
-	linkBlackhole          // connections stay open but nothing gets through until healed
+	LinkOK        LinkMode = iota
+	LinkCut                // connections are closed and new ones refused
+	LinkBlackhole          // connections stay open but nothing gets through until healed
 )
 
-// link is the state of one path between two parties: healthy, cut or
-// black-holed, with an added one-way delay.
-type link struct {
+// Link is the state of one path between two parties: healthy, cut or
+// black-holed, with an added one-way delay. A partition is links set to
+// LinkCut or LinkBlackhole; Set(LinkOK, 0) heals it.
+type Link struct {
 	mu    sync.Mutex
-	mode  linkMode
+	mode  LinkMode
 	delay time.Duration
 	// changed is closed and replaced when the state changes, so that
 	// copiers waiting on a black hole wake up.
@@ -30,55 +31,56 @@ type link struct {
 	conns   map[net.Conn]struct{}
 }
 
-func newLink() *link {
-	return &link{changed: make(chan struct{}), conns: make(map[net.Conn]struct{})}
+// NewLink returns a healthy link.
+func NewLink() *Link {
+	return &Link{changed: make(chan struct{}), conns: make(map[net.Conn]struct{})}
 }
 
-func (l *link) state() (linkMode, time.Duration, <-chan struct{}) {
+func (l *Link) state() (LinkMode, time.Duration, <-chan struct{}) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.mode, l.delay, l.changed
 }
 
-// set changes the link; cutting it closes every open connection on it.
-func (l *link) set(mode linkMode, delay time.Duration) {
+// Set changes the link; cutting it closes every open connection on it.
+func (l *Link) Set(mode LinkMode, delay time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.mode, l.delay = mode, delay
 	close(l.changed)
 	l.changed = make(chan struct{})
-	if mode == linkCut {
+	if mode == LinkCut {
 		for c := range l.conns {
 			c.Close()
 		}
 	}
 }
 
-func (l *link) track(c net.Conn) bool {
+func (l *Link) track(c net.Conn) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.mode == linkCut {
+	if l.mode == LinkCut {
 		return false
 	}
 	l.conns[c] = struct{}{}
 	return true
 }
 
-func (l *link) untrack(c net.Conn) {
+func (l *Link) untrack(c net.Conn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.conns, c)
 }
 
-// proxy is a TCP proxy in front of one node's port. Every connection
+// Proxy is a TCP proxy in front of one node's port. Every connection
 // belongs to a link, chosen by classify from the connection's first bytes
 // (for Raft, the sender's advertised address in the RPC header), so that
 // one listener can still cut a single node-to-node path.
-type proxy struct {
+type Proxy struct {
 	ln       net.Listener
 	target   string
-	classify func(first []byte) *link
-	fallback *link // for connections classify cannot place
+	classify func(first []byte) *Link
+	fallback *Link // for connections classify cannot place
 
 	wg     sync.WaitGroup
 	mu     sync.Mutex
@@ -86,20 +88,25 @@ type proxy struct {
 	conns  map[net.Conn]struct{}
 }
 
-func newProxy(target string, classify func([]byte) *link, fallback *link) (*proxy, error) {
+// NewProxy listens on a loopback port of its own and forwards every
+// connection to target, on the link classify picks from its first bytes
+// (fallback when classify is nil or recognises none).
+func NewProxy(target string, classify func([]byte) *Link, fallback *Link) (*Proxy, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	p := &proxy{ln: ln, target: target, classify: classify, fallback: fallback, conns: make(map[net.Conn]struct{})}
+	p := &Proxy{ln: ln, target: target, classify: classify, fallback: fallback, conns: make(map[net.Conn]struct{})}
 	p.wg.Add(1)
 	go p.serve()
 	return p, nil
 }
 
-func (p *proxy) addr() string { return p.ln.Addr().String() }
+// Addr is the address the proxy listens on.
+func (p *Proxy) Addr() string { return p.ln.Addr().String() }
 
-func (p *proxy) close() {
+// Close stops listening and closes every connection.
+func (p *Proxy) Close() {
 	p.mu.Lock()
 	p.closed = true
 	for c := range p.conns {
@@ -110,7 +117,7 @@ func (p *proxy) close() {
 	p.wg.Wait()
 }
 
-func (p *proxy) own(c net.Conn) bool {
+func (p *Proxy) own(c net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -121,14 +128,14 @@ func (p *proxy) own(c net.Conn) bool {
 	return true
 }
 
-func (p *proxy) disown(c net.Conn) {
+func (p *Proxy) disown(c net.Conn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	delete(p.conns, c)
 	c.Close()
 }
 
-func (p *proxy) serve() {
+func (p *Proxy) serve() {
 	defer p.wg.Done()
 	for {
 		c, err := p.ln.Accept()
@@ -149,7 +156,7 @@ func (p *proxy) serve() {
 
 // handle identifies the connection's link, dials the target and copies
 // both ways under the link's rules until either side ends.
-func (p *proxy) handle(in net.Conn) {
+func (p *Proxy) handle(in net.Conn) {
 	first, l := p.identify(in)
 	if !l.track(in) {
 		return
@@ -178,7 +185,7 @@ func (p *proxy) handle(in net.Conn) {
 
 // identify reads the first bytes of a connection (bounded in size and
 // time) until classify recognises them.
-func (p *proxy) identify(in net.Conn) ([]byte, *link) {
+func (p *Proxy) identify(in net.Conn) ([]byte, *Link) {
 	if p.classify == nil {
 		return nil, p.fallback
 	}
@@ -202,7 +209,7 @@ func (p *proxy) identify(in net.Conn) ([]byte, *link) {
 // pump copies src to dst chunk by chunk, holding each chunk for the link's
 // delay, holding it as long as the link is black-holed (as TCP would keep
 // retransmitting into the void), and stopping when the link is cut.
-func pump(l *link, dst io.Writer, src io.Reader) {
+func pump(l *Link, dst io.Writer, src io.Reader) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
@@ -229,13 +236,13 @@ func pump(l *link, dst io.Writer, src io.Reader) {
 // not while it is black-holed. It reports false once the link is cut. Every
 // wait ends when the link changes, and the harness heals every link before
 // it closes the proxies.
-func (l *link) pass() bool {
+func (l *Link) pass() bool {
 	for {
 		mode, delay, changed := l.state()
 		switch {
-		case mode == linkCut:
+		case mode == LinkCut:
 			return false
-		case mode == linkBlackhole:
+		case mode == LinkBlackhole:
 			<-changed
 			continue
 		case delay > 0:
