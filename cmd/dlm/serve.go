@@ -23,8 +23,7 @@ import (
 )
 
 func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("serve", "[flags]", "Runs a server node: the lock API, the dashboard and, with --raft, a cluster member.", stderr)
 	// Every default comes from node.DefaultConfig: the numbers live there.
 	cfg := node.DefaultConfig()
 	dataDir := fs.String("data", "./dlm-data", "data folder: raft/ holds the log and snapshots, files/ the files")
@@ -71,7 +70,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	var corsOrigins stringList
 	fs.Var(&corsOrigins, "cors-origin", "an origin (scheme://host[:port]) whose web pages may call the lock API across origins; repeat it or separate origins with commas (default: none, only the dashboard served by this node); membership and snapshots are never open to other origins")
 	verbose := fs.Bool("v", false, "log every leadership and session change")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
