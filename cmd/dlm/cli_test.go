@@ -108,3 +108,26 @@ func TestOutputJSON(t *testing.T) {
 		t.Errorf("status --output yaml: %v", err)
 	}
 }
+
+// The completion script offers every command, and each command's flags as
+// its help lists them (a flag added to a command shows up by itself).
+func TestCompletionBash(t *testing.T) {
+	out := cliMust(t, "", "completion", "bash")
+	for _, c := range commands() {
+		if !strings.Contains(out, " "+c.name+" ") && !strings.Contains(out, "\""+c.name+" ") {
+			t.Errorf("the completion script does not offer %s", c.name)
+		}
+	}
+	for _, want := range []string{
+		`"members list") words="--ca --cert --data --grpc --key --output --retry --server --token -v"`,
+		`"snapshot verify") words=""`,
+		"--election-timeout", "--heartbeat-timeout",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the completion script lacks %s:\n%s", want, out)
+		}
+	}
+	if _, _, err := cliRun(t, "", "completion", "fish"); err == nil {
+		t.Error("completion fish succeeded")
+	}
+}

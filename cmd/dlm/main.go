@@ -36,6 +36,7 @@ func commands() []command {
 		{"certs", "make a CA and TLS certificates for nodes and clients", runCerts},
 		{"token", "print a new random token (for --auth-tokens or DLM_TOKEN)", runToken},
 		{"recover", "make a stopped node the only member of its cluster (majority lost for good)", runRecover},
+		{"completion", "print a bash completion script (source <(dlm completion bash))", runCompletion},
 	}
 }
 
