@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"time"
+
+	"connectrpc.com/connect"
 
 	"github.com/dlm/dlm/client"
 )
@@ -15,8 +18,10 @@ import (
 // defaultServer is where `dlm serve` listens by default.
 const defaultServer = "http://127.0.0.1:7070"
 
-// clientFlags are the flags every client command shares. They live here,
-// with the first client command, rather than in a package of their own.
+// clientFlags are the flags of every command that talks to a server: one
+// set, so that --server, --token, --ca and the rest mean the same
+// everywhere. --retry and -v apply to the commands that use the client
+// library (append, cat, status, shell, bench).
 type clientFlags struct {
 	server  string
 	grpc    bool
@@ -60,6 +65,28 @@ func (f *clientFlags) options(stderr io.Writer, extra ...client.Option) ([]strin
 	return eps, append(opts, extra...), nil
 }
 
+// connect is what a command that calls the generated clients itself
+// (members, snapshot) needs: the servers, the HTTP client (--ca, --cert)
+// and the client options (the token, --grpc).
+func (f *clientFlags) connect() ([]string, *http.Client, []connect.ClientOption, error) {
+	servers := client.ParseEndpoints(f.server)
+	if len(servers) == 0 {
+		return nil, nil, nil, errors.New("no server given (--server)")
+	}
+	copts, err := f.interceptors()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if f.grpc {
+		copts = append(copts, connect.WithGRPC())
+	}
+	hc, err := f.tls.httpClient()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return servers, hc, copts, nil
+}
+
 // open starts a session.
 func (f *clientFlags) open(ctx context.Context, stderr io.Writer, extra ...client.Option) (*client.Client, error) {
 	eps, opts, err := f.options(stderr, extra...)
@@ -89,18 +116,12 @@ func closeClient(ctx context.Context, c *client.Client) error {
 // runAppend appends each TEXT argument to one file in a single critical
 // section: all of them reach the file, next to each other, or none does.
 func runAppend(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("append", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: dlm append [flags] --file NAME TEXT...")
-		fmt.Fprintln(stderr, "Appends every TEXT to the file in one critical section and prints the fencing token.")
-		fs.PrintDefaults()
-	}
+	fs := newFlags("append", "[flags] --file NAME TEXT...", "Appends every TEXT to the file in one critical section and prints the fencing token.", stderr)
 	cf := addClientFlags(fs)
 	file := fs.String("file", "", "the file to append to: file_0 to file_99")
 	wait := fs.Duration("wait", 0, "give up when the lock is not granted within this time (0: wait as long as it takes)")
 	lease := fs.Duration("lease", 0, "session lease (0: the server's default)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	texts := fs.Args()

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"slices"
@@ -21,19 +20,14 @@ const benchData = 32
 // acquire → append 32 bytes → release, contending for the one lock, for a
 // fixed time. It prints one result line.
 func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: dlm bench [flags]")
-		fmt.Fprintln(stderr, "Runs N clients through lock cycles and prints cycles/s and cycle latency.")
-		fs.PrintDefaults()
-	}
+	fs := newFlags("bench", "[flags]", "Runs N clients through lock cycles and prints cycles/s and cycle latency.", stderr)
 	cf := addClientFlags(fs)
 	workload := fs.String("workload", "cycle", "what each client repeats; cycle = acquire, append 32 bytes to file_(client%100), release")
 	clients := fs.Int("clients", 8, "number of concurrent clients, each with its own session")
 	duration := fs.Duration("duration", 10*time.Second, "how long to run")
 	lease := fs.Duration("lease", 0, "session lease (0: the server's default)")
-	if err := fs.Parse(args); err != nil {
+	output := addOutputFlag(fs)
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	switch {
@@ -91,6 +85,17 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		}
 	}
 	slices.Sort(latencies)
+	if *output == outputJSON {
+		res := benchReport{
+			Workload: *workload, Clients: *clients, DurationSeconds: duration.Seconds(),
+			Cycles: len(latencies), CyclesPerSecond: float64(len(latencies)) / elapsed.Seconds(),
+			P50Ms: msFloat(percentile(latencies, 50)), P99Ms: msFloat(percentile(latencies, 99)), Errors: errs,
+		}
+		if lastErr != nil {
+			res.LastError = errLine(lastErr)
+		}
+		return writeJSON(stdout, res)
+	}
 	fmt.Fprintf(stdout, "%s clients=%d duration=%v cycles=%d %.1f cycles/s p50=%s p99=%s errors=%d\n",
 		*workload, *clients, *duration, len(latencies), float64(len(latencies))/elapsed.Seconds(),
 		ms(percentile(latencies, 50)), ms(percentile(latencies, 99)), errs)
@@ -99,6 +104,21 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	}
 	return nil
 }
+
+// benchReport is bench's result for --output json.
+type benchReport struct {
+	Workload        string  `json:"workload"`
+	Clients         int     `json:"clients"`
+	DurationSeconds float64 `json:"duration_seconds"`
+	Cycles          int     `json:"cycles"`
+	CyclesPerSecond float64 `json:"cycles_per_second"`
+	P50Ms           float64 `json:"p50_ms"`
+	P99Ms           float64 `json:"p99_ms"`
+	Errors          int     `json:"errors"`
+	LastError       string  `json:"last_error,omitempty"`
+}
+
+func msFloat(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 type benchResult struct {
 	latencies []time.Duration

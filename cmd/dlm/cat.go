@@ -3,22 +3,15 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 )
 
 // runCat prints the committed bytes of one file, exactly as stored.
 func runCat(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("cat", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: dlm cat [flags] NAME")
-		fmt.Fprintln(stderr, "Prints the committed content of a file (file_0 to file_99).")
-		fs.PrintDefaults()
-	}
+	fs := newFlags("cat", "[flags] NAME", "Prints the committed content of a file (file_0 to file_99).", stderr)
 	cf := addClientFlags(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -19,16 +18,10 @@ import (
 // serves as a server's and as a client's, as a cluster member needs (it
 // presents the same one to clients and to its Raft peers).
 func runCerts(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("certs", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: dlm certs [--dir DIR] [--host H,H,...] NAME...")
-		fmt.Fprintln(stderr, "Makes DIR/ca.pem and DIR/ca-key.pem when missing, then DIR/NAME.pem and DIR/NAME-key.pem for each NAME.")
-		fs.PrintDefaults()
-	}
+	fs := newFlags("certs", "[--dir DIR] [--host H,H,...] NAME...", "Makes DIR/ca.pem and DIR/ca-key.pem when missing, then DIR/NAME.pem and DIR/NAME-key.pem for each NAME.", stderr)
 	dir := fs.String("dir", "certs", "folder of the CA and the certificates")
 	hosts := fs.String("host", "127.0.0.1,localhost", "comma-separated IP addresses and DNS names the certificates are valid for (the hosts of --listen and --raft)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() == 0 {
@@ -74,9 +67,13 @@ func runCerts(_ context.Context, args []string, _ io.Reader, stdout, stderr io.W
 
 // runToken prints a new random token, for an --auth-tokens file or a
 // cluster's shared admin token.
-func runToken(_ context.Context, args []string, _ io.Reader, stdout, _ io.Writer) error {
-	if len(args) > 0 {
-		return fmt.Errorf("token: unexpected arguments %q", args)
+func runToken(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlags("token", "", "Prints a new random token (for --auth-tokens or DLM_TOKEN).", stderr)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("token: unexpected arguments %q", fs.Args())
 	}
 	tok, err := auth.NewToken()
 	if err != nil {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -41,15 +40,14 @@ type nodeExit struct {
 // that dies leaves the others running: killing one, the leader included, is
 // how to watch a failover.
 func runDevCluster(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("dev-cluster", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("dev-cluster", "[flags]", "Runs a local cluster of separate server processes, for trying failover.", stderr)
 	nodes := fs.Int("nodes", 3, "number of nodes (3 or 5 tolerate 1 or 2 down)")
 	dataDir := fs.String("data", "./dlm-cluster", "folder holding one data folder per node")
 	port := fs.Int("port", 7071, "client port of the first node; node i listens on port+i-1 and uses port+10000+i-1 for Raft (0: free ports chosen by the system, printed at start)")
 	lease := fs.Duration("lease", 10*time.Second, "default session lease")
 	restart := fs.Duration("restart", 0, "restart a node that died after this delay (0: do not, print how to)")
 	useTLS := fs.Bool("tls", false, "serve the API and Raft over TLS, with a throw-away CA and node certificates made in DATA/tls")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 0 {

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -35,6 +36,7 @@ func commands() []command {
 		{"certs", "make a CA and TLS certificates for nodes and clients", runCerts},
 		{"token", "print a new random token (for --auth-tokens or DLM_TOKEN)", runToken},
 		{"recover", "make a stopped node the only member of its cluster (majority lost for good)", runRecover},
+		{"completion", "print a bash completion script (source <(dlm completion bash))", runCompletion},
 	}
 }
 
@@ -50,29 +52,43 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), sigs...)
 	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
-	if err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "dlm:", errLine(err))
-		}
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		// Asked for help (-h): the help was the answer.
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "dlm:", errLine(err))
 		os.Exit(1)
 	}
 }
 
+// run runs the command args name. Every command's error comes back
+// headed by the command's name, once; main adds "dlm: ", once.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+	switch {
+	case len(args) == 0:
 		usage(stderr)
-		if len(args) == 0 {
-			return errors.New("no command given")
-		}
+		return errors.New("no command given")
+	case args[0] == "-h" || args[0] == "--help" || args[0] == "help" && len(args) == 1:
+		usage(stderr)
 		return nil
+	case args[0] == "help":
+		// dlm help CMD [VERB] is dlm CMD [VERB] -h.
+		return run(ctx, append(append([]string(nil), args[1:]...), "-h"), stdin, stdout, stderr)
 	}
 	for _, c := range commands() {
-		if c.name == args[0] {
-			return withTokenHint(c.run(ctx, args[1:], stdin, stdout, stderr))
+		if c.name != args[0] {
+			continue
 		}
+		err := withTokenHint(c.run(ctx, args[1:], stdin, stdout, stderr))
+		if err == nil || errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		if msg := err.Error(); !strings.HasPrefix(msg, c.name+": ") && !strings.HasPrefix(msg, c.name+" ") {
+			err = fmt.Errorf("%s: %w", c.name, err)
+		}
+		return err
 	}
-	usage(stderr)
-	return fmt.Errorf("unknown command %q", args[0])
+	return fmt.Errorf("unknown command %q (dlm help lists the commands)", args[0])
 }
 
 func usage(w io.Writer) {
@@ -82,5 +98,5 @@ func usage(w io.Writer) {
 		fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Run dlm <command> -h for the flags of one command.")
+	fmt.Fprintln(w, "Run dlm help <command> (or dlm <command> -h) for the flags of one command.")
 }

@@ -18,33 +18,51 @@ import (
 
 // runMembers shows and changes the cluster's membership.
 func runMembers(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
-	usage := errors.New("members: usage: dlm members list|add|remove --server URL[,URL…] [--id ID] [--raft ADDR] [--url URL] [--voter=false] [--token TOKEN | --data DIR]")
+	const verbs = "usage: dlm members list|add|remove [--server URL[,URL…]] [--id ID] [--raft ADDR] [--url URL] [--voter=false] [--output json]"
+	usage := errors.New(verbs + " (dlm help members list|add|remove lists the flags)")
 	if len(args) == 0 {
 		return usage
 	}
 	verb := args[0]
-	fs := flag.NewFlagSet("members "+verb, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	server := fs.String("server", "http://127.0.0.1:7070", "comma-separated server URLs")
-	id := fs.String("id", "", "the member's id (add, remove)")
-	raftAddr := fs.String("raft", "", "the member's Raft address (add)")
-	url := fs.String("url", "", "the member's client URL (add)")
-	voter := fs.Bool("voter", true, "add as a voter (add)")
-	tf := addTokenFlags(fs)
-	tlsf := addTLSFlags(fs)
-	if err := fs.Parse(args[1:]); err != nil {
+	about := map[string]string{
+		"list":   "Lists the cluster's members, asking the leader.",
+		"add":    "Adds a member (a node started with --raft), as a voter unless --voter=false.",
+		"remove": "Removes a member.",
+	}[verb]
+	switch {
+	case verb == "-h" || verb == "--help":
+		fmt.Fprintln(stderr, verbs)
+		return flag.ErrHelp
+	case about == "":
+		return usage
+	}
+	fs := newFlags("members "+verb, "[flags]", about, stderr)
+	cf := addClientFlags(fs)
+	var id, raftAddr, url *string
+	voter := new(bool)
+	output := new(outputFormat)
+	switch verb {
+	case "list":
+		output = addOutputFlag(fs)
+	case "add":
+		id = fs.String("id", "", "the member's id")
+		raftAddr = fs.String("raft", "", "the member's Raft address")
+		url = fs.String("url", "", "the member's client URL")
+		voter = fs.Bool("voter", true, "add as a voter")
+	case "remove":
+		id = fs.String("id", "", "the member's id")
+	}
+	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
-	copts, err := tf.interceptors()
-	if err != nil {
-		return fmt.Errorf("members: %w", err)
+	if fs.NArg() > 0 {
+		return fmt.Errorf("members %s: unexpected arguments %q", verb, fs.Args())
 	}
-	hc, err := tlsf.httpClient()
+	servers, hc, copts, err := cf.connect()
 	if err != nil {
-		return fmt.Errorf("members: %w", err)
+		return fmt.Errorf("members %s: %w", verb, err)
 	}
-	servers := strings.Split(*server, ",")
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, max(cf.budget, time.Second))
 	defer cancel()
 	switch verb {
 	case "list":
@@ -56,7 +74,10 @@ func runMembers(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 			return r.Msg, nil
 		})
 		if err != nil {
-			return err
+			return fmt.Errorf("members list: %w", err)
+		}
+		if *output == outputJSON {
+			return writeProtoJSON(stdout, res)
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "ID\tRAFT\tCLIENT URL\tSUFFRAGE\tLEADER")
@@ -72,10 +93,11 @@ func runMembers(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 			}
 			return r.Msg, nil
 		})
-		if err == nil {
-			fmt.Fprintf(stdout, "added %s (%s)\n", *id, *raftAddr)
+		if err != nil {
+			return fmt.Errorf("members add: %w", err)
 		}
-		return err
+		fmt.Fprintf(stdout, "added %s (%s)\n", *id, *raftAddr)
+		return nil
 	case "remove":
 		_, err := atLeader(ctx, hc, servers, copts, func(c dlmv1connect.ClusterServiceClient) (*dlmv1.RemoveMemberResponse, error) {
 			r, err := c.RemoveMember(ctx, connect.NewRequest(&dlmv1.RemoveMemberRequest{Id: *id}))
@@ -84,10 +106,11 @@ func runMembers(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 			}
 			return r.Msg, nil
 		})
-		if err == nil {
-			fmt.Fprintf(stdout, "removed %s\n", *id)
+		if err != nil {
+			return fmt.Errorf("members remove: %w", err)
 		}
-		return err
+		fmt.Fprintf(stdout, "removed %s\n", *id)
+		return nil
 	default:
 		return usage
 	}

@@ -23,9 +23,9 @@ import (
 )
 
 func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var cfg node.Config
+	fs := newFlags("serve", "[flags]", "Runs a server node: the lock API, the dashboard and, with --raft, a cluster member.", stderr)
+	// Every default comes from node.DefaultConfig: the numbers live there.
+	cfg := node.DefaultConfig()
 	dataDir := fs.String("data", "./dlm-data", "data folder: raft/ holds the log and snapshots, files/ the files")
 	listen := fs.String("listen", "127.0.0.1:7070", "address for the API (Connect, gRPC, gRPC-Web) and the dashboard")
 	fs.StringVar(&cfg.ID, "id", "", "this node's id, kept in the data folder (default: the stored one, or node1)")
@@ -33,17 +33,23 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	bootstrap := fs.Bool("bootstrap", false, "start a new cluster with this node as its only member (the default for a new folder without --join or --peers)")
 	join := fs.String("join", "", "comma-separated client URLs of a running cluster to join")
 	peers := fs.String("peers", "", "a fixed cluster to boot: id=raftaddr,id=raftaddr,… (this node among them)")
-	fs.DurationVar(&cfg.DefaultLease, "lease", 10*time.Second, "default session lease (a session may ask for another)")
-	fs.DurationVar(&cfg.MinLease, "min-lease", 200*time.Millisecond, "shortest lease a session may ask for")
-	fs.IntVar(&cfg.MaxAppendBytes, "max-append", 1<<20, "largest append in bytes")
-	fs.IntVar(&cfg.MaxSectionBytes, "max-section", 64<<20, "largest critical section in bytes")
-	fs.Uint64Var(&cfg.SnapshotThreshold, "snapshot-threshold", 8192, "log entries between snapshots")
-	fs.DurationVar(&cfg.SnapshotInterval, "snapshot-interval", 0, "how often to check --snapshot-threshold (0: every 2 minutes)")
-	fs.Uint64Var(&cfg.TrailingLogs, "trailing-logs", 10240, "log entries kept after a snapshot, for followers to catch up from")
-	fs.IntVar(&cfg.LogSegmentSize, "log-segment-size", node.DefaultLogSegmentSize, "bytes in one Raft log segment file, each preallocated: the free space a start needs")
-	cfg.MinFreeSpace = node.DefaultMinFreeSpace(64<<20, node.DefaultLogSegmentSize)
+	fs.DurationVar(&cfg.DefaultLease, "lease", cfg.DefaultLease, "default session lease (a session may ask for another)")
+	fs.DurationVar(&cfg.MinLease, "min-lease", cfg.MinLease, "shortest lease a session may ask for")
+	fs.DurationVar(&cfg.MaxLease, "max-lease", cfg.MaxLease, "longest lease a session may ask for")
+	fs.DurationVar(&cfg.DefaultPollWait, "poll-wait", cfg.DefaultPollWait, "how long an acquire waits in the queue when the request does not say")
+	fs.IntVar(&cfg.MaxAppendBytes, "max-append", cfg.MaxAppendBytes, "largest append in bytes")
+	fs.IntVar(&cfg.MaxSectionBytes, "max-section", cfg.MaxSectionBytes, "largest critical section in bytes")
+	fs.Int64Var(&cfg.MaxReadBytes, "max-read", cfg.MaxReadBytes, "largest answer to one file read in bytes")
+	fs.Uint64Var(&cfg.SnapshotThreshold, "snapshot-threshold", cfg.SnapshotThreshold, "log entries between snapshots")
+	fs.DurationVar(&cfg.SnapshotInterval, "snapshot-interval", cfg.SnapshotInterval, "how often to check --snapshot-threshold")
+	fs.IntVar(&cfg.SnapshotRetain, "snapshot-retain", cfg.SnapshotRetain, "snapshots kept in the data folder")
+	fs.Uint64Var(&cfg.TrailingLogs, "trailing-logs", cfg.TrailingLogs, "log entries kept after a snapshot, for followers to catch up from")
+	fs.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", cfg.HeartbeatTimeout, "Raft: how long a follower goes without hearing from the leader before it calls an election")
+	fs.DurationVar(&cfg.ElectionTimeout, "election-timeout", cfg.ElectionTimeout, "Raft: how long a candidate goes without a leader before it calls an election (at least --heartbeat-timeout)")
+	fs.DurationVar(&cfg.LeaderLeaseTimeout, "leader-lease-timeout", cfg.LeaderLeaseTimeout, "Raft: how long a leader stays leader without hearing from a majority (at most --heartbeat-timeout)")
+	fs.DurationVar(&cfg.CommitTimeout, "commit-timeout", cfg.CommitTimeout, "Raft: the longest wait before the leader sends new entries without a heartbeat")
+	fs.IntVar(&cfg.LogSegmentSize, "log-segment-size", cfg.LogSegmentSize, "bytes in one Raft log segment file, each preallocated: the free space a start needs")
 	fs.Var(byteSize{&cfg.MinFreeSpace}, "min-free-space", "the leader refuses new sessions, acquires and appends (DISK_FULL) while the data folder's volume has less free space than this; releases, aborts and closes still work; 0 turns the check off (default: one largest critical section twice, for the log and the files, plus one log segment)")
-	cfg.MaxFileBytes = node.DefaultMaxFileBytes
 	fs.Var(byteSize{&cfg.MaxFileBytes}, "max-file-size", "largest size of one file; an append that would pass it fails with FILE_TOO_LARGE")
 	var limits service.ServerLimits
 	fs.DurationVar(&limits.ReadHeaderTimeout, "read-header-timeout", 10*time.Second, "time a client has to send a request's headers")
@@ -51,7 +57,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.DurationVar(&limits.IdleTimeout, "idle-timeout", 2*time.Minute, "an HTTP/1.1 keep-alive or HTTP/2 connection with no request in flight is closed after this long")
 	fs.IntVar(&limits.MaxConcurrentStreams, "max-streams", 250, "requests in flight on one HTTP/2 connection")
 	fs.IntVar(&limits.MaxConnections, "max-connections", 10000, "open client connections; more wait until one closes")
-	fs.IntVar(&cfg.MaxSessions, "max-sessions", node.DefaultMaxSessions, "open sessions in the cluster; more are refused with TOO_MANY_SESSIONS (0: no limit)")
+	fs.IntVar(&cfg.MaxSessions, "max-sessions", cfg.MaxSessions, "open sessions in the cluster; more are refused with TOO_MANY_SESSIONS (0: no limit)")
 	var initRate service.InitRate
 	fs.Float64Var(&initRate.Rate, "init-rate", 20, "sessions one client address (an IPv4 address, an IPv6 /64) may open per second, sustained; more are refused with INIT_RATE_LIMITED (0: no limit)")
 	fs.IntVar(&initRate.Burst, "init-burst", 200, "sessions one client address may open at once after a pause")
@@ -64,7 +70,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	var corsOrigins stringList
 	fs.Var(&corsOrigins, "cors-origin", "an origin (scheme://host[:port]) whose web pages may call the lock API across origins; repeat it or separate origins with commas (default: none, only the dashboard served by this node); membership and snapshots are never open to other origins")
 	verbose := fs.Bool("v", false, "log every leadership and session change")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -72,7 +78,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	}
 	switch minFree := cfg.MinFreeSpace; {
 	case !flagSet(fs, "min-free-space"):
-		cfg.MinFreeSpace = 0 // the node derives it from --max-section
+		cfg.MinFreeSpace = node.DefaultMinFreeSpace(cfg.MaxSectionBytes, cfg.LogSegmentSize)
 	case minFree == 0:
 		cfg.MinFreeSpace = -1
 	}
@@ -104,9 +110,6 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	if limits.MaxConcurrentStreams < 1 || limits.MaxConnections < 1 {
 		return errors.New("serve: --max-streams and --max-connections must be at least 1")
 	}
-	if cfg.LogSegmentSize < 64<<10 || cfg.LogSegmentSize > 1<<30 {
-		return fmt.Errorf("serve: --log-segment-size %d is outside 65536 (64 KiB) to 1073741824 (1 GiB)", cfg.LogSegmentSize)
-	}
 	if *bootstrap && (len(cfg.Join) > 0 || len(cfg.Peers) > 0) {
 		return errors.New("serve: --bootstrap starts a new cluster; it cannot go with --join or --peers")
 	}
@@ -123,6 +126,9 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	cfg.DataDir, cfg.Logger = *dataDir, log
+	if err := cfg.Validate(); err != nil {
+		return flagError(err)
+	}
 
 	var creds []auth.Credential
 	if *authTokens != "" {
@@ -235,6 +241,34 @@ func serveAdminToken(dataDir, tokenFile string, joins bool, creds []auth.Credent
 		return "", "", false, err
 	}
 	return tok, path, wrote, nil
+}
+
+// configFlags names the node.Config fields that serve's flags set.
+var configFlags = map[string]string{
+	"DataDir": "--data", "RaftAddr": "--raft", "Join": "--join", "Peers": "--peers",
+	"DefaultLease": "--lease", "MinLease": "--min-lease", "MaxLease": "--max-lease",
+	"DefaultPollWait": "--poll-wait", "MaxAppendBytes": "--max-append",
+	"MaxSectionBytes": "--max-section", "MaxReadBytes": "--max-read",
+	"SnapshotThreshold": "--snapshot-threshold", "SnapshotInterval": "--snapshot-interval",
+	"SnapshotRetain": "--snapshot-retain", "TrailingLogs": "--trailing-logs",
+	"HeartbeatTimeout": "--heartbeat-timeout", "ElectionTimeout": "--election-timeout",
+	"LeaderLeaseTimeout": "--leader-lease-timeout", "CommitTimeout": "--commit-timeout",
+	"LogSegmentSize": "--log-segment-size", "MinFreeSpace": "--min-free-space",
+	"MaxFileBytes": "--max-file-size", "MaxSessions": "--max-sessions",
+}
+
+// flagError says a refused node.Config in the flags' names.
+func flagError(err error) error {
+	var ce *node.ConfigError
+	if !errors.As(err, &ce) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	return errors.New("serve: " + ce.Explain(func(field string) string {
+		if f, ok := configFlags[field]; ok {
+			return f
+		}
+		return field
+	}))
 }
 
 // flagSet says whether the command line set the named flag.

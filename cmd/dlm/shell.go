@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -32,17 +31,11 @@ files are file_0 to file_99; appends reach the file only at release.
 // runShell is an interactive prompt for one session. It reads commands line
 // by line, so it works as well with a terminal as with piped input.
 func runShell(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("shell", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: dlm shell [flags]")
-		fmt.Fprintln(stderr, "An interactive prompt: acquire, append, release, abort, cat, status.")
-		fs.PrintDefaults()
-	}
+	fs := newFlags("shell", "[flags]", "An interactive prompt: acquire, append, release, abort, cat, status.", stderr)
 	cf := addClientFlags(fs)
 	lease := fs.Duration("lease", 0, "session lease (0: the server's default)")
 	name := fs.String("name", "dlm shell", "session label shown in status")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 0 {

@@ -22,11 +22,15 @@ import (
 // runSnapshot saves a snapshot from a running cluster, checks a saved one,
 // or restores one into a new data folder.
 func runSnapshot(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
-	usage := errors.New("snapshot: usage: dlm snapshot save FILE [--server URL,…] | verify FILE | restore FILE --data DIR [--id ID] [--raft ADDR] [--peers id=addr,…]")
+	const verbs = "usage: dlm snapshot save FILE [--server URL,…] | verify FILE | restore FILE --data DIR [--id ID] [--raft ADDR] [--peers id=addr,…]"
+	usage := errors.New(verbs + " (dlm help snapshot save|verify|restore lists the flags)")
 	if len(args) == 0 {
 		return usage
 	}
 	switch args[0] {
+	case "-h", "--help":
+		fmt.Fprintln(stderr, verbs)
+		return flag.ErrHelp
 	case "save":
 		return runSnapshotSave(ctx, args[1:], stdout, stderr)
 	case "verify":
@@ -41,13 +45,13 @@ func runSnapshot(ctx context.Context, args []string, _ io.Reader, stdout, stderr
 // parseWithFile parses flags that may come before or after the one FILE
 // argument.
 func parseWithFile(fs *flag.FlagSet, args []string) (string, error) {
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return "", err
 	}
 	var files []string
 	for fs.NArg() > 0 {
 		files = append(files, fs.Arg(0))
-		if err := fs.Parse(fs.Args()[1:]); err != nil {
+		if err := parseFlags(fs, fs.Args()[1:]); err != nil {
 			return "", err
 		}
 	}
@@ -58,21 +62,14 @@ func parseWithFile(fs *flag.FlagSet, args []string) (string, error) {
 }
 
 func runSnapshotSave(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("snapshot save", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	server := fs.String("server", "http://127.0.0.1:7070", "comma-separated server URLs; the snapshot is taken by the leader")
+	fs := newFlags("snapshot save", "FILE [flags]", "Saves a snapshot of the cluster, taken by the leader, to FILE.", stderr)
+	cf := addClientFlags(fs)
 	timeout := fs.Duration("timeout", 10*time.Minute, "give up after this long")
-	tf := addTokenFlags(fs)
-	tlsf := addTLSFlags(fs)
 	path, err := parseWithFile(fs, args)
 	if err != nil {
 		return err
 	}
-	copts, err := tf.interceptors()
-	if err != nil {
-		return fmt.Errorf("snapshot save: %w", err)
-	}
-	hc, err := tlsf.httpClient()
+	servers, hc, copts, err := cf.connect()
 	if err != nil {
 		return fmt.Errorf("snapshot save: %w", err)
 	}
@@ -83,7 +80,7 @@ func runSnapshotSave(ctx context.Context, args []string, stdout, stderr io.Write
 		return fmt.Errorf("snapshot save: %w", err)
 	}
 	defer w.abort()
-	h, err := receiveSnapshot(ctx, hc, strings.Split(*server, ","), copts, w)
+	h, err := receiveSnapshot(ctx, hc, servers, copts, w)
 	if err != nil {
 		return fmt.Errorf("snapshot save: %w", err)
 	}
@@ -159,8 +156,7 @@ func receiveSnapshot(ctx context.Context, hc connect.HTTPClient, servers []strin
 }
 
 func runSnapshotVerify(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("snapshot verify", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("snapshot verify", "FILE", "Checks that a snapshot file is intact.", stderr)
 	path, err := parseWithFile(fs, args)
 	if err != nil {
 		return err
@@ -174,8 +170,7 @@ func runSnapshotVerify(args []string, stdout, stderr io.Writer) error {
 }
 
 func runSnapshotRestore(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("snapshot restore", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("snapshot restore", "FILE --data DIR [flags]", "Makes a new data folder from a snapshot file.", stderr)
 	var cfg node.RestoreConfig
 	fs.StringVar(&cfg.DataDir, "data", "", "the new node's data folder (absent or empty)")
 	fs.StringVar(&cfg.ID, "id", "", "the new node's id (default: node1, or required with --peers)")
@@ -238,13 +233,12 @@ func runSnapshotRestore(args []string, stdout, stderr io.Writer) error {
 // runRecover makes a stopped node the only member of its cluster, for when
 // the cluster lost its majority for good.
 func runRecover(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("recover", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("recover", "--data DIR [flags]", "Makes a stopped node the only member of its cluster (majority lost for good).", stderr)
 	var cfg node.RecoverConfig
 	fs.StringVar(&cfg.DataDir, "data", "", "the surviving node's data folder (the node must be stopped)")
 	fs.StringVar(&cfg.ID, "id", "", "the node's id, checked against the folder's")
 	fs.StringVar(&cfg.RaftAddr, "raft", "", "the node's Raft address from now on (default: the one it had)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/dlm/dlm/client"
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
@@ -22,18 +20,13 @@ import (
 // runStatus shows the answering node, the lock holder, the queue and the
 // files that hold data, as a table for people or as protojson for scripts.
 func runStatus(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: dlm status [flags]")
-		fmt.Fprintln(stderr, "Shows the node, the lock holder, the queue and the files.")
-		fs.PrintDefaults()
-	}
+	fs := newFlags("status", "[flags]", "Shows the node, the lock holder, the queue and the files.", stderr)
 	cf := addClientFlags(fs)
 	consistent := fs.Bool("consistent", false, "ask the leader, after it confirms its leadership (otherwise the first server that answers)")
-	asJSON := fs.Bool("json", false, "print the StatusResponse as protojson")
+	output := addOutputFlag(fs)
+	asJSON := fs.Bool("json", false, "the same as --output json (the StatusResponse as protojson)")
 	listSessions := fs.Bool("sessions", false, "list every open session (asking for them page by page); without it, status shows the counts and the first waiters")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 0 {
@@ -53,13 +46,8 @@ func runStatus(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 			return fmt.Errorf("status: %w", err)
 		}
 	}
-	if *asJSON {
-		b, err := protojson.MarshalOptions{Multiline: true, EmitUnpopulated: true}.Marshal(st)
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(stdout, "%s\n", b)
-		return err
+	if *asJSON || *output == outputJSON {
+		return writeProtoJSON(stdout, st)
 	}
 	copts, err := cf.interceptors()
 	if err != nil {

@@ -63,7 +63,7 @@ func (a *applier) section(seq uint64, file string, data ...string) uint64 {
 
 func open(t *testing.T, dir string) *fsm.FSM {
 	t.Helper()
-	f, err := fsm.Open(dir, lockstate.DefaultLimits)
+	f, err := fsm.Open(dir, lockstate.DefaultLimits())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -63,7 +63,7 @@ func (f *fillingFile) Write(p []byte) (int, error) {
 func TestFailedWriteIsRetriedUntilItSucceeds(t *testing.T) {
 	dir := t.TempDir()
 	disk := &fullDisk{}
-	f, err := fsm.Open(dir, lockstate.DefaultLimits, fsm.WithFS(disk), fsm.WithRetry(time.Millisecond, 20*time.Millisecond))
+	f, err := fsm.Open(dir, lockstate.DefaultLimits(), fsm.WithFS(disk), fsm.WithRetry(time.Millisecond, 20*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +141,7 @@ func TestFailedWriteIsRetriedUntilItSucceeds(t *testing.T) {
 func TestInterruptEndsARetriedWrite(t *testing.T) {
 	dir := t.TempDir()
 	disk := &fullDisk{}
-	f, err := fsm.Open(dir, lockstate.DefaultLimits, fsm.WithFS(disk), fsm.WithRetry(time.Millisecond, 5*time.Millisecond))
+	f, err := fsm.Open(dir, lockstate.DefaultLimits(), fsm.WithFS(disk), fsm.WithRetry(time.Millisecond, 5*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -62,7 +62,7 @@ func (l *benchLog) open(b *testing.B, n int, data []byte) []*benchClient {
 // BenchmarkCycle is one uncontended critical section: acquire, append 32
 // bytes, release (three log entries), by sessions taking turns.
 func BenchmarkCycle(b *testing.B) {
-	l := &benchLog{m: lockstate.New(lockstate.DefaultLimits)}
+	l := &benchLog{m: lockstate.New(lockstate.DefaultLimits())}
 	data := make([]byte, 32)
 	clients := l.open(b, 8, data)
 	b.ReportAllocs()
@@ -90,7 +90,7 @@ func BenchmarkCycle(b *testing.B) {
 func BenchmarkContendedHandoff(b *testing.B) {
 	for _, waiters := range []int{1, 16, 256} {
 		b.Run(fmt.Sprintf("waiters=%d", waiters), func(b *testing.B) {
-			l := &benchLog{m: lockstate.New(lockstate.DefaultLimits)}
+			l := &benchLog{m: lockstate.New(lockstate.DefaultLimits())}
 			clients := l.open(b, waiters+1, []byte("x"))
 			tokens := make([]uint64, len(clients))
 			for i, bc := range clients {

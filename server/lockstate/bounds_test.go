@@ -13,7 +13,7 @@ import (
 // however many raced past the leader's early check, and a refusal changes
 // nothing (not even the next id).
 func TestOpenSessionCap(t *testing.T) {
-	m := lockstate.New(lockstate.DefaultLimits)
+	m := lockstate.New(lockstate.DefaultLimits())
 	capped := func(id uint64) *lockstate.Result {
 		cmd := openCmd(id)
 		cmd.GetOpenSession().MaxSessions = 2
@@ -44,7 +44,7 @@ func TestOpenSessionCap(t *testing.T) {
 
 // Paging by id lists every open session exactly once, in id order.
 func TestSessionsAfter(t *testing.T) {
-	m := lockstate.New(lockstate.DefaultLimits)
+	m := lockstate.New(lockstate.DefaultLimits())
 	for id := uint64(1); id <= 250; id++ {
 		m.Apply(id, openCmd(id))
 	}

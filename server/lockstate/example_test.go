@@ -11,7 +11,7 @@ import (
 // entry as its fencing token, the append is only staged, and the release
 // commits it as a write for the caller to put in the file.
 func Example() {
-	m := lockstate.New(lockstate.DefaultLimits)
+	m := lockstate.New(lockstate.DefaultLimits())
 
 	// The leader stamps the time into every command; Raft numbers them.
 	opened := m.Apply(1, &raftlogv1.Command{NowUnixMs: 1_700_000_000_000, Op: &raftlogv1.Command_OpenSession{

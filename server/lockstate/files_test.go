@@ -10,7 +10,7 @@ import (
 )
 
 func TestCheckFile(t *testing.T) {
-	m := lockstate.New(lockstate.DefaultLimits)
+	m := lockstate.New(lockstate.DefaultLimits())
 	for _, tc := range []struct {
 		name string
 		want dlmv1.ErrorReason
@@ -71,7 +71,7 @@ func TestFileNames(t *testing.T) {
 	if got := m.CheckFile("file_3"); got != rFileNotFound {
 		t.Errorf("CheckFile(file_3) with 3 files = %s", got)
 	}
-	names := lockstate.New(lockstate.DefaultLimits).FileNames()
+	names := lockstate.New(lockstate.DefaultLimits()).FileNames()
 	if len(names) != 100 || names[0] != "file_0" || names[99] != "file_99" {
 		t.Errorf("default files %q … %q (%d)", names[0], names[len(names)-1], len(names))
 	}

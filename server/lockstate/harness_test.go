@@ -313,7 +313,7 @@ func runScript(t *testing.T, sc script) *lockstate.Machine {
 	t.Helper()
 	limits := sc.limits
 	if limits == (lockstate.Limits{}) {
-		limits = lockstate.DefaultLimits
+		limits = lockstate.DefaultLimits()
 	}
 	m := lockstate.New(limits)
 	var inv invariants

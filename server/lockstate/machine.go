@@ -28,8 +28,12 @@ type Limits struct {
 	MaxEnded int
 }
 
-// DefaultLimits are the limits dlm runs with.
-var DefaultLimits = Limits{Files: 100, MaxOutstanding: 1024, MaxEnded: 1024}
+// DefaultLimits are the limits dlm runs with. Every replica must apply the
+// log with the same limits, so they are a value no package can change at run
+// time (a variable could be reassigned by any importer, tests included).
+func DefaultLimits() Limits {
+	return Limits{Files: 100, MaxOutstanding: 1024, MaxEnded: 1024}
+}
 
 // Write is one committed append that the caller must apply to a file, in
 // order.

@@ -560,7 +560,7 @@ func appendFileMax(cl *raftlogv1.Caller, token uint64, file, data string, maxFil
 }
 
 func TestApplyNilCommand(t *testing.T) {
-	m := lockstate.New(lockstate.DefaultLimits)
+	m := lockstate.New(lockstate.DefaultLimits())
 	if got := m.Apply(1, nil); got.Reason() != rInvalidArg {
 		t.Errorf("Apply(nil) = %s", fmtOutcome(got.Outcome))
 	}
@@ -574,7 +574,7 @@ func TestApplyNilCommand(t *testing.T) {
 // hands Results to other goroutines while it applies the next entries.
 func TestResultsAreSnapshots(t *testing.T) {
 	var h history
-	m := h.run(t, lockstate.New(lockstate.DefaultLimits),
+	m := h.run(t, lockstate.New(lockstate.DefaultLimits()),
 		openCmd(1), openCmd(2),
 		acquireCmd(c(1, 1)),
 	)
@@ -616,7 +616,7 @@ func (h *history) run(t testing.TB, m *lockstate.Machine, cmds ...*raftlogv1.Com
 
 func TestCheck(t *testing.T) {
 	var h history
-	m := h.run(t, lockstate.New(lockstate.DefaultLimits),
+	m := h.run(t, lockstate.New(lockstate.DefaultLimits()),
 		openCmd(1), openCmd(2),
 		acquireCmd(c(1, 1)),
 		acquireCmd(c(2, 1)),

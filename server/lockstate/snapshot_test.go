@@ -15,7 +15,7 @@ import (
 func busy(t testing.TB) *lockstate.Machine {
 	t.Helper()
 	var h history
-	return h.run(t, lockstate.New(lockstate.DefaultLimits),
+	return h.run(t, lockstate.New(lockstate.DefaultLimits()),
 		openCmd(1), openCmd(2), openCmd(3), openCmd(4), openCmd(5),
 		acquireCmd(c(1, 1)), // 6: granted
 		appendCmd(c(1, 2), 6, "file_0", "committed\n"),
@@ -80,7 +80,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	if err := proto.Unmarshal(wire, decoded); err != nil {
 		t.Fatal(err)
 	}
-	restored, err := lockstate.Restore(lockstate.DefaultLimits, decoded)
+	restored, err := lockstate.Restore(lockstate.DefaultLimits(), decoded)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,8 +142,8 @@ func TestSnapshotRoundTrip(t *testing.T) {
 }
 
 func TestSnapshotOfNewMachine(t *testing.T) {
-	fresh := lockstate.New(lockstate.DefaultLimits)
-	m, err := lockstate.Restore(lockstate.DefaultLimits, fresh.State())
+	fresh := lockstate.New(lockstate.DefaultLimits())
+	m, err := lockstate.Restore(lockstate.DefaultLimits(), fresh.State())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +170,7 @@ func TestStateIsACopy(t *testing.T) {
 	}
 
 	st = m.State()
-	r, err := lockstate.Restore(lockstate.DefaultLimits, st)
+	r, err := lockstate.Restore(lockstate.DefaultLimits(), st)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,30 +190,30 @@ func TestRestoreRefusesBrokenState(t *testing.T) {
 		limits lockstate.Limits
 		breakS func(st *raftlogv1.State)
 	}{
-		{"next client id 0", lockstate.DefaultLimits, func(st *raftlogv1.State) { st.NextClientId = 0 }},
-		{"empty state", lockstate.DefaultLimits, func(st *raftlogv1.State) { proto.Reset(st) }},
-		{"session 0", lockstate.DefaultLimits, func(st *raftlogv1.State) { st.Sessions[0].ClientId = 0 }},
-		{"session beyond next id", lockstate.DefaultLimits, func(st *raftlogv1.State) { st.Sessions[0].ClientId = 6 }},
-		{"session twice", lockstate.DefaultLimits, func(st *raftlogv1.State) { st.Sessions[1].ClientId = 1 }},
-		{"lock twice", lockstate.DefaultLimits, func(st *raftlogv1.State) { st.Locks = append(st.Locks, st.Locks[0]) }},
-		{"holder closed", lockstate.DefaultLimits, func(st *raftlogv1.State) { st.Locks[0].Holder = 3 }},
-		{"held without token", lockstate.DefaultLimits, func(st *raftlogv1.State) { st.Locks[0].Token = 0 }},
-		{"free with a queue", lockstate.DefaultLimits, func(st *raftlogv1.State) {
+		{"next client id 0", lockstate.DefaultLimits(), func(st *raftlogv1.State) { st.NextClientId = 0 }},
+		{"empty state", lockstate.DefaultLimits(), func(st *raftlogv1.State) { proto.Reset(st) }},
+		{"session 0", lockstate.DefaultLimits(), func(st *raftlogv1.State) { st.Sessions[0].ClientId = 0 }},
+		{"session beyond next id", lockstate.DefaultLimits(), func(st *raftlogv1.State) { st.Sessions[0].ClientId = 6 }},
+		{"session twice", lockstate.DefaultLimits(), func(st *raftlogv1.State) { st.Sessions[1].ClientId = 1 }},
+		{"lock twice", lockstate.DefaultLimits(), func(st *raftlogv1.State) { st.Locks = append(st.Locks, st.Locks[0]) }},
+		{"holder closed", lockstate.DefaultLimits(), func(st *raftlogv1.State) { st.Locks[0].Holder = 3 }},
+		{"held without token", lockstate.DefaultLimits(), func(st *raftlogv1.State) { st.Locks[0].Token = 0 }},
+		{"free with a queue", lockstate.DefaultLimits(), func(st *raftlogv1.State) {
 			st.Locks[0].Holder, st.Locks[0].Token, st.Locks[0].Staged = 0, 0, nil
 		}},
-		{"free with a section", lockstate.DefaultLimits, func(st *raftlogv1.State) {
+		{"free with a section", lockstate.DefaultLimits(), func(st *raftlogv1.State) {
 			st.Locks[0].Holder, st.Locks[0].Token, st.Locks[0].Queue = 0, 0, nil
 		}},
-		{"free with a token", lockstate.DefaultLimits, func(st *raftlogv1.State) {
+		{"free with a token", lockstate.DefaultLimits(), func(st *raftlogv1.State) {
 			st.Locks[0].Holder, st.Locks[0].Queue, st.Locks[0].Staged = 0, nil, nil
 		}},
-		{"waiter closed", lockstate.DefaultLimits, func(st *raftlogv1.State) { st.Locks[0].Queue[0].ClientId = 5 }},
-		{"waiter twice", lockstate.DefaultLimits, func(st *raftlogv1.State) { st.Locks[0].Queue[1].ClientId = 4 }},
-		{"holder waits", lockstate.DefaultLimits, func(st *raftlogv1.State) { st.Locks[0].Queue[1].ClientId = 2 }},
-		{"staged path", lockstate.DefaultLimits, func(st *raftlogv1.State) { st.Locks[0].Staged[0].File = "../x" }},
-		{"staged unknown file", lockstate.DefaultLimits, func(st *raftlogv1.State) { st.Locks[0].Staged[0].File = "file_100" }},
-		{"unknown file", lockstate.DefaultLimits, func(st *raftlogv1.State) { st.Files[0].Name = "file_100" }},
-		{"negative size", lockstate.DefaultLimits, func(st *raftlogv1.State) { st.Files[0].Size = -1 }},
+		{"waiter closed", lockstate.DefaultLimits(), func(st *raftlogv1.State) { st.Locks[0].Queue[0].ClientId = 5 }},
+		{"waiter twice", lockstate.DefaultLimits(), func(st *raftlogv1.State) { st.Locks[0].Queue[1].ClientId = 4 }},
+		{"holder waits", lockstate.DefaultLimits(), func(st *raftlogv1.State) { st.Locks[0].Queue[1].ClientId = 2 }},
+		{"staged path", lockstate.DefaultLimits(), func(st *raftlogv1.State) { st.Locks[0].Staged[0].File = "../x" }},
+		{"staged unknown file", lockstate.DefaultLimits(), func(st *raftlogv1.State) { st.Locks[0].Staged[0].File = "file_100" }},
+		{"unknown file", lockstate.DefaultLimits(), func(st *raftlogv1.State) { st.Files[0].Name = "file_100" }},
+		{"negative size", lockstate.DefaultLimits(), func(st *raftlogv1.State) { st.Files[0].Size = -1 }},
 		{"fewer files configured", lockstate.Limits{Files: 10, MaxOutstanding: 1024}, func(*raftlogv1.State) {}},
 	} {
 		st := proto.Clone(good).(*raftlogv1.State)
@@ -222,7 +222,7 @@ func TestRestoreRefusesBrokenState(t *testing.T) {
 			t.Errorf("%s: Restore accepted %v as %v", tc.name, st, m.State())
 		}
 	}
-	if _, err := lockstate.Restore(lockstate.DefaultLimits, good); err != nil {
+	if _, err := lockstate.Restore(lockstate.DefaultLimits(), good); err != nil {
 		t.Errorf("the good state: %v", err)
 	}
 }

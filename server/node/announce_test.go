@@ -85,10 +85,10 @@ func TestAnnounceKeepsTheConfiguredAddress(t *testing.T) {
 			t.Fatal(err)
 		}
 		urls = append(urls, "http://"+ln.Addr().String())
-		n, err := node.Open(node.Config{
+		n, err := node.Open(servertest.Config(node.Config{
 			ID: p.ID, RaftAddr: binds[i], Peers: peers, DataDir: t.TempDir(), ClientURL: urls[i],
 			AdminToken: servertest.AdminToken, Logger: slog.New(slog.DiscardHandler), RaftLog: io.Discard,
-		})
+		}))
 		if err != nil {
 			ln.Close()
 			t.Fatalf("open %s: %v", p.ID, err)

@@ -15,22 +15,10 @@ import (
 // DefaultMaxFileBytes is the per-file size limit when none is set.
 const DefaultMaxFileBytes = 1 << 30
 
-// diskDefaults fills the disk limits. The free-space minimum must cover
-// what one admitted critical section can still write after the check
-// passed: its bytes go to disk twice (in the log, then in the files), and
-// the log may need a new preallocated segment at any moment. With the
-// defaults that is 2×64 MiB + 8 MiB = 136 MiB.
-func (c *Config) diskDefaults() {
-	if c.MaxFileBytes == 0 {
-		c.MaxFileBytes = DefaultMaxFileBytes
-	}
-	if c.MinFreeSpace == 0 {
-		c.MinFreeSpace = DefaultMinFreeSpace(c.MaxSectionBytes, c.LogSegmentSize)
-	}
-	if c.FreeSpace == nil {
-		c.FreeSpace = statfsFree
-	}
-}
+// The free-space minimum must cover what one admitted critical section can
+// still write after the check passed: its bytes go to disk twice (in the
+// log, then in the files), and the log may need a new preallocated segment
+// at any moment. With the defaults that is 2×64 MiB + 8 MiB = 136 MiB.
 
 // DefaultMinFreeSpace is the free-space minimum for the given section limit
 // and log segment size (0 for raft-wal's default).

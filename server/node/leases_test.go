@@ -107,7 +107,7 @@ func TestLeaseLoopWakesForEarlierDeadline(t *testing.T) {
 func TestIdleLeaderLeaseCost(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	n, err := Open(Config{DataDir: t.TempDir(), RaftLog: &bytes.Buffer{}, Logger: slog.New(slog.DiscardHandler)})
+	n, err := Open(testConfig(Config{DataDir: t.TempDir(), RaftLog: &bytes.Buffer{}, Logger: slog.New(slog.DiscardHandler)}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -67,11 +67,11 @@ func TestLogDiskFullInCluster(t *testing.T) {
 	var nodes []*node.Node
 	for _, p := range peers {
 		disk := servertest.NewFullDisk(false)
-		n, err := node.Open(node.Config{
+		n, err := node.Open(servertest.Config(node.Config{
 			ID: p.ID, RaftAddr: p.RaftAddr, Peers: peers, DataDir: t.TempDir(),
 			LogFS: disk, LogSegmentSize: 64 << 10, DefaultLease: time.Minute, MinFreeSpace: -1,
 			Logger: slog.New(slog.DiscardHandler), RaftLog: io.Discard,
-		})
+		}))
 		if err != nil {
 			t.Fatalf("open %s: %v", p.ID, err)
 		}

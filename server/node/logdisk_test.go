@@ -118,11 +118,11 @@ func TestLogDiskFullRecovers(t *testing.T) {
 		name := map[bool]string{false: "segment creation fails", true: "every write fails"}[writes]
 		t.Run(name, func(t *testing.T) {
 			disk := servertest.NewFullDisk(writes)
-			cfg := node.Config{
+			cfg := servertest.Config(node.Config{
 				DataDir: t.TempDir(), LogFS: disk, LogSegmentSize: 64 << 10,
 				DefaultLease: time.Minute, MinFreeSpace: -1,
 				Logger: slog.New(slog.DiscardHandler), RaftLog: io.Discard,
-			}
+			})
 			n := openNode(t, cfg)
 			defer func() { n.Shutdown() }()
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -67,13 +67,21 @@ type Config struct {
 	MaxReadBytes int64
 	// SnapshotThreshold is how many log entries trigger a snapshot.
 	SnapshotThreshold uint64
-	// SnapshotInterval is how often Raft checks the threshold (0: Raft's
-	// default, 2 minutes); tests shorten it to take snapshots often.
+	// SnapshotInterval is how often Raft checks the threshold; tests
+	// shorten it to take snapshots often.
 	SnapshotInterval time.Duration
-	// Logger receives the node's logs.
+	// SnapshotRetain is how many snapshots the data folder keeps.
+	SnapshotRetain int
+
+	// HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout and
+	// CommitTimeout are hashicorp/raft's timings (see raft.Config). They
+	// bound how long a failover takes, which must stay well within a
+	// session's lease.
+	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout, CommitTimeout time.Duration
+	// Logger receives the node's logs (nil: slog.Default()).
 	Logger *slog.Logger
 	// LogSegmentSize is the size of one Raft log segment file; raft-wal
-	// preallocates each, so it is the space a start needs (0: 8 MiB).
+	// preallocates each, so it is the space a start needs.
 	LogSegmentSize int
 	// files, when set, opens the FSM's files (tests make writes fail).
 	files fsm.FS
@@ -83,12 +91,12 @@ type Config struct {
 
 	// MinFreeSpace is the free space of the data volume, in bytes, below
 	// which the leader refuses new sessions, acquires and appends with
-	// DISK_FULL (0: DefaultMinFreeSpace; negative: no check).
+	// DISK_FULL (negative: no check). DefaultMinFreeSpace gives the value
+	// that suits MaxSectionBytes and LogSegmentSize.
 	MinFreeSpace int64
-	// MaxFileBytes bounds one file's committed size (0: 1 GiB).
+	// MaxFileBytes bounds one file's committed size.
 	MaxFileBytes int64
-	// MaxSessions bounds the open sessions (0: DefaultMaxSessions; negative:
-	// no limit).
+	// MaxSessions bounds the open sessions (negative: no limit).
 	MaxSessions int
 	// FreeSpace reports the free bytes of the volume holding a folder; nil
 	// asks the system (statfs). Tests inject a fake.
@@ -105,44 +113,6 @@ type Config struct {
 	// nodes' https:// client URLs (join, announce); nil trusts the
 	// system's CAs.
 	ClusterTLS *tls.Config
-}
-
-// Defaults fills unset fields with dlm's defaults.
-func (c *Config) Defaults() {
-	set := func(d *time.Duration, v time.Duration) {
-		if *d == 0 {
-			*d = v
-		}
-	}
-	set(&c.DefaultLease, 10*time.Second)
-	set(&c.MinLease, 200*time.Millisecond)
-	set(&c.MaxLease, 5*time.Minute)
-	set(&c.DefaultPollWait, 5*time.Second)
-	if c.TrailingLogs == 0 {
-		c.TrailingLogs = 10240
-	}
-	if c.MaxAppendBytes == 0 {
-		c.MaxAppendBytes = 1 << 20
-	}
-	if c.MaxSectionBytes == 0 {
-		c.MaxSectionBytes = 64 << 20
-	}
-	if c.MaxReadBytes == 0 {
-		c.MaxReadBytes = 4 << 20
-	}
-	if c.SnapshotThreshold == 0 {
-		c.SnapshotThreshold = 8192
-	}
-	if c.LogSegmentSize == 0 {
-		c.LogSegmentSize = DefaultLogSegmentSize
-	}
-	if c.MaxSessions == 0 {
-		c.MaxSessions = DefaultMaxSessions
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
-	c.diskDefaults()
 }
 
 // Node is a running server.
@@ -194,7 +164,15 @@ type leaderTerm struct {
 // one-member cluster, unless cfg.Peers boots a fixed cluster or cfg.Join
 // names a cluster to join.
 func Open(cfg Config) (*Node, error) {
-	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.FreeSpace == nil {
+		cfg.FreeSpace = statfsFree
+	}
 	injectDiskFault(&cfg)
 	if err := os.MkdirAll(cfg.DataDir, dirMode); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
@@ -219,7 +197,7 @@ func Open(cfg Config) (*Node, error) {
 	if cfg.files != nil {
 		opts = append(opts, fsm.WithFS(cfg.files))
 	}
-	f, err := fsm.Open(filepath.Join(cfg.DataDir, "files"), lockstate.DefaultLimits, opts...)
+	f, err := fsm.Open(filepath.Join(cfg.DataDir, "files"), lockstate.DefaultLimits(), opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -230,7 +208,11 @@ func Open(cfg Config) (*Node, error) {
 	f.SetObserver(n.observe)
 	f.SetFaultHandler(n.onFault)
 	if err := n.startRaft(); err != nil {
-		n.closeStores()
+		// The start's failure is the news; a store that also fails to
+		// close is logged rather than hiding it.
+		if cerr := n.closeStores(); cerr != nil {
+			n.log.Warn("closing after a failed start", "err", cerr)
+		}
 		return nil, err
 	}
 	// The Raft libraries just created their files with their own modes.
@@ -269,24 +251,12 @@ func (n *Node) startRaft() error {
 		return openLogError(walDir, cfg.LogSegmentSize, err)
 	}
 	n.wal = w
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(raftDir, 2, hlog)
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(raftDir, cfg.SnapshotRetain, hlog)
 	if err != nil {
 		return fmt.Errorf("node: open snapshots: %w", err)
 	}
-	rc := raft.DefaultConfig()
-	rc.LocalID = raft.ServerID(cfg.ID)
+	rc := cfg.raftConfig()
 	rc.Logger = hlog
-	rc.SnapshotThreshold = cfg.SnapshotThreshold
-	rc.TrailingLogs = cfg.TrailingLogs
-	if cfg.SnapshotInterval > 0 {
-		rc.SnapshotInterval = cfg.SnapshotInterval
-	}
-	// Short timeouts: a single node elects itself sooner after a restart,
-	// and a cluster fails over well within a default lease.
-	rc.HeartbeatTimeout = 500 * time.Millisecond
-	rc.ElectionTimeout = 500 * time.Millisecond
-	rc.LeaderLeaseTimeout = 250 * time.Millisecond
-	rc.CommitTimeout = 5 * time.Millisecond
 
 	var (
 		addr  raft.ServerAddress
@@ -340,17 +310,29 @@ func (n *Node) startRaft() error {
 	return nil
 }
 
-func (n *Node) closeStores() {
-	n.fsm.Close()
+// closeStores closes what Open opened and reports what failed to close: a
+// store that cannot flush on close may have lost the last writes.
+func (n *Node) closeStores() error {
+	var errs []error
+	if err := n.fsm.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("node: close files: %w", err))
+	}
 	if n.wal != nil {
-		n.wal.Close()
+		if err := n.wal.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("node: close Raft log: %w", err))
+		}
 	}
 	if n.meta != nil {
-		n.meta.Close()
+		if err := n.meta.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("node: close Raft metadata: %w", err))
+		}
 	}
 	if c, ok := n.trans.(io.Closer); ok {
-		c.Close()
+		if err := c.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("node: close Raft transport: %w", err))
+		}
 	}
+	return errors.Join(errs...)
 }
 
 // Shutdown stops the node: waiting calls return Unavailable, Raft shuts down,
@@ -361,8 +343,7 @@ func (n *Node) Shutdown() error {
 	err := n.raft.Shutdown().Error()
 	n.done.Wait()
 	n.endTerm()
-	n.closeStores()
-	return err
+	return errors.Join(err, n.closeStores())
 }
 
 // watchLeadership starts a leader term on winning an election and ends it on
@@ -548,12 +529,18 @@ func (n *Node) propose(ctx context.Context, cmd *raftlogv1.Command) (lockstate.R
 	}
 	switch {
 	case err == nil:
-		res, ok := fut.Response().(lockstate.Result)
-		if !ok {
+		switch res := fut.Response().(type) {
+		case lockstate.Result:
+			return res, nil
+		case error:
 			// The entry committed but this node could not apply it.
+			n.log.Debug("apply failed", "err", res)
 			return lockstate.Result{}, n.faultError()
+		default:
+			// Only a lock-state command is proposed here; anything else
+			// means the FSM and the node disagree about the log.
+			return lockstate.Result{}, fail(dlmv1.ErrorReason_ERROR_REASON_UNAVAILABLE, "the change committed but applying it returned %T, not a result", res)
 		}
-		return res, nil
 	case errors.Is(err, raft.ErrNotLeader) && n.logError() != nil:
 		// Refused before it was stored: the log's failure is the news.
 		return lockstate.Result{}, n.logError()

@@ -84,7 +84,7 @@ func Recover(cfg RecoverConfig) (Recovered, error) {
 	}
 	// The files are a view the state machine rebuilds on every start; the
 	// recovery rebuilds them the same way.
-	f, err := fsm.Open(filepath.Join(cfg.DataDir, "files"), lockstate.DefaultLimits)
+	f, err := fsm.Open(filepath.Join(cfg.DataDir, "files"), lockstate.DefaultLimits())
 	if err != nil {
 		return out, err
 	}

@@ -101,7 +101,7 @@ func Restore(cfg RestoreConfig, snapshot io.Reader) (Restored, error) {
 		out.Members = append(out.Members, Peer{ID: string(s.ID), RaftAddr: string(s.Address)})
 	}
 
-	f, err := fsm.Open(filepath.Join(tmp, "files"), lockstate.DefaultLimits)
+	f, err := fsm.Open(filepath.Join(tmp, "files"), lockstate.DefaultLimits())
 	if err != nil {
 		return out, err
 	}

@@ -18,5 +18,5 @@ import (
 func saturatedError() error {
 	return fail(dlmv1.ErrorReason_ERROR_REASON_TOO_MANY_REQUESTS,
 		"too many unacknowledged requests in this session (%d): its lease is not renewed until a request acknowledges them (acked_below), so it expires and a lock it holds passes on",
-		lockstate.DefaultLimits.MaxOutstanding)
+		lockstate.DefaultLimits().MaxOutstanding)
 }

@@ -74,7 +74,7 @@ func (s *rawSession) keepAlive() error {
 func (s *rawSession) fill() {
 	s.t.Helper()
 	const workers = 8
-	last := uint64(lockstate.DefaultLimits.MaxOutstanding)
+	last := uint64(lockstate.DefaultLimits().MaxOutstanding)
 	seqs := make(chan uint64)
 	errs := make(chan error, workers)
 	var wg sync.WaitGroup

@@ -85,7 +85,7 @@ func TestFailedStartLeavesFilesAlone(t *testing.T) {
 	}
 	raftAddr := ln.Addr().String()
 	ln.Close()
-	n, err := Open(Config{DataDir: dir, RaftAddr: raftAddr, RaftLog: &bytes.Buffer{}})
+	n, err := Open(testConfig(Config{DataDir: dir, RaftAddr: raftAddr, RaftLog: &bytes.Buffer{}}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +103,7 @@ func TestFailedStartLeavesFilesAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer taken.Close()
-	if _, err := Open(Config{DataDir: dir, RaftAddr: raftAddr, RaftLog: &bytes.Buffer{}}); err == nil {
+	if _, err := Open(testConfig(Config{DataDir: dir, RaftAddr: raftAddr, RaftLog: &bytes.Buffer{}})); err == nil {
 		t.Fatal("a node started on a Raft port in use")
 	}
 	for name, content := range want {

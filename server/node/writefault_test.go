@@ -72,7 +72,7 @@ func TestFailedWriteFaultsThenResumes(t *testing.T) {
 	defer cancel()
 	dir := t.TempDir()
 	disk := &fillingDisk{}
-	n, err := Open(Config{DataDir: dir, RaftLog: &bytes.Buffer{}, files: disk})
+	n, err := Open(testConfig(Config{DataDir: dir, RaftLog: &bytes.Buffer{}, files: disk}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +156,7 @@ func TestFailedWriteFaultsThenResumes(t *testing.T) {
 func TestCorruptEntryTakesTheNodeOut(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	n, err := Open(Config{DataDir: t.TempDir(), RaftLog: &bytes.Buffer{}})
+	n, err := Open(testConfig(Config{DataDir: t.TempDir(), RaftLog: &bytes.Buffer{}}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +225,7 @@ func TestLeaderWithFailingDiskHandsOver(t *testing.T) {
 	)
 	for _, p := range peers {
 		disk, dir := &fillingDisk{}, t.TempDir()
-		n, err := Open(Config{ID: p.ID, RaftAddr: p.RaftAddr, Peers: peers, DataDir: dir, RaftLog: io.Discard, files: disk})
+		n, err := Open(testConfig(Config{ID: p.ID, RaftAddr: p.RaftAddr, Peers: peers, DataDir: dir, RaftLog: io.Discard, files: disk}))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"reflect"
 	"testing"
 	"time"
 
@@ -39,7 +40,7 @@ type Server struct {
 }
 
 // Start runs a single node with its data in a fresh temporary folder. cfg
-// may be nil; its zero fields take dlm's defaults. The server stops when the
+// may be nil; its zero fields take node.DefaultConfig's values (see Config). The server stops when the
 // test ends. opts configure the API service (none: no per-address limits).
 func Start(t testing.TB, cfg *node.Config, opts ...service.Option) *Server {
 	t.Helper()
@@ -55,10 +56,11 @@ func StartGuarded(t testing.TB, cfg *node.Config, guard *auth.Guard) *Server {
 
 func start(t testing.TB, cfg *node.Config, guard *auth.Guard, opts []service.Option) *Server {
 	t.Helper()
-	c := node.Config{}
+	var c node.Config
 	if cfg != nil {
 		c = *cfg
 	}
+	c = Config(c)
 	if c.DataDir == "" {
 		c.DataDir = t.TempDir()
 	}
@@ -153,4 +155,22 @@ func HTTPClientFrom(local string) *http.Client {
 		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(local)}
 	}
 	return &http.Client{Transport: &http.Transport{Protocols: p, DialContext: d.DialContext}}
+}
+
+// Config is node.DefaultConfig with the fields set in c put over it, so that
+// a test names only what it is about. node.Open takes no zero fields; this
+// is for tests only.
+func Config(c node.Config) node.Config {
+	out := node.DefaultConfig()
+	dst := reflect.ValueOf(&out).Elem()
+	src := reflect.ValueOf(c)
+	for i := range src.NumField() {
+		if f := dst.Field(i); f.CanSet() && !src.Field(i).IsZero() {
+			f.Set(src.Field(i))
+		}
+	}
+	if c.MinFreeSpace == 0 && (c.MaxSectionBytes != 0 || c.LogSegmentSize != 0) {
+		out.MinFreeSpace = node.DefaultMinFreeSpace(out.MaxSectionBytes, out.LogSegmentSize)
+	}
+	return out
 }

@@ -1,4 +1,4 @@
-package client_test
+package integration_test
 
 import (
 	"context"
@@ -7,11 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"connectrpc.com/connect"
-
 	"github.com/dlm/dlm/client"
 	"github.com/dlm/dlm/client/faultinject"
-	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
 	"github.com/dlm/dlm/server/servertest"
 )
 
@@ -120,26 +117,4 @@ func TestWithLockReleaseOutOfRetries(t *testing.T) {
 	// The dropped release never reached the service, so its section was
 	// discarded when the grant was given up.
 	wantFile(t, c1, "file_11", strings.Repeat("x", cyclesPastTheCap))
-}
-
-// The service refuses the keepalives of a session that cannot make
-// progress (its outcome table is full): the lease will run out, so the
-// holder learns at once that its lock is lost, with the reason.
-func TestKeepAliveRefusedForTooManyRequestsLosesTheLock(t *testing.T) {
-	f := newFake(t)
-	c := dial(t, []string{f.url}, quick(client.WithLease(3*time.Second))...)
-	lk, err := c.Acquire(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.setFailAlways("KeepAlive", reasonErr(connect.CodeResourceExhausted, dlmv1.ErrorReason_ERROR_REASON_TOO_MANY_REQUESTS, ""))
-	select {
-	case <-lk.Lost():
-	case <-time.After(2 * time.Second):
-		t.Fatal("the lock was not reported lost before its lease could run out")
-	}
-	cause := context.Cause(lk.Context())
-	if !errors.Is(cause, client.ErrLockExpired) || !errors.Is(cause, client.ErrTooManyRequests) {
-		t.Errorf("context cause = %v, want ErrLockExpired and ErrTooManyRequests", cause)
-	}
 }

@@ -1,4 +1,4 @@
-package client_test
+package integration_test
 
 import (
 	"context"
@@ -58,10 +58,10 @@ func startCluster(t *testing.T, size int) []*clusterNode {
 			t.Fatal(err)
 		}
 		url := "http://" + ln.Addr().String()
-		n, err := node.Open(node.Config{
+		n, err := node.Open(servertest.Config(node.Config{
 			ID: p.ID, RaftAddr: p.RaftAddr, Peers: peers, DataDir: t.TempDir(), ClientURL: url,
 			Logger: slog.New(slog.DiscardHandler), AdminToken: servertest.AdminToken,
-		})
+		}))
 		if err != nil {
 			ln.Close()
 			t.Fatalf("open %s: %v", p.ID, err)
