@@ -39,7 +39,7 @@ func TestServeRefusesBadConfig(t *testing.T) {
 // The Raft timing flags reach Raft: a node with short timings serves.
 func TestServeRaftTimings(t *testing.T) {
 	srv := startServer(t, "127.0.0.1:0", t.TempDir(), "--heartbeat-timeout", "200ms", "--election-timeout", "300ms", "--leader-lease-timeout", "100ms", "--commit-timeout", "2ms", "--snapshot-retain", "1")
-	if got := readFile(t, srv.url(), "file_0"); got != "" {
+	if got := readFile(t, srv.URL(), "file_0"); got != "" {
 		t.Fatalf("a new node's file_0 = %q", got)
 	}
 }
