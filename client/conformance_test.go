@@ -21,8 +21,8 @@ import (
 	"github.com/dlm/dlm/gen/go/dlm/v1/dlmv1connect"
 	"github.com/dlm/dlm/server/auth"
 	"github.com/dlm/dlm/server/node"
-	"github.com/dlm/dlm/server/service"
 	"github.com/dlm/dlm/server/servertest"
+	"github.com/dlm/dlm/server/service"
 )
 
 // The conformance table, testdata/conformance/scenarios.json, is shared
