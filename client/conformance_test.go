@@ -46,6 +46,7 @@ type conformanceScenario struct {
 		InitRate    float64 `json:"init_rate"`
 		InitBurst   int     `json:"init_burst"`
 		AuthTokens  bool    `json:"auth_tokens"`
+		MinFree     int64   `json:"min_free_space"`
 	} `json:"server"`
 	ClientOptions struct {
 		Token             string `json:"token"`
@@ -90,7 +91,7 @@ func TestConformance(t *testing.T) {
 }
 
 func runScenario(t *testing.T, tokens map[string]string, sc conformanceScenario) {
-	cfg := &node.Config{MaxAppendBytes: sc.Server.MaxAppend, MaxSectionBytes: sc.Server.MaxSection, MaxFileBytes: sc.Server.MaxFileSize, MaxSessions: sc.Server.MaxSessions}
+	cfg := &node.Config{MaxAppendBytes: sc.Server.MaxAppend, MaxSectionBytes: sc.Server.MaxSection, MaxFileBytes: sc.Server.MaxFileSize, MaxSessions: sc.Server.MaxSessions, MinFreeSpace: sc.Server.MinFree}
 	var srv *servertest.Server
 	if sc.Server.AuthTokens {
 		creds := []auth.Credential{{Role: auth.Client, Token: tokens["client"]}, {Role: auth.Read, Token: tokens["read"]}}

@@ -53,6 +53,7 @@ interface Scenario {
     init_rate?: number;
     init_burst?: number;
     auth_tokens?: boolean;
+    min_free_space?: number;
   };
   client_options?: { token?: string; dead_endpoint_first?: boolean };
   steps: Step[];
@@ -100,6 +101,7 @@ for (const sc of table.scenarios) {
     if (s.max_file_size) args.push("--max-file-size", String(s.max_file_size));
     if (s.max_sessions) args.push("--max-sessions", String(s.max_sessions));
     if (s.init_rate) args.push("--init-rate", String(s.init_rate), "--init-burst", String(s.init_burst ?? 1));
+    if (s.min_free_space) args.push("--min-free-space", String(s.min_free_space));
     if (s.auth_tokens) {
       const f = join(dir, "tokens");
       writeFileSync(f, `client ${table.tokens.client}\nread ${table.tokens.read}\n`);
