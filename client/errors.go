@@ -71,34 +71,14 @@ var (
 	// none or an unknown token (code Unauthenticated), or a token whose
 	// role may not make the call (PermissionDenied). See WithToken.
 	ErrNotAuthorized = errors.New("dlm: not authorized")
+	// ErrMemberConflict means a membership change was refused: the id or
+	// the Raft address is another member's. Nothing changed.
+	ErrMemberConflict = errors.New("dlm: member conflict")
+	// ErrMemberUnknown means a membership change named no member.
+	ErrMemberUnknown = errors.New("dlm: member unknown")
 	// ErrClosed means the Client was closed.
 	ErrClosed = errors.New("dlm: client closed")
 )
-
-var reasonSentinels = map[dlmv1.ErrorReason]error{
-	dlmv1.ErrorReason_ERROR_REASON_LOCK_EXPIRED:          ErrLockExpired,
-	dlmv1.ErrorReason_ERROR_REASON_NOT_HOLDER:            ErrNotHolder,
-	dlmv1.ErrorReason_ERROR_REASON_FILE_NOT_FOUND:        ErrFileNotFound,
-	dlmv1.ErrorReason_ERROR_REASON_INVALID_FILE_NAME:     ErrInvalidFileName,
-	dlmv1.ErrorReason_ERROR_REASON_SESSION_EXPIRED:       ErrSessionExpired,
-	dlmv1.ErrorReason_ERROR_REASON_SESSION_UNKNOWN:       ErrSessionUnknown,
-	dlmv1.ErrorReason_ERROR_REASON_BAD_SECRET:            ErrBadSecret,
-	dlmv1.ErrorReason_ERROR_REASON_NOT_LEADER:            ErrUnavailable,
-	dlmv1.ErrorReason_ERROR_REASON_UNAVAILABLE:           ErrUnavailable,
-	dlmv1.ErrorReason_ERROR_REASON_SEQUENCE_MISSING:      ErrInvalidArgument,
-	dlmv1.ErrorReason_ERROR_REASON_SEQUENCE_ACKNOWLEDGED: ErrSequenceAcknowledged,
-	dlmv1.ErrorReason_ERROR_REASON_SEQUENCE_REUSED:       ErrInvalidArgument,
-	dlmv1.ErrorReason_ERROR_REASON_DATA_EMPTY:            ErrDataEmpty,
-	dlmv1.ErrorReason_ERROR_REASON_DATA_TOO_LARGE:        ErrDataTooLarge,
-	dlmv1.ErrorReason_ERROR_REASON_SECTION_TOO_LARGE:     ErrSectionTooLarge,
-	dlmv1.ErrorReason_ERROR_REASON_TOO_MANY_REQUESTS:     ErrTooManyRequests,
-	dlmv1.ErrorReason_ERROR_REASON_INVALID_ARGUMENT:      ErrInvalidArgument,
-	dlmv1.ErrorReason_ERROR_REASON_DISK_FULL:             ErrDiskFull,
-	dlmv1.ErrorReason_ERROR_REASON_FILE_TOO_LARGE:        ErrFileTooLarge,
-	dlmv1.ErrorReason_ERROR_REASON_STORAGE_FAULT:         ErrUnavailable,
-	dlmv1.ErrorReason_ERROR_REASON_TOO_MANY_SESSIONS:     ErrTooManySessions,
-	dlmv1.ErrorReason_ERROR_REASON_INIT_RATE_LIMITED:     ErrInitRateLimited,
-}
 
 // Error is an error answered by the service (or by the RPC layer on its
 // way). errors.As gives the code and reason; errors.Is matches the sentinel
@@ -197,9 +177,15 @@ func retryable(err error) bool {
 		return false
 	}
 	e := newError(err)
+	if class, ok := reasonRetry[e.Reason]; ok {
+		// The service answered with a reason this client knows: its retry
+		// class (in the proto) decides. A reason newer than the client
+		// falls back on the code below.
+		return class == dlmv1.RetryClass_RETRY_CLASS_FOLLOW_LEADER || class == dlmv1.RetryClass_RETRY_CLASS_RETRY_SAME_REQUEST
+	}
 	if connect.IsWireError(e.Err) {
-		// The service (or a proxy) answered. Only "try again" answers are
-		// not final; everything else, even an unexpected code, is.
+		// A proxy, or the RPC layer, answered. Only "try again" answers
+		// are not final; everything else, even an unexpected code, is.
 		switch e.Code {
 		case connect.CodeUnavailable, connect.CodeDeadlineExceeded:
 			return true

@@ -124,3 +124,19 @@ func TestRetryErrorMatchesStopAndCause(t *testing.T) {
 		t.Errorf("caller error %v does not match context.DeadlineExceeded", caller)
 	}
 }
+
+// TestEveryReasonHasASentinel checks that the client_error the proto names
+// for each reason is a sentinel of this package, and that the retry policy
+// was read.
+func TestEveryReasonHasASentinel(t *testing.T) {
+	vals := dlmv1.ErrorReason(0).Descriptor().Values()
+	for i := 1; i < vals.Len(); i++ {
+		r := dlmv1.ErrorReason(vals.Get(i).Number())
+		if reasonSentinels[r] == nil || reasonRetry[r] == dlmv1.RetryClass_RETRY_CLASS_UNSPECIFIED {
+			t.Errorf("%v: sentinel %v, retry class %v", r, reasonSentinels[r], reasonRetry[r])
+		}
+	}
+	if backoffBase <= 0 || backoffMax < backoffBase || refusedFor <= 0 || maxRedirects <= 0 {
+		t.Errorf("retry policy: base %v max %v refusedFor %v redirects %d", backoffBase, backoffMax, refusedFor, maxRedirects)
+	}
+}

@@ -13,21 +13,10 @@ import (
 	"github.com/dlm/dlm/gen/go/dlm/v1/dlmv1connect"
 )
 
-const (
-	backoffBase = 50 * time.Millisecond
-	// backoffMax is low because the common cause of a run of retries is a
-	// leader election, which ends within a second: a client asleep for
-	// longer than that only delays the failover it is waiting for.
-	backoffMax = 300 * time.Millisecond
-	// refusedFor is how long an endpoint that refused a connection is not
-	// taken as the leader on a follower's word: followers keep naming a dead
-	// leader until the election ends.
-	refusedFor = time.Second
-)
-
 // backoff returns the pause before retry number n (1 for the first retry):
-// a random duration in [d/2, d] with d = 50ms·2^(n-1) capped at 300ms. The
-// random half keeps clients that failed together from retrying together.
+// a random duration in [d/2, d] with d = base·2^(n-1) capped at max, from
+// the proto's retry_policy. The random half keeps clients that failed
+// together from retrying together.
 func backoff(n int) time.Duration {
 	d := backoffMax
 	if n < 16 {
@@ -184,7 +173,7 @@ func (r *retrier) do(ctx context.Context, op string, timeout time.Duration, atte
 		}
 		toLeader := r.eps.failed(u, err)
 		r.log.Debug("dlm: retrying", "op", op, "attempt", n, "endpoint", u, "err", err)
-		if toLeader && redirects < 3 {
+		if toLeader && redirects < maxRedirects {
 			// One hop to the named leader needs no pause; a chain of them
 			// (an election in progress) does.
 			redirects++

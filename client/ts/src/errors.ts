@@ -1,6 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 
 import { ErrorDetailSchema, ErrorReason } from "./api.js";
+import { reasonSpecs, repeatedReason } from "./reasons.js";
 
 /**
  * DlmError is every error this package throws. Service errors are subclasses
@@ -84,38 +85,53 @@ export class TooManySessionsError extends DlmError {}
 export class InitRateLimitedError extends DlmError {}
 /** InvalidArgumentError: the service refused a malformed request. */
 export class InvalidArgumentError extends DlmError {}
+/** MemberConflictError: a membership change was refused: the id or Raft address is another member's. */
+export class MemberConflictError extends DlmError {}
+/** MemberUnknownError: a membership change named no member. */
+export class MemberUnknownError extends DlmError {}
+/**
+ * NotAuthorizedError: the service refused the call's credential (no token or
+ * an unknown one: code Unauthenticated; a role that may not make the call:
+ * PermissionDenied). See the token option.
+ */
+export class NotAuthorizedError extends DlmError {}
 /** ClosedError: the Client was closed. */
 export class ClosedError extends DlmError {}
 
-type ErrorClass = new (
+export type ErrorClass = new (
   message: string,
   opts?: { code?: Code; reason?: ErrorReason; leaderUrl?: string; cause?: unknown },
 ) => DlmError;
 
-const byReason: Partial<Record<ErrorReason, ErrorClass>> = {
-  [ErrorReason.LOCK_EXPIRED]: LockExpiredError,
-  [ErrorReason.NOT_HOLDER]: NotHolderError,
-  [ErrorReason.FILE_NOT_FOUND]: FileNotFoundError,
-  [ErrorReason.INVALID_FILE_NAME]: InvalidFileNameError,
-  [ErrorReason.SESSION_EXPIRED]: SessionExpiredError,
-  [ErrorReason.SESSION_UNKNOWN]: SessionUnknownError,
-  [ErrorReason.BAD_SECRET]: BadSecretError,
-  [ErrorReason.NOT_LEADER]: UnavailableError,
-  [ErrorReason.UNAVAILABLE]: UnavailableError,
-  [ErrorReason.SEQUENCE_MISSING]: InvalidArgumentError,
-  [ErrorReason.SEQUENCE_ACKNOWLEDGED]: SequenceAcknowledgedError,
-  [ErrorReason.SEQUENCE_REUSED]: InvalidArgumentError,
-  [ErrorReason.DATA_EMPTY]: DataEmptyError,
-  [ErrorReason.DATA_TOO_LARGE]: DataTooLargeError,
-  [ErrorReason.SECTION_TOO_LARGE]: SectionTooLargeError,
-  [ErrorReason.TOO_MANY_REQUESTS]: TooManyRequestsError,
-  [ErrorReason.DISK_FULL]: DiskFullError,
-  [ErrorReason.FILE_TOO_LARGE]: FileTooLargeError,
-  [ErrorReason.STORAGE_FAULT]: UnavailableError,
-  [ErrorReason.TOO_MANY_SESSIONS]: TooManySessionsError,
-  [ErrorReason.INIT_RATE_LIMITED]: InitRateLimitedError,
-  [ErrorReason.INVALID_ARGUMENT]: InvalidArgumentError,
+/** byName gives each class the name that the proto's client_error uses for it. */
+const byName: Record<string, ErrorClass> = {
+  LockExpired: LockExpiredError,
+  NotHolder: NotHolderError,
+  FileNotFound: FileNotFoundError,
+  InvalidFileName: InvalidFileNameError,
+  SessionExpired: SessionExpiredError,
+  SessionUnknown: SessionUnknownError,
+  BadSecret: BadSecretError,
+  Unavailable: UnavailableError,
+  DataEmpty: DataEmptyError,
+  DataTooLarge: DataTooLargeError,
+  SectionTooLarge: SectionTooLargeError,
+  SequenceAcknowledged: SequenceAcknowledgedError,
+  TooManyRequests: TooManyRequestsError,
+  DiskFull: DiskFullError,
+  FileTooLarge: FileTooLargeError,
+  TooManySessions: TooManySessionsError,
+  InitRateLimited: InitRateLimitedError,
+  InvalidArgument: InvalidArgumentError,
+  MemberConflict: MemberConflictError,
+  MemberUnknown: MemberUnknownError,
 };
+
+/** errorClass returns the class of reason, as the proto's client_error names it. */
+export function errorClass(reason: ErrorReason): ErrorClass | undefined {
+  const name = reasonSpecs.get(reason)?.clientError;
+  return name === undefined ? undefined : byName[name];
+}
 
 /**
  * toDlmError interprets a failed RPC: a DlmError subclass for the reason in
@@ -129,7 +145,10 @@ export function toDlmError(err: unknown): DlmError {
   const ce = ConnectError.from(err);
   const detail = ce.findDetails(ErrorDetailSchema)[0];
   const reason = detail?.reason ?? ErrorReason.UNSPECIFIED;
-  const cls = byReason[reason] ?? DlmError;
+  let cls = errorClass(reason) ?? DlmError;
+  if (reason === ErrorReason.UNSPECIFIED && (ce.code === Code.Unauthenticated || ce.code === Code.PermissionDenied)) {
+    cls = NotAuthorizedError;
+  }
   const msg = ce.rawMessage || Code[ce.code] || "error";
   return new cls(`dlm: ${msg}`, { code: ce.code, reason, leaderUrl: detail?.leaderUrl ?? "", cause: ce });
 }
@@ -145,7 +164,16 @@ export function toDlmError(err: unknown): DlmError {
  */
 export function retryable(err: unknown): boolean {
   const ce = ConnectError.from(err);
-  if (ce.isWireError || ce.findDetails(ErrorDetailSchema).length > 0) {
+  const detail = ce.findDetails(ErrorDetailSchema)[0];
+  if (detail !== undefined) {
+    // The service answered: the reason's retry class (in the proto)
+    // decides, unless the reason is newer than this client.
+    const r = repeatedReason(detail.reason);
+    if (r !== undefined) {
+      return r;
+    }
+  }
+  if (ce.isWireError || detail !== undefined) {
     return ce.code === Code.Unavailable || ce.code === Code.DeadlineExceeded;
   }
   switch (ce.code) {

@@ -1,23 +1,21 @@
 import { createClient, type Client as RpcClient, type Transport } from "@connectrpc/connect";
 
-import { LockService } from "./api.js";
+import { ErrorReason, LockService } from "./api.js";
 import { AbortedError, type DlmError, retryable, toDlmError, UnavailableError } from "./errors.js";
 import type { Logger } from "./options.js";
+import { policy } from "./reasons.js";
 
 /** The generated promise client of the LockService. */
 export type Api = RpcClient<typeof LockService>;
 
-const backoffBaseMs = 50;
-const backoffMaxMs = 1000;
-
 /**
  * backoff returns the pause in milliseconds before retry number n (1 for the
- * first retry): a random duration in [d/2, d] with d = 50ms·2^(n-1) capped at
- * 1s. The random half keeps clients that failed together from retrying
- * together.
+ * first retry): a random duration in [d/2, d] with d = base·2^(n-1) capped at
+ * max, from the proto's retry_policy (the Go client's too). The random half
+ * keeps clients that failed together from retrying together.
  */
 export function backoff(n: number): number {
-  const d = Math.min(backoffBaseMs * 2 ** Math.max(n - 1, 0), backoffMaxMs);
+  const d = Math.min(policy.backoffBaseMs * 2 ** Math.max(n - 1, 0), policy.backoffMaxMs);
   return d / 2 + Math.random() * (d / 2);
 }
 
@@ -52,6 +50,15 @@ export class Endpoints {
   private readonly urls: string[];
   private readonly apis = new Map<string, Api>();
   private current = 0;
+  /**
+   * refused records when each endpoint last failed without an answer from
+   * the service (connection refused or reset, attempt timeout): for
+   * policy.refusedForMs after that, a follower's word that it is the leader
+   * is not taken, because followers keep naming a dead leader until the
+   * election ends, and following them would bounce between the two without
+   * pause.
+   */
+  private readonly refused = new Map<string, number>();
 
   constructor(
     urls: string[],
@@ -77,12 +84,17 @@ export class Endpoints {
    * named by the answer, which is worth trying without a pause.
    */
   failed(url: string, err: DlmError): boolean {
+    if (err.reason === ErrorReason.UNSPECIFIED) {
+      // No ErrorDetail: the service itself did not answer.
+      this.refused.set(url, Date.now());
+    }
     if (this.urls[this.current] !== url) {
       return false;
     }
     const leader = err.leaderUrl.replace(/\/+$/, "");
     if (leader !== "" && validEndpoint(leader)) {
-      if (leader === url) {
+      if (leader === url || Date.now() - (this.refused.get(leader) ?? -Infinity) < policy.refusedForMs) {
+        this.current = (this.current + 1) % this.urls.length;
         return false;
       }
       const i = this.urls.indexOf(leader);
@@ -180,7 +192,7 @@ export class Retrier {
         last = toDlmError(err);
         const toLeader = this.eps.failed(url, last);
         this.log.debug("dlm: retrying", { op, attempt: n, endpoint: url, err: last.message });
-        if (toLeader && redirects < 3) {
+        if (toLeader && redirects < policy.maxRedirects) {
           // One hop to the named leader needs no pause; a chain of them (an
           // election in progress) does.
           redirects++;

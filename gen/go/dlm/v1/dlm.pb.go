@@ -24,83 +24,81 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// ErrorReason is the machine-readable cause of an error.
+// ErrorReason is the machine-readable cause of an error. Each value's
+// reason_spec option (reason.proto) is the one place that says what it
+// means: the Connect code, what clients do with it, the default message and
+// the client error it becomes. The server and both clients read it.
 type ErrorReason int32
 
 const (
 	// Not set.
 	ErrorReason_ERROR_REASON_UNSPECIFIED ErrorReason = 0
 	// The fencing token is not the current grant: the lock was released,
-	// revoked or granted anew. Code Aborted. Re-acquire the lock.
+	// revoked or granted anew. Re-acquire the lock.
 	ErrorReason_ERROR_REASON_LOCK_EXPIRED ErrorReason = 1
-	// The session does not hold the lock. Code FailedPrecondition.
+	// The session does not hold the lock.
 	ErrorReason_ERROR_REASON_NOT_HOLDER ErrorReason = 2
-	// No file has this name. Code NotFound.
+	// No file has this name.
 	ErrorReason_ERROR_REASON_FILE_NOT_FOUND ErrorReason = 3
 	// The file name is malformed (empty, a path or "..", a control character,
-	// over 64 bytes). Code InvalidArgument. A well-formed name that is not
-	// file_0 … file_99 is FILE_NOT_FOUND.
+	// over 64 bytes). A well-formed name that is not file_0 … file_99 is
+	// FILE_NOT_FOUND.
 	ErrorReason_ERROR_REASON_INVALID_FILE_NAME ErrorReason = 4
-	// The session's lease ran out, or it was closed. Code FailedPrecondition.
-	// Open a new session.
+	// The session's lease ran out, or it was closed. Open a new session.
 	ErrorReason_ERROR_REASON_SESSION_EXPIRED ErrorReason = 5
-	// No session with this client_id was ever opened. Code NotFound.
+	// No session with this client_id was ever opened.
 	ErrorReason_ERROR_REASON_SESSION_UNKNOWN ErrorReason = 6
-	// The secret does not match the session. Code Unauthenticated.
+	// The secret does not match the session.
 	ErrorReason_ERROR_REASON_BAD_SECRET ErrorReason = 7
 	// This node is not the leader; leader_url names the leader when known.
-	// Code Unavailable: retry there.
+	// Retry there.
 	ErrorReason_ERROR_REASON_NOT_LEADER ErrorReason = 8
 	// The cluster cannot commit changes now (no majority, or the node is
-	// shutting down). Code Unavailable: retry later.
+	// shutting down). Retry later.
 	ErrorReason_ERROR_REASON_UNAVAILABLE ErrorReason = 9
-	// The request has no sequence number. Code InvalidArgument.
+	// The request has no sequence number.
 	ErrorReason_ERROR_REASON_SEQUENCE_MISSING ErrorReason = 10
 	// The sequence number is below the session's acknowledged mark, so its
-	// answer is forgotten. Code FailedPrecondition.
+	// answer is forgotten.
 	ErrorReason_ERROR_REASON_SEQUENCE_ACKNOWLEDGED ErrorReason = 11
-	// The append carries no data. Code InvalidArgument.
+	// The append carries no data.
 	ErrorReason_ERROR_REASON_DATA_EMPTY ErrorReason = 12
-	// The append is larger than the per-append limit. Code InvalidArgument.
+	// The append is larger than the per-append limit.
 	ErrorReason_ERROR_REASON_DATA_TOO_LARGE ErrorReason = 13
-	// The critical section would exceed its size limit. Code
-	// ResourceExhausted. Release (or abort) and start a new section.
+	// The critical section would exceed its size limit. Release (or abort)
+	// and start a new section.
 	ErrorReason_ERROR_REASON_SECTION_TOO_LARGE ErrorReason = 14
-	// The session has too many unacknowledged requests. Code
-	// ResourceExhausted.
+	// The session has too many unacknowledged requests.
 	ErrorReason_ERROR_REASON_TOO_MANY_REQUESTS ErrorReason = 15
-	// A field is malformed. Code InvalidArgument.
+	// A field is malformed.
 	ErrorReason_ERROR_REASON_INVALID_ARGUMENT ErrorReason = 16
 	// The leader's data volume has less free space than its configured
 	// minimum (--min-free-space), so it takes no new sessions, sections or
-	// appends until space is freed. Code ResourceExhausted. Nothing changed.
+	// appends until space is freed. Nothing changed.
 	ErrorReason_ERROR_REASON_DISK_FULL ErrorReason = 17
 	// The append would make its file longer than the per-file limit
-	// (--max-file-size). Code ResourceExhausted. Nothing changed.
+	// (--max-file-size). Nothing changed.
 	ErrorReason_ERROR_REASON_FILE_TOO_LARGE ErrorReason = 18
 	// The node found its own storage corrupt, or cannot write it, and refuses
 	// to serve until an operator repairs it (or space returns). The message
-	// names the file and log index. Code Unavailable: try another node.
+	// names the file and log index. Try another node.
 	ErrorReason_ERROR_REASON_STORAGE_FAULT ErrorReason = 19
 	// The sequence number was already used by the session for a request of
-	// another method; a seq names one request. Code InvalidArgument. Nothing
-	// changed.
+	// another method; a seq names one request. Nothing changed.
 	ErrorReason_ERROR_REASON_SEQUENCE_REUSED ErrorReason = 20
 	// AddMember was refused: the id is a member at another Raft address, the
 	// Raft address belongs to another member, or the client URL would rebind
-	// a member's recorded URL to a server that is not that member. Code
-	// AlreadyExists. Nothing changed.
-	ErrorReason_ERROR_REASON_MEMBER_CONFLICT ErrorReason = 21
-	// RemoveMember named an id that is not a member. Code NotFound. Nothing
+	// a member's recorded URL to a server that is not that member. Nothing
 	// changed.
+	ErrorReason_ERROR_REASON_MEMBER_CONFLICT ErrorReason = 21
+	// RemoveMember named an id that is not a member. Nothing changed.
 	ErrorReason_ERROR_REASON_MEMBER_UNKNOWN ErrorReason = 22
 	// The cluster has as many open sessions as its limit (--max-sessions).
-	// Code ResourceExhausted. Nothing changed: close unused sessions, or
-	// retry after some expire.
+	// Nothing changed: close unused sessions, or retry after some expire.
 	ErrorReason_ERROR_REASON_TOO_MANY_SESSIONS ErrorReason = 24
 	// This client address opened sessions faster than the server allows
-	// (--init-rate, --init-burst). Code ResourceExhausted. Nothing changed:
-	// retry after the delay the message gives.
+	// (--init-rate, --init-burst). Nothing changed: retry after the delay the
+	// message gives.
 	ErrorReason_ERROR_REASON_INIT_RATE_LIMITED ErrorReason = 25
 )
 
@@ -1874,7 +1872,7 @@ var File_dlm_v1_dlm_proto protoreflect.FileDescriptor
 
 const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\n" +
-	"\x10dlm/v1/dlm.proto\x12\x06dlm.v1\"<\n" +
+	"\x10dlm/v1/dlm.proto\x12\x06dlm.v1\x1a\x13dlm/v1/reason.proto\"<\n" +
 	"\vInitRequest\x12\x19\n" +
 	"\blease_ms\x18\x01 \x01(\rR\aleaseMs\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\"^\n" +
@@ -2006,34 +2004,36 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\vErrorDetail\x12+\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x13.dlm.v1.ErrorReasonR\x06reason\x12\x1d\n" +
 	"\n" +
-	"leader_url\x18\x02 \x01(\tR\tleaderUrl*\xc6\x06\n" +
+	"leader_url\x18\x02 \x01(\tR\tleaderUrl*\x8b\x16\n" +
 	"\vErrorReason\x12\x1c\n" +
-	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1d\n" +
-	"\x19ERROR_REASON_LOCK_EXPIRED\x10\x01\x12\x1b\n" +
-	"\x17ERROR_REASON_NOT_HOLDER\x10\x02\x12\x1f\n" +
-	"\x1bERROR_REASON_FILE_NOT_FOUND\x10\x03\x12\"\n" +
-	"\x1eERROR_REASON_INVALID_FILE_NAME\x10\x04\x12 \n" +
-	"\x1cERROR_REASON_SESSION_EXPIRED\x10\x05\x12 \n" +
-	"\x1cERROR_REASON_SESSION_UNKNOWN\x10\x06\x12\x1b\n" +
-	"\x17ERROR_REASON_BAD_SECRET\x10\a\x12\x1b\n" +
-	"\x17ERROR_REASON_NOT_LEADER\x10\b\x12\x1c\n" +
-	"\x18ERROR_REASON_UNAVAILABLE\x10\t\x12!\n" +
+	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x90\x01\n" +
+	"\x19ERROR_REASON_LOCK_EXPIRED\x10\x01\x1aq\xca\xf3\x18m\b\n" +
+	"\x10\x01\x1aZthe fencing token is not the current grant: the lock was released, revoked or granted anew\"\vLockExpired\x12T\n" +
+	"\x17ERROR_REASON_NOT_HOLDER\x10\x02\x1a7\xca\xf3\x183\b\t\x10\x01\x1a\"the session does not hold the lock\"\tNotHolder\x12b\n" +
+	"\x1bERROR_REASON_FILE_NOT_FOUND\x10\x03\x1aA\xca\xf3\x18=\b\x05\x10\x01\x1a)no such file: files are file_0 to file_99\"\fFileNotFound\x12o\n" +
+	"\x1eERROR_REASON_INVALID_FILE_NAME\x10\x04\x1aK\xca\xf3\x18G\b\x03\x10\x01\x1a0malformed file name: files are file_0 to file_99\"\x0fInvalidFileName\x12m\n" +
+	"\x1cERROR_REASON_SESSION_EXPIRED\x10\x05\x1aK\xca\xf3\x18G\b\t\x10\x01\x1a1the session expired or was closed: open a new one\"\x0eSessionExpired\x12K\n" +
+	"\x1cERROR_REASON_SESSION_UNKNOWN\x10\x06\x1a)\xca\xf3\x18%\b\x05\x10\x01\x1a\x0fno such session\"\x0eSessionUnknown\x12W\n" +
+	"\x17ERROR_REASON_BAD_SECRET\x10\a\x1a:\xca\xf3\x186\b\x10\x10\x01\x1a%the secret does not match the session\"\tBadSecret\x12d\n" +
+	"\x17ERROR_REASON_NOT_LEADER\x10\b\x1aG\xca\xf3\x18C\b\x0e\x10\x02\x1a0this node is not the leader: retry at the leader\"\vUnavailable\x12g\n" +
+	"\x18ERROR_REASON_UNAVAILABLE\x10\t\x1aI\xca\xf3\x18E\b\x0e\x10\x03\x1a2the cluster cannot commit changes now: retry later\"\vUnavailable\x12r\n" +
 	"\x1dERROR_REASON_SEQUENCE_MISSING\x10\n" +
-	"\x12&\n" +
-	"\"ERROR_REASON_SEQUENCE_ACKNOWLEDGED\x10\v\x12\x1b\n" +
-	"\x17ERROR_REASON_DATA_EMPTY\x10\f\x12\x1f\n" +
-	"\x1bERROR_REASON_DATA_TOO_LARGE\x10\r\x12\"\n" +
-	"\x1eERROR_REASON_SECTION_TOO_LARGE\x10\x0e\x12\"\n" +
-	"\x1eERROR_REASON_TOO_MANY_REQUESTS\x10\x0f\x12!\n" +
-	"\x1dERROR_REASON_INVALID_ARGUMENT\x10\x10\x12\x1a\n" +
-	"\x16ERROR_REASON_DISK_FULL\x10\x11\x12\x1f\n" +
-	"\x1bERROR_REASON_FILE_TOO_LARGE\x10\x12\x12\x1e\n" +
-	"\x1aERROR_REASON_STORAGE_FAULT\x10\x13\x12 \n" +
-	"\x1cERROR_REASON_SEQUENCE_REUSED\x10\x14\x12 \n" +
-	"\x1cERROR_REASON_MEMBER_CONFLICT\x10\x15\x12\x1f\n" +
-	"\x1bERROR_REASON_MEMBER_UNKNOWN\x10\x16\x12\"\n" +
-	"\x1eERROR_REASON_TOO_MANY_SESSIONS\x10\x18\x12\"\n" +
-	"\x1eERROR_REASON_INIT_RATE_LIMITED\x10\x192\x8f\x04\n" +
+	"\x1aO\xca\xf3\x18K\b\x03\x10\x01\x1a4the request has no sequence number (seq must be > 0)\"\x0fInvalidArgument\x12\x84\x01\n" +
+	"\"ERROR_REASON_SEQUENCE_ACKNOWLEDGED\x10\v\x1a\\\xca\xf3\x18X\b\t\x10\x01\x1a<the sequence number is below the session's acknowledged mark\"\x14SequenceAcknowledged\x12L\n" +
+	"\x17ERROR_REASON_DATA_EMPTY\x10\f\x1a/\xca\xf3\x18+\b\x03\x10\x01\x1a\x1athe append carries no data\"\tDataEmpty\x12v\n" +
+	"\x1bERROR_REASON_DATA_TOO_LARGE\x10\r\x1aU\xca\xf3\x18Q\b\x03\x10\x01\x1a=the append is larger than the per-append limit (--max-append)\"\fDataTooLarge\x12o\n" +
+	"\x1eERROR_REASON_SECTION_TOO_LARGE\x10\x0e\x1aK\xca\xf3\x18G\b\b\x10\x01\x1a0the critical section would exceed its size limit\"\x0fSectionTooLarge\x12o\n" +
+	"\x1eERROR_REASON_TOO_MANY_REQUESTS\x10\x0f\x1aK\xca\xf3\x18G\b\b\x10\x04\x1a0too many unacknowledged requests in this session\"\x0fTooManyRequests\x12O\n" +
+	"\x1dERROR_REASON_INVALID_ARGUMENT\x10\x10\x1a,\xca\xf3\x18(\b\x03\x10\x01\x1a\x11malformed request\"\x0fInvalidArgument\x12\x8d\x01\n" +
+	"\x16ERROR_REASON_DISK_FULL\x10\x11\x1aq\xca\xf3\x18m\b\b\x10\x04\x1a]the server's data disk is below its free-space minimum: nothing changed; free space and retry\"\bDiskFull\x12\x7f\n" +
+	"\x1bERROR_REASON_FILE_TOO_LARGE\x10\x12\x1a^\xca\xf3\x18Z\b\b\x10\x01\x1aFthe append would make the file larger than the server's per-file limit\"\fFileTooLarge\x12|\n" +
+	"\x1aERROR_REASON_STORAGE_FAULT\x10\x13\x1a\\\xca\xf3\x18X\b\x0e\x10\x03\x1aEthis node's storage is faulty and it does not serve: try another node\"\vUnavailable\x12\xa0\x01\n" +
+	"\x1cERROR_REASON_SEQUENCE_REUSED\x10\x14\x1a~\xca\xf3\x18z\b\x03\x10\x01\x1acthe sequence number was already used by this session for a request of another method; use a new one\"\x0fInvalidArgument\x12\x82\x01\n" +
+	"\x1cERROR_REASON_MEMBER_CONFLICT\x10\x15\x1a`\xca\xf3\x18\\\b\x06\x10\x01\x1aFthe member conflicts with the cluster's configuration: nothing changed\"\x0eMemberConflict\x12Y\n" +
+	"\x1bERROR_REASON_MEMBER_UNKNOWN\x10\x16\x1a8\xca\xf3\x184\b\x05\x10\x01\x1a\x1fno such member: nothing changed\"\rMemberUnknown\x12\x93\x01\n" +
+	"\x1eERROR_REASON_TOO_MANY_SESSIONS\x10\x18\x1ao\xca\xf3\x18k\b\b\x10\x04\x1aTthe cluster has as many open sessions as its limit (--max-sessions): nothing changed\"\x0fTooManySessions\x12\x8f\x01\n" +
+	"\x1eERROR_REASON_INIT_RATE_LIMITED\x10\x19\x1ak\xca\xf3\x18g\b\b\x10\x04\x1aPthis address opens sessions too fast (--init-rate): nothing changed; retry later\"\x0fInitRateLimited\x1a\x0e\xd2\xf3\x18\n" +
+	"\b2\x10\xac\x02\x18\xe8\a \x032\x8f\x04\n" +
 	"\vLockService\x121\n" +
 	"\x04Init\x12\x13.dlm.v1.InitRequest\x1a\x14.dlm.v1.InitResponse\x12@\n" +
 	"\tKeepAlive\x12\x18.dlm.v1.KeepAliveRequest\x1a\x19.dlm.v1.KeepAliveResponse\x12F\n" +
@@ -2121,6 +2121,7 @@ func file_dlm_v1_dlm_proto_init() {
 	if File_dlm_v1_dlm_proto != nil {
 		return
 	}
+	file_dlm_v1_reason_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -7,13 +7,14 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_dlm_v1_reason } from "./reason_pb";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file dlm/v1/dlm.proto.
  */
 export const file_dlm_v1_dlm: GenFile = /*@__PURE__*/
-  fileDesc("ChBkbG0vdjEvZGxtLnByb3RvEgZkbG0udjEiLQoLSW5pdFJlcXVlc3QSEAoIbGVhc2VfbXMYASABKA0SDAoEbmFtZRgCIAEoCSJDCgxJbml0UmVzcG9uc2USEQoJY2xpZW50X2lkGAEgASgEEg4KBnNlY3JldBgCIAEoCRIQCghsZWFzZV9tcxgDIAEoDSI1ChBLZWVwQWxpdmVSZXF1ZXN0EhEKCWNsaWVudF9pZBgBIAEoBBIOCgZzZWNyZXQYAiABKAkiNAoRS2VlcEFsaXZlUmVzcG9uc2USEAoIbGVhc2VfbXMYASABKA0SDQoFdG9rZW4YAiABKAQidwoSTG9ja0FjcXVpcmVSZXF1ZXN0EhEKCWNsaWVudF9pZBgBIAEoBBIOCgZzZWNyZXQYAiABKAkSCwoDc2VxGAMgASgEEhMKC2Fja2VkX2JlbG93GAQgASgEEgsKA3RyeRgFIAEoCBIPCgd3YWl0X21zGAYgASgNIl0KE0xvY2tBY3F1aXJlUmVzcG9uc2USDwoHZ3JhbnRlZBgBIAEoCBINCgV0b2tlbhgCIAEoBBIOCgZxdWV1ZWQYAyABKAgSFgoOcXVldWVfcG9zaXRpb24YBCABKA0idwoSTG9ja1JlbGVhc2VSZXF1ZXN0EhEKCWNsaWVudF9pZBgBIAEoBBIOCgZzZWNyZXQYAiABKAkSCwoDc2VxGAMgASgEEhMKC2Fja2VkX2JlbG93GAQgASgEEg0KBXRva2VuGAUgASgEEg0KBWFib3J0GAYgASgIIkkKE0xvY2tSZWxlYXNlUmVzcG9uc2USGQoRY29tbWl0dGVkX2FwcGVuZHMYASABKA0SFwoPY29tbWl0dGVkX2J5dGVzGAIgASgEIoMBChFBcHBlbmRGaWxlUmVxdWVzdBIRCgljbGllbnRfaWQYASABKAQSDgoGc2VjcmV0GAIgASgJEgsKA3NlcRgDIAEoBBITCgthY2tlZF9iZWxvdxgEIAEoBBINCgV0b2tlbhgFIAEoBBIMCgRmaWxlGAYgASgJEgwKBGRhdGEYByABKAwiQgoSQXBwZW5kRmlsZVJlc3BvbnNlEhYKDnN0YWdlZF9hcHBlbmRzGAEgASgNEhQKDHN0YWdlZF9ieXRlcxgCIAEoBCJTCgxDbG9zZVJlcXVlc3QSEQoJY2xpZW50X2lkGAEgASgEEg4KBnNlY3JldBgCIAEoCRILCgNzZXEYAyABKAQSEwoLYWNrZWRfYmVsb3cYBCABKAQiHwoNQ2xvc2VSZXNwb25zZRIOCgZzdGF0dXMYASABKAkiPgoPUmVhZEZpbGVSZXF1ZXN0EgwKBGZpbGUYASABKAkSDgoGb2Zmc2V0GAIgASgDEg0KBWxpbWl0GAMgASgDIj4KEFJlYWRGaWxlUmVzcG9uc2USDAoEZGF0YRgBIAEoDBIOCgZvZmZzZXQYAiABKAMSDAoEc2l6ZRgDIAEoAyJ2Cg1TdGF0dXNSZXF1ZXN0EhIKCmNvbnNpc3RlbnQYASABKAgSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkSGQoRa25vd25fc3RhdGVfaW5kZXgYBCABKAQSDwoHd2FpdF9tcxgFIAEoDSKMAgoOU3RhdHVzUmVzcG9uc2USIAoEbm9kZRgBIAEoCzISLmRsbS52MS5Ob2RlU3RhdHVzEiAKBGxvY2sYAiABKAsyEi5kbG0udjEuTG9ja1N0YXR1cxInCghzZXNzaW9ucxgDIAMoCzIVLmRsbS52MS5TZXNzaW9uU3RhdHVzEiEKBWZpbGVzGAQgAygLMhIuZGxtLnYxLkZpbGVTdGF0dXMSJQoHbWVtYmVycxgFIAMoCzIULmRsbS52MS5NZW1iZXJTdGF0dXMSFQoNc2Vzc2lvbl9jb3VudBgGIAEoBBIXCg9uZXh0X3BhZ2VfdG9rZW4YByABKAkSEwoLc3RhdGVfaW5kZXgYCCABKAQizwEKCk5vZGVTdGF0dXMSCgoCaWQYASABKAkSDAoEcm9sZRgCIAEoCRISCgpsZWFkZXJfdXJsGAMgASgJEgwKBHRlcm0YBCABKAQSFAoMY29tbWl0X2luZGV4GAUgASgEEhUKDWFwcGxpZWRfaW5kZXgYBiABKAQSFwoPbGFzdF9jb250YWN0X21zGAcgASgDEhQKDHJhZnRfYWRkcmVzcxgIIAEoCRIVCg1zdG9yYWdlX2ZhdWx0GAkgASgJEhIKCmZyZWVfYnl0ZXMYCiABKAMiZgoMTWVtYmVyU3RhdHVzEgoKAmlkGAEgASgJEhQKDHJhZnRfYWRkcmVzcxgCIAEoCRIQCghzdWZmcmFnZRgDIAEoCRIOCgZsZWFkZXIYBCABKAgSEgoKY2xpZW50X3VybBgFIAEoCSK+AQoKTG9ja1N0YXR1cxIOCgZob2xkZXIYASABKAQSDQoFdG9rZW4YAiABKAQSFQoNbGVhc2VfbGVmdF9tcxgDIAEoAxIWCg5zdGFnZWRfYXBwZW5kcxgEIAEoDRIUCgxzdGFnZWRfYnl0ZXMYBSABKAQSDQoFcXVldWUYBiADKAQSEgoKbGFzdF90b2tlbhgHIAEoBBIUCgxxdWV1ZV9sZW5ndGgYCCABKAQSEwoLaG9sZGVyX25hbWUYCSABKAkiWQoNU2Vzc2lvblN0YXR1cxIRCgljbGllbnRfaWQYASABKAQSDAoEbmFtZRgCIAEoCRIQCghsZWFzZV9tcxgDIAEoDRIVCg1sZWFzZV9sZWZ0X21zGAQgASgDIigKCkZpbGVTdGF0dXMSDAoEbmFtZRgBIAEoCRIMCgRzaXplGAIgASgDIkYKC0Vycm9yRGV0YWlsEiMKBnJlYXNvbhgBIAEoDjITLmRsbS52MS5FcnJvclJlYXNvbhISCgpsZWFkZXJfdXJsGAIgASgJKsYGCgtFcnJvclJlYXNvbhIcChhFUlJPUl9SRUFTT05fVU5TUEVDSUZJRUQQABIdChlFUlJPUl9SRUFTT05fTE9DS19FWFBJUkVEEAESGwoXRVJST1JfUkVBU09OX05PVF9IT0xERVIQAhIfChtFUlJPUl9SRUFTT05fRklMRV9OT1RfRk9VTkQQAxIiCh5FUlJPUl9SRUFTT05fSU5WQUxJRF9GSUxFX05BTUUQBBIgChxFUlJPUl9SRUFTT05fU0VTU0lPTl9FWFBJUkVEEAUSIAocRVJST1JfUkVBU09OX1NFU1NJT05fVU5LTk9XThAGEhsKF0VSUk9SX1JFQVNPTl9CQURfU0VDUkVUEAcSGwoXRVJST1JfUkVBU09OX05PVF9MRUFERVIQCBIcChhFUlJPUl9SRUFTT05fVU5BVkFJTEFCTEUQCRIhCh1FUlJPUl9SRUFTT05fU0VRVUVOQ0VfTUlTU0lORxAKEiYKIkVSUk9SX1JFQVNPTl9TRVFVRU5DRV9BQ0tOT1dMRURHRUQQCxIbChdFUlJPUl9SRUFTT05fREFUQV9FTVBUWRAMEh8KG0VSUk9SX1JFQVNPTl9EQVRBX1RPT19MQVJHRRANEiIKHkVSUk9SX1JFQVNPTl9TRUNUSU9OX1RPT19MQVJHRRAOEiIKHkVSUk9SX1JFQVNPTl9UT09fTUFOWV9SRVFVRVNUUxAPEiEKHUVSUk9SX1JFQVNPTl9JTlZBTElEX0FSR1VNRU5UEBASGgoWRVJST1JfUkVBU09OX0RJU0tfRlVMTBAREh8KG0VSUk9SX1JFQVNPTl9GSUxFX1RPT19MQVJHRRASEh4KGkVSUk9SX1JFQVNPTl9TVE9SQUdFX0ZBVUxUEBMSIAocRVJST1JfUkVBU09OX1NFUVVFTkNFX1JFVVNFRBAUEiAKHEVSUk9SX1JFQVNPTl9NRU1CRVJfQ09ORkxJQ1QQFRIfChtFUlJPUl9SRUFTT05fTUVNQkVSX1VOS05PV04QFhIiCh5FUlJPUl9SRUFTT05fVE9PX01BTllfU0VTU0lPTlMQGBIiCh5FUlJPUl9SRUFTT05fSU5JVF9SQVRFX0xJTUlURUQQGTKPBAoLTG9ja1NlcnZpY2USMQoESW5pdBITLmRsbS52MS5Jbml0UmVxdWVzdBoULmRsbS52MS5Jbml0UmVzcG9uc2USQAoJS2VlcEFsaXZlEhguZGxtLnYxLktlZXBBbGl2ZVJlcXVlc3QaGS5kbG0udjEuS2VlcEFsaXZlUmVzcG9uc2USRgoLTG9ja0FjcXVpcmUSGi5kbG0udjEuTG9ja0FjcXVpcmVSZXF1ZXN0GhsuZGxtLnYxLkxvY2tBY3F1aXJlUmVzcG9uc2USRgoLTG9ja1JlbGVhc2USGi5kbG0udjEuTG9ja1JlbGVhc2VSZXF1ZXN0GhsuZGxtLnYxLkxvY2tSZWxlYXNlUmVzcG9uc2USQwoKQXBwZW5kRmlsZRIZLmRsbS52MS5BcHBlbmRGaWxlUmVxdWVzdBoaLmRsbS52MS5BcHBlbmRGaWxlUmVzcG9uc2USNAoFQ2xvc2USFC5kbG0udjEuQ2xvc2VSZXF1ZXN0GhUuZGxtLnYxLkNsb3NlUmVzcG9uc2USQgoIUmVhZEZpbGUSFy5kbG0udjEuUmVhZEZpbGVSZXF1ZXN0GhguZGxtLnYxLlJlYWRGaWxlUmVzcG9uc2UiA5ACARI8CgZTdGF0dXMSFS5kbG0udjEuU3RhdHVzUmVxdWVzdBoWLmRsbS52MS5TdGF0dXNSZXNwb25zZSIDkAIBQncKCmNvbS5kbG0udjFCCERsbVByb3RvUAFaJmdpdGh1Yi5jb20vZGxtL2RsbS9nZW4vZ28vZGxtL3YxO2RsbXYxogIDRFhYqgIGRGxtLlYxygIGRGxtXFYx4gISRGxtXFYxXEdQQk1ldGFkYXRh6gIHRGxtOjpWMWIGcHJvdG8z");
+  fileDesc("ChBkbG0vdjEvZGxtLnByb3RvEgZkbG0udjEiLQoLSW5pdFJlcXVlc3QSEAoIbGVhc2VfbXMYASABKA0SDAoEbmFtZRgCIAEoCSJDCgxJbml0UmVzcG9uc2USEQoJY2xpZW50X2lkGAEgASgEEg4KBnNlY3JldBgCIAEoCRIQCghsZWFzZV9tcxgDIAEoDSI1ChBLZWVwQWxpdmVSZXF1ZXN0EhEKCWNsaWVudF9pZBgBIAEoBBIOCgZzZWNyZXQYAiABKAkiNAoRS2VlcEFsaXZlUmVzcG9uc2USEAoIbGVhc2VfbXMYASABKA0SDQoFdG9rZW4YAiABKAQidwoSTG9ja0FjcXVpcmVSZXF1ZXN0EhEKCWNsaWVudF9pZBgBIAEoBBIOCgZzZWNyZXQYAiABKAkSCwoDc2VxGAMgASgEEhMKC2Fja2VkX2JlbG93GAQgASgEEgsKA3RyeRgFIAEoCBIPCgd3YWl0X21zGAYgASgNIl0KE0xvY2tBY3F1aXJlUmVzcG9uc2USDwoHZ3JhbnRlZBgBIAEoCBINCgV0b2tlbhgCIAEoBBIOCgZxdWV1ZWQYAyABKAgSFgoOcXVldWVfcG9zaXRpb24YBCABKA0idwoSTG9ja1JlbGVhc2VSZXF1ZXN0EhEKCWNsaWVudF9pZBgBIAEoBBIOCgZzZWNyZXQYAiABKAkSCwoDc2VxGAMgASgEEhMKC2Fja2VkX2JlbG93GAQgASgEEg0KBXRva2VuGAUgASgEEg0KBWFib3J0GAYgASgIIkkKE0xvY2tSZWxlYXNlUmVzcG9uc2USGQoRY29tbWl0dGVkX2FwcGVuZHMYASABKA0SFwoPY29tbWl0dGVkX2J5dGVzGAIgASgEIoMBChFBcHBlbmRGaWxlUmVxdWVzdBIRCgljbGllbnRfaWQYASABKAQSDgoGc2VjcmV0GAIgASgJEgsKA3NlcRgDIAEoBBITCgthY2tlZF9iZWxvdxgEIAEoBBINCgV0b2tlbhgFIAEoBBIMCgRmaWxlGAYgASgJEgwKBGRhdGEYByABKAwiQgoSQXBwZW5kRmlsZVJlc3BvbnNlEhYKDnN0YWdlZF9hcHBlbmRzGAEgASgNEhQKDHN0YWdlZF9ieXRlcxgCIAEoBCJTCgxDbG9zZVJlcXVlc3QSEQoJY2xpZW50X2lkGAEgASgEEg4KBnNlY3JldBgCIAEoCRILCgNzZXEYAyABKAQSEwoLYWNrZWRfYmVsb3cYBCABKAQiHwoNQ2xvc2VSZXNwb25zZRIOCgZzdGF0dXMYASABKAkiPgoPUmVhZEZpbGVSZXF1ZXN0EgwKBGZpbGUYASABKAkSDgoGb2Zmc2V0GAIgASgDEg0KBWxpbWl0GAMgASgDIj4KEFJlYWRGaWxlUmVzcG9uc2USDAoEZGF0YRgBIAEoDBIOCgZvZmZzZXQYAiABKAMSDAoEc2l6ZRgDIAEoAyJ2Cg1TdGF0dXNSZXF1ZXN0EhIKCmNvbnNpc3RlbnQYASABKAgSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkSGQoRa25vd25fc3RhdGVfaW5kZXgYBCABKAQSDwoHd2FpdF9tcxgFIAEoDSKMAgoOU3RhdHVzUmVzcG9uc2USIAoEbm9kZRgBIAEoCzISLmRsbS52MS5Ob2RlU3RhdHVzEiAKBGxvY2sYAiABKAsyEi5kbG0udjEuTG9ja1N0YXR1cxInCghzZXNzaW9ucxgDIAMoCzIVLmRsbS52MS5TZXNzaW9uU3RhdHVzEiEKBWZpbGVzGAQgAygLMhIuZGxtLnYxLkZpbGVTdGF0dXMSJQoHbWVtYmVycxgFIAMoCzIULmRsbS52MS5NZW1iZXJTdGF0dXMSFQoNc2Vzc2lvbl9jb3VudBgGIAEoBBIXCg9uZXh0X3BhZ2VfdG9rZW4YByABKAkSEwoLc3RhdGVfaW5kZXgYCCABKAQizwEKCk5vZGVTdGF0dXMSCgoCaWQYASABKAkSDAoEcm9sZRgCIAEoCRISCgpsZWFkZXJfdXJsGAMgASgJEgwKBHRlcm0YBCABKAQSFAoMY29tbWl0X2luZGV4GAUgASgEEhUKDWFwcGxpZWRfaW5kZXgYBiABKAQSFwoPbGFzdF9jb250YWN0X21zGAcgASgDEhQKDHJhZnRfYWRkcmVzcxgIIAEoCRIVCg1zdG9yYWdlX2ZhdWx0GAkgASgJEhIKCmZyZWVfYnl0ZXMYCiABKAMiZgoMTWVtYmVyU3RhdHVzEgoKAmlkGAEgASgJEhQKDHJhZnRfYWRkcmVzcxgCIAEoCRIQCghzdWZmcmFnZRgDIAEoCRIOCgZsZWFkZXIYBCABKAgSEgoKY2xpZW50X3VybBgFIAEoCSK+AQoKTG9ja1N0YXR1cxIOCgZob2xkZXIYASABKAQSDQoFdG9rZW4YAiABKAQSFQoNbGVhc2VfbGVmdF9tcxgDIAEoAxIWCg5zdGFnZWRfYXBwZW5kcxgEIAEoDRIUCgxzdGFnZWRfYnl0ZXMYBSABKAQSDQoFcXVldWUYBiADKAQSEgoKbGFzdF90b2tlbhgHIAEoBBIUCgxxdWV1ZV9sZW5ndGgYCCABKAQSEwoLaG9sZGVyX25hbWUYCSABKAkiWQoNU2Vzc2lvblN0YXR1cxIRCgljbGllbnRfaWQYASABKAQSDAoEbmFtZRgCIAEoCRIQCghsZWFzZV9tcxgDIAEoDRIVCg1sZWFzZV9sZWZ0X21zGAQgASgDIigKCkZpbGVTdGF0dXMSDAoEbmFtZRgBIAEoCRIMCgRzaXplGAIgASgDIkYKC0Vycm9yRGV0YWlsEiMKBnJlYXNvbhgBIAEoDjITLmRsbS52MS5FcnJvclJlYXNvbhISCgpsZWFkZXJfdXJsGAIgASgJKosWCgtFcnJvclJlYXNvbhIcChhFUlJPUl9SRUFTT05fVU5TUEVDSUZJRUQQABKQAQoZRVJST1JfUkVBU09OX0xPQ0tfRVhQSVJFRBABGnHK8xhtCAoQARpadGhlIGZlbmNpbmcgdG9rZW4gaXMgbm90IHRoZSBjdXJyZW50IGdyYW50OiB0aGUgbG9jayB3YXMgcmVsZWFzZWQsIHJldm9rZWQgb3IgZ3JhbnRlZCBhbmV3IgtMb2NrRXhwaXJlZBJUChdFUlJPUl9SRUFTT05fTk9UX0hPTERFUhACGjfK8xgzCAkQARoidGhlIHNlc3Npb24gZG9lcyBub3QgaG9sZCB0aGUgbG9jayIJTm90SG9sZGVyEmIKG0VSUk9SX1JFQVNPTl9GSUxFX05PVF9GT1VORBADGkHK8xg9CAUQARopbm8gc3VjaCBmaWxlOiBmaWxlcyBhcmUgZmlsZV8wIHRvIGZpbGVfOTkiDEZpbGVOb3RGb3VuZBJvCh5FUlJPUl9SRUFTT05fSU5WQUxJRF9GSUxFX05BTUUQBBpLyvMYRwgDEAEaMG1hbGZvcm1lZCBmaWxlIG5hbWU6IGZpbGVzIGFyZSBmaWxlXzAgdG8gZmlsZV85OSIPSW52YWxpZEZpbGVOYW1lEm0KHEVSUk9SX1JFQVNPTl9TRVNTSU9OX0VYUElSRUQQBRpLyvMYRwgJEAEaMXRoZSBzZXNzaW9uIGV4cGlyZWQgb3Igd2FzIGNsb3NlZDogb3BlbiBhIG5ldyBvbmUiDlNlc3Npb25FeHBpcmVkEksKHEVSUk9SX1JFQVNPTl9TRVNTSU9OX1VOS05PV04QBhopyvMYJQgFEAEaD25vIHN1Y2ggc2Vzc2lvbiIOU2Vzc2lvblVua25vd24SVwoXRVJST1JfUkVBU09OX0JBRF9TRUNSRVQQBxo6yvMYNggQEAEaJXRoZSBzZWNyZXQgZG9lcyBub3QgbWF0Y2ggdGhlIHNlc3Npb24iCUJhZFNlY3JldBJkChdFUlJPUl9SRUFTT05fTk9UX0xFQURFUhAIGkfK8xhDCA4QAhowdGhpcyBub2RlIGlzIG5vdCB0aGUgbGVhZGVyOiByZXRyeSBhdCB0aGUgbGVhZGVyIgtVbmF2YWlsYWJsZRJnChhFUlJPUl9SRUFTT05fVU5BVkFJTEFCTEUQCRpJyvMYRQgOEAMaMnRoZSBjbHVzdGVyIGNhbm5vdCBjb21taXQgY2hhbmdlcyBub3c6IHJldHJ5IGxhdGVyIgtVbmF2YWlsYWJsZRJyCh1FUlJPUl9SRUFTT05fU0VRVUVOQ0VfTUlTU0lORxAKGk/K8xhLCAMQARo0dGhlIHJlcXVlc3QgaGFzIG5vIHNlcXVlbmNlIG51bWJlciAoc2VxIG11c3QgYmUgPiAwKSIPSW52YWxpZEFyZ3VtZW50EoQBCiJFUlJPUl9SRUFTT05fU0VRVUVOQ0VfQUNLTk9XTEVER0VEEAsaXMrzGFgICRABGjx0aGUgc2VxdWVuY2UgbnVtYmVyIGlzIGJlbG93IHRoZSBzZXNzaW9uJ3MgYWNrbm93bGVkZ2VkIG1hcmsiFFNlcXVlbmNlQWNrbm93bGVkZ2VkEkwKF0VSUk9SX1JFQVNPTl9EQVRBX0VNUFRZEAwaL8rzGCsIAxABGhp0aGUgYXBwZW5kIGNhcnJpZXMgbm8gZGF0YSIJRGF0YUVtcHR5EnYKG0VSUk9SX1JFQVNPTl9EQVRBX1RPT19MQVJHRRANGlXK8xhRCAMQARo9dGhlIGFwcGVuZCBpcyBsYXJnZXIgdGhhbiB0aGUgcGVyLWFwcGVuZCBsaW1pdCAoLS1tYXgtYXBwZW5kKSIMRGF0YVRvb0xhcmdlEm8KHkVSUk9SX1JFQVNPTl9TRUNUSU9OX1RPT19MQVJHRRAOGkvK8xhHCAgQARowdGhlIGNyaXRpY2FsIHNlY3Rpb24gd291bGQgZXhjZWVkIGl0cyBzaXplIGxpbWl0Ig9TZWN0aW9uVG9vTGFyZ2USbwoeRVJST1JfUkVBU09OX1RPT19NQU5ZX1JFUVVFU1RTEA8aS8rzGEcICBAEGjB0b28gbWFueSB1bmFja25vd2xlZGdlZCByZXF1ZXN0cyBpbiB0aGlzIHNlc3Npb24iD1Rvb01hbnlSZXF1ZXN0cxJPCh1FUlJPUl9SRUFTT05fSU5WQUxJRF9BUkdVTUVOVBAQGizK8xgoCAMQARoRbWFsZm9ybWVkIHJlcXVlc3QiD0ludmFsaWRBcmd1bWVudBKNAQoWRVJST1JfUkVBU09OX0RJU0tfRlVMTBARGnHK8xhtCAgQBBpddGhlIHNlcnZlcidzIGRhdGEgZGlzayBpcyBiZWxvdyBpdHMgZnJlZS1zcGFjZSBtaW5pbXVtOiBub3RoaW5nIGNoYW5nZWQ7IGZyZWUgc3BhY2UgYW5kIHJldHJ5IghEaXNrRnVsbBJ/ChtFUlJPUl9SRUFTT05fRklMRV9UT09fTEFSR0UQEhpeyvMYWggIEAEaRnRoZSBhcHBlbmQgd291bGQgbWFrZSB0aGUgZmlsZSBsYXJnZXIgdGhhbiB0aGUgc2VydmVyJ3MgcGVyLWZpbGUgbGltaXQiDEZpbGVUb29MYXJnZRJ8ChpFUlJPUl9SRUFTT05fU1RPUkFHRV9GQVVMVBATGlzK8xhYCA4QAxpFdGhpcyBub2RlJ3Mgc3RvcmFnZSBpcyBmYXVsdHkgYW5kIGl0IGRvZXMgbm90IHNlcnZlOiB0cnkgYW5vdGhlciBub2RlIgtVbmF2YWlsYWJsZRKgAQocRVJST1JfUkVBU09OX1NFUVVFTkNFX1JFVVNFRBAUGn7K8xh6CAMQARpjdGhlIHNlcXVlbmNlIG51bWJlciB3YXMgYWxyZWFkeSB1c2VkIGJ5IHRoaXMgc2Vzc2lvbiBmb3IgYSByZXF1ZXN0IG9mIGFub3RoZXIgbWV0aG9kOyB1c2UgYSBuZXcgb25lIg9JbnZhbGlkQXJndW1lbnQSggEKHEVSUk9SX1JFQVNPTl9NRU1CRVJfQ09ORkxJQ1QQFRpgyvMYXAgGEAEaRnRoZSBtZW1iZXIgY29uZmxpY3RzIHdpdGggdGhlIGNsdXN0ZXIncyBjb25maWd1cmF0aW9uOiBub3RoaW5nIGNoYW5nZWQiDk1lbWJlckNvbmZsaWN0ElkKG0VSUk9SX1JFQVNPTl9NRU1CRVJfVU5LTk9XThAWGjjK8xg0CAUQARofbm8gc3VjaCBtZW1iZXI6IG5vdGhpbmcgY2hhbmdlZCINTWVtYmVyVW5rbm93bhKTAQoeRVJST1JfUkVBU09OX1RPT19NQU5ZX1NFU1NJT05TEBgab8rzGGsICBAEGlR0aGUgY2x1c3RlciBoYXMgYXMgbWFueSBvcGVuIHNlc3Npb25zIGFzIGl0cyBsaW1pdCAoLS1tYXgtc2Vzc2lvbnMpOiBub3RoaW5nIGNoYW5nZWQiD1Rvb01hbnlTZXNzaW9ucxKPAQoeRVJST1JfUkVBU09OX0lOSVRfUkFURV9MSU1JVEVEEBkaa8rzGGcICBAEGlB0aGlzIGFkZHJlc3Mgb3BlbnMgc2Vzc2lvbnMgdG9vIGZhc3QgKC0taW5pdC1yYXRlKTogbm90aGluZyBjaGFuZ2VkOyByZXRyeSBsYXRlciIPSW5pdFJhdGVMaW1pdGVkGg7S8xgKCDIQrAIY6AcgAzKPBAoLTG9ja1NlcnZpY2USMQoESW5pdBITLmRsbS52MS5Jbml0UmVxdWVzdBoULmRsbS52MS5Jbml0UmVzcG9uc2USQAoJS2VlcEFsaXZlEhguZGxtLnYxLktlZXBBbGl2ZVJlcXVlc3QaGS5kbG0udjEuS2VlcEFsaXZlUmVzcG9uc2USRgoLTG9ja0FjcXVpcmUSGi5kbG0udjEuTG9ja0FjcXVpcmVSZXF1ZXN0GhsuZGxtLnYxLkxvY2tBY3F1aXJlUmVzcG9uc2USRgoLTG9ja1JlbGVhc2USGi5kbG0udjEuTG9ja1JlbGVhc2VSZXF1ZXN0GhsuZGxtLnYxLkxvY2tSZWxlYXNlUmVzcG9uc2USQwoKQXBwZW5kRmlsZRIZLmRsbS52MS5BcHBlbmRGaWxlUmVxdWVzdBoaLmRsbS52MS5BcHBlbmRGaWxlUmVzcG9uc2USNAoFQ2xvc2USFC5kbG0udjEuQ2xvc2VSZXF1ZXN0GhUuZGxtLnYxLkNsb3NlUmVzcG9uc2USQgoIUmVhZEZpbGUSFy5kbG0udjEuUmVhZEZpbGVSZXF1ZXN0GhguZGxtLnYxLlJlYWRGaWxlUmVzcG9uc2UiA5ACARI8CgZTdGF0dXMSFS5kbG0udjEuU3RhdHVzUmVxdWVzdBoWLmRsbS52MS5TdGF0dXNSZXNwb25zZSIDkAIBQncKCmNvbS5kbG0udjFCCERsbVByb3RvUAFaJmdpdGh1Yi5jb20vZGxtL2RsbS9nZW4vZ28vZGxtL3YxO2RsbXYxogIDRFhYqgIGRGxtLlYxygIGRGxtXFYx4gISRGxtXFYxXEdQQk1ldGFkYXRh6gIHRGxtOjpWMWIGcHJvdG8z", [file_dlm_v1_reason]);
 
 /**
  * InitRequest asks for a new session.
@@ -1007,7 +1008,10 @@ export const ErrorDetailSchema: GenMessage<ErrorDetail> = /*@__PURE__*/
   messageDesc(file_dlm_v1_dlm, 21);
 
 /**
- * ErrorReason is the machine-readable cause of an error.
+ * ErrorReason is the machine-readable cause of an error. Each value's
+ * reason_spec option (reason.proto) is the one place that says what it
+ * means: the Connect code, what clients do with it, the default message and
+ * the client error it becomes. The server and both clients read it.
  *
  * @generated from enum dlm.v1.ErrorReason
  */
@@ -1021,21 +1025,21 @@ export enum ErrorReason {
 
   /**
    * The fencing token is not the current grant: the lock was released,
-   * revoked or granted anew. Code Aborted. Re-acquire the lock.
+   * revoked or granted anew. Re-acquire the lock.
    *
    * @generated from enum value: ERROR_REASON_LOCK_EXPIRED = 1;
    */
   LOCK_EXPIRED = 1,
 
   /**
-   * The session does not hold the lock. Code FailedPrecondition.
+   * The session does not hold the lock.
    *
    * @generated from enum value: ERROR_REASON_NOT_HOLDER = 2;
    */
   NOT_HOLDER = 2,
 
   /**
-   * No file has this name. Code NotFound.
+   * No file has this name.
    *
    * @generated from enum value: ERROR_REASON_FILE_NOT_FOUND = 3;
    */
@@ -1043,30 +1047,29 @@ export enum ErrorReason {
 
   /**
    * The file name is malformed (empty, a path or "..", a control character,
-   * over 64 bytes). Code InvalidArgument. A well-formed name that is not
-   * file_0 … file_99 is FILE_NOT_FOUND.
+   * over 64 bytes). A well-formed name that is not file_0 … file_99 is
+   * FILE_NOT_FOUND.
    *
    * @generated from enum value: ERROR_REASON_INVALID_FILE_NAME = 4;
    */
   INVALID_FILE_NAME = 4,
 
   /**
-   * The session's lease ran out, or it was closed. Code FailedPrecondition.
-   * Open a new session.
+   * The session's lease ran out, or it was closed. Open a new session.
    *
    * @generated from enum value: ERROR_REASON_SESSION_EXPIRED = 5;
    */
   SESSION_EXPIRED = 5,
 
   /**
-   * No session with this client_id was ever opened. Code NotFound.
+   * No session with this client_id was ever opened.
    *
    * @generated from enum value: ERROR_REASON_SESSION_UNKNOWN = 6;
    */
   SESSION_UNKNOWN = 6,
 
   /**
-   * The secret does not match the session. Code Unauthenticated.
+   * The secret does not match the session.
    *
    * @generated from enum value: ERROR_REASON_BAD_SECRET = 7;
    */
@@ -1074,7 +1077,7 @@ export enum ErrorReason {
 
   /**
    * This node is not the leader; leader_url names the leader when known.
-   * Code Unavailable: retry there.
+   * Retry there.
    *
    * @generated from enum value: ERROR_REASON_NOT_LEADER = 8;
    */
@@ -1082,14 +1085,14 @@ export enum ErrorReason {
 
   /**
    * The cluster cannot commit changes now (no majority, or the node is
-   * shutting down). Code Unavailable: retry later.
+   * shutting down). Retry later.
    *
    * @generated from enum value: ERROR_REASON_UNAVAILABLE = 9;
    */
   UNAVAILABLE = 9,
 
   /**
-   * The request has no sequence number. Code InvalidArgument.
+   * The request has no sequence number.
    *
    * @generated from enum value: ERROR_REASON_SEQUENCE_MISSING = 10;
    */
@@ -1097,44 +1100,43 @@ export enum ErrorReason {
 
   /**
    * The sequence number is below the session's acknowledged mark, so its
-   * answer is forgotten. Code FailedPrecondition.
+   * answer is forgotten.
    *
    * @generated from enum value: ERROR_REASON_SEQUENCE_ACKNOWLEDGED = 11;
    */
   SEQUENCE_ACKNOWLEDGED = 11,
 
   /**
-   * The append carries no data. Code InvalidArgument.
+   * The append carries no data.
    *
    * @generated from enum value: ERROR_REASON_DATA_EMPTY = 12;
    */
   DATA_EMPTY = 12,
 
   /**
-   * The append is larger than the per-append limit. Code InvalidArgument.
+   * The append is larger than the per-append limit.
    *
    * @generated from enum value: ERROR_REASON_DATA_TOO_LARGE = 13;
    */
   DATA_TOO_LARGE = 13,
 
   /**
-   * The critical section would exceed its size limit. Code
-   * ResourceExhausted. Release (or abort) and start a new section.
+   * The critical section would exceed its size limit. Release (or abort)
+   * and start a new section.
    *
    * @generated from enum value: ERROR_REASON_SECTION_TOO_LARGE = 14;
    */
   SECTION_TOO_LARGE = 14,
 
   /**
-   * The session has too many unacknowledged requests. Code
-   * ResourceExhausted.
+   * The session has too many unacknowledged requests.
    *
    * @generated from enum value: ERROR_REASON_TOO_MANY_REQUESTS = 15;
    */
   TOO_MANY_REQUESTS = 15,
 
   /**
-   * A field is malformed. Code InvalidArgument.
+   * A field is malformed.
    *
    * @generated from enum value: ERROR_REASON_INVALID_ARGUMENT = 16;
    */
@@ -1143,7 +1145,7 @@ export enum ErrorReason {
   /**
    * The leader's data volume has less free space than its configured
    * minimum (--min-free-space), so it takes no new sessions, sections or
-   * appends until space is freed. Code ResourceExhausted. Nothing changed.
+   * appends until space is freed. Nothing changed.
    *
    * @generated from enum value: ERROR_REASON_DISK_FULL = 17;
    */
@@ -1151,7 +1153,7 @@ export enum ErrorReason {
 
   /**
    * The append would make its file longer than the per-file limit
-   * (--max-file-size). Code ResourceExhausted. Nothing changed.
+   * (--max-file-size). Nothing changed.
    *
    * @generated from enum value: ERROR_REASON_FILE_TOO_LARGE = 18;
    */
@@ -1160,7 +1162,7 @@ export enum ErrorReason {
   /**
    * The node found its own storage corrupt, or cannot write it, and refuses
    * to serve until an operator repairs it (or space returns). The message
-   * names the file and log index. Code Unavailable: try another node.
+   * names the file and log index. Try another node.
    *
    * @generated from enum value: ERROR_REASON_STORAGE_FAULT = 19;
    */
@@ -1168,8 +1170,7 @@ export enum ErrorReason {
 
   /**
    * The sequence number was already used by the session for a request of
-   * another method; a seq names one request. Code InvalidArgument. Nothing
-   * changed.
+   * another method; a seq names one request. Nothing changed.
    *
    * @generated from enum value: ERROR_REASON_SEQUENCE_REUSED = 20;
    */
@@ -1178,16 +1179,15 @@ export enum ErrorReason {
   /**
    * AddMember was refused: the id is a member at another Raft address, the
    * Raft address belongs to another member, or the client URL would rebind
-   * a member's recorded URL to a server that is not that member. Code
-   * AlreadyExists. Nothing changed.
+   * a member's recorded URL to a server that is not that member. Nothing
+   * changed.
    *
    * @generated from enum value: ERROR_REASON_MEMBER_CONFLICT = 21;
    */
   MEMBER_CONFLICT = 21,
 
   /**
-   * RemoveMember named an id that is not a member. Code NotFound. Nothing
-   * changed.
+   * RemoveMember named an id that is not a member. Nothing changed.
    *
    * @generated from enum value: ERROR_REASON_MEMBER_UNKNOWN = 22;
    */
@@ -1195,8 +1195,7 @@ export enum ErrorReason {
 
   /**
    * The cluster has as many open sessions as its limit (--max-sessions).
-   * Code ResourceExhausted. Nothing changed: close unused sessions, or
-   * retry after some expire.
+   * Nothing changed: close unused sessions, or retry after some expire.
    *
    * @generated from enum value: ERROR_REASON_TOO_MANY_SESSIONS = 24;
    */
@@ -1204,8 +1203,8 @@ export enum ErrorReason {
 
   /**
    * This client address opened sessions faster than the server allows
-   * (--init-rate, --init-burst). Code ResourceExhausted. Nothing changed:
-   * retry after the delay the message gives.
+   * (--init-rate, --init-burst). Nothing changed: retry after the delay the
+   * message gives.
    *
    * @generated from enum value: ERROR_REASON_INIT_RATE_LIMITED = 25;
    */

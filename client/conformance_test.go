@@ -1,0 +1,287 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
+	"github.com/dlm/dlm/gen/go/dlm/v1/dlmv1connect"
+	"github.com/dlm/dlm/server/auth"
+	"github.com/dlm/dlm/server/node"
+	"github.com/dlm/dlm/server/servertest"
+	"github.com/dlm/dlm/server/service"
+)
+
+// The conformance table, testdata/conformance/scenarios.json, is shared
+// with the TypeScript client's test (client/ts/test/conformance.test.ts):
+// both clients must give every scenario the same reasons, errors and retry
+// decisions.
+
+type conformanceFile struct {
+	Tokens    map[string]string     `json:"tokens"`
+	Scenarios []conformanceScenario `json:"scenarios"`
+}
+
+type conformanceScenario struct {
+	Name   string `json:"name"`
+	Family string `json:"family"`
+	Server struct {
+		MaxAppend   int     `json:"max_append"`
+		MaxSection  int     `json:"max_section"`
+		MaxFileSize int64   `json:"max_file_size"`
+		MaxSessions int     `json:"max_sessions"`
+		InitRate    float64 `json:"init_rate"`
+		InitBurst   int     `json:"init_burst"`
+		AuthTokens  bool    `json:"auth_tokens"`
+		MinFree     int64   `json:"min_free_space"`
+	} `json:"server"`
+	ClientOptions struct {
+		Token             string `json:"token"`
+		DeadEndpointFirst bool   `json:"dead_endpoint_first"`
+	} `json:"client_options"`
+	Steps []conformanceStep `json:"steps"`
+}
+
+type conformanceStep struct {
+	RPC     string          `json:"rpc"`
+	Request json.RawMessage `json:"request"`
+	Save    string          `json:"save"`
+	Client  string          `json:"client"`
+	File    string          `json:"file"`
+	Data    string          `json:"data"`
+	Expect  struct {
+		OK      bool   `json:"ok"`
+		Reason  string `json:"reason"`
+		Code    string `json:"code"`
+		Error   string `json:"error"`
+		Retried *bool  `json:"retried"`
+	} `json:"expect"`
+}
+
+func TestConformance(t *testing.T) {
+	raw, err := os.ReadFile("../testdata/conformance/scenarios.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file conformanceFile
+	if err := json.Unmarshal(raw, &file); err != nil {
+		t.Fatal(err)
+	}
+	families := make(map[string]bool)
+	for _, sc := range file.Scenarios {
+		families[sc.Family] = true
+		t.Run(sc.Name, func(t *testing.T) { runScenario(t, file.Tokens, sc) })
+	}
+	if len(file.Scenarios) < 12 || len(families) < 7 {
+		t.Errorf("%d scenarios in %d families: the table lost its coverage", len(file.Scenarios), len(families))
+	}
+}
+
+func runScenario(t *testing.T, tokens map[string]string, sc conformanceScenario) {
+	cfg := &node.Config{MaxAppendBytes: sc.Server.MaxAppend, MaxSectionBytes: sc.Server.MaxSection, MaxFileBytes: sc.Server.MaxFileSize, MaxSessions: sc.Server.MaxSessions, MinFreeSpace: sc.Server.MinFree}
+	var srv *servertest.Server
+	if sc.Server.AuthTokens {
+		creds := []auth.Credential{{Role: auth.Client, Token: tokens["client"]}, {Role: auth.Read, Token: tokens["read"]}}
+		srv = servertest.StartGuarded(t, cfg, auth.NewGuard(servertest.AdminToken, creds, true))
+	} else {
+		var opts []service.Option
+		if sc.Server.InitRate > 0 {
+			opts = append(opts, service.WithInitRate(service.InitRate{Rate: sc.Server.InitRate, Burst: sc.Server.InitBurst}))
+		}
+		srv = servertest.Start(t, cfg, opts...)
+	}
+	endpoints := []string{srv.URL}
+	if sc.ClientOptions.DeadEndpointFirst {
+		endpoints = append([]string{silentEndpoint(t)}, endpoints...)
+	}
+	raw := dlmv1connect.NewLockServiceClient(servertest.HTTPClient(), srv.URL)
+
+	var retries atomic.Int64
+	opts := []Option{
+		WithLogger(slog.New(retryCounter{&retries})), WithRetryBudget(10 * time.Second),
+		WithAttemptTimeout(2 * time.Second), WithoutKeepAlive(),
+	}
+	if tok := sc.ClientOptions.Token; tok != "" {
+		opts = append(opts, WithToken(tokens[tok]))
+	}
+	vars := make(map[string]string)
+	var (
+		clients []*Client
+		lk      *Lock
+	)
+	t.Cleanup(func() {
+		for _, c := range clients {
+			c.Close(context.Background())
+		}
+	})
+	for i, st := range sc.Steps {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		retries.Store(0)
+		var err error
+		what := st.RPC
+		if st.RPC != "" {
+			err = rawCall(ctx, raw, st, vars)
+		} else {
+			what = st.Client
+			switch st.Client {
+			case "open":
+				var c *Client
+				if c, err = New(ctx, endpoints, opts...); err == nil {
+					clients = append(clients, c)
+				}
+			case "acquire":
+				lk, err = clients[len(clients)-1].Acquire(ctx)
+			case "append":
+				err = lk.Append(ctx, st.File, []byte(st.Data))
+			case "release":
+				err = lk.Release(ctx)
+			case "close":
+				err = clients[len(clients)-1].Close(ctx)
+				clients = clients[:len(clients)-1]
+			default:
+				t.Fatalf("step %d: no client call %q", i+1, st.Client)
+			}
+		}
+		cancel()
+		retried := retries.Load() > 0
+		if st.RPC != "" && err != nil {
+			retried = retryable(err)
+		}
+		x := st.Expect
+		if x.Retried != nil && retried != *x.Retried {
+			t.Errorf("step %d (%s): retried %v, want %v (err %v)", i+1, what, retried, *x.Retried, err)
+		}
+		if x.OK {
+			if err != nil {
+				t.Fatalf("step %d (%s): %v", i+1, what, err)
+			}
+			continue
+		}
+		if err == nil {
+			t.Fatalf("step %d (%s) succeeded; want %s", i+1, what, x.Reason)
+		}
+		e := newError(err)
+		if e.Reason.String() != x.Reason || e.Code.String() != x.Code {
+			t.Errorf("step %d (%s): reason %v, code %v; want %s, %s (%v)", i+1, what, e.Reason, e.Code, x.Reason, x.Code, err)
+		}
+		want, ok := sentinelNames[x.Error]
+		if x.Error == "NotAuthorized" {
+			want, ok = ErrNotAuthorized, true
+		}
+		// A raw call's error is read as the client reads the answers it
+		// gets.
+		got := err
+		if st.RPC != "" {
+			got = e
+		}
+		if !ok || !errors.Is(got, want) {
+			t.Errorf("step %d (%s): %v is not Err%s", i+1, what, got, x.Error)
+		}
+	}
+}
+
+// rawCall sends one LockService request, written in protojson with
+// ${name.field} taken from earlier answers, and saves the answer's ids
+// under st.Save.
+func rawCall(ctx context.Context, api dlmv1connect.LockServiceClient, st conformanceStep, vars map[string]string) error {
+	body := string(st.Request)
+	for k, v := range vars {
+		body = strings.ReplaceAll(body, "${"+k+"}", v)
+	}
+	save := func(field string, v uint64) {
+		if st.Save != "" {
+			vars[st.Save+"."+field] = fmt.Sprint(v)
+		}
+	}
+	var req proto.Message
+	switch st.RPC {
+	case "Init":
+		req = &dlmv1.InitRequest{}
+	case "LockAcquire":
+		req = &dlmv1.LockAcquireRequest{}
+	case "LockRelease":
+		req = &dlmv1.LockReleaseRequest{}
+	case "AppendFile":
+		req = &dlmv1.AppendFileRequest{}
+	case "Close":
+		req = &dlmv1.CloseRequest{}
+	default:
+		return fmt.Errorf("no rpc %q in the runner", st.RPC)
+	}
+	if err := protojson.Unmarshal([]byte(body), req); err != nil {
+		return fmt.Errorf("request %s: %w", body, err)
+	}
+	switch r := req.(type) {
+	case *dlmv1.InitRequest:
+		res, err := api.Init(ctx, connect.NewRequest(r))
+		if err != nil {
+			return err
+		}
+		save("client_id", res.Msg.GetClientId())
+		if st.Save != "" {
+			vars[st.Save+".secret"] = res.Msg.GetSecret()
+		}
+	case *dlmv1.LockAcquireRequest:
+		res, err := api.LockAcquire(ctx, connect.NewRequest(r))
+		if err != nil {
+			return err
+		}
+		save("token", res.Msg.GetToken())
+	case *dlmv1.LockReleaseRequest:
+		_, err := api.LockRelease(ctx, connect.NewRequest(r))
+		return err
+	case *dlmv1.AppendFileRequest:
+		_, err := api.AppendFile(ctx, connect.NewRequest(r))
+		return err
+	case *dlmv1.CloseRequest:
+		_, err := api.Close(ctx, connect.NewRequest(r))
+		return err
+	}
+	return nil
+}
+
+// silentEndpoint is a real listener that takes connections and closes them
+// at once: a server that gives no answer.
+func silentEndpoint(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return "http://" + ln.Addr().String()
+}
+
+// retryCounter counts the client's "dlm: retrying" log records.
+type retryCounter struct{ n *atomic.Int64 }
+
+func (h retryCounter) Enabled(context.Context, slog.Level) bool { return true }
+func (h retryCounter) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == "dlm: retrying" {
+		h.n.Add(1)
+	}
+	return nil
+}
+func (h retryCounter) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h retryCounter) WithGroup(string) slog.Handler      { return h }
