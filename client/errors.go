@@ -128,6 +128,12 @@ func (e *Error) Is(target error) bool {
 	return ok && s == target
 }
 
+// AsError interprets the error of a call made without this package (the
+// generated LockServiceClient, another proxy) the way a Client does: its
+// code, its reason and the leader it names. errors.Is matches it against
+// the sentinels. It returns nil for nil.
+func AsError(err error) *Error { return newError(err) }
+
 // newError interprets a failed RPC. It returns nil for nil.
 func newError(err error) *Error {
 	if err == nil {
@@ -169,6 +175,11 @@ func reasonOf(err error) dlmv1.ErrorReason {
 // retryable reports whether a failed attempt may be repeated: the service
 // gave no definite answer. Every request carries its sequence number, so a
 // repeat is harmless even when the first attempt did reach the service.
+// Retryable reports whether a Client repeats a call that failed with e
+// (the same request, at the same or the next server) rather than return
+// it: the retry class of its reason, in the proto, or else its code.
+func (e *Error) Retryable() bool { return retryable(e) }
+
 func retryable(err error) bool {
 	if err == nil {
 		return false

@@ -1,10 +1,11 @@
-package client
+package integration_test
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/dlm/dlm/client"
 	"log/slog"
 	"net"
 	"os"
@@ -72,7 +73,7 @@ type conformanceStep struct {
 }
 
 func TestConformance(t *testing.T) {
-	raw, err := os.ReadFile("../testdata/conformance/scenarios.json")
+	raw, err := os.ReadFile("../../testdata/conformance/scenarios.json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,17 +111,17 @@ func runScenario(t *testing.T, tokens map[string]string, sc conformanceScenario)
 	raw := dlmv1connect.NewLockServiceClient(servertest.HTTPClient(), srv.URL)
 
 	var retries atomic.Int64
-	opts := []Option{
-		WithLogger(slog.New(retryCounter{&retries})), WithRetryBudget(10 * time.Second),
-		WithAttemptTimeout(2 * time.Second), WithoutKeepAlive(),
+	opts := []client.Option{
+		client.WithLogger(slog.New(retryCounter{&retries})), client.WithRetryBudget(10 * time.Second),
+		client.WithAttemptTimeout(2 * time.Second), client.WithoutKeepAlive(),
 	}
 	if tok := sc.ClientOptions.Token; tok != "" {
-		opts = append(opts, WithToken(tokens[tok]))
+		opts = append(opts, client.WithToken(tokens[tok]))
 	}
 	vars := make(map[string]string)
 	var (
-		clients []*Client
-		lk      *Lock
+		clients []*client.Client
+		lk      *client.Lock
 	)
 	t.Cleanup(func() {
 		for _, c := range clients {
@@ -138,8 +139,8 @@ func runScenario(t *testing.T, tokens map[string]string, sc conformanceScenario)
 			what = st.Client
 			switch st.Client {
 			case "open":
-				var c *Client
-				if c, err = New(ctx, endpoints, opts...); err == nil {
+				var c *client.Client
+				if c, err = client.New(ctx, endpoints, opts...); err == nil {
 					clients = append(clients, c)
 				}
 			case "acquire":
@@ -158,7 +159,7 @@ func runScenario(t *testing.T, tokens map[string]string, sc conformanceScenario)
 		cancel()
 		retried := retries.Load() > 0
 		if st.RPC != "" && err != nil {
-			retried = retryable(err)
+			retried = client.AsError(err).Retryable()
 		}
 		x := st.Expect
 		if x.Retried != nil && retried != *x.Retried {
@@ -173,13 +174,13 @@ func runScenario(t *testing.T, tokens map[string]string, sc conformanceScenario)
 		if err == nil {
 			t.Fatalf("step %d (%s) succeeded; want %s", i+1, what, x.Reason)
 		}
-		e := newError(err)
+		e := client.AsError(err)
 		if e.Reason.String() != x.Reason || e.Code.String() != x.Code {
 			t.Errorf("step %d (%s): reason %v, code %v; want %s, %s (%v)", i+1, what, e.Reason, e.Code, x.Reason, x.Code, err)
 		}
 		want, ok := sentinelNames[x.Error]
 		if x.Error == "NotAuthorized" {
-			want, ok = ErrNotAuthorized, true
+			want, ok = client.ErrNotAuthorized, true
 		}
 		// A raw call's error is read as the client reads the answers it
 		// gets.
@@ -285,3 +286,29 @@ func (h retryCounter) Handle(_ context.Context, r slog.Record) error {
 }
 func (h retryCounter) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h retryCounter) WithGroup(string) slog.Handler      { return h }
+
+// sentinelNames are the client errors by the names the proto's
+// client_error options use (client.TestEveryReasonHasASentinel holds the
+// client to the same names).
+var sentinelNames = map[string]error{
+	"LockExpired":          client.ErrLockExpired,
+	"NotHolder":            client.ErrNotHolder,
+	"FileNotFound":         client.ErrFileNotFound,
+	"InvalidFileName":      client.ErrInvalidFileName,
+	"SessionExpired":       client.ErrSessionExpired,
+	"SessionUnknown":       client.ErrSessionUnknown,
+	"BadSecret":            client.ErrBadSecret,
+	"Unavailable":          client.ErrUnavailable,
+	"DataEmpty":            client.ErrDataEmpty,
+	"DataTooLarge":         client.ErrDataTooLarge,
+	"SectionTooLarge":      client.ErrSectionTooLarge,
+	"SequenceAcknowledged": client.ErrSequenceAcknowledged,
+	"TooManyRequests":      client.ErrTooManyRequests,
+	"DiskFull":             client.ErrDiskFull,
+	"FileTooLarge":         client.ErrFileTooLarge,
+	"TooManySessions":      client.ErrTooManySessions,
+	"InitRateLimited":      client.ErrInitRateLimited,
+	"InvalidArgument":      client.ErrInvalidArgument,
+	"MemberConflict":       client.ErrMemberConflict,
+	"MemberUnknown":        client.ErrMemberUnknown,
+}
