@@ -11,6 +11,7 @@ import (
 
 	raftlogv1 "github.com/dlm/dlm/gen/go/dlm/raftlog/v1"
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
+	"github.com/dlm/dlm/server/leadership"
 	"github.com/dlm/dlm/server/lockstate"
 )
 
@@ -100,7 +101,7 @@ func (n *Node) KeepAlive(id uint64, secret string) (time.Duration, uint64, error
 		return 0, 0, saturatedError()
 	}
 	length := time.Duration(info.LeaseMs) * time.Millisecond
-	if !n.leases.renew(time.Now(), id, length) {
+	if !n.lead.Renew(id, length) {
 		return 0, 0, reasonError(dlmv1.ErrorReason_ERROR_REASON_SESSION_EXPIRED)
 	}
 	return length, token, nil
@@ -118,7 +119,7 @@ func (n *Node) touch(c *raftlogv1.Caller) {
 		}
 	})
 	if ok {
-		n.leases.renew(time.Now(), info.ClientID, time.Duration(info.LeaseMs)*time.Millisecond)
+		n.lead.Renew(info.ClientID, time.Duration(info.LeaseMs)*time.Millisecond)
 	}
 }
 
@@ -157,7 +158,8 @@ func (n *Node) Acquire(ctx context.Context, c *raftlogv1.Caller, try bool, wait 
 	}
 	// Watch before proposing or checking, so a grant in between is not
 	// missed.
-	woken := n.waits.watch(c.GetClientId())
+	w := n.lead.Watch(t, c.GetClientId(), wait)
+	defer w.Close()
 	o, err := n.check(c, raftlogv1.Method_METHOD_ACQUIRE)
 	if err != nil {
 		return Grant{}, err
@@ -181,8 +183,6 @@ func (n *Node) Acquire(ctx context.Context, c *raftlogv1.Caller, try bool, wait 
 		}
 		n.touch(c)
 	}
-	timer := time.NewTimer(wait)
-	defer timer.Stop()
 	for {
 		o, err := n.check(c, raftlogv1.Method_METHOD_ACQUIRE)
 		if err != nil {
@@ -196,20 +196,20 @@ func (n *Node) Acquire(ctx context.Context, c *raftlogv1.Caller, try bool, wait 
 			return g, nil
 		}
 		n.fsm.View(func(m *lockstate.Machine) { g.Position = m.QueuePosition(c.GetClientId()) })
-		select {
-		case <-woken:
-			woken = n.waits.watch(c.GetClientId())
-		case <-timer.C:
+		switch w.Next(ctx, n.stop) {
+		case leadership.Woken:
+		case leadership.TimedOut, leadership.Cancelled:
 			return g, nil
-		case <-ctx.Done():
-			return g, nil
-		case <-n.stop:
+		case leadership.Stopped:
 			return Grant{}, fail(dlmv1.ErrorReason_ERROR_REASON_UNAVAILABLE, "the node is shutting down")
-		case <-t.lost:
+		case leadership.Lost:
 			// The new leader keeps the queue; the client polls it with the
 			// same seq.
-			_, err := n.leading()
-			return Grant{}, err
+			if _, err := n.leading(); err != nil {
+				return Grant{}, err
+			}
+			// This node already leads again, in a new term.
+			return Grant{}, fail(dlmv1.ErrorReason_ERROR_REASON_UNAVAILABLE, "leadership changed while waiting: retry with the same seq")
 		}
 	}
 }
@@ -371,7 +371,6 @@ func (n *Node) Status(ctx context.Context, req *dlmv1.StatusRequest) (*dlmv1.Sta
 			return nil, err
 		}
 	}
-	now := time.Now()
 	st := &dlmv1.StatusResponse{Node: n.nodeStatus(), Lock: &dlmv1.LockStatus{}}
 	n.fsm.View(func(m *lockstate.Machine) {
 		// Never 0, which would mean "do not wait" when passed back: a
@@ -399,10 +398,10 @@ func (n *Node) Status(ctx context.Context, req *dlmv1.StatusRequest) (*dlmv1.Sta
 		}
 	})
 	if st.Lock.Holder != 0 {
-		st.Lock.LeaseLeftMs = n.leases.left(now, st.Lock.Holder).Milliseconds()
+		st.Lock.LeaseLeftMs = n.lead.Left(st.Lock.Holder).Milliseconds()
 	}
 	for _, s := range st.Sessions {
-		s.LeaseLeftMs = n.leases.left(now, s.ClientId).Milliseconds()
+		s.LeaseLeftMs = n.lead.Left(s.ClientId).Milliseconds()
 	}
 	if members, err := n.Members(); err == nil {
 		for _, m := range members {
@@ -418,9 +417,7 @@ func (n *Node) awaitChange(ctx context.Context, known uint64, wait time.Duration
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for {
-		n.mu.Lock()
-		changed := n.changed
-		n.mu.Unlock()
+		_, changed := n.lead.Current()
 		// Watch before reading the index, so a change in between is seen.
 		applied := n.watchApplied()
 		var index uint64
@@ -485,14 +482,14 @@ func (n *Node) nodeStatus() *dlmv1.NodeStatus {
 // many, and neither a timer each nor a scan of the table is cheap.
 func (n *Node) expireLeases() {
 	defer n.done.Done()
-	n.leases.run(n.stop, func(id uint64) { go n.expire(id) })
+	n.lead.RunExpiry(n.stop, func(id uint64) { go n.expire(id) })
 }
 
 func (n *Node) expire(id uint64) {
 	info, ok := lockstate.SessionInfo{}, false
 	n.fsm.View(func(m *lockstate.Machine) { info, ok = m.Session(id) })
 	if !ok {
-		n.leases.remove(id)
+		n.lead.Forget(id)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -504,7 +501,7 @@ func (n *Node) expire(id uint64) {
 	if len(res.Ended) == 0 {
 		// Not expired: the session acted in between, or the proposal failed
 		// (a new leader starts fresh leases anyway).
-		n.leases.spared(time.Now(), id)
+		n.lead.Spared(id)
 		return
 	}
 	n.log.Info("session expired", "client", id)

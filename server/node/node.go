@@ -22,6 +22,7 @@ import (
 	raftlogv1 "github.com/dlm/dlm/gen/go/dlm/raftlog/v1"
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
 	"github.com/dlm/dlm/server/fsm"
+	"github.com/dlm/dlm/server/leadership"
 	"github.com/dlm/dlm/server/lockstate"
 )
 
@@ -147,23 +148,19 @@ func (c *Config) Defaults() {
 
 // Node is a running server.
 type Node struct {
-	cfg    Config
-	log    *slog.Logger
-	raft   *raft.Raft
-	fsm    *fsm.FSM
-	wal    *logStore
-	trans  raft.Transport
-	meta   *metadb.BoltMetaDB
-	leases *leases
-	waits  *waiters
-	space  *freeSpace
+	cfg   Config
+	log   *slog.Logger
+	raft  *raft.Raft
+	fsm   *fsm.FSM
+	wal   *logStore
+	trans raft.Transport
+	meta  *metadb.BoltMetaDB
+	// lead is the leader's memory: its term (current only while this
+	// node leads and has applied every earlier entry), the leases and the
+	// waiting acquires.
+	lead  *leadership.Core
+	space *freeSpace
 
-	mu sync.Mutex
-	// term is the current leadership: non-nil only while this node leads
-	// and has applied every earlier entry. It is closed when that ends.
-	term *leaderTerm
-	// changed is closed, and replaced, whenever term changes.
-	changed chan struct{}
 	// applied, when not nil, is closed by the next applied lock-state
 	// change; long polls wait on it.
 	appliedMu sync.Mutex
@@ -183,11 +180,6 @@ type Node struct {
 	// (faults.go).
 	faultMu   sync.Mutex
 	faultSeen chan struct{}
-}
-
-// leaderTerm is one stretch of leadership.
-type leaderTerm struct {
-	lost chan struct{}
 }
 
 // Open starts a node with its data in cfg.DataDir. A new folder becomes a
@@ -214,7 +206,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	cfg.ID = id
-	n := &Node{cfg: cfg, log: cfg.Logger.With("node", id), stop: make(chan struct{}), changed: make(chan struct{}), broken: make(chan struct{}), writeFault: make(chan struct{}, 1), faultSeen: make(chan struct{})}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", id), stop: make(chan struct{}), broken: make(chan struct{}), writeFault: make(chan struct{}, 1), faultSeen: make(chan struct{})}
 	var opts []fsm.Option
 	if cfg.files != nil {
 		opts = append(opts, fsm.WithFS(cfg.files))
@@ -224,8 +216,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.fsm = f
-	n.leases = newLeases()
-	n.waits = newWaiters()
+	n.lead = leadership.New(leadership.SystemClock())
 	n.space = newFreeSpace(cfg.DataDir, cfg.FreeSpace)
 	f.SetObserver(n.observe)
 	f.SetFaultHandler(n.onFault)
@@ -394,13 +385,7 @@ func (n *Node) watchLeadership() {
 func (n *Node) beginTerm() {
 	var sessions []lockstate.SessionInfo
 	n.fsm.View(func(m *lockstate.Machine) { sessions = m.Sessions() })
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	// Keepalives were not logged, so no one knows when each session was last
-	// seen: every session gets a full fresh lease.
-	n.leases.reset(time.Now(), sessions)
-	n.term = &leaderTerm{lost: make(chan struct{})}
-	n.signalChange()
+	n.lead.Begin(sessions)
 	n.log.Info("leading", "sessions", len(sessions))
 	if n.cfg.ClientURL != "" && n.fsm.NodeURL(n.cfg.ID) != n.cfg.ClientURL {
 		// Followers point clients here only once this URL is replicated.
@@ -409,46 +394,21 @@ func (n *Node) beginTerm() {
 }
 
 func (n *Node) endTerm() {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.term == nil {
-		return
+	if n.lead.End() {
+		n.log.Info("no longer leading")
 	}
-	close(n.term.lost)
-	n.term = nil
-	n.signalChange()
-	n.leases.reset(time.Time{}, nil)
-	n.log.Info("no longer leading")
-}
-
-func (n *Node) signalChange() {
-	close(n.changed)
-	n.changed = make(chan struct{})
 }
 
 // AwaitLeader waits until this node leads and has applied every earlier
 // entry, or ctx ends.
 func (n *Node) AwaitLeader(ctx context.Context) error {
-	for {
-		n.mu.Lock()
-		t, changed := n.term, n.changed
-		n.mu.Unlock()
-		if t != nil {
-			return nil
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	_, err := n.lead.AwaitTerm(ctx)
+	return err
 }
 
 // leading returns the current term, or a NOT_LEADER error naming the leader.
-func (n *Node) leading() (*leaderTerm, error) {
-	n.mu.Lock()
-	t := n.term
-	n.mu.Unlock()
+func (n *Node) leading() (*leadership.Term, error) {
+	t, _ := n.lead.Current()
 	if err := n.storageFault(); err != nil {
 		return nil, err
 	}
@@ -493,16 +453,7 @@ func (n *Node) observe(index uint64, res lockstate.Result) {
 		n.applied = nil
 	}
 	n.appliedMu.Unlock()
-	if res.ClientID != 0 {
-		n.leases.opened(time.Now(), res.ClientID, time.Duration(res.LeaseMs)*time.Millisecond)
-	}
-	for _, g := range res.Grants {
-		n.waits.wake(g.ClientID)
-	}
-	for _, id := range res.Ended {
-		n.leases.remove(id)
-		n.waits.wake(id)
-	}
+	n.lead.Applied(res)
 }
 
 // watchApplied returns a channel closed by the next applied lock-state
