@@ -339,6 +339,11 @@ func (n *Node) closeStores() {
 	if n.meta != nil {
 		n.meta.Close()
 	}
+	if tcp, ok := n.trans.(*raft.NetworkTransport); ok {
+		// Close does not close the pooled connections to the peers, and
+		// each keeps a reader goroutine on the peer alive for good.
+		tcp.CloseStreams()
+	}
 	if c, ok := n.trans.(io.Closer); ok {
 		c.Close()
 	}
