@@ -78,6 +78,9 @@ type Config struct {
 	LogSegmentSize int
 	// files, when set, opens the FSM's files (tests make writes fail).
 	files fsm.FS
+	// transport, when set, carries Raft instead of RaftAddr's TCP (tests
+	// join in-memory transports into a cluster); Peers name its addresses.
+	transport raft.Transport
 	// RaftLog receives hashicorp/raft's own warnings (it logs through
 	// hclog); nil means standard error.
 	RaftLog io.Writer
@@ -283,10 +286,13 @@ func (n *Node) startRaft() error {
 		addr  raft.ServerAddress
 		trans raft.Transport
 	)
-	if cfg.RaftAddr == "" {
+	switch {
+	case cfg.transport != nil:
+		addr, trans = cfg.transport.LocalAddr(), cfg.transport
+	case cfg.RaftAddr == "":
 		// A single node needs no Raft port.
 		addr, trans = raft.NewInmemTransport(raft.ServerAddress(cfg.ID))
-	} else {
+	default:
 		adv, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
 		if err != nil {
 			return fmt.Errorf("node: raft address: %w", err)
