@@ -11,7 +11,6 @@ import (
 
 	"github.com/hashicorp/raft"
 
-	raftlogv1 "github.com/dlm/dlm/gen/go/dlm/raftlog/v1"
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
 	"github.com/dlm/dlm/server/lockstate"
 )
@@ -162,9 +161,9 @@ func TestInmemClusterKeepsTheLockAcrossLeaders(t *testing.T) {
 		t.Fatal(err)
 	}
 	var seq uint64
-	call := func() *raftlogv1.Caller {
+	call := func() Caller {
 		seq++
-		return &raftlogv1.Caller{ClientId: s.ClientID, Secret: s.Secret, Seq: seq, AckedBelow: seq}
+		return Caller{ClientID: s.ClientID, Secret: s.Secret, Seq: seq, AckedBelow: seq}
 	}
 	g, err := leader.Acquire(ctx, call(), false, 0)
 	if err != nil || !g.Granted {
