@@ -10,8 +10,8 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 
-	raftlogv1 "github.com/dlm/dlm/gen/go/dlm/raftlog/v1"
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
+	"github.com/dlm/dlm/server/node"
 	"github.com/dlm/dlm/server/servertest"
 )
 
@@ -37,7 +37,7 @@ func TestStatusManySessions(t *testing.T) {
 				s, err := srv.Node.OpenSession(ctx, time.Minute, fmt.Sprintf("s%04d", i))
 				if err == nil && i <= waiting {
 					// The first acquire gets the lock, the others queue.
-					_, err = srv.Node.Acquire(ctx, &raftlogv1.Caller{ClientId: s.ClientID, Secret: s.Secret, Seq: 1}, false, time.Millisecond)
+					_, err = srv.Node.Acquire(ctx, node.Caller{ClientID: s.ClientID, Secret: s.Secret, Seq: 1}, false, time.Millisecond)
 				}
 				if err != nil {
 					errs <- err

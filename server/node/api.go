@@ -11,6 +11,7 @@ import (
 
 	raftlogv1 "github.com/dlm/dlm/gen/go/dlm/raftlog/v1"
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
+	"github.com/dlm/dlm/server/leadership"
 	"github.com/dlm/dlm/server/lockstate"
 )
 
@@ -100,7 +101,7 @@ func (n *Node) KeepAlive(id uint64, secret string) (time.Duration, uint64, error
 		return 0, 0, saturatedError()
 	}
 	length := time.Duration(info.LeaseMs) * time.Millisecond
-	if !n.leases.renew(time.Now(), id, length) {
+	if !n.lead.Renew(id, length) {
 		return 0, 0, reasonError(dlmv1.ErrorReason_ERROR_REASON_SESSION_EXPIRED)
 	}
 	return length, token, nil
@@ -118,7 +119,7 @@ func (n *Node) touch(c *raftlogv1.Caller) {
 		}
 	})
 	if ok {
-		n.leases.renew(time.Now(), info.ClientID, time.Duration(info.LeaseMs)*time.Millisecond)
+		n.lead.Renew(info.ClientID, time.Duration(info.LeaseMs)*time.Millisecond)
 	}
 }
 
@@ -133,6 +134,30 @@ func (n *Node) check(c *raftlogv1.Caller, method raftlogv1.Method) (*raftlogv1.O
 	return o, reasonError(reason)
 }
 
+// Caller names one request of a session: the session's id and secret, the
+// request's seq, and the lowest seq whose answer the client may still need.
+type Caller struct {
+	ClientID   uint64
+	Secret     string
+	Seq        uint64
+	AckedBelow uint64
+}
+
+func (c Caller) log() *raftlogv1.Caller {
+	return &raftlogv1.Caller{ClientId: c.ClientID, Secret: c.Secret, Seq: c.Seq, AckedBelow: c.AckedBelow}
+}
+
+// Section is the size of a critical section: staged, after an append, or
+// committed, after a release.
+type Section struct {
+	Appends uint32
+	Bytes   uint64
+}
+
+func sectionOf(o *raftlogv1.Outcome) Section {
+	return Section{Appends: o.GetAppends(), Bytes: o.GetBytes()}
+}
+
 // Grant is the answer to an acquire.
 type Grant struct {
 	Granted  bool
@@ -144,7 +169,8 @@ type Grant struct {
 // Acquire asks for the lock and, unless try is set, waits in the queue up to
 // wait (0 for the default) or ctx's end. A repeat with the same seq keeps the
 // place in the queue.
-func (n *Node) Acquire(ctx context.Context, c *raftlogv1.Caller, try bool, wait time.Duration) (Grant, error) {
+func (n *Node) Acquire(ctx context.Context, caller Caller, try bool, wait time.Duration) (Grant, error) {
+	c := caller.log()
 	if g, ok := n.mutantGrant(c); ok {
 		return g, nil
 	}
@@ -157,7 +183,8 @@ func (n *Node) Acquire(ctx context.Context, c *raftlogv1.Caller, try bool, wait 
 	}
 	// Watch before proposing or checking, so a grant in between is not
 	// missed.
-	woken := n.waits.watch(c.GetClientId())
+	w := n.lead.Watch(t, c.GetClientId(), wait)
+	defer w.Close()
 	o, err := n.check(c, raftlogv1.Method_METHOD_ACQUIRE)
 	if err != nil {
 		return Grant{}, err
@@ -181,8 +208,6 @@ func (n *Node) Acquire(ctx context.Context, c *raftlogv1.Caller, try bool, wait 
 		}
 		n.touch(c)
 	}
-	timer := time.NewTimer(wait)
-	defer timer.Stop()
 	for {
 		o, err := n.check(c, raftlogv1.Method_METHOD_ACQUIRE)
 		if err != nil {
@@ -196,48 +221,57 @@ func (n *Node) Acquire(ctx context.Context, c *raftlogv1.Caller, try bool, wait 
 			return g, nil
 		}
 		n.fsm.View(func(m *lockstate.Machine) { g.Position = m.QueuePosition(c.GetClientId()) })
-		select {
-		case <-woken:
-			woken = n.waits.watch(c.GetClientId())
-		case <-timer.C:
+		switch w.Next(ctx, n.stop) {
+		case leadership.Woken:
+		case leadership.TimedOut, leadership.Cancelled:
 			return g, nil
-		case <-ctx.Done():
-			return g, nil
-		case <-n.stop:
+		case leadership.Stopped:
 			return Grant{}, fail(dlmv1.ErrorReason_ERROR_REASON_UNAVAILABLE, "the node is shutting down")
-		case <-t.lost:
+		case leadership.Lost:
 			// The new leader keeps the queue; the client polls it with the
 			// same seq.
-			_, err := n.leading()
-			return Grant{}, err
+			if _, err := n.leading(); err != nil {
+				return Grant{}, err
+			}
+			// This node already leads again, in a new term.
+			return Grant{}, fail(dlmv1.ErrorReason_ERROR_REASON_UNAVAILABLE, "leadership changed while waiting: retry with the same seq")
 		}
 	}
 }
 
 // Release ends the critical section of token (or, with token 0, gives up
 // whatever the session has).
-func (n *Node) Release(ctx context.Context, c *raftlogv1.Caller, token uint64, abort bool) (*raftlogv1.Outcome, error) {
-	return n.mutate(ctx, c, token, &raftlogv1.Command{Op: &raftlogv1.Command_Release{Release: &raftlogv1.Release{Caller: c, Token: token, Abort: abort}}})
+func (n *Node) Release(ctx context.Context, caller Caller, token uint64, abort bool) (Section, error) {
+	c := caller.log()
+	o, err := n.mutate(ctx, c, token, &raftlogv1.Command{Op: &raftlogv1.Command_Release{Release: &raftlogv1.Release{Caller: c, Token: token, Abort: abort}}})
+	if err != nil {
+		return Section{}, err
+	}
+	return sectionOf(o), nil
 }
 
 // Append stages data for file in the caller's critical section.
-func (n *Node) Append(ctx context.Context, c *raftlogv1.Caller, token uint64, file string, data []byte) (*raftlogv1.Outcome, error) {
+func (n *Node) Append(ctx context.Context, caller Caller, token uint64, file string, data []byte) (Section, error) {
+	c := caller.log()
 	// Refuse what needs no state before it reaches the log.
 	var reason dlmv1.ErrorReason
 	n.fsm.View(func(m *lockstate.Machine) { reason = m.CheckFile(file) })
 	switch {
 	case reason != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED:
-		return nil, reasonError(reason)
+		return Section{}, reasonError(reason)
 	case len(data) == 0:
-		return nil, reasonError(dlmv1.ErrorReason_ERROR_REASON_DATA_EMPTY)
+		return Section{}, reasonError(dlmv1.ErrorReason_ERROR_REASON_DATA_EMPTY)
 	case len(data) > n.cfg.MaxAppendBytes:
-		return nil, fail(dlmv1.ErrorReason_ERROR_REASON_DATA_TOO_LARGE, "the append has %d bytes; the limit is %d", len(data), n.cfg.MaxAppendBytes)
+		return Section{}, fail(dlmv1.ErrorReason_ERROR_REASON_DATA_TOO_LARGE, "the append has %d bytes; the limit is %d", len(data), n.cfg.MaxAppendBytes)
 	}
 	o, err := n.mutate(ctx, c, token, &raftlogv1.Command{Op: &raftlogv1.Command_Append{Append: &raftlogv1.Append{
 		Caller: c, Token: token, File: file, Data: data, MaxSectionBytes: uint64(n.cfg.MaxSectionBytes),
 		MaxFileBytes: uint64(n.cfg.MaxFileBytes),
 	}}})
-	return o, n.explainFileLimit(err)
+	if err != nil {
+		return Section{}, n.explainFileLimit(err)
+	}
+	return sectionOf(o), nil
 }
 
 // MaxAppendBytes is the largest append the node takes, so the API can refuse
@@ -245,7 +279,8 @@ func (n *Node) Append(ctx context.Context, c *raftlogv1.Caller, token uint64, fi
 func (n *Node) MaxAppendBytes() int { return n.cfg.MaxAppendBytes }
 
 // Close ends the session, committing a held critical section.
-func (n *Node) Close(ctx context.Context, c *raftlogv1.Caller) error {
+func (n *Node) Close(ctx context.Context, caller Caller) error {
+	c := caller.log()
 	_, err := n.mutate(ctx, c, 0, &raftlogv1.Command{Op: &raftlogv1.Command_CloseSession{CloseSession: &raftlogv1.CloseSession{Caller: c}}})
 	return err
 }
@@ -336,78 +371,132 @@ const (
 	MaxStatusWait     = 30 * time.Second
 )
 
+// StatusQuery asks for one page of the status.
+type StatusQuery struct {
+	// PageSize bounds the sessions and the queue shown (0: the default).
+	PageSize int
+	// PageToken continues from an earlier answer's NextPageToken.
+	PageToken string
+	// KnownStateIndex, when set, makes the call wait up to Wait (0: the
+	// default) for a lock-state change past it: a long poll.
+	KnownStateIndex uint64
+	Wait            time.Duration
+	// Consistent first confirms with a majority that this node leads.
+	Consistent bool
+}
+
+// Status is the node, the lock, one page of sessions, the files and the
+// members.
+type Status struct {
+	Node NodeInfo
+	Lock LockInfo
+	// StateIndex is the applied lock-state index (never 0).
+	StateIndex    uint64
+	SessionCount  uint64
+	Sessions      []SessionStatus
+	NextPageToken string
+	Files         []FileInfo
+	Members       []Member
+}
+
+// NodeInfo is this node's view of itself and of Raft.
+type NodeInfo struct {
+	ID, Role, LeaderURL, RaftAddr   string
+	Term, CommitIndex, AppliedIndex uint64
+	// LastContact is the time since the leader was last heard from: 0 on
+	// the leader, -1 when never.
+	LastContact  time.Duration
+	FreeBytes    int64
+	StorageFault string
+}
+
+// LockInfo is the lock as the applied state has it, and its holder's lease
+// left on this leader.
+type LockInfo struct {
+	lockstate.LockView
+	HolderName  string
+	QueueLength uint64
+	LeaseLeft   time.Duration
+}
+
+// SessionStatus is an open session and its lease left on this leader.
+type SessionStatus struct {
+	lockstate.SessionInfo
+	LeaseLeft time.Duration
+}
+
+// FileInfo is a file's committed size.
+type FileInfo struct {
+	Name string
+	Size int64
+}
+
 // Status describes the node, the lock and the files, with one page of the
-// sessions and waiters. With req.Consistent it first confirms leadership;
-// with req.KnownStateIndex it first waits for a later change (a long poll).
-func (n *Node) Status(ctx context.Context, req *dlmv1.StatusRequest) (*dlmv1.StatusResponse, error) {
-	page := int(req.GetPageSize())
-	if page == 0 {
+// sessions and waiters. With q.Consistent it first confirms leadership;
+// with q.KnownStateIndex it first waits for a later change (a long poll).
+func (n *Node) Status(ctx context.Context, q StatusQuery) (Status, error) {
+	page := q.PageSize
+	if page <= 0 {
 		page = DefaultStatusPage
 	}
 	page = min(page, MaxStatusPage)
 	var after uint64
-	if t := req.GetPageToken(); t != "" {
+	if t := q.PageToken; t != "" {
 		v, err := strconv.ParseUint(t, 10, 64)
 		if err != nil {
-			return nil, fail(dlmv1.ErrorReason_ERROR_REASON_INVALID_ARGUMENT, "page_token %q is not one this service gave", t)
+			return Status{}, fail(dlmv1.ErrorReason_ERROR_REASON_INVALID_ARGUMENT, "page_token %q is not one this service gave", t)
 		}
 		after = v
 	}
-	if known := req.GetKnownStateIndex(); known > 0 {
-		if req.GetConsistent() {
+	if known := q.KnownStateIndex; known > 0 {
+		if q.Consistent {
 			// A follower says so at once rather than after the wait.
 			if _, err := n.leading(); err != nil {
-				return nil, err
+				return Status{}, err
 			}
 		}
 		wait := DefaultStatusWait
-		if w := req.GetWaitMs(); w > 0 {
-			wait = min(time.Duration(w)*time.Millisecond, MaxStatusWait)
+		if q.Wait > 0 {
+			wait = min(q.Wait, MaxStatusWait)
 		}
 		n.awaitChange(ctx, known, wait)
 	}
-	if req.GetConsistent() {
+	if q.Consistent {
 		if err := n.verifyLeader(ctx); err != nil {
-			return nil, err
+			return Status{}, err
 		}
 	}
-	now := time.Now()
-	st := &dlmv1.StatusResponse{Node: n.nodeStatus(), Lock: &dlmv1.LockStatus{}}
+	st := Status{Node: n.nodeInfo()}
 	n.fsm.View(func(m *lockstate.Machine) {
 		// Never 0, which would mean "do not wait" when passed back: a
 		// lock-state entry always follows the cluster's first entry.
 		st.StateIndex = max(m.AppliedIndex(), 1)
 		lv := m.Lock()
-		st.Lock = &dlmv1.LockStatus{
-			Holder: lv.Holder, Token: lv.Token, LastToken: lv.LastToken,
-			StagedAppends: uint32(lv.StagedAppends), StagedBytes: lv.StagedBytes,
-			Queue: lv.Queue[:min(len(lv.Queue), page)], QueueLength: uint64(len(lv.Queue)),
-		}
+		st.Lock = LockInfo{LockView: lv, QueueLength: uint64(len(lv.Queue))}
+		st.Lock.Queue = lv.Queue[:min(len(lv.Queue), page)]
 		if h, ok := m.Session(lv.Holder); ok {
 			st.Lock.HolderName = h.Name
 		}
 		st.SessionCount = uint64(m.SessionCount())
 		sessions, more := m.SessionsAfter(after, page)
 		for _, s := range sessions {
-			st.Sessions = append(st.Sessions, &dlmv1.SessionStatus{ClientId: s.ClientID, Name: s.Name, LeaseMs: s.LeaseMs})
+			st.Sessions = append(st.Sessions, SessionStatus{SessionInfo: s})
 		}
 		if more && len(sessions) > 0 {
 			st.NextPageToken = strconv.FormatUint(sessions[len(sessions)-1].ClientID, 10)
 		}
 		for _, name := range m.FileNames() {
-			st.Files = append(st.Files, &dlmv1.FileStatus{Name: name, Size: m.FileSize(name)})
+			st.Files = append(st.Files, FileInfo{Name: name, Size: m.FileSize(name)})
 		}
 	})
 	if st.Lock.Holder != 0 {
-		st.Lock.LeaseLeftMs = n.leases.left(now, st.Lock.Holder).Milliseconds()
+		st.Lock.LeaseLeft = n.lead.Left(st.Lock.Holder)
 	}
-	for _, s := range st.Sessions {
-		s.LeaseLeftMs = n.leases.left(now, s.ClientId).Milliseconds()
+	for i := range st.Sessions {
+		st.Sessions[i].LeaseLeft = n.lead.Left(st.Sessions[i].ClientID)
 	}
 	if members, err := n.Members(); err == nil {
-		for _, m := range members {
-			st.Members = append(st.Members, MemberStatus(m))
-		}
+		st.Members = members
 	}
 	return st, nil
 }
@@ -418,9 +507,7 @@ func (n *Node) awaitChange(ctx context.Context, known uint64, wait time.Duration
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for {
-		n.mu.Lock()
-		changed := n.changed
-		n.mu.Unlock()
+		_, changed := n.lead.Current()
 		// Watch before reading the index, so a change in between is seen.
 		applied := n.watchApplied()
 		var index uint64
@@ -442,42 +529,31 @@ func (n *Node) awaitChange(ctx context.Context, known uint64, wait time.Duration
 	}
 }
 
-// MemberStatus is a member as the API shows it.
-func MemberStatus(m Member) *dlmv1.MemberStatus {
-	suffrage := "nonvoter"
-	if m.Voter {
-		suffrage = "voter"
-	}
-	return &dlmv1.MemberStatus{Id: m.ID, RaftAddress: m.RaftAddr, Suffrage: suffrage, Leader: m.Leader, ClientUrl: m.ClientURL}
-}
-
-func (n *Node) nodeStatus() *dlmv1.NodeStatus {
-	ns := &dlmv1.NodeStatus{
-		Id: n.cfg.ID, LeaderUrl: n.leaderURL(),
-		CommitIndex: n.raft.CommitIndex(), AppliedIndex: n.raft.AppliedIndex(),
+func (n *Node) nodeInfo() NodeInfo {
+	ni := NodeInfo{
+		ID: n.cfg.ID, LeaderURL: n.leaderURL(), RaftAddr: n.cfg.RaftAddr,
+		Term: n.raft.CurrentTerm(), CommitIndex: n.raft.CommitIndex(), AppliedIndex: n.raft.AppliedIndex(),
 		FreeBytes: n.freeBytes(), StorageFault: n.StorageFault(),
 	}
 	switch n.raft.State() {
 	case raft.Leader:
-		ns.Role = "leader"
+		ni.Role = "leader"
 	case raft.Candidate:
-		ns.Role = "candidate"
+		ni.Role = "candidate"
 	case raft.Follower:
-		ns.Role = "follower"
+		ni.Role = "follower"
 	default:
-		ns.Role = "shutdown"
+		ni.Role = "shutdown"
 	}
-	ns.Term = n.raft.CurrentTerm()
-	ns.RaftAddress = n.cfg.RaftAddr
 	switch {
-	case ns.Role == "leader":
-		ns.LastContactMs = 0
+	case ni.Role == "leader":
+		ni.LastContact = 0
 	case n.raft.LastContact().IsZero():
-		ns.LastContactMs = -1
+		ni.LastContact = -1
 	default:
-		ns.LastContactMs = time.Since(n.raft.LastContact()).Milliseconds()
+		ni.LastContact = time.Since(n.raft.LastContact())
 	}
-	return ns
+	return ni
 }
 
 // expireLeases proposes the expiry of every session whose lease ran out on
@@ -485,14 +561,14 @@ func (n *Node) nodeStatus() *dlmv1.NodeStatus {
 // many, and neither a timer each nor a scan of the table is cheap.
 func (n *Node) expireLeases() {
 	defer n.done.Done()
-	n.leases.run(n.stop, func(id uint64) { go n.expire(id) })
+	n.lead.RunExpiry(n.stop, func(id uint64) { go n.expire(id) })
 }
 
 func (n *Node) expire(id uint64) {
 	info, ok := lockstate.SessionInfo{}, false
 	n.fsm.View(func(m *lockstate.Machine) { info, ok = m.Session(id) })
 	if !ok {
-		n.leases.remove(id)
+		n.lead.Forget(id)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -504,7 +580,7 @@ func (n *Node) expire(id uint64) {
 	if len(res.Ended) == 0 {
 		// Not expired: the session acted in between, or the proposal failed
 		// (a new leader starts fresh leases anyway).
-		n.leases.spared(time.Now(), id)
+		n.lead.Spared(id)
 		return
 	}
 	n.log.Info("session expired", "client", id)

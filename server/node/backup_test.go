@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	raftlogv1 "github.com/dlm/dlm/gen/go/dlm/raftlog/v1"
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
 	"github.com/dlm/dlm/server/node"
 	"github.com/dlm/dlm/server/servertest"
@@ -156,8 +155,8 @@ func TestRestoreIntoEmptyFolder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	caller := func(seq uint64) *raftlogv1.Caller {
-		return &raftlogv1.Caller{ClientId: ses.ClientID, Secret: ses.Secret, Seq: seq}
+	caller := func(seq uint64) node.Caller {
+		return node.Caller{ClientID: ses.ClientID, Secret: ses.Secret, Seq: seq}
 	}
 	g, err := src.Node.Acquire(ctx, caller(1), false, time.Second)
 	if err != nil || !g.Granted {

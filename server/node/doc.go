@@ -1,6 +1,10 @@
 // Package node runs one dlm server: hashicorp/raft with a raft-wal log and a
-// file snapshot store around the fsm package, the leader's in-memory lease
-// timers, and the registry of acquire calls waiting for their grant.
+// file snapshot store around the fsm package. What the leader keeps only in
+// memory (its term, the lease deadlines, the waiting acquires) lives in
+// server/leadership; node begins and ends its terms as Raft elects and
+// deposes this node, hands it every applied result, and proposes the
+// expiries it asks for. Its API takes and returns domain types (Caller,
+// Grant, Section, Status); server/service adapts them to the protocol.
 //
 // Only the leader changes state, and only after its first barrier has
 // applied every earlier entry. Keepalives renew leases in the leader's

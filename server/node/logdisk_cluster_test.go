@@ -10,9 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/proto"
+	"slices"
 
-	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
 	"github.com/dlm/dlm/server/node"
 	"github.com/dlm/dlm/server/servertest"
 )
@@ -48,11 +47,11 @@ func currentLeader(t *testing.T, nodes []*node.Node, within time.Duration) *node
 
 func storageFault(t *testing.T, n *node.Node) string {
 	t.Helper()
-	st, err := n.Status(context.Background(), &dlmv1.StatusRequest{})
+	st, err := n.Status(context.Background(), node.StatusQuery{})
 	if err != nil {
 		t.Fatalf("status: %v", err)
 	}
-	return st.GetNode().GetStorageFault()
+	return st.Node.StorageFault
 }
 
 // TestLogDiskFullInCluster fills the leader's log disk in a three-node
@@ -145,22 +144,22 @@ func TestLogDiskFullInCluster(t *testing.T) {
 			t.Fatalf("section: %v", err)
 		}
 	}
-	want, err := leader.Status(context.Background(), &dlmv1.StatusRequest{})
+	want, err := leader.Status(context.Background(), node.StatusQuery{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	deadline = time.Now().Add(30 * time.Second)
 	for {
-		st, err := full.Status(context.Background(), &dlmv1.StatusRequest{})
+		st, err := full.Status(context.Background(), node.StatusQuery{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st.GetNode().GetStorageFault() == "" && st.GetNode().GetAppliedIndex() >= want.GetNode().GetCommitIndex() &&
-			proto.Equal(&dlmv1.StatusResponse{Files: st.GetFiles()}, &dlmv1.StatusResponse{Files: want.GetFiles()}) {
+		if st.Node.StorageFault == "" && st.Node.AppliedIndex >= want.Node.CommitIndex &&
+			slices.Equal(st.Files, want.Files) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the freed node did not catch up: fault %q, applied %d of %d", st.GetNode().GetStorageFault(), st.GetNode().GetAppliedIndex(), want.GetNode().GetCommitIndex())
+			t.Fatalf("the freed node did not catch up: fault %q, applied %d of %d", st.Node.StorageFault, st.Node.AppliedIndex, want.Node.CommitIndex)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	raftlogv1 "github.com/dlm/dlm/gen/go/dlm/raftlog/v1"
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
 	"github.com/dlm/dlm/server/node"
 	"github.com/dlm/dlm/server/servertest"
@@ -28,9 +27,9 @@ type writer struct {
 	acked, tried []string
 }
 
-func (w *writer) caller() *raftlogv1.Caller {
+func (w *writer) caller() node.Caller {
 	w.seq++
-	return &raftlogv1.Caller{ClientId: w.id, Secret: w.secret, Seq: w.seq, AckedBelow: w.seq}
+	return node.Caller{ClientID: w.id, Secret: w.secret, Seq: w.seq, AckedBelow: w.seq}
 }
 
 // section acquires, appends rec and releases, and returns the first error.
@@ -177,9 +176,9 @@ func TestLogDiskFullRecovers(t *testing.T) {
 				wantFull(err)
 				time.Sleep(25 * time.Millisecond)
 			}
-			st, err := n.Status(ctx, &dlmv1.StatusRequest{})
-			if err != nil || !strings.Contains(st.GetNode().GetStorageFault(), "disk is full") {
-				t.Fatalf("status while full: storage_fault %q, %v", st.GetNode().GetStorageFault(), err)
+			st, err := n.Status(ctx, node.StatusQuery{})
+			if err != nil || !strings.Contains(st.Node.StorageFault, "disk is full") {
+				t.Fatalf("status while full: storage_fault %q, %v", st.Node.StorageFault, err)
 			}
 
 			// Free it: the node serves again by itself.
@@ -198,8 +197,8 @@ func TestLogDiskFullRecovers(t *testing.T) {
 					t.Fatalf("section %d after recovery: %v", i, err)
 				}
 			}
-			if st, err := n.Status(ctx, &dlmv1.StatusRequest{}); err != nil || st.GetNode().GetStorageFault() != "" {
-				t.Fatalf("status after recovery: storage_fault %q, %v", st.GetNode().GetStorageFault(), err)
+			if st, err := n.Status(ctx, node.StatusQuery{}); err != nil || st.Node.StorageFault != "" {
+				t.Fatalf("status after recovery: storage_fault %q, %v", st.Node.StorageFault, err)
 			}
 			w.check(t)
 			t.Logf("%d sections acknowledged of %d tried; %d failures injected", len(w.acked), len(w.tried), disk.Refused.Load())

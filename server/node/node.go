@@ -22,6 +22,7 @@ import (
 	raftlogv1 "github.com/dlm/dlm/gen/go/dlm/raftlog/v1"
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
 	"github.com/dlm/dlm/server/fsm"
+	"github.com/dlm/dlm/server/leadership"
 	"github.com/dlm/dlm/server/lockstate"
 )
 
@@ -85,6 +86,9 @@ type Config struct {
 	LogSegmentSize int
 	// files, when set, opens the FSM's files (tests make writes fail).
 	files fsm.FS
+	// transport, when set, carries Raft instead of RaftAddr's TCP (tests
+	// join in-memory transports into a cluster); Peers name its addresses.
+	transport raft.Transport
 	// RaftLog receives hashicorp/raft's own warnings (it logs through
 	// hclog); nil means standard error.
 	RaftLog io.Writer
@@ -117,23 +121,19 @@ type Config struct {
 
 // Node is a running server.
 type Node struct {
-	cfg    Config
-	log    *slog.Logger
-	raft   *raft.Raft
-	fsm    *fsm.FSM
-	wal    *logStore
-	trans  raft.Transport
-	meta   *metadb.BoltMetaDB
-	leases *leases
-	waits  *waiters
-	space  *freeSpace
+	cfg   Config
+	log   *slog.Logger
+	raft  *raft.Raft
+	fsm   *fsm.FSM
+	wal   *logStore
+	trans raft.Transport
+	meta  *metadb.BoltMetaDB
+	// lead is the leader's memory: its term (current only while this
+	// node leads and has applied every earlier entry), the leases and the
+	// waiting acquires.
+	lead  *leadership.Core
+	space *freeSpace
 
-	mu sync.Mutex
-	// term is the current leadership: non-nil only while this node leads
-	// and has applied every earlier entry. It is closed when that ends.
-	term *leaderTerm
-	// changed is closed, and replaced, whenever term changes.
-	changed chan struct{}
 	// applied, when not nil, is closed by the next applied lock-state
 	// change; long polls wait on it.
 	appliedMu sync.Mutex
@@ -153,11 +153,6 @@ type Node struct {
 	// (faults.go).
 	faultMu   sync.Mutex
 	faultSeen chan struct{}
-}
-
-// leaderTerm is one stretch of leadership.
-type leaderTerm struct {
-	lost chan struct{}
 }
 
 // Open starts a node with its data in cfg.DataDir. A new folder becomes a
@@ -192,7 +187,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	cfg.ID = id
-	n := &Node{cfg: cfg, log: cfg.Logger.With("node", id), stop: make(chan struct{}), changed: make(chan struct{}), broken: make(chan struct{}), writeFault: make(chan struct{}, 1), faultSeen: make(chan struct{})}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", id), stop: make(chan struct{}), broken: make(chan struct{}), writeFault: make(chan struct{}, 1), faultSeen: make(chan struct{})}
 	var opts []fsm.Option
 	if cfg.files != nil {
 		opts = append(opts, fsm.WithFS(cfg.files))
@@ -202,8 +197,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.fsm = f
-	n.leases = newLeases()
-	n.waits = newWaiters()
+	n.lead = leadership.New(leadership.SystemClock())
 	n.space = newFreeSpace(cfg.DataDir, cfg.FreeSpace)
 	f.SetObserver(n.observe)
 	f.SetFaultHandler(n.onFault)
@@ -262,10 +256,13 @@ func (n *Node) startRaft() error {
 		addr  raft.ServerAddress
 		trans raft.Transport
 	)
-	if cfg.RaftAddr == "" {
+	switch {
+	case cfg.transport != nil:
+		addr, trans = cfg.transport.LocalAddr(), cfg.transport
+	case cfg.RaftAddr == "":
 		// A single node needs no Raft port.
 		addr, trans = raft.NewInmemTransport(raft.ServerAddress(cfg.ID))
-	} else {
+	default:
 		adv, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
 		if err != nil {
 			return fmt.Errorf("node: raft address: %w", err)
@@ -327,6 +324,11 @@ func (n *Node) closeStores() error {
 			errs = append(errs, fmt.Errorf("node: close Raft metadata: %w", err))
 		}
 	}
+	if tcp, ok := n.trans.(*raft.NetworkTransport); ok {
+		// Close does not close the pooled connections to the peers, and
+		// each keeps a reader goroutine on the peer alive for good.
+		tcp.CloseStreams()
+	}
 	if c, ok := n.trans.(io.Closer); ok {
 		if err := c.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("node: close Raft transport: %w", err))
@@ -375,13 +377,7 @@ func (n *Node) watchLeadership() {
 func (n *Node) beginTerm() {
 	var sessions []lockstate.SessionInfo
 	n.fsm.View(func(m *lockstate.Machine) { sessions = m.Sessions() })
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	// Keepalives were not logged, so no one knows when each session was last
-	// seen: every session gets a full fresh lease.
-	n.leases.reset(time.Now(), sessions)
-	n.term = &leaderTerm{lost: make(chan struct{})}
-	n.signalChange()
+	n.lead.Begin(sessions)
 	n.log.Info("leading", "sessions", len(sessions))
 	if n.cfg.ClientURL != "" && n.fsm.NodeURL(n.cfg.ID) != n.cfg.ClientURL {
 		// Followers point clients here only once this URL is replicated.
@@ -390,46 +386,21 @@ func (n *Node) beginTerm() {
 }
 
 func (n *Node) endTerm() {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.term == nil {
-		return
+	if n.lead.End() {
+		n.log.Info("no longer leading")
 	}
-	close(n.term.lost)
-	n.term = nil
-	n.signalChange()
-	n.leases.reset(time.Time{}, nil)
-	n.log.Info("no longer leading")
-}
-
-func (n *Node) signalChange() {
-	close(n.changed)
-	n.changed = make(chan struct{})
 }
 
 // AwaitLeader waits until this node leads and has applied every earlier
 // entry, or ctx ends.
 func (n *Node) AwaitLeader(ctx context.Context) error {
-	for {
-		n.mu.Lock()
-		t, changed := n.term, n.changed
-		n.mu.Unlock()
-		if t != nil {
-			return nil
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	_, err := n.lead.AwaitTerm(ctx)
+	return err
 }
 
 // leading returns the current term, or a NOT_LEADER error naming the leader.
-func (n *Node) leading() (*leaderTerm, error) {
-	n.mu.Lock()
-	t := n.term
-	n.mu.Unlock()
+func (n *Node) leading() (*leadership.Term, error) {
+	t, _ := n.lead.Current()
 	if err := n.storageFault(); err != nil {
 		return nil, err
 	}
@@ -474,16 +445,7 @@ func (n *Node) observe(index uint64, res lockstate.Result) {
 		n.applied = nil
 	}
 	n.appliedMu.Unlock()
-	if res.ClientID != 0 {
-		n.leases.opened(time.Now(), res.ClientID, time.Duration(res.LeaseMs)*time.Millisecond)
-	}
-	for _, g := range res.Grants {
-		n.waits.wake(g.ClientID)
-	}
-	for _, id := range res.Ended {
-		n.leases.remove(id)
-		n.waits.wake(id)
-	}
+	n.lead.Applied(res)
 }
 
 // watchApplied returns a channel closed by the next applied lock-state

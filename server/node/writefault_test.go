@@ -85,9 +85,9 @@ func TestFailedWriteFaultsThenResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	seq := uint64(0)
-	caller := func() *raftlogv1.Caller {
+	caller := func() Caller {
 		seq++
-		return &raftlogv1.Caller{ClientId: s.ClientID, Secret: s.Secret, Seq: seq}
+		return Caller{ClientID: s.ClientID, Secret: s.Secret, Seq: seq}
 	}
 	g, err := n.Acquire(ctx, caller(), true, 0)
 	if err != nil || !g.Granted {
@@ -109,11 +109,11 @@ func TestFailedWriteFaultsThenResumes(t *testing.T) {
 	for n.StorageFault() == "" && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	st, err := n.Status(ctx, &dlmv1.StatusRequest{})
+	st, err := n.Status(ctx, StatusQuery{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f := st.GetNode().GetStorageFault(); !strings.Contains(f, "no space left on device") || !strings.Contains(f, "file_4") {
+	if f := st.Node.StorageFault; !strings.Contains(f, "no space left on device") || !strings.Contains(f, "file_4") {
 		t.Fatalf("status storage_fault = %q", f)
 	}
 	_, _, _, err = n.ReadFile(ctx, "file_4", 0, 100)
@@ -181,12 +181,12 @@ func TestCorruptEntryTakesTheNodeOut(t *testing.T) {
 	for n.raft.State() != raft.Shutdown && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	st, err := n.Status(ctx, &dlmv1.StatusRequest{})
+	st, err := n.Status(ctx, StatusQuery{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.GetNode().GetRole() != "shutdown" || !strings.Contains(st.GetNode().GetStorageFault(), fmt.Sprintf("log entry %d", index)) {
-		t.Fatalf("node status = %v", st.GetNode())
+	if st.Node.Role != "shutdown" || !strings.Contains(st.Node.StorageFault, fmt.Sprintf("log entry %d", index)) {
+		t.Fatalf("node status = %v", st.Node)
 	}
 	_, err = n.OpenSession(ctx, 0, "x")
 	var ne *Error
@@ -255,9 +255,9 @@ func TestLeaderWithFailingDiskHandsOver(t *testing.T) {
 		t.Fatal(err)
 	}
 	seq := uint64(0)
-	caller := func() *raftlogv1.Caller {
+	caller := func() Caller {
 		seq++
-		return &raftlogv1.Caller{ClientId: s.ClientID, Secret: s.Secret, Seq: seq}
+		return Caller{ClientID: s.ClientID, Secret: s.Secret, Seq: seq}
 	}
 	g, err := old.Acquire(ctx, caller(), true, 0)
 	if err != nil || !g.Granted {
@@ -282,7 +282,7 @@ func TestLeaderWithFailingDiskHandsOver(t *testing.T) {
 	t.Logf("the old leader answered: %v", err)
 	leader := leaderOf(old)
 	o, err := leader.Release(ctx, rel, g.Token, false)
-	if err != nil || o.GetAppends() != 1 {
+	if err != nil || o.Appends != 1 {
 		t.Fatalf("the retried release at the new leader = %v, %v", o, err)
 	}
 	if f := old.StorageFault(); !strings.Contains(f, "no space left on device") {

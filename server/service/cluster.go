@@ -57,7 +57,7 @@ func (c *Cluster) ListMembers(context.Context, *connect.Request[dlmv1.ListMember
 	}
 	res := &dlmv1.ListMembersResponse{}
 	for _, m := range members {
-		res.Members = append(res.Members, node.MemberStatus(m))
+		res.Members = append(res.Members, memberStatus(m))
 	}
 	return connect.NewResponse(res), nil
 }

@@ -2,7 +2,6 @@ package service_test
 
 import (
 	"context"
-	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
 	"github.com/dlm/dlm/server/auth"
 	"io"
 	"net"
@@ -11,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dlm/dlm/server/node"
 	"github.com/dlm/dlm/server/servertest"
 	"github.com/dlm/dlm/server/service"
 )
@@ -151,11 +151,11 @@ func TestForeignOriginRefused(t *testing.T) {
 			t.Errorf("Init from %s: status %d %q, want 403", foreignOrigin, a.status, a.body)
 		}
 		assertNoCORS(t, "Init", a)
-		st, err := srv.Node.Status(context.Background(), &dlmv1.StatusRequest{})
+		st, err := srv.Node.Status(context.Background(), node.StatusQuery{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n := len(st.GetSessions()); n != 0 {
+		if n := len(st.Sessions); n != 0 {
 			t.Fatalf("%d sessions after an Init from a foreign origin", n)
 		}
 	})

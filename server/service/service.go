@@ -6,7 +6,6 @@ import (
 
 	"connectrpc.com/connect"
 
-	raftlogv1 "github.com/dlm/dlm/gen/go/dlm/raftlog/v1"
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
 	"github.com/dlm/dlm/gen/go/dlm/v1/dlmv1connect"
 	"github.com/dlm/dlm/server/node"
@@ -16,12 +15,12 @@ import (
 type Backend interface {
 	OpenSession(ctx context.Context, lease time.Duration, name string) (node.Session, error)
 	KeepAlive(id uint64, secret string) (time.Duration, uint64, error)
-	Acquire(ctx context.Context, c *raftlogv1.Caller, try bool, wait time.Duration) (node.Grant, error)
-	Release(ctx context.Context, c *raftlogv1.Caller, token uint64, abort bool) (*raftlogv1.Outcome, error)
-	Append(ctx context.Context, c *raftlogv1.Caller, token uint64, file string, data []byte) (*raftlogv1.Outcome, error)
-	Close(ctx context.Context, c *raftlogv1.Caller) error
+	Acquire(ctx context.Context, c node.Caller, try bool, wait time.Duration) (node.Grant, error)
+	Release(ctx context.Context, c node.Caller, token uint64, abort bool) (node.Section, error)
+	Append(ctx context.Context, c node.Caller, token uint64, file string, data []byte) (node.Section, error)
+	Close(ctx context.Context, c node.Caller) error
 	ReadFile(ctx context.Context, name string, offset, limit int64) ([]byte, int64, int64, error)
-	Status(ctx context.Context, req *dlmv1.StatusRequest) (*dlmv1.StatusResponse, error)
+	Status(ctx context.Context, q node.StatusQuery) (node.Status, error)
 }
 
 var _ Backend = (*node.Node)(nil)
@@ -99,7 +98,7 @@ func (s *Service) LockRelease(ctx context.Context, req *connect.Request[dlmv1.Lo
 	if err != nil {
 		return nil, toConnect(err)
 	}
-	return connect.NewResponse(&dlmv1.LockReleaseResponse{CommittedAppends: o.GetAppends(), CommittedBytes: o.GetBytes()}), nil
+	return connect.NewResponse(&dlmv1.LockReleaseResponse{CommittedAppends: o.Appends, CommittedBytes: o.Bytes}), nil
 }
 
 // AppendFile stages an append.
@@ -109,7 +108,7 @@ func (s *Service) AppendFile(ctx context.Context, req *connect.Request[dlmv1.App
 	if err != nil {
 		return nil, toConnect(err)
 	}
-	return connect.NewResponse(&dlmv1.AppendFileResponse{StagedAppends: o.GetAppends(), StagedBytes: o.GetBytes()}), nil
+	return connect.NewResponse(&dlmv1.AppendFileResponse{StagedAppends: o.Appends, StagedBytes: o.Bytes}), nil
 }
 
 // Close ends a session.
@@ -132,13 +131,13 @@ func (s *Service) ReadFile(ctx context.Context, req *connect.Request[dlmv1.ReadF
 
 // Status describes the service.
 func (s *Service) Status(ctx context.Context, req *connect.Request[dlmv1.StatusRequest]) (*connect.Response[dlmv1.StatusResponse], error) {
-	st, err := s.b.Status(ctx, req.Msg)
+	st, err := s.b.Status(ctx, statusQuery(req.Msg))
 	if err != nil {
 		return nil, toConnect(err)
 	}
-	return connect.NewResponse(st), nil
+	return connect.NewResponse(statusResponse(st)), nil
 }
 
-func caller(id uint64, secret string, seq, acked uint64) *raftlogv1.Caller {
-	return &raftlogv1.Caller{ClientId: id, Secret: secret, Seq: seq, AckedBelow: acked}
+func caller(id uint64, secret string, seq, acked uint64) node.Caller {
+	return node.Caller{ClientID: id, Secret: secret, Seq: seq, AckedBelow: acked}
 }

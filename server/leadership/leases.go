@@ -1,4 +1,4 @@
-package node
+package leadership
 
 import (
 	"container/heap"
@@ -162,28 +162,28 @@ func (ls *leases) spared(now time.Time, id uint64) {
 
 // run calls expire for each session whose lease runs out, until stop is
 // closed. It sleeps until the earliest deadline, or until one moves earlier.
-func (ls *leases) run(stop <-chan struct{}, expire func(id uint64)) {
+func (ls *leases) run(clock Clock, stop <-chan struct{}, expire func(id uint64)) {
 	// idle is how long the loop sleeps with no lease at all; a new lease
 	// wakes it sooner.
 	const idle = time.Hour
-	timer := time.NewTimer(idle)
+	timer := clock.NewTimer(idle)
 	defer timer.Stop()
 	for {
 		select {
 		case <-stop:
 			return
 		case <-ls.sooner:
-		case <-timer.C:
+		case <-timer.C():
 		}
-		ids, next := ls.due(time.Now())
+		now := clock.Now()
+		ids, next := ls.due(now)
 		for _, id := range ids {
 			expire(id)
 		}
 		wait := idle
 		if !next.IsZero() {
-			wait = max(time.Until(next), 0)
+			wait = max(next.Sub(now), 0)
 		}
-		// Go 1.23 timers: Reset needs no drain.
 		timer.Reset(wait)
 	}
 }
