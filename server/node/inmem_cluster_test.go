@@ -40,11 +40,11 @@ func startInmemCluster(t *testing.T, lease time.Duration) *inmemCluster {
 		}
 	}
 	for i, p := range peers {
-		n, err := Open(Config{
-			ID: p.ID, Peers: peers, DataDir: t.TempDir(), transport: c.trans[i],
-			DefaultLease: lease, MinFreeSpace: -1,
-			Logger: slog.New(slog.DiscardHandler), RaftLog: io.Discard,
-		})
+		cfg := DefaultConfig()
+		cfg.ID, cfg.Peers, cfg.DataDir, cfg.transport = p.ID, peers, t.TempDir(), c.trans[i]
+		cfg.DefaultLease, cfg.MinFreeSpace = lease, -1
+		cfg.Logger, cfg.RaftLog = slog.New(slog.DiscardHandler), io.Discard
+		n, err := Open(cfg)
 		if err != nil {
 			t.Fatalf("open %s: %v", p.ID, err)
 		}
