@@ -60,7 +60,7 @@ func startCluster(t *testing.T, size int) []*clusterNode {
 		url := "http://" + ln.Addr().String()
 		n, err := node.Open(servertest.Config(node.Config{
 			ID: p.ID, RaftAddr: p.RaftAddr, Peers: peers, DataDir: t.TempDir(), ClientURL: url,
-			Logger: slog.New(slog.DiscardHandler), AdminToken: servertest.AdminToken,
+			Logger: slog.New(slog.DiscardHandler),
 		}))
 		if err != nil {
 			ln.Close()

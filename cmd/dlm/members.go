@@ -14,6 +14,7 @@ import (
 
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
 	"github.com/dlm/dlm/gen/go/dlm/v1/dlmv1connect"
+	"github.com/dlm/dlm/server/membership"
 )
 
 // runMembers shows and changes the cluster's membership.
@@ -116,36 +117,11 @@ func runMembers(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	}
 }
 
-// atLeader runs call against the servers in turn, following NOT_LEADER
-// hints, until one answers or every server and hint was tried.
+// atLeader runs call at the cluster's leader, reached from servers by
+// membership.AtLeader (the one leader-following helper, shared with the
+// server's joining and announcing).
 func atLeader[T any](ctx context.Context, hc connect.HTTPClient, servers []string, copts []connect.ClientOption, call func(dlmv1connect.ClusterServiceClient) (T, error)) (T, error) {
-	var (
-		zero T
-		last error
-	)
-	queue := append([]string(nil), servers...)
-	for i := 0; i < len(queue) && i < 10; i++ {
-		res, err := call(dlmv1connect.NewClusterServiceClient(hc, strings.TrimSpace(queue[i]), copts...))
-		if err == nil {
-			return res, nil
-		}
-		last = err
-		if connect.CodeOf(err) != connect.CodeUnavailable && connect.CodeOf(err) != connect.CodeUnknown {
-			return zero, err
-		}
-		var ce *connect.Error
-		if errors.As(err, &ce) {
-			for _, d := range ce.Details() {
-				if v, derr := d.Value(); derr == nil {
-					if ed, ok := v.(*dlmv1.ErrorDetail); ok && ed.GetLeaderUrl() != "" {
-						queue = append(queue, ed.GetLeaderUrl())
-					}
-				}
-			}
-		}
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	return zero, last
+	return membership.AtLeader(ctx, servers, func(_ context.Context, url string) (T, error) {
+		return call(dlmv1connect.NewClusterServiceClient(hc, strings.TrimSpace(url), copts...))
+	})
 }

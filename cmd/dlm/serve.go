@@ -13,11 +13,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/dlm/dlm/internal/certs"
 	"github.com/dlm/dlm/server/auth"
 	"github.com/dlm/dlm/server/dashboard"
+	"github.com/dlm/dlm/server/membership"
 	"github.com/dlm/dlm/server/node"
 	"github.com/dlm/dlm/server/service"
 )
@@ -86,11 +88,13 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	if cfg.Peers, err = node.ParsePeers(*peers); err != nil {
 		return err
 	}
+	var joinURLs []string
 	for _, u := range strings.Split(*join, ",") {
 		if u = strings.TrimSpace(u); u != "" {
-			cfg.Join = append(cfg.Join, u)
+			joinURLs = append(joinURLs, u)
 		}
 	}
+	cfg.Join = len(joinURLs) > 0
 	var handlerCfg service.HandlerConfig
 	if handlerCfg.CORSOrigins, err = service.ParseCORSOrigins(corsOrigins); err != nil {
 		return fmt.Errorf("serve: --cors-origin: %w", err)
@@ -110,13 +114,14 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	if limits.MaxConcurrentStreams < 1 || limits.MaxConnections < 1 {
 		return errors.New("serve: --max-streams and --max-connections must be at least 1")
 	}
-	if *bootstrap && (len(cfg.Join) > 0 || len(cfg.Peers) > 0) {
+	if *bootstrap && (cfg.Join || len(cfg.Peers) > 0) {
 		return errors.New("serve: --bootstrap starts a new cluster; it cannot go with --join or --peers")
 	}
-	if (len(cfg.Join) > 0 || len(cfg.Peers) > 0) && cfg.RaftAddr == "" {
+	if (cfg.Join || len(cfg.Peers) > 0) && cfg.RaftAddr == "" {
 		return errors.New("serve: a cluster member needs --raft host:port")
 	}
-	apiTLS, err := serveTLS(&cfg, *tlsCert, *tlsKey, *tlsClientCA, *peerCA)
+	var member membership.Config
+	apiTLS, err := serveTLS(&cfg, &member, *tlsCert, *tlsKey, *tlsClientCA, *peerCA)
 	if err != nil {
 		return err
 	}
@@ -126,6 +131,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	cfg.DataDir, cfg.Logger = *dataDir, log
+	member.Logger = log
 	if err := cfg.Validate(); err != nil {
 		return flagError(err)
 	}
@@ -140,11 +146,12 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 			log.Warn("--auth-tokens: " + warning)
 		}
 	}
-	adminToken, tokenPath, wrote, err := serveAdminToken(*dataDir, *tokenFile, len(cfg.Join) > 0 || len(cfg.Peers) > 0, creds)
+	adminToken, tokenPath, wrote, err := serveAdminToken(*dataDir, *tokenFile, cfg.Join || len(cfg.Peers) > 0, creds)
 	if err != nil {
 		return err
 	}
-	cfg.AdminToken = adminToken
+	member.AdminToken = adminToken
+	cfg.VerifyURL = membership.VerifyURL(member)
 	handlerCfg.Guard = auth.NewGuard(adminToken, creds, *authTokens != "")
 
 	ln, err := net.Listen("tcp", *listen)
@@ -169,6 +176,11 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 			served <- srv.Serve(ln)
 		}
 	}()
+	// Joining and announcing call the cluster's API, this node's included:
+	// they start once it serves, and stop before the node does.
+	memberCtx, stopMember := context.WithCancel(ctx)
+	var memberDone sync.WaitGroup
+	memberDone.Go(func() { membership.Run(memberCtx, member, n, joinURLs) })
 	fmt.Fprintf(stdout, "dlm serving on %s (data in %s)\n", cfg.ClientURL, cfg.DataDir)
 	state := ""
 	if wrote {
@@ -188,6 +200,8 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	// in-flight calls finish.
 	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	stopMember()
+	memberDone.Wait()
 	nerr := n.Shutdown()
 	serr := srv.HTTP.Shutdown(shutCtx)
 	if errors.Is(err, http.ErrServerClosed) {
@@ -280,7 +294,7 @@ func flagSet(fs *flag.FlagSet, name string) bool {
 
 // serveTLS reads the TLS flags: the API's config (nil: plain http) and, for
 // a cluster member, Raft's and the one for calls to other members.
-func serveTLS(cfg *node.Config, cert, key, clientCA, peerCA string) (*tls.Config, error) {
+func serveTLS(cfg *node.Config, member *membership.Config, cert, key, clientCA, peerCA string) (*tls.Config, error) {
 	if cert == "" && key == "" {
 		if clientCA != "" || peerCA != "" {
 			return nil, errors.New("serve: --tls-client-ca and --peer-ca need --tls-cert and --tls-key")
@@ -307,7 +321,7 @@ func serveTLS(cfg *node.Config, cert, key, clientCA, peerCA string) (*tls.Config
 		return nil, fmt.Errorf("serve: %w", err)
 	}
 	// Members reach each other's API with the same certificate and CA.
-	if cfg.ClusterTLS, err = certs.Client(peerCA, cert, key); err != nil {
+	if member.TLS, err = certs.Client(peerCA, cert, key); err != nil {
 		return nil, fmt.Errorf("serve: %w", err)
 	}
 	return api, nil

@@ -3,21 +3,14 @@ package node
 import (
 	"context"
 	"errors"
-	"fmt"
-	"log/slog"
-	"math/rand/v2"
-	"net/http"
 	"net/url"
 	"slices"
 	"time"
 
-	"connectrpc.com/connect"
 	"github.com/hashicorp/raft"
 
 	raftlogv1 "github.com/dlm/dlm/gen/go/dlm/raftlog/v1"
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
-	"github.com/dlm/dlm/gen/go/dlm/v1/dlmv1connect"
-	"github.com/dlm/dlm/server/auth"
 )
 
 // recordAddress replicates a member's client URL, retrying while this node
@@ -110,7 +103,11 @@ func (n *Node) AddMember(ctx context.Context, id, raftAddr, clientURL string, vo
 	}
 	if member != nil && clientURL != "" {
 		if old := n.memberURL(id); old != "" && old != clientURL {
-			if err := n.verifyURL(ctx, id, clientURL); err != nil {
+			verify := n.cfg.VerifyURL
+			if verify == nil {
+				verify = func(context.Context, string, string) error { return errors.New("this node cannot check a URL") }
+			}
+			if err := verify(ctx, id, clientURL); err != nil {
 				return 0, fail(dlmv1.ErrorReason_ERROR_REASON_MEMBER_CONFLICT, "member %s's client URL is %s; %s does not answer as %s (%v)", id, old, clientURL, id, err)
 			}
 		}
@@ -152,74 +149,38 @@ func (n *Node) memberURL(id string) string {
 	return n.fsm.NodeURL(id)
 }
 
-// verifyURL checks that the server at u is the member id, by asking it for
-// its status.
-func (n *Node) verifyURL(ctx context.Context, id, u string) error {
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	c := dlmv1connect.NewLockServiceClient(n.clusterClient(3*time.Second), u, connect.WithInterceptors(auth.Bearer(n.cfg.AdminToken)))
-	res, err := c.Status(ctx, connect.NewRequest(&dlmv1.StatusRequest{}))
-	if err != nil {
-		return err
-	}
-	if got := res.Msg.GetNode().GetId(); got != id {
-		return fmt.Errorf("it is node %q", got)
-	}
-	return nil
+// Self is this node's standing in its latest configuration: what a caller
+// outside the node (server/membership) needs to join or announce it.
+type Self struct {
+	// ID, RaftAddr and ClientURL are the node's own, as configured (ID as
+	// the data folder settled it).
+	ID, RaftAddr, ClientURL string
+	// Member says whether the configuration has this node at all;
+	// MemberAddr and Voter are its address and suffrage there.
+	Member     bool
+	MemberAddr string
+	Voter      bool
+	// RecordedURL is the client URL the replicated state holds for it.
+	RecordedURL string
+	// LeaderURL is the leader's client URL, when known.
+	LeaderURL string
 }
 
-// ownMembership returns this node's Raft address and suffrage as its latest
-// configuration has them, and whether it is a member at all.
-func (n *Node) ownMembership() (addr string, voter, ok bool) {
-	f := n.raft.GetConfiguration()
-	if f.Error() != nil {
-		return "", false, false
-	}
-	for _, srv := range f.Configuration().Servers {
-		if string(srv.ID) == n.cfg.ID {
-			return string(srv.Address), srv.Suffrage == raft.Voter, true
-		}
-	}
-	return "", false, false
-}
-
-// announce records this member's client URL through the leader, for members
-// that did not join through one (a fixed --peers cluster): then every node
-// can list every member's URL. It repeats the member's id, Raft address and
-// suffrage exactly as the configuration has them, so that it only ever
-// records the URL: not its own --raft address (which may differ from the
-// one its peers use, behind a proxy or NAT), not a demotion, and not a
-// re-adding of a node that was removed.
-func (n *Node) announce() {
-	defer n.done.Done()
-	hc := n.clusterClient(5 * time.Second)
-	backoff := 200 * time.Millisecond
-	for n.fsm.NodeURL(n.cfg.ID) != n.cfg.ClientURL {
-		addr, voter, member := n.ownMembership()
-		if target := n.leaderURL(); member && target != "" && target != n.cfg.ClientURL {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			c := dlmv1connect.NewClusterServiceClient(hc, target, connect.WithInterceptors(auth.Bearer(n.cfg.AdminToken)))
-			_, err := c.AddMember(ctx, connect.NewRequest(&dlmv1.AddMemberRequest{
-				Id: n.cfg.ID, RaftAddress: addr, ClientUrl: n.cfg.ClientURL, Voter: voter,
-			}))
-			cancel()
-			if err != nil {
-				level := slog.LevelDebug
-				if c := connect.CodeOf(err); c == connect.CodeUnauthenticated || c == connect.CodePermissionDenied || c == connect.CodeAlreadyExists {
-					// Retrying will not help: the operator must act.
-					level = slog.LevelWarn
-				}
-				n.log.Log(context.Background(), level, "announcing the client URL", "via", target, "err", err)
+// Self reports this node's standing in the cluster.
+func (n *Node) Self() Self {
+	s := Self{ID: n.cfg.ID, RaftAddr: n.cfg.RaftAddr, ClientURL: n.cfg.ClientURL, RecordedURL: n.fsm.NodeURL(n.cfg.ID), LeaderURL: n.leaderURL()}
+	if f := n.raft.GetConfiguration(); f.Error() == nil {
+		for _, srv := range f.Configuration().Servers {
+			if string(srv.ID) == n.cfg.ID {
+				s.Member, s.MemberAddr, s.Voter = true, string(srv.Address), srv.Suffrage == raft.Voter
 			}
 		}
-		select {
-		case <-n.stop:
-			return
-		case <-time.After(backoff + rand.N(backoff)):
-		}
-		backoff = min(2*backoff, 5*time.Second)
 	}
+	return s
 }
+
+// AppliedIndex is the index of the last entry this node applied.
+func (n *Node) AppliedIndex() uint64 { return n.raft.AppliedIndex() }
 
 // RemoveMember removes a node from the cluster. An id that is not a member
 // is MEMBER_UNKNOWN.
@@ -255,97 +216,4 @@ func (n *Node) raftError(err error) error {
 	default:
 		return fail(dlmv1.ErrorReason_ERROR_REASON_UNAVAILABLE, "membership change failed: %v", err)
 	}
-}
-
-// join adds this node to the cluster named by cfg.Join: first as a
-// nonvoter, so that its catch-up never weakens the quorum, then as a voter
-// once it has applied what was committed when it was added. Both steps are
-// idempotent, so a node that restarts mid-way simply joins again.
-func (n *Node) join() {
-	defer n.done.Done()
-	hc := n.clusterClient(10 * time.Second)
-	backoff := 100 * time.Millisecond
-	target := n.cfg.Join[0]
-	for attempt := 0; ; attempt++ {
-		err := n.joinOnce(hc, &target)
-		if err == nil {
-			n.log.Info("joined the cluster as a voter")
-			return
-		}
-		n.log.Warn("joining the cluster", "via", target, "err", err)
-		if url := leaderHint(err); url != "" {
-			target = url
-		} else {
-			target = n.cfg.Join[attempt%len(n.cfg.Join)]
-		}
-		select {
-		case <-n.stop:
-			return
-		case <-time.After(backoff + rand.N(backoff)):
-		}
-		backoff = min(2*backoff, 2*time.Second)
-	}
-}
-
-func (n *Node) joinOnce(hc *http.Client, target *string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	go func() {
-		select {
-		case <-n.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	add := func(voter bool) (uint64, error) {
-		c := dlmv1connect.NewClusterServiceClient(hc, *target, connect.WithInterceptors(auth.Bearer(n.cfg.AdminToken)))
-		res, err := c.AddMember(ctx, connect.NewRequest(&dlmv1.AddMemberRequest{
-			Id: n.cfg.ID, RaftAddress: n.cfg.RaftAddr, ClientUrl: n.cfg.ClientURL, Voter: voter,
-		}))
-		if err != nil {
-			return 0, err
-		}
-		return res.Msg.GetCommitIndex(), nil
-	}
-	commit, err := add(false)
-	if err != nil {
-		return err
-	}
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for n.raft.AppliedIndex() < commit {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
-	}
-	_, err = add(true)
-	return err
-}
-
-// leaderHint returns the leader URL carried by a NOT_LEADER error.
-func leaderHint(err error) string {
-	var ce *connect.Error
-	if !errors.As(err, &ce) {
-		return ""
-	}
-	for _, d := range ce.Details() {
-		if v, derr := d.Value(); derr == nil {
-			if ed, ok := v.(*dlmv1.ErrorDetail); ok {
-				return ed.GetLeaderUrl()
-			}
-		}
-	}
-	return ""
-}
-
-// clusterClient is the HTTP client of this node's calls to other members,
-// trusting the CA of their https:// URLs.
-func (n *Node) clusterClient(timeout time.Duration) *http.Client {
-	hc := &http.Client{Timeout: timeout}
-	if n.cfg.ClusterTLS != nil {
-		hc.Transport = &http.Transport{TLSClientConfig: n.cfg.ClusterTLS.Clone(), ForceAttemptHTTP2: true}
-	}
-	return hc
 }

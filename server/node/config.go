@@ -101,7 +101,7 @@ func (c Config) Validate() error {
 	switch {
 	case c.DataDir == "":
 		return bad("DataDir", "is empty: a node needs a data folder")
-	case (len(c.Join) > 0 || len(c.Peers) > 0) && c.RaftAddr == "":
+	case (c.Join || len(c.Peers) > 0) && c.RaftAddr == "" && c.transport == nil:
 		return bad("RaftAddr", "is empty: a cluster member ({Join}, {Peers}) needs a Raft address")
 	}
 	for _, err := range []error{

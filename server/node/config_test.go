@@ -54,7 +54,7 @@ func TestValidateRefusesEachBadField(t *testing.T) {
 		want  string // in the message besides the field
 	}{
 		{"DataDir", func(c *Config) { c.DataDir = "" }, "data folder"},
-		{"RaftAddr", func(c *Config) { c.Join = []string{"http://127.0.0.1:1"} }, "Raft address"},
+		{"RaftAddr", func(c *Config) { c.Join = true }, "Raft address"},
 		{"RaftAddr", func(c *Config) { c.Peers = []Peer{{ID: "a", RaftAddr: "127.0.0.1:1"}} }, "Raft address"},
 		{"MinLease", func(c *Config) { c.MinLease = 0 }, "at least 1ms"},
 		{"DefaultLease", func(c *Config) { c.DefaultLease = c.MinLease - 1 }, "at least MinLease"},

@@ -41,9 +41,9 @@ type Config struct {
 	// Peers, for a new folder, boots a fixed cluster of these members (this
 	// node among them).
 	Peers []Peer
-	// Join lists client URLs of a running cluster that a new node joins
-	// through (as a nonvoter, then as a voter once caught up).
-	Join []string
+	// Join, for a new folder, boots nothing: the node waits to be added
+	// to a running cluster (server/membership's Join asks its leader).
+	Join bool
 	// TrailingLogs is how many entries a snapshot leaves in the log, so a
 	// follower that was briefly away catches up from the log.
 	TrailingLogs uint64
@@ -52,11 +52,11 @@ type Config struct {
 	// ClientURL is the base URL clients use to reach this node, given to
 	// clients that ask a follower.
 	ClientURL string
-	// AdminToken is the cluster's admin token, sent with the calls this
-	// node makes to the leader itself (joining, announcing its client URL)
-	// and to a member whose client URL is to change. Every member of a
-	// cluster needs the same one.
-	AdminToken string
+	// VerifyURL checks that the server at url answers as the member id
+	// (server/membership's VerifyURL asks it for its status). AddMember
+	// calls it before a member's recorded client URL changes; nil refuses
+	// every such change. The node itself makes no calls to other members.
+	VerifyURL func(ctx context.Context, id, url string) error
 	// DefaultLease, MinLease and MaxLease bound the lease a session gets.
 	DefaultLease, MinLease, MaxLease time.Duration
 	// MaxAppendBytes bounds one append; MaxSectionBytes one critical section.
@@ -113,10 +113,6 @@ type Config struct {
 	// Certificates to peers and accepts and dials only peers whose
 	// certificate RootCAs signed (see tlsstream.go).
 	RaftTLS *tls.Config
-	// ClusterTLS is the TLS config of this node's calls to the other
-	// nodes' https:// client URLs (join, announce); nil trusts the
-	// system's CAs.
-	ClusterTLS *tls.Config
 }
 
 // Node is a running server.
@@ -157,7 +153,7 @@ type Node struct {
 
 // Open starts a node with its data in cfg.DataDir. A new folder becomes a
 // one-member cluster, unless cfg.Peers boots a fixed cluster or cfg.Join
-// names a cluster to join.
+// says it waits to be added to one.
 func Open(cfg Config) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -217,14 +213,6 @@ func Open(cfg Config) (*Node, error) {
 	go n.leaveOnFault()
 	go n.watchLeadership()
 	go n.expireLeases()
-	switch {
-	case len(cfg.Join) > 0:
-		n.done.Add(1)
-		go n.join()
-	case cfg.RaftAddr != "" && cfg.ClientURL != "":
-		n.done.Add(1)
-		go n.announce()
-	}
 	return n, nil
 }
 
@@ -287,7 +275,7 @@ func (n *Node) startRaft() error {
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
-	if !exists && len(cfg.Join) == 0 {
+	if !exists && !cfg.Join {
 		boot := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: addr}}}
 		if len(cfg.Peers) > 0 {
 			boot.Servers = nil

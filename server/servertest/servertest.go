@@ -13,13 +13,14 @@ import (
 	"time"
 
 	"github.com/dlm/dlm/server/auth"
+	"github.com/dlm/dlm/server/membership"
 	"github.com/dlm/dlm/server/node"
 	"github.com/dlm/dlm/server/service"
 )
 
-// AdminToken is the admin token of every server Start starts unless its
-// Config names another: tests send it as "Authorization: Bearer" for
-// administrative calls.
+// AdminToken is the admin token of every server Start starts (and of
+// StartGuarded's unless its guard says otherwise): tests send it as
+// "Authorization: Bearer" for administrative calls.
 const AdminToken = "servertest-admin-token-0123456789"
 
 // Server is one node serving the API on 127.0.0.1.
@@ -48,7 +49,7 @@ func Start(t testing.TB, cfg *node.Config, opts ...service.Option) *Server {
 }
 
 // StartGuarded is Start with guard checking every call; nil is the guard
-// of a server without --auth-tokens whose admin token is the Config's.
+// of a server without --auth-tokens whose admin token is AdminToken.
 func StartGuarded(t testing.TB, cfg *node.Config, guard *auth.Guard) *Server {
 	t.Helper()
 	return start(t, cfg, guard, nil)
@@ -70,11 +71,11 @@ func start(t testing.TB, cfg *node.Config, guard *auth.Guard, opts []service.Opt
 	if c.RaftLog == nil {
 		c.RaftLog = io.Discard
 	}
-	if c.AdminToken == "" {
-		c.AdminToken = AdminToken
+	if c.VerifyURL == nil {
+		c.VerifyURL = membership.VerifyURL(membership.Config{AdminToken: AdminToken})
 	}
 	if guard == nil {
-		guard = auth.NewGuard(c.AdminToken, nil, false)
+		guard = auth.NewGuard(AdminToken, nil, false)
 	}
 	s := &Server{t: t, Config: c, guard: guard, opts: opts}
 	s.start("127.0.0.1:0")

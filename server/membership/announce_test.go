@@ -1,6 +1,7 @@
-package node_test
+package membership_test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dlm/dlm/server/auth"
+	"github.com/dlm/dlm/server/membership"
 	"github.com/dlm/dlm/server/node"
 	"github.com/dlm/dlm/server/servertest"
 	"github.com/dlm/dlm/server/service"
@@ -87,7 +89,7 @@ func TestAnnounceKeepsTheConfiguredAddress(t *testing.T) {
 		urls = append(urls, "http://"+ln.Addr().String())
 		n, err := node.Open(servertest.Config(node.Config{
 			ID: p.ID, RaftAddr: binds[i], Peers: peers, DataDir: t.TempDir(), ClientURL: urls[i],
-			AdminToken: servertest.AdminToken, Logger: slog.New(slog.DiscardHandler), RaftLog: io.Discard,
+			Logger: slog.New(slog.DiscardHandler), RaftLog: io.Discard,
 		}))
 		if err != nil {
 			ln.Close()
@@ -95,7 +97,14 @@ func TestAnnounceKeepsTheConfiguredAddress(t *testing.T) {
 		}
 		srv := &http.Server{Handler: service.Handler(service.New(n), service.NewCluster(n), nil, service.HandlerConfig{Guard: auth.NewGuard(servertest.AdminToken, nil, false)}), Protocols: service.Protocols()}
 		go srv.Serve(ln)
+		ctx, stop := context.WithCancel(context.Background())
+		announced := make(chan error, 1)
+		go func() {
+			announced <- membership.Run(ctx, membership.Config{AdminToken: servertest.AdminToken, Logger: slog.New(slog.DiscardHandler)}, n, nil)
+		}()
 		t.Cleanup(func() {
+			stop()
+			<-announced
 			n.Shutdown()
 			srv.Close()
 		})
@@ -125,4 +134,32 @@ func TestAnnounceKeepsTheConfiguredAddress(t *testing.T) {
 		}
 		<-tick.C
 	}
+}
+
+func freeLoopback(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// currentLeader waits for one of nodes to lead.
+func currentLeader(t *testing.T, nodes []*node.Node, within time.Duration) *node.Node {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		for _, n := range nodes {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+			err := n.AwaitLeader(ctx)
+			cancel()
+			if err == nil {
+				return n
+			}
+		}
+	}
+	t.Fatalf("no leader within %v", within)
+	return nil
 }
