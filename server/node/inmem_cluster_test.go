@@ -42,10 +42,6 @@ func startInmemCluster(t *testing.T, lease time.Duration) *inmemCluster {
 	for i, p := range peers {
 		cfg := DefaultConfig()
 		cfg.ID, cfg.Peers, cfg.DataDir, cfg.transport = p.ID, peers, t.TempDir(), c.trans[i]
-<<<<<<< HEAD
-		cfg.RaftAddr = p.RaftAddr // the in-memory transport's address
-=======
->>>>>>> i10-join
 		cfg.DefaultLease, cfg.MinFreeSpace = lease, -1
 		cfg.Logger, cfg.RaftLog = slog.New(slog.DiscardHandler), io.Discard
 		n, err := Open(cfg)
