@@ -93,7 +93,7 @@ func startCluster(ctx context.Context, bin, dir string, n int, mutation string) 
 		peers = append(peers, nd.ID+"="+nd.raftProxy.Addr())
 	}
 	for _, nd := range c.nodes {
-		nd.Args = []string{"--id", nd.ID, "--raft", nd.RaftAddr, "--peers", strings.Join(peers, ","),
+		nd.Args = []string{"--id", nd.ID, "--peers", strings.Join(peers, ","),
 			"--min-lease", "100ms",
 			// Small and frequent snapshots, so that kills land mid-snapshot
 			// and restarted followers catch up by snapshot.

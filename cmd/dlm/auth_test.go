@@ -58,14 +58,14 @@ func TestFirstStartWritesAdminToken(t *testing.T) {
 // in DLM_TOKEN) it joins as a voter.
 func TestJoinNeedsTheClusterToken(t *testing.T) {
 	t.Setenv(tokenEnv, "")
-	leader := startServer(t, "127.0.0.1:0", t.TempDir(), "--raft", freeAddr(t))
+	leader := startServer(t, "127.0.0.1:0", t.TempDir(), "--raft", "127.0.0.1:0")
 	tok, err := auth.ReadTokenFile(filepath.Join(leader.Data, auth.AdminTokenFile))
 	if err != nil {
 		t.Fatal(err)
 	}
 
 	joinArgs := func(data string) []string {
-		return []string{"serve", "--id", "n2", "--listen", "127.0.0.1:0", "--raft", freeAddr(t), "--join", leader.URL(), "--data", data}
+		return []string{"serve", "--id", "n2", "--listen", "127.0.0.1:0", "--raft", "127.0.0.1:0", "--join", leader.URL(), "--data", data}
 	}
 	_, _, err = cliRun(t, "", joinArgs(t.TempDir())...)
 	if err == nil || !strings.Contains(err.Error(), tokenEnv) || !strings.Contains(err.Error(), "--token-file") {
@@ -95,7 +95,7 @@ func TestJoinNeedsTheClusterToken(t *testing.T) {
 	wrong.Process.Kill()
 
 	t.Setenv(tokenEnv, tok)
-	second := startServer(t, "127.0.0.1:0", t.TempDir(), "--id", "n2", "--raft", freeAddr(t), "--join", leader.URL())
+	second := startServer(t, "127.0.0.1:0", t.TempDir(), "--id", "n2", "--raft", "127.0.0.1:0", "--join", leader.URL())
 	pollUntil(t, 30*time.Second, "n2 a voter with its URL", func() (bool, string) {
 		out, _, err := cliRun(t, "", "members", "list", "--server", leader.URL())
 		if err != nil {

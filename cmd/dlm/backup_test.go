@@ -372,7 +372,7 @@ func TestSnapshotRestoreFixedCluster(t *testing.T) {
 	}
 	var nodes []*clusterNode
 	for i := range 3 {
-		n := newNode(t, fmt.Sprintf("n%d", i+1), addrs[2*i], filepath.Join(t.TempDir(), "data"), "--raft", addrs[2*i+1])
+		n := newNode(t, fmt.Sprintf("n%d", i+1), addrs[2*i], filepath.Join(t.TempDir(), "data"))
 		n.RaftAddr = addrs[2*i+1]
 		out := cliMust(t, "", "snapshot", "restore", path, "--data", n.Data, "--id", n.ID, "--peers", strings.Join(peers, ","))
 		if i == 0 {
@@ -544,9 +544,8 @@ func TestRecoverFromOneSurvivor(t *testing.T) {
 	t.Logf("%d sections acknowledged, %d in the recovered files", len(acked), n)
 
 	// A fresh node joins the one-node cluster and catches up byte for byte.
-	raft := freeAddrs(t, 1)[0]
-	fresh := newNode(t, "n4", "127.0.0.1:0", t.TempDir(), "--id", "n4", "--raft", raft, "--join", survivor.URL())
-	fresh.RaftAddr = raft
+	fresh := newNode(t, "n4", "127.0.0.1:0", t.TempDir(), "--id", "n4", "--join", survivor.URL())
+	fresh.RaftAddr = "127.0.0.1:0" // learned at its start
 	fresh.start()
 	pollUntil(t, 20*time.Second, "n4 a voter", func() (bool, string) {
 		st, err := survivor.status()

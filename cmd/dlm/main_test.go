@@ -146,7 +146,7 @@ type testCluster struct {
 // the same leader.
 func startCluster(t *testing.T, size int, args ...string) *testCluster {
 	t.Helper()
-	ec, err := e2e.NewCluster(dlmBinary, t.TempDir(), size, append([]string{"-v", "--min-lease", "100ms"}, args...)...)
+	ec, err := e2e.NewPeersCluster(dlmBinary, t.TempDir(), size, append([]string{"-v", "--min-lease", "100ms"}, args...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

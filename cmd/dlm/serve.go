@@ -31,7 +31,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	dataDir := fs.String("data", "./dlm-data", "data folder: raft/ holds the log and snapshots, files/ the files")
 	listen := fs.String("listen", "127.0.0.1:7070", "address for the API (Connect, gRPC, gRPC-Web) and the dashboard")
 	fs.StringVar(&cfg.ID, "id", "", "this node's id, kept in the data folder (default: the stored one, or node1)")
-	fs.StringVar(&cfg.RaftAddr, "raft", "", "host:port for Raft traffic between nodes (empty: a single node)")
+	fs.StringVar(&cfg.RaftAddr, "raft", "", "host:port for Raft traffic between nodes (empty: a single node; port 0: one the system chooses, printed on the serving line, for a node's first start)")
 	bootstrap := fs.Bool("bootstrap", false, "start a new cluster with this node as its only member (the default for a new folder without --join or --peers)")
 	join := fs.String("join", "", "comma-separated client URLs of a running cluster to join")
 	peers := fs.String("peers", "", "a fixed cluster to boot: id=raftaddr,id=raftaddr,… (this node among them)")
@@ -176,12 +176,19 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 			served <- srv.Serve(ln)
 		}
 	}()
+	// A --raft port 0 was bound by Open: the line names the port it got,
+	// for whoever starts the others (and this node again: it must come
+	// back on it).
+	raftNote := ""
+	if cfg.RaftAddr = n.RaftAddr(); cfg.RaftAddr != "" {
+		raftNote = "raft on " + cfg.RaftAddr + ", "
+	}
 	// Joining and announcing call the cluster's API, this node's included:
 	// they start once it serves, and stop before the node does.
 	memberCtx, stopMember := context.WithCancel(ctx)
 	var memberDone sync.WaitGroup
 	memberDone.Go(func() { membership.Run(memberCtx, member, n, joinURLs) })
-	fmt.Fprintf(stdout, "dlm serving on %s (data in %s)\n", cfg.ClientURL, cfg.DataDir)
+	fmt.Fprintf(stdout, "dlm serving on %s (%sdata in %s)\n", cfg.ClientURL, raftNote, cfg.DataDir)
 	state := ""
 	if wrote {
 		state = " (new)"

@@ -482,7 +482,7 @@ func TestTLSJoin(t *testing.T) {
 	}
 	hc := tlsHTTPClient(t, files[0].CA, "", "")
 	flags := func(f certs.Files) []string {
-		return []string{"--raft", freeAddr(t), "--tls-cert", f.Cert, "--tls-key", f.Key, "--peer-ca", f.CA}
+		return []string{"--raft", "127.0.0.1:0", "--tls-cert", f.Cert, "--tls-key", f.Key, "--peer-ca", f.CA}
 	}
 	a := startTLSServe(t, hc, append([]string{"--id", "a"}, flags(files[0])...)...)
 	b := startTLSServe(t, hc, append([]string{"--id", "b", "--join", a}, flags(files[1])...)...)
@@ -512,7 +512,7 @@ func TestTLSJoin(t *testing.T) {
 // from, or Raft would accept anyone.
 func TestServeTLSFlagErrors(t *testing.T) {
 	_, f := testCerts(t, t.TempDir(), "server")
-	raft := freeAddr(t)
+	raft := "127.0.0.1:0"
 	for _, tc := range []struct {
 		args []string
 		want string

@@ -9,7 +9,8 @@ import (
 
 // ReserveAddrs returns n distinct loopback addresses whose ports were bound
 // a moment ago, for a fixed cluster whose Raft addresses must be named
-// (--peers) before any node runs, and whose nodes restart on them. They are
+// (--peers) before any node runs, and whose nodes restart on them (a
+// cluster that grows by joining needs none: its nodes bind port 0). They are
 // taken below the kernel's ephemeral range when it is known: a node
 // restarted on its ports must not find one taken by the local end of some
 // outgoing connection, as happens to ports the kernel hands out. Every

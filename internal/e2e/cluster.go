@@ -11,16 +11,44 @@ import (
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
 )
 
-// Cluster is a fixed cluster of nodes (booted with --peers).
+// Cluster is a cluster of nodes, grown by joining (NewCluster) or fixed
+// (NewPeersCluster).
 type Cluster struct {
 	Nodes []*Node
+	// joined: the first node bootstraps and the others join it, each
+	// through the URLs of the nodes before it (learned as they start).
+	joined bool
 }
 
-// NewCluster lays out size nodes n1…nSIZE under dir (data folders and logs),
-// each on reserved API and Raft addresses, booting together with --peers
-// naming every Raft address; args follow for every node. Nothing runs yet:
-// Start runs them, or the caller adjusts a node first.
+// NewCluster lays out size nodes n1…nSIZE under dir (data folders and logs)
+// that learn their ports: each listens and runs Raft on 127.0.0.1:0, n1
+// starts a new cluster and the others join it. args follow for every
+// node. Nothing runs yet: Start runs them, or the caller adjusts a node
+// first. A node restarts on the ports it printed at its first start.
 func NewCluster(bin, dir string, size int, args ...string) (*Cluster, error) {
+	c := &Cluster{joined: true}
+	for i := range size {
+		id := fmt.Sprintf("n%d", i+1)
+		c.Nodes = append(c.Nodes, &Node{ID: id, Bin: bin, Addr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0",
+			Data: filepath.Join(dir, id), LogPath: filepath.Join(dir, id+".log"),
+			Args: append([]string{"--id", id}, args...)})
+	}
+	return c, nil
+}
+
+// NewSingle lays out one node, n1, without a Raft port (a lone server, as
+// `dlm serve` runs by default) under dir, listening on 127.0.0.1:0, with
+// args. Start runs it until it leads.
+func NewSingle(bin, dir string, args ...string) *Cluster {
+	return &Cluster{Nodes: []*Node{{ID: "n1", Bin: bin, Addr: "127.0.0.1:0",
+		Data: filepath.Join(dir, "n1"), LogPath: filepath.Join(dir, "n1.log"), Args: args}}}
+}
+
+// NewPeersCluster is NewCluster for a fixed cluster booted with --peers,
+// for tests of --peers itself: every Raft address must be named before any
+// node starts, so they are reserved (ReserveAddrs), as are the API's. The
+// nodes may start in any order, each by itself.
+func NewPeersCluster(bin, dir string, size int, args ...string) (*Cluster, error) {
 	addrs, err := ReserveAddrs(2 * size)
 	if err != nil {
 		return nil, err
@@ -34,23 +62,85 @@ func NewCluster(bin, dir string, size int, args ...string) (*Cluster, error) {
 		peers = append(peers, id+"="+addrs[2*i+1])
 	}
 	for _, n := range c.Nodes {
-		n.Args = append([]string{"--id", n.ID, "--raft", n.RaftAddr, "--peers", strings.Join(peers, ",")}, args...)
+		n.Args = append([]string{"--id", n.ID, "--peers", strings.Join(peers, ",")}, args...)
 	}
 	return c, nil
 }
 
 // Start runs every node (each until it serves) and waits until they agree
-// on a leader.
+// on a leader. A joined cluster starts its first node until it leads, then
+// the others, joining through the nodes already up, and waits until every
+// node is a voter.
 func (c *Cluster) Start(ctx context.Context) error {
-	for _, n := range c.Nodes {
-		if err := n.Start(); err != nil {
-			c.Kill()
-			return err
+	if !c.joined {
+		for _, n := range c.Nodes {
+			if err := n.Start(); err != nil {
+				c.Kill()
+				return err
+			}
 		}
+	} else if err := c.startJoined(ctx); err != nil {
+		c.Kill()
+		return err
 	}
 	if _, err := c.AwaitLeader(ctx, 30*time.Second); err != nil {
 		c.Kill()
 		return err
+	}
+	return nil
+}
+
+func (c *Cluster) startJoined(ctx context.Context) error {
+	first := c.Nodes[0]
+	if err := first.Start(); err != nil {
+		return err
+	}
+	if err := first.AwaitLeading(30 * time.Second); err != nil {
+		return err
+	}
+	var urls []string
+	for i, n := range c.Nodes {
+		urls = append(urls, n.URL())
+		if i == 0 {
+			continue
+		}
+		if n.Incarnation() == 0 {
+			// Later starts keep the flag: joining again is a no-op.
+			n.Args = append(n.Args, "--join", strings.Join(urls[:i], ","))
+		}
+		if err := n.Start(); err != nil {
+			return err
+		}
+		urls[i] = n.URL()
+	}
+	return c.AwaitVoters(ctx, 30*time.Second)
+}
+
+// AwaitVoters waits until the leader lists every node of the cluster as a
+// voter, bounded by limit.
+func (c *Cluster) AwaitVoters(ctx context.Context, limit time.Duration) error {
+	err := Await(ctx, limit, 50*time.Millisecond, func() (bool, string) {
+		leader := c.Leader(ctx)
+		if leader == nil {
+			return false, "no leader"
+		}
+		st, err := leader.Status(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		voters := make(map[string]bool)
+		for _, m := range st.GetMembers() {
+			voters[m.GetId()] = m.GetSuffrage() == "voter"
+		}
+		for _, n := range c.Nodes {
+			if !voters[n.ID] {
+				return false, fmt.Sprintf("%s is not a voter: members %v", n.ID, st.GetMembers())
+			}
+		}
+		return true, ""
+	})
+	if err != nil {
+		return fmt.Errorf("every node a voter: %w", err)
 	}
 	return nil
 }

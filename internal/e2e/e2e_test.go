@@ -150,6 +150,23 @@ func TestClusterFailoverAndReplicas(t *testing.T) {
 	if err := c.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// The nodes joined on ports they chose, and the harness learned them.
+	st, err := c.Nodes[0].Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.Nodes {
+		if strings.HasSuffix(n.Addr, ":0") || strings.HasSuffix(n.RaftAddr, ":0") || n.RaftAddr == "" {
+			t.Fatalf("%s: API %s, Raft %s: a port was not learned", n.ID, n.Addr, n.RaftAddr)
+		}
+		found := false
+		for _, m := range st.GetMembers() {
+			found = found || (m.GetId() == n.ID && m.GetRaftAddress() == n.RaftAddr && m.GetSuffrage() == "voter")
+		}
+		if !found {
+			t.Fatalf("%s at Raft %s is not a voter there: %v", n.ID, n.RaftAddr, st.GetMembers())
+		}
+	}
 	cl, err := client.New(ctx, c.URLs(), client.WithRetryBudget(45*time.Second))
 	if err != nil {
 		t.Fatal(err)

@@ -29,11 +29,12 @@ type Node struct {
 	ID   string
 	Bin  string
 	Addr string // the API's host:port; a port 0 is replaced by the one the process chose
-	// RaftAddr is the --raft address ("" for a node without Raft peers),
-	// recorded for tests; Args carry the flag.
+	// RaftAddr is the --raft address the harness passes ("": none); a
+	// port 0 is replaced by the one the process chose, so that a restart
+	// comes back on it (the Raft configuration keeps a member's address).
 	RaftAddr string
 	Data     string
-	// Args follow `serve --listen ADDR --data DATA`.
+	// Args follow `serve --listen ADDR --data DATA [--raft RAFTADDR]`.
 	Args    []string
 	Env     []string // added to this process's environment
 	LogPath string   // stdout and stderr of every incarnation, appended
@@ -146,7 +147,11 @@ func (n *Node) Spawn() error {
 	if n.logOffset, err = logs.Seek(0, 2); err != nil {
 		return err
 	}
-	args := append([]string{"serve", "--listen", n.Addr, "--data", n.Data}, n.Args...)
+	args := []string{"serve", "--listen", n.Addr, "--data", n.Data}
+	if n.RaftAddr != "" {
+		args = append(args, "--raft", n.RaftAddr)
+	}
+	args = append(args, n.Args...)
 	cmd := exec.Command(n.Bin, args...)
 	cmd.Env = append(os.Environ(), n.Env...)
 	cmd.Stdout, cmd.Stderr = logs, logs
@@ -163,8 +168,8 @@ func (n *Node) Spawn() error {
 }
 
 // AwaitServing waits until this incarnation prints its serving line (a
-// port 0 is learned from it, so restarts reuse the port) and answers
-// Status, or exits.
+// port 0, of the API or of Raft, is learned from it, so restarts reuse the
+// port) and answers Status, or exits.
 func (n *Node) AwaitServing(limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	exited := n.Exited()
@@ -201,13 +206,22 @@ func (n *Node) learnURL() error {
 	if !ok {
 		return errors.New("no serving line yet")
 	}
-	url, _, ok := strings.Cut(rest, " ")
+	line, _, ok := strings.Cut(rest, "\n")
 	if !ok {
 		return errors.New("no serving line yet")
 	}
+	url, note, _ := strings.Cut(line, " ")
 	scheme, addr, ok := strings.Cut(url, "://")
 	if !ok {
 		return fmt.Errorf("serving line names %q", url)
+	}
+	if n.RaftAddr != "" {
+		// "(raft on HOST:PORT, data in DIR)"
+		_, raftAddr, ok := strings.Cut(note, "raft on ")
+		if raftAddr, _, _ = strings.Cut(raftAddr, ","); !ok || raftAddr == "" {
+			return fmt.Errorf("serving line %q names no Raft address", line)
+		}
+		n.RaftAddr = raftAddr
 	}
 	n.scheme, n.Addr = scheme+"://", addr
 	return nil

@@ -103,6 +103,8 @@ func (c Config) Validate() error {
 		return bad("DataDir", "is empty: a node needs a data folder")
 	case (c.Join || len(c.Peers) > 0) && c.RaftAddr == "" && c.transport == nil:
 		return bad("RaftAddr", "is empty: a cluster member ({Join}, {Peers}) needs a Raft address")
+	case len(c.Peers) > 0 && strings.HasSuffix(c.RaftAddr, ":0"):
+		return bad("RaftAddr", "has port 0: a fixed cluster ({Peers}) names every Raft address before it starts")
 	}
 	for _, err := range []error{
 		atLeast("MinLease", c.MinLease, time.Millisecond),

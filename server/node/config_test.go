@@ -56,6 +56,10 @@ func TestValidateRefusesEachBadField(t *testing.T) {
 		{"DataDir", func(c *Config) { c.DataDir = "" }, "data folder"},
 		{"RaftAddr", func(c *Config) { c.Join = true }, "Raft address"},
 		{"RaftAddr", func(c *Config) { c.Peers = []Peer{{ID: "a", RaftAddr: "127.0.0.1:1"}} }, "Raft address"},
+		{"RaftAddr", func(c *Config) {
+			c.RaftAddr = "127.0.0.1:0"
+			c.Peers = []Peer{{ID: "a", RaftAddr: "127.0.0.1:0"}}
+		}, "port 0"},
 		{"MinLease", func(c *Config) { c.MinLease = 0 }, "at least 1ms"},
 		{"DefaultLease", func(c *Config) { c.DefaultLease = c.MinLease - 1 }, "at least MinLease"},
 		{"MaxLease", func(c *Config) { c.MaxLease = c.DefaultLease - 1 }, "at least DefaultLease"},

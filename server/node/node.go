@@ -36,7 +36,10 @@ type Config struct {
 	// first start; empty means the stored one (or "node1" for a new folder).
 	ID string
 	// RaftAddr is the host:port of the Raft transport, both bound and
-	// advertised. Empty runs a single node with no Raft port.
+	// advertised. Empty runs a single node with no Raft port. Port 0 binds
+	// a port the system chooses and advertises it (Node.RaftAddr): only
+	// for a node's first start, as the Raft configuration keeps the
+	// address and a restart must come back on it.
 	RaftAddr string
 	// Peers, for a new folder, boots a fixed cluster of these members (this
 	// node among them).
@@ -255,19 +258,39 @@ func (n *Node) startRaft() error {
 		if err != nil {
 			return fmt.Errorf("node: raft address: %w", err)
 		}
+		if adv.Port == 0 {
+			// Checked before the transport binds anything.
+			if err := learnablePort(adv, w, snaps); err != nil {
+				return err
+			}
+			adv = nil // advertise the port the listener got
+		}
 		var tcp *raft.NetworkTransport
 		if cfg.RaftTLS != nil {
-			stream, serr := newTLSStream(cfg.RaftAddr, adv, cfg.RaftTLS)
+			var advertise net.Addr // a nil *net.TCPAddr in it would not be nil
+			if adv != nil {
+				advertise = adv
+			}
+			stream, serr := newTLSStream(cfg.RaftAddr, advertise, cfg.RaftTLS)
 			if serr != nil {
 				return fmt.Errorf("node: raft transport: %w", serr)
 			}
 			tcp = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 				Stream: stream, MaxPool: 3, Timeout: 5 * time.Second, Logger: hlog,
 			})
-		} else if tcp, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, adv, 3, 5*time.Second, hlog); err != nil {
-			return fmt.Errorf("node: raft transport: %w", err)
+		} else {
+			var advertise net.Addr
+			if adv != nil {
+				advertise = adv
+			}
+			if tcp, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, advertise, 3, 5*time.Second, hlog); err != nil {
+				return fmt.Errorf("node: raft transport: %w", err)
+			}
 		}
 		addr, trans = tcp.LocalAddr(), tcp
+		// From here on the node names itself by the bound address (in its
+		// bootstrap configuration, when joining, when announcing).
+		n.cfg.RaftAddr = string(addr)
 	}
 	n.trans = trans
 
@@ -294,6 +317,29 @@ func (n *Node) startRaft() error {
 	n.raft = r
 	return nil
 }
+
+// learnablePort refuses a Raft address with port 0 (to be chosen at
+// bind) where it cannot work: a host that names no one interface cannot
+// be advertised, and a node with Raft state is in a configuration that
+// keeps its address, so it must come back on the port it had.
+func learnablePort(adv *net.TCPAddr, w *logStore, snaps raft.SnapshotStore) error {
+	if adv.IP == nil || adv.IP.IsUnspecified() {
+		return fmt.Errorf("node: raft address %s: port 0 needs a host to advertise, not %q", adv, adv.IP)
+	}
+	exists, err := raft.HasExistingState(w, w, snaps)
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	if exists {
+		return errors.New("node: raft address with port 0, but this node has Raft state: its peers know it by the address it had; give that address")
+	}
+	return nil
+}
+
+// RaftAddr is the address the node's Raft transport advertises: the
+// configured one, with a port 0 replaced by the bound port ("" for a
+// single node without a Raft port).
+func (n *Node) RaftAddr() string { return n.cfg.RaftAddr }
 
 // closeStores closes what Open opened and reports what failed to close: a
 // store that cannot flush on close may have lost the last writes.

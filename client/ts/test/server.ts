@@ -1,5 +1,6 @@
-// Test helpers: build and run a real dlm server on loopback.
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+// Test helpers: real dlm servers and clusters on loopback, run by the Go
+// end-to-end harness (internal/e2e/cmd/e2e-cluster).
+import { execFileSync, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -33,13 +34,21 @@ export function goBinary(pkg: string, env: string): string {
   return bin;
 }
 
+/** TLSFiles are the PEM files of a TLS server's CA and of a client certificate it signed. */
+export interface TLSFiles {
+  ca: string;
+  cert: string;
+  key: string;
+}
+
 /** Server is one running dlm node. */
 export interface Server {
   /** The base URL of its API, such as http://127.0.0.1:40123. */
   url: string;
   dataDir: string;
-  proc: ChildProcess;
-  /** stop ends the server (SIGTERM, then SIGKILL after 5 s) and removes its data. */
+  /** With ServerOptions.tls: the CA the server's certificate comes from, and a client certificate. */
+  tls?: TLSFiles;
+  /** stop ends the server and removes its data. */
   stop(): Promise<void>;
 }
 
@@ -50,68 +59,24 @@ export interface ServerOptions {
   minLease?: string;
   /** The test uses the dashboard, which dlm serve always serves at /. */
   dashboard?: boolean;
-  /** More arguments for dlm serve, such as --id, --raft and --peers. */
+  /** More arguments for dlm serve, such as --cors-origin. */
   args?: string[];
+  /** Serve over TLS with a throw-away CA; "mutual" also requires a client certificate. */
+  tls?: boolean | "mutual";
 }
 
 /** testAdminToken is the admin token of every test server. */
 export const testAdminToken = "ts-test-admin-token-0123456789abcdef";
 
-/** startServer starts a dlm node on a free loopback port with fresh data. */
+/**
+ * startServer starts one dlm server without Raft, on a loopback port it
+ * chooses with fresh data, through the Go end-to-end harness (e2e-cluster
+ * --single), as the Go tests start theirs.
+ */
 export async function startServer(opts: ServerOptions = {}): Promise<Server> {
-  const bin = goBinary("./cmd/dlm", "DLM_BIN");
-  const dataDir = mkdtempSync(join(tmpdir(), "dlm-ts-data-"));
-  const args = ["serve"];
-  args.push("--listen", "127.0.0.1:0", "--data", dataDir);
-  if (opts.lease) {
-    args.push("--lease", opts.lease);
-  }
-  if (opts.minLease) {
-    args.push("--min-lease", opts.minLease);
-  }
-  args.push(...(opts.args ?? []));
-  // Members of a cluster share one admin token (they announce themselves to
-  // the leader with it); a node started alone writes it to its data folder.
-  const env = { ...process.env, DLM_TOKEN: process.env.DLM_TOKEN || testAdminToken };
-  const proc = spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"], env });
-  let stderr = "";
-  proc.stderr?.on("data", (b: Buffer) => {
-    stderr += b.toString();
-    if (process.env.DLM_TEST_VERBOSE) {
-      process.stderr.write(b);
-    }
-  });
-  const exited = new Promise<void>((res) => proc.once("exit", () => res()));
-  const url = await new Promise<string>((res, rej) => {
-    let out = "";
-    const timer = setTimeout(() => rej(new Error(`dlm did not start within 30s: ${stderr}`)), 30_000);
-    proc.stdout?.on("data", (b: Buffer) => {
-      out += b.toString();
-      const m = /serving on (https?:\/\/\S+)/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        res(m[1]);
-      }
-    });
-    proc.once("exit", (code) => {
-      clearTimeout(timer);
-      rej(new Error(`dlm exited (${code}) before serving: ${stderr}`));
-    });
-  });
-  return {
-    url,
-    dataDir,
-    proc,
-    async stop() {
-      if (proc.exitCode === null && proc.signalCode === null) {
-        proc.kill("SIGTERM");
-        const t = setTimeout(() => proc.kill("SIGKILL"), 5000);
-        await exited;
-        clearTimeout(t);
-      }
-      rmSync(dataDir, { recursive: true, force: true });
-    },
-  };
+  const f = await runFixture(["--single"], opts);
+  const n = f.nodes[0];
+  return { url: n.url, dataDir: n.data, tls: f.tls, stop: f.stop };
 }
 
 /** ClusterNode is one node of a cluster run by the e2e harness. */
@@ -125,9 +90,11 @@ export interface ClusterNode {
   log: string;
 }
 
-/** Cluster is a fixed dlm cluster run by the e2e harness (internal/e2e/cmd/e2e-cluster). */
+/** Cluster is a dlm cluster run by the e2e harness (internal/e2e/cmd/e2e-cluster). */
 export interface Cluster {
   nodes: ClusterNode[];
+  /** With ClusterOptions.tls: the CA the nodes' certificates come from, and a client certificate. */
+  tls?: TLSFiles;
   /** kill kills a node with SIGKILL and waits until it is gone. */
   kill(id: string): Promise<void>;
   /** start starts a killed node again, on the same addresses and data, until it serves. */
@@ -147,28 +114,83 @@ export interface ClusterOptions {
   args?: string[];
   /** More dlm serve arguments for one node, by id ("n1"…). */
   nodeArgs?: Record<string, string[]>;
+  /** API and Raft over TLS with a throw-away CA; "mutual" also requires client certificates. */
+  tls?: boolean | "mutual";
 }
 
 interface FixtureAnswer {
   nodes?: ClusterNode[];
+  tls?: TLSFiles;
   leader?: string;
   diffs?: string[];
   error?: string;
 }
 
 /**
- * startCluster runs a fixed cluster through the Go end-to-end harness (the
- * one the Go tests use), which reserves the addresses, starts the nodes and
- * waits until they agree on a leader; the test then drives it by commands.
+ * startCluster runs a cluster through the Go end-to-end harness (the one
+ * the Go tests use): the first node starts it, the others join it on ports
+ * they choose, and it waits until every node is a voter and they agree on
+ * a leader; the test then drives it by commands.
  */
 export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> {
-  const dlm = goBinary("./cmd/dlm", "DLM_BIN");
-  const fixture = goBinary("./internal/e2e/cmd/e2e-cluster", "DLM_E2E_CLUSTER_BIN");
-  const args = ["--dlm", dlm, "--nodes", String(opts.nodes ?? 3)];
+  const args = ["--nodes", String(opts.nodes ?? 3)];
   for (const [id, extra] of Object.entries(opts.nodeArgs ?? {})) {
     for (const a of extra) {
       args.push("--arg", `${id}=${a}`);
     }
+  }
+  const f = await runFixture(args, opts);
+  const nodes = f.nodes;
+  const refresh = (a: FixtureAnswer) => {
+    for (const n of a.nodes ?? []) {
+      const i = nodes.findIndex((m) => m.id === n.id);
+      if (i >= 0) {
+        nodes[i] = n;
+      }
+    }
+  };
+  return {
+    nodes,
+    tls: f.tls,
+    async kill(id) {
+      refresh(await f.command(`kill ${id}`));
+    },
+    async start(id) {
+      refresh(await f.command(`start ${id}`));
+    },
+    async leader() {
+      const a = await f.command("leader");
+      refresh(a);
+      return a.leader as string;
+    },
+    stop: f.stop,
+  };
+}
+
+interface Fixture {
+  nodes: ClusterNode[];
+  tls?: TLSFiles;
+  command(line: string): Promise<FixtureAnswer>;
+  stop(): Promise<void>;
+}
+
+/**
+ * runFixture starts e2e-cluster with args (before the serve arguments that
+ * opts give) and waits for its first answer, which names the nodes once
+ * they agree on a leader.
+ */
+async function runFixture(
+  args: string[],
+  opts: { lease?: string; minLease?: string; args?: string[]; tls?: boolean | "mutual" },
+): Promise<Fixture> {
+  const dlm = goBinary("./cmd/dlm", "DLM_BIN");
+  const fixture = goBinary("./internal/e2e/cmd/e2e-cluster", "DLM_E2E_CLUSTER_BIN");
+  args = ["--dlm", dlm, ...args];
+  if (opts.tls) {
+    args.push("--tls");
+  }
+  if (opts.tls === "mutual") {
+    args.push("--tls-client-certs");
   }
   args.push("--");
   if (opts.lease) {
@@ -178,11 +200,16 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
     args.push("--min-lease", opts.minLease);
   }
   args.push(...(opts.args ?? []));
+  // Members of a cluster share one admin token (they join and announce
+  // themselves with it), as do the harness's own calls.
   const env = { ...process.env, DLM_TOKEN: process.env.DLM_TOKEN || testAdminToken };
   const proc = spawn(fixture, args, { stdio: ["pipe", "pipe", "pipe"], env });
   let stderr = "";
   proc.stderr?.on("data", (b: Buffer) => {
     stderr += b.toString();
+    if (process.env.DLM_TEST_VERBOSE) {
+      process.stderr.write(b);
+    }
   });
   const exited = new Promise<void>((res) => proc.once("exit", () => res()));
   // Answers arrive one JSON line each, in the order of the commands.
@@ -213,11 +240,25 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
         res(v);
       });
     });
-  const first = await next(90_000);
+  const stop = async () => {
+    if (proc.exitCode === null && proc.signalCode === null) {
+      proc.stdin?.end();
+      const t = setTimeout(() => proc.kill("SIGKILL"), 20_000);
+      await exited;
+      clearTimeout(t);
+    }
+  };
+  let first: FixtureAnswer;
+  try {
+    first = await next(90_000);
+  } catch (err) {
+    await stop();
+    throw err;
+  }
   if (first.error || !first.nodes) {
+    await stop();
     throw new Error(`e2e-cluster: ${first.error ?? "no nodes"}`);
   }
-  const nodes = first.nodes;
   const command = async (line: string): Promise<FixtureAnswer> => {
     const answer = next(60_000);
     proc.stdin?.write(`${line}\n`);
@@ -227,36 +268,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
     }
     return a;
   };
-  const refresh = (a: FixtureAnswer) => {
-    for (const n of a.nodes ?? []) {
-      const i = nodes.findIndex((m) => m.id === n.id);
-      if (i >= 0) {
-        nodes[i] = n;
-      }
-    }
-  };
-  return {
-    nodes,
-    async kill(id) {
-      refresh(await command(`kill ${id}`));
-    },
-    async start(id) {
-      refresh(await command(`start ${id}`));
-    },
-    async leader() {
-      const a = await command("leader");
-      refresh(a);
-      return a.leader as string;
-    },
-    async stop() {
-      if (proc.exitCode === null && proc.signalCode === null) {
-        proc.stdin?.end();
-        const t = setTimeout(() => proc.kill("SIGKILL"), 20_000);
-        await exited;
-        clearTimeout(t);
-      }
-    },
-  };
+  return { nodes: first.nodes, tls: first.tls, command, stop };
 }
 
 /**

@@ -1,8 +1,10 @@
-// Command e2e-cluster runs a fixed dlm cluster of real processes through
-// the e2e harness for tests written in other languages (the TypeScript
-// client's and the dashboard's): it starts the nodes, prints one JSON line
-// describing them once they agree on a leader, then takes one command a
-// line on stdin and answers each with one JSON line:
+// Command e2e-cluster runs dlm servers as real processes through the e2e
+// harness for tests written in other languages (the TypeScript client's
+// and the dashboard's): a cluster that grows by joining on ports it
+// chooses (e2e.NewCluster), or with --single one server without Raft. It
+// starts the nodes, prints one JSON line describing them (and, with --tls,
+// the CA and a client certificate) once they agree on a leader, then takes
+// one command a line on stdin and answers each with one JSON line:
 //
 //	kill ID     SIGKILL, wait until gone
 //	start ID    start again on the same addresses and data, until it serves
@@ -14,7 +16,8 @@
 // End of stdin, SIGINT or SIGTERM kills every node and removes the data
 // unless --data was given.
 //
-//	e2e-cluster --dlm BIN [--nodes 3] [--data DIR] [--arg n1=--cors-origin=URL]… [-- SERVE ARGS…]
+//	e2e-cluster --dlm BIN [--nodes 3 | --single] [--tls [--tls-client-certs]] [--data DIR]
+//	            [--arg n1=--cors-origin=URL]… [-- SERVE ARGS…]
 package main
 
 import (
@@ -27,6 +30,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -43,8 +47,17 @@ type nodeInfo struct {
 	Log  string `json:"log"`
 }
 
+// tlsInfo names the PEM files of the nodes' CA and of a client
+// certificate it signed.
+type tlsInfo struct {
+	CA   string `json:"ca"`
+	Cert string `json:"cert"`
+	Key  string `json:"key"`
+}
+
 type answer struct {
 	Nodes  []nodeInfo `json:"nodes,omitempty"`
+	TLS    *tlsInfo   `json:"tls,omitempty"`
 	Leader string     `json:"leader,omitempty"`
 	Diffs  []string   `json:"diffs,omitempty"`
 	Error  string     `json:"error,omitempty"`
@@ -74,6 +87,9 @@ func run(args []string, stdin io.Reader, stdout io.Writer) error {
 	fs := flag.NewFlagSet("e2e-cluster", flag.ContinueOnError)
 	bin := fs.String("dlm", os.Getenv("DLM_BIN"), "the dlm binary (default $DLM_BIN)")
 	size := fs.Int("nodes", 3, "number of nodes")
+	single := fs.Bool("single", false, "one server without Raft (n1), instead of a cluster")
+	useTLS := fs.Bool("tls", false, "serve the API and Raft over TLS with a throw-away CA")
+	clientCerts := fs.Bool("tls-client-certs", false, "with --tls: the nodes require a client certificate (mutual TLS)")
 	data := fs.String("data", "", "folder for the nodes' data and logs (default: a temporary one, removed at the end)")
 	extra := nodeArgs{}
 	fs.Var(extra, "arg", "ID=ARG: one more dlm serve argument for node ID (repeatable)")
@@ -95,12 +111,28 @@ func run(args []string, stdin io.Reader, stdout io.Writer) error {
 		defer os.RemoveAll(tmp)
 		dir = tmp
 	}
-	c, err := e2e.NewCluster(*bin, dir, *size, fs.Args()...)
-	if err != nil {
+	if *clientCerts && !*useTLS {
+		return errors.New("--tls-client-certs needs --tls")
+	}
+	var (
+		c   *e2e.Cluster
+		err error
+	)
+	if *single {
+		c = e2e.NewSingle(*bin, dir, fs.Args()...)
+	} else if c, err = e2e.NewCluster(*bin, dir, *size, fs.Args()...); err != nil {
 		return err
 	}
 	for _, n := range c.Nodes {
 		n.Args = append(n.Args, extra[n.ID]...)
+	}
+	var tlsFiles *tlsInfo
+	if *useTLS {
+		f, err := c.UseTLS(filepath.Join(dir, "tls"), *clientCerts)
+		if err != nil {
+			return err
+		}
+		tlsFiles = &tlsInfo{CA: f.CA, Cert: f.Cert, Key: f.Key}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -109,7 +141,7 @@ func run(args []string, stdin io.Reader, stdout io.Writer) error {
 		return err
 	}
 	enc := json.NewEncoder(stdout)
-	if err := enc.Encode(answer{Nodes: infos(c.Nodes)}); err != nil {
+	if err := enc.Encode(answer{Nodes: infos(c.Nodes), TLS: tlsFiles}); err != nil {
 		return err
 	}
 	lines := make(chan string)
