@@ -25,8 +25,18 @@ func TestReleaseRetriedAfterExpiryReportsTheCommit(t *testing.T) {
 	defer c.close()
 	st := newStack(c.hostMap())
 	gate := make(chan struct{})
-	defer close(gate)
-	cl, err := client.New(ctx, c.urls(), client.WithHTTPClient(st.hc), client.WithLease(time.Second),
+	var cl *client.Client
+	defer func() {
+		close(gate)
+		// The session has expired by now; Close still stops its keepalive
+		// goroutine, which leakcheck would otherwise find running.
+		if cl != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			cl.Close(ctx)
+			cancel()
+		}
+	}()
+	cl, err = client.New(ctx, c.urls(), client.WithHTTPClient(st.hc), client.WithLease(time.Second),
 		client.WithRetryBudget(10*time.Second), client.WithAttemptTimeout(time.Second))
 	if err != nil {
 		t.Fatal(err)

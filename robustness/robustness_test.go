@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/dlm/dlm/internal/leakcheck"
 )
 
 var (
@@ -41,7 +43,9 @@ func TestMain(m *testing.M) {
 		os.Exit(runPeer(os.Stdin, os.Stdout))
 	}
 	flag.Parse()
+	before := leakcheck.Goroutines()
 	code := m.Run()
+	code = leakcheck.After(code, before)
 	if len(allResults) > 0 {
 		fmt.Println(summary(allResults))
 	}

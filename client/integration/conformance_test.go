@@ -48,16 +48,23 @@ type conformanceScenario struct {
 		InitBurst   int     `json:"init_burst"`
 		AuthTokens  bool    `json:"auth_tokens"`
 		MinFree     int64   `json:"min_free_space"`
+		// Nodes, when above 1, runs a replicated cluster (with the default
+		// configuration) instead of one server, so that steps can go to a
+		// follower.
+		Nodes int `json:"nodes"`
 	} `json:"server"`
 	ClientOptions struct {
 		Token             string `json:"token"`
 		DeadEndpointFirst bool   `json:"dead_endpoint_first"`
+		FollowerFirst     bool   `json:"follower_first"`
 	} `json:"client_options"`
 	Steps []conformanceStep `json:"steps"`
 }
 
 type conformanceStep struct {
-	RPC     string          `json:"rpc"`
+	RPC string `json:"rpc"`
+	// At is "follower" to send a raw call to a follower, not the leader.
+	At      string          `json:"at"`
 	Request json.RawMessage `json:"request"`
 	Save    string          `json:"save"`
 	Client  string          `json:"client"`
@@ -93,22 +100,38 @@ func TestConformance(t *testing.T) {
 
 func runScenario(t *testing.T, tokens map[string]string, sc conformanceScenario) {
 	cfg := &node.Config{MaxAppendBytes: sc.Server.MaxAppend, MaxSectionBytes: sc.Server.MaxSection, MaxFileBytes: sc.Server.MaxFileSize, MaxSessions: sc.Server.MaxSessions, MinFreeSpace: sc.Server.MinFree}
-	var srv *servertest.Server
-	if sc.Server.AuthTokens {
+	var (
+		leaderURL string
+		nodes     []*clusterNode
+	)
+	switch {
+	case sc.Server.Nodes > 1:
+		nodes = startCluster(t, sc.Server.Nodes)
+		leaderURL = awaitLeader(t, nodes).url
+	case sc.Server.AuthTokens:
 		creds := []auth.Credential{{Role: auth.Client, Token: tokens["client"]}, {Role: auth.Read, Token: tokens["read"]}}
-		srv = servertest.StartGuarded(t, cfg, auth.NewGuard(servertest.AdminToken, creds, true))
-	} else {
+		leaderURL = servertest.StartGuarded(t, cfg, auth.NewGuard(servertest.AdminToken, creds, true)).URL
+	default:
 		var opts []service.Option
 		if sc.Server.InitRate > 0 {
 			opts = append(opts, service.WithInitRate(service.InitRate{Rate: sc.Server.InitRate, Burst: sc.Server.InitBurst}))
 		}
-		srv = servertest.Start(t, cfg, opts...)
+		leaderURL = servertest.Start(t, cfg, opts...).URL
 	}
-	endpoints := []string{srv.URL}
+	endpoints := []string{leaderURL}
 	if sc.ClientOptions.DeadEndpointFirst {
 		endpoints = append([]string{silentEndpoint(t)}, endpoints...)
 	}
-	raw := dlmv1connect.NewLockServiceClient(servertest.HTTPClient(), srv.URL)
+	if sc.ClientOptions.FollowerFirst {
+		endpoints = append([]string{followerOf(t, nodes)}, endpoints...)
+	}
+	rawAt := func(url string) rawClients {
+		return rawClients{
+			lock:    dlmv1connect.NewLockServiceClient(servertest.HTTPClient(), url),
+			cluster: dlmv1connect.NewClusterServiceClient(servertest.HTTPClient(), url, connect.WithInterceptors(adminToken)),
+		}
+	}
+	raw := rawAt(leaderURL)
 
 	var retries atomic.Int64
 	opts := []client.Option{
@@ -134,7 +157,11 @@ func runScenario(t *testing.T, tokens map[string]string, sc conformanceScenario)
 		var err error
 		what := st.RPC
 		if st.RPC != "" {
-			err = rawCall(ctx, raw, st, vars)
+			api := raw
+			if st.At == "follower" {
+				api = rawAt(followerOf(t, nodes))
+			}
+			err = rawCall(ctx, api, st, vars)
 		} else {
 			what = st.Client
 			switch st.Client {
@@ -194,10 +221,43 @@ func runScenario(t *testing.T, tokens map[string]string, sc conformanceScenario)
 	}
 }
 
-// rawCall sends one LockService request, written in protojson with
+// adminToken sends the servers' admin token, which ClusterService needs.
+var adminToken = connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		req.Header().Set("Authorization", "Bearer "+servertest.AdminToken)
+		return next(ctx, req)
+	}
+})
+
+// followerOf is the URL of a node that follows a known leader now: an
+// election can move the lead (a busy machine misses heartbeats), so the
+// runner picks the follower when a step needs one.
+func followerOf(t *testing.T, nodes []*clusterNode) string {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for i := 0; time.Now().Before(deadline) && i < 1000; i++ {
+		for _, n := range nodes {
+			st, err := n.node.Status(t.Context(), node.StatusQuery{PageSize: 1})
+			if err == nil && st.Node.Role == "follower" && st.Node.LeaderURL != "" {
+				return n.url
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("no node follows a known leader")
+	return ""
+}
+
+// rawClients are the services the raw steps call.
+type rawClients struct {
+	lock    dlmv1connect.LockServiceClient
+	cluster dlmv1connect.ClusterServiceClient
+}
+
+// rawCall sends one LockService or ClusterService request, written in protojson with
 // ${name.field} taken from earlier answers, and saves the answer's ids
-// under st.Save.
-func rawCall(ctx context.Context, api dlmv1connect.LockServiceClient, st conformanceStep, vars map[string]string) error {
+// (ListMembers: the first member's id and raft_address) under st.Save.
+func rawCall(ctx context.Context, api rawClients, st conformanceStep, vars map[string]string) error {
 	body := string(st.Request)
 	for k, v := range vars {
 		body = strings.ReplaceAll(body, "${"+k+"}", v)
@@ -219,6 +279,12 @@ func rawCall(ctx context.Context, api dlmv1connect.LockServiceClient, st conform
 		req = &dlmv1.AppendFileRequest{}
 	case "Close":
 		req = &dlmv1.CloseRequest{}
+	case "AddMember":
+		req = &dlmv1.AddMemberRequest{}
+	case "RemoveMember":
+		req = &dlmv1.RemoveMemberRequest{}
+	case "ListMembers":
+		req = &dlmv1.ListMembersRequest{}
 	default:
 		return fmt.Errorf("no rpc %q in the runner", st.RPC)
 	}
@@ -227,7 +293,7 @@ func rawCall(ctx context.Context, api dlmv1connect.LockServiceClient, st conform
 	}
 	switch r := req.(type) {
 	case *dlmv1.InitRequest:
-		res, err := api.Init(ctx, connect.NewRequest(r))
+		res, err := api.lock.Init(ctx, connect.NewRequest(r))
 		if err != nil {
 			return err
 		}
@@ -236,20 +302,35 @@ func rawCall(ctx context.Context, api dlmv1connect.LockServiceClient, st conform
 			vars[st.Save+".secret"] = res.Msg.GetSecret()
 		}
 	case *dlmv1.LockAcquireRequest:
-		res, err := api.LockAcquire(ctx, connect.NewRequest(r))
+		res, err := api.lock.LockAcquire(ctx, connect.NewRequest(r))
 		if err != nil {
 			return err
 		}
 		save("token", res.Msg.GetToken())
 	case *dlmv1.LockReleaseRequest:
-		_, err := api.LockRelease(ctx, connect.NewRequest(r))
+		_, err := api.lock.LockRelease(ctx, connect.NewRequest(r))
 		return err
 	case *dlmv1.AppendFileRequest:
-		_, err := api.AppendFile(ctx, connect.NewRequest(r))
+		_, err := api.lock.AppendFile(ctx, connect.NewRequest(r))
 		return err
 	case *dlmv1.CloseRequest:
-		_, err := api.Close(ctx, connect.NewRequest(r))
+		_, err := api.lock.Close(ctx, connect.NewRequest(r))
 		return err
+	case *dlmv1.AddMemberRequest:
+		_, err := api.cluster.AddMember(ctx, connect.NewRequest(r))
+		return err
+	case *dlmv1.RemoveMemberRequest:
+		_, err := api.cluster.RemoveMember(ctx, connect.NewRequest(r))
+		return err
+	case *dlmv1.ListMembersRequest:
+		res, err := api.cluster.ListMembers(ctx, connect.NewRequest(r))
+		if err != nil {
+			return err
+		}
+		if ms := res.Msg.GetMembers(); st.Save != "" && len(ms) > 0 {
+			vars[st.Save+".id"] = ms[0].GetId()
+			vars[st.Save+".raft_address"] = ms[0].GetRaftAddress()
+		}
 	}
 	return nil
 }

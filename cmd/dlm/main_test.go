@@ -19,6 +19,7 @@ import (
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
 	"github.com/dlm/dlm/gen/go/dlm/v1/dlmv1connect"
 	"github.com/dlm/dlm/internal/e2e"
+	"github.com/dlm/dlm/internal/leakcheck"
 	"github.com/dlm/dlm/server/auth"
 	"github.com/dlm/dlm/server/servertest"
 )
@@ -46,7 +47,12 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	// Processes the tests start are not goroutines; the check counts what
+	// runs in this process: the commands run in it, servertest's servers,
+	// the proxies and the waits on child processes.
+	before := leakcheck.Goroutines()
 	code := m.Run()
+	code = leakcheck.After(code, before)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dlm/dlm/client"
+	"github.com/dlm/dlm/internal/leakcheck"
 )
 
 var bin string
@@ -27,7 +28,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	before := leakcheck.Goroutines()
 	code := m.Run()
+	code = leakcheck.After(code, before)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

@@ -25,14 +25,20 @@ func Goroutines() map[string]string { return goroutines() }
 // of ignore is not counted.
 func Main(m *testing.M, ignore ...string) {
 	before := goroutines()
-	code := m.Run()
+	os.Exit(After(m.Run(), before, ignore...))
+}
+
+// After is Main's check for a TestMain that does more around m.Run: given
+// m.Run's code and the goroutines from before it, it returns the code to
+// exit with, 1 (and the stacks on stderr) when the tests leaked.
+func After(code int, before map[string]string, ignore ...string) int {
 	if code == 0 {
 		if leaks := Leaked(before, Grace, ignore...); len(leaks) > 0 {
 			fmt.Fprintf(os.Stderr, "leakcheck: %d goroutines outlived the tests:\n\n%s\n", len(leaks), strings.Join(leaks, "\n\n"))
 			code = 1
 		}
 	}
-	os.Exit(code)
+	return code
 }
 
 // Leaked waits up to limit for every goroutine not in before (and not

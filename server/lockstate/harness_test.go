@@ -118,6 +118,24 @@ func callerOf(cmd *raftlogv1.Command) *raftlogv1.Caller {
 	return nil
 }
 
+// check is Admit for a request of method by cl, with no token.
+func check(m *lockstate.Machine, cl *raftlogv1.Caller, method raftlogv1.Method) (*raftlogv1.Outcome, dlmv1.ErrorReason) {
+	var cmd *raftlogv1.Command
+	switch method {
+	case raftlogv1.Method_METHOD_ACQUIRE:
+		cmd = acquireCmd(cl)
+	case raftlogv1.Method_METHOD_RELEASE:
+		cmd = releaseCmd(cl, 0)
+	case raftlogv1.Method_METHOD_APPEND:
+		cmd = appendCmd(cl, 0, "file_0", "x")
+	case raftlogv1.Method_METHOD_CLOSE:
+		cmd = closeCmd(cl)
+	default:
+		panic("check: no command for " + method.String())
+	}
+	return m.Admit(cmd)
+}
+
 // --- expected results ---------------------------------------------------------
 
 type mod func(*lockstate.Result)

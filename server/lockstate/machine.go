@@ -183,8 +183,8 @@ func fail(r dlmv1.ErrorReason) Result {
 }
 
 func (m *Machine) open(index uint64, now int64, op *raftlogv1.OpenSession) Result {
-	if max := op.GetMaxSessions(); max > 0 && uint64(len(m.sessions)) >= max {
-		return fail(dlmv1.ErrorReason_ERROR_REASON_TOO_MANY_SESSIONS)
+	if r := m.openLimit(op); r != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
+		return fail(r)
 	}
 	id := m.nextID
 	m.nextID++
@@ -200,12 +200,17 @@ func (m *Machine) open(index uint64, now int64, op *raftlogv1.OpenSession) Resul
 	return Result{Outcome: &raftlogv1.Outcome{}, ClientID: id, LeaseMs: op.GetLeaseMs()}
 }
 
-// authenticate finds the caller's session. It returns a recorded outcome
-// when the request is a repeat, and a reason when the call must fail without
-// being recorded.
-func (m *Machine) authenticate(c *raftlogv1.Caller, method raftlogv1.Method) (*session, *raftlogv1.Outcome, dlmv1.ErrorReason) {
+// admit is the one rule set for whether a caller's request runs: Admit
+// (the leader, before proposing) and Apply (every replica) both ask it, so
+// the fast path cannot answer otherwise than the log would. It returns the
+// session, a recorded outcome when the request is a repeat, and a reason
+// when the request must fail without being recorded. It changes nothing.
+func (m *Machine) admit(c *raftlogv1.Caller, method raftlogv1.Method) (*session, *raftlogv1.Outcome, dlmv1.ErrorReason) {
 	if o := m.endedOutcome(c); o != nil {
-		return nil, o, sameMethod(o, method)
+		if r := sameMethod(o, method); r != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
+			return nil, nil, r
+		}
+		return nil, o, dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED
 	}
 	s, reason := m.lookup(c.GetClientId(), c.GetSecret())
 	if reason != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
@@ -218,25 +223,71 @@ func (m *Machine) authenticate(c *raftlogv1.Caller, method raftlogv1.Method) (*s
 	if seq < s.ackedBelow {
 		return nil, nil, dlmv1.ErrorReason_ERROR_REASON_SEQUENCE_ACKNOWLEDGED
 	}
-	if o, ok := s.outcomes[seq]; ok && !mutDupApply {
+	if o, ok := s.outcomes[seq]; ok {
 		if r := sameMethod(o, method); r != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
 			return nil, nil, r
 		}
 		return s, o, dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED
 	}
-	// A client cannot acknowledge the request it is sending.
-	if ack := min(c.GetAckedBelow(), seq); ack > s.ackedBelow {
-		for q := range s.outcomes {
-			if q < ack {
-				delete(s.outcomes, q)
-			}
-		}
-		s.ackedBelow = ack
-	}
-	if len(s.outcomes) >= m.limits.MaxOutstanding {
+	// Counting what the request's acknowledgement leaves costs a pass over
+	// the table, so only a session at its limit pays it.
+	if len(s.outcomes) >= m.limits.MaxOutstanding && s.kept(ackOf(c)) >= m.limits.MaxOutstanding {
 		return nil, nil, dlmv1.ErrorReason_ERROR_REASON_TOO_MANY_REQUESTS
 	}
 	return s, nil, dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED
+}
+
+// ackOf is the acknowledgement a request carries: a client cannot
+// acknowledge the request it is sending.
+func ackOf(c *raftlogv1.Caller) uint64 { return min(c.GetAckedBelow(), c.GetSeq()) }
+
+// kept is how many outcomes the session keeps once its acknowledgement
+// moves to ack.
+func (s *session) kept(ack uint64) int {
+	if ack <= s.ackedBelow {
+		return len(s.outcomes)
+	}
+	n := 0
+	for q := range s.outcomes {
+		if q >= ack {
+			n++
+		}
+	}
+	return n
+}
+
+// acknowledge forgets the outcomes the client no longer needs.
+func (s *session) acknowledge(ack uint64) {
+	if ack <= s.ackedBelow {
+		return
+	}
+	for q := range s.outcomes {
+		if q < ack {
+			delete(s.outcomes, q)
+		}
+	}
+	s.ackedBelow = ack
+}
+
+// authenticate is admit for Apply: a new request moves the session's
+// acknowledgement forward.
+func (m *Machine) authenticate(c *raftlogv1.Caller, method raftlogv1.Method) (*session, *raftlogv1.Outcome, dlmv1.ErrorReason) {
+	s, prior, reason := m.admit(c, method)
+	if mutDupApply && s != nil && prior != nil {
+		// The mutation runs a repeat again instead of answering it.
+		prior = nil
+	}
+	switch {
+	case reason == dlmv1.ErrorReason_ERROR_REASON_TOO_MANY_REQUESTS:
+		// Logs written before admit existed moved the acknowledgement even
+		// for a request refused for room; every replica must keep doing so
+		// to apply them alike. The refusal stands either way: what is kept
+		// is still at the limit.
+		m.sessions[c.GetClientId()].acknowledge(ackOf(c))
+	case reason == dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED && prior == nil:
+		s.acknowledge(ackOf(c))
+	}
+	return s, prior, reason
 }
 
 // endedOutcome is the recorded outcome of a request from a session that has
@@ -269,7 +320,7 @@ func (m *Machine) lookup(id uint64, secret string) (*session, dlmv1.ErrorReason)
 	}
 }
 
-// sameMethod is the rule for a repeat, shared by Apply and Check: a seq names
+// sameMethod is the rule for a repeat: a seq names
 // one request, so a repeat by another method is refused rather than answered
 // with the first one's outcome. Outcomes recorded before methods were kept
 // match any method.
@@ -544,34 +595,52 @@ func (m *Machine) keepEnded(s *session) {
 	}
 }
 
-// Check answers, without changing anything, what applying a request from
-// caller would find first: an authentication failure, or the recorded outcome
-// of a repeat (nil when the request is new). The leader uses it to answer a
-// repeated acquire without writing to the log.
-func (m *Machine) Check(c *raftlogv1.Caller, method raftlogv1.Method) (*raftlogv1.Outcome, dlmv1.ErrorReason) {
-	if o := m.endedOutcome(c); o != nil {
-		if r := sameMethod(o, method); r != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
-			return nil, r
-		}
-		return copyOutcome(o), dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED
+// Admit answers, without changing anything, what applying cmd would find
+// first: a refusal (bad session, bad seq, no room, too many sessions), or
+// the recorded outcome of a repeat (nil when the request is new and runs).
+// The leader asks it before proposing, so that a repeat costs no log entry
+// and a refusal no round of consensus; Apply asks the same rules, so the
+// two agree (TestAdmitAgreesWithApply).
+func (m *Machine) Admit(cmd *raftlogv1.Command) (*raftlogv1.Outcome, dlmv1.ErrorReason) {
+	var token uint64
+	switch op := cmd.GetOp().(type) {
+	case *raftlogv1.Command_OpenSession:
+		return nil, m.openLimit(op.OpenSession)
+	case *raftlogv1.Command_ExpireSession:
+		return nil, dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED
+	case *raftlogv1.Command_Release:
+		token = op.Release.GetToken()
+	case *raftlogv1.Command_Append:
+		token = op.Append.GetToken()
+	case *raftlogv1.Command_Acquire, *raftlogv1.Command_CloseSession:
+	default:
+		return nil, dlmv1.ErrorReason_ERROR_REASON_INVALID_ARGUMENT
 	}
-	s, reason := m.lookup(c.GetClientId(), c.GetSecret())
-	if reason != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
-		return nil, reason
+	_, o, reason := m.admit(callerOf(cmd), MethodOf(cmd))
+	return copyOutcome(o), Fenced(reason, token)
+}
+
+// openLimit refuses a session past the cap the command carries.
+func (m *Machine) openLimit(op *raftlogv1.OpenSession) dlmv1.ErrorReason {
+	if max := op.GetMaxSessions(); max > 0 && uint64(len(m.sessions)) >= max {
+		return dlmv1.ErrorReason_ERROR_REASON_TOO_MANY_SESSIONS
 	}
-	if c.GetSeq() == 0 {
-		return nil, dlmv1.ErrorReason_ERROR_REASON_SEQUENCE_MISSING
+	return dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED
+}
+
+// callerOf is the caller of a session's request.
+func callerOf(cmd *raftlogv1.Command) *raftlogv1.Caller {
+	switch op := cmd.GetOp().(type) {
+	case *raftlogv1.Command_Acquire:
+		return op.Acquire.GetCaller()
+	case *raftlogv1.Command_Release:
+		return op.Release.GetCaller()
+	case *raftlogv1.Command_Append:
+		return op.Append.GetCaller()
+	case *raftlogv1.Command_CloseSession:
+		return op.CloseSession.GetCaller()
 	}
-	if c.GetSeq() < s.ackedBelow {
-		return nil, dlmv1.ErrorReason_ERROR_REASON_SEQUENCE_ACKNOWLEDGED
-	}
-	if o, ok := s.outcomes[c.GetSeq()]; ok {
-		if r := sameMethod(o, method); r != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
-			return nil, r
-		}
-		return copyOutcome(o), dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED
-	}
-	return nil, dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED
+	return nil
 }
 
 // copyOutcome copies an outcome field by field: Apply copies one per

@@ -276,7 +276,7 @@ func TestGrants(t *testing.T) {
 			}
 			// Every waiter's recorded acquire now says granted, with its token.
 			for _, q := range []struct{ id, seq, token uint64 }{{3, 1, 10}, {2, 1, 11}, {4, 7, 15}, {3, 3, 17}} {
-				o, r := m.Check(c(q.id, q.seq), raftlogv1.Method_METHOD_ACQUIRE)
+				o, r := check(m, c(q.id, q.seq), raftlogv1.Method_METHOD_ACQUIRE)
 				if r != rNone || !proto.Equal(withoutMethod(o), granted(q.token).Outcome) {
 					t.Errorf("Check(%d, %d) = %s, %s; want granted %d", q.id, q.seq, fmtOutcome(o), r, q.token)
 				}
@@ -592,7 +592,7 @@ func TestResultsAreSnapshots(t *testing.T) {
 	if d := diffResult(m.Apply(8, acquireCmd(c(2, 1))), granted(6)); d != "" {
 		t.Errorf("repeat after the caller changed its result: %s", d)
 	}
-	o, _ := m.Check(c(2, 1), raftlogv1.Method_METHOD_ACQUIRE)
+	o, _ := check(m, c(2, 1), raftlogv1.Method_METHOD_ACQUIRE)
 	o.Token = 12345
 	if d := diffResult(m.Apply(9, acquireCmd(c(2, 1))), granted(6)); d != "" {
 		t.Errorf("repeat after the caller changed Check's outcome: %s", d)
@@ -641,7 +641,7 @@ func TestCheck(t *testing.T) {
 		if tc.name == "staged" {
 			method = raftlogv1.Method_METHOD_APPEND
 		}
-		o, r := m.Check(tc.caller, method)
+		o, r := check(m, tc.caller, method)
 		o = withoutMethod(o)
 		want := "ERROR_REASON_UNSPECIFIED"
 		if tc.reason != "" {
@@ -692,7 +692,7 @@ func TestEndedSessionsAreBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o, r := restored.Check(&raftlogv1.Caller{ClientId: 3, Secret: "s", Seq: 1}, raftlogv1.Method_METHOD_CLOSE); o == nil || r != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
+	if o, r := check(restored, &raftlogv1.Caller{ClientId: 3, Secret: "s", Seq: 1}, raftlogv1.Method_METHOD_CLOSE); o == nil || r != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
 		t.Fatalf("restored machine forgot the ended session's outcome: %v %v", o, r)
 	}
 }

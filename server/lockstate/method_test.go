@@ -37,7 +37,7 @@ func TestSeqReusedByAnotherMethod(t *testing.T) {
 		closeCmd(c(1, 1)),
 	} {
 		method := lockstate.MethodOf(cmd)
-		if o, r := m.Check(c(1, 1), method); o != nil || r != rSeqReused {
+		if o, r := check(m, c(1, 1), method); o != nil || r != rSeqReused {
 			t.Errorf("Check of seq 1 for %v = %s, %s; want SEQUENCE_REUSED", method, fmtOutcome(o), r)
 		}
 		if r := apply(cmd).Reason(); r != rSeqReused {
@@ -60,7 +60,7 @@ func TestSeqReusedByAnotherMethod(t *testing.T) {
 	if r := apply(acquireCmd(c(1, 2))).Reason(); r != rSeqReused {
 		t.Fatalf("acquire with the close's seq after the end = %s, want SEQUENCE_REUSED", r)
 	}
-	if _, r := m.Check(c(1, 2), raftlogv1.Method_METHOD_ACQUIRE); r != rSeqReused {
+	if _, r := check(m, c(1, 2), raftlogv1.Method_METHOD_ACQUIRE); r != rSeqReused {
 		t.Fatalf("Check of an acquire with the close's seq = %s, want SEQUENCE_REUSED", r)
 	}
 	if r := apply(closeCmd(c(1, 2))); r.Reason() != rNone {
@@ -85,7 +85,7 @@ func TestOutcomesWithoutMethodStayValid(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, method := range []raftlogv1.Method{raftlogv1.Method_METHOD_ACQUIRE, raftlogv1.Method_METHOD_APPEND} {
-		if o, r := old.Check(c(1, 1), method); r != rNone || o.GetToken() != tok {
+		if o, r := check(old, c(1, 1), method); r != rNone || o.GetToken() != tok {
 			t.Fatalf("Check of an old outcome for %v = %s, %s; want the grant", method, fmtOutcome(o), r)
 		}
 	}

@@ -46,18 +46,18 @@ func (n *Node) OpenSession(ctx context.Context, lease time.Duration, name string
 	}
 	// Refuse early what the log would refuse, so that a flood of opens past
 	// the cap costs no log entries; apply checks again, exactly.
-	var max uint64
-	if n.cfg.MaxSessions > 0 {
-		max = uint64(n.cfg.MaxSessions)
-		var open int
-		n.fsm.View(func(m *lockstate.Machine) { open = m.SessionCount() })
-		if uint64(open) >= max {
-			return Session{}, n.tooManySessions()
-		}
+	cmd := &raftlogv1.Command{Op: &raftlogv1.Command_OpenSession{OpenSession: &raftlogv1.OpenSession{
+		Secret: secret, LeaseMs: uint32(lease.Milliseconds()), Name: name, MaxSessions: uint64(max(n.cfg.MaxSessions, 0)),
+	}}}
+	var reason dlmv1.ErrorReason
+	n.fsm.View(func(m *lockstate.Machine) { _, reason = m.Admit(cmd) })
+	if reason == dlmv1.ErrorReason_ERROR_REASON_TOO_MANY_SESSIONS {
+		return Session{}, n.tooManySessions()
 	}
-	res, err := n.propose(ctx, &raftlogv1.Command{Op: &raftlogv1.Command_OpenSession{OpenSession: &raftlogv1.OpenSession{
-		Secret: secret, LeaseMs: uint32(lease.Milliseconds()), Name: name, MaxSessions: max,
-	}}})
+	if err := reasonError(reason); err != nil {
+		return Session{}, err
+	}
+	res, err := n.propose(ctx, cmd)
 	if err != nil {
 		return Session{}, err
 	}
@@ -123,14 +123,16 @@ func (n *Node) touch(c *raftlogv1.Caller) {
 	}
 }
 
-// check answers a request from the applied state when it can: a failed
-// authentication, or the recorded outcome of a repeat.
-func (n *Node) check(c *raftlogv1.Caller, method raftlogv1.Method) (*raftlogv1.Outcome, error) {
+// admitted answers a request from the applied state when the state
+// machine's own rules can (lockstate's Admit, the rules Apply uses): a
+// refusal, or the recorded outcome of a repeat. A nil outcome and error
+// means the request is new and must be proposed.
+func (n *Node) admitted(cmd *raftlogv1.Command) (*raftlogv1.Outcome, error) {
 	var (
 		o      *raftlogv1.Outcome
 		reason dlmv1.ErrorReason
 	)
-	n.fsm.View(func(m *lockstate.Machine) { o, reason = m.Check(c, method) })
+	n.fsm.View(func(m *lockstate.Machine) { o, reason = m.Admit(cmd) })
 	return o, reasonError(reason)
 }
 
@@ -185,7 +187,8 @@ func (n *Node) Acquire(ctx context.Context, caller Caller, try bool, wait time.D
 	// missed.
 	w := n.lead.Watch(t, c.GetClientId(), wait)
 	defer w.Close()
-	o, err := n.check(c, raftlogv1.Method_METHOD_ACQUIRE)
+	cmd := &raftlogv1.Command{Op: &raftlogv1.Command_Acquire{Acquire: &raftlogv1.Acquire{Caller: c, Try: try}}}
+	o, err := n.admitted(cmd)
 	if err != nil {
 		return Grant{}, err
 	}
@@ -193,7 +196,7 @@ func (n *Node) Acquire(ctx context.Context, caller Caller, try bool, wait time.D
 		if err := n.admit(); err != nil {
 			return Grant{}, err
 		}
-		res, err := n.propose(ctx, &raftlogv1.Command{Op: &raftlogv1.Command_Acquire{Acquire: &raftlogv1.Acquire{Caller: c, Try: try}}})
+		res, err := n.propose(ctx, cmd)
 		if err != nil {
 			return Grant{}, err
 		}
@@ -209,7 +212,7 @@ func (n *Node) Acquire(ctx context.Context, caller Caller, try bool, wait time.D
 		n.touch(c)
 	}
 	for {
-		o, err := n.check(c, raftlogv1.Method_METHOD_ACQUIRE)
+		o, err := n.admitted(cmd)
 		if err != nil {
 			return Grant{}, err
 		}
@@ -243,7 +246,7 @@ func (n *Node) Acquire(ctx context.Context, caller Caller, try bool, wait time.D
 // whatever the session has).
 func (n *Node) Release(ctx context.Context, caller Caller, token uint64, abort bool) (Section, error) {
 	c := caller.log()
-	o, err := n.mutate(ctx, c, token, &raftlogv1.Command{Op: &raftlogv1.Command_Release{Release: &raftlogv1.Release{Caller: c, Token: token, Abort: abort}}})
+	o, err := n.mutate(ctx, c, &raftlogv1.Command{Op: &raftlogv1.Command_Release{Release: &raftlogv1.Release{Caller: c, Token: token, Abort: abort}}})
 	if err != nil {
 		return Section{}, err
 	}
@@ -264,7 +267,7 @@ func (n *Node) Append(ctx context.Context, caller Caller, token uint64, file str
 	case len(data) > n.cfg.MaxAppendBytes:
 		return Section{}, fail(dlmv1.ErrorReason_ERROR_REASON_DATA_TOO_LARGE, "the append has %d bytes; the limit is %d", len(data), n.cfg.MaxAppendBytes)
 	}
-	o, err := n.mutate(ctx, c, token, &raftlogv1.Command{Op: &raftlogv1.Command_Append{Append: &raftlogv1.Append{
+	o, err := n.mutate(ctx, c, &raftlogv1.Command{Op: &raftlogv1.Command_Append{Append: &raftlogv1.Append{
 		Caller: c, Token: token, File: file, Data: data, MaxSectionBytes: uint64(n.cfg.MaxSectionBytes),
 		MaxFileBytes: uint64(n.cfg.MaxFileBytes),
 	}}})
@@ -281,26 +284,22 @@ func (n *Node) MaxAppendBytes() int { return n.cfg.MaxAppendBytes }
 // Close ends the session, committing a held critical section.
 func (n *Node) Close(ctx context.Context, caller Caller) error {
 	c := caller.log()
-	_, err := n.mutate(ctx, c, 0, &raftlogv1.Command{Op: &raftlogv1.Command_CloseSession{CloseSession: &raftlogv1.CloseSession{Caller: c}}})
+	_, err := n.mutate(ctx, c, &raftlogv1.Command{Op: &raftlogv1.Command_CloseSession{CloseSession: &raftlogv1.CloseSession{Caller: c}}})
 	return err
 }
 
 // mutate runs a caller's command at most once: a repeat gets the recorded
 // outcome without touching the log.
-func (n *Node) mutate(ctx context.Context, c *raftlogv1.Caller, token uint64, cmd *raftlogv1.Command) (*raftlogv1.Outcome, error) {
+func (n *Node) mutate(ctx context.Context, c *raftlogv1.Caller, cmd *raftlogv1.Command) (*raftlogv1.Outcome, error) {
 	if _, err := n.leading(); err != nil {
 		return nil, err
 	}
-	var (
-		o      *raftlogv1.Outcome
-		reason dlmv1.ErrorReason
-	)
-	n.fsm.View(func(m *lockstate.Machine) { o, reason = m.Check(c, lockstate.MethodOf(cmd)) })
+	o, err := n.admitted(cmd)
+	if err != nil {
+		return nil, err
+	}
 	if mutDupApply {
 		o = nil
-	}
-	if err := reasonError(lockstate.Fenced(reason, token)); err != nil {
-		return nil, err
 	}
 	if o == nil {
 		if grows(cmd) {

@@ -21,10 +21,16 @@ import {
   LockReleaseRequestSchema,
   LockService,
 } from "../src/api.ts";
+import {
+  AddMemberRequestSchema,
+  ClusterService,
+  ListMembersRequestSchema,
+  RemoveMemberRequestSchema,
+} from "../../../gen/ts/dlm/v1/cluster_pb.js";
 import { retryable, toDlmError } from "../src/errors.ts";
 import * as dlm from "../src/index.ts";
 import { withToken } from "../src/token.ts";
-import { eventually, repoRoot, startServer, testAdminToken } from "./server.ts";
+import { type Cluster, eventually, repoRoot, type Server, startCluster, startServer, testAdminToken } from "./server.ts";
 
 interface Expect {
   ok?: boolean;
@@ -35,6 +41,8 @@ interface Expect {
 }
 interface Step {
   rpc?: string;
+  /** "follower" sends a raw call to a follower of a server.nodes cluster. */
+  at?: string;
   request?: JsonValue;
   save?: string;
   client?: string;
@@ -54,8 +62,9 @@ interface Scenario {
     init_burst?: number;
     auth_tokens?: boolean;
     min_free_space?: number;
+    nodes?: number;
   };
-  client_options?: { token?: string; dead_endpoint_first?: boolean };
+  client_options?: { token?: string; dead_endpoint_first?: boolean; follower_first?: boolean };
   steps: Step[];
 }
 const table = JSON.parse(readFileSync(join(repoRoot, "testdata/conformance/scenarios.json"), "utf8")) as {
@@ -90,6 +99,11 @@ const schemas = {
   AppendFile: AppendFileRequestSchema,
   Close: CloseRequestSchema,
 } as const;
+const clusterSchemas = {
+  AddMember: AddMemberRequestSchema,
+  RemoveMember: RemoveMemberRequestSchema,
+  ListMembers: ListMembersRequestSchema,
+} as const;
 
 for (const sc of table.scenarios) {
   test(`${sc.family}: ${sc.name}`, async () => {
@@ -108,14 +122,48 @@ for (const sc of table.scenarios) {
       chmodSync(f, 0o600);
       args.push("--auth-tokens", f);
     }
-    const srv = await startServer({ args });
+    // A cluster (server.nodes, default configuration) lets steps go to a
+    // follower; otherwise one server.
+    let srv: Server | undefined;
+    let cluster: Cluster | undefined;
+    let leaderURL: string;
+    if ((s.nodes ?? 1) > 1) {
+      cluster = await startCluster({ nodes: s.nodes });
+      const leader = await cluster.leader();
+      leaderURL = cluster.nodes.find((n) => n.id === leader)!.url;
+    } else {
+      srv = await startServer({ args });
+      leaderURL = srv.url;
+    }
     const silent = sc.client_options?.dead_endpoint_first ? await silentEndpoint() : undefined;
-    const endpoints = silent ? [silent.url, srv.url] : [srv.url];
+    const endpoints = [leaderURL];
+    if (silent) endpoints.unshift(silent.url);
+    // An election can move the lead, so a follower is picked when needed:
+    // a node that follows a known leader now.
+    const followerNow = async (): Promise<string> =>
+      (await eventually(
+        "a node follows a known leader",
+        async () => {
+          for (const n of cluster?.nodes ?? []) {
+            const c = rawAt(n.url).lock;
+            const st = await c.status({}).catch(() => undefined);
+            if (st?.node?.role === "follower" && st.node.leaderUrl) return n.url;
+          }
+          return undefined;
+        },
+        30_000,
+      )) as string;
     // The raw calls carry the admin token, which every server takes.
-    const raw = createClient(
-      LockService,
-      withToken(createConnectTransport({ baseUrl: srv.url, httpVersion: "2" }), process.env.DLM_TOKEN || testAdminToken),
-    );
+    const rawAt = (url: string) => {
+      const transport = withToken(
+        createConnectTransport({ baseUrl: url, httpVersion: "2" }),
+        process.env.DLM_TOKEN || testAdminToken,
+      );
+      return { lock: createClient(LockService, transport), cluster: createClient(ClusterService, transport) };
+    };
+    if (sc.client_options?.follower_first) endpoints.unshift(await followerNow());
+    const atLeader = rawAt(leaderURL);
+    const raw = atLeader.lock;
     // The raw steps go to the server as it is: wait until it leads.
     await eventually("the server leads", async () => (await raw.status({ consistent: true }), true), 30_000);
     let retries = 0;
@@ -145,13 +193,24 @@ for (const sc of table.scenarios) {
           if (st.rpc) {
             let body = JSON.stringify(st.request ?? {});
             for (const [k, v] of vars) body = body.replaceAll("${" + k + "}", v);
-            const schema = schemas[st.rpc as keyof typeof schemas];
+            const onCluster = st.rpc in clusterSchemas;
+            const schema = onCluster
+              ? clusterSchemas[st.rpc as keyof typeof clusterSchemas]
+              : schemas[st.rpc as keyof typeof schemas];
             assert.ok(schema, `no rpc ${st.rpc} in the runner`);
             const req = fromJson(schema, JSON.parse(body) as JsonValue);
-            const call = (raw as unknown as Record<string, (r: unknown) => Promise<Record<string, unknown>>>)[
+            const at = st.at === "follower" ? rawAt(await followerNow()) : atLeader;
+            const service = onCluster ? at.cluster : at.lock;
+            const call = (service as unknown as Record<string, (r: unknown) => Promise<Record<string, unknown>>>)[
               st.rpc[0].toLowerCase() + st.rpc.slice(1)
             ];
             const res = await call(req);
+            // ListMembers saves the first member's id and Raft address.
+            const members = res.members as { id: string; raftAddress: string }[] | undefined;
+            if (st.save && members?.length) {
+              vars.set(`${st.save}.id`, members[0].id);
+              vars.set(`${st.save}.raft_address`, members[0].raftAddress);
+            }
             if (st.save) {
               for (const [field, key] of [
                 ["client_id", "clientId"],
@@ -204,7 +263,8 @@ for (const sc of table.scenarios) {
     } finally {
       await Promise.all(clients.map((c) => c.close().catch(() => {})));
       await silent?.close();
-      await srv.stop();
+      await srv?.stop();
+      await cluster?.stop();
       rmSync(dir, { recursive: true, force: true });
     }
   });
