@@ -73,12 +73,18 @@ func runPeer(in io.Reader, out io.Writer) int {
 }
 
 func reasonWord(err error) string {
-	for word, sentinel := range map[string]error{
-		"LOCK_EXPIRED": client.ErrLockExpired, "NOT_HOLDER": client.ErrNotHolder,
-		"SESSION_EXPIRED": client.ErrSessionExpired, "UNAVAILABLE": client.ErrUnavailable,
+	// In this order: a lock lost with its session is both LOCK_EXPIRED
+	// and SESSION_EXPIRED, and a test asks for the first (a map's order
+	// would answer either, at random).
+	for _, w := range []struct {
+		word     string
+		sentinel error
+	}{
+		{"LOCK_EXPIRED", client.ErrLockExpired}, {"NOT_HOLDER", client.ErrNotHolder},
+		{"SESSION_EXPIRED", client.ErrSessionExpired}, {"UNAVAILABLE", client.ErrUnavailable},
 	} {
-		if errors.Is(err, sentinel) {
-			return word
+		if errors.Is(err, w.sentinel) {
+			return w.word
 		}
 	}
 	return "OTHER"
