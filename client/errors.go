@@ -65,6 +65,11 @@ var (
 	// when to retry. It is not retried automatically, so a loop that opens
 	// sessions slows down instead of hammering the server.
 	ErrInitRateLimited = errors.New("dlm: opening sessions too fast")
+	// ErrSectionIncomplete means the leader holds fewer staged appends for
+	// the grant than the client sent (the leader changed inside the critical
+	// section). Nothing changed. The client re-sends the section itself;
+	// callers see it only when that is impossible.
+	ErrSectionIncomplete = errors.New("dlm: critical section incomplete at the leader")
 	// ErrInvalidArgument means the service refused a malformed request.
 	ErrInvalidArgument = errors.New("dlm: invalid argument")
 	// ErrNotAuthorized means the service refused the call's credential:

@@ -47,6 +47,7 @@ var sentinelNames = map[string]error{
 	"FileTooLarge":         ErrFileTooLarge,
 	"TooManySessions":      ErrTooManySessions,
 	"InitRateLimited":      ErrInitRateLimited,
+	"SectionIncomplete":    ErrSectionIncomplete,
 	"InvalidArgument":      ErrInvalidArgument,
 	"MemberConflict":       ErrMemberConflict,
 	"MemberUnknown":        ErrMemberUnknown,

@@ -389,6 +389,7 @@ var sentinelNames = map[string]error{
 	"FileTooLarge":         client.ErrFileTooLarge,
 	"TooManySessions":      client.ErrTooManySessions,
 	"InitRateLimited":      client.ErrInitRateLimited,
+	"SectionIncomplete":    client.ErrSectionIncomplete,
 	"InvalidArgument":      client.ErrInvalidArgument,
 	"MemberConflict":       client.ErrMemberConflict,
 	"MemberUnknown":        client.ErrMemberUnknown,

@@ -308,7 +308,8 @@ func TestRandomHistories(t *testing.T) {
 		case dlmv1.ErrorReason_ERROR_REASON_NOT_LEADER, dlmv1.ErrorReason_ERROR_REASON_UNAVAILABLE,
 			dlmv1.ErrorReason_ERROR_REASON_DATA_TOO_LARGE, dlmv1.ErrorReason_ERROR_REASON_DISK_FULL,
 			dlmv1.ErrorReason_ERROR_REASON_STORAGE_FAULT, dlmv1.ErrorReason_ERROR_REASON_INIT_RATE_LIMITED,
-			dlmv1.ErrorReason_ERROR_REASON_MEMBER_CONFLICT, dlmv1.ErrorReason_ERROR_REASON_MEMBER_UNKNOWN:
+			dlmv1.ErrorReason_ERROR_REASON_MEMBER_CONFLICT, dlmv1.ErrorReason_ERROR_REASON_MEMBER_UNKNOWN,
+			dlmv1.ErrorReason_ERROR_REASON_SECTION_INCOMPLETE:
 			// Decided by the leader, never by the state machine.
 		default:
 			want = append(want, reason.String())

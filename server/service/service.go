@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"connectrpc.com/connect"
@@ -71,6 +72,11 @@ func (s *Service) Init(ctx context.Context, req *connect.Request[dlmv1.InitReque
 }
 
 // KeepAlive renews a session's lease.
+// Pulse is not served yet: clients fall back to KeepAlive.
+func (s *Service) Pulse(context.Context, *connect.BidiStream[dlmv1.PulseRequest, dlmv1.PulseResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("Pulse is not served by this version: use KeepAlive"))
+}
+
 func (s *Service) KeepAlive(_ context.Context, req *connect.Request[dlmv1.KeepAliveRequest]) (*connect.Response[dlmv1.KeepAliveResponse], error) {
 	lease, token, err := s.b.KeepAlive(req.Msg.GetClientId(), req.Msg.GetSecret())
 	if err != nil {

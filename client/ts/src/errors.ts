@@ -83,6 +83,8 @@ export class FileTooLargeError extends DlmError {}
 export class TooManySessionsError extends DlmError {}
 /** InitRateLimitedError: this address opens sessions faster than the server allows; the message says when to retry. Not retried. */
 export class InitRateLimitedError extends DlmError {}
+/** SectionIncompleteError: the leader holds fewer staged appends than were sent (the leader changed inside the section); the client re-sends them itself. */
+export class SectionIncompleteError extends DlmError {}
 /** InvalidArgumentError: the service refused a malformed request. */
 export class InvalidArgumentError extends DlmError {}
 /** MemberConflictError: a membership change was refused: the id or Raft address is another member's. */
@@ -122,6 +124,7 @@ const byName: Record<string, ErrorClass> = {
   FileTooLarge: FileTooLargeError,
   TooManySessions: TooManySessionsError,
   InitRateLimited: InitRateLimitedError,
+  SectionIncomplete: SectionIncompleteError,
   InvalidArgument: InvalidArgumentError,
   MemberConflict: MemberConflictError,
   MemberUnknown: MemberUnknownError,

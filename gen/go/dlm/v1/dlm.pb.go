@@ -100,6 +100,11 @@ const (
 	// (--init-rate, --init-burst). Nothing changed: retry after the delay the
 	// message gives.
 	ErrorReason_ERROR_REASON_INIT_RATE_LIMITED ErrorReason = 25
+	// The leader holds fewer staged appends for the grant than the request
+	// says (the leader changed inside the critical section, and staged appends
+	// live in the leader's memory until the release). Nothing changed: re-send
+	// the section from the place the ErrorDetail names, then repeat.
+	ErrorReason_ERROR_REASON_SECTION_INCOMPLETE ErrorReason = 26
 )
 
 // Enum value maps for ErrorReason.
@@ -130,6 +135,7 @@ var (
 		22: "ERROR_REASON_MEMBER_UNKNOWN",
 		24: "ERROR_REASON_TOO_MANY_SESSIONS",
 		25: "ERROR_REASON_INIT_RATE_LIMITED",
+		26: "ERROR_REASON_SECTION_INCOMPLETE",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":           0,
@@ -157,6 +163,7 @@ var (
 		"ERROR_REASON_MEMBER_UNKNOWN":        22,
 		"ERROR_REASON_TOO_MANY_SESSIONS":     24,
 		"ERROR_REASON_INIT_RATE_LIMITED":     25,
+		"ERROR_REASON_SECTION_INCOMPLETE":    26,
 	}
 )
 
@@ -443,7 +450,12 @@ type LockAcquireRequest struct {
 	// How long this call may wait in the queue, in milliseconds, before it
 	// returns granted=false (still queued). 0 means the server's default (5 s).
 	// The call's own deadline also bounds the wait.
-	WaitMs        uint32 `protobuf:"varint,6,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
+	WaitMs uint32 `protobuf:"varint,6,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
+	// Queue and return at once (queued=true) instead of waiting: the grant
+	// then arrives on the session's Pulse stream, or by repeating the request
+	// with the same seq. A waiting session then costs the server a queue entry,
+	// not a parked call.
+	NoWait        bool `protobuf:"varint,7,opt,name=no_wait,json=noWait,proto3" json:"no_wait,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -518,6 +530,13 @@ func (x *LockAcquireRequest) GetWaitMs() uint32 {
 		return x.WaitMs
 	}
 	return 0
+}
+
+func (x *LockAcquireRequest) GetNoWait() bool {
+	if x != nil {
+		return x.NoWait
+	}
+	return false
 }
 
 // LockAcquireResponse says whether the lock was granted.
@@ -614,7 +633,24 @@ type LockReleaseRequest struct {
 	// nothing to give up.
 	Token uint64 `protobuf:"varint,5,opt,name=token,proto3" json:"token,omitempty"`
 	// Discard the staged appends instead of committing them.
-	Abort         bool `protobuf:"varint,6,opt,name=abort,proto3" json:"abort,omitempty"`
+	Abort bool `protobuf:"varint,6,opt,name=abort,proto3" json:"abort,omitempty"`
+	// The number of appends the client staged in this critical section before
+	// this request (not counting the appends field), as its last AppendFile
+	// answer said. The leader stages appends in memory and writes them to the
+	// log with the release, so after a change of leader it may hold fewer: a
+	// release whose count or bytes differ from the leader's fails with
+	// SECTION_INCOMPLETE and changes nothing; the client re-sends the section
+	// from the position the error's detail names and releases again. When
+	// unset, the release commits what the leader staged only if the grant was
+	// made under the current leader (which then saw every append), and fails
+	// with SECTION_INCOMPLETE otherwise.
+	SectionAppends *uint32 `protobuf:"varint,7,opt,name=section_appends,json=sectionAppends,proto3,oneof" json:"section_appends,omitempty"`
+	// The number of bytes of those appends.
+	SectionBytes *uint64 `protobuf:"varint,8,opt,name=section_bytes,json=sectionBytes,proto3,oneof" json:"section_bytes,omitempty"`
+	// Appends to stage after those already staged, then commit with the rest
+	// in the same step: a critical section can be sent in one call. Ignored
+	// with abort or token 0.
+	Appends       []*SectionAppend `protobuf:"bytes,9,rep,name=appends,proto3" json:"appends,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -691,6 +727,82 @@ func (x *LockReleaseRequest) GetAbort() bool {
 	return false
 }
 
+func (x *LockReleaseRequest) GetSectionAppends() uint32 {
+	if x != nil && x.SectionAppends != nil {
+		return *x.SectionAppends
+	}
+	return 0
+}
+
+func (x *LockReleaseRequest) GetSectionBytes() uint64 {
+	if x != nil && x.SectionBytes != nil {
+		return *x.SectionBytes
+	}
+	return 0
+}
+
+func (x *LockReleaseRequest) GetAppends() []*SectionAppend {
+	if x != nil {
+		return x.Appends
+	}
+	return nil
+}
+
+// SectionAppend is one append carried by a LockReleaseRequest.
+type SectionAppend struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The file's name: file_0 to file_99.
+	File string `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
+	// The bytes to append: not empty, at most the per-append limit.
+	Data          []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SectionAppend) Reset() {
+	*x = SectionAppend{}
+	mi := &file_dlm_v1_dlm_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SectionAppend) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SectionAppend) ProtoMessage() {}
+
+func (x *SectionAppend) ProtoReflect() protoreflect.Message {
+	mi := &file_dlm_v1_dlm_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SectionAppend.ProtoReflect.Descriptor instead.
+func (*SectionAppend) Descriptor() ([]byte, []int) {
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *SectionAppend) GetFile() string {
+	if x != nil {
+		return x.File
+	}
+	return ""
+}
+
+func (x *SectionAppend) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 // LockReleaseResponse reports what the release did.
 type LockReleaseResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -704,7 +816,7 @@ type LockReleaseResponse struct {
 
 func (x *LockReleaseResponse) Reset() {
 	*x = LockReleaseResponse{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[7]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -716,7 +828,7 @@ func (x *LockReleaseResponse) String() string {
 func (*LockReleaseResponse) ProtoMessage() {}
 
 func (x *LockReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[7]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -729,7 +841,7 @@ func (x *LockReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockReleaseResponse.ProtoReflect.Descriptor instead.
 func (*LockReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{7}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *LockReleaseResponse) GetCommittedAppends() uint32 {
@@ -763,14 +875,21 @@ type AppendFileRequest struct {
 	File string `protobuf:"bytes,6,opt,name=file,proto3" json:"file,omitempty"`
 	// The bytes to append: not empty, at most the server's per-append limit
 	// (1 MiB by default).
-	Data          []byte `protobuf:"bytes,7,opt,name=data,proto3" json:"data,omitempty"`
+	Data []byte `protobuf:"bytes,7,opt,name=data,proto3" json:"data,omitempty"`
+	// The append's 1-based place in the critical section. The leader stages
+	// appends in memory, in order: the next place is staged; a place already
+	// staged is a repeat and is answered without staging again; a later place
+	// fails with SECTION_INCOMPLETE (the leader changed and lost the staged
+	// appends), and the client re-sends from the place the error's detail
+	// names. 0 means "the next place" and is not safe to repeat.
+	Position      uint32 `protobuf:"varint,8,opt,name=position,proto3" json:"position,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AppendFileRequest) Reset() {
 	*x = AppendFileRequest{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[8]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -782,7 +901,7 @@ func (x *AppendFileRequest) String() string {
 func (*AppendFileRequest) ProtoMessage() {}
 
 func (x *AppendFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[8]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -795,7 +914,7 @@ func (x *AppendFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendFileRequest.ProtoReflect.Descriptor instead.
 func (*AppendFileRequest) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{8}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AppendFileRequest) GetClientId() uint64 {
@@ -847,6 +966,13 @@ func (x *AppendFileRequest) GetData() []byte {
 	return nil
 }
 
+func (x *AppendFileRequest) GetPosition() uint32 {
+	if x != nil {
+		return x.Position
+	}
+	return 0
+}
+
 // AppendFileResponse confirms that the append is staged.
 type AppendFileResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -860,7 +986,7 @@ type AppendFileResponse struct {
 
 func (x *AppendFileResponse) Reset() {
 	*x = AppendFileResponse{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[9]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -872,7 +998,7 @@ func (x *AppendFileResponse) String() string {
 func (*AppendFileResponse) ProtoMessage() {}
 
 func (x *AppendFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[9]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -885,7 +1011,7 @@ func (x *AppendFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendFileResponse.ProtoReflect.Descriptor instead.
 func (*AppendFileResponse) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{9}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AppendFileResponse) GetStagedAppends() uint32 {
@@ -919,7 +1045,7 @@ type CloseRequest struct {
 
 func (x *CloseRequest) Reset() {
 	*x = CloseRequest{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[10]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -931,7 +1057,7 @@ func (x *CloseRequest) String() string {
 func (*CloseRequest) ProtoMessage() {}
 
 func (x *CloseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[10]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -944,7 +1070,7 @@ func (x *CloseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseRequest.ProtoReflect.Descriptor instead.
 func (*CloseRequest) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{10}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CloseRequest) GetClientId() uint64 {
@@ -986,7 +1112,7 @@ type CloseResponse struct {
 
 func (x *CloseResponse) Reset() {
 	*x = CloseResponse{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[11]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -998,7 +1124,7 @@ func (x *CloseResponse) String() string {
 func (*CloseResponse) ProtoMessage() {}
 
 func (x *CloseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[11]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1011,7 +1137,7 @@ func (x *CloseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseResponse.ProtoReflect.Descriptor instead.
 func (*CloseResponse) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{11}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CloseResponse) GetStatus() string {
@@ -1037,7 +1163,7 @@ type ReadFileRequest struct {
 
 func (x *ReadFileRequest) Reset() {
 	*x = ReadFileRequest{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[12]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1049,7 +1175,7 @@ func (x *ReadFileRequest) String() string {
 func (*ReadFileRequest) ProtoMessage() {}
 
 func (x *ReadFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[12]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1062,7 +1188,7 @@ func (x *ReadFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadFileRequest.ProtoReflect.Descriptor instead.
 func (*ReadFileRequest) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{12}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ReadFileRequest) GetFile() string {
@@ -1101,7 +1227,7 @@ type ReadFileResponse struct {
 
 func (x *ReadFileResponse) Reset() {
 	*x = ReadFileResponse{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[13]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1113,7 +1239,7 @@ func (x *ReadFileResponse) String() string {
 func (*ReadFileResponse) ProtoMessage() {}
 
 func (x *ReadFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[13]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1126,7 +1252,7 @@ func (x *ReadFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadFileResponse.ProtoReflect.Descriptor instead.
 func (*ReadFileResponse) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{13}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ReadFileResponse) GetData() []byte {
@@ -1176,7 +1302,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[14]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1188,7 +1314,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[14]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1201,7 +1327,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{14}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StatusRequest) GetConsistent() bool {
@@ -1266,7 +1392,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[15]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1278,7 +1404,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[15]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1291,7 +1417,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{15}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StatusResponse) GetNode() *NodeStatus {
@@ -1382,7 +1508,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[16]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1394,7 +1520,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[16]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1407,7 +1533,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{16}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *NodeStatus) GetId() string {
@@ -1499,7 +1625,7 @@ type MemberStatus struct {
 
 func (x *MemberStatus) Reset() {
 	*x = MemberStatus{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[17]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1511,7 +1637,7 @@ func (x *MemberStatus) String() string {
 func (*MemberStatus) ProtoMessage() {}
 
 func (x *MemberStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[17]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1524,7 +1650,7 @@ func (x *MemberStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberStatus.ProtoReflect.Descriptor instead.
 func (*MemberStatus) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{17}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *MemberStatus) GetId() string {
@@ -1593,7 +1719,7 @@ type LockStatus struct {
 
 func (x *LockStatus) Reset() {
 	*x = LockStatus{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[18]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1605,7 +1731,7 @@ func (x *LockStatus) String() string {
 func (*LockStatus) ProtoMessage() {}
 
 func (x *LockStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[18]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1618,7 +1744,7 @@ func (x *LockStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockStatus.ProtoReflect.Descriptor instead.
 func (*LockStatus) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{18}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *LockStatus) GetHolder() uint64 {
@@ -1701,7 +1827,7 @@ type SessionStatus struct {
 
 func (x *SessionStatus) Reset() {
 	*x = SessionStatus{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[19]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1713,7 +1839,7 @@ func (x *SessionStatus) String() string {
 func (*SessionStatus) ProtoMessage() {}
 
 func (x *SessionStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[19]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1726,7 +1852,7 @@ func (x *SessionStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionStatus.ProtoReflect.Descriptor instead.
 func (*SessionStatus) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{19}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SessionStatus) GetClientId() uint64 {
@@ -1770,7 +1896,7 @@ type FileStatus struct {
 
 func (x *FileStatus) Reset() {
 	*x = FileStatus{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[20]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1782,7 +1908,7 @@ func (x *FileStatus) String() string {
 func (*FileStatus) ProtoMessage() {}
 
 func (x *FileStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[20]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1795,7 +1921,7 @@ func (x *FileStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileStatus.ProtoReflect.Descriptor instead.
 func (*FileStatus) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{20}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *FileStatus) GetName() string {
@@ -1819,14 +1945,19 @@ type ErrorDetail struct {
 	// Why the call failed.
 	Reason ErrorReason `protobuf:"varint,1,opt,name=reason,proto3,enum=dlm.v1.ErrorReason" json:"reason,omitempty"`
 	// With ERROR_REASON_NOT_LEADER: the client URL of the leader, when known.
-	LeaderUrl     string `protobuf:"bytes,2,opt,name=leader_url,json=leaderUrl,proto3" json:"leader_url,omitempty"`
+	LeaderUrl string `protobuf:"bytes,2,opt,name=leader_url,json=leaderUrl,proto3" json:"leader_url,omitempty"`
+	// With ERROR_REASON_SECTION_INCOMPLETE: the appends and bytes the leader
+	// holds staged for the grant; re-send from place staged_appends + 1.
+	StagedAppends uint32 `protobuf:"varint,3,opt,name=staged_appends,json=stagedAppends,proto3" json:"staged_appends,omitempty"`
+	// With ERROR_REASON_SECTION_INCOMPLETE: the bytes of those appends.
+	StagedBytes   uint64 `protobuf:"varint,4,opt,name=staged_bytes,json=stagedBytes,proto3" json:"staged_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ErrorDetail) Reset() {
 	*x = ErrorDetail{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[21]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1838,7 +1969,7 @@ func (x *ErrorDetail) String() string {
 func (*ErrorDetail) ProtoMessage() {}
 
 func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[21]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1851,7 +1982,7 @@ func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorDetail.ProtoReflect.Descriptor instead.
 func (*ErrorDetail) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{21}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ErrorDetail) GetReason() ErrorReason {
@@ -1866,6 +1997,315 @@ func (x *ErrorDetail) GetLeaderUrl() string {
 		return x.LeaderUrl
 	}
 	return ""
+}
+
+func (x *ErrorDetail) GetStagedAppends() uint32 {
+	if x != nil {
+		return x.StagedAppends
+	}
+	return 0
+}
+
+func (x *ErrorDetail) GetStagedBytes() uint64 {
+	if x != nil {
+		return x.StagedBytes
+	}
+	return 0
+}
+
+// PulseRequest renews the leases of the sessions it lists.
+type PulseRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The sessions to renew; at most 1000 per message.
+	Sessions      []*SessionCredentials `protobuf:"bytes,1,rep,name=sessions,proto3" json:"sessions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PulseRequest) Reset() {
+	*x = PulseRequest{}
+	mi := &file_dlm_v1_dlm_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PulseRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PulseRequest) ProtoMessage() {}
+
+func (x *PulseRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dlm_v1_dlm_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PulseRequest.ProtoReflect.Descriptor instead.
+func (*PulseRequest) Descriptor() ([]byte, []int) {
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *PulseRequest) GetSessions() []*SessionCredentials {
+	if x != nil {
+		return x.Sessions
+	}
+	return nil
+}
+
+// SessionCredentials names a session and proves the caller owns it.
+type SessionCredentials struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The session's id, from InitResponse.
+	ClientId uint64 `protobuf:"varint,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// The session's secret, from InitResponse.
+	Secret        string `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionCredentials) Reset() {
+	*x = SessionCredentials{}
+	mi := &file_dlm_v1_dlm_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionCredentials) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionCredentials) ProtoMessage() {}
+
+func (x *SessionCredentials) ProtoReflect() protoreflect.Message {
+	mi := &file_dlm_v1_dlm_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionCredentials.ProtoReflect.Descriptor instead.
+func (*SessionCredentials) Descriptor() ([]byte, []int) {
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *SessionCredentials) GetClientId() uint64 {
+	if x != nil {
+		return x.ClientId
+	}
+	return 0
+}
+
+func (x *SessionCredentials) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+// PulseResponse answers one PulseRequest (renewed), or reports grants.
+type PulseResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One entry per session of the request being answered, in its order;
+	// empty in a message that only reports grants.
+	Renewed []*SessionPulse `protobuf:"bytes,1,rep,name=renewed,proto3" json:"renewed,omitempty"`
+	// Acquires made with no_wait that were granted since the last message.
+	Granted       []*PulseGrant `protobuf:"bytes,2,rep,name=granted,proto3" json:"granted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PulseResponse) Reset() {
+	*x = PulseResponse{}
+	mi := &file_dlm_v1_dlm_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PulseResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PulseResponse) ProtoMessage() {}
+
+func (x *PulseResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dlm_v1_dlm_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PulseResponse.ProtoReflect.Descriptor instead.
+func (*PulseResponse) Descriptor() ([]byte, []int) {
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *PulseResponse) GetRenewed() []*SessionPulse {
+	if x != nil {
+		return x.Renewed
+	}
+	return nil
+}
+
+func (x *PulseResponse) GetGranted() []*PulseGrant {
+	if x != nil {
+		return x.Granted
+	}
+	return nil
+}
+
+// SessionPulse is one session's renewal.
+type SessionPulse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The session's id.
+	ClientId uint64 `protobuf:"varint,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// The lease length in milliseconds, when renewed.
+	LeaseMs uint32 `protobuf:"varint,2,opt,name=lease_ms,json=leaseMs,proto3" json:"lease_ms,omitempty"`
+	// The fencing token of the grant the session holds, or 0.
+	Token uint64 `protobuf:"varint,3,opt,name=token,proto3" json:"token,omitempty"`
+	// Why the session was not renewed (SESSION_EXPIRED, BAD_SECRET, …);
+	// unspecified when it was.
+	ErrorReason   ErrorReason `protobuf:"varint,4,opt,name=error_reason,json=errorReason,proto3,enum=dlm.v1.ErrorReason" json:"error_reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionPulse) Reset() {
+	*x = SessionPulse{}
+	mi := &file_dlm_v1_dlm_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionPulse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionPulse) ProtoMessage() {}
+
+func (x *SessionPulse) ProtoReflect() protoreflect.Message {
+	mi := &file_dlm_v1_dlm_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionPulse.ProtoReflect.Descriptor instead.
+func (*SessionPulse) Descriptor() ([]byte, []int) {
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *SessionPulse) GetClientId() uint64 {
+	if x != nil {
+		return x.ClientId
+	}
+	return 0
+}
+
+func (x *SessionPulse) GetLeaseMs() uint32 {
+	if x != nil {
+		return x.LeaseMs
+	}
+	return 0
+}
+
+func (x *SessionPulse) GetToken() uint64 {
+	if x != nil {
+		return x.Token
+	}
+	return 0
+}
+
+func (x *SessionPulse) GetErrorReason() ErrorReason {
+	if x != nil {
+		return x.ErrorReason
+	}
+	return ErrorReason_ERROR_REASON_UNSPECIFIED
+}
+
+// PulseGrant reports that a queued acquire was granted.
+type PulseGrant struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The session that holds the lock now.
+	ClientId uint64 `protobuf:"varint,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// The seq of the LockAcquire request that queued it.
+	Seq uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The fencing token of the grant.
+	Token         uint64 `protobuf:"varint,3,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PulseGrant) Reset() {
+	*x = PulseGrant{}
+	mi := &file_dlm_v1_dlm_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PulseGrant) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PulseGrant) ProtoMessage() {}
+
+func (x *PulseGrant) ProtoReflect() protoreflect.Message {
+	mi := &file_dlm_v1_dlm_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PulseGrant.ProtoReflect.Descriptor instead.
+func (*PulseGrant) Descriptor() ([]byte, []int) {
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *PulseGrant) GetClientId() uint64 {
+	if x != nil {
+		return x.ClientId
+	}
+	return 0
+}
+
+func (x *PulseGrant) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *PulseGrant) GetToken() uint64 {
+	if x != nil {
+		return x.Token
+	}
+	return 0
 }
 
 var File_dlm_v1_dlm_proto protoreflect.FileDescriptor
@@ -1885,7 +2325,7 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\x06secret\x18\x02 \x01(\tR\x06secret\"D\n" +
 	"\x11KeepAliveResponse\x12\x19\n" +
 	"\blease_ms\x18\x01 \x01(\rR\aleaseMs\x12\x14\n" +
-	"\x05token\x18\x02 \x01(\x04R\x05token\"\xa7\x01\n" +
+	"\x05token\x18\x02 \x01(\x04R\x05token\"\xc0\x01\n" +
 	"\x12LockAcquireRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x16\n" +
 	"\x06secret\x18\x02 \x01(\tR\x06secret\x12\x10\n" +
@@ -1893,12 +2333,13 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\vacked_below\x18\x04 \x01(\x04R\n" +
 	"ackedBelow\x12\x10\n" +
 	"\x03try\x18\x05 \x01(\bR\x03try\x12\x17\n" +
-	"\await_ms\x18\x06 \x01(\rR\x06waitMs\"\x84\x01\n" +
+	"\await_ms\x18\x06 \x01(\rR\x06waitMs\x12\x17\n" +
+	"\ano_wait\x18\a \x01(\bR\x06noWait\"\x84\x01\n" +
 	"\x13LockAcquireResponse\x12\x18\n" +
 	"\agranted\x18\x01 \x01(\bR\agranted\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\x04R\x05token\x12\x16\n" +
 	"\x06queued\x18\x03 \x01(\bR\x06queued\x12%\n" +
-	"\x0equeue_position\x18\x04 \x01(\rR\rqueuePosition\"\xa8\x01\n" +
+	"\x0equeue_position\x18\x04 \x01(\rR\rqueuePosition\"\xd7\x02\n" +
 	"\x12LockReleaseRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x16\n" +
 	"\x06secret\x18\x02 \x01(\tR\x06secret\x12\x10\n" +
@@ -1906,10 +2347,18 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\vacked_below\x18\x04 \x01(\x04R\n" +
 	"ackedBelow\x12\x14\n" +
 	"\x05token\x18\x05 \x01(\x04R\x05token\x12\x14\n" +
-	"\x05abort\x18\x06 \x01(\bR\x05abort\"k\n" +
+	"\x05abort\x18\x06 \x01(\bR\x05abort\x12,\n" +
+	"\x0fsection_appends\x18\a \x01(\rH\x00R\x0esectionAppends\x88\x01\x01\x12(\n" +
+	"\rsection_bytes\x18\b \x01(\x04H\x01R\fsectionBytes\x88\x01\x01\x12/\n" +
+	"\aappends\x18\t \x03(\v2\x15.dlm.v1.SectionAppendR\aappendsB\x12\n" +
+	"\x10_section_appendsB\x10\n" +
+	"\x0e_section_bytes\"7\n" +
+	"\rSectionAppend\x12\x12\n" +
+	"\x04file\x18\x01 \x01(\tR\x04file\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"k\n" +
 	"\x13LockReleaseResponse\x12+\n" +
 	"\x11committed_appends\x18\x01 \x01(\rR\x10committedAppends\x12'\n" +
-	"\x0fcommitted_bytes\x18\x02 \x01(\x04R\x0ecommittedBytes\"\xb9\x01\n" +
+	"\x0fcommitted_bytes\x18\x02 \x01(\x04R\x0ecommittedBytes\"\xd5\x01\n" +
 	"\x11AppendFileRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x16\n" +
 	"\x06secret\x18\x02 \x01(\tR\x06secret\x12\x10\n" +
@@ -1918,7 +2367,8 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"ackedBelow\x12\x14\n" +
 	"\x05token\x18\x05 \x01(\x04R\x05token\x12\x12\n" +
 	"\x04file\x18\x06 \x01(\tR\x04file\x12\x12\n" +
-	"\x04data\x18\a \x01(\fR\x04data\"^\n" +
+	"\x04data\x18\a \x01(\fR\x04data\x12\x1a\n" +
+	"\bposition\x18\b \x01(\rR\bposition\"^\n" +
 	"\x12AppendFileResponse\x12%\n" +
 	"\x0estaged_appends\x18\x01 \x01(\rR\rstagedAppends\x12!\n" +
 	"\fstaged_bytes\x18\x02 \x01(\x04R\vstagedBytes\"v\n" +
@@ -2000,11 +2450,31 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\n" +
 	"FileStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
-	"\x04size\x18\x02 \x01(\x03R\x04size\"Y\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\"\xa3\x01\n" +
 	"\vErrorDetail\x12+\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x13.dlm.v1.ErrorReasonR\x06reason\x12\x1d\n" +
 	"\n" +
-	"leader_url\x18\x02 \x01(\tR\tleaderUrl*\x8b\x16\n" +
+	"leader_url\x18\x02 \x01(\tR\tleaderUrl\x12%\n" +
+	"\x0estaged_appends\x18\x03 \x01(\rR\rstagedAppends\x12!\n" +
+	"\fstaged_bytes\x18\x04 \x01(\x04R\vstagedBytes\"F\n" +
+	"\fPulseRequest\x126\n" +
+	"\bsessions\x18\x01 \x03(\v2\x1a.dlm.v1.SessionCredentialsR\bsessions\"I\n" +
+	"\x12SessionCredentials\x12\x1b\n" +
+	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\"m\n" +
+	"\rPulseResponse\x12.\n" +
+	"\arenewed\x18\x01 \x03(\v2\x14.dlm.v1.SessionPulseR\arenewed\x12,\n" +
+	"\agranted\x18\x02 \x03(\v2\x12.dlm.v1.PulseGrantR\agranted\"\x94\x01\n" +
+	"\fSessionPulse\x12\x1b\n" +
+	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x19\n" +
+	"\blease_ms\x18\x02 \x01(\rR\aleaseMs\x12\x14\n" +
+	"\x05token\x18\x03 \x01(\x04R\x05token\x126\n" +
+	"\ferror_reason\x18\x04 \x01(\x0e2\x13.dlm.v1.ErrorReasonR\verrorReason\"Q\n" +
+	"\n" +
+	"PulseGrant\x12\x1b\n" +
+	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x14\n" +
+	"\x05token\x18\x03 \x01(\x04R\x05token*\xc3\x17\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x90\x01\n" +
 	"\x19ERROR_REASON_LOCK_EXPIRED\x10\x01\x1aq\xca\xf3\x18m\b\n" +
@@ -2032,15 +2502,17 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\x1cERROR_REASON_MEMBER_CONFLICT\x10\x15\x1a`\xca\xf3\x18\\\b\x06\x10\x01\x1aFthe member conflicts with the cluster's configuration: nothing changed\"\x0eMemberConflict\x12Y\n" +
 	"\x1bERROR_REASON_MEMBER_UNKNOWN\x10\x16\x1a8\xca\xf3\x184\b\x05\x10\x01\x1a\x1fno such member: nothing changed\"\rMemberUnknown\x12\x93\x01\n" +
 	"\x1eERROR_REASON_TOO_MANY_SESSIONS\x10\x18\x1ao\xca\xf3\x18k\b\b\x10\x04\x1aTthe cluster has as many open sessions as its limit (--max-sessions): nothing changed\"\x0fTooManySessions\x12\x8f\x01\n" +
-	"\x1eERROR_REASON_INIT_RATE_LIMITED\x10\x19\x1ak\xca\xf3\x18g\b\b\x10\x04\x1aPthis address opens sessions too fast (--init-rate): nothing changed; retry later\"\x0fInitRateLimited\x1a\x0e\xd2\xf3\x18\n" +
-	"\b2\x10\xac\x02\x18\xe8\a \x032\x8f\x04\n" +
+	"\x1eERROR_REASON_INIT_RATE_LIMITED\x10\x19\x1ak\xca\xf3\x18g\b\b\x10\x04\x1aPthis address opens sessions too fast (--init-rate): nothing changed; retry later\"\x0fInitRateLimited\x12\xb5\x01\n" +
+	"\x1fERROR_REASON_SECTION_INCOMPLETE\x10\x1a\x1a\x8f\x01\xca\xf3\x18\x8a\x01\b\t\x10\x01\x1aqthe leader does not hold the whole critical section: re-send its appends from the place given, then release again\"\x11SectionIncomplete\x1a\x0e\xd2\xf3\x18\n" +
+	"\b2\x10\xac\x02\x18\xe8\a \x032\xc9\x04\n" +
 	"\vLockService\x121\n" +
 	"\x04Init\x12\x13.dlm.v1.InitRequest\x1a\x14.dlm.v1.InitResponse\x12@\n" +
 	"\tKeepAlive\x12\x18.dlm.v1.KeepAliveRequest\x1a\x19.dlm.v1.KeepAliveResponse\x12F\n" +
 	"\vLockAcquire\x12\x1a.dlm.v1.LockAcquireRequest\x1a\x1b.dlm.v1.LockAcquireResponse\x12F\n" +
 	"\vLockRelease\x12\x1a.dlm.v1.LockReleaseRequest\x1a\x1b.dlm.v1.LockReleaseResponse\x12C\n" +
 	"\n" +
-	"AppendFile\x12\x19.dlm.v1.AppendFileRequest\x1a\x1a.dlm.v1.AppendFileResponse\x124\n" +
+	"AppendFile\x12\x19.dlm.v1.AppendFileRequest\x1a\x1a.dlm.v1.AppendFileResponse\x128\n" +
+	"\x05Pulse\x12\x14.dlm.v1.PulseRequest\x1a\x15.dlm.v1.PulseResponse(\x010\x01\x124\n" +
 	"\x05Close\x12\x14.dlm.v1.CloseRequest\x1a\x15.dlm.v1.CloseResponse\x12B\n" +
 	"\bReadFile\x12\x17.dlm.v1.ReadFileRequest\x1a\x18.dlm.v1.ReadFileResponse\"\x03\x90\x02\x01\x12<\n" +
 	"\x06Status\x12\x15.dlm.v1.StatusRequest\x1a\x16.dlm.v1.StatusResponse\"\x03\x90\x02\x01Bw\n" +
@@ -2060,7 +2532,7 @@ func file_dlm_v1_dlm_proto_rawDescGZIP() []byte {
 }
 
 var file_dlm_v1_dlm_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_dlm_v1_dlm_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_dlm_v1_dlm_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_dlm_v1_dlm_proto_goTypes = []any{
 	(ErrorReason)(0),            // 0: dlm.v1.ErrorReason
 	(*InitRequest)(nil),         // 1: dlm.v1.InitRequest
@@ -2070,50 +2542,63 @@ var file_dlm_v1_dlm_proto_goTypes = []any{
 	(*LockAcquireRequest)(nil),  // 5: dlm.v1.LockAcquireRequest
 	(*LockAcquireResponse)(nil), // 6: dlm.v1.LockAcquireResponse
 	(*LockReleaseRequest)(nil),  // 7: dlm.v1.LockReleaseRequest
-	(*LockReleaseResponse)(nil), // 8: dlm.v1.LockReleaseResponse
-	(*AppendFileRequest)(nil),   // 9: dlm.v1.AppendFileRequest
-	(*AppendFileResponse)(nil),  // 10: dlm.v1.AppendFileResponse
-	(*CloseRequest)(nil),        // 11: dlm.v1.CloseRequest
-	(*CloseResponse)(nil),       // 12: dlm.v1.CloseResponse
-	(*ReadFileRequest)(nil),     // 13: dlm.v1.ReadFileRequest
-	(*ReadFileResponse)(nil),    // 14: dlm.v1.ReadFileResponse
-	(*StatusRequest)(nil),       // 15: dlm.v1.StatusRequest
-	(*StatusResponse)(nil),      // 16: dlm.v1.StatusResponse
-	(*NodeStatus)(nil),          // 17: dlm.v1.NodeStatus
-	(*MemberStatus)(nil),        // 18: dlm.v1.MemberStatus
-	(*LockStatus)(nil),          // 19: dlm.v1.LockStatus
-	(*SessionStatus)(nil),       // 20: dlm.v1.SessionStatus
-	(*FileStatus)(nil),          // 21: dlm.v1.FileStatus
-	(*ErrorDetail)(nil),         // 22: dlm.v1.ErrorDetail
+	(*SectionAppend)(nil),       // 8: dlm.v1.SectionAppend
+	(*LockReleaseResponse)(nil), // 9: dlm.v1.LockReleaseResponse
+	(*AppendFileRequest)(nil),   // 10: dlm.v1.AppendFileRequest
+	(*AppendFileResponse)(nil),  // 11: dlm.v1.AppendFileResponse
+	(*CloseRequest)(nil),        // 12: dlm.v1.CloseRequest
+	(*CloseResponse)(nil),       // 13: dlm.v1.CloseResponse
+	(*ReadFileRequest)(nil),     // 14: dlm.v1.ReadFileRequest
+	(*ReadFileResponse)(nil),    // 15: dlm.v1.ReadFileResponse
+	(*StatusRequest)(nil),       // 16: dlm.v1.StatusRequest
+	(*StatusResponse)(nil),      // 17: dlm.v1.StatusResponse
+	(*NodeStatus)(nil),          // 18: dlm.v1.NodeStatus
+	(*MemberStatus)(nil),        // 19: dlm.v1.MemberStatus
+	(*LockStatus)(nil),          // 20: dlm.v1.LockStatus
+	(*SessionStatus)(nil),       // 21: dlm.v1.SessionStatus
+	(*FileStatus)(nil),          // 22: dlm.v1.FileStatus
+	(*ErrorDetail)(nil),         // 23: dlm.v1.ErrorDetail
+	(*PulseRequest)(nil),        // 24: dlm.v1.PulseRequest
+	(*SessionCredentials)(nil),  // 25: dlm.v1.SessionCredentials
+	(*PulseResponse)(nil),       // 26: dlm.v1.PulseResponse
+	(*SessionPulse)(nil),        // 27: dlm.v1.SessionPulse
+	(*PulseGrant)(nil),          // 28: dlm.v1.PulseGrant
 }
 var file_dlm_v1_dlm_proto_depIdxs = []int32{
-	17, // 0: dlm.v1.StatusResponse.node:type_name -> dlm.v1.NodeStatus
-	19, // 1: dlm.v1.StatusResponse.lock:type_name -> dlm.v1.LockStatus
-	20, // 2: dlm.v1.StatusResponse.sessions:type_name -> dlm.v1.SessionStatus
-	21, // 3: dlm.v1.StatusResponse.files:type_name -> dlm.v1.FileStatus
-	18, // 4: dlm.v1.StatusResponse.members:type_name -> dlm.v1.MemberStatus
-	0,  // 5: dlm.v1.ErrorDetail.reason:type_name -> dlm.v1.ErrorReason
-	1,  // 6: dlm.v1.LockService.Init:input_type -> dlm.v1.InitRequest
-	3,  // 7: dlm.v1.LockService.KeepAlive:input_type -> dlm.v1.KeepAliveRequest
-	5,  // 8: dlm.v1.LockService.LockAcquire:input_type -> dlm.v1.LockAcquireRequest
-	7,  // 9: dlm.v1.LockService.LockRelease:input_type -> dlm.v1.LockReleaseRequest
-	9,  // 10: dlm.v1.LockService.AppendFile:input_type -> dlm.v1.AppendFileRequest
-	11, // 11: dlm.v1.LockService.Close:input_type -> dlm.v1.CloseRequest
-	13, // 12: dlm.v1.LockService.ReadFile:input_type -> dlm.v1.ReadFileRequest
-	15, // 13: dlm.v1.LockService.Status:input_type -> dlm.v1.StatusRequest
-	2,  // 14: dlm.v1.LockService.Init:output_type -> dlm.v1.InitResponse
-	4,  // 15: dlm.v1.LockService.KeepAlive:output_type -> dlm.v1.KeepAliveResponse
-	6,  // 16: dlm.v1.LockService.LockAcquire:output_type -> dlm.v1.LockAcquireResponse
-	8,  // 17: dlm.v1.LockService.LockRelease:output_type -> dlm.v1.LockReleaseResponse
-	10, // 18: dlm.v1.LockService.AppendFile:output_type -> dlm.v1.AppendFileResponse
-	12, // 19: dlm.v1.LockService.Close:output_type -> dlm.v1.CloseResponse
-	14, // 20: dlm.v1.LockService.ReadFile:output_type -> dlm.v1.ReadFileResponse
-	16, // 21: dlm.v1.LockService.Status:output_type -> dlm.v1.StatusResponse
-	14, // [14:22] is the sub-list for method output_type
-	6,  // [6:14] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	8,  // 0: dlm.v1.LockReleaseRequest.appends:type_name -> dlm.v1.SectionAppend
+	18, // 1: dlm.v1.StatusResponse.node:type_name -> dlm.v1.NodeStatus
+	20, // 2: dlm.v1.StatusResponse.lock:type_name -> dlm.v1.LockStatus
+	21, // 3: dlm.v1.StatusResponse.sessions:type_name -> dlm.v1.SessionStatus
+	22, // 4: dlm.v1.StatusResponse.files:type_name -> dlm.v1.FileStatus
+	19, // 5: dlm.v1.StatusResponse.members:type_name -> dlm.v1.MemberStatus
+	0,  // 6: dlm.v1.ErrorDetail.reason:type_name -> dlm.v1.ErrorReason
+	25, // 7: dlm.v1.PulseRequest.sessions:type_name -> dlm.v1.SessionCredentials
+	27, // 8: dlm.v1.PulseResponse.renewed:type_name -> dlm.v1.SessionPulse
+	28, // 9: dlm.v1.PulseResponse.granted:type_name -> dlm.v1.PulseGrant
+	0,  // 10: dlm.v1.SessionPulse.error_reason:type_name -> dlm.v1.ErrorReason
+	1,  // 11: dlm.v1.LockService.Init:input_type -> dlm.v1.InitRequest
+	3,  // 12: dlm.v1.LockService.KeepAlive:input_type -> dlm.v1.KeepAliveRequest
+	5,  // 13: dlm.v1.LockService.LockAcquire:input_type -> dlm.v1.LockAcquireRequest
+	7,  // 14: dlm.v1.LockService.LockRelease:input_type -> dlm.v1.LockReleaseRequest
+	10, // 15: dlm.v1.LockService.AppendFile:input_type -> dlm.v1.AppendFileRequest
+	24, // 16: dlm.v1.LockService.Pulse:input_type -> dlm.v1.PulseRequest
+	12, // 17: dlm.v1.LockService.Close:input_type -> dlm.v1.CloseRequest
+	14, // 18: dlm.v1.LockService.ReadFile:input_type -> dlm.v1.ReadFileRequest
+	16, // 19: dlm.v1.LockService.Status:input_type -> dlm.v1.StatusRequest
+	2,  // 20: dlm.v1.LockService.Init:output_type -> dlm.v1.InitResponse
+	4,  // 21: dlm.v1.LockService.KeepAlive:output_type -> dlm.v1.KeepAliveResponse
+	6,  // 22: dlm.v1.LockService.LockAcquire:output_type -> dlm.v1.LockAcquireResponse
+	9,  // 23: dlm.v1.LockService.LockRelease:output_type -> dlm.v1.LockReleaseResponse
+	11, // 24: dlm.v1.LockService.AppendFile:output_type -> dlm.v1.AppendFileResponse
+	26, // 25: dlm.v1.LockService.Pulse:output_type -> dlm.v1.PulseResponse
+	13, // 26: dlm.v1.LockService.Close:output_type -> dlm.v1.CloseResponse
+	15, // 27: dlm.v1.LockService.ReadFile:output_type -> dlm.v1.ReadFileResponse
+	17, // 28: dlm.v1.LockService.Status:output_type -> dlm.v1.StatusResponse
+	20, // [20:29] is the sub-list for method output_type
+	11, // [11:20] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_dlm_v1_dlm_proto_init() }
@@ -2122,13 +2607,14 @@ func file_dlm_v1_dlm_proto_init() {
 		return
 	}
 	file_dlm_v1_reason_proto_init()
+	file_dlm_v1_dlm_proto_msgTypes[6].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dlm_v1_dlm_proto_rawDesc), len(file_dlm_v1_dlm_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   22,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dlm/v1/dlm.proto.
  */
 export const file_dlm_v1_dlm: GenFile = /*@__PURE__*/
-  fileDesc("ChBkbG0vdjEvZGxtLnByb3RvEgZkbG0udjEiLQoLSW5pdFJlcXVlc3QSEAoIbGVhc2VfbXMYASABKA0SDAoEbmFtZRgCIAEoCSJDCgxJbml0UmVzcG9uc2USEQoJY2xpZW50X2lkGAEgASgEEg4KBnNlY3JldBgCIAEoCRIQCghsZWFzZV9tcxgDIAEoDSI1ChBLZWVwQWxpdmVSZXF1ZXN0EhEKCWNsaWVudF9pZBgBIAEoBBIOCgZzZWNyZXQYAiABKAkiNAoRS2VlcEFsaXZlUmVzcG9uc2USEAoIbGVhc2VfbXMYASABKA0SDQoFdG9rZW4YAiABKAQidwoSTG9ja0FjcXVpcmVSZXF1ZXN0EhEKCWNsaWVudF9pZBgBIAEoBBIOCgZzZWNyZXQYAiABKAkSCwoDc2VxGAMgASgEEhMKC2Fja2VkX2JlbG93GAQgASgEEgsKA3RyeRgFIAEoCBIPCgd3YWl0X21zGAYgASgNIl0KE0xvY2tBY3F1aXJlUmVzcG9uc2USDwoHZ3JhbnRlZBgBIAEoCBINCgV0b2tlbhgCIAEoBBIOCgZxdWV1ZWQYAyABKAgSFgoOcXVldWVfcG9zaXRpb24YBCABKA0idwoSTG9ja1JlbGVhc2VSZXF1ZXN0EhEKCWNsaWVudF9pZBgBIAEoBBIOCgZzZWNyZXQYAiABKAkSCwoDc2VxGAMgASgEEhMKC2Fja2VkX2JlbG93GAQgASgEEg0KBXRva2VuGAUgASgEEg0KBWFib3J0GAYgASgIIkkKE0xvY2tSZWxlYXNlUmVzcG9uc2USGQoRY29tbWl0dGVkX2FwcGVuZHMYASABKA0SFwoPY29tbWl0dGVkX2J5dGVzGAIgASgEIoMBChFBcHBlbmRGaWxlUmVxdWVzdBIRCgljbGllbnRfaWQYASABKAQSDgoGc2VjcmV0GAIgASgJEgsKA3NlcRgDIAEoBBITCgthY2tlZF9iZWxvdxgEIAEoBBINCgV0b2tlbhgFIAEoBBIMCgRmaWxlGAYgASgJEgwKBGRhdGEYByABKAwiQgoSQXBwZW5kRmlsZVJlc3BvbnNlEhYKDnN0YWdlZF9hcHBlbmRzGAEgASgNEhQKDHN0YWdlZF9ieXRlcxgCIAEoBCJTCgxDbG9zZVJlcXVlc3QSEQoJY2xpZW50X2lkGAEgASgEEg4KBnNlY3JldBgCIAEoCRILCgNzZXEYAyABKAQSEwoLYWNrZWRfYmVsb3cYBCABKAQiHwoNQ2xvc2VSZXNwb25zZRIOCgZzdGF0dXMYASABKAkiPgoPUmVhZEZpbGVSZXF1ZXN0EgwKBGZpbGUYASABKAkSDgoGb2Zmc2V0GAIgASgDEg0KBWxpbWl0GAMgASgDIj4KEFJlYWRGaWxlUmVzcG9uc2USDAoEZGF0YRgBIAEoDBIOCgZvZmZzZXQYAiABKAMSDAoEc2l6ZRgDIAEoAyJ2Cg1TdGF0dXNSZXF1ZXN0EhIKCmNvbnNpc3RlbnQYASABKAgSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkSGQoRa25vd25fc3RhdGVfaW5kZXgYBCABKAQSDwoHd2FpdF9tcxgFIAEoDSKMAgoOU3RhdHVzUmVzcG9uc2USIAoEbm9kZRgBIAEoCzISLmRsbS52MS5Ob2RlU3RhdHVzEiAKBGxvY2sYAiABKAsyEi5kbG0udjEuTG9ja1N0YXR1cxInCghzZXNzaW9ucxgDIAMoCzIVLmRsbS52MS5TZXNzaW9uU3RhdHVzEiEKBWZpbGVzGAQgAygLMhIuZGxtLnYxLkZpbGVTdGF0dXMSJQoHbWVtYmVycxgFIAMoCzIULmRsbS52MS5NZW1iZXJTdGF0dXMSFQoNc2Vzc2lvbl9jb3VudBgGIAEoBBIXCg9uZXh0X3BhZ2VfdG9rZW4YByABKAkSEwoLc3RhdGVfaW5kZXgYCCABKAQizwEKCk5vZGVTdGF0dXMSCgoCaWQYASABKAkSDAoEcm9sZRgCIAEoCRISCgpsZWFkZXJfdXJsGAMgASgJEgwKBHRlcm0YBCABKAQSFAoMY29tbWl0X2luZGV4GAUgASgEEhUKDWFwcGxpZWRfaW5kZXgYBiABKAQSFwoPbGFzdF9jb250YWN0X21zGAcgASgDEhQKDHJhZnRfYWRkcmVzcxgIIAEoCRIVCg1zdG9yYWdlX2ZhdWx0GAkgASgJEhIKCmZyZWVfYnl0ZXMYCiABKAMiZgoMTWVtYmVyU3RhdHVzEgoKAmlkGAEgASgJEhQKDHJhZnRfYWRkcmVzcxgCIAEoCRIQCghzdWZmcmFnZRgDIAEoCRIOCgZsZWFkZXIYBCABKAgSEgoKY2xpZW50X3VybBgFIAEoCSK+AQoKTG9ja1N0YXR1cxIOCgZob2xkZXIYASABKAQSDQoFdG9rZW4YAiABKAQSFQoNbGVhc2VfbGVmdF9tcxgDIAEoAxIWCg5zdGFnZWRfYXBwZW5kcxgEIAEoDRIUCgxzdGFnZWRfYnl0ZXMYBSABKAQSDQoFcXVldWUYBiADKAQSEgoKbGFzdF90b2tlbhgHIAEoBBIUCgxxdWV1ZV9sZW5ndGgYCCABKAQSEwoLaG9sZGVyX25hbWUYCSABKAkiWQoNU2Vzc2lvblN0YXR1cxIRCgljbGllbnRfaWQYASABKAQSDAoEbmFtZRgCIAEoCRIQCghsZWFzZV9tcxgDIAEoDRIVCg1sZWFzZV9sZWZ0X21zGAQgASgDIigKCkZpbGVTdGF0dXMSDAoEbmFtZRgBIAEoCRIMCgRzaXplGAIgASgDIkYKC0Vycm9yRGV0YWlsEiMKBnJlYXNvbhgBIAEoDjITLmRsbS52MS5FcnJvclJlYXNvbhISCgpsZWFkZXJfdXJsGAIgASgJKosWCgtFcnJvclJlYXNvbhIcChhFUlJPUl9SRUFTT05fVU5TUEVDSUZJRUQQABKQAQoZRVJST1JfUkVBU09OX0xPQ0tfRVhQSVJFRBABGnHK8xhtCAoQARpadGhlIGZlbmNpbmcgdG9rZW4gaXMgbm90IHRoZSBjdXJyZW50IGdyYW50OiB0aGUgbG9jayB3YXMgcmVsZWFzZWQsIHJldm9rZWQgb3IgZ3JhbnRlZCBhbmV3IgtMb2NrRXhwaXJlZBJUChdFUlJPUl9SRUFTT05fTk9UX0hPTERFUhACGjfK8xgzCAkQARoidGhlIHNlc3Npb24gZG9lcyBub3QgaG9sZCB0aGUgbG9jayIJTm90SG9sZGVyEmIKG0VSUk9SX1JFQVNPTl9GSUxFX05PVF9GT1VORBADGkHK8xg9CAUQARopbm8gc3VjaCBmaWxlOiBmaWxlcyBhcmUgZmlsZV8wIHRvIGZpbGVfOTkiDEZpbGVOb3RGb3VuZBJvCh5FUlJPUl9SRUFTT05fSU5WQUxJRF9GSUxFX05BTUUQBBpLyvMYRwgDEAEaMG1hbGZvcm1lZCBmaWxlIG5hbWU6IGZpbGVzIGFyZSBmaWxlXzAgdG8gZmlsZV85OSIPSW52YWxpZEZpbGVOYW1lEm0KHEVSUk9SX1JFQVNPTl9TRVNTSU9OX0VYUElSRUQQBRpLyvMYRwgJEAEaMXRoZSBzZXNzaW9uIGV4cGlyZWQgb3Igd2FzIGNsb3NlZDogb3BlbiBhIG5ldyBvbmUiDlNlc3Npb25FeHBpcmVkEksKHEVSUk9SX1JFQVNPTl9TRVNTSU9OX1VOS05PV04QBhopyvMYJQgFEAEaD25vIHN1Y2ggc2Vzc2lvbiIOU2Vzc2lvblVua25vd24SVwoXRVJST1JfUkVBU09OX0JBRF9TRUNSRVQQBxo6yvMYNggQEAEaJXRoZSBzZWNyZXQgZG9lcyBub3QgbWF0Y2ggdGhlIHNlc3Npb24iCUJhZFNlY3JldBJkChdFUlJPUl9SRUFTT05fTk9UX0xFQURFUhAIGkfK8xhDCA4QAhowdGhpcyBub2RlIGlzIG5vdCB0aGUgbGVhZGVyOiByZXRyeSBhdCB0aGUgbGVhZGVyIgtVbmF2YWlsYWJsZRJnChhFUlJPUl9SRUFTT05fVU5BVkFJTEFCTEUQCRpJyvMYRQgOEAMaMnRoZSBjbHVzdGVyIGNhbm5vdCBjb21taXQgY2hhbmdlcyBub3c6IHJldHJ5IGxhdGVyIgtVbmF2YWlsYWJsZRJyCh1FUlJPUl9SRUFTT05fU0VRVUVOQ0VfTUlTU0lORxAKGk/K8xhLCAMQARo0dGhlIHJlcXVlc3QgaGFzIG5vIHNlcXVlbmNlIG51bWJlciAoc2VxIG11c3QgYmUgPiAwKSIPSW52YWxpZEFyZ3VtZW50EoQBCiJFUlJPUl9SRUFTT05fU0VRVUVOQ0VfQUNLTk9XTEVER0VEEAsaXMrzGFgICRABGjx0aGUgc2VxdWVuY2UgbnVtYmVyIGlzIGJlbG93IHRoZSBzZXNzaW9uJ3MgYWNrbm93bGVkZ2VkIG1hcmsiFFNlcXVlbmNlQWNrbm93bGVkZ2VkEkwKF0VSUk9SX1JFQVNPTl9EQVRBX0VNUFRZEAwaL8rzGCsIAxABGhp0aGUgYXBwZW5kIGNhcnJpZXMgbm8gZGF0YSIJRGF0YUVtcHR5EnYKG0VSUk9SX1JFQVNPTl9EQVRBX1RPT19MQVJHRRANGlXK8xhRCAMQARo9dGhlIGFwcGVuZCBpcyBsYXJnZXIgdGhhbiB0aGUgcGVyLWFwcGVuZCBsaW1pdCAoLS1tYXgtYXBwZW5kKSIMRGF0YVRvb0xhcmdlEm8KHkVSUk9SX1JFQVNPTl9TRUNUSU9OX1RPT19MQVJHRRAOGkvK8xhHCAgQARowdGhlIGNyaXRpY2FsIHNlY3Rpb24gd291bGQgZXhjZWVkIGl0cyBzaXplIGxpbWl0Ig9TZWN0aW9uVG9vTGFyZ2USbwoeRVJST1JfUkVBU09OX1RPT19NQU5ZX1JFUVVFU1RTEA8aS8rzGEcICBAEGjB0b28gbWFueSB1bmFja25vd2xlZGdlZCByZXF1ZXN0cyBpbiB0aGlzIHNlc3Npb24iD1Rvb01hbnlSZXF1ZXN0cxJPCh1FUlJPUl9SRUFTT05fSU5WQUxJRF9BUkdVTUVOVBAQGizK8xgoCAMQARoRbWFsZm9ybWVkIHJlcXVlc3QiD0ludmFsaWRBcmd1bWVudBKNAQoWRVJST1JfUkVBU09OX0RJU0tfRlVMTBARGnHK8xhtCAgQBBpddGhlIHNlcnZlcidzIGRhdGEgZGlzayBpcyBiZWxvdyBpdHMgZnJlZS1zcGFjZSBtaW5pbXVtOiBub3RoaW5nIGNoYW5nZWQ7IGZyZWUgc3BhY2UgYW5kIHJldHJ5IghEaXNrRnVsbBJ/ChtFUlJPUl9SRUFTT05fRklMRV9UT09fTEFSR0UQEhpeyvMYWggIEAEaRnRoZSBhcHBlbmQgd291bGQgbWFrZSB0aGUgZmlsZSBsYXJnZXIgdGhhbiB0aGUgc2VydmVyJ3MgcGVyLWZpbGUgbGltaXQiDEZpbGVUb29MYXJnZRJ8ChpFUlJPUl9SRUFTT05fU1RPUkFHRV9GQVVMVBATGlzK8xhYCA4QAxpFdGhpcyBub2RlJ3Mgc3RvcmFnZSBpcyBmYXVsdHkgYW5kIGl0IGRvZXMgbm90IHNlcnZlOiB0cnkgYW5vdGhlciBub2RlIgtVbmF2YWlsYWJsZRKgAQocRVJST1JfUkVBU09OX1NFUVVFTkNFX1JFVVNFRBAUGn7K8xh6CAMQARpjdGhlIHNlcXVlbmNlIG51bWJlciB3YXMgYWxyZWFkeSB1c2VkIGJ5IHRoaXMgc2Vzc2lvbiBmb3IgYSByZXF1ZXN0IG9mIGFub3RoZXIgbWV0aG9kOyB1c2UgYSBuZXcgb25lIg9JbnZhbGlkQXJndW1lbnQSggEKHEVSUk9SX1JFQVNPTl9NRU1CRVJfQ09ORkxJQ1QQFRpgyvMYXAgGEAEaRnRoZSBtZW1iZXIgY29uZmxpY3RzIHdpdGggdGhlIGNsdXN0ZXIncyBjb25maWd1cmF0aW9uOiBub3RoaW5nIGNoYW5nZWQiDk1lbWJlckNvbmZsaWN0ElkKG0VSUk9SX1JFQVNPTl9NRU1CRVJfVU5LTk9XThAWGjjK8xg0CAUQARofbm8gc3VjaCBtZW1iZXI6IG5vdGhpbmcgY2hhbmdlZCINTWVtYmVyVW5rbm93bhKTAQoeRVJST1JfUkVBU09OX1RPT19NQU5ZX1NFU1NJT05TEBgab8rzGGsICBAEGlR0aGUgY2x1c3RlciBoYXMgYXMgbWFueSBvcGVuIHNlc3Npb25zIGFzIGl0cyBsaW1pdCAoLS1tYXgtc2Vzc2lvbnMpOiBub3RoaW5nIGNoYW5nZWQiD1Rvb01hbnlTZXNzaW9ucxKPAQoeRVJST1JfUkVBU09OX0lOSVRfUkFURV9MSU1JVEVEEBkaa8rzGGcICBAEGlB0aGlzIGFkZHJlc3Mgb3BlbnMgc2Vzc2lvbnMgdG9vIGZhc3QgKC0taW5pdC1yYXRlKTogbm90aGluZyBjaGFuZ2VkOyByZXRyeSBsYXRlciIPSW5pdFJhdGVMaW1pdGVkGg7S8xgKCDIQrAIY6AcgAzKPBAoLTG9ja1NlcnZpY2USMQoESW5pdBITLmRsbS52MS5Jbml0UmVxdWVzdBoULmRsbS52MS5Jbml0UmVzcG9uc2USQAoJS2VlcEFsaXZlEhguZGxtLnYxLktlZXBBbGl2ZVJlcXVlc3QaGS5kbG0udjEuS2VlcEFsaXZlUmVzcG9uc2USRgoLTG9ja0FjcXVpcmUSGi5kbG0udjEuTG9ja0FjcXVpcmVSZXF1ZXN0GhsuZGxtLnYxLkxvY2tBY3F1aXJlUmVzcG9uc2USRgoLTG9ja1JlbGVhc2USGi5kbG0udjEuTG9ja1JlbGVhc2VSZXF1ZXN0GhsuZGxtLnYxLkxvY2tSZWxlYXNlUmVzcG9uc2USQwoKQXBwZW5kRmlsZRIZLmRsbS52MS5BcHBlbmRGaWxlUmVxdWVzdBoaLmRsbS52MS5BcHBlbmRGaWxlUmVzcG9uc2USNAoFQ2xvc2USFC5kbG0udjEuQ2xvc2VSZXF1ZXN0GhUuZGxtLnYxLkNsb3NlUmVzcG9uc2USQgoIUmVhZEZpbGUSFy5kbG0udjEuUmVhZEZpbGVSZXF1ZXN0GhguZGxtLnYxLlJlYWRGaWxlUmVzcG9uc2UiA5ACARI8CgZTdGF0dXMSFS5kbG0udjEuU3RhdHVzUmVxdWVzdBoWLmRsbS52MS5TdGF0dXNSZXNwb25zZSIDkAIBQncKCmNvbS5kbG0udjFCCERsbVByb3RvUAFaJmdpdGh1Yi5jb20vZGxtL2RsbS9nZW4vZ28vZGxtL3YxO2RsbXYxogIDRFhYqgIGRGxtLlYxygIGRGxtXFYx4gISRGxtXFYxXEdQQk1ldGFkYXRh6gIHRGxtOjpWMWIGcHJvdG8z", [file_dlm_v1_reason]);
+  fileDesc("ChBkbG0vdjEvZGxtLnByb3RvEgZkbG0udjEiLQoLSW5pdFJlcXVlc3QSEAoIbGVhc2VfbXMYASABKA0SDAoEbmFtZRgCIAEoCSJDCgxJbml0UmVzcG9uc2USEQoJY2xpZW50X2lkGAEgASgEEg4KBnNlY3JldBgCIAEoCRIQCghsZWFzZV9tcxgDIAEoDSI1ChBLZWVwQWxpdmVSZXF1ZXN0EhEKCWNsaWVudF9pZBgBIAEoBBIOCgZzZWNyZXQYAiABKAkiNAoRS2VlcEFsaXZlUmVzcG9uc2USEAoIbGVhc2VfbXMYASABKA0SDQoFdG9rZW4YAiABKAQiiAEKEkxvY2tBY3F1aXJlUmVxdWVzdBIRCgljbGllbnRfaWQYASABKAQSDgoGc2VjcmV0GAIgASgJEgsKA3NlcRgDIAEoBBITCgthY2tlZF9iZWxvdxgEIAEoBBILCgN0cnkYBSABKAgSDwoHd2FpdF9tcxgGIAEoDRIPCgdub193YWl0GAcgASgIIl0KE0xvY2tBY3F1aXJlUmVzcG9uc2USDwoHZ3JhbnRlZBgBIAEoCBINCgV0b2tlbhgCIAEoBBIOCgZxdWV1ZWQYAyABKAgSFgoOcXVldWVfcG9zaXRpb24YBCABKA0i/wEKEkxvY2tSZWxlYXNlUmVxdWVzdBIRCgljbGllbnRfaWQYASABKAQSDgoGc2VjcmV0GAIgASgJEgsKA3NlcRgDIAEoBBITCgthY2tlZF9iZWxvdxgEIAEoBBINCgV0b2tlbhgFIAEoBBINCgVhYm9ydBgGIAEoCBIcCg9zZWN0aW9uX2FwcGVuZHMYByABKA1IAIgBARIaCg1zZWN0aW9uX2J5dGVzGAggASgESAGIAQESJgoHYXBwZW5kcxgJIAMoCzIVLmRsbS52MS5TZWN0aW9uQXBwZW5kQhIKEF9zZWN0aW9uX2FwcGVuZHNCEAoOX3NlY3Rpb25fYnl0ZXMiKwoNU2VjdGlvbkFwcGVuZBIMCgRmaWxlGAEgASgJEgwKBGRhdGEYAiABKAwiSQoTTG9ja1JlbGVhc2VSZXNwb25zZRIZChFjb21taXR0ZWRfYXBwZW5kcxgBIAEoDRIXCg9jb21taXR0ZWRfYnl0ZXMYAiABKAQilQEKEUFwcGVuZEZpbGVSZXF1ZXN0EhEKCWNsaWVudF9pZBgBIAEoBBIOCgZzZWNyZXQYAiABKAkSCwoDc2VxGAMgASgEEhMKC2Fja2VkX2JlbG93GAQgASgEEg0KBXRva2VuGAUgASgEEgwKBGZpbGUYBiABKAkSDAoEZGF0YRgHIAEoDBIQCghwb3NpdGlvbhgIIAEoDSJCChJBcHBlbmRGaWxlUmVzcG9uc2USFgoOc3RhZ2VkX2FwcGVuZHMYASABKA0SFAoMc3RhZ2VkX2J5dGVzGAIgASgEIlMKDENsb3NlUmVxdWVzdBIRCgljbGllbnRfaWQYASABKAQSDgoGc2VjcmV0GAIgASgJEgsKA3NlcRgDIAEoBBITCgthY2tlZF9iZWxvdxgEIAEoBCIfCg1DbG9zZVJlc3BvbnNlEg4KBnN0YXR1cxgBIAEoCSI+Cg9SZWFkRmlsZVJlcXVlc3QSDAoEZmlsZRgBIAEoCRIOCgZvZmZzZXQYAiABKAMSDQoFbGltaXQYAyABKAMiPgoQUmVhZEZpbGVSZXNwb25zZRIMCgRkYXRhGAEgASgMEg4KBm9mZnNldBgCIAEoAxIMCgRzaXplGAMgASgDInYKDVN0YXR1c1JlcXVlc3QSEgoKY29uc2lzdGVudBgBIAEoCBIRCglwYWdlX3NpemUYAiABKA0SEgoKcGFnZV90b2tlbhgDIAEoCRIZChFrbm93bl9zdGF0ZV9pbmRleBgEIAEoBBIPCgd3YWl0X21zGAUgASgNIowCCg5TdGF0dXNSZXNwb25zZRIgCgRub2RlGAEgASgLMhIuZGxtLnYxLk5vZGVTdGF0dXMSIAoEbG9jaxgCIAEoCzISLmRsbS52MS5Mb2NrU3RhdHVzEicKCHNlc3Npb25zGAMgAygLMhUuZGxtLnYxLlNlc3Npb25TdGF0dXMSIQoFZmlsZXMYBCADKAsyEi5kbG0udjEuRmlsZVN0YXR1cxIlCgdtZW1iZXJzGAUgAygLMhQuZGxtLnYxLk1lbWJlclN0YXR1cxIVCg1zZXNzaW9uX2NvdW50GAYgASgEEhcKD25leHRfcGFnZV90b2tlbhgHIAEoCRITCgtzdGF0ZV9pbmRleBgIIAEoBCLPAQoKTm9kZVN0YXR1cxIKCgJpZBgBIAEoCRIMCgRyb2xlGAIgASgJEhIKCmxlYWRlcl91cmwYAyABKAkSDAoEdGVybRgEIAEoBBIUCgxjb21taXRfaW5kZXgYBSABKAQSFQoNYXBwbGllZF9pbmRleBgGIAEoBBIXCg9sYXN0X2NvbnRhY3RfbXMYByABKAMSFAoMcmFmdF9hZGRyZXNzGAggASgJEhUKDXN0b3JhZ2VfZmF1bHQYCSABKAkSEgoKZnJlZV9ieXRlcxgKIAEoAyJmCgxNZW1iZXJTdGF0dXMSCgoCaWQYASABKAkSFAoMcmFmdF9hZGRyZXNzGAIgASgJEhAKCHN1ZmZyYWdlGAMgASgJEg4KBmxlYWRlchgEIAEoCBISCgpjbGllbnRfdXJsGAUgASgJIr4BCgpMb2NrU3RhdHVzEg4KBmhvbGRlchgBIAEoBBINCgV0b2tlbhgCIAEoBBIVCg1sZWFzZV9sZWZ0X21zGAMgASgDEhYKDnN0YWdlZF9hcHBlbmRzGAQgASgNEhQKDHN0YWdlZF9ieXRlcxgFIAEoBBINCgVxdWV1ZRgGIAMoBBISCgpsYXN0X3Rva2VuGAcgASgEEhQKDHF1ZXVlX2xlbmd0aBgIIAEoBBITCgtob2xkZXJfbmFtZRgJIAEoCSJZCg1TZXNzaW9uU3RhdHVzEhEKCWNsaWVudF9pZBgBIAEoBBIMCgRuYW1lGAIgASgJEhAKCGxlYXNlX21zGAMgASgNEhUKDWxlYXNlX2xlZnRfbXMYBCABKAMiKAoKRmlsZVN0YXR1cxIMCgRuYW1lGAEgASgJEgwKBHNpemUYAiABKAMidAoLRXJyb3JEZXRhaWwSIwoGcmVhc29uGAEgASgOMhMuZGxtLnYxLkVycm9yUmVhc29uEhIKCmxlYWRlcl91cmwYAiABKAkSFgoOc3RhZ2VkX2FwcGVuZHMYAyABKA0SFAoMc3RhZ2VkX2J5dGVzGAQgASgEIjwKDFB1bHNlUmVxdWVzdBIsCghzZXNzaW9ucxgBIAMoCzIaLmRsbS52MS5TZXNzaW9uQ3JlZGVudGlhbHMiNwoSU2Vzc2lvbkNyZWRlbnRpYWxzEhEKCWNsaWVudF9pZBgBIAEoBBIOCgZzZWNyZXQYAiABKAkiWwoNUHVsc2VSZXNwb25zZRIlCgdyZW5ld2VkGAEgAygLMhQuZGxtLnYxLlNlc3Npb25QdWxzZRIjCgdncmFudGVkGAIgAygLMhIuZGxtLnYxLlB1bHNlR3JhbnQibQoMU2Vzc2lvblB1bHNlEhEKCWNsaWVudF9pZBgBIAEoBBIQCghsZWFzZV9tcxgCIAEoDRINCgV0b2tlbhgDIAEoBBIpCgxlcnJvcl9yZWFzb24YBCABKA4yEy5kbG0udjEuRXJyb3JSZWFzb24iOwoKUHVsc2VHcmFudBIRCgljbGllbnRfaWQYASABKAQSCwoDc2VxGAIgASgEEg0KBXRva2VuGAMgASgEKsMXCgtFcnJvclJlYXNvbhIcChhFUlJPUl9SRUFTT05fVU5TUEVDSUZJRUQQABKQAQoZRVJST1JfUkVBU09OX0xPQ0tfRVhQSVJFRBABGnHK8xhtCAoQARpadGhlIGZlbmNpbmcgdG9rZW4gaXMgbm90IHRoZSBjdXJyZW50IGdyYW50OiB0aGUgbG9jayB3YXMgcmVsZWFzZWQsIHJldm9rZWQgb3IgZ3JhbnRlZCBhbmV3IgtMb2NrRXhwaXJlZBJUChdFUlJPUl9SRUFTT05fTk9UX0hPTERFUhACGjfK8xgzCAkQARoidGhlIHNlc3Npb24gZG9lcyBub3QgaG9sZCB0aGUgbG9jayIJTm90SG9sZGVyEmIKG0VSUk9SX1JFQVNPTl9GSUxFX05PVF9GT1VORBADGkHK8xg9CAUQARopbm8gc3VjaCBmaWxlOiBmaWxlcyBhcmUgZmlsZV8wIHRvIGZpbGVfOTkiDEZpbGVOb3RGb3VuZBJvCh5FUlJPUl9SRUFTT05fSU5WQUxJRF9GSUxFX05BTUUQBBpLyvMYRwgDEAEaMG1hbGZvcm1lZCBmaWxlIG5hbWU6IGZpbGVzIGFyZSBmaWxlXzAgdG8gZmlsZV85OSIPSW52YWxpZEZpbGVOYW1lEm0KHEVSUk9SX1JFQVNPTl9TRVNTSU9OX0VYUElSRUQQBRpLyvMYRwgJEAEaMXRoZSBzZXNzaW9uIGV4cGlyZWQgb3Igd2FzIGNsb3NlZDogb3BlbiBhIG5ldyBvbmUiDlNlc3Npb25FeHBpcmVkEksKHEVSUk9SX1JFQVNPTl9TRVNTSU9OX1VOS05PV04QBhopyvMYJQgFEAEaD25vIHN1Y2ggc2Vzc2lvbiIOU2Vzc2lvblVua25vd24SVwoXRVJST1JfUkVBU09OX0JBRF9TRUNSRVQQBxo6yvMYNggQEAEaJXRoZSBzZWNyZXQgZG9lcyBub3QgbWF0Y2ggdGhlIHNlc3Npb24iCUJhZFNlY3JldBJkChdFUlJPUl9SRUFTT05fTk9UX0xFQURFUhAIGkfK8xhDCA4QAhowdGhpcyBub2RlIGlzIG5vdCB0aGUgbGVhZGVyOiByZXRyeSBhdCB0aGUgbGVhZGVyIgtVbmF2YWlsYWJsZRJnChhFUlJPUl9SRUFTT05fVU5BVkFJTEFCTEUQCRpJyvMYRQgOEAMaMnRoZSBjbHVzdGVyIGNhbm5vdCBjb21taXQgY2hhbmdlcyBub3c6IHJldHJ5IGxhdGVyIgtVbmF2YWlsYWJsZRJyCh1FUlJPUl9SRUFTT05fU0VRVUVOQ0VfTUlTU0lORxAKGk/K8xhLCAMQARo0dGhlIHJlcXVlc3QgaGFzIG5vIHNlcXVlbmNlIG51bWJlciAoc2VxIG11c3QgYmUgPiAwKSIPSW52YWxpZEFyZ3VtZW50EoQBCiJFUlJPUl9SRUFTT05fU0VRVUVOQ0VfQUNLTk9XTEVER0VEEAsaXMrzGFgICRABGjx0aGUgc2VxdWVuY2UgbnVtYmVyIGlzIGJlbG93IHRoZSBzZXNzaW9uJ3MgYWNrbm93bGVkZ2VkIG1hcmsiFFNlcXVlbmNlQWNrbm93bGVkZ2VkEkwKF0VSUk9SX1JFQVNPTl9EQVRBX0VNUFRZEAwaL8rzGCsIAxABGhp0aGUgYXBwZW5kIGNhcnJpZXMgbm8gZGF0YSIJRGF0YUVtcHR5EnYKG0VSUk9SX1JFQVNPTl9EQVRBX1RPT19MQVJHRRANGlXK8xhRCAMQARo9dGhlIGFwcGVuZCBpcyBsYXJnZXIgdGhhbiB0aGUgcGVyLWFwcGVuZCBsaW1pdCAoLS1tYXgtYXBwZW5kKSIMRGF0YVRvb0xhcmdlEm8KHkVSUk9SX1JFQVNPTl9TRUNUSU9OX1RPT19MQVJHRRAOGkvK8xhHCAgQARowdGhlIGNyaXRpY2FsIHNlY3Rpb24gd291bGQgZXhjZWVkIGl0cyBzaXplIGxpbWl0Ig9TZWN0aW9uVG9vTGFyZ2USbwoeRVJST1JfUkVBU09OX1RPT19NQU5ZX1JFUVVFU1RTEA8aS8rzGEcICBAEGjB0b28gbWFueSB1bmFja25vd2xlZGdlZCByZXF1ZXN0cyBpbiB0aGlzIHNlc3Npb24iD1Rvb01hbnlSZXF1ZXN0cxJPCh1FUlJPUl9SRUFTT05fSU5WQUxJRF9BUkdVTUVOVBAQGizK8xgoCAMQARoRbWFsZm9ybWVkIHJlcXVlc3QiD0ludmFsaWRBcmd1bWVudBKNAQoWRVJST1JfUkVBU09OX0RJU0tfRlVMTBARGnHK8xhtCAgQBBpddGhlIHNlcnZlcidzIGRhdGEgZGlzayBpcyBiZWxvdyBpdHMgZnJlZS1zcGFjZSBtaW5pbXVtOiBub3RoaW5nIGNoYW5nZWQ7IGZyZWUgc3BhY2UgYW5kIHJldHJ5IghEaXNrRnVsbBJ/ChtFUlJPUl9SRUFTT05fRklMRV9UT09fTEFSR0UQEhpeyvMYWggIEAEaRnRoZSBhcHBlbmQgd291bGQgbWFrZSB0aGUgZmlsZSBsYXJnZXIgdGhhbiB0aGUgc2VydmVyJ3MgcGVyLWZpbGUgbGltaXQiDEZpbGVUb29MYXJnZRJ8ChpFUlJPUl9SRUFTT05fU1RPUkFHRV9GQVVMVBATGlzK8xhYCA4QAxpFdGhpcyBub2RlJ3Mgc3RvcmFnZSBpcyBmYXVsdHkgYW5kIGl0IGRvZXMgbm90IHNlcnZlOiB0cnkgYW5vdGhlciBub2RlIgtVbmF2YWlsYWJsZRKgAQocRVJST1JfUkVBU09OX1NFUVVFTkNFX1JFVVNFRBAUGn7K8xh6CAMQARpjdGhlIHNlcXVlbmNlIG51bWJlciB3YXMgYWxyZWFkeSB1c2VkIGJ5IHRoaXMgc2Vzc2lvbiBmb3IgYSByZXF1ZXN0IG9mIGFub3RoZXIgbWV0aG9kOyB1c2UgYSBuZXcgb25lIg9JbnZhbGlkQXJndW1lbnQSggEKHEVSUk9SX1JFQVNPTl9NRU1CRVJfQ09ORkxJQ1QQFRpgyvMYXAgGEAEaRnRoZSBtZW1iZXIgY29uZmxpY3RzIHdpdGggdGhlIGNsdXN0ZXIncyBjb25maWd1cmF0aW9uOiBub3RoaW5nIGNoYW5nZWQiDk1lbWJlckNvbmZsaWN0ElkKG0VSUk9SX1JFQVNPTl9NRU1CRVJfVU5LTk9XThAWGjjK8xg0CAUQARofbm8gc3VjaCBtZW1iZXI6IG5vdGhpbmcgY2hhbmdlZCINTWVtYmVyVW5rbm93bhKTAQoeRVJST1JfUkVBU09OX1RPT19NQU5ZX1NFU1NJT05TEBgab8rzGGsICBAEGlR0aGUgY2x1c3RlciBoYXMgYXMgbWFueSBvcGVuIHNlc3Npb25zIGFzIGl0cyBsaW1pdCAoLS1tYXgtc2Vzc2lvbnMpOiBub3RoaW5nIGNoYW5nZWQiD1Rvb01hbnlTZXNzaW9ucxKPAQoeRVJST1JfUkVBU09OX0lOSVRfUkFURV9MSU1JVEVEEBkaa8rzGGcICBAEGlB0aGlzIGFkZHJlc3Mgb3BlbnMgc2Vzc2lvbnMgdG9vIGZhc3QgKC0taW5pdC1yYXRlKTogbm90aGluZyBjaGFuZ2VkOyByZXRyeSBsYXRlciIPSW5pdFJhdGVMaW1pdGVkErUBCh9FUlJPUl9SRUFTT05fU0VDVElPTl9JTkNPTVBMRVRFEBoajwHK8xiKAQgJEAEacXRoZSBsZWFkZXIgZG9lcyBub3QgaG9sZCB0aGUgd2hvbGUgY3JpdGljYWwgc2VjdGlvbjogcmUtc2VuZCBpdHMgYXBwZW5kcyBmcm9tIHRoZSBwbGFjZSBnaXZlbiwgdGhlbiByZWxlYXNlIGFnYWluIhFTZWN0aW9uSW5jb21wbGV0ZRoO0vMYCggyEKwCGOgHIAMyyQQKC0xvY2tTZXJ2aWNlEjEKBEluaXQSEy5kbG0udjEuSW5pdFJlcXVlc3QaFC5kbG0udjEuSW5pdFJlc3BvbnNlEkAKCUtlZXBBbGl2ZRIYLmRsbS52MS5LZWVwQWxpdmVSZXF1ZXN0GhkuZGxtLnYxLktlZXBBbGl2ZVJlc3BvbnNlEkYKC0xvY2tBY3F1aXJlEhouZGxtLnYxLkxvY2tBY3F1aXJlUmVxdWVzdBobLmRsbS52MS5Mb2NrQWNxdWlyZVJlc3BvbnNlEkYKC0xvY2tSZWxlYXNlEhouZGxtLnYxLkxvY2tSZWxlYXNlUmVxdWVzdBobLmRsbS52MS5Mb2NrUmVsZWFzZVJlc3BvbnNlEkMKCkFwcGVuZEZpbGUSGS5kbG0udjEuQXBwZW5kRmlsZVJlcXVlc3QaGi5kbG0udjEuQXBwZW5kRmlsZVJlc3BvbnNlEjgKBVB1bHNlEhQuZGxtLnYxLlB1bHNlUmVxdWVzdBoVLmRsbS52MS5QdWxzZVJlc3BvbnNlKAEwARI0CgVDbG9zZRIULmRsbS52MS5DbG9zZVJlcXVlc3QaFS5kbG0udjEuQ2xvc2VSZXNwb25zZRJCCghSZWFkRmlsZRIXLmRsbS52MS5SZWFkRmlsZVJlcXVlc3QaGC5kbG0udjEuUmVhZEZpbGVSZXNwb25zZSIDkAIBEjwKBlN0YXR1cxIVLmRsbS52MS5TdGF0dXNSZXF1ZXN0GhYuZGxtLnYxLlN0YXR1c1Jlc3BvbnNlIgOQAgFCdwoKY29tLmRsbS52MUIIRGxtUHJvdG9QAVomZ2l0aHViLmNvbS9kbG0vZGxtL2dlbi9nby9kbG0vdjE7ZGxtdjGiAgNEWFiqAgZEbG0uVjHKAgZEbG1cVjHiAhJEbG1cVjFcR1BCTWV0YWRhdGHqAgdEbG06OlYxYgZwcm90bzM", [file_dlm_v1_reason]);
 
 /**
  * InitRequest asks for a new session.
@@ -195,6 +195,16 @@ export type LockAcquireRequest = Message<"dlm.v1.LockAcquireRequest"> & {
    * @generated from field: uint32 wait_ms = 6;
    */
   waitMs: number;
+
+  /**
+   * Queue and return at once (queued=true) instead of waiting: the grant
+   * then arrives on the session's Pulse stream, or by repeating the request
+   * with the same seq. A waiting session then costs the server a queue entry,
+   * not a parked call.
+   *
+   * @generated from field: bool no_wait = 7;
+   */
+  noWait: boolean;
 };
 
 /**
@@ -300,6 +310,38 @@ export type LockReleaseRequest = Message<"dlm.v1.LockReleaseRequest"> & {
    * @generated from field: bool abort = 6;
    */
   abort: boolean;
+
+  /**
+   * The number of appends the client staged in this critical section before
+   * this request (not counting the appends field), as its last AppendFile
+   * answer said. The leader stages appends in memory and writes them to the
+   * log with the release, so after a change of leader it may hold fewer: a
+   * release whose count or bytes differ from the leader's fails with
+   * SECTION_INCOMPLETE and changes nothing; the client re-sends the section
+   * from the position the error's detail names and releases again. When
+   * unset, the release commits what the leader staged only if the grant was
+   * made under the current leader (which then saw every append), and fails
+   * with SECTION_INCOMPLETE otherwise.
+   *
+   * @generated from field: optional uint32 section_appends = 7;
+   */
+  sectionAppends?: number | undefined;
+
+  /**
+   * The number of bytes of those appends.
+   *
+   * @generated from field: optional uint64 section_bytes = 8;
+   */
+  sectionBytes?: bigint | undefined;
+
+  /**
+   * Appends to stage after those already staged, then commit with the rest
+   * in the same step: a critical section can be sent in one call. Ignored
+   * with abort or token 0.
+   *
+   * @generated from field: repeated dlm.v1.SectionAppend appends = 9;
+   */
+  appends: SectionAppend[];
 };
 
 /**
@@ -308,6 +350,34 @@ export type LockReleaseRequest = Message<"dlm.v1.LockReleaseRequest"> & {
  */
 export const LockReleaseRequestSchema: GenMessage<LockReleaseRequest> = /*@__PURE__*/
   messageDesc(file_dlm_v1_dlm, 6);
+
+/**
+ * SectionAppend is one append carried by a LockReleaseRequest.
+ *
+ * @generated from message dlm.v1.SectionAppend
+ */
+export type SectionAppend = Message<"dlm.v1.SectionAppend"> & {
+  /**
+   * The file's name: file_0 to file_99.
+   *
+   * @generated from field: string file = 1;
+   */
+  file: string;
+
+  /**
+   * The bytes to append: not empty, at most the per-append limit.
+   *
+   * @generated from field: bytes data = 2;
+   */
+  data: Uint8Array;
+};
+
+/**
+ * Describes the message dlm.v1.SectionAppend.
+ * Use `create(SectionAppendSchema)` to create a new message.
+ */
+export const SectionAppendSchema: GenMessage<SectionAppend> = /*@__PURE__*/
+  messageDesc(file_dlm_v1_dlm, 7);
 
 /**
  * LockReleaseResponse reports what the release did.
@@ -335,7 +405,7 @@ export type LockReleaseResponse = Message<"dlm.v1.LockReleaseResponse"> & {
  * Use `create(LockReleaseResponseSchema)` to create a new message.
  */
 export const LockReleaseResponseSchema: GenMessage<LockReleaseResponse> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 7);
+  messageDesc(file_dlm_v1_dlm, 8);
 
 /**
  * AppendFileRequest stages data for appending to a file.
@@ -392,6 +462,18 @@ export type AppendFileRequest = Message<"dlm.v1.AppendFileRequest"> & {
    * @generated from field: bytes data = 7;
    */
   data: Uint8Array;
+
+  /**
+   * The append's 1-based place in the critical section. The leader stages
+   * appends in memory, in order: the next place is staged; a place already
+   * staged is a repeat and is answered without staging again; a later place
+   * fails with SECTION_INCOMPLETE (the leader changed and lost the staged
+   * appends), and the client re-sends from the place the error's detail
+   * names. 0 means "the next place" and is not safe to repeat.
+   *
+   * @generated from field: uint32 position = 8;
+   */
+  position: number;
 };
 
 /**
@@ -399,7 +481,7 @@ export type AppendFileRequest = Message<"dlm.v1.AppendFileRequest"> & {
  * Use `create(AppendFileRequestSchema)` to create a new message.
  */
 export const AppendFileRequestSchema: GenMessage<AppendFileRequest> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 8);
+  messageDesc(file_dlm_v1_dlm, 9);
 
 /**
  * AppendFileResponse confirms that the append is staged.
@@ -427,7 +509,7 @@ export type AppendFileResponse = Message<"dlm.v1.AppendFileResponse"> & {
  * Use `create(AppendFileResponseSchema)` to create a new message.
  */
 export const AppendFileResponseSchema: GenMessage<AppendFileResponse> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 9);
+  messageDesc(file_dlm_v1_dlm, 10);
 
 /**
  * CloseRequest ends a session.
@@ -469,7 +551,7 @@ export type CloseRequest = Message<"dlm.v1.CloseRequest"> & {
  * Use `create(CloseRequestSchema)` to create a new message.
  */
 export const CloseRequestSchema: GenMessage<CloseRequest> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 10);
+  messageDesc(file_dlm_v1_dlm, 11);
 
 /**
  * CloseResponse confirms that the session is closed.
@@ -490,7 +572,7 @@ export type CloseResponse = Message<"dlm.v1.CloseResponse"> & {
  * Use `create(CloseResponseSchema)` to create a new message.
  */
 export const CloseResponseSchema: GenMessage<CloseResponse> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 11);
+  messageDesc(file_dlm_v1_dlm, 12);
 
 /**
  * ReadFileRequest asks for committed bytes of a file.
@@ -526,7 +608,7 @@ export type ReadFileRequest = Message<"dlm.v1.ReadFileRequest"> & {
  * Use `create(ReadFileRequestSchema)` to create a new message.
  */
 export const ReadFileRequestSchema: GenMessage<ReadFileRequest> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 12);
+  messageDesc(file_dlm_v1_dlm, 13);
 
 /**
  * ReadFileResponse holds committed bytes of a file.
@@ -561,7 +643,7 @@ export type ReadFileResponse = Message<"dlm.v1.ReadFileResponse"> & {
  * Use `create(ReadFileResponseSchema)` to create a new message.
  */
 export const ReadFileResponseSchema: GenMessage<ReadFileResponse> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 13);
+  messageDesc(file_dlm_v1_dlm, 14);
 
 /**
  * StatusRequest asks for a description of the service.
@@ -617,7 +699,7 @@ export type StatusRequest = Message<"dlm.v1.StatusRequest"> & {
  * Use `create(StatusRequestSchema)` to create a new message.
  */
 export const StatusRequestSchema: GenMessage<StatusRequest> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 14);
+  messageDesc(file_dlm_v1_dlm, 15);
 
 /**
  * StatusResponse describes the node, the lock and the files.
@@ -689,7 +771,7 @@ export type StatusResponse = Message<"dlm.v1.StatusResponse"> & {
  * Use `create(StatusResponseSchema)` to create a new message.
  */
 export const StatusResponseSchema: GenMessage<StatusResponse> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 15);
+  messageDesc(file_dlm_v1_dlm, 16);
 
 /**
  * NodeStatus describes one server.
@@ -776,7 +858,7 @@ export type NodeStatus = Message<"dlm.v1.NodeStatus"> & {
  * Use `create(NodeStatusSchema)` to create a new message.
  */
 export const NodeStatusSchema: GenMessage<NodeStatus> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 16);
+  messageDesc(file_dlm_v1_dlm, 17);
 
 /**
  * MemberStatus describes one member of the cluster.
@@ -825,7 +907,7 @@ export type MemberStatus = Message<"dlm.v1.MemberStatus"> & {
  * Use `create(MemberStatusSchema)` to create a new message.
  */
 export const MemberStatusSchema: GenMessage<MemberStatus> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 17);
+  messageDesc(file_dlm_v1_dlm, 18);
 
 /**
  * LockStatus describes the lock and its queue.
@@ -906,7 +988,7 @@ export type LockStatus = Message<"dlm.v1.LockStatus"> & {
  * Use `create(LockStatusSchema)` to create a new message.
  */
 export const LockStatusSchema: GenMessage<LockStatus> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 18);
+  messageDesc(file_dlm_v1_dlm, 19);
 
 /**
  * SessionStatus describes one open session.
@@ -948,7 +1030,7 @@ export type SessionStatus = Message<"dlm.v1.SessionStatus"> & {
  * Use `create(SessionStatusSchema)` to create a new message.
  */
 export const SessionStatusSchema: GenMessage<SessionStatus> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 19);
+  messageDesc(file_dlm_v1_dlm, 20);
 
 /**
  * FileStatus describes one file.
@@ -976,7 +1058,7 @@ export type FileStatus = Message<"dlm.v1.FileStatus"> & {
  * Use `create(FileStatusSchema)` to create a new message.
  */
 export const FileStatusSchema: GenMessage<FileStatus> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 20);
+  messageDesc(file_dlm_v1_dlm, 21);
 
 /**
  * ErrorDetail is attached to every error the service returns, so that a
@@ -998,6 +1080,21 @@ export type ErrorDetail = Message<"dlm.v1.ErrorDetail"> & {
    * @generated from field: string leader_url = 2;
    */
   leaderUrl: string;
+
+  /**
+   * With ERROR_REASON_SECTION_INCOMPLETE: the appends and bytes the leader
+   * holds staged for the grant; re-send from place staged_appends + 1.
+   *
+   * @generated from field: uint32 staged_appends = 3;
+   */
+  stagedAppends: number;
+
+  /**
+   * With ERROR_REASON_SECTION_INCOMPLETE: the bytes of those appends.
+   *
+   * @generated from field: uint64 staged_bytes = 4;
+   */
+  stagedBytes: bigint;
 };
 
 /**
@@ -1005,7 +1102,163 @@ export type ErrorDetail = Message<"dlm.v1.ErrorDetail"> & {
  * Use `create(ErrorDetailSchema)` to create a new message.
  */
 export const ErrorDetailSchema: GenMessage<ErrorDetail> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 21);
+  messageDesc(file_dlm_v1_dlm, 22);
+
+/**
+ * PulseRequest renews the leases of the sessions it lists.
+ *
+ * @generated from message dlm.v1.PulseRequest
+ */
+export type PulseRequest = Message<"dlm.v1.PulseRequest"> & {
+  /**
+   * The sessions to renew; at most 1000 per message.
+   *
+   * @generated from field: repeated dlm.v1.SessionCredentials sessions = 1;
+   */
+  sessions: SessionCredentials[];
+};
+
+/**
+ * Describes the message dlm.v1.PulseRequest.
+ * Use `create(PulseRequestSchema)` to create a new message.
+ */
+export const PulseRequestSchema: GenMessage<PulseRequest> = /*@__PURE__*/
+  messageDesc(file_dlm_v1_dlm, 23);
+
+/**
+ * SessionCredentials names a session and proves the caller owns it.
+ *
+ * @generated from message dlm.v1.SessionCredentials
+ */
+export type SessionCredentials = Message<"dlm.v1.SessionCredentials"> & {
+  /**
+   * The session's id, from InitResponse.
+   *
+   * @generated from field: uint64 client_id = 1;
+   */
+  clientId: bigint;
+
+  /**
+   * The session's secret, from InitResponse.
+   *
+   * @generated from field: string secret = 2;
+   */
+  secret: string;
+};
+
+/**
+ * Describes the message dlm.v1.SessionCredentials.
+ * Use `create(SessionCredentialsSchema)` to create a new message.
+ */
+export const SessionCredentialsSchema: GenMessage<SessionCredentials> = /*@__PURE__*/
+  messageDesc(file_dlm_v1_dlm, 24);
+
+/**
+ * PulseResponse answers one PulseRequest (renewed), or reports grants.
+ *
+ * @generated from message dlm.v1.PulseResponse
+ */
+export type PulseResponse = Message<"dlm.v1.PulseResponse"> & {
+  /**
+   * One entry per session of the request being answered, in its order;
+   * empty in a message that only reports grants.
+   *
+   * @generated from field: repeated dlm.v1.SessionPulse renewed = 1;
+   */
+  renewed: SessionPulse[];
+
+  /**
+   * Acquires made with no_wait that were granted since the last message.
+   *
+   * @generated from field: repeated dlm.v1.PulseGrant granted = 2;
+   */
+  granted: PulseGrant[];
+};
+
+/**
+ * Describes the message dlm.v1.PulseResponse.
+ * Use `create(PulseResponseSchema)` to create a new message.
+ */
+export const PulseResponseSchema: GenMessage<PulseResponse> = /*@__PURE__*/
+  messageDesc(file_dlm_v1_dlm, 25);
+
+/**
+ * SessionPulse is one session's renewal.
+ *
+ * @generated from message dlm.v1.SessionPulse
+ */
+export type SessionPulse = Message<"dlm.v1.SessionPulse"> & {
+  /**
+   * The session's id.
+   *
+   * @generated from field: uint64 client_id = 1;
+   */
+  clientId: bigint;
+
+  /**
+   * The lease length in milliseconds, when renewed.
+   *
+   * @generated from field: uint32 lease_ms = 2;
+   */
+  leaseMs: number;
+
+  /**
+   * The fencing token of the grant the session holds, or 0.
+   *
+   * @generated from field: uint64 token = 3;
+   */
+  token: bigint;
+
+  /**
+   * Why the session was not renewed (SESSION_EXPIRED, BAD_SECRET, …);
+   * unspecified when it was.
+   *
+   * @generated from field: dlm.v1.ErrorReason error_reason = 4;
+   */
+  errorReason: ErrorReason;
+};
+
+/**
+ * Describes the message dlm.v1.SessionPulse.
+ * Use `create(SessionPulseSchema)` to create a new message.
+ */
+export const SessionPulseSchema: GenMessage<SessionPulse> = /*@__PURE__*/
+  messageDesc(file_dlm_v1_dlm, 26);
+
+/**
+ * PulseGrant reports that a queued acquire was granted.
+ *
+ * @generated from message dlm.v1.PulseGrant
+ */
+export type PulseGrant = Message<"dlm.v1.PulseGrant"> & {
+  /**
+   * The session that holds the lock now.
+   *
+   * @generated from field: uint64 client_id = 1;
+   */
+  clientId: bigint;
+
+  /**
+   * The seq of the LockAcquire request that queued it.
+   *
+   * @generated from field: uint64 seq = 2;
+   */
+  seq: bigint;
+
+  /**
+   * The fencing token of the grant.
+   *
+   * @generated from field: uint64 token = 3;
+   */
+  token: bigint;
+};
+
+/**
+ * Describes the message dlm.v1.PulseGrant.
+ * Use `create(PulseGrantSchema)` to create a new message.
+ */
+export const PulseGrantSchema: GenMessage<PulseGrant> = /*@__PURE__*/
+  messageDesc(file_dlm_v1_dlm, 27);
 
 /**
  * ErrorReason is the machine-readable cause of an error. Each value's
@@ -1209,6 +1462,16 @@ export enum ErrorReason {
    * @generated from enum value: ERROR_REASON_INIT_RATE_LIMITED = 25;
    */
   INIT_RATE_LIMITED = 25,
+
+  /**
+   * The leader holds fewer staged appends for the grant than the request
+   * says (the leader changed inside the critical section, and staged appends
+   * live in the leader's memory until the release). Nothing changed: re-send
+   * the section from the place the ErrorDetail names, then repeat.
+   *
+   * @generated from enum value: ERROR_REASON_SECTION_INCOMPLETE = 26;
+   */
+  SECTION_INCOMPLETE = 26,
 }
 
 /**
@@ -1292,6 +1555,25 @@ export const LockService: GenService<{
     methodKind: "unary";
     input: typeof AppendFileRequestSchema;
     output: typeof AppendFileResponseSchema;
+  },
+  /**
+   * Pulse carries the keepalives of many sessions of one client process
+   * over one long-lived stream, and brings back the grants of their waiting
+   * acquires. Each request message renews the lease of every session it
+   * lists, as KeepAlive does, and is answered by one response message that
+   * lists them in the same order. Between answers the server sends a
+   * response with only grants when an acquire made with no_wait by a session
+   * this stream renewed is granted. It is answered by the leader from memory;
+   * on another node, or when this node stops leading, the stream ends with
+   * NOT_LEADER and the client opens a new one at the leader. Browsers, which
+   * cannot send on a stream, use KeepAlive and waiting LockAcquire calls.
+   *
+   * @generated from rpc dlm.v1.LockService.Pulse
+   */
+  pulse: {
+    methodKind: "bidi_streaming";
+    input: typeof PulseRequestSchema;
+    output: typeof PulseResponseSchema;
   },
   /**
    * Close ends the session. A held lock is released and its critical section

@@ -482,7 +482,16 @@ type Release struct {
 	// The fencing token of the grant, or 0 to give up whatever the session has.
 	Token uint64 `protobuf:"varint,2,opt,name=token,proto3" json:"token,omitempty"`
 	// Discard the staged appends instead of committing them.
-	Abort         bool `protobuf:"varint,3,opt,name=abort,proto3" json:"abort,omitempty"`
+	Abort bool `protobuf:"varint,3,opt,name=abort,proto3" json:"abort,omitempty"`
+	// The appends the leader staged in its memory for this grant, in order,
+	// then those the request carried: they become visible with this entry,
+	// after any staged by Append entries. Empty with abort or token 0.
+	Writes []*Write `protobuf:"bytes,4,rep,name=writes,proto3" json:"writes,omitempty"`
+	// Limits as the leader applied them when it staged the writes, so that
+	// every replica checks the same bounds: the section's limit,
+	MaxSectionBytes uint64 `protobuf:"varint,5,opt,name=max_section_bytes,json=maxSectionBytes,proto3" json:"max_section_bytes,omitempty"`
+	// and each file's limit (0: none).
+	MaxFileBytes  uint64 `protobuf:"varint,6,opt,name=max_file_bytes,json=maxFileBytes,proto3" json:"max_file_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -538,6 +547,82 @@ func (x *Release) GetAbort() bool {
 	return false
 }
 
+func (x *Release) GetWrites() []*Write {
+	if x != nil {
+		return x.Writes
+	}
+	return nil
+}
+
+func (x *Release) GetMaxSectionBytes() uint64 {
+	if x != nil {
+		return x.MaxSectionBytes
+	}
+	return 0
+}
+
+func (x *Release) GetMaxFileBytes() uint64 {
+	if x != nil {
+		return x.MaxFileBytes
+	}
+	return 0
+}
+
+// Write is one append inside a Release or CloseSession entry.
+type Write struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The file's name.
+	File string `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
+	// The bytes to append.
+	Data          []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Write) Reset() {
+	*x = Write{}
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Write) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Write) ProtoMessage() {}
+
+func (x *Write) ProtoReflect() protoreflect.Message {
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Write.ProtoReflect.Descriptor instead.
+func (*Write) Descriptor() ([]byte, []int) {
+	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Write) GetFile() string {
+	if x != nil {
+		return x.File
+	}
+	return ""
+}
+
+func (x *Write) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 // Append stages data for a file in the caller's critical section.
 type Append struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -561,7 +646,7 @@ type Append struct {
 
 func (x *Append) Reset() {
 	*x = Append{}
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[5]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -573,7 +658,7 @@ func (x *Append) String() string {
 func (*Append) ProtoMessage() {}
 
 func (x *Append) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[5]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -586,7 +671,7 @@ func (x *Append) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Append.ProtoReflect.Descriptor instead.
 func (*Append) Descriptor() ([]byte, []int) {
-	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{5}
+	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Append) GetCaller() *Caller {
@@ -636,14 +721,21 @@ func (x *Append) GetMaxFileBytes() uint64 {
 type CloseSession struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Who asks.
-	Caller        *Caller `protobuf:"bytes,1,opt,name=caller,proto3" json:"caller,omitempty"`
+	Caller *Caller `protobuf:"bytes,1,opt,name=caller,proto3" json:"caller,omitempty"`
+	// The appends the leader staged in memory for the session's grant,
+	// committed with the close (see Release.writes).
+	Writes []*Write `protobuf:"bytes,2,rep,name=writes,proto3" json:"writes,omitempty"`
+	// The section's limit, as in Release.
+	MaxSectionBytes uint64 `protobuf:"varint,3,opt,name=max_section_bytes,json=maxSectionBytes,proto3" json:"max_section_bytes,omitempty"`
+	// Each file's limit, as in Release (0: none).
+	MaxFileBytes  uint64 `protobuf:"varint,4,opt,name=max_file_bytes,json=maxFileBytes,proto3" json:"max_file_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CloseSession) Reset() {
 	*x = CloseSession{}
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[6]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -655,7 +747,7 @@ func (x *CloseSession) String() string {
 func (*CloseSession) ProtoMessage() {}
 
 func (x *CloseSession) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[6]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -668,7 +760,7 @@ func (x *CloseSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseSession.ProtoReflect.Descriptor instead.
 func (*CloseSession) Descriptor() ([]byte, []int) {
-	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{6}
+	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CloseSession) GetCaller() *Caller {
@@ -676,6 +768,27 @@ func (x *CloseSession) GetCaller() *Caller {
 		return x.Caller
 	}
 	return nil
+}
+
+func (x *CloseSession) GetWrites() []*Write {
+	if x != nil {
+		return x.Writes
+	}
+	return nil
+}
+
+func (x *CloseSession) GetMaxSectionBytes() uint64 {
+	if x != nil {
+		return x.MaxSectionBytes
+	}
+	return 0
+}
+
+func (x *CloseSession) GetMaxFileBytes() uint64 {
+	if x != nil {
+		return x.MaxFileBytes
+	}
+	return 0
 }
 
 // ExpireSession ends a session whose lease ran out on the leader, discarding
@@ -694,7 +807,7 @@ type ExpireSession struct {
 
 func (x *ExpireSession) Reset() {
 	*x = ExpireSession{}
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[7]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -706,7 +819,7 @@ func (x *ExpireSession) String() string {
 func (*ExpireSession) ProtoMessage() {}
 
 func (x *ExpireSession) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[7]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -719,7 +832,7 @@ func (x *ExpireSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireSession.ProtoReflect.Descriptor instead.
 func (*ExpireSession) Descriptor() ([]byte, []int) {
-	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{7}
+	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ExpireSession) GetClientId() uint64 {
@@ -750,7 +863,7 @@ type NodeAddress struct {
 
 func (x *NodeAddress) Reset() {
 	*x = NodeAddress{}
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[8]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -762,7 +875,7 @@ func (x *NodeAddress) String() string {
 func (*NodeAddress) ProtoMessage() {}
 
 func (x *NodeAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[8]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -775,7 +888,7 @@ func (x *NodeAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeAddress.ProtoReflect.Descriptor instead.
 func (*NodeAddress) Descriptor() ([]byte, []int) {
-	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{8}
+	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *NodeAddress) GetId() string {
@@ -818,7 +931,7 @@ type Outcome struct {
 
 func (x *Outcome) Reset() {
 	*x = Outcome{}
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[9]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -830,7 +943,7 @@ func (x *Outcome) String() string {
 func (*Outcome) ProtoMessage() {}
 
 func (x *Outcome) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[9]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -843,7 +956,7 @@ func (x *Outcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
 func (*Outcome) Descriptor() ([]byte, []int) {
-	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{9}
+	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Outcome) GetErrorReason() uint32 {
@@ -921,7 +1034,7 @@ type State struct {
 
 func (x *State) Reset() {
 	*x = State{}
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[10]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -933,7 +1046,7 @@ func (x *State) String() string {
 func (*State) ProtoMessage() {}
 
 func (x *State) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[10]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -946,7 +1059,7 @@ func (x *State) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use State.ProtoReflect.Descriptor instead.
 func (*State) Descriptor() ([]byte, []int) {
-	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{10}
+	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *State) GetSessions() []*Session {
@@ -1026,7 +1139,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[11]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1038,7 +1151,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[11]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1051,7 +1164,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{11}
+	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Session) GetClientId() uint64 {
@@ -1142,7 +1255,7 @@ type Lock struct {
 
 func (x *Lock) Reset() {
 	*x = Lock{}
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[12]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1154,7 +1267,7 @@ func (x *Lock) String() string {
 func (*Lock) ProtoMessage() {}
 
 func (x *Lock) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[12]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1167,7 +1280,7 @@ func (x *Lock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Lock.ProtoReflect.Descriptor instead.
 func (*Lock) Descriptor() ([]byte, []int) {
-	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{12}
+	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Lock) GetName() string {
@@ -1239,7 +1352,7 @@ type StagedAppend struct {
 
 func (x *StagedAppend) Reset() {
 	*x = StagedAppend{}
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[13]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1251,7 +1364,7 @@ func (x *StagedAppend) String() string {
 func (*StagedAppend) ProtoMessage() {}
 
 func (x *StagedAppend) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[13]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1264,7 +1377,7 @@ func (x *StagedAppend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StagedAppend.ProtoReflect.Descriptor instead.
 func (*StagedAppend) Descriptor() ([]byte, []int) {
-	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{13}
+	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StagedAppend) GetFile() string {
@@ -1294,7 +1407,7 @@ type Waiter struct {
 
 func (x *Waiter) Reset() {
 	*x = Waiter{}
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[14]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1306,7 +1419,7 @@ func (x *Waiter) String() string {
 func (*Waiter) ProtoMessage() {}
 
 func (x *Waiter) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[14]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1319,7 +1432,7 @@ func (x *Waiter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Waiter.ProtoReflect.Descriptor instead.
 func (*Waiter) Descriptor() ([]byte, []int) {
-	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{14}
+	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Waiter) GetClientId() uint64 {
@@ -1352,7 +1465,7 @@ type FileLength struct {
 
 func (x *FileLength) Reset() {
 	*x = FileLength{}
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[15]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1364,7 +1477,7 @@ func (x *FileLength) String() string {
 func (*FileLength) ProtoMessage() {}
 
 func (x *FileLength) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[15]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1377,7 +1490,7 @@ func (x *FileLength) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileLength.ProtoReflect.Descriptor instead.
 func (*FileLength) Descriptor() ([]byte, []int) {
-	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{15}
+	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *FileLength) GetName() string {
@@ -1429,20 +1542,29 @@ const file_dlm_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\fmax_sessions\x18\x04 \x01(\x04R\vmaxSessions\"K\n" +
 	"\aAcquire\x12.\n" +
 	"\x06caller\x18\x01 \x01(\v2\x16.dlm.raftlog.v1.CallerR\x06caller\x12\x10\n" +
-	"\x03try\x18\x02 \x01(\bR\x03try\"e\n" +
+	"\x03try\x18\x02 \x01(\bR\x03try\"\xe6\x01\n" +
 	"\aRelease\x12.\n" +
 	"\x06caller\x18\x01 \x01(\v2\x16.dlm.raftlog.v1.CallerR\x06caller\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\x04R\x05token\x12\x14\n" +
-	"\x05abort\x18\x03 \x01(\bR\x05abort\"\xc8\x01\n" +
+	"\x05abort\x18\x03 \x01(\bR\x05abort\x12-\n" +
+	"\x06writes\x18\x04 \x03(\v2\x15.dlm.raftlog.v1.WriteR\x06writes\x12*\n" +
+	"\x11max_section_bytes\x18\x05 \x01(\x04R\x0fmaxSectionBytes\x12$\n" +
+	"\x0emax_file_bytes\x18\x06 \x01(\x04R\fmaxFileBytes\"/\n" +
+	"\x05Write\x12\x12\n" +
+	"\x04file\x18\x01 \x01(\tR\x04file\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\xc8\x01\n" +
 	"\x06Append\x12.\n" +
 	"\x06caller\x18\x01 \x01(\v2\x16.dlm.raftlog.v1.CallerR\x06caller\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\x04R\x05token\x12\x12\n" +
 	"\x04file\x18\x03 \x01(\tR\x04file\x12\x12\n" +
 	"\x04data\x18\x04 \x01(\fR\x04data\x12*\n" +
 	"\x11max_section_bytes\x18\x05 \x01(\x04R\x0fmaxSectionBytes\x12$\n" +
-	"\x0emax_file_bytes\x18\x06 \x01(\x04R\fmaxFileBytes\">\n" +
+	"\x0emax_file_bytes\x18\x06 \x01(\x04R\fmaxFileBytes\"\xbf\x01\n" +
 	"\fCloseSession\x12.\n" +
-	"\x06caller\x18\x01 \x01(\v2\x16.dlm.raftlog.v1.CallerR\x06caller\"B\n" +
+	"\x06caller\x18\x01 \x01(\v2\x16.dlm.raftlog.v1.CallerR\x06caller\x12-\n" +
+	"\x06writes\x18\x02 \x03(\v2\x15.dlm.raftlog.v1.WriteR\x06writes\x12*\n" +
+	"\x11max_section_bytes\x18\x03 \x01(\x04R\x0fmaxSectionBytes\x12$\n" +
+	"\x0emax_file_bytes\x18\x04 \x01(\x04R\fmaxFileBytes\"B\n" +
 	"\rExpireSession\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"<\n" +
@@ -1525,7 +1647,7 @@ func file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP() []byte {
 }
 
 var file_dlm_raftlog_v1_raftlog_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_dlm_raftlog_v1_raftlog_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_dlm_raftlog_v1_raftlog_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_dlm_raftlog_v1_raftlog_proto_goTypes = []any{
 	(Method)(0),           // 0: dlm.raftlog.v1.Method
 	(*Command)(nil),       // 1: dlm.raftlog.v1.Command
@@ -1533,46 +1655,49 @@ var file_dlm_raftlog_v1_raftlog_proto_goTypes = []any{
 	(*OpenSession)(nil),   // 3: dlm.raftlog.v1.OpenSession
 	(*Acquire)(nil),       // 4: dlm.raftlog.v1.Acquire
 	(*Release)(nil),       // 5: dlm.raftlog.v1.Release
-	(*Append)(nil),        // 6: dlm.raftlog.v1.Append
-	(*CloseSession)(nil),  // 7: dlm.raftlog.v1.CloseSession
-	(*ExpireSession)(nil), // 8: dlm.raftlog.v1.ExpireSession
-	(*NodeAddress)(nil),   // 9: dlm.raftlog.v1.NodeAddress
-	(*Outcome)(nil),       // 10: dlm.raftlog.v1.Outcome
-	(*State)(nil),         // 11: dlm.raftlog.v1.State
-	(*Session)(nil),       // 12: dlm.raftlog.v1.Session
-	(*Lock)(nil),          // 13: dlm.raftlog.v1.Lock
-	(*StagedAppend)(nil),  // 14: dlm.raftlog.v1.StagedAppend
-	(*Waiter)(nil),        // 15: dlm.raftlog.v1.Waiter
-	(*FileLength)(nil),    // 16: dlm.raftlog.v1.FileLength
-	nil,                   // 17: dlm.raftlog.v1.Session.OutcomesEntry
+	(*Write)(nil),         // 6: dlm.raftlog.v1.Write
+	(*Append)(nil),        // 7: dlm.raftlog.v1.Append
+	(*CloseSession)(nil),  // 8: dlm.raftlog.v1.CloseSession
+	(*ExpireSession)(nil), // 9: dlm.raftlog.v1.ExpireSession
+	(*NodeAddress)(nil),   // 10: dlm.raftlog.v1.NodeAddress
+	(*Outcome)(nil),       // 11: dlm.raftlog.v1.Outcome
+	(*State)(nil),         // 12: dlm.raftlog.v1.State
+	(*Session)(nil),       // 13: dlm.raftlog.v1.Session
+	(*Lock)(nil),          // 14: dlm.raftlog.v1.Lock
+	(*StagedAppend)(nil),  // 15: dlm.raftlog.v1.StagedAppend
+	(*Waiter)(nil),        // 16: dlm.raftlog.v1.Waiter
+	(*FileLength)(nil),    // 17: dlm.raftlog.v1.FileLength
+	nil,                   // 18: dlm.raftlog.v1.Session.OutcomesEntry
 }
 var file_dlm_raftlog_v1_raftlog_proto_depIdxs = []int32{
 	3,  // 0: dlm.raftlog.v1.Command.open_session:type_name -> dlm.raftlog.v1.OpenSession
 	4,  // 1: dlm.raftlog.v1.Command.acquire:type_name -> dlm.raftlog.v1.Acquire
 	5,  // 2: dlm.raftlog.v1.Command.release:type_name -> dlm.raftlog.v1.Release
-	6,  // 3: dlm.raftlog.v1.Command.append:type_name -> dlm.raftlog.v1.Append
-	7,  // 4: dlm.raftlog.v1.Command.close_session:type_name -> dlm.raftlog.v1.CloseSession
-	8,  // 5: dlm.raftlog.v1.Command.expire_session:type_name -> dlm.raftlog.v1.ExpireSession
-	9,  // 6: dlm.raftlog.v1.Command.node_address:type_name -> dlm.raftlog.v1.NodeAddress
+	7,  // 3: dlm.raftlog.v1.Command.append:type_name -> dlm.raftlog.v1.Append
+	8,  // 4: dlm.raftlog.v1.Command.close_session:type_name -> dlm.raftlog.v1.CloseSession
+	9,  // 5: dlm.raftlog.v1.Command.expire_session:type_name -> dlm.raftlog.v1.ExpireSession
+	10, // 6: dlm.raftlog.v1.Command.node_address:type_name -> dlm.raftlog.v1.NodeAddress
 	2,  // 7: dlm.raftlog.v1.Acquire.caller:type_name -> dlm.raftlog.v1.Caller
 	2,  // 8: dlm.raftlog.v1.Release.caller:type_name -> dlm.raftlog.v1.Caller
-	2,  // 9: dlm.raftlog.v1.Append.caller:type_name -> dlm.raftlog.v1.Caller
-	2,  // 10: dlm.raftlog.v1.CloseSession.caller:type_name -> dlm.raftlog.v1.Caller
-	0,  // 11: dlm.raftlog.v1.Outcome.method:type_name -> dlm.raftlog.v1.Method
-	12, // 12: dlm.raftlog.v1.State.sessions:type_name -> dlm.raftlog.v1.Session
-	13, // 13: dlm.raftlog.v1.State.locks:type_name -> dlm.raftlog.v1.Lock
-	16, // 14: dlm.raftlog.v1.State.files:type_name -> dlm.raftlog.v1.FileLength
-	9,  // 15: dlm.raftlog.v1.State.nodes:type_name -> dlm.raftlog.v1.NodeAddress
-	12, // 16: dlm.raftlog.v1.State.ended_sessions:type_name -> dlm.raftlog.v1.Session
-	17, // 17: dlm.raftlog.v1.Session.outcomes:type_name -> dlm.raftlog.v1.Session.OutcomesEntry
-	14, // 18: dlm.raftlog.v1.Lock.staged:type_name -> dlm.raftlog.v1.StagedAppend
-	15, // 19: dlm.raftlog.v1.Lock.queue:type_name -> dlm.raftlog.v1.Waiter
-	10, // 20: dlm.raftlog.v1.Session.OutcomesEntry.value:type_name -> dlm.raftlog.v1.Outcome
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	6,  // 9: dlm.raftlog.v1.Release.writes:type_name -> dlm.raftlog.v1.Write
+	2,  // 10: dlm.raftlog.v1.Append.caller:type_name -> dlm.raftlog.v1.Caller
+	2,  // 11: dlm.raftlog.v1.CloseSession.caller:type_name -> dlm.raftlog.v1.Caller
+	6,  // 12: dlm.raftlog.v1.CloseSession.writes:type_name -> dlm.raftlog.v1.Write
+	0,  // 13: dlm.raftlog.v1.Outcome.method:type_name -> dlm.raftlog.v1.Method
+	13, // 14: dlm.raftlog.v1.State.sessions:type_name -> dlm.raftlog.v1.Session
+	14, // 15: dlm.raftlog.v1.State.locks:type_name -> dlm.raftlog.v1.Lock
+	17, // 16: dlm.raftlog.v1.State.files:type_name -> dlm.raftlog.v1.FileLength
+	10, // 17: dlm.raftlog.v1.State.nodes:type_name -> dlm.raftlog.v1.NodeAddress
+	13, // 18: dlm.raftlog.v1.State.ended_sessions:type_name -> dlm.raftlog.v1.Session
+	18, // 19: dlm.raftlog.v1.Session.outcomes:type_name -> dlm.raftlog.v1.Session.OutcomesEntry
+	15, // 20: dlm.raftlog.v1.Lock.staged:type_name -> dlm.raftlog.v1.StagedAppend
+	16, // 21: dlm.raftlog.v1.Lock.queue:type_name -> dlm.raftlog.v1.Waiter
+	11, // 22: dlm.raftlog.v1.Session.OutcomesEntry.value:type_name -> dlm.raftlog.v1.Outcome
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_dlm_raftlog_v1_raftlog_proto_init() }
@@ -1589,14 +1714,14 @@ func file_dlm_raftlog_v1_raftlog_proto_init() {
 		(*Command_ExpireSession)(nil),
 		(*Command_NodeAddress)(nil),
 	}
-	file_dlm_raftlog_v1_raftlog_proto_msgTypes[15].OneofWrappers = []any{}
+	file_dlm_raftlog_v1_raftlog_proto_msgTypes[16].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dlm_raftlog_v1_raftlog_proto_rawDesc), len(file_dlm_raftlog_v1_raftlog_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -45,6 +45,8 @@ const (
 	LockServiceLockReleaseProcedure = "/dlm.v1.LockService/LockRelease"
 	// LockServiceAppendFileProcedure is the fully-qualified name of the LockService's AppendFile RPC.
 	LockServiceAppendFileProcedure = "/dlm.v1.LockService/AppendFile"
+	// LockServicePulseProcedure is the fully-qualified name of the LockService's Pulse RPC.
+	LockServicePulseProcedure = "/dlm.v1.LockService/Pulse"
 	// LockServiceCloseProcedure is the fully-qualified name of the LockService's Close RPC.
 	LockServiceCloseProcedure = "/dlm.v1.LockService/Close"
 	// LockServiceReadFileProcedure is the fully-qualified name of the LockService's ReadFile RPC.
@@ -74,6 +76,17 @@ type LockServiceClient interface {
 	// proven by secret and fencing token, may append; the data reaches the file
 	// when the holder releases the lock.
 	AppendFile(context.Context, *connect.Request[v1.AppendFileRequest]) (*connect.Response[v1.AppendFileResponse], error)
+	// Pulse carries the keepalives of many sessions of one client process
+	// over one long-lived stream, and brings back the grants of their waiting
+	// acquires. Each request message renews the lease of every session it
+	// lists, as KeepAlive does, and is answered by one response message that
+	// lists them in the same order. Between answers the server sends a
+	// response with only grants when an acquire made with no_wait by a session
+	// this stream renewed is granted. It is answered by the leader from memory;
+	// on another node, or when this node stops leading, the stream ends with
+	// NOT_LEADER and the client opens a new one at the leader. Browsers, which
+	// cannot send on a stream, use KeepAlive and waiting LockAcquire calls.
+	Pulse(context.Context) *connect.BidiStreamForClient[v1.PulseRequest, v1.PulseResponse]
 	// Close ends the session. A held lock is released and its critical section
 	// committed; a place in the queue is given up.
 	Close(context.Context, *connect.Request[v1.CloseRequest]) (*connect.Response[v1.CloseResponse], error)
@@ -125,6 +138,12 @@ func NewLockServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(lockServiceMethods.ByName("AppendFile")),
 			connect.WithClientOptions(opts...),
 		),
+		pulse: connect.NewClient[v1.PulseRequest, v1.PulseResponse](
+			httpClient,
+			baseURL+LockServicePulseProcedure,
+			connect.WithSchema(lockServiceMethods.ByName("Pulse")),
+			connect.WithClientOptions(opts...),
+		),
 		close: connect.NewClient[v1.CloseRequest, v1.CloseResponse](
 			httpClient,
 			baseURL+LockServiceCloseProcedure,
@@ -155,6 +174,7 @@ type lockServiceClient struct {
 	lockAcquire *connect.Client[v1.LockAcquireRequest, v1.LockAcquireResponse]
 	lockRelease *connect.Client[v1.LockReleaseRequest, v1.LockReleaseResponse]
 	appendFile  *connect.Client[v1.AppendFileRequest, v1.AppendFileResponse]
+	pulse       *connect.Client[v1.PulseRequest, v1.PulseResponse]
 	close       *connect.Client[v1.CloseRequest, v1.CloseResponse]
 	readFile    *connect.Client[v1.ReadFileRequest, v1.ReadFileResponse]
 	status      *connect.Client[v1.StatusRequest, v1.StatusResponse]
@@ -183,6 +203,11 @@ func (c *lockServiceClient) LockRelease(ctx context.Context, req *connect.Reques
 // AppendFile calls dlm.v1.LockService.AppendFile.
 func (c *lockServiceClient) AppendFile(ctx context.Context, req *connect.Request[v1.AppendFileRequest]) (*connect.Response[v1.AppendFileResponse], error) {
 	return c.appendFile.CallUnary(ctx, req)
+}
+
+// Pulse calls dlm.v1.LockService.Pulse.
+func (c *lockServiceClient) Pulse(ctx context.Context) *connect.BidiStreamForClient[v1.PulseRequest, v1.PulseResponse] {
+	return c.pulse.CallBidiStream(ctx)
 }
 
 // Close calls dlm.v1.LockService.Close.
@@ -221,6 +246,17 @@ type LockServiceHandler interface {
 	// proven by secret and fencing token, may append; the data reaches the file
 	// when the holder releases the lock.
 	AppendFile(context.Context, *connect.Request[v1.AppendFileRequest]) (*connect.Response[v1.AppendFileResponse], error)
+	// Pulse carries the keepalives of many sessions of one client process
+	// over one long-lived stream, and brings back the grants of their waiting
+	// acquires. Each request message renews the lease of every session it
+	// lists, as KeepAlive does, and is answered by one response message that
+	// lists them in the same order. Between answers the server sends a
+	// response with only grants when an acquire made with no_wait by a session
+	// this stream renewed is granted. It is answered by the leader from memory;
+	// on another node, or when this node stops leading, the stream ends with
+	// NOT_LEADER and the client opens a new one at the leader. Browsers, which
+	// cannot send on a stream, use KeepAlive and waiting LockAcquire calls.
+	Pulse(context.Context, *connect.BidiStream[v1.PulseRequest, v1.PulseResponse]) error
 	// Close ends the session. A held lock is released and its critical section
 	// committed; a place in the queue is given up.
 	Close(context.Context, *connect.Request[v1.CloseRequest]) (*connect.Response[v1.CloseResponse], error)
@@ -268,6 +304,12 @@ func NewLockServiceHandler(svc LockServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(lockServiceMethods.ByName("AppendFile")),
 		connect.WithHandlerOptions(opts...),
 	)
+	lockServicePulseHandler := connect.NewBidiStreamHandler(
+		LockServicePulseProcedure,
+		svc.Pulse,
+		connect.WithSchema(lockServiceMethods.ByName("Pulse")),
+		connect.WithHandlerOptions(opts...),
+	)
 	lockServiceCloseHandler := connect.NewUnaryHandler(
 		LockServiceCloseProcedure,
 		svc.Close,
@@ -300,6 +342,8 @@ func NewLockServiceHandler(svc LockServiceHandler, opts ...connect.HandlerOption
 			lockServiceLockReleaseHandler.ServeHTTP(w, r)
 		case LockServiceAppendFileProcedure:
 			lockServiceAppendFileHandler.ServeHTTP(w, r)
+		case LockServicePulseProcedure:
+			lockServicePulseHandler.ServeHTTP(w, r)
 		case LockServiceCloseProcedure:
 			lockServiceCloseHandler.ServeHTTP(w, r)
 		case LockServiceReadFileProcedure:
@@ -333,6 +377,10 @@ func (UnimplementedLockServiceHandler) LockRelease(context.Context, *connect.Req
 
 func (UnimplementedLockServiceHandler) AppendFile(context.Context, *connect.Request[v1.AppendFileRequest]) (*connect.Response[v1.AppendFileResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dlm.v1.LockService.AppendFile is not implemented"))
+}
+
+func (UnimplementedLockServiceHandler) Pulse(context.Context, *connect.BidiStream[v1.PulseRequest, v1.PulseResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("dlm.v1.LockService.Pulse is not implemented"))
 }
 
 func (UnimplementedLockServiceHandler) Close(context.Context, *connect.Request[v1.CloseRequest]) (*connect.Response[v1.CloseResponse], error) {

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dlm/raftlog/v1/raftlog.proto.
  */
 export const file_dlm_raftlog_v1_raftlog: GenFile = /*@__PURE__*/
-  fileDesc("ChxkbG0vcmFmdGxvZy92MS9yYWZ0bG9nLnByb3RvEg5kbG0ucmFmdGxvZy52MSKAAwoHQ29tbWFuZBITCgtub3dfdW5peF9tcxgBIAEoAxIzCgxvcGVuX3Nlc3Npb24YAiABKAsyGy5kbG0ucmFmdGxvZy52MS5PcGVuU2Vzc2lvbkgAEioKB2FjcXVpcmUYAyABKAsyFy5kbG0ucmFmdGxvZy52MS5BY3F1aXJlSAASKgoHcmVsZWFzZRgEIAEoCzIXLmRsbS5yYWZ0bG9nLnYxLlJlbGVhc2VIABIoCgZhcHBlbmQYBSABKAsyFi5kbG0ucmFmdGxvZy52MS5BcHBlbmRIABI1Cg1jbG9zZV9zZXNzaW9uGAYgASgLMhwuZGxtLnJhZnRsb2cudjEuQ2xvc2VTZXNzaW9uSAASNwoOZXhwaXJlX3Nlc3Npb24YByABKAsyHS5kbG0ucmFmdGxvZy52MS5FeHBpcmVTZXNzaW9uSAASMwoMbm9kZV9hZGRyZXNzGAggASgLMhsuZGxtLnJhZnRsb2cudjEuTm9kZUFkZHJlc3NIAEIECgJvcCJNCgZDYWxsZXISEQoJY2xpZW50X2lkGAEgASgEEg4KBnNlY3JldBgCIAEoCRILCgNzZXEYAyABKAQSEwoLYWNrZWRfYmVsb3cYBCABKAQiUwoLT3BlblNlc3Npb24SDgoGc2VjcmV0GAEgASgJEhAKCGxlYXNlX21zGAIgASgNEgwKBG5hbWUYAyABKAkSFAoMbWF4X3Nlc3Npb25zGAQgASgEIj4KB0FjcXVpcmUSJgoGY2FsbGVyGAEgASgLMhYuZGxtLnJhZnRsb2cudjEuQ2FsbGVyEgsKA3RyeRgCIAEoCCJPCgdSZWxlYXNlEiYKBmNhbGxlchgBIAEoCzIWLmRsbS5yYWZ0bG9nLnYxLkNhbGxlchINCgV0b2tlbhgCIAEoBBINCgVhYm9ydBgDIAEoCCKOAQoGQXBwZW5kEiYKBmNhbGxlchgBIAEoCzIWLmRsbS5yYWZ0bG9nLnYxLkNhbGxlchINCgV0b2tlbhgCIAEoBBIMCgRmaWxlGAMgASgJEgwKBGRhdGEYBCABKAwSGQoRbWF4X3NlY3Rpb25fYnl0ZXMYBSABKAQSFgoObWF4X2ZpbGVfYnl0ZXMYBiABKAQiNgoMQ2xvc2VTZXNzaW9uEiYKBmNhbGxlchgBIAEoCzIWLmRsbS5yYWZ0bG9nLnYxLkNhbGxlciIxCg1FeHBpcmVTZXNzaW9uEhEKCWNsaWVudF9pZBgBIAEoBBINCgVlcG9jaBgCIAEoBCItCgtOb2RlQWRkcmVzcxIKCgJpZBgBIAEoCRISCgpjbGllbnRfdXJsGAIgASgJIpcBCgdPdXRjb21lEhQKDGVycm9yX3JlYXNvbhgBIAEoDRIPCgdncmFudGVkGAIgASgIEg0KBXRva2VuGAMgASgEEg4KBnF1ZXVlZBgEIAEoCBIPCgdhcHBlbmRzGAUgASgNEg0KBWJ5dGVzGAYgASgEEiYKBm1ldGhvZBgHIAEoDjIWLmRsbS5yYWZ0bG9nLnYxLk1ldGhvZCKOAgoFU3RhdGUSKQoIc2Vzc2lvbnMYASADKAsyFy5kbG0ucmFmdGxvZy52MS5TZXNzaW9uEiMKBWxvY2tzGAIgAygLMhQuZGxtLnJhZnRsb2cudjEuTG9jaxIpCgVmaWxlcxgDIAMoCzIaLmRsbS5yYWZ0bG9nLnYxLkZpbGVMZW5ndGgSFQoNYXBwbGllZF9pbmRleBgEIAEoBBIWCg5uZXh0X2NsaWVudF9pZBgFIAEoBBIqCgVub2RlcxgGIAMoCzIbLmRsbS5yYWZ0bG9nLnYxLk5vZGVBZGRyZXNzEi8KDmVuZGVkX3Nlc3Npb25zGAcgAygLMhcuZGxtLnJhZnRsb2cudjEuU2Vzc2lvbiKfAgoHU2Vzc2lvbhIRCgljbGllbnRfaWQYASABKAQSDgoGc2VjcmV0GAIgASgJEhAKCGxlYXNlX21zGAMgASgNEgwKBG5hbWUYBCABKAkSDQoFZXBvY2gYBSABKAQSEwoLYWNrZWRfYmVsb3cYBiABKAQSNwoIb3V0Y29tZXMYByADKAsyJS5kbG0ucmFmdGxvZy52MS5TZXNzaW9uLk91dGNvbWVzRW50cnkSFgoOb3BlbmVkX3VuaXhfbXMYCCABKAMSEgoKbGFzdF90b2tlbhgJIAEoBBpICg1PdXRjb21lc0VudHJ5EgsKA2tleRgBIAEoBBImCgV2YWx1ZRgCIAEoCzIXLmRsbS5yYWZ0bG9nLnYxLk91dGNvbWU6AjgBIskBCgRMb2NrEgwKBG5hbWUYASABKAkSDgoGaG9sZGVyGAIgASgEEhIKCmhvbGRlcl9zZXEYAyABKAQSDQoFdG9rZW4YBCABKAQSLAoGc3RhZ2VkGAUgAygLMhwuZGxtLnJhZnRsb2cudjEuU3RhZ2VkQXBwZW5kEiUKBXF1ZXVlGAYgAygLMhYuZGxtLnJhZnRsb2cudjEuV2FpdGVyEhIKCmxhc3RfdG9rZW4YByABKAQSFwoPZ3JhbnRlZF91bml4X21zGAggASgDIioKDFN0YWdlZEFwcGVuZBIMCgRmaWxlGAEgASgJEgwKBGRhdGEYAiABKAwiKAoGV2FpdGVyEhEKCWNsaWVudF9pZBgBIAEoBBILCgNzZXEYAiABKAQiSAoKRmlsZUxlbmd0aBIMCgRuYW1lGAEgASgJEgwKBHNpemUYAiABKAMSEwoGY3JjMzJjGAMgASgHSACIAQFCCQoHX2NyYzMyYyptCgZNZXRob2QSFgoSTUVUSE9EX1VOU1BFQ0lGSUVEEAASEgoOTUVUSE9EX0FDUVVJUkUQARISCg5NRVRIT0RfUkVMRUFTRRACEhEKDU1FVEhPRF9BUFBFTkQQAxIQCgxNRVRIT0RfQ0xPU0UQBEKwAQoSY29tLmRsbS5yYWZ0bG9nLnYxQgxSYWZ0bG9nUHJvdG9QAVoyZ2l0aHViLmNvbS9kbG0vZGxtL2dlbi9nby9kbG0vcmFmdGxvZy92MTtyYWZ0bG9ndjGiAgNEUliqAg5EbG0uUmFmdGxvZy5WMcoCDkRsbVxSYWZ0bG9nXFYx4gIaRGxtXFJhZnRsb2dcVjFcR1BCTWV0YWRhdGHqAhBEbG06OlJhZnRsb2c6OlYxYgZwcm90bzM");
+  fileDesc("ChxkbG0vcmFmdGxvZy92MS9yYWZ0bG9nLnByb3RvEg5kbG0ucmFmdGxvZy52MSKAAwoHQ29tbWFuZBITCgtub3dfdW5peF9tcxgBIAEoAxIzCgxvcGVuX3Nlc3Npb24YAiABKAsyGy5kbG0ucmFmdGxvZy52MS5PcGVuU2Vzc2lvbkgAEioKB2FjcXVpcmUYAyABKAsyFy5kbG0ucmFmdGxvZy52MS5BY3F1aXJlSAASKgoHcmVsZWFzZRgEIAEoCzIXLmRsbS5yYWZ0bG9nLnYxLlJlbGVhc2VIABIoCgZhcHBlbmQYBSABKAsyFi5kbG0ucmFmdGxvZy52MS5BcHBlbmRIABI1Cg1jbG9zZV9zZXNzaW9uGAYgASgLMhwuZGxtLnJhZnRsb2cudjEuQ2xvc2VTZXNzaW9uSAASNwoOZXhwaXJlX3Nlc3Npb24YByABKAsyHS5kbG0ucmFmdGxvZy52MS5FeHBpcmVTZXNzaW9uSAASMwoMbm9kZV9hZGRyZXNzGAggASgLMhsuZGxtLnJhZnRsb2cudjEuTm9kZUFkZHJlc3NIAEIECgJvcCJNCgZDYWxsZXISEQoJY2xpZW50X2lkGAEgASgEEg4KBnNlY3JldBgCIAEoCRILCgNzZXEYAyABKAQSEwoLYWNrZWRfYmVsb3cYBCABKAQiUwoLT3BlblNlc3Npb24SDgoGc2VjcmV0GAEgASgJEhAKCGxlYXNlX21zGAIgASgNEgwKBG5hbWUYAyABKAkSFAoMbWF4X3Nlc3Npb25zGAQgASgEIj4KB0FjcXVpcmUSJgoGY2FsbGVyGAEgASgLMhYuZGxtLnJhZnRsb2cudjEuQ2FsbGVyEgsKA3RyeRgCIAEoCCKpAQoHUmVsZWFzZRImCgZjYWxsZXIYASABKAsyFi5kbG0ucmFmdGxvZy52MS5DYWxsZXISDQoFdG9rZW4YAiABKAQSDQoFYWJvcnQYAyABKAgSJQoGd3JpdGVzGAQgAygLMhUuZGxtLnJhZnRsb2cudjEuV3JpdGUSGQoRbWF4X3NlY3Rpb25fYnl0ZXMYBSABKAQSFgoObWF4X2ZpbGVfYnl0ZXMYBiABKAQiIwoFV3JpdGUSDAoEZmlsZRgBIAEoCRIMCgRkYXRhGAIgASgMIo4BCgZBcHBlbmQSJgoGY2FsbGVyGAEgASgLMhYuZGxtLnJhZnRsb2cudjEuQ2FsbGVyEg0KBXRva2VuGAIgASgEEgwKBGZpbGUYAyABKAkSDAoEZGF0YRgEIAEoDBIZChFtYXhfc2VjdGlvbl9ieXRlcxgFIAEoBBIWCg5tYXhfZmlsZV9ieXRlcxgGIAEoBCKQAQoMQ2xvc2VTZXNzaW9uEiYKBmNhbGxlchgBIAEoCzIWLmRsbS5yYWZ0bG9nLnYxLkNhbGxlchIlCgZ3cml0ZXMYAiADKAsyFS5kbG0ucmFmdGxvZy52MS5Xcml0ZRIZChFtYXhfc2VjdGlvbl9ieXRlcxgDIAEoBBIWCg5tYXhfZmlsZV9ieXRlcxgEIAEoBCIxCg1FeHBpcmVTZXNzaW9uEhEKCWNsaWVudF9pZBgBIAEoBBINCgVlcG9jaBgCIAEoBCItCgtOb2RlQWRkcmVzcxIKCgJpZBgBIAEoCRISCgpjbGllbnRfdXJsGAIgASgJIpcBCgdPdXRjb21lEhQKDGVycm9yX3JlYXNvbhgBIAEoDRIPCgdncmFudGVkGAIgASgIEg0KBXRva2VuGAMgASgEEg4KBnF1ZXVlZBgEIAEoCBIPCgdhcHBlbmRzGAUgASgNEg0KBWJ5dGVzGAYgASgEEiYKBm1ldGhvZBgHIAEoDjIWLmRsbS5yYWZ0bG9nLnYxLk1ldGhvZCKOAgoFU3RhdGUSKQoIc2Vzc2lvbnMYASADKAsyFy5kbG0ucmFmdGxvZy52MS5TZXNzaW9uEiMKBWxvY2tzGAIgAygLMhQuZGxtLnJhZnRsb2cudjEuTG9jaxIpCgVmaWxlcxgDIAMoCzIaLmRsbS5yYWZ0bG9nLnYxLkZpbGVMZW5ndGgSFQoNYXBwbGllZF9pbmRleBgEIAEoBBIWCg5uZXh0X2NsaWVudF9pZBgFIAEoBBIqCgVub2RlcxgGIAMoCzIbLmRsbS5yYWZ0bG9nLnYxLk5vZGVBZGRyZXNzEi8KDmVuZGVkX3Nlc3Npb25zGAcgAygLMhcuZGxtLnJhZnRsb2cudjEuU2Vzc2lvbiKfAgoHU2Vzc2lvbhIRCgljbGllbnRfaWQYASABKAQSDgoGc2VjcmV0GAIgASgJEhAKCGxlYXNlX21zGAMgASgNEgwKBG5hbWUYBCABKAkSDQoFZXBvY2gYBSABKAQSEwoLYWNrZWRfYmVsb3cYBiABKAQSNwoIb3V0Y29tZXMYByADKAsyJS5kbG0ucmFmdGxvZy52MS5TZXNzaW9uLk91dGNvbWVzRW50cnkSFgoOb3BlbmVkX3VuaXhfbXMYCCABKAMSEgoKbGFzdF90b2tlbhgJIAEoBBpICg1PdXRjb21lc0VudHJ5EgsKA2tleRgBIAEoBBImCgV2YWx1ZRgCIAEoCzIXLmRsbS5yYWZ0bG9nLnYxLk91dGNvbWU6AjgBIskBCgRMb2NrEgwKBG5hbWUYASABKAkSDgoGaG9sZGVyGAIgASgEEhIKCmhvbGRlcl9zZXEYAyABKAQSDQoFdG9rZW4YBCABKAQSLAoGc3RhZ2VkGAUgAygLMhwuZGxtLnJhZnRsb2cudjEuU3RhZ2VkQXBwZW5kEiUKBXF1ZXVlGAYgAygLMhYuZGxtLnJhZnRsb2cudjEuV2FpdGVyEhIKCmxhc3RfdG9rZW4YByABKAQSFwoPZ3JhbnRlZF91bml4X21zGAggASgDIioKDFN0YWdlZEFwcGVuZBIMCgRmaWxlGAEgASgJEgwKBGRhdGEYAiABKAwiKAoGV2FpdGVyEhEKCWNsaWVudF9pZBgBIAEoBBILCgNzZXEYAiABKAQiSAoKRmlsZUxlbmd0aBIMCgRuYW1lGAEgASgJEgwKBHNpemUYAiABKAMSEwoGY3JjMzJjGAMgASgHSACIAQFCCQoHX2NyYzMyYyptCgZNZXRob2QSFgoSTUVUSE9EX1VOU1BFQ0lGSUVEEAASEgoOTUVUSE9EX0FDUVVJUkUQARISCg5NRVRIT0RfUkVMRUFTRRACEhEKDU1FVEhPRF9BUFBFTkQQAxIQCgxNRVRIT0RfQ0xPU0UQBEKwAQoSY29tLmRsbS5yYWZ0bG9nLnYxQgxSYWZ0bG9nUHJvdG9QAVoyZ2l0aHViLmNvbS9kbG0vZGxtL2dlbi9nby9kbG0vcmFmdGxvZy92MTtyYWZ0bG9ndjGiAgNEUliqAg5EbG0uUmFmdGxvZy5WMcoCDkRsbVxSYWZ0bG9nXFYx4gIaRGxtXFJhZnRsb2dcVjFcR1BCTWV0YWRhdGHqAhBEbG06OlJhZnRsb2c6OlYxYgZwcm90bzM");
 
 /**
  * Command is one entry of the replicated log. The leader stamps the time, so
@@ -244,6 +244,30 @@ export type Release = Message<"dlm.raftlog.v1.Release"> & {
    * @generated from field: bool abort = 3;
    */
   abort: boolean;
+
+  /**
+   * The appends the leader staged in its memory for this grant, in order,
+   * then those the request carried: they become visible with this entry,
+   * after any staged by Append entries. Empty with abort or token 0.
+   *
+   * @generated from field: repeated dlm.raftlog.v1.Write writes = 4;
+   */
+  writes: Write[];
+
+  /**
+   * Limits as the leader applied them when it staged the writes, so that
+   * every replica checks the same bounds: the section's limit,
+   *
+   * @generated from field: uint64 max_section_bytes = 5;
+   */
+  maxSectionBytes: bigint;
+
+  /**
+   * and each file's limit (0: none).
+   *
+   * @generated from field: uint64 max_file_bytes = 6;
+   */
+  maxFileBytes: bigint;
 };
 
 /**
@@ -252,6 +276,34 @@ export type Release = Message<"dlm.raftlog.v1.Release"> & {
  */
 export const ReleaseSchema: GenMessage<Release> = /*@__PURE__*/
   messageDesc(file_dlm_raftlog_v1_raftlog, 4);
+
+/**
+ * Write is one append inside a Release or CloseSession entry.
+ *
+ * @generated from message dlm.raftlog.v1.Write
+ */
+export type Write = Message<"dlm.raftlog.v1.Write"> & {
+  /**
+   * The file's name.
+   *
+   * @generated from field: string file = 1;
+   */
+  file: string;
+
+  /**
+   * The bytes to append.
+   *
+   * @generated from field: bytes data = 2;
+   */
+  data: Uint8Array;
+};
+
+/**
+ * Describes the message dlm.raftlog.v1.Write.
+ * Use `create(WriteSchema)` to create a new message.
+ */
+export const WriteSchema: GenMessage<Write> = /*@__PURE__*/
+  messageDesc(file_dlm_raftlog_v1_raftlog, 5);
 
 /**
  * Append stages data for a file in the caller's critical section.
@@ -309,7 +361,7 @@ export type Append = Message<"dlm.raftlog.v1.Append"> & {
  * Use `create(AppendSchema)` to create a new message.
  */
 export const AppendSchema: GenMessage<Append> = /*@__PURE__*/
-  messageDesc(file_dlm_raftlog_v1_raftlog, 5);
+  messageDesc(file_dlm_raftlog_v1_raftlog, 6);
 
 /**
  * CloseSession closes the caller's session, committing a held critical
@@ -324,6 +376,28 @@ export type CloseSession = Message<"dlm.raftlog.v1.CloseSession"> & {
    * @generated from field: dlm.raftlog.v1.Caller caller = 1;
    */
   caller?: Caller | undefined;
+
+  /**
+   * The appends the leader staged in memory for the session's grant,
+   * committed with the close (see Release.writes).
+   *
+   * @generated from field: repeated dlm.raftlog.v1.Write writes = 2;
+   */
+  writes: Write[];
+
+  /**
+   * The section's limit, as in Release.
+   *
+   * @generated from field: uint64 max_section_bytes = 3;
+   */
+  maxSectionBytes: bigint;
+
+  /**
+   * Each file's limit, as in Release (0: none).
+   *
+   * @generated from field: uint64 max_file_bytes = 4;
+   */
+  maxFileBytes: bigint;
 };
 
 /**
@@ -331,7 +405,7 @@ export type CloseSession = Message<"dlm.raftlog.v1.CloseSession"> & {
  * Use `create(CloseSessionSchema)` to create a new message.
  */
 export const CloseSessionSchema: GenMessage<CloseSession> = /*@__PURE__*/
-  messageDesc(file_dlm_raftlog_v1_raftlog, 6);
+  messageDesc(file_dlm_raftlog_v1_raftlog, 7);
 
 /**
  * ExpireSession ends a session whose lease ran out on the leader, discarding
@@ -362,7 +436,7 @@ export type ExpireSession = Message<"dlm.raftlog.v1.ExpireSession"> & {
  * Use `create(ExpireSessionSchema)` to create a new message.
  */
 export const ExpireSessionSchema: GenMessage<ExpireSession> = /*@__PURE__*/
-  messageDesc(file_dlm_raftlog_v1_raftlog, 7);
+  messageDesc(file_dlm_raftlog_v1_raftlog, 8);
 
 /**
  * NodeAddress records the client URL of a cluster member, so that every
@@ -391,7 +465,7 @@ export type NodeAddress = Message<"dlm.raftlog.v1.NodeAddress"> & {
  * Use `create(NodeAddressSchema)` to create a new message.
  */
 export const NodeAddressSchema: GenMessage<NodeAddress> = /*@__PURE__*/
-  messageDesc(file_dlm_raftlog_v1_raftlog, 8);
+  messageDesc(file_dlm_raftlog_v1_raftlog, 9);
 
 /**
  * Outcome is the recorded answer to one request, returned again when the
@@ -457,7 +531,7 @@ export type Outcome = Message<"dlm.raftlog.v1.Outcome"> & {
  * Use `create(OutcomeSchema)` to create a new message.
  */
 export const OutcomeSchema: GenMessage<Outcome> = /*@__PURE__*/
-  messageDesc(file_dlm_raftlog_v1_raftlog, 9);
+  messageDesc(file_dlm_raftlog_v1_raftlog, 10);
 
 /**
  * State is the whole replicated state, as written in a snapshot.
@@ -523,7 +597,7 @@ export type State = Message<"dlm.raftlog.v1.State"> & {
  * Use `create(StateSchema)` to create a new message.
  */
 export const StateSchema: GenMessage<State> = /*@__PURE__*/
-  messageDesc(file_dlm_raftlog_v1_raftlog, 10);
+  messageDesc(file_dlm_raftlog_v1_raftlog, 11);
 
 /**
  * Session is one open session.
@@ -601,7 +675,7 @@ export type Session = Message<"dlm.raftlog.v1.Session"> & {
  * Use `create(SessionSchema)` to create a new message.
  */
 export const SessionSchema: GenMessage<Session> = /*@__PURE__*/
-  messageDesc(file_dlm_raftlog_v1_raftlog, 11);
+  messageDesc(file_dlm_raftlog_v1_raftlog, 12);
 
 /**
  * Lock is one lock, its grant, its queue and the staged critical section.
@@ -671,7 +745,7 @@ export type Lock = Message<"dlm.raftlog.v1.Lock"> & {
  * Use `create(LockSchema)` to create a new message.
  */
 export const LockSchema: GenMessage<Lock> = /*@__PURE__*/
-  messageDesc(file_dlm_raftlog_v1_raftlog, 12);
+  messageDesc(file_dlm_raftlog_v1_raftlog, 13);
 
 /**
  * StagedAppend is one append of a critical section not yet committed.
@@ -699,7 +773,7 @@ export type StagedAppend = Message<"dlm.raftlog.v1.StagedAppend"> & {
  * Use `create(StagedAppendSchema)` to create a new message.
  */
 export const StagedAppendSchema: GenMessage<StagedAppend> = /*@__PURE__*/
-  messageDesc(file_dlm_raftlog_v1_raftlog, 13);
+  messageDesc(file_dlm_raftlog_v1_raftlog, 14);
 
 /**
  * Waiter is one session waiting in a lock's queue.
@@ -727,7 +801,7 @@ export type Waiter = Message<"dlm.raftlog.v1.Waiter"> & {
  * Use `create(WaiterSchema)` to create a new message.
  */
 export const WaiterSchema: GenMessage<Waiter> = /*@__PURE__*/
-  messageDesc(file_dlm_raftlog_v1_raftlog, 14);
+  messageDesc(file_dlm_raftlog_v1_raftlog, 15);
 
 /**
  * FileLength is the committed length of one file.
@@ -763,7 +837,7 @@ export type FileLength = Message<"dlm.raftlog.v1.FileLength"> & {
  * Use `create(FileLengthSchema)` to create a new message.
  */
 export const FileLengthSchema: GenMessage<FileLength> = /*@__PURE__*/
-  messageDesc(file_dlm_raftlog_v1_raftlog, 15);
+  messageDesc(file_dlm_raftlog_v1_raftlog, 16);
 
 /**
  * Method is the kind of a session's request that records an outcome.
