@@ -98,8 +98,17 @@ func (g *generator) next(m *lockstate.Machine) *raftlogv1.Command {
 		} else {
 			cmd = releaseCmd(g.caller(id), g.token(m, id))
 		}
+		if g.rng.IntN(2) == 0 {
+			// The appends the leader staged in memory, carried by the release.
+			r := cmd.GetRelease()
+			r.Writes, r.MaxSectionBytes, r.MaxFileBytes = g.writes()
+		}
 	case n < 93:
 		cmd = closeCmd(g.caller(id))
+		if g.rng.IntN(2) == 0 {
+			o := cmd.GetCloseSession()
+			o.Writes, o.MaxSectionBytes, o.MaxFileBytes = g.writes()
+		}
 	default:
 		// The leader's expiry, with the epoch it saw: mostly the current
 		// one, sometimes an outdated or a wrong one.
@@ -112,6 +121,27 @@ func (g *generator) next(m *lockstate.Machine) *raftlogv1.Command {
 	}
 	g.past = append(g.past, cmd)
 	return cmd
+}
+
+// writes are 0 to 3 appends a release or close carries, sometimes a bad one,
+// with the limits the leader staged them under.
+func (g *generator) writes() ([]*raftlogv1.Write, uint64, uint64) {
+	var ws []*raftlogv1.Write
+	for range g.rng.IntN(4) {
+		data := make([]byte, g.rng.IntN(48)+1)
+		for i := range data {
+			data[i] = byte('a' + g.rng.IntN(26))
+		}
+		if g.rng.IntN(30) == 0 {
+			data = nil
+		}
+		file := lockstate.FileName(g.rng.IntN(randomLimits.Files))
+		if g.rng.IntN(30) == 0 {
+			file = badFiles[g.rng.IntN(len(badFiles))]
+		}
+		ws = append(ws, &raftlogv1.Write{File: file, Data: data})
+	}
+	return ws, []uint64{1 << 20, 1 << 20, 128, 40}[g.rng.IntN(4)], []uint64{0, 0, 1 << 20, 60}[g.rng.IntN(4)]
 }
 
 // caller is the session's next request: usually well formed, sometimes with
