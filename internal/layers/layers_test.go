@@ -38,6 +38,8 @@ var rules = []rule{
 		Why: "the leader's memory is pure, on a Clock: no Raft, no FSM, no node"},
 	{From: "server/leadership", Not: []string{"os", "net", "net/http", "io/fs", "os/exec", "syscall", "path/filepath"}, Direct: true,
 		Why: "the leader's memory does no I/O"},
+	{From: "server/staging", Not: []string{"server/", "internal/", "client", "cmd/", "github.com/hashicorp/", "connectrpc.com/", "os", "net", "time"},
+		Why: "the leader's memory of critical sections is pure: no clock, no Raft, no I/O"},
 	{From: "server/node", Not: []string{"server/service", "server/auth", "server/membership", "cmd/", "gen/go/dlm/v1/dlmv1connect", "connectrpc.com/"},
 		Why: "the node is a Raft host with a domain-typed API: it serves no RPC and calls none (server/membership joins and announces it)"},
 	{From: "server/membership", Not: []string{"server/service", "cmd/"},
