@@ -712,6 +712,17 @@ func copyOutcome(o *raftlogv1.Outcome) *raftlogv1.Outcome {
 	}
 }
 
+// CheckGrant says whether the session holds the grant named by token, with
+// the reason Apply gives an Append entry when it does not: the leader fences
+// the appends it stages in memory by the same rule.
+func (m *Machine) CheckGrant(id uint64, secret string, token uint64) dlmv1.ErrorReason {
+	s, r := m.lookup(id, secret)
+	if r != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
+		return Fenced(r, token)
+	}
+	return m.locks[DefaultLock].checkToken(s, token)
+}
+
 // Authenticate checks a session's id and secret.
 func (m *Machine) Authenticate(id uint64, secret string) dlmv1.ErrorReason {
 	_, r := m.lookup(id, secret)

@@ -169,10 +169,10 @@ func TestInmemClusterKeepsTheLockAcrossLeaders(t *testing.T) {
 	if err != nil || !g.Granted {
 		t.Fatalf("acquire = %+v, %v; want granted", g, err)
 	}
-	if _, err := leader.Append(ctx, call(), g.Token, "file_1", []byte("A")); err != nil {
+	if _, err := leader.Append(ctx, call(), g.Token, "file_1", []byte("A"), 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := leader.Release(ctx, call(), g.Token, false); err != nil {
+	if _, err := leader.Release(ctx, call(), g.Token, false, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	c.replicated(t, leader)
@@ -187,7 +187,7 @@ func TestInmemClusterKeepsTheLockAcrossLeaders(t *testing.T) {
 	if err != nil || !g.Granted {
 		t.Fatalf("second acquire = %+v, %v; want granted", g, err)
 	}
-	if _, err := leader.Append(ctx, call(), g.Token, "file_1", []byte("B")); err != nil {
+	if _, err := leader.Append(ctx, call(), g.Token, "file_1", []byte("B"), 0); err != nil {
 		t.Fatal(err)
 	}
 	c.replicated(t, leader)
@@ -199,8 +199,8 @@ func TestInmemClusterKeepsTheLockAcrossLeaders(t *testing.T) {
 	}
 	var lv lockstate.LockView
 	leader.fsm.View(func(m *lockstate.Machine) { lv = m.Lock() })
-	if lv.Holder != s.ClientID || lv.Token != g.Token || lv.StagedAppends != 1 {
-		t.Fatalf("new leader's lock: holder %d token %d staged %d; want %d, %d, 1", lv.Holder, lv.Token, lv.StagedAppends, s.ClientID, g.Token)
+	if lv.Holder != s.ClientID || lv.Token != g.Token || lv.StagedAppends != 0 {
+		t.Fatalf("new leader's lock: holder %d token %d staged %d; want %d, %d, 0 (the append lived in the old leader's memory)", lv.Holder, lv.Token, lv.StagedAppends, s.ClientID, g.Token)
 	}
 	if left := leader.lead.Left(s.ClientID); left < lease-5*time.Second {
 		t.Fatalf("the new leader gave the holder %v of lease; want a full fresh %v", left, lease)
@@ -209,8 +209,32 @@ func TestInmemClusterKeepsTheLockAcrossLeaders(t *testing.T) {
 	if err != nil || token != g.Token || length != lease {
 		t.Fatalf("keepalive on the new leader = %v, %d, %v; want %v, %d", length, token, err, lease, g.Token)
 	}
-	if _, err := leader.Release(ctx, call(), g.Token, false); err != nil {
-		t.Fatalf("release under the old token on the new leader: %v", err)
+	// A release without counts cannot be vouched for by a leader that did
+	// not see the whole section, nor one whose counts it does not hold;
+	// both change nothing.
+	var ne *Error
+	if _, err := leader.Release(ctx, call(), g.Token, false, nil, nil); !errors.As(err, &ne) || ne.Reason != dlmv1.ErrorReason_ERROR_REASON_SECTION_INCOMPLETE || ne.Staged != (Section{}) {
+		t.Fatalf("release without counts on the new leader = %v; want SECTION_INCOMPLETE with nothing staged", err)
+	}
+	if _, err := leader.Release(ctx, call(), g.Token, false, &Section{Appends: 1, Bytes: 1}, nil); !errors.As(err, &ne) || ne.Reason != dlmv1.ErrorReason_ERROR_REASON_SECTION_INCOMPLETE {
+		t.Fatalf("release with counts the new leader lacks = %v; want SECTION_INCOMPLETE", err)
+	}
+	// Closing would commit the section: refused alike.
+	if err := leader.Close(ctx, call()); !errors.As(err, &ne) || ne.Reason != dlmv1.ErrorReason_ERROR_REASON_SECTION_INCOMPLETE {
+		t.Fatalf("close on the new leader = %v; want SECTION_INCOMPLETE", err)
+	}
+	// A later place is a gap; the client re-sends from place 1.
+	if _, err := leader.Append(ctx, call(), g.Token, "file_1", []byte("C"), 2); !errors.As(err, &ne) || ne.Reason != dlmv1.ErrorReason_ERROR_REASON_SECTION_INCOMPLETE || ne.Staged.Appends != 0 {
+		t.Fatalf("append at place 2 on the new leader = %v; want SECTION_INCOMPLETE", err)
+	}
+	if _, err := leader.Append(ctx, call(), g.Token, "file_1", []byte("B"), 1); err != nil {
+		t.Fatal(err)
+	}
+	if o, err := leader.Append(ctx, call(), g.Token, "file_1", []byte("B"), 1); err != nil || o.Appends != 1 {
+		t.Fatalf("repeated place 1 = %+v, %v; want a repeat with 1 staged", o, err)
+	}
+	if o, err := leader.Release(ctx, call(), g.Token, false, &Section{Appends: 1, Bytes: 1}, nil); err != nil || o.Appends != 1 {
+		t.Fatalf("release under the old token on the new leader = %+v, %v", o, err)
 	}
 	c.replicated(t, leader)
 	for _, n := range c.nodes {

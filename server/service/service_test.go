@@ -194,14 +194,20 @@ func TestRepeatedRequestsRunOnce(t *testing.T) {
 	c := newClient(srv, nil)
 	s := open(t, c, 0)
 	token := s.mustAcquire()
-	req := &dlmv1.AppendFileRequest{ClientId: s.id, Secret: s.secret, Seq: s.next(), Token: token, File: "file_1", Data: []byte("A")}
-	for range 3 {
+	// An append names its place: a repeat, under its seq or another, is
+	// staged once.
+	req := &dlmv1.AppendFileRequest{ClientId: s.id, Secret: s.secret, Seq: s.next(), Token: token, File: "file_1", Data: []byte("A"), Position: 1}
+	for i := range 3 {
+		if i == 2 {
+			req.Seq = s.next()
+		}
 		res, err := c.AppendFile(context.Background(), connect.NewRequest(req))
 		if err != nil || res.Msg.GetStagedAppends() != 1 {
 			t.Fatalf("repeated append = %v, %v; want 1 staged append", res, err)
 		}
 	}
-	rel := &dlmv1.LockReleaseRequest{ClientId: s.id, Secret: s.secret, Seq: s.next(), Token: token}
+	one, size := uint32(1), uint64(1)
+	rel := &dlmv1.LockReleaseRequest{ClientId: s.id, Secret: s.secret, Seq: s.next(), Token: token, SectionAppends: &one, SectionBytes: &size}
 	for range 2 {
 		if _, err := c.LockRelease(context.Background(), connect.NewRequest(rel)); err != nil {
 			t.Fatalf("repeated release: %v", err)
@@ -261,15 +267,46 @@ func TestRestartKeepsLockQueueAndFiles(t *testing.T) {
 		!slicesEqual(before.GetLock().GetQueue(), after.GetLock().GetQueue()) || before.GetLock().GetToken() != after.GetLock().GetToken()) {
 		t.Fatalf("lock after restart = %v, want %v", after.GetLock(), before.GetLock())
 	}
-	if _, err := s1.append(t2, "file_5", "B"); err != nil {
+	// The staged "B" lived in the old leadership's memory: a release that
+	// counts it is refused, changing nothing, and names what is staged.
+	one, size := uint32(1), uint64(1)
+	rel := &dlmv1.LockReleaseRequest{ClientId: s1.id, Secret: s1.secret, Seq: s1.next(), Token: t2, SectionAppends: &one, SectionBytes: &size}
+	_, err := c.LockRelease(context.Background(), connect.NewRequest(rel))
+	if connect.CodeOf(err) != connect.CodeFailedPrecondition || reasonOf(err) != dlmv1.ErrorReason_ERROR_REASON_SECTION_INCOMPLETE || stagedOf(err) != 0 {
+		t.Fatalf("release after restart = %v; want SECTION_INCOMPLETE with 0 staged", err)
+	}
+	// So is one without counts: the grant predates this leadership.
+	if err := s1.release(t2); reasonOf(err) != dlmv1.ErrorReason_ERROR_REASON_SECTION_INCOMPLETE {
+		t.Fatalf("release without counts after restart = %v; want SECTION_INCOMPLETE", err)
+	}
+	if _, err := c.AppendFile(context.Background(), connect.NewRequest(&dlmv1.AppendFileRequest{
+		ClientId: s1.id, Secret: s1.secret, Seq: s1.next(), Token: t2, File: "file_5", Data: []byte("B"), Position: 1,
+	})); err != nil {
 		t.Fatalf("append under the old grant after restart: %v", err)
 	}
-	if err := s1.release(t2); err != nil {
+	rel.Seq = s1.next()
+	if _, err := c.LockRelease(context.Background(), connect.NewRequest(rel)); err != nil {
 		t.Fatalf("release after restart: %v", err)
 	}
-	if got := read(t, c, "file_5"); got != "ABB" {
-		t.Fatalf("file_5 = %q, want ABB", got)
+	if got := read(t, c, "file_5"); got != "AB" {
+		t.Fatalf("file_5 = %q, want AB", got)
 	}
+}
+
+// stagedOf is the staged appends a SECTION_INCOMPLETE error names.
+func stagedOf(err error) uint32 {
+	var ce *connect.Error
+	if !errors.As(err, &ce) {
+		return 0
+	}
+	for _, d := range ce.Details() {
+		if v, err := d.Value(); err == nil {
+			if ed, ok := v.(*dlmv1.ErrorDetail); ok {
+				return ed.GetStagedAppends()
+			}
+		}
+	}
+	return 0
 }
 
 func slicesEqual(a, b []uint64) bool {
