@@ -87,6 +87,23 @@ func (s *rawSession) fill() {
 	seqs := make(chan uint64)
 	errs := make(chan error, workers)
 	var wg sync.WaitGroup
+	// A logged acquire does not renew the lease (an append did): keep the
+	// session alive while it fills, as its keepalives would. Once full, a
+	// keepalive renews nothing, which the tests check.
+	filled := make(chan struct{})
+	defer close(filled)
+	go func() {
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-filled:
+				return
+			case <-tick.C:
+				s.keepAlive()
+			}
+		}
+	}()
 	for range workers {
 		wg.Add(1)
 		go func() {
