@@ -116,3 +116,42 @@ func TestEndedToken(t *testing.T) {
 		t.Errorf("close: ended token %d, want 5", got)
 	}
 }
+
+// spillCmd is the entry a leader writes when a section outgrows its memory:
+// the appends it held, then the append itself, guarded by the count of
+// appends log entries staged before.
+func spillCmd(cl *raftlogv1.Caller, token uint64, base uint32, file, data string, held ...lockstate.Write) *raftlogv1.Command {
+	cmd := appendCmd(cl, token, file, data)
+	a := cmd.GetAppend()
+	a.BaseAppends = &base
+	for _, x := range held {
+		a.Writes = append(a.Writes, &raftlogv1.Write{File: x.File, Data: x.Data})
+	}
+	return cmd
+}
+
+func TestAppendCarriesTheHeldWrites(t *testing.T) {
+	held := then(opens(1), step{idx: 2, now: 2000, cmd: acquireCmd(c(1, 1)), want: grantedNow(1, 1, 2)})
+	runScripts(t, []script{{
+		name: "the same writes proposed twice are staged once",
+		steps: then(held,
+			step{idx: 3, now: 3000, cmd: spillCmd(c(1, 2), 2, 0, "file_0", "c", w("file_0", "a"), w("file_1", "b")), want: staged(3, 3)},
+			step{idx: 4, now: 4000, cmd: spillCmd(c(1, 3), 2, 0, "file_0", "c", w("file_0", "a"), w("file_1", "b")),
+				want: res(&raftlogv1.Outcome{ErrorReason: uint32(rIncomplete), Appends: 3, Bytes: 3}), effect: recordOnly},
+			step{idx: 5, now: 5000, cmd: spillCmd(c(1, 4), 2, 3, "file_0", "d"), want: staged(4, 4)},
+			step{idx: 6, now: 6000, cmd: releaseWith(c(1, 5), 2, 100, 0, w("file_1", "e")),
+				want: committed(5, 5, w("file_0", "a"), w("file_1", "b"), w("file_0", "c"), w("file_0", "d"), w("file_1", "e"))},
+		),
+		check: sizesAre("file_0", 3, "file_1", 2),
+	}, {
+		name: "held writes past a limit stage nothing",
+		steps: then(held,
+			step{idx: 3, now: 3000, cmd: func() *raftlogv1.Command {
+				cmd := spillCmd(c(1, 2), 2, 0, "file_0", "cc", w("file_0", "aaaa"))
+				cmd.GetAppend().MaxSectionBytes = 5
+				return cmd
+			}(), want: fails(rSectionLarge), effect: recordOnly},
+		),
+		check: stagedIs(0, 0),
+	}})
+}

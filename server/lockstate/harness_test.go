@@ -23,6 +23,7 @@ import (
 const (
 	rNone          = dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED
 	rLockExpired   = dlmv1.ErrorReason_ERROR_REASON_LOCK_EXPIRED
+	rIncomplete    = dlmv1.ErrorReason_ERROR_REASON_SECTION_INCOMPLETE
 	rNotHolder     = dlmv1.ErrorReason_ERROR_REASON_NOT_HOLDER
 	rFileNotFound  = dlmv1.ErrorReason_ERROR_REASON_FILE_NOT_FOUND
 	rInvalidFile   = dlmv1.ErrorReason_ERROR_REASON_INVALID_FILE_NAME

@@ -3,6 +3,7 @@ package lockstate
 import (
 	"container/heap"
 	"crypto/subtle"
+	"slices"
 	"sort"
 
 	raftlogv1 "github.com/dlm/dlm/gen/go/dlm/raftlog/v1"
@@ -531,13 +532,21 @@ func (m *Machine) append(index uint64, op *raftlogv1.Append) Result {
 	seq := op.GetCaller().GetSeq()
 	l := m.locks[DefaultLock]
 	r := l.checkToken(s, op.GetToken())
+	if r == dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED && op.BaseAppends != nil && op.GetBaseAppends() != uint32(len(l.staged)) {
+		// The writes were staged already (the same entry proposed twice),
+		// or the section is not the one the leader saw: stage nothing.
+		return s.record(index, seq, raftlogv1.Method_METHOD_APPEND, &raftlogv1.Outcome{
+			ErrorReason: uint32(dlmv1.ErrorReason_ERROR_REASON_SECTION_INCOMPLETE), Appends: uint32(len(l.staged)), Bytes: l.stagedBytes,
+		})
+	}
 	if r == dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
-		r = m.CheckAppend(op.GetFile(), uint64(len(op.GetData())), l.stagedBytes, l.stagedFile[op.GetFile()], op.GetMaxSectionBytes(), op.GetMaxFileBytes())
+		// The writes the leader held, then the append itself: all or none.
+		all := append(slices.Clip(op.GetWrites()), &raftlogv1.Write{File: op.GetFile(), Data: op.GetData()})
+		r = m.stageWrites(l, all, op.GetMaxSectionBytes(), op.GetMaxFileBytes())
 	}
 	if r != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
 		return s.record(index, seq, raftlogv1.Method_METHOD_APPEND, &raftlogv1.Outcome{ErrorReason: uint32(r)})
 	}
-	l.stage(Write{File: op.GetFile(), Data: op.GetData()})
 	return s.record(index, seq, raftlogv1.Method_METHOD_APPEND, &raftlogv1.Outcome{Appends: uint32(len(l.staged)), Bytes: l.stagedBytes})
 }
 

@@ -92,6 +92,17 @@ func (g *generator) next(m *lockstate.Machine) *raftlogv1.Command {
 		maxSection := []uint64{1 << 20, 1 << 20, 1 << 20, 128, 40}[g.rng.IntN(5)]
 		cmd = appendMax(g.caller(id), g.token(m, id), file, string(data), maxSection)
 		cmd.GetAppend().MaxFileBytes = []uint64{0, 0, 1 << 20, 60}[g.rng.IntN(4)]
+		if g.rng.IntN(4) == 0 {
+			// A leader moving what it held in memory to the log, guarded by
+			// the count it saw (sometimes stale).
+			a := cmd.GetAppend()
+			a.Writes, _, _ = g.writes()
+			base := uint32(m.Lock().StagedAppends)
+			if g.rng.IntN(3) == 0 {
+				base = uint32(g.rng.IntN(3))
+			}
+			a.BaseAppends = &base
+		}
 	case n < 90:
 		if g.rng.IntN(10) == 0 {
 			cmd = abortCmd(g.caller(id), g.token(m, id))
