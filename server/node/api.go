@@ -425,7 +425,7 @@ func (n *Node) Status(ctx context.Context, q StatusQuery) (Status, error) {
 		lv := m.Lock()
 		if lv.Holder != 0 {
 			// The leader's view: what log entries staged, then its memory.
-			mem := n.sections.Counts(lv.Token)
+			mem := n.sections.Counts(lv.Token, Section{Appends: uint32(lv.StagedAppends), Bytes: lv.StagedBytes})
 			lv.StagedAppends += int(mem.Appends)
 			lv.StagedBytes += mem.Bytes
 		}

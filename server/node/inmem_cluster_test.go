@@ -25,6 +25,13 @@ type inmemCluster struct {
 
 func startInmemCluster(t *testing.T, lease time.Duration) *inmemCluster {
 	t.Helper()
+	return startInmemClusterWith(t, lease, nil)
+}
+
+// startInmemClusterWith is startInmemCluster with each node's Config
+// changed by set.
+func startInmemClusterWith(t *testing.T, lease time.Duration, set func(*Config)) *inmemCluster {
+	t.Helper()
 	c := &inmemCluster{closed: make(map[*Node]bool)}
 	var peers []Peer
 	for i := range 3 {
@@ -44,6 +51,9 @@ func startInmemCluster(t *testing.T, lease time.Duration) *inmemCluster {
 		cfg.ID, cfg.Peers, cfg.DataDir, cfg.transport = p.ID, peers, t.TempDir(), c.trans[i]
 		cfg.DefaultLease, cfg.MinFreeSpace = lease, -1
 		cfg.Logger, cfg.RaftLog = slog.New(slog.DiscardHandler), io.Discard
+		if set != nil {
+			set(&cfg)
+		}
 		n, err := Open(cfg)
 		if err != nil {
 			t.Fatalf("open %s: %v", p.ID, err)

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -90,6 +91,9 @@ type Config struct {
 	LogSegmentSize int
 	// files, when set, opens the FSM's files (tests make writes fail).
 	files fsm.FS
+	// sectionMemory, when set, replaces DefaultSectionMemory (tests move
+	// small sections to the log).
+	sectionMemory int
 	// transport, when set, carries Raft instead of RaftAddr's TCP (tests
 	// join in-memory transports into a cluster); Peers name its addresses.
 	transport raft.Transport
@@ -201,7 +205,7 @@ func Open(cfg Config) (*Node, error) {
 	}
 	n.fsm = f
 	n.lead = leadership.New(leadership.SystemClock())
-	n.sections = staging.New()
+	n.sections = staging.New(uint64(cmp.Or(cfg.sectionMemory, DefaultSectionMemory)))
 	n.space = newFreeSpace(cfg.DataDir, cfg.FreeSpace)
 	f.SetObserver(n.observe)
 	f.SetFaultHandler(n.onFault)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	raftlogv1 "github.com/dlm/dlm/gen/go/dlm/raftlog/v1"
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
@@ -17,6 +18,14 @@ import (
 // any that Append entries of older logs staged. A new leader holds none of
 // them; the counts a release carries reveal it (SECTION_INCOMPLETE), and the
 // client, which keeps its appends until the release commits, re-sends them.
+
+// DefaultSectionMemory bounds what the leader holds in memory for one
+// critical section. Past it, the section moves to the log in one Append
+// entry and later appends start again in memory: the release entry then
+// stays a few MiB however large the section (up to MaxSectionBytes, 64 MiB
+// by default), so that one entry does not hold up replication and
+// heartbeats, and a leader holds a bounded amount per held grant.
+const DefaultSectionMemory = 4 << 20
 
 // Append stages data for file in the caller's critical section, at its
 // 1-based place in the section (0: the next place).
@@ -85,6 +94,10 @@ func (n *Node) Append(ctx context.Context, caller Caller, token uint64, file str
 		}
 		return nil
 	})
+	var mv *staging.MoveError
+	if errors.As(err, &mv) {
+		return n.move(ctx, c, token, file, data, mv)
+	}
 	if err != nil {
 		return Section{}, n.stagingError(err)
 	}
@@ -98,6 +111,53 @@ func (n *Node) Append(ctx context.Context, caller Caller, token uint64, file str
 	}
 	n.touch(c)
 	return counts, nil
+}
+
+// move writes what the memory holds of the section, then the append, to
+// the log in one Append entry guarded by the count of appends the log held
+// (so that proposing it twice stages it once), and settles the memory once
+// the outcome is known.
+func (n *Node) move(ctx context.Context, c *raftlogv1.Caller, token uint64, file string, data []byte, mv *staging.MoveError) (Section, error) {
+	base := mv.Base
+	op := &raftlogv1.Append{
+		Caller: c, Token: token, File: file, Data: data, BaseAppends: &base,
+		MaxSectionBytes: uint64(n.cfg.MaxSectionBytes), MaxFileBytes: uint64(n.cfg.MaxFileBytes),
+	}
+	for _, w := range mv.Writes {
+		op.Writes = append(op.Writes, &raftlogv1.Write{File: w.File, Data: w.Data})
+	}
+	res, err := n.propose(ctx, &raftlogv1.Command{Op: &raftlogv1.Command_Append{Append: op}})
+	if err != nil {
+		// The entry may still apply. A barrier after it, in this term,
+		// settles that: once it applies, the entry has applied or never
+		// will. Without one the move stays in flight, and the same append
+		// again proposes it again.
+		if berr := n.raft.Barrier(10 * time.Second).Error(); berr == nil {
+			n.sections.Settle(token, n.loggedSection())
+		}
+		return Section{}, err
+	}
+	logged := n.loggedSection()
+	n.sections.Settle(token, logged)
+	n.touch(c)
+	o := res.Outcome
+	if r := dlmv1.ErrorReason(o.GetErrorReason()); r == dlmv1.ErrorReason_ERROR_REASON_SECTION_INCOMPLETE {
+		total := logged.Add(n.sections.Counts(token, logged))
+		if logged.Appends >= base+uint32(len(mv.Writes))+1 {
+			// An earlier proposal of the same move applied: the append
+			// is staged.
+			return total, nil
+		}
+		return Section{}, incomplete(total)
+	}
+	return sectionOf(o), n.explainFileLimit(reasonError(dlmv1.ErrorReason(o.GetErrorReason())))
+}
+
+// loggedSection is what log entries staged for the held grant.
+func (n *Node) loggedSection() Section {
+	var lv lockstate.LockView
+	n.fsm.View(func(m *lockstate.Machine) { lv = m.Lock() })
+	return Section{Appends: uint32(lv.StagedAppends), Bytes: lv.StagedBytes}
 }
 
 // stagingError turns the memory's refusals into the API's.
@@ -217,7 +277,7 @@ func (n *Node) carried(ctx context.Context, c *raftlogv1.Caller, token uint64, c
 	if reason != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
 		return nil, nil, nil
 	}
-	mem, err := n.sections.Seal(epoch, token)
+	mem, memFile, err := n.sections.Seal(epoch, token, base)
 	if err != nil {
 		return nil, nil, n.stagingError(err)
 	}
@@ -234,7 +294,6 @@ func (n *Node) carried(ctx context.Context, c *raftlogv1.Caller, token uint64, c
 	}
 	// The appends the request carries, against the same bounds as
 	// AppendFile's: apply checks them again, all or none.
-	_, memFile := n.sections.Held(token)
 	section := staged.Bytes
 	added := map[string]uint64{}
 	for i, a := range appends {

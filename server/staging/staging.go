@@ -3,6 +3,7 @@ package staging
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 )
 
@@ -60,21 +61,62 @@ type section struct {
 	size    uint64
 	perFile map[string]uint64
 	sealed  bool
+	// moving, when set, is a move of the first moving.n writes to the log
+	// in flight: it has applied once the log holds moving.after appends.
+	moving *move
+}
+
+type move struct {
+	n     int
+	after uint32
+}
+
+// MoveError says the append does not fit the memory's bound: the caller
+// writes Writes (what the memory holds) and the append to the log in one
+// entry that stages only while the log holds Base appends, then calls
+// Settle. Until then, new appends to the section are refused (ErrSealed),
+// and the same append again gets the same move.
+type MoveError struct {
+	Writes []Write
+	Base   uint32
+}
+
+func (e *MoveError) Error() string {
+	return fmt.Sprintf("staging: %d appends move to the log", len(e.Writes)+1)
+}
+
+// settle drops what a move put in the log once it has applied: the log
+// now holds it, the memory must not count it twice.
+func (sec *section) settle(base Counts) {
+	m := sec.moving
+	if m == nil || base.Appends < m.after {
+		return
+	}
+	for _, w := range sec.writes[:m.n] {
+		sec.size -= uint64(len(w.Data))
+		sec.perFile[w.File] -= uint64(len(w.Data))
+	}
+	sec.writes = slices.Clone(sec.writes[m.n:])
+	sec.moving = nil
 }
 
 func (s *section) counts() Counts { return Counts{Appends: uint32(len(s.writes)), Bytes: s.size} }
 
 // Store is the memory. It is safe for concurrent use.
 type Store struct {
-	mu       sync.Mutex
+	mu sync.Mutex
+	// bound is the bytes one section may hold in memory (0: no bound).
+	bound    uint64
 	epoch    uint64
 	leading  bool
 	begin    uint64
 	sections map[uint64]*section
 }
 
-// New returns the memory of a node that does not lead.
-func New() *Store { return &Store{sections: make(map[uint64]*section)} }
+// New returns the memory of a node that does not lead. A section holds at
+// most bound bytes in memory (0: no bound); an append past it moves the
+// section to the log (MoveError).
+func New(bound uint64) *Store { return &Store{bound: bound, sections: make(map[uint64]*section)} }
 
 // Begin starts a stretch of leadership whose first own entry follows log
 // index begin, forgetting everything, and returns its epoch.
@@ -128,6 +170,7 @@ func (s *Store) Stage(epoch, token uint64, base Counts, position uint32, file st
 	if sec == nil {
 		sec = &section{}
 	}
+	sec.settle(base)
 	total := base.Add(sec.counts())
 	if position == 0 {
 		position = total.Appends + 1
@@ -140,11 +183,19 @@ func (s *Store) Stage(epoch, token uint64, base Counts, position uint32, file st
 		return total, true, nil
 	case position > total.Appends+1:
 		return Counts{}, false, &GapError{Staged: total}
-	case sec.sealed:
+	case sec.moving != nil && sec.moving.n == len(sec.writes):
+		// The append whose move is in flight, again: the same move.
+		return Counts{}, false, &MoveError{Writes: sec.writes, Base: sec.moving.after - uint32(sec.moving.n) - 1}
+	case sec.sealed || sec.moving != nil:
 		return Counts{}, false, ErrSealed
 	}
 	if err := check(sec.size, sec.perFile[file]); err != nil {
 		return Counts{}, false, err
+	}
+	if s.bound > 0 && sec.size+uint64(len(data)) > s.bound {
+		sec.moving = &move{n: len(sec.writes), after: base.Appends + uint32(len(sec.writes)) + 1}
+		s.sections[token] = sec
+		return Counts{}, false, &MoveError{Writes: sec.writes, Base: base.Appends}
 	}
 	// The lock has one holder: any other token's section is over.
 	for t := range s.sections {
@@ -162,6 +213,18 @@ func (s *Store) Stage(epoch, token uint64, base Counts, position uint32, file st
 	return base.Add(sec.counts()), false, nil
 }
 
+// Settle ends the move of the section of token (see MoveError), given the
+// appends the log now holds: a move that applied leaves the memory, one that
+// did not stays in it, and new appends are taken again.
+func (s *Store) Settle(token uint64, base Counts) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sec := s.sections[token]; sec != nil {
+		sec.settle(base)
+		sec.moving = nil
+	}
+}
+
 // Held is what the memory holds for the grant with token: its appends in
 // order (not to be modified) and the bytes per file.
 func (s *Store) Held(token uint64) ([]Write, map[string]uint64) {
@@ -174,31 +237,38 @@ func (s *Store) Held(token uint64) ([]Write, map[string]uint64) {
 	return sec.writes, sec.perFile
 }
 
-// Counts is the size of the memory's section for token.
-func (s *Store) Counts(token uint64) Counts {
+// Counts is the size of the memory's section for token, when log entries
+// staged base.
+func (s *Store) Counts(token uint64, base Counts) Counts {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if sec := s.sections[token]; sec != nil {
+		sec.settle(base)
 		return sec.counts()
 	}
 	return Counts{}
 }
 
 // Seal marks the section of token as being released and returns its
-// appends in order, so that none joins it unseen until Unseal or Drop.
-func (s *Store) Seal(epoch, token uint64) ([]Write, error) {
+// appends in order and the bytes per file, when log entries staged base, so
+// that none joins it unseen until Unseal or Drop.
+func (s *Store) Seal(epoch, token uint64, base Counts) ([]Write, map[string]uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.leading || s.epoch != epoch {
-		return nil, ErrNotLeading
+		return nil, nil, ErrNotLeading
 	}
 	sec := s.sections[token]
 	if sec == nil {
 		sec = &section{}
 		s.sections[token] = sec
 	}
+	sec.settle(base)
+	if sec.moving != nil {
+		return nil, nil, ErrSealed
+	}
 	sec.sealed = true
-	return sec.writes, nil
+	return sec.writes, sec.perFile, nil
 }
 
 // Unseal reopens a section whose release did not commit.
