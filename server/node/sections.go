@@ -78,6 +78,22 @@ func (n *Node) Append(ctx context.Context, caller Caller, token uint64, file str
 	if err := reasonError(reason); err != nil {
 		return Section{}, err
 	}
+	if position == 0 && n.sections.Counts(token, base) == (Section{}) {
+		// A client that names no place (one written before places) may
+		// repeat an append under its seq and release without counts: its
+		// appends go to the log as they always did, where a repeat is known
+		// by its seq and a new leader has them.
+		if diskErr != nil {
+			return Section{}, diskErr
+		}
+		o, err := n.mutate(ctx, c, &raftlogv1.Command{Op: &raftlogv1.Command_Append{Append: &raftlogv1.Append{
+			Caller: c, Token: token, File: file, Data: data, MaxSectionBytes: maxSectionOf(n.cfg), MaxFileBytes: uint64(n.cfg.MaxFileBytes),
+		}}})
+		if err != nil {
+			return Section{}, n.explainFileLimit(err)
+		}
+		return sectionOf(o), nil
+	}
 	size := uint64(len(data))
 	maxSection, maxFile := uint64(n.cfg.MaxSectionBytes), uint64(n.cfg.MaxFileBytes)
 	// The same bounds lockstate.CheckAppend applies to an Append entry,
@@ -153,6 +169,8 @@ func (n *Node) move(ctx context.Context, c *raftlogv1.Caller, token uint64, file
 	return sectionOf(o), n.explainFileLimit(reasonError(dlmv1.ErrorReason(o.GetErrorReason())))
 }
 
+func maxSectionOf(cfg Config) uint64 { return uint64(cfg.MaxSectionBytes) }
+
 // loggedSection is what log entries staged for the held grant.
 func (n *Node) loggedSection() Section {
 	var lv lockstate.LockView
@@ -203,7 +221,7 @@ func (n *Node) Release(ctx context.Context, caller Caller, token uint64, abort b
 	if err := n.checkAppends(appends); err != nil {
 		return Section{}, err
 	}
-	writes, unseal, err := n.carried(ctx, c, token, counts, appends)
+	writes, unseal, err := n.carried(ctx, c, token, counts, appends, false)
 	if unseal != nil {
 		defer unseal()
 	}
@@ -231,7 +249,7 @@ func (n *Node) Close(ctx context.Context, caller Caller) error {
 		}
 	})
 	if token != 0 {
-		writes, unseal, err := n.carried(ctx, c, token, nil, nil)
+		writes, unseal, err := n.carried(ctx, c, token, nil, nil, true)
 		if unseal != nil {
 			defer unseal()
 		}
@@ -248,7 +266,7 @@ func (n *Node) Close(ctx context.Context, caller Caller) error {
 // section, sealed until unseal, then appends. A repeat of a request already
 // applied, or a caller who does not hold the grant, gets nothing to carry:
 // the entry's own rules answer it (the recorded outcome, or the refusal).
-func (n *Node) carried(ctx context.Context, c *raftlogv1.Caller, token uint64, counts *Section, appends []lockstate.Write) ([]*raftlogv1.Write, func(), error) {
+func (n *Node) carried(ctx context.Context, c *raftlogv1.Caller, token uint64, counts *Section, appends []lockstate.Write, closing bool) ([]*raftlogv1.Write, func(), error) {
 	if _, err := n.leading(); err != nil {
 		return nil, nil, err
 	}
@@ -289,7 +307,14 @@ func (n *Node) carried(ctx context.Context, c *raftlogv1.Caller, token uint64, c
 	switch {
 	case counts != nil && *counts != staged:
 		return nil, unseal, incomplete(staged)
-	case counts == nil && !n.sections.SawWhole(epoch, token):
+	case counts == nil && (closing || len(mem) > 0) && !n.sections.SawWhole(epoch, token):
+		// Without counts, the leader vouches only for what it saw: a
+		// grant made under it, or, for a release, a section all in the
+		// log (a client that sends no counts names no places, so its
+		// appends went to the log). Memory holding appends of an older
+		// grant means an earlier leader may have held more. A close
+		// carries no counts from any client, so it is refused outright,
+		// and the client releases first.
 		return nil, unseal, incomplete(staged)
 	}
 	// The appends the request carries, against the same bounds as

@@ -267,29 +267,61 @@ func TestRestartKeepsLockQueueAndFiles(t *testing.T) {
 		!slicesEqual(before.GetLock().GetQueue(), after.GetLock().GetQueue()) || before.GetLock().GetToken() != after.GetLock().GetToken()) {
 		t.Fatalf("lock after restart = %v, want %v", after.GetLock(), before.GetLock())
 	}
-	// The staged "B" lived in the old leadership's memory: a release that
-	// counts it is refused, changing nothing, and names what is staged.
+	// A client that names no places (written before them) has its appends
+	// in the log: they survive the restart, and its release needs no counts.
+	if _, err := s1.append(t2, "file_5", "B"); err != nil {
+		t.Fatalf("append under the old grant after restart: %v", err)
+	}
+	if err := s1.release(t2); err != nil {
+		t.Fatalf("release after restart: %v", err)
+	}
+	if got := read(t, c, "file_5"); got != "ABB" {
+		t.Fatalf("file_5 = %q, want ABB", got)
+	}
+}
+
+// Appends placed in the section live in the leader's memory: after a
+// restart a release that counts them is refused, changing nothing, and names
+// what is staged; the client re-sends and releases again.
+func TestRestartLosesPlacedAppendsSafely(t *testing.T) {
+	srv := servertest.Start(t, nil)
+	c := newClient(srv, nil)
+	s1 := open(t, c, 0)
+	t1 := s1.mustAcquire()
+	place := func(pos uint32, data string) error {
+		_, err := c.AppendFile(context.Background(), connect.NewRequest(&dlmv1.AppendFileRequest{
+			ClientId: s1.id, Secret: s1.secret, Seq: s1.next(), Token: t1, File: "file_5", Data: []byte(data), Position: pos,
+		}))
+		return err
+	}
+	if err := place(1, "A"); err != nil {
+		t.Fatal(err)
+	}
+	srv.Restart()
+	c = newClient(srv, nil)
+	s1.c = c
 	one, size := uint32(1), uint64(1)
-	rel := &dlmv1.LockReleaseRequest{ClientId: s1.id, Secret: s1.secret, Seq: s1.next(), Token: t2, SectionAppends: &one, SectionBytes: &size}
+	rel := &dlmv1.LockReleaseRequest{ClientId: s1.id, Secret: s1.secret, Seq: s1.next(), Token: t1, SectionAppends: &one, SectionBytes: &size}
 	_, err := c.LockRelease(context.Background(), connect.NewRequest(rel))
 	if connect.CodeOf(err) != connect.CodeFailedPrecondition || reasonOf(err) != dlmv1.ErrorReason_ERROR_REASON_SECTION_INCOMPLETE || stagedOf(err) != 0 {
 		t.Fatalf("release after restart = %v; want SECTION_INCOMPLETE with 0 staged", err)
 	}
-	// So is one without counts: the grant predates this leadership.
-	if err := s1.release(t2); reasonOf(err) != dlmv1.ErrorReason_ERROR_REASON_SECTION_INCOMPLETE {
-		t.Fatalf("release without counts after restart = %v; want SECTION_INCOMPLETE", err)
+	// A later place is a gap, named the same way.
+	if err := place(2, "B"); reasonOf(err) != dlmv1.ErrorReason_ERROR_REASON_SECTION_INCOMPLETE || stagedOf(err) != 0 {
+		t.Fatalf("append at place 2 after restart = %v; want SECTION_INCOMPLETE", err)
 	}
-	if _, err := c.AppendFile(context.Background(), connect.NewRequest(&dlmv1.AppendFileRequest{
-		ClientId: s1.id, Secret: s1.secret, Seq: s1.next(), Token: t2, File: "file_5", Data: []byte("B"), Position: 1,
-	})); err != nil {
-		t.Fatalf("append under the old grant after restart: %v", err)
+	if got := read(t, c, "file_5"); got != "" {
+		t.Fatalf("file_5 = %q before the release", got)
+	}
+	if err := place(1, "A"); err != nil {
+		t.Fatalf("re-send: %v", err)
 	}
 	rel.Seq = s1.next()
 	if _, err := c.LockRelease(context.Background(), connect.NewRequest(rel)); err != nil {
-		t.Fatalf("release after restart: %v", err)
+		t.Fatalf("release after re-sending: %v", err)
 	}
-	if got := read(t, c, "file_5"); got != "AB" {
-		t.Fatalf("file_5 = %q, want AB", got)
+	if got := read(t, c, "file_5"); got != "A" {
+		t.Fatalf("file_5 = %q, want A", got)
 	}
 }
 
