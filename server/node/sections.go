@@ -78,7 +78,7 @@ func (n *Node) Append(ctx context.Context, caller Caller, token uint64, file str
 	if err := reasonError(reason); err != nil {
 		return Section{}, err
 	}
-	if position == 0 && n.sections.Counts(token, base) == (Section{}) {
+	if (position == 0 || mutLoggedAppends) && n.sections.Counts(token, base) == (Section{}) {
 		// A client that names no place (one written before places) may
 		// repeat an append under its seq and release without counts: its
 		// appends go to the log as they always did, where a repeat is known
