@@ -168,6 +168,15 @@ func (c *Client) mutate(ctx context.Context, op string, s *session, seq uint64, 
 	return err
 }
 
+func (c *Client) closeSession(ctx context.Context, s *session) error {
+	return c.mutate(ctx, "Close", s, 0, 0, func(ctx context.Context, api dlmv1connect.LockServiceClient, seq, acked uint64) error {
+		_, err := api.Close(ctx, connect.NewRequest(&dlmv1.CloseRequest{
+			ClientId: s.id, Secret: s.secret, Seq: seq, AckedBelow: acked,
+		}))
+		return err
+	}, nil)
+}
+
 // Reader reads files and the service's status without opening a session:
 // it writes nothing to the service's log, and (for Status without
 // consistent) works while a cluster cannot commit. It retries and follows
@@ -305,12 +314,15 @@ func (c *Client) Close(ctx context.Context) error {
 		}
 		var err error
 		if !s.isExpired() {
-			err = c.mutate(ctx, "Close", s, 0, 0, func(ctx context.Context, api dlmv1connect.LockServiceClient, seq, acked uint64) error {
-				_, err := api.Close(ctx, connect.NewRequest(&dlmv1.CloseRequest{
-					ClientId: s.id, Secret: s.secret, Seq: seq, AckedBelow: acked,
-				}))
-				return err
-			}, nil)
+			err = c.closeSession(ctx, s)
+			if lk != nil && errors.Is(err, ErrSectionIncomplete) {
+				// The leader cannot vouch for the critical section (it
+				// changed inside it): release it, which sends again what
+				// the leader lacks, then close.
+				if err = lk.Release(ctx); err == nil {
+					err = c.closeSession(ctx, s)
+				}
+			}
 			if errors.Is(err, ErrSessionExpired) {
 				err = nil
 			}

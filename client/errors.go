@@ -96,6 +96,10 @@ type Error struct {
 	Reason dlmv1.ErrorReason
 	// LeaderURL is the leader's base URL that came with NOT_LEADER.
 	LeaderURL string
+	// StagedAppends and StagedBytes came with SECTION_INCOMPLETE: what the
+	// leader holds of the critical section (re-send from StagedAppends+1).
+	StagedAppends uint32
+	StagedBytes   uint64
 	// Err is the underlying *connect.Error.
 	Err error
 }
@@ -160,6 +164,7 @@ func newError(err error) *Error {
 		if ed, ok := v.(*dlmv1.ErrorDetail); ok {
 			e.Reason = ed.GetReason()
 			e.LeaderURL = ed.GetLeaderUrl()
+			e.StagedAppends, e.StagedBytes = ed.GetStagedAppends(), ed.GetStagedBytes()
 			break
 		}
 	}

@@ -54,7 +54,36 @@ type Lock struct {
 	// repeats the request, and a number left in flight would hold the
 	// session's acknowledgement back for good.
 	pending *pendingOp
+
+	// section is every append sent under the grant, in order: the one at
+	// index i went to place i+1. The leader keeps them in memory until the
+	// release, so a new leader may lack some; they are kept here until the
+	// release commits, to send again. Guarded by opMu.
+	section      []sectionAppend
+	sectionBytes uint64
+	// inDoubt says the last of section failed with an unknown outcome: an
+	// Append with the same file and data repeats it at its place.
+	inDoubt bool
+	// local are the appends Stage buffered, sent with the release.
+	local []sectionAppend
 }
+
+// sectionAppend is one append of the critical section.
+type sectionAppend struct {
+	file string
+	data []byte
+}
+
+// maxResends bounds how many times one call re-sends the section to a
+// leader that lacks part of it (SECTION_INCOMPLETE): each leader change
+// costs one.
+const maxResends = 3
+
+// maxInlineBytes bounds the appends a release carries: a request must stay
+// under the service's read limit (the per-append limit plus headroom, 1 MiB
+// and more by default). Staged appends beyond it are sent with AppendFile
+// before the release.
+const maxInlineBytes = 512 << 10
 
 // pendingOp is a request whose outcome stayed unknown when its retries ran
 // out. Its sequence number is kept so that repeating the same request cannot
@@ -208,34 +237,127 @@ func (lk *Lock) abandon(err error) {
 
 // Append stages data for appending to file ("file_0" to "file_99"). The
 // data reaches the file when the lock is released, and never if the grant
-// is lost first. Repeating an Append that failed with ErrUnavailable (same
-// file, same data) is safe: it is applied at most once. Any other call under
-// the grant, or the grant's end, gives the failed request up for good: the
-// service then refuses any late copy of it.
+// is lost first. Each append names its place in the critical section, so
+// repeating an Append that failed with ErrUnavailable (same file, same data)
+// is safe: it is staged once. An append whose outcome stayed unknown is
+// part of the section from then on (the release sends it again if the
+// leader lacks it).
 func (lk *Lock) Append(ctx context.Context, file string, data []byte) error {
 	lk.opMu.Lock()
 	defer lk.opMu.Unlock()
 	if _, err := lk.current(); err != nil {
 		return err
 	}
-	op := pendingOp{file: file, data: data}
-	var seq uint64
-	if p := lk.reuse(op); p != nil {
-		seq = p.seq
+	// Any other request gives a pending one up; the repeat of an append
+	// whose outcome is unknown goes to the same place under the same
+	// number (a server that predates places recognises it by the number).
+	p := lk.reuse(pendingOp{file: file, data: data})
+	if n := len(lk.section); p != nil && lk.inDoubt {
+		lk.inDoubt = false
+		return lk.failed(lk.place(ctx, uint32(n), p.seq))
 	}
+	lk.inDoubt = false
+	// Appends Stage buffered come first.
+	if err := lk.flushLocal(ctx, 0); err != nil {
+		return err
+	}
+	return lk.failed(lk.add(ctx, sectionAppend{file: file, data: bytes.Clone(data)}))
+}
+
+// Stage buffers data for appending to file, with no call to the service:
+// the buffered appends travel with Release, after those sent by Append, so a
+// critical section written with Stage costs one request and one write to
+// the log in all. Bad input is reported by Release (or the next Append),
+// which then changes nothing. Abort discards the buffer.
+func (lk *Lock) Stage(file string, data []byte) error {
+	lk.opMu.Lock()
+	defer lk.opMu.Unlock()
+	if _, err := lk.current(); err != nil {
+		return err
+	}
+	if len(data) == 0 {
+		return fmt.Errorf("%w: nothing to stage for %s", ErrDataEmpty, file)
+	}
+	lk.local = append(lk.local, sectionAppend{file: file, data: bytes.Clone(data)})
+	return nil
+}
+
+// flushLocal sends buffered appends with AppendFile until at most keep
+// bytes of them are left, oldest first.
+func (lk *Lock) flushLocal(ctx context.Context, keep int) error {
+	total := 0
+	for _, a := range lk.local {
+		total += len(a.data)
+	}
+	for len(lk.local) > 0 && total > keep {
+		a := lk.local[0]
+		if err := lk.add(ctx, a); err != nil {
+			return lk.failed(err)
+		}
+		lk.local = lk.local[1:]
+		total -= len(a.data)
+	}
+	return nil
+}
+
+// add sends a new append at the next place. A refusal leaves the section
+// as it was; an unknown outcome keeps the append in it.
+func (lk *Lock) add(ctx context.Context, a sectionAppend) error {
+	lk.section = append(lk.section, a)
+	lk.sectionBytes += uint64(len(a.data))
+	err := lk.place(ctx, uint32(len(lk.section)), 0)
+	if r := new(retryError); errors.As(err, &r) {
+		return err
+	}
+	if err != nil {
+		lk.section = lk.section[:len(lk.section)-1]
+		lk.sectionBytes -= uint64(len(a.data))
+	}
+	return err
+}
+
+// place sends the append at place pos of the section (under seq, when it
+// repeats a request), first sending again the places before it that a new
+// leader lacks. When its outcome stays unknown, it is kept pending.
+func (lk *Lock) place(ctx context.Context, pos uint32, seq uint64) error {
+	for attempt := 0; ; attempt++ {
+		err := lk.sendAppend(ctx, pos, seq, func(seq uint64) {
+			a := lk.section[pos-1]
+			lk.keep(pendingOp{seq: seq, file: a.file, data: a.data})
+			lk.inDoubt = true
+		})
+		seq = 0
+		var e *Error
+		if !errors.As(err, &e) || e.Reason != dlmv1.ErrorReason_ERROR_REASON_SECTION_INCOMPLETE || attempt == maxResends || e.StagedAppends >= pos {
+			return err
+		}
+		lk.c.log.Info("dlm: the leader lacks part of the critical section; sending it again", "token", lk.token, "staged", e.StagedAppends, "sent", pos-1)
+		if err := lk.resend(ctx, e.StagedAppends, pos-1); err != nil {
+			return err
+		}
+	}
+}
+
+// resend sends places from+1 to to again.
+func (lk *Lock) resend(ctx context.Context, from, to uint32) error {
+	for p := from + 1; p <= to; p++ {
+		if err := lk.sendAppend(ctx, p, 0, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (lk *Lock) sendAppend(ctx context.Context, pos uint32, seq uint64, keep func(seq uint64)) error {
+	a := lk.section[pos-1]
 	s := lk.s
-	err := lk.c.mutate(ctx, "AppendFile", s, seq, 0, func(ctx context.Context, api dlmv1connect.LockServiceClient, seq, acked uint64) error {
+	return lk.c.mutate(ctx, "AppendFile", s, seq, 0, func(ctx context.Context, api dlmv1connect.LockServiceClient, seq, acked uint64) error {
 		_, err := api.AppendFile(ctx, connect.NewRequest(&dlmv1.AppendFileRequest{
 			ClientId: s.id, Secret: s.secret, Seq: seq, AckedBelow: acked,
-			Token: lk.token, File: file, Data: data,
+			Token: lk.token, File: a.file, Data: a.data, Position: pos,
 		}))
 		return err
-	}, func(seq uint64) {
-		op.seq = seq
-		op.data = bytes.Clone(data)
-		lk.keep(op)
-	})
-	return lk.failed(err)
+	}, keep)
 }
 
 // Release ends the critical section and commits every staged append to the
@@ -288,17 +410,26 @@ func (lk *Lock) release(ctx context.Context, abort bool) error {
 		// it exactly, whichever of Release and Abort is asked now.
 		seq, op.abort = p.seq, p.abort
 	}
-	s := lk.s
-	err := lk.c.mutate(ctx, "LockRelease", s, seq, 0, func(ctx context.Context, api dlmv1connect.LockServiceClient, seq, acked uint64) error {
-		_, err := api.LockRelease(ctx, connect.NewRequest(&dlmv1.LockReleaseRequest{
-			ClientId: s.id, Secret: s.secret, Seq: seq, AckedBelow: acked,
-			Token: lk.token, Abort: op.abort,
-		}))
-		return err
-	}, func(seq uint64) {
-		op.seq = seq
-		lk.keep(op)
-	})
+	if !op.abort {
+		// What the release cannot carry goes first, with AppendFile.
+		if err := lk.flushLocal(ctx, maxInlineBytes); err != nil {
+			return err
+		}
+	}
+	err := lk.sendRelease(ctx, seq, op)
+	for attempt := 0; !op.abort && attempt < maxResends; attempt++ {
+		var e *Error
+		if !errors.As(err, &e) || e.Reason != dlmv1.ErrorReason_ERROR_REASON_SECTION_INCOMPLETE || e.StagedAppends >= uint32(len(lk.section)) {
+			break
+		}
+		// A new leader lacks part of the section: nothing changed. Send
+		// the rest again, then release again.
+		lk.c.log.Info("dlm: the leader lacks part of the critical section; sending it again", "token", lk.token, "staged", e.StagedAppends, "sent", len(lk.section))
+		if err = lk.resend(ctx, e.StagedAppends, uint32(len(lk.section))); err != nil {
+			break
+		}
+		err = lk.sendRelease(ctx, 0, op)
+	}
 	if err == nil {
 		lk.end(stateReleased, errReleased)
 		lk.c.forget(lk)
@@ -309,6 +440,28 @@ func (lk *Lock) release(ctx context.Context, abort bool) error {
 		return nil
 	}
 	return err
+}
+
+// sendRelease sends the release (or abort) once, with seq when it repeats an
+// earlier one: with the section's counts and the buffered appends.
+func (lk *Lock) sendRelease(ctx context.Context, seq uint64, op pendingOp) error {
+	s := lk.s
+	req := &dlmv1.LockReleaseRequest{ClientId: s.id, Secret: s.secret, Token: lk.token, Abort: op.abort}
+	if !op.abort {
+		n, b := uint32(len(lk.section)), lk.sectionBytes
+		req.SectionAppends, req.SectionBytes = &n, &b
+		for _, a := range lk.local {
+			req.Appends = append(req.Appends, &dlmv1.SectionAppend{File: a.file, Data: a.data})
+		}
+	}
+	return lk.c.mutate(ctx, "LockRelease", s, seq, 0, func(ctx context.Context, api dlmv1connect.LockServiceClient, seq, acked uint64) error {
+		req.Seq, req.AckedBelow = seq, acked
+		_, err := api.LockRelease(ctx, connect.NewRequest(req))
+		return err
+	}, func(seq uint64) {
+		op.seq = seq
+		lk.keep(op)
+	})
 }
 
 // giveUp asks the service to drop a grant the client has stopped using.

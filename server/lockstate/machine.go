@@ -3,6 +3,7 @@ package lockstate
 import (
 	"container/heap"
 	"crypto/subtle"
+	"slices"
 	"sort"
 
 	raftlogv1 "github.com/dlm/dlm/gen/go/dlm/raftlog/v1"
@@ -65,6 +66,10 @@ type Result struct {
 	Grants []Grant
 	// Ended lists sessions that this command closed or expired.
 	Ended []uint64
+	// EndedToken is the token of the grant this command ended (released,
+	// aborted, closed or expired), or 0, so that the leader can drop what
+	// it holds in memory for that grant.
+	EndedToken uint64
 }
 
 // Reason returns the outcome's error reason, or unspecified on success.
@@ -442,6 +447,7 @@ func (m *Machine) endSection(l *lock, commit bool, index uint64, now int64) Resu
 	} else {
 		res.Outcome = &raftlogv1.Outcome{}
 	}
+	res.EndedToken = l.token
 	l.holder, l.holderSeq, l.token, l.grantedMs = 0, 0, 0, 0
 	l.staged, l.stagedBytes, l.stagedFile = nil, 0, nil
 	res.Grants = m.grantNext(l, index, now)
@@ -505,6 +511,11 @@ func (m *Machine) release(index uint64, now int64, op *raftlogv1.Release) Result
 	if r := l.checkToken(s, op.GetToken()); r != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
 		return s.record(index, seq, raftlogv1.Method_METHOD_RELEASE, &raftlogv1.Outcome{ErrorReason: uint32(r)})
 	}
+	if !op.GetAbort() {
+		if r := m.stageWrites(l, op.GetWrites(), op.GetMaxSectionBytes(), op.GetMaxFileBytes()); r != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
+			return s.record(index, seq, raftlogv1.Method_METHOD_RELEASE, &raftlogv1.Outcome{ErrorReason: uint32(r)})
+		}
+	}
 	res := m.endSection(l, !op.GetAbort(), index, now)
 	s.record(index, seq, raftlogv1.Method_METHOD_RELEASE, res.Outcome)
 	return res
@@ -521,25 +532,69 @@ func (m *Machine) append(index uint64, op *raftlogv1.Append) Result {
 	seq := op.GetCaller().GetSeq()
 	l := m.locks[DefaultLock]
 	r := l.checkToken(s, op.GetToken())
-	if r == dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
-		r = m.CheckFile(op.GetFile())
+	if r == dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED && op.BaseAppends != nil && op.GetBaseAppends() != uint32(len(l.staged)) {
+		// The writes were staged already (the same entry proposed twice),
+		// or the section is not the one the leader saw: stage nothing.
+		return s.record(index, seq, raftlogv1.Method_METHOD_APPEND, &raftlogv1.Outcome{
+			ErrorReason: uint32(dlmv1.ErrorReason_ERROR_REASON_SECTION_INCOMPLETE), Appends: uint32(len(l.staged)), Bytes: l.stagedBytes,
+		})
 	}
-	size := uint64(len(op.GetData()))
 	if r == dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
-		switch {
-		case size == 0:
-			r = dlmv1.ErrorReason_ERROR_REASON_DATA_EMPTY
-		case l.stagedBytes+size > op.GetMaxSectionBytes():
-			r = dlmv1.ErrorReason_ERROR_REASON_SECTION_TOO_LARGE
-		case op.GetMaxFileBytes() > 0 && uint64(m.files[op.GetFile()])+l.stagedFile[op.GetFile()]+size > op.GetMaxFileBytes():
-			r = dlmv1.ErrorReason_ERROR_REASON_FILE_TOO_LARGE
-		}
+		// The writes the leader held, then the append itself: all or none.
+		all := append(slices.Clip(op.GetWrites()), &raftlogv1.Write{File: op.GetFile(), Data: op.GetData()})
+		r = m.stageWrites(l, all, op.GetMaxSectionBytes(), op.GetMaxFileBytes())
 	}
 	if r != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
 		return s.record(index, seq, raftlogv1.Method_METHOD_APPEND, &raftlogv1.Outcome{ErrorReason: uint32(r)})
 	}
-	l.stage(Write{File: op.GetFile(), Data: op.GetData()})
 	return s.record(index, seq, raftlogv1.Method_METHOD_APPEND, &raftlogv1.Outcome{Appends: uint32(len(l.staged)), Bytes: l.stagedBytes})
+}
+
+// CheckAppend says whether an append of size bytes to file may join a
+// section that already holds sectionBytes, fileStaged of them for file, under
+// the limits (maxFile 0: none). The leader asks it when it stages an append in
+// memory, Apply when an entry carries appends, so both refuse alike.
+func (m *Machine) CheckAppend(file string, size, sectionBytes, fileStaged, maxSection, maxFile uint64) dlmv1.ErrorReason {
+	if r := m.CheckFile(file); r != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
+		return r
+	}
+	switch {
+	case size == 0:
+		return dlmv1.ErrorReason_ERROR_REASON_DATA_EMPTY
+	case sectionBytes+size > maxSection:
+		return dlmv1.ErrorReason_ERROR_REASON_SECTION_TOO_LARGE
+	case maxFile > 0 && uint64(m.files[file])+fileStaged+size > maxFile:
+		return dlmv1.ErrorReason_ERROR_REASON_FILE_TOO_LARGE
+	}
+	return dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED
+}
+
+// stageWrites stages the appends a Release or CloseSession entry carries
+// after those staged by Append entries, or, if any of them breaks a limit,
+// stages none and says why: the entry then changes nothing but its recorded
+// outcome. The leader checked the same limits before proposing, so a refusal
+// here means replicas would otherwise disagree, never a client's mistake.
+func (m *Machine) stageWrites(l *lock, writes []*raftlogv1.Write, maxSection, maxFile uint64) dlmv1.ErrorReason {
+	if len(writes) == 0 {
+		return dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED
+	}
+	section := l.stagedBytes
+	var perFile map[string]uint64
+	for _, w := range writes {
+		size := uint64(len(w.GetData()))
+		if r := m.CheckAppend(w.GetFile(), size, section, l.stagedFile[w.GetFile()]+perFile[w.GetFile()], maxSection, maxFile); r != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
+			return r
+		}
+		if perFile == nil {
+			perFile = make(map[string]uint64)
+		}
+		section += size
+		perFile[w.GetFile()] += size
+	}
+	for _, w := range writes {
+		l.stage(Write{File: w.GetFile(), Data: w.GetData()})
+	}
+	return dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED
 }
 
 func (m *Machine) closeSession(index uint64, now int64, op *raftlogv1.CloseSession) Result {
@@ -549,6 +604,11 @@ func (m *Machine) closeSession(index uint64, now int64, op *raftlogv1.CloseSessi
 	}
 	if prior != nil {
 		return Result{Outcome: prior}
+	}
+	if l := m.locks[DefaultLock]; l.holder == s.id {
+		if r := m.stageWrites(l, op.GetWrites(), op.GetMaxSectionBytes(), op.GetMaxFileBytes()); r != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
+			return s.record(index, op.GetCaller().GetSeq(), raftlogv1.Method_METHOD_CLOSE, &raftlogv1.Outcome{ErrorReason: uint32(r)})
+		}
 	}
 	// Close is an explicit end by the holder, so it commits.
 	res := m.endSession(s, true, index, now)
@@ -659,6 +719,17 @@ func copyOutcome(o *raftlogv1.Outcome) *raftlogv1.Outcome {
 		Bytes:       o.Bytes,
 		Method:      o.Method,
 	}
+}
+
+// CheckGrant says whether the session holds the grant named by token, with
+// the reason Apply gives an Append entry when it does not: the leader fences
+// the appends it stages in memory by the same rule.
+func (m *Machine) CheckGrant(id uint64, secret string, token uint64) dlmv1.ErrorReason {
+	s, r := m.lookup(id, secret)
+	if r != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
+		return Fenced(r, token)
+	}
+	return m.locks[DefaultLock].checkToken(s, token)
 }
 
 // Authenticate checks a session's id and secret.
@@ -791,6 +862,12 @@ func (m *Machine) Lock() LockView {
 		v.Queue = append(v.Queue, w.clientID)
 	}
 	return v
+}
+
+// StagedFileBytes is how many bytes Append entries staged for file in the
+// current critical section.
+func (m *Machine) StagedFileBytes(file string) uint64 {
+	return m.locks[DefaultLock].stagedFile[file]
 }
 
 // FileSize is a file's committed length.

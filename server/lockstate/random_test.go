@@ -92,14 +92,34 @@ func (g *generator) next(m *lockstate.Machine) *raftlogv1.Command {
 		maxSection := []uint64{1 << 20, 1 << 20, 1 << 20, 128, 40}[g.rng.IntN(5)]
 		cmd = appendMax(g.caller(id), g.token(m, id), file, string(data), maxSection)
 		cmd.GetAppend().MaxFileBytes = []uint64{0, 0, 1 << 20, 60}[g.rng.IntN(4)]
+		if g.rng.IntN(4) == 0 {
+			// A leader moving what it held in memory to the log, guarded by
+			// the count it saw (sometimes stale).
+			a := cmd.GetAppend()
+			a.Writes, _, _ = g.writes()
+			base := uint32(m.Lock().StagedAppends)
+			if g.rng.IntN(3) == 0 {
+				base = uint32(g.rng.IntN(3))
+			}
+			a.BaseAppends = &base
+		}
 	case n < 90:
 		if g.rng.IntN(10) == 0 {
 			cmd = abortCmd(g.caller(id), g.token(m, id))
 		} else {
 			cmd = releaseCmd(g.caller(id), g.token(m, id))
 		}
+		if g.rng.IntN(2) == 0 {
+			// The appends the leader staged in memory, carried by the release.
+			r := cmd.GetRelease()
+			r.Writes, r.MaxSectionBytes, r.MaxFileBytes = g.writes()
+		}
 	case n < 93:
 		cmd = closeCmd(g.caller(id))
+		if g.rng.IntN(2) == 0 {
+			o := cmd.GetCloseSession()
+			o.Writes, o.MaxSectionBytes, o.MaxFileBytes = g.writes()
+		}
 	default:
 		// The leader's expiry, with the epoch it saw: mostly the current
 		// one, sometimes an outdated or a wrong one.
@@ -112,6 +132,27 @@ func (g *generator) next(m *lockstate.Machine) *raftlogv1.Command {
 	}
 	g.past = append(g.past, cmd)
 	return cmd
+}
+
+// writes are 0 to 3 appends a release or close carries, sometimes a bad one,
+// with the limits the leader staged them under.
+func (g *generator) writes() ([]*raftlogv1.Write, uint64, uint64) {
+	var ws []*raftlogv1.Write
+	for range g.rng.IntN(4) {
+		data := make([]byte, g.rng.IntN(48)+1)
+		for i := range data {
+			data[i] = byte('a' + g.rng.IntN(26))
+		}
+		if g.rng.IntN(30) == 0 {
+			data = nil
+		}
+		file := lockstate.FileName(g.rng.IntN(randomLimits.Files))
+		if g.rng.IntN(30) == 0 {
+			file = badFiles[g.rng.IntN(len(badFiles))]
+		}
+		ws = append(ws, &raftlogv1.Write{File: file, Data: data})
+	}
+	return ws, []uint64{1 << 20, 1 << 20, 128, 40}[g.rng.IntN(4)], []uint64{0, 0, 1 << 20, 60}[g.rng.IntN(4)]
 }
 
 // caller is the session's next request: usually well formed, sometimes with

@@ -13,6 +13,7 @@ import (
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
 	"github.com/dlm/dlm/server/leadership"
 	"github.com/dlm/dlm/server/lockstate"
+	"github.com/dlm/dlm/server/staging"
 )
 
 // Session is a newly opened session.
@@ -151,10 +152,7 @@ func (c Caller) log() *raftlogv1.Caller {
 
 // Section is the size of a critical section: staged, after an append, or
 // committed, after a release.
-type Section struct {
-	Appends uint32
-	Bytes   uint64
-}
+type Section = staging.Counts
 
 func sectionOf(o *raftlogv1.Outcome) Section {
 	return Section{Appends: o.GetAppends(), Bytes: o.GetBytes()}
@@ -240,52 +238,6 @@ func (n *Node) Acquire(ctx context.Context, caller Caller, try bool, wait time.D
 			return Grant{}, fail(dlmv1.ErrorReason_ERROR_REASON_UNAVAILABLE, "leadership changed while waiting: retry with the same seq")
 		}
 	}
-}
-
-// Release ends the critical section of token (or, with token 0, gives up
-// whatever the session has).
-func (n *Node) Release(ctx context.Context, caller Caller, token uint64, abort bool) (Section, error) {
-	c := caller.log()
-	o, err := n.mutate(ctx, c, &raftlogv1.Command{Op: &raftlogv1.Command_Release{Release: &raftlogv1.Release{Caller: c, Token: token, Abort: abort}}})
-	if err != nil {
-		return Section{}, err
-	}
-	return sectionOf(o), nil
-}
-
-// Append stages data for file in the caller's critical section.
-func (n *Node) Append(ctx context.Context, caller Caller, token uint64, file string, data []byte) (Section, error) {
-	c := caller.log()
-	// Refuse what needs no state before it reaches the log.
-	var reason dlmv1.ErrorReason
-	n.fsm.View(func(m *lockstate.Machine) { reason = m.CheckFile(file) })
-	switch {
-	case reason != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED:
-		return Section{}, reasonError(reason)
-	case len(data) == 0:
-		return Section{}, reasonError(dlmv1.ErrorReason_ERROR_REASON_DATA_EMPTY)
-	case len(data) > n.cfg.MaxAppendBytes:
-		return Section{}, fail(dlmv1.ErrorReason_ERROR_REASON_DATA_TOO_LARGE, "the append has %d bytes; the limit is %d", len(data), n.cfg.MaxAppendBytes)
-	}
-	o, err := n.mutate(ctx, c, &raftlogv1.Command{Op: &raftlogv1.Command_Append{Append: &raftlogv1.Append{
-		Caller: c, Token: token, File: file, Data: data, MaxSectionBytes: uint64(n.cfg.MaxSectionBytes),
-		MaxFileBytes: uint64(n.cfg.MaxFileBytes),
-	}}})
-	if err != nil {
-		return Section{}, n.explainFileLimit(err)
-	}
-	return sectionOf(o), nil
-}
-
-// MaxAppendBytes is the largest append the node takes, so the API can refuse
-// larger requests before reading them.
-func (n *Node) MaxAppendBytes() int { return n.cfg.MaxAppendBytes }
-
-// Close ends the session, committing a held critical section.
-func (n *Node) Close(ctx context.Context, caller Caller) error {
-	c := caller.log()
-	_, err := n.mutate(ctx, c, &raftlogv1.Command{Op: &raftlogv1.Command_CloseSession{CloseSession: &raftlogv1.CloseSession{Caller: c}}})
-	return err
 }
 
 // mutate runs a caller's command at most once: a repeat gets the recorded
@@ -471,6 +423,12 @@ func (n *Node) Status(ctx context.Context, q StatusQuery) (Status, error) {
 		// lock-state entry always follows the cluster's first entry.
 		st.StateIndex = max(m.AppliedIndex(), 1)
 		lv := m.Lock()
+		if lv.Holder != 0 {
+			// The leader's view: what log entries staged, then its memory.
+			mem := n.sections.Counts(lv.Token, Section{Appends: uint32(lv.StagedAppends), Bytes: lv.StagedBytes})
+			lv.StagedAppends += int(mem.Appends)
+			lv.StagedBytes += mem.Bytes
+		}
 		st.Lock = LockInfo{LockView: lv, QueueLength: uint64(len(lv.Queue))}
 		st.Lock.Queue = lv.Queue[:min(len(lv.Queue), page)]
 		if h, ok := m.Session(lv.Holder); ok {

@@ -162,10 +162,10 @@ func TestRestoreIntoEmptyFolder(t *testing.T) {
 	if err != nil || !g.Granted {
 		t.Fatalf("acquire: %+v %v", g, err)
 	}
-	if _, err := src.Node.Append(ctx, caller(2), g.Token, "file_7", []byte("restored bytes")); err != nil {
+	if _, err := src.Node.Append(ctx, caller(2), g.Token, "file_7", []byte("restored bytes"), 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := src.Node.Release(ctx, caller(3), g.Token, false); err != nil {
+	if _, err := src.Node.Release(ctx, caller(3), g.Token, false, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	info, b, err := saveBytes(ctx, src.Node)

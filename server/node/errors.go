@@ -11,7 +11,10 @@ type Error struct {
 	Reason dlmv1.ErrorReason
 	// LeaderURL names the leader with ERROR_REASON_NOT_LEADER, when known.
 	LeaderURL string
-	Msg       string
+	// Staged is, with ERROR_REASON_SECTION_INCOMPLETE, what the leader holds
+	// staged for the grant: the client re-sends from place Appends+1.
+	Staged Section
+	Msg    string
 }
 
 func (e *Error) Error() string {

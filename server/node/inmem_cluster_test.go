@@ -25,6 +25,13 @@ type inmemCluster struct {
 
 func startInmemCluster(t *testing.T, lease time.Duration) *inmemCluster {
 	t.Helper()
+	return startInmemClusterWith(t, lease, nil)
+}
+
+// startInmemClusterWith is startInmemCluster with each node's Config
+// changed by set.
+func startInmemClusterWith(t *testing.T, lease time.Duration, set func(*Config)) *inmemCluster {
+	t.Helper()
 	c := &inmemCluster{closed: make(map[*Node]bool)}
 	var peers []Peer
 	for i := range 3 {
@@ -44,6 +51,9 @@ func startInmemCluster(t *testing.T, lease time.Duration) *inmemCluster {
 		cfg.ID, cfg.Peers, cfg.DataDir, cfg.transport = p.ID, peers, t.TempDir(), c.trans[i]
 		cfg.DefaultLease, cfg.MinFreeSpace = lease, -1
 		cfg.Logger, cfg.RaftLog = slog.New(slog.DiscardHandler), io.Discard
+		if set != nil {
+			set(&cfg)
+		}
 		n, err := Open(cfg)
 		if err != nil {
 			t.Fatalf("open %s: %v", p.ID, err)
@@ -169,10 +179,10 @@ func TestInmemClusterKeepsTheLockAcrossLeaders(t *testing.T) {
 	if err != nil || !g.Granted {
 		t.Fatalf("acquire = %+v, %v; want granted", g, err)
 	}
-	if _, err := leader.Append(ctx, call(), g.Token, "file_1", []byte("A")); err != nil {
+	if _, err := leader.Append(ctx, call(), g.Token, "file_1", []byte("A"), 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := leader.Release(ctx, call(), g.Token, false); err != nil {
+	if _, err := leader.Release(ctx, call(), g.Token, false, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	c.replicated(t, leader)
@@ -187,7 +197,7 @@ func TestInmemClusterKeepsTheLockAcrossLeaders(t *testing.T) {
 	if err != nil || !g.Granted {
 		t.Fatalf("second acquire = %+v, %v; want granted", g, err)
 	}
-	if _, err := leader.Append(ctx, call(), g.Token, "file_1", []byte("B")); err != nil {
+	if _, err := leader.Append(ctx, call(), g.Token, "file_1", []byte("B"), 1); err != nil {
 		t.Fatal(err)
 	}
 	c.replicated(t, leader)
@@ -199,8 +209,8 @@ func TestInmemClusterKeepsTheLockAcrossLeaders(t *testing.T) {
 	}
 	var lv lockstate.LockView
 	leader.fsm.View(func(m *lockstate.Machine) { lv = m.Lock() })
-	if lv.Holder != s.ClientID || lv.Token != g.Token || lv.StagedAppends != 1 {
-		t.Fatalf("new leader's lock: holder %d token %d staged %d; want %d, %d, 1", lv.Holder, lv.Token, lv.StagedAppends, s.ClientID, g.Token)
+	if lv.Holder != s.ClientID || lv.Token != g.Token || lv.StagedAppends != 0 {
+		t.Fatalf("new leader's lock: holder %d token %d staged %d; want %d, %d, 0 (the append lived in the old leader's memory)", lv.Holder, lv.Token, lv.StagedAppends, s.ClientID, g.Token)
 	}
 	if left := leader.lead.Left(s.ClientID); left < lease-5*time.Second {
 		t.Fatalf("the new leader gave the holder %v of lease; want a full fresh %v", left, lease)
@@ -209,8 +219,32 @@ func TestInmemClusterKeepsTheLockAcrossLeaders(t *testing.T) {
 	if err != nil || token != g.Token || length != lease {
 		t.Fatalf("keepalive on the new leader = %v, %d, %v; want %v, %d", length, token, err, lease, g.Token)
 	}
-	if _, err := leader.Release(ctx, call(), g.Token, false); err != nil {
-		t.Fatalf("release under the old token on the new leader: %v", err)
+	// A release whose counts the new leader does not hold changes nothing.
+	var ne *Error
+	if _, err := leader.Release(ctx, call(), g.Token, false, &Section{Appends: 1, Bytes: 1}, nil); !errors.As(err, &ne) || ne.Reason != dlmv1.ErrorReason_ERROR_REASON_SECTION_INCOMPLETE {
+		t.Fatalf("release with counts the new leader lacks = %v; want SECTION_INCOMPLETE", err)
+	}
+	// Closing would commit the section: refused alike.
+	if err := leader.Close(ctx, call()); !errors.As(err, &ne) || ne.Reason != dlmv1.ErrorReason_ERROR_REASON_SECTION_INCOMPLETE {
+		t.Fatalf("close on the new leader = %v; want SECTION_INCOMPLETE", err)
+	}
+	// A later place is a gap; the client re-sends from place 1.
+	if _, err := leader.Append(ctx, call(), g.Token, "file_1", []byte("C"), 2); !errors.As(err, &ne) || ne.Reason != dlmv1.ErrorReason_ERROR_REASON_SECTION_INCOMPLETE || ne.Staged.Appends != 0 {
+		t.Fatalf("append at place 2 on the new leader = %v; want SECTION_INCOMPLETE", err)
+	}
+	if _, err := leader.Append(ctx, call(), g.Token, "file_1", []byte("B"), 1); err != nil {
+		t.Fatal(err)
+	}
+	// Memory now holds part of a grant made before this leader: a release
+	// without counts cannot be vouched for.
+	if _, err := leader.Release(ctx, call(), g.Token, false, nil, nil); !errors.As(err, &ne) || ne.Reason != dlmv1.ErrorReason_ERROR_REASON_SECTION_INCOMPLETE || ne.Staged.Appends != 1 {
+		t.Fatalf("release without counts on the new leader = %v; want SECTION_INCOMPLETE with 1 staged", err)
+	}
+	if o, err := leader.Append(ctx, call(), g.Token, "file_1", []byte("B"), 1); err != nil || o.Appends != 1 {
+		t.Fatalf("repeated place 1 = %+v, %v; want a repeat with 1 staged", o, err)
+	}
+	if o, err := leader.Release(ctx, call(), g.Token, false, &Section{Appends: 1, Bytes: 1}, nil); err != nil || o.Appends != 1 {
+		t.Fatalf("release under the old token on the new leader = %+v, %v", o, err)
 	}
 	c.replicated(t, leader)
 	for _, n := range c.nodes {

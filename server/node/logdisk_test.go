@@ -44,10 +44,10 @@ func (w *writer) section(rec string) error {
 	if !g.Granted {
 		return fmt.Errorf("not granted: %+v", g)
 	}
-	if _, err := w.n.Append(ctx, w.caller(), g.Token, "file_0", []byte(rec)); err != nil {
+	if _, err := w.n.Append(ctx, w.caller(), g.Token, "file_0", []byte(rec), 0); err != nil {
 		return err
 	}
-	if _, err := w.n.Release(ctx, w.caller(), g.Token, false); err != nil {
+	if _, err := w.n.Release(ctx, w.caller(), g.Token, false, nil, nil); err != nil {
 		return err
 	}
 	w.acked = append(w.acked, rec)

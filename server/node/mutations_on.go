@@ -17,6 +17,10 @@ import (
 var (
 	mutDupApply     = os.Getenv("DLM_MUTATION") == "dup-apply"
 	mutDeposedGrant = os.Getenv("DLM_MUTATION") == "deposed-grant"
+	// With keep-expired an expiry commits the section lockstate holds;
+	// appends staged in the leader's memory never reach it, so they go to
+	// the log instead, where the mutation can act.
+	mutLoggedAppends = os.Getenv("DLM_MUTATION") == "keep-expired"
 )
 
 // mutantGrant acts out a deposed leader that still believes it leads: a

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -24,6 +25,7 @@ import (
 	"github.com/dlm/dlm/server/fsm"
 	"github.com/dlm/dlm/server/leadership"
 	"github.com/dlm/dlm/server/lockstate"
+	"github.com/dlm/dlm/server/staging"
 )
 
 // DefaultLogSegmentSize is the size of a preallocated Raft log segment:
@@ -89,6 +91,9 @@ type Config struct {
 	LogSegmentSize int
 	// files, when set, opens the FSM's files (tests make writes fail).
 	files fsm.FS
+	// sectionMemory, when set, replaces DefaultSectionMemory (tests move
+	// small sections to the log).
+	sectionMemory int
 	// transport, when set, carries Raft instead of RaftAddr's TCP (tests
 	// join in-memory transports into a cluster); Peers name its addresses.
 	transport raft.Transport
@@ -130,8 +135,11 @@ type Node struct {
 	// lead is the leader's memory: its term (current only while this
 	// node leads and has applied every earlier entry), the leases and the
 	// waiting acquires.
-	lead  *leadership.Core
-	space *freeSpace
+	lead *leadership.Core
+	// sections is the leader's memory of the critical sections in
+	// progress (sections.go).
+	sections *staging.Store
+	space    *freeSpace
 
 	// applied, when not nil, is closed by the next applied lock-state
 	// change; long polls wait on it.
@@ -197,6 +205,7 @@ func Open(cfg Config) (*Node, error) {
 	}
 	n.fsm = f
 	n.lead = leadership.New(leadership.SystemClock())
+	n.sections = staging.New(uint64(cmp.Or(cfg.sectionMemory, DefaultSectionMemory)))
 	n.space = newFreeSpace(cfg.DataDir, cfg.FreeSpace)
 	f.SetObserver(n.observe)
 	f.SetFaultHandler(n.onFault)
@@ -409,8 +418,16 @@ func (n *Node) watchLeadership() {
 }
 
 func (n *Node) beginTerm() {
-	var sessions []lockstate.SessionInfo
-	n.fsm.View(func(m *lockstate.Machine) { sessions = m.Sessions() })
+	var (
+		sessions []lockstate.SessionInfo
+		applied  uint64
+	)
+	n.fsm.View(func(m *lockstate.Machine) { sessions, applied = m.Sessions(), m.AppliedIndex() })
+	// Every entry up to the barrier is applied and none of this term's is
+	// yet: a grant whose token is past applied was made in this term, so
+	// every append to it reached this node. The memory starts before the
+	// term does, so no call of the term finds an earlier epoch.
+	n.sections.Begin(applied)
 	n.lead.Begin(sessions)
 	n.log.Info("leading", "sessions", len(sessions))
 	if n.cfg.ClientURL != "" && n.fsm.NodeURL(n.cfg.ID) != n.cfg.ClientURL {
@@ -420,7 +437,9 @@ func (n *Node) beginTerm() {
 }
 
 func (n *Node) endTerm() {
-	if n.lead.End() {
+	ended := n.lead.End()
+	n.sections.End()
+	if ended {
 		n.log.Info("no longer leading")
 	}
 }
@@ -480,6 +499,9 @@ func (n *Node) observe(index uint64, res lockstate.Result) {
 	}
 	n.appliedMu.Unlock()
 	n.lead.Applied(res)
+	if res.EndedToken != 0 {
+		n.sections.Drop(res.EndedToken)
+	}
 }
 
 // watchApplied returns a channel closed by the next applied lock-state

@@ -68,7 +68,16 @@ func (s *rawSession) keepAlive() error {
 	return err
 }
 
-// fill makes appends without acknowledging until the session holds as many
+// acquireSeq is a holder's re-entrant acquire: the log records its outcome
+// (appends are staged in the leader's memory and record none).
+func (s *rawSession) acquireSeq(seq, ackedBelow uint64) error {
+	_, err := s.api.LockAcquire(s.t.Context(), connect.NewRequest(&dlmv1.LockAcquireRequest{
+		ClientId: s.id, Secret: s.secret, Seq: seq, AckedBelow: ackedBelow, Try: true,
+	}))
+	return err
+}
+
+// fill makes re-entrant acquires without acknowledging until the session holds as many
 // unacknowledged outcomes as the service keeps. Several at a time, so that
 // Raft batches them: the test stays short on a busy machine.
 func (s *rawSession) fill() {
@@ -78,13 +87,30 @@ func (s *rawSession) fill() {
 	seqs := make(chan uint64)
 	errs := make(chan error, workers)
 	var wg sync.WaitGroup
+	// A logged acquire does not renew the lease (an append did): keep the
+	// session alive while it fills, as its keepalives would. Once full, a
+	// keepalive renews nothing, which the tests check.
+	filled := make(chan struct{})
+	defer close(filled)
+	go func() {
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-filled:
+				return
+			case <-tick.C:
+				s.keepAlive()
+			}
+		}
+	}()
 	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for seq := range seqs {
-				if err := s.appendSeq(seq, 0); err != nil {
-					errs <- fmt.Errorf("append seq %d: %w", seq, err)
+				if err := s.acquireSeq(seq, 0); err != nil {
+					errs <- fmt.Errorf("acquire seq %d: %w", seq, err)
 					return
 				}
 			}
@@ -212,8 +238,11 @@ func TestSaturatedSessionRecoversByAcknowledging(t *testing.T) {
 	}
 	s.fill()
 	wantTooMany(t, "keepalive of a saturated session", s.keepAlive())
-	if err := s.append(s.seq + 1); err != nil {
-		t.Fatalf("an append that acknowledges everything before it: %v", err)
+	// A logged request moves the acknowledgement (an append, staged in the
+	// leader's memory, does not).
+	s.seq++
+	if err := s.acquireSeq(s.seq, s.seq); err != nil {
+		t.Fatalf("a request that acknowledges everything before it: %v", err)
 	}
 	if err := s.keepAlive(); err != nil {
 		t.Fatalf("keepalive after acknowledging: %v", err)

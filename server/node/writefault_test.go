@@ -94,7 +94,7 @@ func TestFailedWriteFaultsThenResumes(t *testing.T) {
 		t.Fatalf("acquire: %v %v", g, err)
 	}
 	for _, d := range []string{"one,", "two,"} {
-		if _, err := n.Append(ctx, caller(), g.Token, "file_4", []byte(d)); err != nil {
+		if _, err := n.Append(ctx, caller(), g.Token, "file_4", []byte(d), 0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -102,7 +102,7 @@ func TestFailedWriteFaultsThenResumes(t *testing.T) {
 	released := make(chan error, 1)
 	rel := caller()
 	go func() {
-		_, err := n.Release(ctx, rel, g.Token, false)
+		_, err := n.Release(ctx, rel, g.Token, false, nil, nil)
 		released <- err
 	}()
 	deadline := time.Now().Add(20 * time.Second)
@@ -138,7 +138,7 @@ func TestFailedWriteFaultsThenResumes(t *testing.T) {
 	if f := n.StorageFault(); f != "" {
 		t.Fatalf("fault kept after the disk took the write: %q", f)
 	}
-	if _, err := n.Release(ctx, rel, g.Token, false); err != nil {
+	if _, err := n.Release(ctx, rel, g.Token, false, nil, nil); err != nil {
 		t.Fatalf("the release retried after the fault: %v", err)
 	}
 	b, _, _, err := n.ReadFile(ctx, "file_4", 0, 100)
@@ -263,7 +263,7 @@ func TestLeaderWithFailingDiskHandsOver(t *testing.T) {
 	if err != nil || !g.Granted {
 		t.Fatalf("acquire: %v %v", g, err)
 	}
-	if _, err := old.Append(ctx, caller(), g.Token, "file_6", []byte("payload,")); err != nil {
+	if _, err := old.Append(ctx, caller(), g.Token, "file_6", []byte("payload,"), 0); err != nil {
 		t.Fatal(err)
 	}
 	for i, n := range nodes {
@@ -274,14 +274,24 @@ func TestLeaderWithFailingDiskHandsOver(t *testing.T) {
 	}
 	rel := caller()
 	rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
-	_, err = old.Release(rctx, rel, g.Token, false)
+	_, err = old.Release(rctx, rel, g.Token, false, &Section{Appends: 1, Bytes: 8}, nil)
 	rcancel()
 	if err == nil {
 		t.Fatal("the release was answered by a leader that could not write it")
 	}
 	t.Logf("the old leader answered: %v", err)
 	leader := leaderOf(old)
-	o, err := leader.Release(ctx, rel, g.Token, false)
+	counts := &Section{Appends: 1, Bytes: 8}
+	o, err := leader.Release(ctx, rel, g.Token, false, counts, nil)
+	var ne *Error
+	if errors.As(err, &ne) && ne.Reason == dlmv1.ErrorReason_ERROR_REASON_SECTION_INCOMPLETE {
+		// The release never committed, and the append lived in the old
+		// leader's memory: the client re-sends it and releases again.
+		if _, err := leader.Append(ctx, caller(), g.Token, "file_6", []byte("payload,"), ne.Staged.Appends+1); err != nil {
+			t.Fatal(err)
+		}
+		o, err = leader.Release(ctx, rel, g.Token, false, counts, nil)
+	}
 	if err != nil || o.Appends != 1 {
 		t.Fatalf("the retried release at the new leader = %v, %v", o, err)
 	}

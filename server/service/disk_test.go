@@ -74,7 +74,6 @@ func TestDiskFullRefusesGrowthOnly(t *testing.T) {
 			if _, err := holder.append(token, "file_1", "kept"); err != nil {
 				t.Fatalf("append: %v", err)
 			}
-			appendSeq := holder.seq
 			awaitFree(t, c, 1<<30)
 
 			free.Store(1 << 20)
@@ -95,7 +94,7 @@ func TestDiskFullRefusesGrowthOnly(t *testing.T) {
 			// its recorded answer, keepalives renew, the holder commits, an
 			// idle session closes.
 			res, err := c.AppendFile(context.Background(), connect.NewRequest(&dlmv1.AppendFileRequest{
-				ClientId: holder.id, Secret: holder.secret, Seq: appendSeq, Token: token, File: "file_1", Data: []byte("kept"),
+				ClientId: holder.id, Secret: holder.secret, Seq: holder.next(), Token: token, File: "file_1", Data: []byte("kept"), Position: 1,
 			}))
 			if err != nil || res.Msg.GetStagedBytes() != 4 {
 				t.Fatalf("repeated append: %v %v", res, err)

@@ -52,7 +52,10 @@ func toConnect(err error) error {
 		msg = meaning.message
 	}
 	cerr := connect.NewError(meaning.code, errors.New(msg))
-	if d, derr := connect.NewErrorDetail(&dlmv1.ErrorDetail{Reason: ne.Reason, LeaderUrl: ne.LeaderURL}); derr == nil {
+	if d, derr := connect.NewErrorDetail(&dlmv1.ErrorDetail{
+		Reason: ne.Reason, LeaderUrl: ne.LeaderURL,
+		StagedAppends: ne.Staged.Appends, StagedBytes: ne.Staged.Bytes,
+	}); derr == nil {
 		cerr.AddDetail(d)
 	}
 	return cerr

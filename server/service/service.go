@@ -9,6 +9,7 @@ import (
 
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
 	"github.com/dlm/dlm/gen/go/dlm/v1/dlmv1connect"
+	"github.com/dlm/dlm/server/lockstate"
 	"github.com/dlm/dlm/server/node"
 )
 
@@ -17,8 +18,8 @@ type Backend interface {
 	OpenSession(ctx context.Context, lease time.Duration, name string) (node.Session, error)
 	KeepAlive(id uint64, secret string) (time.Duration, uint64, error)
 	Acquire(ctx context.Context, c node.Caller, try bool, wait time.Duration) (node.Grant, error)
-	Release(ctx context.Context, c node.Caller, token uint64, abort bool) (node.Section, error)
-	Append(ctx context.Context, c node.Caller, token uint64, file string, data []byte) (node.Section, error)
+	Release(ctx context.Context, c node.Caller, token uint64, abort bool, counts *node.Section, appends []lockstate.Write) (node.Section, error)
+	Append(ctx context.Context, c node.Caller, token uint64, file string, data []byte, position uint32) (node.Section, error)
 	Close(ctx context.Context, c node.Caller) error
 	ReadFile(ctx context.Context, name string, offset, limit int64) ([]byte, int64, int64, error)
 	Status(ctx context.Context, q node.StatusQuery) (node.Status, error)
@@ -100,7 +101,15 @@ func (s *Service) LockAcquire(ctx context.Context, req *connect.Request[dlmv1.Lo
 // LockRelease ends a critical section.
 func (s *Service) LockRelease(ctx context.Context, req *connect.Request[dlmv1.LockReleaseRequest]) (*connect.Response[dlmv1.LockReleaseResponse], error) {
 	m := req.Msg
-	o, err := s.b.Release(ctx, caller(m.GetClientId(), m.GetSecret(), m.GetSeq(), m.GetAckedBelow()), m.GetToken(), m.GetAbort())
+	var counts *node.Section
+	if m.SectionAppends != nil || m.SectionBytes != nil {
+		counts = &node.Section{Appends: m.GetSectionAppends(), Bytes: m.GetSectionBytes()}
+	}
+	var appends []lockstate.Write
+	for _, a := range m.GetAppends() {
+		appends = append(appends, lockstate.Write{File: a.GetFile(), Data: a.GetData()})
+	}
+	o, err := s.b.Release(ctx, caller(m.GetClientId(), m.GetSecret(), m.GetSeq(), m.GetAckedBelow()), m.GetToken(), m.GetAbort(), counts, appends)
 	if err != nil {
 		return nil, toConnect(err)
 	}
@@ -110,7 +119,7 @@ func (s *Service) LockRelease(ctx context.Context, req *connect.Request[dlmv1.Lo
 // AppendFile stages an append.
 func (s *Service) AppendFile(ctx context.Context, req *connect.Request[dlmv1.AppendFileRequest]) (*connect.Response[dlmv1.AppendFileResponse], error) {
 	m := req.Msg
-	o, err := s.b.Append(ctx, caller(m.GetClientId(), m.GetSecret(), m.GetSeq(), m.GetAckedBelow()), m.GetToken(), m.GetFile(), m.GetData())
+	o, err := s.b.Append(ctx, caller(m.GetClientId(), m.GetSecret(), m.GetSeq(), m.GetAckedBelow()), m.GetToken(), m.GetFile(), m.GetData(), m.GetPosition())
 	if err != nil {
 		return nil, toConnect(err)
 	}

@@ -194,14 +194,20 @@ func TestRepeatedRequestsRunOnce(t *testing.T) {
 	c := newClient(srv, nil)
 	s := open(t, c, 0)
 	token := s.mustAcquire()
-	req := &dlmv1.AppendFileRequest{ClientId: s.id, Secret: s.secret, Seq: s.next(), Token: token, File: "file_1", Data: []byte("A")}
-	for range 3 {
+	// An append names its place: a repeat, under its seq or another, is
+	// staged once.
+	req := &dlmv1.AppendFileRequest{ClientId: s.id, Secret: s.secret, Seq: s.next(), Token: token, File: "file_1", Data: []byte("A"), Position: 1}
+	for i := range 3 {
+		if i == 2 {
+			req.Seq = s.next()
+		}
 		res, err := c.AppendFile(context.Background(), connect.NewRequest(req))
 		if err != nil || res.Msg.GetStagedAppends() != 1 {
 			t.Fatalf("repeated append = %v, %v; want 1 staged append", res, err)
 		}
 	}
-	rel := &dlmv1.LockReleaseRequest{ClientId: s.id, Secret: s.secret, Seq: s.next(), Token: token}
+	one, size := uint32(1), uint64(1)
+	rel := &dlmv1.LockReleaseRequest{ClientId: s.id, Secret: s.secret, Seq: s.next(), Token: token, SectionAppends: &one, SectionBytes: &size}
 	for range 2 {
 		if _, err := c.LockRelease(context.Background(), connect.NewRequest(rel)); err != nil {
 			t.Fatalf("repeated release: %v", err)
@@ -261,6 +267,8 @@ func TestRestartKeepsLockQueueAndFiles(t *testing.T) {
 		!slicesEqual(before.GetLock().GetQueue(), after.GetLock().GetQueue()) || before.GetLock().GetToken() != after.GetLock().GetToken()) {
 		t.Fatalf("lock after restart = %v, want %v", after.GetLock(), before.GetLock())
 	}
+	// A client that names no places (written before them) has its appends
+	// in the log: they survive the restart, and its release needs no counts.
 	if _, err := s1.append(t2, "file_5", "B"); err != nil {
 		t.Fatalf("append under the old grant after restart: %v", err)
 	}
@@ -270,6 +278,67 @@ func TestRestartKeepsLockQueueAndFiles(t *testing.T) {
 	if got := read(t, c, "file_5"); got != "ABB" {
 		t.Fatalf("file_5 = %q, want ABB", got)
 	}
+}
+
+// Appends placed in the section live in the leader's memory: after a
+// restart a release that counts them is refused, changing nothing, and names
+// what is staged; the client re-sends and releases again.
+func TestRestartLosesPlacedAppendsSafely(t *testing.T) {
+	srv := servertest.Start(t, nil)
+	c := newClient(srv, nil)
+	s1 := open(t, c, 0)
+	t1 := s1.mustAcquire()
+	place := func(pos uint32, data string) error {
+		_, err := c.AppendFile(context.Background(), connect.NewRequest(&dlmv1.AppendFileRequest{
+			ClientId: s1.id, Secret: s1.secret, Seq: s1.next(), Token: t1, File: "file_5", Data: []byte(data), Position: pos,
+		}))
+		return err
+	}
+	if err := place(1, "A"); err != nil {
+		t.Fatal(err)
+	}
+	srv.Restart()
+	c = newClient(srv, nil)
+	s1.c = c
+	one, size := uint32(1), uint64(1)
+	rel := &dlmv1.LockReleaseRequest{ClientId: s1.id, Secret: s1.secret, Seq: s1.next(), Token: t1, SectionAppends: &one, SectionBytes: &size}
+	_, err := c.LockRelease(context.Background(), connect.NewRequest(rel))
+	if connect.CodeOf(err) != connect.CodeFailedPrecondition || reasonOf(err) != dlmv1.ErrorReason_ERROR_REASON_SECTION_INCOMPLETE || stagedOf(err) != 0 {
+		t.Fatalf("release after restart = %v; want SECTION_INCOMPLETE with 0 staged", err)
+	}
+	// A later place is a gap, named the same way.
+	if err := place(2, "B"); reasonOf(err) != dlmv1.ErrorReason_ERROR_REASON_SECTION_INCOMPLETE || stagedOf(err) != 0 {
+		t.Fatalf("append at place 2 after restart = %v; want SECTION_INCOMPLETE", err)
+	}
+	if got := read(t, c, "file_5"); got != "" {
+		t.Fatalf("file_5 = %q before the release", got)
+	}
+	if err := place(1, "A"); err != nil {
+		t.Fatalf("re-send: %v", err)
+	}
+	rel.Seq = s1.next()
+	if _, err := c.LockRelease(context.Background(), connect.NewRequest(rel)); err != nil {
+		t.Fatalf("release after re-sending: %v", err)
+	}
+	if got := read(t, c, "file_5"); got != "A" {
+		t.Fatalf("file_5 = %q, want A", got)
+	}
+}
+
+// stagedOf is the staged appends a SECTION_INCOMPLETE error names.
+func stagedOf(err error) uint32 {
+	var ce *connect.Error
+	if !errors.As(err, &ce) {
+		return 0
+	}
+	for _, d := range ce.Details() {
+		if v, err := d.Value(); err == nil {
+			if ed, ok := v.(*dlmv1.ErrorDetail); ok {
+				return ed.GetStagedAppends()
+			}
+		}
+	}
+	return 0
 }
 
 func slicesEqual(a, b []uint64) bool {

@@ -568,7 +568,7 @@ func (x *Release) GetMaxFileBytes() uint64 {
 	return 0
 }
 
-// Write is one append inside a Release or CloseSession entry.
+// Write is one append inside a Release, CloseSession or Append entry.
 type Write struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The file's name.
@@ -639,7 +639,16 @@ type Append struct {
 	MaxSectionBytes uint64 `protobuf:"varint,5,opt,name=max_section_bytes,json=maxSectionBytes,proto3" json:"max_section_bytes,omitempty"`
 	// The per-file size limit in force (0: none, as in entries written before
 	// the limit existed), stamped by the leader like max_section_bytes.
-	MaxFileBytes  uint64 `protobuf:"varint,6,opt,name=max_file_bytes,json=maxFileBytes,proto3" json:"max_file_bytes,omitempty"`
+	MaxFileBytes uint64 `protobuf:"varint,6,opt,name=max_file_bytes,json=maxFileBytes,proto3" json:"max_file_bytes,omitempty"`
+	// Appends the leader held in memory for the section, staged before this
+	// one: a section past the leader's memory bound moves what it holds to
+	// the log, where it survives a change of leader.
+	Writes []*Write `protobuf:"bytes,7,rep,name=writes,proto3" json:"writes,omitempty"`
+	// When set, the entry stages only if the section holds exactly this many
+	// appends staged by log entries, so that the same writes proposed twice
+	// are staged once; otherwise it changes nothing but its recorded outcome
+	// (SECTION_INCOMPLETE).
+	BaseAppends   *uint32 `protobuf:"varint,8,opt,name=base_appends,json=baseAppends,proto3,oneof" json:"base_appends,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -712,6 +721,20 @@ func (x *Append) GetMaxSectionBytes() uint64 {
 func (x *Append) GetMaxFileBytes() uint64 {
 	if x != nil {
 		return x.MaxFileBytes
+	}
+	return 0
+}
+
+func (x *Append) GetWrites() []*Write {
+	if x != nil {
+		return x.Writes
+	}
+	return nil
+}
+
+func (x *Append) GetBaseAppends() uint32 {
+	if x != nil && x.BaseAppends != nil {
+		return *x.BaseAppends
 	}
 	return 0
 }
@@ -1552,14 +1575,17 @@ const file_dlm_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x0emax_file_bytes\x18\x06 \x01(\x04R\fmaxFileBytes\"/\n" +
 	"\x05Write\x12\x12\n" +
 	"\x04file\x18\x01 \x01(\tR\x04file\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"\xc8\x01\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\xb0\x02\n" +
 	"\x06Append\x12.\n" +
 	"\x06caller\x18\x01 \x01(\v2\x16.dlm.raftlog.v1.CallerR\x06caller\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\x04R\x05token\x12\x12\n" +
 	"\x04file\x18\x03 \x01(\tR\x04file\x12\x12\n" +
 	"\x04data\x18\x04 \x01(\fR\x04data\x12*\n" +
 	"\x11max_section_bytes\x18\x05 \x01(\x04R\x0fmaxSectionBytes\x12$\n" +
-	"\x0emax_file_bytes\x18\x06 \x01(\x04R\fmaxFileBytes\"\xbf\x01\n" +
+	"\x0emax_file_bytes\x18\x06 \x01(\x04R\fmaxFileBytes\x12-\n" +
+	"\x06writes\x18\a \x03(\v2\x15.dlm.raftlog.v1.WriteR\x06writes\x12&\n" +
+	"\fbase_appends\x18\b \x01(\rH\x00R\vbaseAppends\x88\x01\x01B\x0f\n" +
+	"\r_base_appends\"\xbf\x01\n" +
 	"\fCloseSession\x12.\n" +
 	"\x06caller\x18\x01 \x01(\v2\x16.dlm.raftlog.v1.CallerR\x06caller\x12-\n" +
 	"\x06writes\x18\x02 \x03(\v2\x15.dlm.raftlog.v1.WriteR\x06writes\x12*\n" +
@@ -1681,23 +1707,24 @@ var file_dlm_raftlog_v1_raftlog_proto_depIdxs = []int32{
 	2,  // 8: dlm.raftlog.v1.Release.caller:type_name -> dlm.raftlog.v1.Caller
 	6,  // 9: dlm.raftlog.v1.Release.writes:type_name -> dlm.raftlog.v1.Write
 	2,  // 10: dlm.raftlog.v1.Append.caller:type_name -> dlm.raftlog.v1.Caller
-	2,  // 11: dlm.raftlog.v1.CloseSession.caller:type_name -> dlm.raftlog.v1.Caller
-	6,  // 12: dlm.raftlog.v1.CloseSession.writes:type_name -> dlm.raftlog.v1.Write
-	0,  // 13: dlm.raftlog.v1.Outcome.method:type_name -> dlm.raftlog.v1.Method
-	13, // 14: dlm.raftlog.v1.State.sessions:type_name -> dlm.raftlog.v1.Session
-	14, // 15: dlm.raftlog.v1.State.locks:type_name -> dlm.raftlog.v1.Lock
-	17, // 16: dlm.raftlog.v1.State.files:type_name -> dlm.raftlog.v1.FileLength
-	10, // 17: dlm.raftlog.v1.State.nodes:type_name -> dlm.raftlog.v1.NodeAddress
-	13, // 18: dlm.raftlog.v1.State.ended_sessions:type_name -> dlm.raftlog.v1.Session
-	18, // 19: dlm.raftlog.v1.Session.outcomes:type_name -> dlm.raftlog.v1.Session.OutcomesEntry
-	15, // 20: dlm.raftlog.v1.Lock.staged:type_name -> dlm.raftlog.v1.StagedAppend
-	16, // 21: dlm.raftlog.v1.Lock.queue:type_name -> dlm.raftlog.v1.Waiter
-	11, // 22: dlm.raftlog.v1.Session.OutcomesEntry.value:type_name -> dlm.raftlog.v1.Outcome
-	23, // [23:23] is the sub-list for method output_type
-	23, // [23:23] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	6,  // 11: dlm.raftlog.v1.Append.writes:type_name -> dlm.raftlog.v1.Write
+	2,  // 12: dlm.raftlog.v1.CloseSession.caller:type_name -> dlm.raftlog.v1.Caller
+	6,  // 13: dlm.raftlog.v1.CloseSession.writes:type_name -> dlm.raftlog.v1.Write
+	0,  // 14: dlm.raftlog.v1.Outcome.method:type_name -> dlm.raftlog.v1.Method
+	13, // 15: dlm.raftlog.v1.State.sessions:type_name -> dlm.raftlog.v1.Session
+	14, // 16: dlm.raftlog.v1.State.locks:type_name -> dlm.raftlog.v1.Lock
+	17, // 17: dlm.raftlog.v1.State.files:type_name -> dlm.raftlog.v1.FileLength
+	10, // 18: dlm.raftlog.v1.State.nodes:type_name -> dlm.raftlog.v1.NodeAddress
+	13, // 19: dlm.raftlog.v1.State.ended_sessions:type_name -> dlm.raftlog.v1.Session
+	18, // 20: dlm.raftlog.v1.Session.outcomes:type_name -> dlm.raftlog.v1.Session.OutcomesEntry
+	15, // 21: dlm.raftlog.v1.Lock.staged:type_name -> dlm.raftlog.v1.StagedAppend
+	16, // 22: dlm.raftlog.v1.Lock.queue:type_name -> dlm.raftlog.v1.Waiter
+	11, // 23: dlm.raftlog.v1.Session.OutcomesEntry.value:type_name -> dlm.raftlog.v1.Outcome
+	24, // [24:24] is the sub-list for method output_type
+	24, // [24:24] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_dlm_raftlog_v1_raftlog_proto_init() }
@@ -1714,6 +1741,7 @@ func file_dlm_raftlog_v1_raftlog_proto_init() {
 		(*Command_ExpireSession)(nil),
 		(*Command_NodeAddress)(nil),
 	}
+	file_dlm_raftlog_v1_raftlog_proto_msgTypes[6].OneofWrappers = []any{}
 	file_dlm_raftlog_v1_raftlog_proto_msgTypes[16].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
