@@ -43,10 +43,29 @@ type bench struct {
 	stderr   io.Writer
 	target   *benchTarget
 	floor    benchFloor
-	// shared carries the sessions of the sessions and waiters workloads:
-	// one process's thousands of sessions share its connections, as one
-	// application's would.
+	// shared carries the floor's calls to the server and the holder of
+	// the waiters workload.
 	shared *http.Client
+	tls    *tls.Config
+	// pool carries the sessions of the sessions and waiters workloads:
+	// one process's thousands of sessions share a few connections, as one
+	// application's would. One HTTP client per sessionsPerHTTP sessions:
+	// Go's HTTP/2 client serializes new requests on one lock per client,
+	// and with thousands of long polls in flight on one client, that lock,
+	// not the server, was what the waiters workload measured.
+	pool []*http.Client
+}
+
+// sessionsPerHTTP is how many sessions share one HTTP client (below the
+// server's default of 250 requests in flight on one connection).
+const sessionsPerHTTP = 200
+
+// growPool grows the pool to carry n sessions; call it before they open
+// concurrently.
+func (b *bench) growPool(n int) {
+	for len(b.pool)*sessionsPerHTTP < n {
+		b.pool = append(b.pool, benchHTTPClient(b.tls))
+	}
 }
 
 // runBench measures the lock service against the floor of this machine:
@@ -57,8 +76,8 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	cf := addClientFlags(fs)
 	workloads := fs.String("workload", "cycle", "comma-separated workloads to run in turn: "+strings.Join(benchWorkloads, ", "))
 	clientList := fs.String("clients", "8", "comma-separated client counts for cycle and handoff, each run in turn (each client has its own session and connection)")
-	duration := fs.Duration("duration", 10*time.Second, "how long each measured run lasts (per client count, per append size, the idle window of sessions)")
-	lease := fs.Duration("lease", 0, "session lease (0: the server's default; 30s for the sessions workload, a keepalive every 10s)")
+	duration := fs.Duration("duration", 10*time.Second, "how long each measured run lasts (per client count, per append size; the idle window of sessions lasts at least two keepalive periods)")
+	lease := fs.Duration("lease", 0, "session lease (0: the server's default; 30s for the sessions and waiters workloads, a keepalive every 10s)")
 	count := fs.Int("count", 1000, "sessions, or queued waiters, for those workloads")
 	sizeList := fs.String("sizes", "32,65536", "comma-separated append sizes in bytes for the append workload")
 	rounds := fs.Int("rounds", 3, "failover: how many times the leader is killed")
@@ -124,8 +143,13 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	if err != nil {
 		return err
 	}
-	b.shared = benchHTTPClient(tc)
-	defer b.shared.CloseIdleConnections()
+	b.shared, b.tls = benchHTTPClient(tc), tc
+	defer func() {
+		b.shared.CloseIdleConnections()
+		for _, hc := range b.pool {
+			hc.CloseIdleConnections()
+		}
+	}()
 
 	root := *dataDir
 	if root == "" {
@@ -179,7 +203,7 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 
 const benchUsage = `Measures the lock service against this machine's floor and prints one line per
 run (one JSON object with --output json). Workloads:
-  floor     F: write + fdatasync of 32 B on a preallocated file in the data folder's
+  floor     F: write + fdatasync of 32 B on a preallocated file on --bench-dir's
             file system; R: a loopback HTTP/2 unary round trip to an in-process handler;
             R_server: the server's health check. Every other figure is also given
             against them (F+R is the least one durable call can cost).
@@ -283,12 +307,12 @@ func (b *bench) run(ctx context.Context, wl string, clients []int) error {
 	return fmt.Errorf("bench: no runner for %q", wl)
 }
 
-// open starts one session; shared puts it on the run's shared HTTP client
-// instead of a connection of its own.
-func (b *bench) open(ctx context.Context, name string, shared bool, extra ...client.Option) (*client.Client, error) {
+// open starts one session on hc, or on a connection of its own when hc
+// is nil.
+func (b *bench) open(ctx context.Context, name string, hc *http.Client, extra ...client.Option) (*client.Client, error) {
 	opts := []client.Option{client.WithName(name), client.WithLease(b.lease)}
-	if shared {
-		opts = append(opts, client.WithHTTPClient(b.shared))
+	if hc != nil {
+		opts = append(opts, client.WithHTTPClient(hc))
 	}
 	return b.cf.open(ctx, b.stderr, append(opts, extra...)...)
 }
@@ -438,9 +462,10 @@ func percentileFrac(sorted []time.Duration, p float64) time.Duration {
 }
 
 // progress prints a line on stderr every few seconds of a long run, until
-// stop is called.
+// stop is called; a run of unknown length (total 0) gets one too, once it
+// has lasted.
 func (b *bench) progress(what string, total time.Duration, done func() string) (stop func()) {
-	if total < 10*time.Second {
+	if total > 0 && total < 10*time.Second {
 		return func() {}
 	}
 	quit := make(chan struct{})
@@ -455,7 +480,11 @@ func (b *bench) progress(what string, total time.Duration, done func() string) (
 			case <-quit:
 				return
 			case <-t.C:
-				fmt.Fprintf(b.stderr, "bench: %s %v/%v %s\n", what, time.Since(start).Round(time.Second), total, done())
+				if total > 0 {
+					fmt.Fprintf(b.stderr, "bench: %s %v/%v %s\n", what, time.Since(start).Round(time.Second), total, done())
+				} else {
+					fmt.Fprintf(b.stderr, "bench: %s %v %s\n", what, time.Since(start).Round(time.Second), done())
+				}
 			}
 		}
 	}()

@@ -120,13 +120,14 @@ func TestBenchFloorHandoffAppend(t *testing.T) {
 // granted in their queue's order.
 func TestBenchSessionsWaitersOwnServer(t *testing.T) {
 	lines := benchJSON(t, "--serve-bin", dlmBinary, "--bench-dir", t.TempDir(), "--workload", "sessions,waiters,cycle",
-		"--count", "5", "--clients", "2", "--duration", "300ms")
+		"--count", "5", "--clients", "2", "--duration", "300ms", "--lease", "1500ms")
 	if len(lines) != 3 {
 		t.Fatalf("printed %d lines: %v", len(lines), lines)
 	}
 	s, w, c := lines[0], lines[1], lines[2]
 	need(t, s, "server_cpu_percent", "rss_mib", "rss_kib_per_session", "keepalives_per_s")
-	if s["count"] != 5.0 || s["nodes"] != 1.0 || s["lease_s"] != 30.0 {
+	// The idle window is two keepalive periods (2 × 1500ms/3), not 300ms.
+	if s["count"] != 5.0 || s["nodes"] != 1.0 || s["lease_s"] != 1.5 || s["duration_s"] != 1.0 {
 		t.Errorf("sessions line %v", s)
 	}
 	need(t, w, "rss_queued_mib", "rss_kib_per_waiter", "head_grant_ms", "grant_p99_ms", "server_cpu_ms_per_grant")
@@ -140,7 +141,7 @@ func TestBenchSessionsWaitersOwnServer(t *testing.T) {
 // figures without --server-pid, the rest as usual.
 func TestBenchSessionsWaitersEmbedded(t *testing.T) {
 	srv := servertest.Start(t, nil)
-	lines := benchJSON(t, "--server", srv.URL, "--workload", "sessions,waiters", "--count", "4", "--duration", "200ms")
+	lines := benchJSON(t, "--server", srv.URL, "--workload", "sessions,waiters", "--count", "4", "--duration", "200ms", "--lease", "1500ms")
 	if len(lines) != 2 {
 		t.Fatalf("printed %d lines: %v", len(lines), lines)
 	}

@@ -2,8 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dlm/dlm/client"
+	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
 	"github.com/dlm/dlm/internal/e2e"
 )
 
@@ -27,28 +28,61 @@ type cycleResult struct {
 	lastErr error
 }
 
-// openMany opens n sessions, at most 64 at a time.
-func (b *bench) openMany(ctx context.Context, n int, prefix string, shared bool, opened *atomic.Int64) ([]*client.Client, error) {
+// openMany opens n sessions, at most 64 at a time, and fails if any
+// fails.
+func (b *bench) openMany(ctx context.Context, n int, prefix string, shared bool) ([]*client.Client, error) {
+	sessions, failed, err := b.openSome(ctx, n, prefix, shared, nil)
+	if failed > 0 {
+		b.closeMany(ctx, sessions)
+		return nil, fmt.Errorf("bench: open sessions: %d of %d failed: %w", failed, n, err)
+	}
+	return sessions, nil
+}
+
+// openSome opens n sessions, at most 64 at a time, and returns those that
+// opened, how many did not and the last error: the workloads of many
+// sessions report a server that cannot take them all.
+func (b *bench) openSome(ctx context.Context, n int, prefix string, shared bool, opened *atomic.Int64) ([]*client.Client, int, error) {
 	sessions := make([]*client.Client, n)
 	errs := make([]error, n)
 	sem := make(chan struct{}, 64)
+	if shared {
+		b.growPool(n)
+	}
 	var wg sync.WaitGroup
 	for i := range sessions {
+		var hc *http.Client
+		if shared {
+			hc = b.pool[i/sessionsPerHTTP]
+		}
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			sessions[i], errs[i] = b.open(ctx, fmt.Sprintf("%s-%d", prefix, i), shared)
+			sessions[i], errs[i] = b.open(ctx, fmt.Sprintf("%s-%d", prefix, i), hc)
 			if opened != nil && errs[i] == nil {
 				opened.Add(1)
 			}
 		})
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		b.closeMany(ctx, sessions)
-		return nil, fmt.Errorf("bench: open sessions: %w", err)
+	var (
+		ok      []*client.Client
+		failed  int
+		lastErr error
+	)
+	for i, c := range sessions {
+		if errs[i] != nil {
+			failed++
+			lastErr = errs[i]
+			continue
+		}
+		ok = append(ok, c)
 	}
-	return sessions, nil
+	if err := ctx.Err(); err != nil {
+		b.closeMany(ctx, ok)
+		return nil, n, err
+	}
+	return ok, failed, lastErr
 }
 
 // closeMany closes sessions, at most 64 at a time.
@@ -73,7 +107,7 @@ func (b *bench) closeMany(ctx context.Context, sessions []*client.Client) {
 // latency; handoff reports the time from one holder's release returning
 // to the next waiter's acquire returning.
 func (b *bench) runCycle(ctx context.Context, workload string, n int) (*benchLine, error) {
-	sessions, err := b.openMany(ctx, n, "bench", false, nil)
+	sessions, err := b.openMany(ctx, n, "bench", false)
 	if err != nil {
 		return nil, err
 	}
@@ -231,7 +265,7 @@ const appendSection = 16 << 20
 // the time from the first append to the release's return (the release is
 // counted: a client that stages appends sends them with it), acquires not.
 func (b *bench) runAppend(ctx context.Context, size int) (*benchLine, error) {
-	c, err := b.open(ctx, "bench-append", false)
+	c, err := b.open(ctx, "bench-append", nil)
 	if err != nil {
 		return nil, fmt.Errorf("bench: open session: %w", err)
 	}
@@ -285,42 +319,42 @@ func (b *bench) runAppend(ctx context.Context, size int) (*benchLine, error) {
 }
 
 // runSessions opens --count sessions on one shared HTTP client and keeps
-// them alive, idle, for the run's duration: the servers' CPU over that
-// window and their RSS.
+// them alive, idle, for the run's duration (at least two keepalive
+// periods): the servers' CPU over that window and their RSS.
 func (b *bench) runSessions(ctx context.Context) (*benchLine, error) {
-	saved := b.lease
-	if b.lease == 0 {
-		b.lease = 30 * time.Second
-	}
-	defer func() { b.lease = saved }()
+	defer b.idleLease()()
 	rss0, haveRSS := b.rss()
 	var opened atomic.Int64
-	stopOpen := b.progress("sessions opening", 10*time.Second+time.Duration(b.count)*time.Millisecond, func() string {
+	stopOpen := b.progress("sessions opening", 0, func() string {
 		return fmt.Sprintf("%d/%d open", opened.Load(), b.count)
 	})
 	t0 := time.Now()
-	sessions, err := b.openMany(ctx, b.count, "idle", true, &opened)
+	sessions, openErrs, openErr := b.openSome(ctx, b.count, "idle", true, &opened)
 	stopOpen()
-	if err != nil {
-		return nil, err
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
 	}
 	openTime := time.Since(t0)
 	defer b.closeMany(ctx, sessions)
 
-	stop := b.progress(fmt.Sprintf("sessions count=%d", b.count), b.duration, func() string { return "idle" })
+	// A window shorter than two keepalive periods would see the sessions
+	// sending too few keepalives, or none: they renew lease/3 after opening.
+	interval := b.lease / 3 // the client's keepalive period
+	window := max(b.duration, 2*interval)
+	stop := b.progress(fmt.Sprintf("sessions count=%d", b.count), window, func() string { return "idle" })
 	cpu := b.startCPU()
 	select {
 	case <-ctx.Done():
 		stop()
 		return nil, ctx.Err()
-	case <-time.After(b.duration):
+	case <-time.After(window):
 	}
 	stop()
-	interval := b.lease / 3 // the client's keepalive period
-	keepalives := int(float64(b.count) * b.duration.Seconds() / interval.Seconds())
-	l := newBenchLine("sessions").add("nodes", b.target.nodes()).add("count", b.count).
-		add("lease_s", b.lease.Seconds()).add("duration_s", b.duration.Seconds()).
-		add("open_s", openTime.Seconds()).add("keepalives_per_s", float64(b.count)/interval.Seconds())
+	alive := len(sessions)
+	keepalives := int(float64(alive) * window.Seconds() / interval.Seconds())
+	l := newBenchLine("sessions").add("nodes", b.target.nodes()).add("count", b.count).add("open_errors", openErrs).
+		add("lease_s", b.lease.Seconds()).add("duration_s", window.Seconds()).
+		add("open_s", openTime.Seconds()).add("keepalives_per_s", float64(alive)/interval.Seconds())
 	if c, wall, ok := cpu.used(); ok {
 		l.add("server_cpu_percent", 100*c.Seconds()/wall.Seconds())
 		if keepalives > 0 {
@@ -330,9 +364,23 @@ func (b *bench) runSessions(ctx context.Context) (*benchLine, error) {
 	}
 	if rss, ok := b.rss(); ok && haveRSS {
 		l.add("rss_mib", mib(rss)).add("rss_before_mib", mib(rss0)).
-			add("rss_kib_per_session", float64(rss-rss0)/1024/float64(b.count))
+			add("rss_kib_per_session", float64(rss-rss0)/1024/float64(max(alive, 1)))
+	}
+	if openErr != nil {
+		l.add("last_open_error", errLine(openErr))
 	}
 	return l, nil
+}
+
+// idleLease sets the lease of the many-session workloads, unless given:
+// 30s, a keepalive every 10s, as the issue measured. It returns what puts
+// the run's lease back.
+func (b *bench) idleLease() (restore func()) {
+	saved := b.lease
+	if b.lease == 0 {
+		b.lease = 30 * time.Second
+	}
+	return func() { b.lease = saved }
 }
 
 // runWaiters queues --count sessions behind one holder, one at a time (a
@@ -343,27 +391,33 @@ func (b *bench) runSessions(ctx context.Context) (*benchLine, error) {
 // grant's return (its commit included: the reply to the release and the
 // grant race each other).
 func (b *bench) runWaiters(ctx context.Context) (*benchLine, error) {
+	defer b.idleLease()()
 	reader, err := b.cf.reader(b.stderr)
 	if err != nil {
 		return nil, err
 	}
 	queued := func() (uint64, error) {
-		st, err := reader.Status(ctx, true)
+		// One session and one waiter on the page: the answer's size and
+		// the server's work stay small with thousands queued.
+		st, err := reader.StatusPage(ctx, &dlmv1.StatusRequest{Consistent: true, PageSize: 1})
 		if err != nil {
 			return 0, err
 		}
 		return st.GetLock().GetQueueLength(), nil
 	}
 	rss0, haveRSS := b.rss()
-	holder, err := b.open(ctx, "holder", true)
+	holder, err := b.open(ctx, "holder", b.shared)
 	if err != nil {
 		return nil, fmt.Errorf("bench: open holder: %w", err)
 	}
 	defer closeClient(ctx, holder)
 	var opened atomic.Int64
-	waiters, err := b.openMany(ctx, b.count, "waiter", true, &opened)
-	if err != nil {
-		return nil, err
+	waiters, openErrs, openErr := b.openSome(ctx, b.count, "waiter", true, &opened)
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	if len(waiters) == 0 {
+		return nil, fmt.Errorf("bench: waiters: no session opened: %w", openErr)
 	}
 	defer b.closeMany(ctx, waiters)
 	rssSessions, _ := b.rss()
@@ -378,14 +432,14 @@ func (b *bench) runWaiters(ctx context.Context) (*benchLine, error) {
 		granted, release time.Time // acquire returned, release called
 		err              error
 	}
-	grants := make([]grant, b.count)
-	order := make([]uint64, 0, b.count)
+	grants := make([]grant, len(waiters))
+	order := make([]uint64, 0, len(waiters))
 	drainCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	var joined atomic.Int64
-	stop := b.progress(fmt.Sprintf("waiters count=%d", b.count), 10*time.Second+time.Duration(b.count)*time.Millisecond, func() string {
+	stop := b.progress(fmt.Sprintf("waiters count=%d", b.count), 0, func() string {
 		return fmt.Sprintf("%d queued", joined.Load())
 	})
 	for i, w := range waiters {
@@ -401,7 +455,7 @@ func (b *bench) runWaiters(ctx context.Context) (*benchLine, error) {
 			grants[i].err = lk.Release(context.WithoutCancel(drainCtx))
 		})
 		order = append(order, w.ClientID())
-		err := e2e.Await(ctx, time.Minute, time.Millisecond, func() (bool, string) {
+		err := e2e.Await(ctx, time.Minute, 2*time.Millisecond, func() (bool, string) {
 			n, err := queued()
 			if err != nil {
 				return false, err.Error()
@@ -461,7 +515,8 @@ func (b *bench) runWaiters(ctx context.Context) (*benchLine, error) {
 		first = lat[0]
 	}
 	slices.Sort(lat)
-	l := newBenchLine("waiters").add("nodes", b.target.nodes()).add("count", b.count).
+	l := newBenchLine("waiters").add("nodes", b.target.nodes()).add("count", b.count).add("open_errors", openErrs).
+		add("lease_s", b.lease.Seconds()).
 		add("fifo", fifo).add("grants", len(ok)).
 		add("head_grant_ms", msFloat(first)).add("grant_p50_ms", msFloat(percentile(lat, 50))).
 		add("grant_p99_ms", msFloat(percentile(lat, 99))).
@@ -470,11 +525,14 @@ func (b *bench) runWaiters(ctx context.Context) (*benchLine, error) {
 	cpu.addCPU(l, len(ok), "grant")
 	if haveRSS {
 		l.add("rss_before_mib", mib(rss0)).add("rss_sessions_mib", mib(rssSessions)).add("rss_queued_mib", mib(rssQueued)).
-			add("rss_kib_per_waiter", float64(rssQueued-rssSessions)/1024/float64(b.count))
+			add("rss_kib_per_waiter", float64(rssQueued-rssSessions)/1024/float64(len(waiters)))
 	}
 	l.add("errors", errs)
 	if lastErr != nil {
 		l.add("last_error", errLine(lastErr))
+	}
+	if openErr != nil {
+		l.add("last_open_error", errLine(openErr))
 	}
 	return l, nil
 }
@@ -492,7 +550,7 @@ func (b *bench) runFailover(ctx context.Context, bin, dir string) error {
 	b.cf.server, b.target = joinURLs(t.cluster.URLs()), t
 	defer func() { b.cf.server, b.target = saved, savedTarget }()
 
-	c, err := b.open(ctx, "bench-failover", false)
+	c, err := b.open(ctx, "bench-failover", nil)
 	if err != nil {
 		return fmt.Errorf("bench: open session: %w", err)
 	}

@@ -23,11 +23,13 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
 )
 
 // point is one cycle result: who, how many nodes and clients, and the two
@@ -56,7 +58,8 @@ func main() {
 func run(args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("benchplot", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	out := fs.String("out", "docs/bench", "folder for the SVGs (cycles.svg, p99.svg)")
+	out := fs.String("out", "docs/bench", "folder for the plots (cycles.svg, p99.svg)")
+	format := fs.String("format", "svg", "svg, or png to look at them where nothing shows an SVG")
 	var compare []string
 	fs.Func("compare", "JSON lines of other systems' cycle figures, drawn dashed (repeatable)", func(s string) error {
 		compare = append(compare, s)
@@ -79,20 +82,23 @@ func run(args []string, stderr io.Writer) error {
 	if len(pts) == 0 {
 		return errors.New("no cycle lines in the input")
 	}
+	if *format != "svg" && *format != "png" {
+		return fmt.Errorf("-format %q: svg or png", *format)
+	}
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		return err
 	}
-	if err := draw(pts, "Lock cycles per second (acquire, append 32 B, release)", "cycles/s",
-		func(p point) (float64, bool) { return p.CyclesPerSec, p.CyclesPerSec > 0 }, filepath.Join(*out, "cycles.svg")); err != nil {
+	if err := drawFigure(pts, "Lock cycles per second (acquire, append 32 B, release)", "cycles/s",
+		func(p point) (float64, bool) { return p.CyclesPerSec, p.CyclesPerSec > 0 }, filepath.Join(*out, "cycles."+*format)); err != nil {
 		return err
 	}
-	return draw(pts, "Cycle latency p99", "p99 (ms)",
+	return drawFigure(pts, "Cycle latency p99", "p99 (ms)",
 		func(p point) (float64, bool) {
 			if p.P99Ms == nil {
 				return 0, false
 			}
 			return *p.P99Ms, true
-		}, filepath.Join(*out, "p99.svg"))
+		}, filepath.Join(*out, "p99."+*format))
 }
 
 // readPoints reads the cycle lines of one file of JSON lines.
@@ -128,9 +134,9 @@ func readPoints(name string) ([]point, error) {
 	return pts, sc.Err()
 }
 
-// draw plots one figure against clients, one line per system and cluster
+// drawFigure plots one figure against clients, one line per system and cluster
 // size, on a log x axis with a tick at every client count.
-func draw(pts []point, title, ylabel string, value func(point) (float64, bool), path string) error {
+func drawFigure(pts []point, title, ylabel string, value func(point) (float64, bool), path string) error {
 	byKey := make(map[seriesKey]map[int][]float64)
 	var clients []int
 	for _, p := range pts {
@@ -180,7 +186,9 @@ func draw(pts []point, title, ylabel string, value func(point) (float64, bool), 
 	}
 	p.X.Tick.Marker = plot.ConstantTicks(ticks)
 	p.Y.Min = 0
-	p.Legend.Top = true
+	// The legend is drawn below the axes, where it hides no line.
+	legend := plot.NewLegend()
+	legend.Top, legend.Left = true, true
 	p.Add(plotter.NewGrid())
 	for i, k := range keys {
 		var xys plotter.XYs
@@ -204,9 +212,32 @@ func draw(pts []point, title, ylabel string, value func(point) (float64, bool), 
 		if k.nodes != 1 {
 			name += "s"
 		}
-		p.Legend.Add(name, l, s)
+		legend.Add(name, l, s)
 	}
-	return p.Save(16*vg.Centimeter, 10*vg.Centimeter, path)
+	return save(p, legend, len(keys), path)
+}
+
+// save writes the plot with its legend under it, in the format the
+// file's extension names.
+func save(p *plot.Plot, legend plot.Legend, entries int, path string) error {
+	width, height := 16*vg.Centimeter, 10*vg.Centimeter
+	legendHeight := vg.Length(entries)*legend.TextStyle.Height("M")*0.65 + 0.3*vg.Centimeter
+	c, err := draw.NewFormattedCanvas(width, height+legendHeight, strings.TrimPrefix(filepath.Ext(path), "."))
+	if err != nil {
+		return err
+	}
+	dc := draw.New(c)
+	p.Draw(draw.Crop(dc, 0, 0, legendHeight, 0))
+	legend.Draw(draw.Crop(dc, 0.5*vg.Centimeter, 0, 0, -height))
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := c.WriteTo(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func median(vs []float64) float64 {
