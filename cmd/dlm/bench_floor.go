@@ -188,8 +188,8 @@ func (b *bench) floorLine(ctx context.Context) *benchLine {
 	}
 	// What the targets name: a one-client cycle of two durable
 	// calls, a contended hand-off of one write and three round trips.
-	return l.add("one_client_cycles_per_s", 1/(2*f.F+2*f.R).Seconds()).
-		add("contended_cycles_per_s", 1/(f.F+3*f.R).Seconds())
+	return l.add("one_client_cycles_per_second", 1/(2*f.F+2*f.R).Seconds()).
+		add("contended_cycles_per_second", 1/(f.F+3*f.R).Seconds())
 }
 
 // procCPU is the CPU time (user + system) the processes have used so far.

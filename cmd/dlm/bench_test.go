@@ -39,7 +39,7 @@ func need(t *testing.T, m map[string]any, keys ...string) {
 func TestBenchCycle(t *testing.T) {
 	srv := servertest.Start(t, nil)
 	out := cliMust(t, "", "bench", "--server", srv.URL, "--workload", "cycle", "--clients", "1,3", "--duration", "1s", "--lease", "2s")
-	re := regexp.MustCompile(`(?m)^cycle nodes=0 clients=(\d) duration_s=1 cycles=(\d+) cycles_per_s=[\d.]+ floor_cycles_per_s=[\d.]+ vs_floor=[\d.]+ p50_ms=[\d.]+ p99_ms=[\d.]+ p50_floor_units=[\d.]+ p99_floor_units=[\d.]+ errors=0$`)
+	re := regexp.MustCompile(`(?m)^cycle nodes=0 clients=(\d) duration_seconds=1 cycles=(\d+) cycles_per_second=[\d.]+ floor_cycles_per_second=[\d.]+ vs_floor=[\d.]+ p50_ms=[\d.]+ p99_ms=[\d.]+ p50_floor_units=[\d.]+ p99_floor_units=[\d.]+ errors=0$`)
 	m := re.FindAllStringSubmatch(out, -1)
 	if len(m) != 2 || m[0][1] != "1" || m[1][1] != "3" {
 		t.Fatalf("bench printed %q", out)
@@ -80,7 +80,7 @@ func TestBenchFloorHandoffAppend(t *testing.T) {
 	if strings.Join(got, ",") != "floor,handoff,append,append" {
 		t.Fatalf("workloads printed %v", got)
 	}
-	need(t, lines[0], "f_ms", "f_append_ms", "r_ms", "r_server_ms", "one_client_cycles_per_s", "contended_cycles_per_s")
+	need(t, lines[0], "f_ms", "f_append_ms", "r_ms", "r_server_ms", "one_client_cycles_per_second", "contended_cycles_per_second")
 	for _, k := range []string{"f_ms", "r_ms"} {
 		if v, _ := lines[0][k].(float64); v <= 0 {
 			t.Errorf("floor %s = %v", k, lines[0][k])
@@ -93,7 +93,7 @@ func TestBenchFloorHandoffAppend(t *testing.T) {
 	var bytes int
 	for i, size := range []int{32, 1000} {
 		l := lines[2+i]
-		need(t, l, "appends_per_s", "mb_per_s", "per_append_floor_units")
+		need(t, l, "appends_per_second", "mb_per_second", "per_append_floor_units")
 		if l["size"] != float64(size) {
 			t.Errorf("append line %d has size %v, want %d", i, l["size"], size)
 		}
@@ -125,9 +125,9 @@ func TestBenchSessionsWaitersOwnServer(t *testing.T) {
 		t.Fatalf("printed %d lines: %v", len(lines), lines)
 	}
 	s, w, c := lines[0], lines[1], lines[2]
-	need(t, s, "server_cpu_percent", "rss_mib", "rss_kib_per_session", "keepalives_per_s")
+	need(t, s, "server_cpu_percent", "rss_mib", "rss_kib_per_session", "keepalives_per_second")
 	// The idle window is two keepalive periods (2 × 1500ms/3), not 300ms.
-	if s["count"] != 5.0 || s["nodes"] != 1.0 || s["lease_s"] != 1.5 || s["duration_s"] != 1.0 {
+	if s["count"] != 5.0 || s["nodes"] != 1.0 || s["lease_seconds"] != 1.5 || s["duration_seconds"] != 1.0 {
 		t.Errorf("sessions line %v", s)
 	}
 	need(t, w, "rss_queued_mib", "rss_kib_per_waiter", "head_grant_ms", "grant_p99_ms", "server_cpu_ms_per_grant")

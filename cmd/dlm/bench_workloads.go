@@ -153,7 +153,7 @@ func (b *bench) runCycle(ctx context.Context, workload string, n int) (*benchLin
 	cycles := len(records)
 	rate := float64(cycles) / elapsed.Seconds()
 	l := newBenchLine(workload).add("nodes", b.target.nodes()).add("clients", n).
-		add("duration_s", b.duration.Seconds()).add("cycles", cycles)
+		add("duration_seconds", b.duration.Seconds()).add("cycles", cycles)
 	if workload == "cycle" {
 		lat := make([]time.Duration, 0, cycles)
 		for _, r := range records {
@@ -167,12 +167,12 @@ func (b *bench) runCycle(ctx context.Context, workload string, n int) (*benchLin
 		if n == 1 {
 			bound = 1 / (2*b.floor.F + 2*b.floor.R).Seconds()
 		}
-		l.add("cycles_per_s", rate).add("floor_cycles_per_s", bound).add("vs_floor", rate/bound).
+		l.add("cycles_per_second", rate).add("floor_cycles_per_second", bound).add("vs_floor", rate/bound).
 			add("p50_ms", msFloat(percentile(lat, 50))).add("p99_ms", msFloat(percentile(lat, 99))).
 			add("p50_floor_units", b.floor.ratio(percentile(lat, 50))).add("p99_floor_units", b.floor.ratio(percentile(lat, 99)))
 	} else {
 		hand, fromCall, early := handoffs(records)
-		l.add("cycles_per_s", rate).add("handoffs", len(hand)).add("grant_before_release_reply", early).
+		l.add("cycles_per_second", rate).add("handoffs", len(hand)).add("grant_before_release_reply", early).
 			add("p50_ms", msFloat(percentileFrac(hand, 50))).add("p99_ms", msFloat(percentileFrac(hand, 99))).
 			add("p999_ms", msFloat(percentileFrac(hand, 99.9))).
 			add("p50_floor_units", b.floor.ratio(percentileFrac(hand, 50))).add("p99_floor_units", b.floor.ratio(percentileFrac(hand, 99))).
@@ -316,8 +316,8 @@ func (b *bench) runAppend(ctx context.Context, size int) (*benchLine, error) {
 	rate := float64(appends) / inside.Seconds()
 	per := time.Duration(float64(time.Second) / rate)
 	l := newBenchLine("append").add("nodes", b.target.nodes()).add("size", size).
-		add("duration_s", b.duration.Seconds()).add("appends", appends).add("sections", sections).
-		add("appends_per_s", rate).add("mb_per_s", rate*float64(size)/1e6).
+		add("duration_seconds", b.duration.Seconds()).add("appends", appends).add("sections", sections).
+		add("appends_per_second", rate).add("mb_per_second", rate*float64(size)/1e6).
 		add("per_append_ms", msFloat(per)).add("per_append_floor_units", b.floor.ratio(per))
 	cpu.addCPU(l, appends, "append")
 	return l, nil
@@ -358,8 +358,8 @@ func (b *bench) runSessions(ctx context.Context) (*benchLine, error) {
 	alive := len(sessions)
 	keepalives := int(float64(alive) * window.Seconds() / interval.Seconds())
 	l := newBenchLine("sessions").add("nodes", b.target.nodes()).add("count", b.count).add("open_errors", openErrs).
-		add("lease_s", b.lease.Seconds()).add("duration_s", window.Seconds()).
-		add("open_s", openTime.Seconds()).add("keepalives_per_s", float64(alive)/interval.Seconds())
+		add("lease_seconds", b.lease.Seconds()).add("duration_seconds", window.Seconds()).
+		add("open_seconds", openTime.Seconds()).add("keepalives_per_second", float64(alive)/interval.Seconds())
 	if c, wall, ok := cpu.used(); ok {
 		l.add("server_cpu_percent", 100*c.Seconds()/wall.Seconds())
 		if keepalives > 0 {
@@ -521,12 +521,12 @@ func (b *bench) runWaiters(ctx context.Context) (*benchLine, error) {
 	}
 	slices.Sort(lat)
 	l := newBenchLine("waiters").add("nodes", b.target.nodes()).add("count", b.count).add("open_errors", openErrs).
-		add("lease_s", b.lease.Seconds()).
+		add("lease_seconds", b.lease.Seconds()).
 		add("fifo", fifo).add("grants", len(ok)).
 		add("head_grant_ms", msFloat(first)).add("grant_p50_ms", msFloat(percentile(lat, 50))).
 		add("grant_p99_ms", msFloat(percentile(lat, 99))).
 		add("grant_p50_floor_units", b.floor.ratio(percentile(lat, 50))).
-		add("drain_grants_per_s", float64(len(ok))/drain.Seconds())
+		add("drain_grants_per_second", float64(len(ok))/drain.Seconds())
 	cpu.addCPU(l, len(ok), "grant")
 	if haveRSS {
 		l.add("rss_before_mib", mib(rss0)).add("rss_sessions_mib", mib(rssSessions)).add("rss_queued_mib", mib(rssQueued)).

@@ -39,7 +39,7 @@ type point struct {
 	Workload     string   `json:"workload"`
 	Nodes        int      `json:"nodes"`
 	Clients      int      `json:"clients"`
-	CyclesPerSec float64  `json:"cycles_per_s"`
+	CyclesPerSec float64  `json:"cycles_per_second"`
 	P99Ms        *float64 `json:"p99_ms"`
 }
 

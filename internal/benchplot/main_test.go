@@ -13,17 +13,17 @@ func TestPlots(t *testing.T) {
 	runs := filepath.Join(dir, "runs.jsonl")
 	lines := `bench: starting 1 server(s) in /tmp/x
 {"workload":"floor","nodes":1,"f_ms":0.15,"r_ms":0.2}
-{"workload":"cycle","nodes":1,"clients":1,"cycles_per_s":400,"p99_ms":3.5}
-{"workload":"cycle","nodes":1,"clients":8,"cycles_per_s":600,"p99_ms":20}
-{"workload":"cycle","nodes":1,"clients":8,"cycles_per_s":700,"p99_ms":22}
-{"workload":"cycle","nodes":3,"clients":8,"cycles_per_s":250,"p99_ms":40}
+{"workload":"cycle","nodes":1,"clients":1,"cycles_per_second":400,"p99_ms":3.5}
+{"workload":"cycle","nodes":1,"clients":8,"cycles_per_second":600,"p99_ms":20}
+{"workload":"cycle","nodes":1,"clients":8,"cycles_per_second":700,"p99_ms":22}
+{"workload":"cycle","nodes":3,"clients":8,"cycles_per_second":250,"p99_ms":40}
 {"workload":"handoff","nodes":1,"clients":8,"p99_ms":0.5}
 `
 	if err := os.WriteFile(runs, []byte(lines), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	other := filepath.Join(dir, "other.jsonl")
-	if err := os.WriteFile(other, []byte(`{"workload":"cycle","system":"etcd","nodes":1,"clients":8,"cycles_per_s":79}`+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(other, []byte(`{"workload":"cycle","system":"etcd","nodes":1,"clients":8,"cycles_per_second":79}`+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, "svg")
