@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -77,13 +76,6 @@ func (o *outputFormat) Set(s string) error {
 		return nil
 	}
 	return fmt.Errorf("%q is not an output format (text or json)", s)
-}
-
-// writeJSON prints v as indented JSON, one document per call.
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }
 
 // writeProtoJSON prints an API message as protojson (the field names of
