@@ -31,7 +31,7 @@ func get(t *testing.T, url string) (int, string) {
 }
 
 // --debug-listen serves net/http/pprof on its own loopback listener, not on
-// the API port; it refuses an address that is not
+// the API port (which serves /metrics); it refuses an address that is not
 // loopback before anything starts.
 func TestServeDebugListen(t *testing.T) {
 	for _, addr := range []string{"0.0.0.0:0", ":0", "[::]:0", "192.0.2.1:0", "example.com:0", "nonsense"} {
@@ -93,4 +93,8 @@ func TestServeDebugListen(t *testing.T) {
 	if _, body := get(t, api+"/debug/pprof/goroutine?debug=1"); strings.Contains(body, "goroutine profile") {
 		t.Error("the API port serves profiles too")
 	}
+	pollUntil(t, 30*time.Second, "/metrics on the API port shows a leader", func() (bool, string) {
+		code, body := get(t, api+"/metrics")
+		return code == http.StatusOK && strings.Contains(body, "dlm_raft_state{state=\"leader\"} 1"), body
+	})
 }

@@ -175,6 +175,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		ln.Close()
 		return err
 	}
+	handlerCfg.Metrics = n.Metrics()
 	srv := service.NewServer(service.Handler(service.New(n, service.WithInitRate(initRate)), service.NewCluster(n), dashboard.Handler(), handlerCfg), limits)
 	served := make(chan error, 1)
 	go func() {

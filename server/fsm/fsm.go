@@ -21,7 +21,19 @@ import (
 
 // Observer is told of every applied result, in log order, on the FSM's
 // goroutine. It must not block and must not call back into the FSM.
-type Observer func(index uint64, res lockstate.Result)
+type Observer func(a Applied)
+
+// Applied is what an Observer learns of one applied entry.
+type Applied struct {
+	Index  uint64
+	Cmd    *raftlogv1.Command
+	Result lockstate.Result
+	// HolderExpired says the entry expired the session that held the
+	// lock, so its critical section was rolled back.
+	HolderExpired bool
+	// Took is the time the entry took to apply, file writes included.
+	Took time.Duration
+}
 
 // FSM implements raft.FSM over a lockstate.Machine and a folder of files.
 type FSM struct {
@@ -106,6 +118,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand {
 		return nil
 	}
+	start := time.Now()
 	if f.Broken() {
 		return ErrStorageFault
 	}
@@ -126,6 +139,10 @@ func (f *FSM) Apply(l *raft.Log) any {
 		f.nodes[na.GetId()] = na.GetClientUrl()
 		return lockstate.Result{}
 	}
+	var holder bool
+	if e := cmd.GetExpireSession(); e != nil {
+		holder = f.m.HeldToken(e.GetClientId()) != 0
+	}
 	res := f.m.Apply(l.Index, cmd)
 	for _, w := range res.Writes {
 		if !f.writeFile(l.Index, w) {
@@ -133,7 +150,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 		}
 	}
 	if f.observer != nil {
-		f.observer(l.Index, res)
+		f.observer(Applied{Index: l.Index, Cmd: cmd, Result: res, HolderExpired: holder && len(res.Ended) > 0, Took: time.Since(start)})
 	}
 	return res
 }

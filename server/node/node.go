@@ -24,6 +24,7 @@ import (
 	"github.com/dlm/dlm/server/fsm"
 	"github.com/dlm/dlm/server/leadership"
 	"github.com/dlm/dlm/server/lockstate"
+	"github.com/dlm/dlm/server/metrics"
 )
 
 // DefaultLogSegmentSize is the size of a preallocated Raft log segment:
@@ -130,8 +131,9 @@ type Node struct {
 	// lead is the leader's memory: its term (current only while this
 	// node leads and has applied every earlier entry), the leases and the
 	// waiting acquires.
-	lead  *leadership.Core
-	space *freeSpace
+	lead    *leadership.Core
+	space   *freeSpace
+	metrics *metrics.Metrics
 
 	// applied, when not nil, is closed by the next applied lock-state
 	// change; long polls wait on it.
@@ -198,6 +200,7 @@ func Open(cfg Config) (*Node, error) {
 	n.fsm = f
 	n.lead = leadership.New(leadership.SystemClock())
 	n.space = newFreeSpace(cfg.DataDir, cfg.FreeSpace)
+	n.metrics = n.newMetrics()
 	f.SetObserver(n.observe)
 	f.SetFaultHandler(n.onFault)
 	if err := n.startRaft(); err != nil {
@@ -472,14 +475,15 @@ func (n *Node) leaderURL() string {
 }
 
 // observe runs on the FSM goroutine for every applied entry.
-func (n *Node) observe(index uint64, res lockstate.Result) {
+func (n *Node) observe(a fsm.Applied) {
+	n.count(a)
 	n.appliedMu.Lock()
 	if n.applied != nil {
 		close(n.applied)
 		n.applied = nil
 	}
 	n.appliedMu.Unlock()
-	n.lead.Applied(res)
+	n.lead.Applied(a.Result)
 }
 
 // watchApplied returns a channel closed by the next applied lock-state
@@ -510,11 +514,13 @@ func (n *Node) propose(ctx context.Context, cmd *raftlogv1.Command) (lockstate.R
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
 	}
+	start := time.Now()
 	fut := n.raft.Apply(data, timeout)
 	done := make(chan error, 1)
 	go func() { done <- fut.Error() }()
 	select {
 	case err = <-done:
+		n.metrics.Since(metrics.RaftCommit, start)
 	case <-fault:
 		// This node cannot apply the entry for now; another may answer the
 		// retry.
