@@ -28,9 +28,10 @@ type Applied struct {
 	Index  uint64
 	Cmd    *raftlogv1.Command
 	Result lockstate.Result
-	// HolderExpired says the entry expired the session that held the
-	// lock, so its critical section was rolled back.
-	HolderExpired bool
+	// SectionEnded says the entry ended the critical section of the
+	// session it names (a release's or close's caller, an expired
+	// session): committed or rolled back, as the command says.
+	SectionEnded bool
 	// Took is the time the entry took to apply, file writes included.
 	Took time.Duration
 }
@@ -139,10 +140,8 @@ func (f *FSM) Apply(l *raft.Log) any {
 		f.nodes[na.GetId()] = na.GetClientUrl()
 		return lockstate.Result{}
 	}
-	var holder bool
-	if e := cmd.GetExpireSession(); e != nil {
-		holder = f.m.HeldToken(e.GetClientId()) != 0
-	}
+	owner := sectionOwner(cmd)
+	held := f.m.HeldToken(owner)
 	res := f.m.Apply(l.Index, cmd)
 	for _, w := range res.Writes {
 		if !f.writeFile(l.Index, w) {
@@ -150,9 +149,22 @@ func (f *FSM) Apply(l *raft.Log) any {
 		}
 	}
 	if f.observer != nil {
-		f.observer(Applied{Index: l.Index, Cmd: cmd, Result: res, HolderExpired: holder && len(res.Ended) > 0, Took: time.Since(start)})
+		f.observer(Applied{Index: l.Index, Cmd: cmd, Result: res, SectionEnded: held != 0 && f.m.HeldToken(owner) != held, Took: time.Since(start)})
 	}
 	return res
+}
+
+// sectionOwner is the session whose critical section cmd may end, or 0.
+func sectionOwner(cmd *raftlogv1.Command) uint64 {
+	switch {
+	case cmd.GetRelease() != nil:
+		return cmd.GetRelease().GetCaller().GetClientId()
+	case cmd.GetCloseSession() != nil:
+		return cmd.GetCloseSession().GetCaller().GetClientId()
+	case cmd.GetExpireSession() != nil:
+		return cmd.GetExpireSession().GetClientId()
+	}
+	return 0
 }
 
 // View runs fn with the machine under the read lock. fn must not keep it.

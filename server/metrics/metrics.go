@@ -56,13 +56,13 @@ func New() *Metrics {
 	m := &Metrics{
 		reg:       reg,
 		grants:    counter("dlm_grants_total", "Lock grants applied by this member's state machine (the same on every member)."),
-		releases:  counter("dlm_releases_total", "Critical sections committed by a release, as applied by this member."),
+		releases:  counter("dlm_releases_total", "Critical sections committed by a release or by closing the session that held the lock, as applied by this member."),
 		expiries:  counter("dlm_expiries_total", "Sessions ended by lease expiry, as applied by this member."),
 		dedupHits: counter("dlm_dedup_hits_total", "Repeated requests (same session and seq) answered by this leader from the recorded outcome, without a log entry."),
 	}
 	rollbacks := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "dlm_rollbacks_total",
-		Help: "Critical sections rolled back, by cause: aborted (a release with abort) or expired (the holder's lease ran out).",
+		Help: "Critical sections rolled back, by cause: aborted (a release with abort, or of token 0) or expired (the holder's lease ran out).",
 	}, []string{"cause"})
 	reg.MustRegister(rollbacks)
 	m.abortedRollbacks = rollbacks.WithLabelValues("aborted")

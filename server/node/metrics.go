@@ -3,7 +3,6 @@ package node
 import (
 	"github.com/hashicorp/raft"
 
-	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
 	"github.com/dlm/dlm/server/fsm"
 	"github.com/dlm/dlm/server/lockstate"
 	"github.com/dlm/dlm/server/metrics"
@@ -61,15 +60,18 @@ func (n *Node) count(a fsm.Applied) {
 	m := n.metrics
 	m.Observe(metrics.FSMApply, a.Took)
 	m.Grants(len(a.Result.Grants))
-	ok := a.Result.Reason() == dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED
 	switch {
-	case a.Cmd.GetRelease() != nil && ok:
-		if a.Cmd.GetRelease().GetAbort() {
+	case a.Cmd.GetRelease() != nil && a.SectionEnded:
+		// A release of token 0 gives up a grant the client never
+		// learned of: nothing it staged is kept.
+		if r := a.Cmd.GetRelease(); r.GetAbort() || r.GetToken() == 0 {
 			m.Aborted()
 		} else {
 			m.Released()
 		}
+	case a.Cmd.GetCloseSession() != nil && a.SectionEnded:
+		m.Released()
 	case a.Cmd.GetExpireSession() != nil && len(a.Result.Ended) > 0:
-		m.Expired(a.HolderExpired)
+		m.Expired(a.SectionEnded)
 	}
 }

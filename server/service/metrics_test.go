@@ -62,9 +62,10 @@ func wantMetric(t *testing.T, body, series string, want float64) {
 	}
 }
 
-// A grant, a release, a repeated release (answered from the record), an
-// abort and an expiry of a holder, made by real calls on a real node, are
-// each counted once; every stage of a call has timings; Raft's state and
+// Grants, a release, a repeated release (answered from the record), an
+// abort, a holder's close and a holder's expiry, made by real calls on a
+// real node, are each counted once, and a waiter giving up its place is
+// no rollback; every stage of a call has timings; Raft's state and
 // indexes are there.
 func TestMetricsCountLockEvents(t *testing.T) {
 	srv := servertest.Start(t, &node.Config{MinLease: 300 * time.Millisecond})
@@ -100,10 +101,29 @@ func TestMetricsCountLockEvents(t *testing.T) {
 		}
 	}
 	tok := acquire(1)
+	// A queued session that gives up its place rolls nothing back.
+	other, err := c.Init(ctx, connect.NewRequest(&dlmv1.InitRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := c.LockAcquire(ctx, connect.NewRequest(&dlmv1.LockAcquireRequest{ClientId: other.Msg.GetClientId(), Secret: other.Msg.GetSecret(), Seq: 1, WaitMs: 1}))
+	if err != nil || !q.Msg.GetQueued() {
+		t.Fatalf("acquire by a second session: %v %v, want queued", q, err)
+	}
+	_, body = scrape(t, srv, "")
+	wantMetric(t, body, "dlm_waiters", 1)
+	if _, err := c.LockRelease(ctx, connect.NewRequest(&dlmv1.LockReleaseRequest{ClientId: other.Msg.GetClientId(), Secret: other.Msg.GetSecret(), Seq: 2})); err != nil {
+		t.Fatalf("the queued session gives up: %v", err)
+	}
 	release(2, tok, false)
 	release(2, tok, false) // a repeat: answered from the record
 	tok = acquire(3)
 	release(4, tok, true)
+	// Closing a holder's session commits its section.
+	acquire(5)
+	if _, err := c.Close(ctx, connect.NewRequest(&dlmv1.CloseRequest{ClientId: id, Secret: secret, Seq: 6})); err != nil {
+		t.Fatal(err)
+	}
 
 	// A session that takes the lock and goes silent expires holding it.
 	short, err := c.Init(ctx, connect.NewRequest(&dlmv1.InitRequest{LeaseMs: 300}))
@@ -124,8 +144,8 @@ func TestMetricsCountLockEvents(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	wantMetric(t, body, "dlm_grants_total", 3)
-	wantMetric(t, body, "dlm_releases_total", 1)
+	wantMetric(t, body, "dlm_grants_total", 4)
+	wantMetric(t, body, "dlm_releases_total", 2)
 	wantMetric(t, body, "dlm_dedup_hits_total", 1)
 	wantMetric(t, body, "dlm_expiries_total", 1)
 	wantMetric(t, body, `dlm_rollbacks_total{cause="aborted"}`, 1)
@@ -137,8 +157,8 @@ func TestMetricsCountLockEvents(t *testing.T) {
 			t.Errorf("stage %s has %v timings, want some", stage, v)
 		}
 	}
-	if v, _ := metric(body, "dlm_raft_commit_index"); v < 7 {
-		t.Errorf("dlm_raft_commit_index = %v, want at least the 7 changes made", v)
+	if v, _ := metric(body, "dlm_raft_commit_index"); v < 12 {
+		t.Errorf("dlm_raft_commit_index = %v, want at least the 12 changes made", v)
 	}
 }
 
