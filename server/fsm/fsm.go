@@ -25,7 +25,10 @@ type Observer func(a Applied)
 
 // Applied is what an Observer learns of one applied entry.
 type Applied struct {
-	Index  uint64
+	Index uint64
+	// Data is the entry's data as Raft passed it: on the leader, the
+	// proposer's own slice.
+	Data   []byte
 	Cmd    *raftlogv1.Command
 	Result lockstate.Result
 	// SectionEnded says the entry ended the critical section of the
@@ -149,7 +152,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 		}
 	}
 	if f.observer != nil {
-		f.observer(Applied{Index: l.Index, Cmd: cmd, Result: res, SectionEnded: held != 0 && f.m.HeldToken(owner) != held, Took: time.Since(start)})
+		f.observer(Applied{Index: l.Index, Data: l.Data, Cmd: cmd, Result: res, SectionEnded: held != 0 && f.m.HeldToken(owner) != held, Took: time.Since(start)})
 	}
 	return res
 }
