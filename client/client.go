@@ -14,6 +14,11 @@ import (
 	"github.com/dlm/dlm/gen/go/dlm/v1/dlmv1connect"
 )
 
+// compressMinBytes is the smallest message the client compresses (when it
+// compresses at all) and the server compresses for it: the server's
+// service.CompressMinBytes, which the client does not import.
+const compressMinBytes = 1024
+
 // Client is one session with a dlm service. It is safe for concurrent use,
 // but a session holds at most one grant of the lock at a time: processes
 // that need to compete for the lock each need their own Client.
@@ -209,7 +214,9 @@ func NewReader(endpoints []string, opts ...Option) (*Reader, error) {
 	if o.logger == nil {
 		o.logger = slog.New(slog.DiscardHandler)
 	}
-	var copts []connect.ClientOption
+	// Lock calls' messages are tiny: compressing them costs CPU on both
+	// sides and saves nothing (see service.CompressMinBytes).
+	copts := []connect.ClientOption{connect.WithCompressMinBytes(compressMinBytes)}
 	if o.grpc {
 		copts = append(copts, connect.WithGRPC())
 	}

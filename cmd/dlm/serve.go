@@ -71,6 +71,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	peerCA := fs.String("peer-ca", "", "PEM CA that signed the cluster members' certificates: Raft peers must present one (default: --tls-client-ca; required with --tls-cert and --raft otherwise)")
 	var corsOrigins stringList
 	fs.Var(&corsOrigins, "cors-origin", "an origin (scheme://host[:port]) whose web pages may call the lock API across origins; repeat it or separate origins with commas (default: none, only the dashboard served by this node); membership and snapshots are never open to other origins")
+	debugAddr := fs.String("debug-listen", "", "loopback host:port serving net/http/pprof's profiles under /debug/pprof/ (default: off; only a loopback address is accepted)")
 	verbose := fs.Bool("v", false, "log every leadership and session change")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -154,6 +155,13 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	cfg.VerifyURL = membership.VerifyURL(member)
 	handlerCfg.Guard = auth.NewGuard(adminToken, creds, *authTokens != "")
 
+	var debugLn net.Listener
+	if *debugAddr != "" {
+		if debugLn, err = debugListen(*debugAddr); err != nil {
+			return err
+		}
+		defer debugLn.Close()
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
@@ -167,6 +175,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		ln.Close()
 		return err
 	}
+	handlerCfg.Metrics = n.Metrics()
 	srv := service.NewServer(service.Handler(service.New(n, service.WithInitRate(initRate)), service.NewCluster(n), dashboard.Handler(), handlerCfg), limits)
 	served := make(chan error, 1)
 	go func() {
@@ -189,6 +198,12 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	var memberDone sync.WaitGroup
 	memberDone.Go(func() { membership.Run(memberCtx, member, n, joinURLs) })
 	fmt.Fprintf(stdout, "dlm serving on %s (%sdata in %s)\n", cfg.ClientURL, raftNote, cfg.DataDir)
+	if debugLn != nil {
+		dbg := debugServer()
+		go serveDebug(dbg, debugLn)
+		defer dbg.Close()
+		fmt.Fprintf(stdout, "profiles on http://%s/debug/pprof/\n", debugLn.Addr())
+	}
 	state := ""
 	if wrote {
 		state = " (new)"

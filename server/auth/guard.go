@@ -46,6 +46,10 @@ func NewGuard(admin string, tokens []Credential, requireTokens bool) *Guard {
 	return g
 }
 
+// MetricsPath is where the API port serves Prometheus metrics. They say no
+// more than Status does, so they need the role Status needs.
+const MetricsPath = "/metrics"
+
 // Needs is the role each procedure needs. A procedure missing from it
 // needs Admin, so a new RPC is closed until someone decides otherwise.
 func Needs(requireTokens bool) map[string]Role {
@@ -63,6 +67,7 @@ func Needs(requireTokens bool) map[string]Role {
 		dlmv1connect.LockServiceReadFileProcedure:       read,
 		dlmv1connect.LockServiceStatusProcedure:         read,
 		dlmv1connect.ClusterServiceListMembersProcedure: read,
+		MetricsPath: read,
 
 		dlmv1connect.ClusterServiceAddMemberProcedure:    Admin,
 		dlmv1connect.ClusterServiceRemoveMemberProcedure: Admin,

@@ -21,7 +21,23 @@ import (
 
 // Observer is told of every applied result, in log order, on the FSM's
 // goroutine. It must not block and must not call back into the FSM.
-type Observer func(index uint64, res lockstate.Result)
+type Observer func(a Applied)
+
+// Applied is what an Observer learns of one applied entry.
+type Applied struct {
+	Index uint64
+	// Data is the entry's data as Raft passed it: on the leader, the
+	// proposer's own slice.
+	Data   []byte
+	Cmd    *raftlogv1.Command
+	Result lockstate.Result
+	// SectionEnded says the entry ended the critical section of the
+	// session it names (a release's or close's caller, an expired
+	// session): committed or rolled back, as the command says.
+	SectionEnded bool
+	// Took is the time the entry took to apply, file writes included.
+	Took time.Duration
+}
 
 // FSM implements raft.FSM over a lockstate.Machine and a folder of files.
 type FSM struct {
@@ -106,6 +122,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand {
 		return nil
 	}
+	start := time.Now()
 	if f.Broken() {
 		return ErrStorageFault
 	}
@@ -126,6 +143,8 @@ func (f *FSM) Apply(l *raft.Log) any {
 		f.nodes[na.GetId()] = na.GetClientUrl()
 		return lockstate.Result{}
 	}
+	owner := sectionOwner(cmd)
+	held := f.m.HeldToken(owner)
 	res := f.m.Apply(l.Index, cmd)
 	for _, w := range res.Writes {
 		if !f.writeFile(l.Index, w) {
@@ -133,9 +152,22 @@ func (f *FSM) Apply(l *raft.Log) any {
 		}
 	}
 	if f.observer != nil {
-		f.observer(l.Index, res)
+		f.observer(Applied{Index: l.Index, Data: l.Data, Cmd: cmd, Result: res, SectionEnded: held != 0 && f.m.HeldToken(owner) != held, Took: time.Since(start)})
 	}
 	return res
+}
+
+// sectionOwner is the session whose critical section cmd may end, or 0.
+func sectionOwner(cmd *raftlogv1.Command) uint64 {
+	switch {
+	case cmd.GetRelease() != nil:
+		return cmd.GetRelease().GetCaller().GetClientId()
+	case cmd.GetCloseSession() != nil:
+		return cmd.GetCloseSession().GetCaller().GetClientId()
+	case cmd.GetExpireSession() != nil:
+		return cmd.GetExpireSession().GetClientId()
+	}
+	return 0
 }
 
 // View runs fn with the machine under the read lock. fn must not keep it.

@@ -13,6 +13,7 @@ import (
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
 	"github.com/dlm/dlm/server/leadership"
 	"github.com/dlm/dlm/server/lockstate"
+	"github.com/dlm/dlm/server/metrics"
 	"github.com/dlm/dlm/server/staging"
 )
 
@@ -133,7 +134,9 @@ func (n *Node) admitted(cmd *raftlogv1.Command) (*raftlogv1.Outcome, error) {
 		o      *raftlogv1.Outcome
 		reason dlmv1.ErrorReason
 	)
+	start := time.Now()
 	n.fsm.View(func(m *lockstate.Machine) { o, reason = m.Admit(cmd) })
+	n.metrics.Since(metrics.Checks, start)
 	return o, reasonError(reason)
 }
 
@@ -207,6 +210,7 @@ func (n *Node) Acquire(ctx context.Context, caller Caller, try bool, wait time.D
 		if err := n.verifyLeader(ctx); err != nil {
 			return Grant{}, err
 		}
+		n.metrics.DedupHit()
 		n.touch(c)
 	}
 	for {
@@ -268,6 +272,8 @@ func (n *Node) mutate(ctx context.Context, c *raftlogv1.Caller, cmd *raftlogv1.C
 		// A deposed leader's recorded answers may be stale; only a leader
 		// a majority still follows answers a repeat.
 		return nil, err
+	} else {
+		n.metrics.DedupHit()
 	}
 	n.touch(c)
 	return o, reasonError(dlmv1.ErrorReason(o.GetErrorReason()))

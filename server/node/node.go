@@ -25,6 +25,7 @@ import (
 	"github.com/dlm/dlm/server/fsm"
 	"github.com/dlm/dlm/server/leadership"
 	"github.com/dlm/dlm/server/lockstate"
+	"github.com/dlm/dlm/server/metrics"
 	"github.com/dlm/dlm/server/staging"
 )
 
@@ -140,6 +141,8 @@ type Node struct {
 	// progress (sections.go).
 	sections *staging.Store
 	space    *freeSpace
+	metrics  *metrics.Metrics
+	waits    applyWaits
 
 	// applied, when not nil, is closed by the next applied lock-state
 	// change; long polls wait on it.
@@ -207,6 +210,7 @@ func Open(cfg Config) (*Node, error) {
 	n.lead = leadership.New(leadership.SystemClock())
 	n.sections = staging.New(uint64(cmp.Or(cfg.sectionMemory, DefaultSectionMemory)))
 	n.space = newFreeSpace(cfg.DataDir, cfg.FreeSpace)
+	n.metrics = n.newMetrics()
 	f.SetObserver(n.observe)
 	f.SetFaultHandler(n.onFault)
 	if err := n.startRaft(); err != nil {
@@ -491,16 +495,18 @@ func (n *Node) leaderURL() string {
 }
 
 // observe runs on the FSM goroutine for every applied entry.
-func (n *Node) observe(index uint64, res lockstate.Result) {
+func (n *Node) observe(a fsm.Applied) {
+	n.count(a)
+	n.waits.applied(a.Data, a.Result)
 	n.appliedMu.Lock()
 	if n.applied != nil {
 		close(n.applied)
 		n.applied = nil
 	}
 	n.appliedMu.Unlock()
-	n.lead.Applied(res)
-	if res.EndedToken != 0 {
-		n.sections.Drop(res.EndedToken)
+	n.lead.Applied(a.Result)
+	if a.Result.EndedToken != 0 {
+		n.sections.Drop(a.Result.EndedToken)
 	}
 }
 
@@ -515,12 +521,24 @@ func (n *Node) watchApplied() <-chan struct{} {
 	return n.applied
 }
 
+// unsureFault answers a proposal whose entry this node cannot apply for
+// now: another node may answer the retry.
+func (n *Node) unsureFault() error {
+	return &Error{Reason: dlmv1.ErrorReason_ERROR_REASON_STORAGE_FAULT,
+		Msg: fmt.Sprintf("node %s: the change may have committed, but this node has a storage fault (%s): retry with the same seq at another node", n.cfg.ID, n.fsm.Fault())}
+}
+
+func notInTime() error {
+	return fail(dlmv1.ErrorReason_ERROR_REASON_UNAVAILABLE, "the change was not committed in time (it may still be): retry with the same seq")
+}
+
 // propose commits a command and returns its result. The wait is bounded by
 // ctx: Raft cannot cancel an entry once proposed, so on timeout the outcome
 // is unknown, and the client's retry with the same seq resolves it.
 func (n *Node) propose(ctx context.Context, cmd *raftlogv1.Command) (lockstate.Result, error) {
 	fault := n.faultWatch()
-	if _, err := n.leading(); err != nil {
+	term, err := n.leading()
+	if err != nil {
 		return lockstate.Result{}, err
 	}
 	cmd.NowUnixMs = time.Now().UnixMilli()
@@ -532,18 +550,44 @@ func (n *Node) propose(ctx context.Context, cmd *raftlogv1.Command) (lockstate.R
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
 	}
+	start := time.Now()
+	if cmd.GetNodeAddress() != nil {
+		// Not a lock-state change: the FSM tells no observer of it.
+		return n.awaitFuture(ctx, n.raft.Apply(data, timeout), fault, start)
+	}
+	applied := n.waits.add(data)
+	defer n.waits.remove(data)
 	fut := n.raft.Apply(data, timeout)
+	select {
+	case res := <-applied:
+		// Applied here: the future holds this same result.
+		n.metrics.Since(metrics.RaftCommit, start)
+		return res, nil
+	case <-fault:
+		return lockstate.Result{}, n.unsureFault()
+	case <-ctx.Done():
+		return lockstate.Result{}, notInTime()
+	case <-term.Lost():
+		// Raft answers the future without applying it here (leadership
+		// lost, or never had it): wait for its answer.
+	case <-n.stop:
+	}
+	return n.awaitFuture(ctx, fut, fault, start)
+}
+
+// awaitFuture waits for a proposal's future, its storage-fault channel or
+// ctx, whichever ends first, and turns Raft's answer into propose's.
+func (n *Node) awaitFuture(ctx context.Context, fut raft.ApplyFuture, fault <-chan struct{}, start time.Time) (lockstate.Result, error) {
+	var err error
 	done := make(chan error, 1)
 	go func() { done <- fut.Error() }()
 	select {
 	case err = <-done:
+		n.metrics.Since(metrics.RaftCommit, start)
 	case <-fault:
-		// This node cannot apply the entry for now; another may answer the
-		// retry.
-		return lockstate.Result{}, &Error{Reason: dlmv1.ErrorReason_ERROR_REASON_STORAGE_FAULT,
-			Msg: fmt.Sprintf("node %s: the change may have committed, but this node has a storage fault (%s): retry with the same seq at another node", n.cfg.ID, n.fsm.Fault())}
+		return lockstate.Result{}, n.unsureFault()
 	case <-ctx.Done():
-		return lockstate.Result{}, fail(dlmv1.ErrorReason_ERROR_REASON_UNAVAILABLE, "the change was not committed in time (it may still be): retry with the same seq")
+		return lockstate.Result{}, notInTime()
 	}
 	switch {
 	case err == nil:

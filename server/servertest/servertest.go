@@ -98,7 +98,7 @@ func (s *Server) start(addr string) {
 		s.t.Fatalf("servertest: open node: %v", err)
 	}
 	s.Node = n
-	s.http = service.NewServer(service.Handler(service.New(n, s.opts...), service.NewCluster(n), nil, service.HandlerConfig{Guard: s.guard}), service.ServerLimits{})
+	s.http = service.NewServer(service.Handler(service.New(n, s.opts...), service.NewCluster(n), nil, service.HandlerConfig{Guard: s.guard, Metrics: n.Metrics()}), service.ServerLimits{})
 	go s.http.Serve(ln)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -3,20 +3,24 @@ package service
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/dlm/dlm/server/metrics"
 )
 
 // The handlers' codecs are connect's own, except that a malformed request
 // is described by its protobuf name ("malformed dlm.v1.InitRequest") rather
 // than by a Go type of the server's ("unmarshal into *dlmv1.InitRequest").
-func codecOptions() []connect.HandlerOption {
+// They time decoding and encoding for dlm_stage_seconds (m may be nil).
+func codecOptions(m *metrics.Metrics) []connect.HandlerOption {
 	return []connect.HandlerOption{
-		connect.WithCodec(protoCodec{}),
-		connect.WithCodec(jsonCodec{name: "json"}),
-		connect.WithCodec(jsonCodec{name: "json; charset=utf-8"}),
+		connect.WithCodec(protoCodec{m: m}),
+		connect.WithCodec(jsonCodec{name: "json", m: m}),
+		connect.WithCodec(jsonCodec{name: "json; charset=utf-8", m: m}),
 	}
 }
 
@@ -26,13 +30,14 @@ func malformed(m proto.Message, err error) error {
 	return fmt.Errorf("malformed %s: %w", m.ProtoReflect().Descriptor().FullName(), err)
 }
 
-type protoCodec struct{}
+type protoCodec struct{ m *metrics.Metrics }
 
 func (protoCodec) Name() string { return "proto" }
 
 func (protoCodec) IsBinary() bool { return true }
 
-func (protoCodec) Marshal(message any) ([]byte, error) {
+func (c protoCodec) Marshal(message any) ([]byte, error) {
+	defer c.m.Since(metrics.Reply, time.Now())
 	m, ok := message.(proto.Message)
 	if !ok {
 		return nil, errNotProto
@@ -40,7 +45,8 @@ func (protoCodec) Marshal(message any) ([]byte, error) {
 	return proto.Marshal(m)
 }
 
-func (protoCodec) MarshalAppend(dst []byte, message any) ([]byte, error) {
+func (c protoCodec) MarshalAppend(dst []byte, message any) ([]byte, error) {
+	defer c.m.Since(metrics.Reply, time.Now())
 	m, ok := message.(proto.Message)
 	if !ok {
 		return nil, errNotProto
@@ -48,7 +54,8 @@ func (protoCodec) MarshalAppend(dst []byte, message any) ([]byte, error) {
 	return proto.MarshalOptions{}.MarshalAppend(dst, m)
 }
 
-func (protoCodec) Unmarshal(data []byte, message any) error {
+func (c protoCodec) Unmarshal(data []byte, message any) error {
+	defer c.m.Since(metrics.Decode, time.Now())
 	m, ok := message.(proto.Message)
 	if !ok {
 		return errNotProto
@@ -59,11 +66,15 @@ func (protoCodec) Unmarshal(data []byte, message any) error {
 	return nil
 }
 
-type jsonCodec struct{ name string }
+type jsonCodec struct {
+	name string
+	m    *metrics.Metrics
+}
 
 func (c jsonCodec) Name() string { return c.name }
 
-func (jsonCodec) Marshal(message any) ([]byte, error) {
+func (c jsonCodec) Marshal(message any) ([]byte, error) {
+	defer c.m.Since(metrics.Reply, time.Now())
 	m, ok := message.(proto.Message)
 	if !ok {
 		return nil, errNotProto
@@ -71,7 +82,8 @@ func (jsonCodec) Marshal(message any) ([]byte, error) {
 	return protojson.MarshalOptions{}.Marshal(m)
 }
 
-func (jsonCodec) MarshalAppend(dst []byte, message any) ([]byte, error) {
+func (c jsonCodec) MarshalAppend(dst []byte, message any) ([]byte, error) {
+	defer c.m.Since(metrics.Reply, time.Now())
 	m, ok := message.(proto.Message)
 	if !ok {
 		return nil, errNotProto
@@ -79,7 +91,8 @@ func (jsonCodec) MarshalAppend(dst []byte, message any) ([]byte, error) {
 	return protojson.MarshalOptions{}.MarshalAppend(dst, m)
 }
 
-func (jsonCodec) Unmarshal(data []byte, message any) error {
+func (c jsonCodec) Unmarshal(data []byte, message any) error {
+	defer c.m.Since(metrics.Decode, time.Now())
 	m, ok := message.(proto.Message)
 	if !ok {
 		return errNotProto

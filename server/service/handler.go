@@ -1,6 +1,7 @@
 package service
 
 import (
+	"errors"
 	"net/http"
 
 	"connectrpc.com/connect"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/dlm/dlm/gen/go/dlm/v1/dlmv1connect"
 	"github.com/dlm/dlm/server/auth"
+	"github.com/dlm/dlm/server/metrics"
 )
 
 // HandlerConfig is how Handler serves beyond the services themselves. Its
@@ -24,7 +26,18 @@ type HandlerConfig struct {
 	// Guard checks every call's credential. nil is a guard without any
 	// credential, which refuses every administrative call.
 	Guard *auth.Guard
+	// Metrics, when set, are served at /metrics (to the read role when
+	// tokens are required, as Status) and time decoding and encoding.
+	Metrics *metrics.Metrics
 }
+
+// CompressMinBytes is the smallest message that is compressed when the peer
+// accepts gzip. Nearly every lock call's message is under 100 bytes: gzip
+// cannot shrink it (its own header and trailer are 18 bytes) and resetting
+// a compressor costs more server CPU than the rest of the call (profiles in
+// docs/BENCHMARKS-calls.md). From 1 KiB on, file contents and snapshots,
+// compression can save a packet or more.
+const CompressMinBytes = 1024
 
 // Handler serves the LockService and the ClusterService (Connect, gRPC and
 // gRPC-Web), gRPC server reflection (v1 and v1alpha) and gRPC health
@@ -38,7 +51,7 @@ func Handler(svc *Service, cluster *Cluster, extra http.Handler, cfg HandlerConf
 	if guard == nil {
 		guard = auth.NewGuard("", nil, false)
 	}
-	opts = append([]connect.HandlerOption{connect.WithInterceptors(guard)}, withReadMax(svc, opts)...)
+	opts = append([]connect.HandlerOption{connect.WithInterceptors(guard), connect.WithCompressMinBytes(CompressMinBytes)}, withReadMax(svc, cfg.Metrics, opts)...)
 	var members func() []string
 	if cluster != nil {
 		members = cluster.clientURLs
@@ -57,6 +70,9 @@ func Handler(svc *Service, cluster *Cluster, extra http.Handler, cfg HandlerConf
 	public(grpcreflect.NewHandlerV1(reflector, opts...))
 	public(grpcreflect.NewHandlerV1Alpha(reflector, opts...))
 	public(grpchealth.NewHandler(healthChecker(svc), opts...))
+	if cfg.Metrics != nil {
+		mux.Handle(auth.MetricsPath, scrape(guard, cfg.Metrics.Handler()))
+	}
 	if extra != nil {
 		// The dashboard's files: a link from another site must open it, and
 		// it changes nothing.
@@ -73,4 +89,35 @@ func Protocols() *http.Protocols {
 	p.SetHTTP2(true)
 	p.SetUnencryptedHTTP2(true)
 	return p
+}
+
+// scrape lets a scraper with the role /metrics needs read the metrics.
+// Prometheus sends a credential as "Authorization: Bearer TOKEN"
+// (authorization.credentials_file in its scrape config).
+func scrape(guard *auth.Guard, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "metrics: use GET", http.StatusMethodNotAllowed)
+			return
+		}
+		if err := guard.Check(auth.MetricsPath, r.Header); err != nil {
+			status := http.StatusForbidden
+			if connect.CodeOf(err) == connect.CodeUnauthenticated {
+				status = http.StatusUnauthorized
+				w.Header().Set("WWW-Authenticate", `Bearer realm="dlm"`)
+			}
+			http.Error(w, connect.CodeOf(err).String()+": "+errMessage(err), status)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func errMessage(err error) string {
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		return ce.Message()
+	}
+	return err.Error()
 }

@@ -2,6 +2,8 @@ package service
 
 import (
 	"connectrpc.com/connect"
+
+	"github.com/dlm/dlm/server/metrics"
 )
 
 // requestHeadroom is what an AppendFile request may carry besides its data:
@@ -28,7 +30,7 @@ func ReadMaxBytes(b Backend) int {
 
 // withReadMax puts the read limit and the codecs before the caller's
 // options, so a caller may still choose others.
-func withReadMax(svc *Service, opts []connect.HandlerOption) []connect.HandlerOption {
-	own := append([]connect.HandlerOption{connect.WithReadMaxBytes(ReadMaxBytes(svc.b))}, codecOptions()...)
+func withReadMax(svc *Service, m *metrics.Metrics, opts []connect.HandlerOption) []connect.HandlerOption {
+	own := append([]connect.HandlerOption{connect.WithReadMaxBytes(ReadMaxBytes(svc.b))}, codecOptions(m)...)
 	return append(own, opts...)
 }
