@@ -226,7 +226,7 @@ func (p *pulser) run() {
 					// The server stopped answering on a connection that
 					// stays open: start over, maybe elsewhere.
 					p.log.Debug("dlm: Pulse stream unanswered; reopening", "endpoint", st.url)
-					p.eps.failed(st.url, connect.NewError(connect.CodeDeadlineExceeded, errors.New("Pulse unanswered")))
+					p.eps.failed(st.url, connect.NewError(connect.CodeDeadlineExceeded, errors.New("the Pulse stream went unanswered")))
 					st.close()
 					st = nil
 				}
