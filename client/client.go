@@ -43,6 +43,9 @@ type Client struct {
 
 	stopKeepAlive context.CancelFunc
 	keepAliveDone chan struct{}
+	// hub is shared with the process's other Clients of the same servers
+	// (nil without keepalive).
+	hub *hub
 
 	closeOnce sync.Once
 	closeErr  error
@@ -54,14 +57,23 @@ type Client struct {
 // bounds the opening only, not the session's life; end the session with
 // Close.
 func New(ctx context.Context, endpoints []string, opts ...Option) (*Client, error) {
-	r, err := NewReader(endpoints, opts...)
+	o, err := readOptions(endpoints, opts)
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{Reader: r}
-	o := r.o
+	var h *hub
+	if o.keepAlive {
+		// The sessions of this process share connections and one Pulse
+		// stream to these servers.
+		h = joinHub(endpoints, o)
+		o.httpClient = h.hc
+	}
+	c := &Client{Reader: newReader(endpoints, o), hub: h}
 	s, err := c.open(ctx)
 	if err != nil {
+		if h != nil {
+			h.leave()
+		}
 		return nil, err
 	}
 	c.sess = s
@@ -196,24 +208,33 @@ type Reader struct {
 // NewReader returns a Reader for the service at endpoints (see New). Of the
 // options, those about sessions and locks have no effect.
 func NewReader(endpoints []string, opts ...Option) (*Reader, error) {
+	o, err := readOptions(endpoints, opts)
+	if err != nil {
+		return nil, err
+	}
+	return newReader(endpoints, o), nil
+}
+
+func readOptions(endpoints []string, opts []Option) (options, error) {
 	if len(endpoints) == 0 {
-		return nil, errors.New("dlm: no server endpoints given")
+		return options{}, errors.New("dlm: no server endpoints given")
 	}
 	for _, e := range endpoints {
 		if err := validateEndpoint(e); err != nil {
-			return nil, fmt.Errorf("dlm: endpoint %q: %w", e, err)
+			return options{}, fmt.Errorf("dlm: endpoint %q: %w", e, err)
 		}
 	}
 	o := defaultOptions()
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if o.httpClient == nil {
-		o.httpClient = defaultHTTPClient(o.tls)
-	}
 	if o.logger == nil {
 		o.logger = slog.New(slog.DiscardHandler)
 	}
+	return o, nil
+}
+
+func clientOptions(o options) []connect.ClientOption {
 	// Lock calls' messages are tiny: compressing them costs CPU on both
 	// sides and saves nothing (see service.CompressMinBytes).
 	copts := []connect.ClientOption{connect.WithCompressMinBytes(compressMinBytes)}
@@ -223,6 +244,14 @@ func NewReader(endpoints []string, opts ...Option) (*Reader, error) {
 	if o.token != "" {
 		copts = append(copts, connect.WithInterceptors(bearer(o.token)))
 	}
+	return copts
+}
+
+func newReader(endpoints []string, o options) *Reader {
+	if o.httpClient == nil {
+		o.httpClient = defaultHTTPClient(o.tls)
+	}
+	copts := clientOptions(o)
 	eps := newEndpoints(endpoints, func(u string) dlmv1connect.LockServiceClient {
 		return dlmv1connect.NewLockServiceClient(o.httpClient, u, copts...)
 	})
@@ -231,7 +260,7 @@ func NewReader(endpoints []string, opts ...Option) (*Reader, error) {
 		log: o.logger,
 		eps: eps,
 		r:   &retrier{eps: eps, budget: o.retryBudget, attemptTimeout: o.attemptTimeout, log: o.logger},
-	}, nil
+	}
 }
 
 // ReadFile returns the committed content of the file name ("file_0" to
@@ -340,6 +369,9 @@ func (c *Client) Close(ctx context.Context) error {
 			} else {
 				lk.markLost(fmt.Errorf("%w: %w", ErrLockExpired, ErrClosed), false)
 			}
+		}
+		if c.hub != nil {
+			c.hub.leave()
 		}
 		c.closeErr = err
 	})

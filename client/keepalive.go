@@ -53,20 +53,19 @@ func (c *Client) keepAliveOnce(ctx context.Context) bool {
 		// Nothing to keep alive until Acquire opens a new session.
 		return true
 	}
-	u, api := c.eps.pick()
 	sent := time.Now()
 	c.mu.Lock()
 	changes := c.changes
 	c.mu.Unlock()
 	actx, cancel := context.WithTimeout(ctx, min(c.o.attemptTimeout, max(s.leaseLength()/3, 10*time.Millisecond)))
-	resp, err := api.KeepAlive(actx, connect.NewRequest(&dlmv1.KeepAliveRequest{ClientId: s.id, Secret: s.secret}))
+	u, lease, token, err := c.renew(actx, s)
 	cancel()
 	if ctx.Err() != nil {
 		return true
 	}
 	if err == nil {
-		s.renewed(sent, time.Duration(resp.Msg.GetLeaseMs())*time.Millisecond)
-		c.checkGrant(s, resp.Msg.GetToken(), changes)
+		s.renewed(sent, lease)
+		c.checkGrant(s, token, changes)
 		return true
 	}
 	switch reasonOf(err) {
@@ -84,7 +83,7 @@ func (c *Client) keepAliveOnce(ctx context.Context) bool {
 		return false
 	}
 	c.log.Debug("dlm: keepalive failed", "client_id", s.id, "endpoint", u, "err", err)
-	if retryable(err) {
+	if retryable(err) && u != "" {
 		c.eps.failed(u, err)
 	}
 	if silence, lease := s.silentFor(time.Now()); silence >= lease {
@@ -129,4 +128,42 @@ func (c *Client) loseGrant(s *session, cause error, gone bool) {
 	if lk != nil && lk.s == s {
 		lk.markLost(cause, gone)
 	}
+}
+
+// renew renews session s once: on the process's Pulse stream when the
+// server has one, else with a KeepAlive call. It returns the endpoint of a
+// KeepAlive call ("" for the stream, which finds its server by itself).
+func (c *Client) renew(ctx context.Context, s *session) (string, time.Duration, uint64, error) {
+	if c.hub != nil && c.hub.p.usable() {
+		// The stream gets half the time: if it fails to answer, a
+		// KeepAlive call still has time to keep the session.
+		pctx, cancel := context.WithCancel(ctx)
+		if dl, ok := ctx.Deadline(); ok {
+			pctx, cancel = context.WithDeadline(ctx, dl.Add(-time.Until(dl)/2))
+		}
+		lease, token, err := c.hub.p.renew(pctx, s, false)
+		cancel()
+		if err == nil || refusesSession(err) || ctx.Err() != nil {
+			return "", lease, token, err
+		}
+	}
+	u, api := c.eps.pick()
+	resp, err := api.KeepAlive(ctx, connect.NewRequest(&dlmv1.KeepAliveRequest{ClientId: s.id, Secret: s.secret}))
+	if err != nil {
+		return u, 0, 0, err
+	}
+	return u, time.Duration(resp.Msg.GetLeaseMs()) * time.Millisecond, resp.Msg.GetToken(), nil
+}
+
+// refusesSession reports whether err is the service's answer about the
+// session itself, which a KeepAlive call would get too.
+func refusesSession(err error) bool {
+	switch reasonOf(err) {
+	case dlmv1.ErrorReason_ERROR_REASON_SESSION_EXPIRED,
+		dlmv1.ErrorReason_ERROR_REASON_SESSION_UNKNOWN,
+		dlmv1.ErrorReason_ERROR_REASON_BAD_SECRET,
+		dlmv1.ErrorReason_ERROR_REASON_TOO_MANY_REQUESTS:
+		return true
+	}
+	return false
 }

@@ -542,11 +542,41 @@ func (c *Client) acquire(ctx context.Context, try bool) (*Lock, error) {
 }
 
 // acquireIn asks for the lock in session s with one sequence number,
-// repeating it as a long poll until granted.
+// repeating it until granted. With the process's Pulse stream the request
+// only queues (no_wait) and the grant comes back on the stream; a repeat
+// now and then, or after the stream ended, finds a grant whose news was
+// lost. Without it each request is a long poll.
 func (c *Client) acquireIn(ctx context.Context, s *session, try bool) (*Lock, error) {
 	seq := s.begin()
 	defer s.end(seq)
+	var (
+		p      *pulser
+		grants <-chan uint64
+	)
+	if c.hub != nil && !try && c.hub.p.usable() {
+		p = c.hub.p
+		g, _, done := p.await(s.id, seq)
+		defer done()
+		grants = g
+	}
 	for {
+		var reset <-chan struct{}
+		noWait := false
+		if p != nil && p.usable() {
+			if !p.listening(s) {
+				// Renew on the stream first, so that the grant comes
+				// back on it; if that fails, this request long-polls.
+				rctx, cancel := context.WithTimeout(ctx, c.o.attemptTimeout)
+				if _, _, err := p.renew(rctx, s, true); err != nil {
+					c.log.Debug("dlm: renewal on the Pulse stream failed", "client_id", s.id, "err", err)
+				}
+				cancel()
+			}
+			// Taken before the request, so that a stream ending after it
+			// is seen.
+			reset = p.resetChan()
+			noWait = p.listening(s)
+		}
 		wait := c.o.pollWait
 		if dl, ok := ctx.Deadline(); ok {
 			// Let the service answer "still queued" before ctx ends, rather
@@ -554,11 +584,15 @@ func (c *Client) acquireIn(ctx context.Context, s *session, try bool) (*Lock, er
 			wait = min(wait, time.Until(dl))
 		}
 		wait = max(wait, time.Millisecond)
+		timeout := wait + c.o.attemptTimeout
+		if noWait {
+			timeout = c.o.attemptTimeout
+		}
 		var resp *dlmv1.LockAcquireResponse
-		err := c.r.do(ctx, "LockAcquire", wait+c.o.attemptTimeout, func(actx context.Context, api dlmv1connect.LockServiceClient) error {
+		err := c.r.do(ctx, "LockAcquire", timeout, func(actx context.Context, api dlmv1connect.LockServiceClient) error {
 			r, err := api.LockAcquire(actx, connect.NewRequest(&dlmv1.LockAcquireRequest{
 				ClientId: s.id, Secret: s.secret, Seq: seq, AckedBelow: s.ackedBelow(),
-				Try: try, WaitMs: uint32(wait / time.Millisecond),
+				Try: try, WaitMs: uint32(wait / time.Millisecond), NoWait: noWait,
 			}))
 			if err != nil {
 				return err
@@ -576,9 +610,7 @@ func (c *Client) acquireIn(ctx context.Context, s *session, try bool) (*Lock, er
 			if r := new(retryError); errors.As(err, &r) {
 				// The service may have queued or even granted this request:
 				// give that up, so the lock is not held for nobody.
-				wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.o.attemptTimeout)
-				c.releaseToken(wctx, s, 0)
-				cancel()
+				c.giveUpQueue(ctx, s)
 			}
 			return nil, err
 		}
@@ -589,13 +621,58 @@ func (c *Client) acquireIn(ctx context.Context, s *session, try bool) (*Lock, er
 			return nil, ErrNotAvailable
 		}
 		c.log.Debug("dlm: waiting for the lock", "client_id", s.id, "position", resp.GetQueuePosition())
+		if noWait {
+			token, err := c.awaitGrant(ctx, grants, reset)
+			if err != nil {
+				c.giveUpQueue(ctx, s)
+				return nil, fmt.Errorf("dlm: acquire: %w", err)
+			}
+			if token != 0 {
+				return c.grant(ctx, s, token), nil
+			}
+		}
 		if err := ctx.Err(); err != nil {
-			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.o.attemptTimeout)
-			c.releaseToken(wctx, s, 0)
-			cancel()
+			c.giveUpQueue(ctx, s)
 			return nil, fmt.Errorf("dlm: acquire: %w", err)
 		}
 	}
+}
+
+// awaitGrant waits for the grant's token to come on the Pulse stream. It
+// returns 0 when it is time to ask again: now and then (a grant's news may
+// have been dropped by a stream that fell behind), or soon after the stream
+// ended (it may have been lost with it).
+func (c *Client) awaitGrant(ctx context.Context, grants <-chan uint64, reset <-chan struct{}) (uint64, error) {
+	poll := time.NewTimer(4*c.o.pollWait + jitter(c.o.pollWait))
+	defer poll.Stop()
+	select {
+	case token := <-grants:
+		return token, nil
+	case <-poll.C:
+		return 0, nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-reset:
+	}
+	// Many waiters see the same stream end: spread their repeats.
+	pause := time.NewTimer(jitter(min(c.o.pollWait, time.Second)))
+	defer pause.Stop()
+	select {
+	case token := <-grants:
+		return token, nil
+	case <-pause.C:
+		return 0, nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// giveUpQueue gives up whatever the session may have been queued or granted
+// by an acquire that stops waiting, so the lock is not held for nobody.
+func (c *Client) giveUpQueue(ctx context.Context, s *session) {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.o.attemptTimeout)
+	defer cancel()
+	c.releaseToken(wctx, s, 0)
 }
 
 // grant makes the Lock for a grant just received.

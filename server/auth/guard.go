@@ -60,6 +60,7 @@ func Needs(requireTokens bool) map[string]Role {
 	return map[string]Role{
 		dlmv1connect.LockServiceInitProcedure:           lock,
 		dlmv1connect.LockServiceKeepAliveProcedure:      lock,
+		dlmv1connect.LockServicePulseProcedure:          lock,
 		dlmv1connect.LockServiceLockAcquireProcedure:    lock,
 		dlmv1connect.LockServiceLockReleaseProcedure:    lock,
 		dlmv1connect.LockServiceAppendFileProcedure:     lock,

@@ -14,6 +14,7 @@ type Core struct {
 	clock  Clock
 	leases *leases
 	waits  *waiters
+	grants *grants
 
 	mu sync.Mutex
 	// term is non-nil only while this node leads.
@@ -32,7 +33,7 @@ func (t *Term) Lost() <-chan struct{} { return t.lost }
 
 // New returns the memory of a node that does not lead yet.
 func New(clock Clock) *Core {
-	return &Core{clock: clock, leases: newLeases(), waits: newWaiters(), changed: make(chan struct{})}
+	return &Core{clock: clock, leases: newLeases(), waits: newWaiters(), grants: newGrants(), changed: make(chan struct{})}
 }
 
 // Clock is the clock the core reads.
@@ -67,6 +68,7 @@ func (c *Core) endLocked() bool {
 	close(c.term.lost)
 	c.term = nil
 	c.leases.reset(time.Time{}, nil)
+	c.grants.reset()
 	c.signalLocked()
 	return true
 }
@@ -107,10 +109,12 @@ func (c *Core) Applied(res lockstate.Result) {
 		c.leases.opened(c.clock.Now(), res.ClientID, time.Duration(res.LeaseMs)*time.Millisecond)
 	}
 	for _, g := range res.Grants {
+		c.grants.granted(g.ClientID, g.Seq, g.Token)
 		c.waits.wake(g.ClientID)
 	}
 	for _, id := range res.Ended {
 		c.leases.remove(id)
+		c.grants.ended(id)
 		c.waits.wake(id)
 	}
 }

@@ -173,6 +173,18 @@ type Grant struct {
 // wait (0 for the default) or ctx's end. A repeat with the same seq keeps the
 // place in the queue.
 func (n *Node) Acquire(ctx context.Context, caller Caller, try bool, wait time.Duration) (Grant, error) {
+	return n.acquire(ctx, caller, try, wait, false)
+}
+
+// AcquireNoWait asks for the lock and returns at once, granted or queued:
+// the session waits as an entry in the queue, with no call parked on the
+// leader. The grant reaches the Pulse stream that last renewed the session;
+// a repeat with the same seq answers it too.
+func (n *Node) AcquireNoWait(ctx context.Context, caller Caller) (Grant, error) {
+	return n.acquire(ctx, caller, false, 0, true)
+}
+
+func (n *Node) acquire(ctx context.Context, caller Caller, try bool, wait time.Duration, noWait bool) (Grant, error) {
 	c := caller.log()
 	if g, ok := n.mutantGrant(c); ok {
 		return g, nil
@@ -184,11 +196,18 @@ func (n *Node) Acquire(ctx context.Context, caller Caller, try bool, wait time.D
 	if wait <= 0 {
 		wait = n.cfg.DefaultPollWait
 	}
-	// Watch before proposing or checking, so a grant in between is not
-	// missed.
-	w := n.lead.Watch(t, c.GetClientId(), wait)
-	defer w.Close()
 	cmd := &raftlogv1.Command{Op: &raftlogv1.Command_Acquire{Acquire: &raftlogv1.Acquire{Caller: c, Try: try}}}
+	var w *leadership.Wait
+	if noWait {
+		// Record it before proposing or checking, so a grant in between
+		// reaches the stream.
+		n.lead.NoWait(c.GetClientId(), c.GetSeq())
+	} else {
+		// Watch before proposing or checking, so a grant in between is not
+		// missed.
+		w = n.lead.Watch(t, c.GetClientId(), wait)
+		defer w.Close()
+	}
 	o, err := n.admitted(cmd)
 	if err != nil {
 		return Grant{}, err
@@ -226,6 +245,9 @@ func (n *Node) Acquire(ctx context.Context, caller Caller, try bool, wait time.D
 			return g, nil
 		}
 		n.fsm.View(func(m *lockstate.Machine) { g.Position = m.QueuePosition(c.GetClientId()) })
+		if noWait {
+			return g, nil
+		}
 		switch w.Next(ctx, n.stop) {
 		case leadership.Woken:
 		case leadership.TimedOut, leadership.Cancelled:

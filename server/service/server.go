@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/dlm/dlm/gen/go/dlm/v1/dlmv1connect"
 )
 
 // ServerLimits bound what one client can hold of a server: time to send the
@@ -94,9 +96,11 @@ func (s *Server) ServeTLS(ln net.Listener, cfg *tls.Config) error {
 
 // bodyDeadline gives each request BodyTimeout to deliver its body, then lifts
 // the deadline so the handler may take as long as it needs to answer.
+// A Pulse stream's body never ends by design: it is exempt, and a peer that
+// vanished is found by the connection's pings instead.
 func bodyDeadline(h http.Handler, d time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Body != nil && r.Body != http.NoBody {
+		if r.Body != nil && r.Body != http.NoBody && r.URL.Path != dlmv1connect.LockServicePulseProcedure {
 			rc := http.NewResponseController(w)
 			if rc.SetReadDeadline(time.Now().Add(d)) == nil {
 				r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc}

@@ -2,7 +2,7 @@ package service
 
 import (
 	"context"
-	"errors"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -18,6 +18,8 @@ type Backend interface {
 	OpenSession(ctx context.Context, lease time.Duration, name string) (node.Session, error)
 	KeepAlive(id uint64, secret string) (time.Duration, uint64, error)
 	Acquire(ctx context.Context, c node.Caller, try bool, wait time.Duration) (node.Grant, error)
+	AcquireNoWait(ctx context.Context, c node.Caller) (node.Grant, error)
+	OpenPulse() (*node.Pulse, error)
 	Release(ctx context.Context, c node.Caller, token uint64, abort bool, counts *node.Section, appends []lockstate.Write) (node.Section, error)
 	Append(ctx context.Context, c node.Caller, token uint64, file string, data []byte, position uint32) (node.Section, error)
 	Close(ctx context.Context, c node.Caller) error
@@ -31,6 +33,9 @@ var _ Backend = (*node.Node)(nil)
 type Service struct {
 	b     Backend
 	inits *initLimiter
+	// pulses counts the open Pulse streams, at most maxPulses.
+	pulses    atomic.Int64
+	maxPulses int64
 }
 
 // Option configures a Service.
@@ -45,7 +50,7 @@ var _ dlmv1connect.LockServiceHandler = (*Service)(nil)
 
 // New returns the service for b.
 func New(b Backend, opts ...Option) *Service {
-	s := &Service{b: b}
+	s := &Service{b: b, maxPulses: DefaultMaxPulseStreams}
 	for _, o := range opts {
 		o(s)
 	}
@@ -73,11 +78,6 @@ func (s *Service) Init(ctx context.Context, req *connect.Request[dlmv1.InitReque
 }
 
 // KeepAlive renews a session's lease.
-// Pulse is not served yet: clients fall back to KeepAlive.
-func (s *Service) Pulse(context.Context, *connect.BidiStream[dlmv1.PulseRequest, dlmv1.PulseResponse]) error {
-	return connect.NewError(connect.CodeUnimplemented, errors.New("Pulse is not served by this version: use KeepAlive"))
-}
-
 func (s *Service) KeepAlive(_ context.Context, req *connect.Request[dlmv1.KeepAliveRequest]) (*connect.Response[dlmv1.KeepAliveResponse], error) {
 	lease, token, err := s.b.KeepAlive(req.Msg.GetClientId(), req.Msg.GetSecret())
 	if err != nil {
@@ -89,7 +89,16 @@ func (s *Service) KeepAlive(_ context.Context, req *connect.Request[dlmv1.KeepAl
 // LockAcquire grants the lock or waits in the queue.
 func (s *Service) LockAcquire(ctx context.Context, req *connect.Request[dlmv1.LockAcquireRequest]) (*connect.Response[dlmv1.LockAcquireResponse], error) {
 	m := req.Msg
-	g, err := s.b.Acquire(ctx, caller(m.GetClientId(), m.GetSecret(), m.GetSeq(), m.GetAckedBelow()), m.GetTry(), time.Duration(m.GetWaitMs())*time.Millisecond)
+	c := caller(m.GetClientId(), m.GetSecret(), m.GetSeq(), m.GetAckedBelow())
+	var (
+		g   node.Grant
+		err error
+	)
+	if m.GetNoWait() && !m.GetTry() {
+		g, err = s.b.AcquireNoWait(ctx, c)
+	} else {
+		g, err = s.b.Acquire(ctx, c, m.GetTry(), time.Duration(m.GetWaitMs())*time.Millisecond)
+	}
 	if err != nil {
 		return nil, toConnect(err)
 	}
