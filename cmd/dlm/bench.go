@@ -38,11 +38,14 @@ type bench struct {
 	count    int
 	sizes    []int
 	rounds   int
-	output   outputFormat
-	stdout   io.Writer
-	stderr   io.Writer
-	target   *benchTarget
-	floor    benchFloor
+	// stage makes a cycle two calls: the append is staged in the client
+	// and carried by the release.
+	stage  bool
+	output outputFormat
+	stdout io.Writer
+	stderr io.Writer
+	target *benchTarget
+	floor  benchFloor
 	// shared carries the floor's calls to the server and the holder of
 	// the waiters workload.
 	shared *http.Client
@@ -81,6 +84,7 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	count := fs.Int("count", 1000, "sessions, or queued waiters, for those workloads")
 	sizeList := fs.String("sizes", "32,65536", "comma-separated append sizes in bytes for the append workload")
 	rounds := fs.Int("rounds", 3, "failover: how many times the leader is killed")
+	stage := fs.Bool("stage", false, "cycle and handoff: stage the append in the client (Lock.Stage) and send it with the release: two calls per cycle instead of three")
 	nodes := fs.Int("nodes", 1, "without --server: servers to start, 1 or 3 (failover always starts 3)")
 	pidList := fs.String("server-pid", "", "with --server: comma-separated process ids of the servers, for server CPU and RSS")
 	dataDir := fs.String("bench-dir", "", "folder for the started servers' data and the floor's fsync file (default: a temporary folder); with --server, a folder on the servers' disk")
@@ -138,7 +142,7 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	}
 
 	b := &bench{cf: cf, lease: *lease, duration: *duration, count: *count, sizes: sizes, rounds: *rounds,
-		output: *output, stdout: stdout, stderr: stderr}
+		stage: *stage, output: *output, stdout: stdout, stderr: stderr}
 	tc, err := cf.tls.config()
 	if err != nil {
 		return err

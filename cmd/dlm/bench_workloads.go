@@ -128,7 +128,7 @@ func (b *bench) runCycle(ctx context.Context, workload string, n int) (*benchLin
 	start := time.Now()
 	var wg sync.WaitGroup
 	for i, c := range sessions {
-		wg.Go(func() { results[i] = benchCycles(runCtx, c, i, &done) })
+		wg.Go(func() { results[i] = benchCycles(runCtx, c, i, b.stage, &done) })
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
@@ -152,7 +152,7 @@ func (b *bench) runCycle(ctx context.Context, workload string, n int) (*benchLin
 	}
 	cycles := len(records)
 	rate := float64(cycles) / elapsed.Seconds()
-	l := newBenchLine(workload).add("nodes", b.target.nodes()).add("clients", n).
+	l := newBenchLine(workload).add("nodes", b.target.nodes()).add("clients", n).add("stage", b.stage).
 		add("duration_seconds", b.duration.Seconds()).add("cycles", cycles)
 	if workload == "cycle" {
 		lat := make([]time.Duration, 0, cycles)
@@ -226,7 +226,7 @@ func handoffs(records []cycleRecord) (hand, fromCall []time.Duration, early int)
 // benchCycles runs cycles until ctx ends. A cycle that got the lock is
 // finished even past the end, so that no section is left open; only whole
 // cycles count.
-func benchCycles(ctx context.Context, c *client.Client, i int, done *atomic.Int64) cycleResult {
+func benchCycles(ctx context.Context, c *client.Client, i int, stage bool, done *atomic.Int64) cycleResult {
 	var r cycleResult
 	file := fmt.Sprintf("file_%d", i%100)
 	for n := 0; ctx.Err() == nil; n++ {
@@ -244,7 +244,11 @@ func benchCycles(ctx context.Context, c *client.Client, i int, done *atomic.Int6
 		}
 		granted := time.Now()
 		finish := context.WithoutCancel(ctx)
-		if err := lk.Append(finish, file, data); err != nil {
+		add := lk.Append
+		if stage {
+			add = func(_ context.Context, file string, data []byte) error { return lk.Stage(file, data) }
+		}
+		if err := add(finish, file, data); err != nil {
 			_ = lk.Abort(finish)
 			r.errors++
 			r.lastErr = err
