@@ -321,7 +321,8 @@ export class Lock extends EventTarget {
    * one request and one write to the service's log in all. Bad input is
    * reported by release (or the next append), which then changes nothing;
    * abort discards the buffer. It throws LockExpiredError when the grant is
-   * over, and while a release or abort is under way.
+   * over or a release or abort is under way, and a DlmError after a release
+   * whose outcome stayed unknown (repeat the release first).
    */
   stage(file: string, data: string | Uint8Array): void {
     const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
@@ -330,6 +331,14 @@ export class Lock extends EventTarget {
       throw new LockExpiredError(`dlm: lock expired: the lock is being released (token ${this.token})`, {
         reason: ErrorReason.LOCK_EXPIRED,
       });
+    }
+    if (this.pending?.release) {
+      // Its repeat must be the same request: the service may have
+      // committed it already, without what would be staged now.
+      throw new DlmError(
+        `dlm: a release of this lock (token ${this.token}) may have committed already: repeat it, or abort, first`,
+        { code: Code.FailedPrecondition },
+      );
     }
     if (bytes.length === 0) {
       throw new DataEmptyError(`dlm: nothing to stage for ${file}`, {

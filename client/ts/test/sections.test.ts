@@ -178,6 +178,24 @@ describe("one server", () => {
     }
   });
 
+  test("after a release whose outcome is unknown, stage waits for its repeat", async () => {
+    const k = counting();
+    const c = await open({ transports: k.transports, retryBudgetMs: 800, attemptTimeoutMs: 500 });
+    try {
+      const lk = await c.acquire();
+      lk.stage("file_58", "once");
+      k.dropAnswers.add("LockRelease");
+      await assert.rejects(lk.release(), UnavailableError);
+      // The release committed; a buffer sent with its repeat would be lost.
+      assert.throws(() => lk.stage("file_58", "lost?"), /repeat it, or abort/);
+      k.dropAnswers.clear();
+      await lk.release();
+      assert.equal(text(await c.readFile("file_58")), "once");
+    } finally {
+      await c.close();
+    }
+  });
+
   test("SECTION_INCOMPLETE says what the leader holds", async () => {
     const raw = createClient(
       LockService,
