@@ -153,6 +153,7 @@ export class Lock extends EventTarget {
     this.st = state;
     this.dropPending();
     this.section = [];
+    this.sectionBytes = 0;
     this.local = [];
     this.inDoubt = false;
     this.ctl.abort(cause);
