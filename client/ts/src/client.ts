@@ -10,6 +10,7 @@ import {
   outcomeUnknown,
   reasonOf,
   retryable,
+  SectionIncompleteError,
   SessionExpiredError,
   sessionGone,
   toDlmError,
@@ -549,9 +550,29 @@ export class Client extends Reader {
     let failure: unknown;
     if (!s.isExpired()) {
       try {
-        await this.mutate("Close", s, 0n, opts.signal, 0, (api, o, seq, ackedBelow) =>
-          api.close({ clientId: s.id, secret: s.secret, seq, ackedBelow }, o),
-        );
+        if (lk?.state === "held" && lk.buffered) {
+          // Close carries no appends: release first, so that what stage
+          // buffered commits with the rest of the section. A refused or
+          // unknown release stops here, before a close could commit part
+          // of the section; a lost grant has nothing left to commit.
+          await lk.release(opts).catch((err: unknown) => {
+            if (!(err instanceof LockExpiredError)) {
+              throw err;
+            }
+          });
+        }
+        try {
+          await this.closeSession(s, opts);
+        } catch (err) {
+          if (lk?.state !== "held" || !(err instanceof SectionIncompleteError)) {
+            throw err;
+          }
+          // The leader cannot vouch for the critical section (it changed
+          // inside it): release it, which sends again what the leader
+          // lacks, then close.
+          await lk.release(opts);
+          await this.closeSession(s, opts);
+        }
       } catch (err) {
         if (!(err instanceof SessionExpiredError)) {
           failure = err;
@@ -569,6 +590,12 @@ export class Client extends Reader {
     if (failure !== undefined) {
       throw failure;
     }
+  }
+
+  private async closeSession(s: Session, opts: CallOptions): Promise<void> {
+    await this.mutate("Close", s, 0n, opts.signal, 0, (api, o, seq, ackedBelow) =>
+      api.close({ clientId: s.id, secret: s.secret, seq, ackedBelow }, o),
+    );
   }
 
   // The keepalive.

@@ -16,17 +16,33 @@ export class DlmError extends Error {
   readonly reason: ErrorReason;
   /** With NOT_LEADER: the leader's base URL, when the service knew it. */
   readonly leaderUrl: string;
+  /**
+   * With SECTION_INCOMPLETE: the appends the leader holds of the critical
+   * section (they are re-sent from place stagedAppends + 1).
+   */
+  readonly stagedAppends: number;
+  /** With SECTION_INCOMPLETE: the bytes of those appends. */
+  readonly stagedBytes: bigint;
 
-  constructor(
-    message: string,
-    opts: { code?: Code; reason?: ErrorReason; leaderUrl?: string; cause?: unknown } = {},
-  ) {
+  constructor(message: string, opts: DlmErrorOptions = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = new.target.name;
     this.code = opts.code ?? Code.Unknown;
     this.reason = opts.reason ?? ErrorReason.UNSPECIFIED;
     this.leaderUrl = opts.leaderUrl ?? "";
+    this.stagedAppends = opts.stagedAppends ?? 0;
+    this.stagedBytes = opts.stagedBytes ?? 0n;
   }
+}
+
+/** DlmErrorOptions are the fields of a DlmError, as the service's answer gave them. */
+export interface DlmErrorOptions {
+  code?: Code;
+  reason?: ErrorReason;
+  leaderUrl?: string;
+  stagedAppends?: number;
+  stagedBytes?: bigint;
+  cause?: unknown;
 }
 
 /**
@@ -83,7 +99,13 @@ export class FileTooLargeError extends DlmError {}
 export class TooManySessionsError extends DlmError {}
 /** InitRateLimitedError: this address opens sessions faster than the server allows; the message says when to retry. Not retried. */
 export class InitRateLimitedError extends DlmError {}
-/** SectionIncompleteError: the leader holds fewer staged appends than were sent (the leader changed inside the section); the client re-sends them itself. */
+/**
+ * SectionIncompleteError: the leader holds fewer staged appends than were
+ * sent (the leader changed inside the section); nothing changed. The client
+ * re-sends them itself; it throws this only when repeated leader changes
+ * outlast its re-sends. stagedAppends and stagedBytes say what the leader
+ * holds.
+ */
 export class SectionIncompleteError extends DlmError {}
 /** InvalidArgumentError: the service refused a malformed request. */
 export class InvalidArgumentError extends DlmError {}
@@ -100,10 +122,7 @@ export class NotAuthorizedError extends DlmError {}
 /** ClosedError: the Client was closed. */
 export class ClosedError extends DlmError {}
 
-export type ErrorClass = new (
-  message: string,
-  opts?: { code?: Code; reason?: ErrorReason; leaderUrl?: string; cause?: unknown },
-) => DlmError;
+export type ErrorClass = new (message: string, opts?: DlmErrorOptions) => DlmError;
 
 /** byName gives each class the name that the proto's client_error uses for it. */
 const byName: Record<string, ErrorClass> = {
@@ -153,7 +172,14 @@ export function toDlmError(err: unknown): DlmError {
     cls = NotAuthorizedError;
   }
   const msg = ce.rawMessage || Code[ce.code] || "error";
-  return new cls(`dlm: ${msg}`, { code: ce.code, reason, leaderUrl: detail?.leaderUrl ?? "", cause: ce });
+  return new cls(`dlm: ${msg}`, {
+    code: ce.code,
+    reason,
+    leaderUrl: detail?.leaderUrl ?? "",
+    stagedAppends: detail?.stagedAppends ?? 0,
+    stagedBytes: detail?.stagedBytes ?? 0n,
+    cause: ce,
+  });
 }
 
 /**

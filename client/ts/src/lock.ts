@@ -1,6 +1,16 @@
+import { Code } from "@connectrpc/connect";
+
 import { ErrorReason } from "./api.js";
 import type { Client } from "./client.js";
-import { DlmError, LockExpiredError, outcomeUnknown, reasonOf, sessionGone } from "./errors.js";
+import {
+  DataEmptyError,
+  DlmError,
+  LockExpiredError,
+  outcomeUnknown,
+  reasonOf,
+  SectionIncompleteError,
+  sessionGone,
+} from "./errors.js";
 import { Mutex } from "./mutex.js";
 import type { Session } from "./session.js";
 
@@ -25,6 +35,26 @@ interface PendingOp {
   file: string;
   data: Uint8Array;
 }
+
+/** SectionAppend is one append of the critical section. */
+interface SectionAppend {
+  file: string;
+  data: Uint8Array;
+}
+
+/**
+ * maxResends bounds how many times one call re-sends the section to a leader
+ * that lacks part of it (SECTION_INCOMPLETE): each leader change costs one.
+ */
+const maxResends = 3;
+
+/**
+ * maxInlineBytes bounds the appends a release carries: a request must stay
+ * under the service's read limit (the per-append limit plus headroom, 1 MiB
+ * and more by default). Staged appends beyond it are sent with AppendFile
+ * before the release, oldest first.
+ */
+const maxInlineBytes = 512 << 10;
 
 /** The reason a Lock's signal carries after release, abort or close. */
 export class LockReleasedError extends DlmError {}
@@ -61,6 +91,23 @@ export class Lock extends EventTarget {
   private pending: PendingOp | undefined;
   private st: LockState = "held";
   private gone = false; // the service said the grant is gone
+  /**
+   * section is every append sent under the grant, in order: the one at index
+   * i went to place i + 1. The leader keeps them in memory until the
+   * release, so a new leader may lack some; they are kept here until the
+   * release commits, to send again.
+   */
+  private section: SectionAppend[] = [];
+  private sectionBytes = 0;
+  /**
+   * inDoubt says the last of section is an append whose outcome stayed
+   * unknown: an append with the same file and data repeats it at its place.
+   */
+  private inDoubt = false;
+  /** local are the appends stage buffered, sent with the release. */
+  private local: (SectionAppend & { n: number })[] = [];
+  private staged = 0; // stage calls so far, numbering local
+  private ending = 0; // release and abort calls not finished
 
   /** @internal */
   constructor(
@@ -105,6 +152,10 @@ export class Lock extends EventTarget {
     }
     this.st = state;
     this.dropPending();
+    this.section = [];
+    this.sectionBytes = 0;
+    this.local = [];
+    this.inDoubt = false;
     this.ctl.abort(cause);
     if (state === "lost") {
       this.resolveLost(cause);
@@ -220,39 +271,191 @@ export class Lock extends EventTarget {
   /**
    * append stages data (a string is sent as UTF-8) for appending to file
    * ("file_0" to "file_99"). The data reaches the file when the lock is
-   * released, and never if the grant is lost first. Repeating an append that
-   * failed with UnavailableError or AbortedError (same file, same data) is
-   * safe: it is applied at most once. Any other call under the grant, or the
-   * grant's end, gives the failed request up for good: the service then
-   * refuses any late copy of it.
+   * released, and never if the grant is lost first. Each append names its
+   * place in the critical section, so repeating an append that failed with
+   * UnavailableError or AbortedError (same file, same data) is safe: it is
+   * staged once. An append whose outcome stayed unknown is part of the
+   * section from then on (the release sends it again if the leader lacks
+   * it). Appends buffered with stage before this call are sent first.
    */
   append(file: string, data: string | Uint8Array, opts: CallOptions = {}): Promise<void> {
     const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
+    // What stage buffered before this call goes before it; what it buffers
+    // while this call waits its turn goes after.
+    const mark = this.staged;
     return this.opMu.run(async () => {
       this.check();
-      const op = { release: false, abort: false, file, data: bytes };
-      const seq = this.reuse(op)?.seq ?? 0n;
-      const s = this.session;
+      // Any other request gives a pending one up; the repeat of an append
+      // whose outcome is unknown goes to the same place, under the same
+      // number when it still has one.
+      const p = this.reuse({ release: false, abort: false, file, data: bytes });
+      const last = this.section.at(-1);
+      if (this.inDoubt && last !== undefined && last.file === file && sameBytes(last.data, bytes)) {
+        this.inDoubt = false;
+        try {
+          await this.place(this.section.length, p?.seq ?? 0n, opts.signal);
+        } catch (err) {
+          this.inDoubt = outcomeUnknown(err);
+          throw this.failed(err);
+        }
+        return;
+      }
+      this.inDoubt = false;
       try {
-        await this.c.mutate(
-          "AppendFile",
-          s,
-          seq,
-          opts.signal,
-          0,
-          (api, o, seq, ackedBelow) =>
-            api.appendFile(
-              { clientId: s.id, secret: s.secret, seq, ackedBelow, token: this.token, file, data: bytes },
-              o,
-            ),
-          (seq) => {
-            this.keep({ ...op, seq, data: bytes.slice() });
-          },
-        );
+        await this.flushLocal((a) => a.n < mark, opts.signal);
       } catch (err) {
         throw this.failed(err);
       }
+      try {
+        await this.add({ file, data: bytes.slice() }, opts.signal);
+      } catch (err) {
+        this.inDoubt = outcomeUnknown(err);
+        throw this.failed(err);
+      }
     });
+  }
+
+  /**
+   * stage buffers data (a string as UTF-8) for appending to file, with no
+   * call to the service: the buffered appends travel with release, after
+   * those sent by append, so a critical section written with stage costs
+   * one request and one write to the service's log in all. Bad input is
+   * reported by release (or the next append), which then changes nothing;
+   * abort discards the buffer. It throws LockExpiredError when the grant is
+   * over or a release or abort is under way, and a DlmError after a release
+   * whose outcome stayed unknown (repeat the release first).
+   */
+  stage(file: string, data: string | Uint8Array): void {
+    const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
+    this.check();
+    if (this.ending > 0) {
+      throw new LockExpiredError(`dlm: lock expired: the lock is being released (token ${this.token})`, {
+        reason: ErrorReason.LOCK_EXPIRED,
+      });
+    }
+    if (this.pending?.release) {
+      // Its repeat must be the same request: the service may have
+      // committed it already, without what would be staged now.
+      throw new DlmError(
+        `dlm: a release of this lock (token ${this.token}) may have committed already: repeat it, or abort, first`,
+        { code: Code.FailedPrecondition },
+      );
+    }
+    if (bytes.length === 0) {
+      throw new DataEmptyError(`dlm: nothing to stage for ${file}`, {
+        code: Code.InvalidArgument,
+        reason: ErrorReason.DATA_EMPTY,
+      });
+    }
+    this.local.push({ file, data: bytes.slice(), n: this.staged++ });
+  }
+
+  /** @internal buffered says stage holds appends that only a release carries. */
+  get buffered(): boolean {
+    return this.local.length > 0;
+  }
+
+  /**
+   * flushLocal sends buffered appends with AppendFile, oldest first, while
+   * send says so.
+   */
+  private async flushLocal(send: (a: SectionAppend & { n: number }, left: number) => boolean, signal?: AbortSignal) {
+    let left = this.local.reduce((n, a) => n + a.data.length, 0);
+    while (this.local.length > 0 && send(this.local[0], left)) {
+      const a = this.local[0];
+      try {
+        await this.add(a, signal);
+      } catch (err) {
+        if (outcomeUnknown(err)) {
+          // It is part of the section now: the release re-sends it if
+          // the leader lacks it, and must not carry it a second time.
+          this.local.shift();
+        }
+        throw err;
+      }
+      this.local.shift();
+      left -= a.data.length;
+    }
+  }
+
+  /**
+   * add sends a new append at the next place. A refusal leaves the section
+   * as it was; an unknown outcome keeps the append in it.
+   */
+  private async add(a: SectionAppend, signal?: AbortSignal): Promise<void> {
+    this.section.push({ file: a.file, data: a.data });
+    this.sectionBytes += a.data.length;
+    try {
+      await this.place(this.section.length, 0n, signal);
+    } catch (err) {
+      if (!outcomeUnknown(err)) {
+        this.section.pop();
+        this.sectionBytes -= a.data.length;
+      }
+      throw err;
+    }
+  }
+
+  /**
+   * place sends the append at place pos of the section (under seq, when it
+   * repeats a request), first sending again the places before it that a new
+   * leader lacks. When its outcome stays unknown, it is kept pending.
+   */
+  private async place(pos: number, seq: bigint, signal?: AbortSignal): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.sendAppend(pos, seq, signal, (seq) => {
+          const a = this.section[pos - 1];
+          this.keep({ seq, release: false, abort: false, file: a.file, data: a.data });
+        });
+        return;
+      } catch (err) {
+        seq = 0n;
+        if (!(err instanceof SectionIncompleteError) || attempt === maxResends || err.stagedAppends >= pos) {
+          throw err;
+        }
+        this.c.log.info("dlm: the leader lacks part of the critical section; sending it again", {
+          token: this.token,
+          staged: err.stagedAppends,
+          sent: pos - 1,
+        });
+        await this.resend(err.stagedAppends, pos - 1, signal);
+      }
+    }
+  }
+
+  /** resend sends places from + 1 to to again. */
+  private async resend(from: number, to: number, signal?: AbortSignal): Promise<void> {
+    for (let p = from + 1; p <= to; p++) {
+      await this.sendAppend(p, 0n, signal);
+    }
+  }
+
+  private async sendAppend(pos: number, seq: bigint, signal?: AbortSignal, keep?: (seq: bigint) => void) {
+    const a = this.section[pos - 1];
+    const s = this.session;
+    await this.c.mutate(
+      "AppendFile",
+      s,
+      seq,
+      signal,
+      0,
+      (api, o, seq, ackedBelow) =>
+        api.appendFile(
+          {
+            clientId: s.id,
+            secret: s.secret,
+            seq,
+            ackedBelow,
+            token: this.token,
+            file: a.file,
+            data: a.data,
+            position: pos,
+          },
+          o,
+        ),
+      keep,
+    );
   }
 
   /**
@@ -278,7 +481,8 @@ export class Lock extends EventTarget {
   }
 
   private end2(abort: boolean, opts: CallOptions): Promise<void> {
-    return this.opMu.run(async () => {
+    this.ending++;
+    const run = this.opMu.run(async () => {
       if (this.st !== "held") {
         if (this.st === "lost") {
           if (!this.gone) {
@@ -301,24 +505,13 @@ export class Lock extends EventTarget {
         seq = p.seq;
         op.abort = p.abort;
       }
-      const s = this.session;
       this.c.releaseStarted();
       try {
-        await this.c.mutate(
-          "LockRelease",
-          s,
-          seq,
-          opts.signal,
-          0,
-          (api, o, seq, ackedBelow) =>
-            api.lockRelease(
-              { clientId: s.id, secret: s.secret, seq, ackedBelow, token: this.token, abort: op.abort },
-              o,
-            ),
-          (seq) => {
-            this.keep({ ...op, seq });
-          },
-        );
+        if (!op.abort) {
+          // What the release cannot carry goes first, with AppendFile.
+          await this.flushLocal((_, left) => left > maxInlineBytes, opts.signal);
+        }
+        await this.sendRelease(seq, op, opts.signal);
       } catch (err) {
         this.c.releaseEnded();
         const e = this.failed(err);
@@ -331,6 +524,62 @@ export class Lock extends EventTarget {
       this.c.forget(this);
       this.c.releaseEnded();
     });
+    return run.finally(() => {
+      this.ending--;
+    });
+  }
+
+  /**
+   * sendRelease sends the release (or abort), with seq when it repeats an
+   * earlier one: with the section's counts and the buffered appends. When a
+   * new leader lacks part of the section (nothing changed), it sends the
+   * rest again and releases again, a bounded number of times.
+   */
+  private async sendRelease(seq: bigint, op: PendingOp | Omit<PendingOp, "seq">, signal?: AbortSignal) {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.sendRelease1(seq, op, signal);
+        return;
+      } catch (err) {
+        seq = 0n;
+        const n = this.section.length;
+        if (op.abort || !(err instanceof SectionIncompleteError) || attempt === maxResends || err.stagedAppends >= n) {
+          throw err;
+        }
+        this.c.log.info("dlm: the leader lacks part of the critical section; sending it again", {
+          token: this.token,
+          staged: err.stagedAppends,
+          sent: n,
+        });
+        await this.resend(err.stagedAppends, n, signal);
+      }
+    }
+  }
+
+  private async sendRelease1(seq: bigint, op: Omit<PendingOp, "seq">, signal?: AbortSignal) {
+    const s = this.session;
+    const counts = op.abort
+      ? {}
+      : {
+          sectionAppends: this.section.length,
+          sectionBytes: BigInt(this.sectionBytes),
+          appends: this.local.map((a) => ({ file: a.file, data: a.data })),
+        };
+    await this.c.mutate(
+      "LockRelease",
+      s,
+      seq,
+      signal,
+      0,
+      (api, o, seq, ackedBelow) =>
+        api.lockRelease(
+          { clientId: s.id, secret: s.secret, seq, ackedBelow, token: this.token, abort: op.abort, ...counts },
+          o,
+        ),
+      (seq) => {
+        this.keep({ ...op, seq });
+      },
+    );
   }
 }
 
