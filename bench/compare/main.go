@@ -31,16 +31,19 @@ import (
 	"go.uber.org/zap"
 )
 
+// result has the keys of `dlm bench --output json`, so that
+// internal/benchplot draws both.
 type result struct {
+	Workload    string  `json:"workload"`
 	System      string  `json:"system"`
 	Nodes       int     `json:"nodes"`
 	Clients     int     `json:"clients"`
 	Cycles      int     `json:"cycles"`
 	Errors      int     `json:"errors"`
-	CyclesPerS  float64 `json:"cycles_per_sec"`
+	CyclesPerS  float64 `json:"cycles_per_second"`
 	P50Ms       float64 `json:"p50_ms"`
 	P99Ms       float64 `json:"p99_ms"`
-	DurationSec float64 `json:"duration_sec"`
+	DurationSec float64 `json:"duration_seconds"`
 }
 
 type cycler interface {
@@ -131,7 +134,7 @@ func run(system string, eps []string, clients int, d time.Duration) (result, err
 	wg.Wait()
 	el := time.Since(start)
 	var all []time.Duration
-	r := result{System: system, Clients: clients, DurationSec: el.Seconds()}
+	r := result{Workload: "cycle", System: system, Clients: clients, DurationSec: el.Seconds()}
 	for i := range lat {
 		all = append(all, lat[i]...)
 		r.Errors += errs[i]

@@ -35,8 +35,10 @@ import (
 // point is one cycle result: who, how many nodes and clients, and the two
 // figures plotted.
 type point struct {
-	System       string   `json:"system"`
-	Workload     string   `json:"workload"`
+	System   string `json:"system"`
+	Workload string `json:"workload"`
+	// Stage marks dlm cycles whose append rode with the release.
+	Stage        bool     `json:"stage"`
 	Nodes        int      `json:"nodes"`
 	Clients      int      `json:"clients"`
 	CyclesPerSec float64  `json:"cycles_per_second"`
@@ -125,6 +127,9 @@ func readPoints(name string) ([]point, error) {
 		}
 		if p.System == "" {
 			p.System = "dlm"
+			if p.Stage {
+				p.System = "dlm stage+release"
+			}
 		}
 		if p.Nodes == 0 {
 			p.Nodes = 1 // a --server run: the cluster's size is not known
@@ -204,7 +209,7 @@ func drawFigure(pts []point, title, ylabel string, value func(point) (float64, b
 		l.Color = plotutil.Color(i)
 		s.Color = plotutil.Color(i)
 		s.Shape = plotutil.Shape(i)
-		if k.system != "dlm" {
+		if !strings.HasPrefix(k.system, "dlm") {
 			l.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
 		}
 		p.Add(l, s)
