@@ -335,7 +335,11 @@ func (c *Reader) StatusPage(ctx context.Context, req *dlmv1.StatusRequest) (*dlm
 }
 
 // Close ends the session: a held lock is released and its critical section
-// committed, a place in the queue is given up, and the keepalive stops.
+// committed (with what Stage buffered), a place in the queue is given up,
+// and the keepalive stops. If that release fails (refused, or ErrUnavailable
+// with its outcome unknown), Close returns its error without closing, so
+// that nothing of the section commits in part; the lease then ends the
+// session and the grant.
 // Calling it again returns the first call's result. A session that had
 // already expired closes without error.
 func (c *Client) Close(ctx context.Context) error {
@@ -350,14 +354,20 @@ func (c *Client) Close(ctx context.Context) error {
 		}
 		var err error
 		if !s.isExpired() {
-			err = c.closeSession(ctx, s)
-			if lk != nil && errors.Is(err, ErrSectionIncomplete) {
-				// The leader cannot vouch for the critical section (it
-				// changed inside it): release it, which sends again what
-				// the leader lacks, then close.
-				if err = lk.Release(ctx); err == nil {
-					err = c.closeSession(ctx, s)
+			if lk != nil {
+				// A close carries neither the appends Stage buffered nor
+				// the section's counts: release first, so that the section
+				// commits whole, as the client sent it (re-sending what a
+				// new leader lacks). A refused release, or one whose
+				// outcome is unknown, stops here, before a close could
+				// commit part of the section: the lease then ends the
+				// grant. A grant already lost has nothing to commit.
+				if rerr := lk.Release(ctx); rerr != nil && !errors.Is(rerr, ErrLockExpired) && !errors.Is(rerr, ErrSessionExpired) {
+					err = rerr
 				}
+			}
+			if err == nil {
+				err = c.closeSession(ctx, s)
 			}
 			if errors.Is(err, ErrSessionExpired) {
 				err = nil

@@ -70,6 +70,11 @@ var (
 	// section). Nothing changed. The client re-sends the section itself;
 	// callers see it only when that is impossible.
 	ErrSectionIncomplete = errors.New("dlm: critical section incomplete at the leader")
+	// ErrReleaseInDoubt means a Release or Abort of the lock failed with
+	// its outcome unknown (ErrUnavailable) and may have committed: Append
+	// and Stage are refused, since the repeat must be the same request.
+	// Repeat the Release (or Abort, which finishes it) first.
+	ErrReleaseInDoubt = errors.New("dlm: a release of the lock may have committed already")
 	// ErrInvalidArgument means the service refused a malformed request.
 	ErrInvalidArgument = errors.New("dlm: invalid argument")
 	// ErrNotAuthorized means the service refused the call's credential:

@@ -61,8 +61,9 @@ type Lock struct {
 	// release commits, to send again. Guarded by opMu.
 	section      []sectionAppend
 	sectionBytes uint64
-	// inDoubt says the last of section failed with an unknown outcome: an
-	// Append with the same file and data repeats it at its place.
+	// inDoubt says the last of section is the caller's append whose
+	// outcome stayed unknown: an Append with the same file and data repeats
+	// it at its place, never at a new one.
 	inDoubt bool
 	// local are the appends Stage buffered, sent with the release.
 	local []sectionAppend
@@ -248,31 +249,70 @@ func (lk *Lock) Append(ctx context.Context, file string, data []byte) error {
 	if _, err := lk.current(); err != nil {
 		return err
 	}
-	// Any other request gives a pending one up; the repeat of an append
-	// whose outcome is unknown goes to the same place under the same
-	// number (a server that predates places recognises it by the number).
-	p := lk.reuse(pendingOp{file: file, data: data})
-	if n := len(lk.section); p != nil && lk.inDoubt {
-		lk.inDoubt = false
-		return lk.failed(lk.place(ctx, uint32(n), p.seq))
+	if err := lk.ending(); err != nil {
+		return err
+	}
+	// The repeat of an append whose outcome is unknown goes to the same
+	// place, under the same number when it still has one (a server that
+	// predates places recognises it by the number). Any other request gives
+	// a pending one up.
+	if n := len(lk.section); lk.inDoubt && n > 0 && lk.section[n-1].file == file && bytes.Equal(lk.section[n-1].data, data) {
+		var seq uint64
+		if p := lk.reuse(pendingOp{file: file, data: data}); p != nil {
+			seq = p.seq
+		}
+		err := lk.place(ctx, uint32(n), seq)
+		lk.inDoubt = unknownOutcome(err)
+		return lk.failed(err)
 	}
 	lk.inDoubt = false
+	lk.mu.Lock()
+	lk.dropPending()
+	lk.mu.Unlock()
 	// Appends Stage buffered come first.
 	if err := lk.flushLocal(ctx, 0); err != nil {
 		return err
 	}
-	return lk.failed(lk.add(ctx, sectionAppend{file: file, data: bytes.Clone(data)}))
+	err := lk.add(ctx, sectionAppend{file: file, data: bytes.Clone(data)})
+	lk.inDoubt = unknownOutcome(err)
+	return lk.failed(err)
+}
+
+// unknownOutcome says err leaves the outcome of a request unknown: its
+// retries ran out.
+func unknownOutcome(err error) bool {
+	r := new(retryError)
+	return errors.As(err, &r)
+}
+
+// ending refuses a change to the section while a Release or Abort whose
+// outcome is unknown waits to be repeated: the service may have committed
+// it already, and its repeat must be the same request (it is answered from
+// the first), so what is appended now would be lost without a word, or
+// would give that release up.
+func (lk *Lock) ending() error {
+	lk.mu.Lock()
+	defer lk.mu.Unlock()
+	if lk.pending != nil && lk.pending.release {
+		return fmt.Errorf("%w (token %d): repeat the Release, or Abort, first", ErrReleaseInDoubt, lk.token)
+	}
+	return nil
 }
 
 // Stage buffers data for appending to file, with no call to the service:
 // the buffered appends travel with Release, after those sent by Append, so a
 // critical section written with Stage costs one request and one write to
 // the log in all. Bad input is reported by Release (or the next Append),
-// which then changes nothing. Abort discards the buffer.
+// which then changes nothing. Abort discards the buffer. After a Release or
+// Abort whose outcome is unknown, Stage and Append fail with
+// ErrReleaseInDoubt until it is repeated.
 func (lk *Lock) Stage(file string, data []byte) error {
 	lk.opMu.Lock()
 	defer lk.opMu.Unlock()
 	if _, err := lk.current(); err != nil {
+		return err
+	}
+	if err := lk.ending(); err != nil {
 		return err
 	}
 	if len(data) == 0 {
@@ -292,6 +332,12 @@ func (lk *Lock) flushLocal(ctx context.Context, keep int) error {
 	for len(lk.local) > 0 && total > keep {
 		a := lk.local[0]
 		if err := lk.add(ctx, a); err != nil {
+			if unknownOutcome(err) {
+				// It is part of the section now: the release sends it
+				// again if the leader lacks it, and must not carry it a
+				// second time.
+				lk.local = lk.local[1:]
+			}
 			return lk.failed(err)
 		}
 		lk.local = lk.local[1:]
@@ -303,13 +349,12 @@ func (lk *Lock) flushLocal(ctx context.Context, keep int) error {
 // add sends a new append at the next place. A refusal leaves the section
 // as it was; an unknown outcome keeps the append in it.
 func (lk *Lock) add(ctx context.Context, a sectionAppend) error {
+	// The last of the section is no longer the caller's append in doubt.
+	lk.inDoubt = false
 	lk.section = append(lk.section, a)
 	lk.sectionBytes += uint64(len(a.data))
 	err := lk.place(ctx, uint32(len(lk.section)), 0)
-	if r := new(retryError); errors.As(err, &r) {
-		return err
-	}
-	if err != nil {
+	if err != nil && !unknownOutcome(err) {
 		lk.section = lk.section[:len(lk.section)-1]
 		lk.sectionBytes -= uint64(len(a.data))
 	}
@@ -324,7 +369,6 @@ func (lk *Lock) place(ctx context.Context, pos uint32, seq uint64) error {
 		err := lk.sendAppend(ctx, pos, seq, func(seq uint64) {
 			a := lk.section[pos-1]
 			lk.keep(pendingOp{seq: seq, file: a.file, data: a.data})
-			lk.inDoubt = true
 		})
 		seq = 0
 		var e *Error

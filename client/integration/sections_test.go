@@ -2,10 +2,12 @@ package integration_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/dlm/dlm/client"
+	"github.com/dlm/dlm/client/faultinject"
 	"github.com/dlm/dlm/server/servertest"
 )
 
@@ -71,4 +73,112 @@ func TestCloseAfterRestartCommitsTheSection(t *testing.T) {
 	}
 	r := newPeer(t, srv)
 	wantFile(t, r, "file_6", "kept+staged")
+}
+
+// Close of a session whose Lock has appends buffered with Stage, with no
+// leader change: the close commits them with the rest of the section.
+func TestCloseCommitsStagedAppends(t *testing.T) {
+	srv := servertest.Start(t, nil)
+	c := newPeer(t, srv)
+	lk := mustAcquire(t, c)
+	mustAppend(t, lk, "file_7", "sent")
+	if err := lk.Stage("file_7", []byte("+staged")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), waitLimit)
+	defer cancel()
+	if err := c.Close(ctx); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	wantFile(t, newPeer(t, srv), "file_7", "sent+staged")
+}
+
+// A Close whose release cannot get through does not close either: a close
+// would commit the section without what Stage buffered.
+func TestCloseWithoutReleaseCommitsNothing(t *testing.T) {
+	srv := servertest.Start(t, nil)
+	c := newPeer(t, srv, client.WithLease(time.Second), client.WithRetryBudget(time.Second),
+		client.WithAttemptTimeout(200*time.Millisecond))
+	lk := mustAcquire(t, c)
+	mustAppend(t, lk, "file_8", "sent")
+	if err := lk.Stage("file_8", []byte("+staged")); err != nil {
+		t.Fatal(err)
+	}
+	c.net.Inject("LockRelease", 0, faultinject.DropRequest)
+	ctx, cancel := context.WithTimeout(t.Context(), waitLimit)
+	defer cancel()
+	if err := c.Close(ctx); !errors.Is(err, client.ErrUnavailable) {
+		t.Fatalf("close with every release dropped = %v, want ErrUnavailable", err)
+	}
+	// The lease ends the grant, with nothing committed.
+	r := newPeer(t, srv)
+	lk2 := mustAcquire(t, r)
+	mustRelease(t, lk2)
+	if got, err := r.ReadFile(t.Context(), "file_8"); err == nil && len(got) > 0 {
+		t.Errorf("file_8 = %q after a close that failed, want nothing", got)
+	}
+}
+
+// An append buffered with Stage whose outcome stays unknown when the next
+// Append sends it is carried by the release once, not twice.
+func TestStagedAppendInDoubtCommitsOnce(t *testing.T) {
+	srv := servertest.Start(t, nil)
+	c := newPeer(t, srv, client.WithRetryBudget(time.Second), client.WithAttemptTimeout(200*time.Millisecond))
+	lk := mustAcquire(t, c)
+	if err := lk.Stage("file_9", []byte("S")); err != nil {
+		t.Fatal(err)
+	}
+	c.net.Inject("AppendFile", 0, faultinject.DropResponse)
+	if err := lk.Append(t.Context(), "file_9", []byte("Y")); !errors.Is(err, client.ErrUnavailable) {
+		t.Fatalf("append with every answer dropped = %v, want ErrUnavailable", err)
+	}
+	c.net.Clear()
+	mustRelease(t, lk)
+	wantFile(t, c, "file_9", "S")
+}
+
+// After a Release whose outcome is unknown (it committed; the answer was
+// lost), Stage and Append are refused: the repeat is answered from the
+// first release, and would lose them without a word.
+func TestStageAfterReleaseInDoubtIsRefused(t *testing.T) {
+	srv := servertest.Start(t, nil)
+	c := newPeer(t, srv, client.WithRetryBudget(time.Second), client.WithAttemptTimeout(200*time.Millisecond))
+	lk := mustAcquire(t, c)
+	mustAppend(t, lk, "file_12", "A")
+	c.net.Inject("LockRelease", 0, faultinject.DropResponse)
+	if err := lk.Release(t.Context()); !errors.Is(err, client.ErrUnavailable) {
+		t.Fatalf("release with every answer dropped = %v, want ErrUnavailable", err)
+	}
+	c.net.Clear()
+	if err := lk.Stage("file_12", []byte("B")); !errors.Is(err, client.ErrReleaseInDoubt) {
+		t.Errorf("stage after a release in doubt = %v, want ErrReleaseInDoubt", err)
+	}
+	if err := lk.Append(t.Context(), "file_12", []byte("C")); !errors.Is(err, client.ErrReleaseInDoubt) {
+		t.Errorf("append after a release in doubt = %v, want ErrReleaseInDoubt", err)
+	}
+	mustRelease(t, lk)
+	wantFile(t, c, "file_12", "A")
+}
+
+// After a restart the leader lacks the section: the next append is refused
+// (SECTION_INCOMPLETE) and the re-send of what it lacks fails in doubt. The
+// repeat of the caller's append goes to its place, not to a new one.
+func TestRepeatAfterResendInDoubtKeepsItsPlace(t *testing.T) {
+	srv := servertest.Start(t, nil)
+	c := newPeer(t, srv, client.WithRetryBudget(time.Second), client.WithAttemptTimeout(200*time.Millisecond))
+	lk := mustAcquire(t, c)
+	mustAppend(t, lk, "file_13", "A")
+	srv.Restart()
+	// AppendFile call 2 is B's (refused: the leader has no place 1), call 3
+	// and on re-send A: every one of them is lost.
+	for n := 3; n < 200; n++ {
+		c.net.Inject("AppendFile", n, faultinject.DropRequest)
+	}
+	if err := lk.Append(t.Context(), "file_13", []byte("B")); !errors.Is(err, client.ErrUnavailable) {
+		t.Fatalf("append whose re-send is lost = %v, want ErrUnavailable", err)
+	}
+	c.net.Clear()
+	mustAppend(t, lk, "file_13", "B")
+	mustRelease(t, lk)
+	wantFile(t, c, "file_13", "AB")
 }
