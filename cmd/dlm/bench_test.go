@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
@@ -36,33 +37,42 @@ func need(t *testing.T, m map[string]any, keys ...string) {
 	}
 }
 
+// TestBenchCycle runs cycles of three calls, then of two (--stage: the
+// append rides with the release); every cycle's 32 bytes are in the files.
 func TestBenchCycle(t *testing.T) {
-	srv := servertest.Start(t, nil)
-	out := cliMust(t, "", "bench", "--server", srv.URL, "--workload", "cycle", "--clients", "1,3", "--duration", "1s", "--lease", "2s")
-	re := regexp.MustCompile(`(?m)^cycle nodes=0 clients=(\d) duration_seconds=1 cycles=(\d+) cycles_per_second=[\d.]+ floor_cycles_per_second=[\d.]+ vs_floor=[\d.]+ p50_ms=[\d.]+ p99_ms=[\d.]+ p50_floor_units=[\d.]+ p99_floor_units=[\d.]+ errors=0$`)
-	m := re.FindAllStringSubmatch(out, -1)
-	if len(m) != 2 || m[0][1] != "1" || m[1][1] != "3" {
-		t.Fatalf("bench printed %q", out)
-	}
-	cycles := 0
-	for _, line := range m {
-		n, _ := strconv.Atoi(line[2])
-		if n == 0 {
-			t.Errorf("no cycles completed: %q", line[0])
-		}
-		cycles += n
-	}
-	// Every cycle appended 32 bytes to its client's file.
-	var total int
-	for i := range 3 {
-		data := cliMust(t, "", "cat", "--server", srv.URL, "file_"+strconv.Itoa(i))
-		if len(data)%benchData != 0 {
-			t.Errorf("file_%d holds %d bytes, not whole 32-byte records", i, len(data))
-		}
-		total += len(data)
-	}
-	if total != cycles*benchData {
-		t.Errorf("files hold %d bytes for %d cycles", total, cycles)
+	for _, stage := range []bool{false, true} {
+		t.Run(fmt.Sprintf("stage=%v", stage), func(t *testing.T) {
+			srv := servertest.Start(t, nil)
+			args := []string{"bench", "--server", srv.URL, "--workload", "cycle", "--clients", "1,3", "--duration", "1s", "--lease", "2s"}
+			if stage {
+				args = append(args, "--stage")
+			}
+			out := cliMust(t, "", args...)
+			re := regexp.MustCompile(fmt.Sprintf(`(?m)^cycle nodes=0 clients=(\d) stage=%v duration_seconds=1 cycles=(\d+) cycles_per_second=[\d.]+ floor_cycles_per_second=[\d.]+ vs_floor=[\d.]+ p50_ms=[\d.]+ p99_ms=[\d.]+ p50_floor_units=[\d.]+ p99_floor_units=[\d.]+ errors=0$`, stage))
+			m := re.FindAllStringSubmatch(out, -1)
+			if len(m) != 2 || m[0][1] != "1" || m[1][1] != "3" {
+				t.Fatalf("bench printed %q", out)
+			}
+			cycles := 0
+			for _, line := range m {
+				n, _ := strconv.Atoi(line[2])
+				if n == 0 {
+					t.Errorf("no cycles completed: %q", line[0])
+				}
+				cycles += n
+			}
+			var total int
+			for i := range 3 {
+				data := cliMust(t, "", "cat", "--server", srv.URL, "file_"+strconv.Itoa(i))
+				if len(data)%benchData != 0 {
+					t.Errorf("file_%d holds %d bytes, not whole 32-byte records", i, len(data))
+				}
+				total += len(data)
+			}
+			if total != cycles*benchData {
+				t.Errorf("files hold %d bytes for %d cycles", total, cycles)
+			}
+		})
 	}
 }
 
