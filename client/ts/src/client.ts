@@ -550,13 +550,25 @@ export class Client extends Reader {
     let failure: unknown;
     if (!s.isExpired()) {
       try {
-        if (lk?.state === "held" && lk.buffered) {
-          // Close carries no appends: release first, so that what stage
-          // buffered commits with the rest of the section. A refused or
-          // unknown release stops here, before a close could commit part
-          // of the section; a lost grant has nothing left to commit.
+        if (lk?.state === "held") {
+          // Close carries no appends: release first, with the section's
+          // counts and what stage buffered, so the whole section commits.
+          // A refused or unknown release stops here, before a close could
+          // commit part of the section; a lost grant has nothing left to
+          // commit.
           await lk.release(opts).catch((err: unknown) => {
             if (!(err instanceof LockExpiredError)) {
+              throw err;
+            }
+          });
+        } else if (lk?.stale) {
+          // Lost on this side only: the grant may still stand on the
+          // service, and a close would commit it. Give it up first.
+          await this.mutate("LockRelease", s, 0n, opts.signal, 0, (api, o, seq, ackedBelow) =>
+            api.lockRelease({ clientId: s.id, secret: s.secret, seq, ackedBelow, token: lk.token, abort: true }, o),
+          ).catch((err: unknown) => {
+            const r = reasonOf(err);
+            if (r !== ErrorReason.LOCK_EXPIRED && r !== ErrorReason.NOT_HOLDER) {
               throw err;
             }
           });

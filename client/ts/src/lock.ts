@@ -285,6 +285,7 @@ export class Lock extends EventTarget {
     const mark = this.staged;
     return this.opMu.run(async () => {
       this.check();
+      this.refuseWhileReleaseInDoubt();
       // Any other request gives a pending one up; the repeat of an append
       // whose outcome is unknown goes to the same place, under the same
       // number when it still has one.
@@ -301,6 +302,10 @@ export class Lock extends EventTarget {
         return;
       }
       this.inDoubt = false;
+      if (p !== undefined) {
+        // Not a repeat after all: its number is never sent again.
+        this.session.end(p.seq);
+      }
       try {
         await this.flushLocal((a) => a.n < mark, opts.signal);
       } catch (err) {
@@ -333,14 +338,7 @@ export class Lock extends EventTarget {
         reason: ErrorReason.LOCK_EXPIRED,
       });
     }
-    if (this.pending?.release) {
-      // Its repeat must be the same request: the service may have
-      // committed it already, without what would be staged now.
-      throw new DlmError(
-        `dlm: a release of this lock (token ${this.token}) may have committed already: repeat it, or abort, first`,
-        { code: Code.FailedPrecondition },
-      );
-    }
+    this.refuseWhileReleaseInDoubt();
     if (bytes.length === 0) {
       throw new DataEmptyError(`dlm: nothing to stage for ${file}`, {
         code: Code.InvalidArgument,
@@ -348,6 +346,21 @@ export class Lock extends EventTarget {
       });
     }
     this.local.push({ file, data: bytes.slice(), n: this.staged++ });
+  }
+
+  /**
+   * refuseWhileReleaseInDoubt refuses a new append while a release or
+   * abort whose outcome is unknown waits to be repeated: its repeat must be
+   * the same request, since the service may have committed it already,
+   * without what would be added now.
+   */
+  private refuseWhileReleaseInDoubt(): void {
+    if (this.pending?.release) {
+      throw new DlmError(
+        `dlm: a release of this lock (token ${this.token}) may have committed already: repeat it, or abort, first`,
+        { code: Code.FailedPrecondition },
+      );
+    }
   }
 
   /** @internal buffered says stage holds appends that only a release carries. */

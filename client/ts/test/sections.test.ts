@@ -188,6 +188,8 @@ describe("one server", () => {
       await assert.rejects(lk.release(), UnavailableError);
       // The release committed; a buffer sent with its repeat would be lost.
       assert.throws(() => lk.stage("file_58", "lost?"), /repeat it, or abort/);
+      // So does append: sending it would give the release's number up.
+      await assert.rejects(lk.append("file_58", "lost?"), /repeat it, or abort/);
       k.dropAnswers.clear();
       await lk.release();
       assert.equal(text(await c.readFile("file_58")), "once");
