@@ -356,8 +356,13 @@ func TestPulseFollowsTheLeader(t *testing.T) {
 	leader.stop()
 	next := awaitCountedLeader(t, nodes)
 	eventually(t, "a Pulse stream at the new leader", func() bool { return next.calls.count("Pulse") > 0 })
-	// Two leases at the new leader: the sessions live on its stream.
+	// Renewals in flight when the leader died may each have fallen back to
+	// one KeepAlive while the stream was being reopened; after a lease at
+	// the new leader, the sessions live on its stream alone, for another
+	// lease.
 	start := time.Now()
+	eventually(t, "a lease", func() bool { return time.Since(start) > lease })
+	settled := next.calls.count("KeepAlive")
 	eventually(t, "two leases", func() bool { return time.Since(start) > 2*lease })
 	notLost(t, lk)
 	if err := lk.Release(t.Context()); err != nil {
@@ -370,7 +375,7 @@ func TestPulseFollowsTheLeader(t *testing.T) {
 	if err := r.lk.Release(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if k := next.calls.count("KeepAlive"); k != 0 {
-		t.Errorf("%d KeepAlive calls at the new leader, want none", k)
+	if k := next.calls.count("KeepAlive") - settled; k != 0 {
+		t.Errorf("%d KeepAlive calls at the new leader once its stream was up, want none", k)
 	}
 }
