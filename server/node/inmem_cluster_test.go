@@ -117,6 +117,8 @@ func (c *inmemCluster) replicated(t *testing.T, leader *Node) {
 	deadline := time.Now().Add(30 * time.Second)
 	for _, n := range c.nodes {
 		for !c.closed[n] {
+			// Watch before reading, so an apply in between is not missed.
+			applied := n.watchApplied()
 			index, lv := view(n)
 			if index == want && lv.Holder == wantLock.Holder && lv.Token == wantLock.Token && lv.StagedAppends == wantLock.StagedAppends {
 				break
@@ -124,7 +126,10 @@ func (c *inmemCluster) replicated(t *testing.T, leader *Node) {
 			if time.Now().After(deadline) {
 				t.Fatalf("%s applied lock state %d (%+v) after 30s; the leader %d (%+v)", n.cfg.ID, index, lv, want, wantLock)
 			}
-			time.Sleep(10 * time.Millisecond)
+			select {
+			case <-applied:
+			case <-time.After(time.Second): // re-check the deadline
+			}
 		}
 	}
 }
