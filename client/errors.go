@@ -86,6 +86,19 @@ var (
 	ErrMemberConflict = errors.New("dlm: member conflict")
 	// ErrMemberUnknown means a membership change named no member.
 	ErrMemberUnknown = errors.New("dlm: member unknown")
+	// ErrNotExclusive means the session holds the default lock in shared
+	// mode, and only an exclusive holder may append. Nothing changed.
+	ErrNotExclusive = errors.New("dlm: appends need the default lock held exclusively")
+	// ErrLockUnknown means no live lock has the name: it is neither held,
+	// nor waited for, nor in its lock-delay, so no token for it is current.
+	ErrLockUnknown = errors.New("dlm: lock unknown")
+	// ErrTooManyLocks means the service has as many live locks as its
+	// limit, or the session holds or waits for as many as a session may.
+	// Nothing changed.
+	ErrTooManyLocks = errors.New("dlm: too many locks")
+	// ErrLockModeMismatch means the session holds or waits for the lock in
+	// the other mode; release it first. Nothing changed.
+	ErrLockModeMismatch = errors.New("dlm: lock held or waited for in the other mode")
 	// ErrClosed means the Client was closed.
 	ErrClosed = errors.New("dlm: client closed")
 )

@@ -51,6 +51,10 @@ var sentinelNames = map[string]error{
 	"InvalidArgument":      ErrInvalidArgument,
 	"MemberConflict":       ErrMemberConflict,
 	"MemberUnknown":        ErrMemberUnknown,
+	"NotExclusive":         ErrNotExclusive,
+	"LockUnknown":          ErrLockUnknown,
+	"TooManyLocks":         ErrTooManyLocks,
+	"LockModeMismatch":     ErrLockModeMismatch,
 }
 
 func init() {

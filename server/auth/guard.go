@@ -67,6 +67,9 @@ func Needs(requireTokens bool) map[string]Role {
 		dlmv1connect.LockServiceCloseProcedure:          lock,
 		dlmv1connect.LockServiceReadFileProcedure:       read,
 		dlmv1connect.LockServiceStatusProcedure:         read,
+		dlmv1connect.LockServiceCheckTokenProcedure:     read,
+		dlmv1connect.LockServiceListLocksProcedure:      read,
+		dlmv1connect.LockServiceLockHistoryProcedure:    read,
 		dlmv1connect.ClusterServiceListMembersProcedure: read,
 		MetricsPath: read,
 

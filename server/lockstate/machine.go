@@ -49,6 +49,8 @@ type Grant struct {
 	ClientID uint64
 	Seq      uint64
 	Token    uint64
+	Lock     string
+	Mode     dlmv1.LockMode
 }
 
 // Result is what applying one command did.
@@ -70,6 +72,9 @@ type Result struct {
 	// aborted, closed or expired), or 0, so that the leader can drop what
 	// it holds in memory for that grant.
 	EndedToken uint64
+	// DelayStarted lists the lock-delays this command started (a holder's
+	// lease ran out), so that the leader times each one.
+	DelayStarted []Delay
 }
 
 // Reason returns the outcome's error reason, or unspecified on success.
@@ -837,8 +842,15 @@ func (m *Machine) Session(id uint64) (SessionInfo, bool) {
 	return SessionInfo{ClientID: s.id, Name: s.name, LeaseMs: s.leaseMs, Epoch: s.epoch}, true
 }
 
-// LockView describes the default lock.
+// LockView describes one lock. Holder, Token and GrantedUnixMs describe the
+// exclusive holder, or the oldest shared one; Holders lists them all.
 type LockView struct {
+	Name          string
+	Mode          dlmv1.LockMode
+	Holders       []HolderView
+	QueueModes    []dlmv1.LockMode
+	Delayed       bool
+	DelayMs       uint32
 	Holder        uint64
 	Token         uint64
 	LastToken     uint64

@@ -119,6 +119,14 @@ export class MemberUnknownError extends DlmError {}
  * PermissionDenied). See the token option.
  */
 export class NotAuthorizedError extends DlmError {}
+/** NotExclusiveError: the session holds the default lock shared; only an exclusive holder may append. Nothing changed. */
+export class NotExclusiveError extends DlmError {}
+/** LockUnknownError: no live lock has the name (neither held, waited for, nor in its lock-delay). */
+export class LockUnknownError extends DlmError {}
+/** TooManyLocksError: the service, or this session, has as many live locks as its limit. Nothing changed. */
+export class TooManyLocksError extends DlmError {}
+/** LockModeMismatchError: the session holds or waits for the lock in the other mode; release it first. */
+export class LockModeMismatchError extends DlmError {}
 /** ClosedError: the Client was closed. */
 export class ClosedError extends DlmError {}
 
@@ -147,6 +155,10 @@ const byName: Record<string, ErrorClass> = {
   InvalidArgument: InvalidArgumentError,
   MemberConflict: MemberConflictError,
   MemberUnknown: MemberUnknownError,
+  NotExclusive: NotExclusiveError,
+  LockUnknown: LockUnknownError,
+  TooManyLocks: TooManyLocksError,
+  LockModeMismatch: LockModeMismatchError,
 };
 
 /** errorClass returns the class of reason, as the proto's client_error names it. */

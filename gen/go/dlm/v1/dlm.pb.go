@@ -24,6 +24,123 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// LockMode is how a lock is held.
+type LockMode int32
+
+const (
+	// Not set: exclusive, so that clients that predate shared locks keep
+	// their meaning.
+	LockMode_LOCK_MODE_UNSPECIFIED LockMode = 0
+	// One holder at a time. The only mode that may append to files.
+	LockMode_LOCK_MODE_EXCLUSIVE LockMode = 1
+	// Any number of shared holders at once, and no exclusive holder. Waiters
+	// of both modes are served in arrival order: a shared request behind a
+	// waiting exclusive one waits, so writers never starve.
+	LockMode_LOCK_MODE_SHARED LockMode = 2
+)
+
+// Enum value maps for LockMode.
+var (
+	LockMode_name = map[int32]string{
+		0: "LOCK_MODE_UNSPECIFIED",
+		1: "LOCK_MODE_EXCLUSIVE",
+		2: "LOCK_MODE_SHARED",
+	}
+	LockMode_value = map[string]int32{
+		"LOCK_MODE_UNSPECIFIED": 0,
+		"LOCK_MODE_EXCLUSIVE":   1,
+		"LOCK_MODE_SHARED":      2,
+	}
+)
+
+func (x LockMode) Enum() *LockMode {
+	p := new(LockMode)
+	*p = x
+	return p
+}
+
+func (x LockMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (LockMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_dlm_v1_dlm_proto_enumTypes[0].Descriptor()
+}
+
+func (LockMode) Type() protoreflect.EnumType {
+	return &file_dlm_v1_dlm_proto_enumTypes[0]
+}
+
+func (x LockMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use LockMode.Descriptor instead.
+func (LockMode) EnumDescriptor() ([]byte, []int) {
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{0}
+}
+
+// LockEnd is how a grant ended.
+type LockEnd int32
+
+const (
+	// The grant is still held.
+	LockEnd_LOCK_END_UNSPECIFIED LockEnd = 0
+	// The holder released it, committing its critical section.
+	LockEnd_LOCK_END_RELEASED LockEnd = 1
+	// The holder released it with abort, or gave up an unknown grant.
+	LockEnd_LOCK_END_ABORTED LockEnd = 2
+	// The holder closed its session.
+	LockEnd_LOCK_END_CLOSED LockEnd = 3
+	// The holder's lease ran out; the lock-delay, if any, started.
+	LockEnd_LOCK_END_EXPIRED LockEnd = 4
+)
+
+// Enum value maps for LockEnd.
+var (
+	LockEnd_name = map[int32]string{
+		0: "LOCK_END_UNSPECIFIED",
+		1: "LOCK_END_RELEASED",
+		2: "LOCK_END_ABORTED",
+		3: "LOCK_END_CLOSED",
+		4: "LOCK_END_EXPIRED",
+	}
+	LockEnd_value = map[string]int32{
+		"LOCK_END_UNSPECIFIED": 0,
+		"LOCK_END_RELEASED":    1,
+		"LOCK_END_ABORTED":     2,
+		"LOCK_END_CLOSED":      3,
+		"LOCK_END_EXPIRED":     4,
+	}
+)
+
+func (x LockEnd) Enum() *LockEnd {
+	p := new(LockEnd)
+	*p = x
+	return p
+}
+
+func (x LockEnd) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (LockEnd) Descriptor() protoreflect.EnumDescriptor {
+	return file_dlm_v1_dlm_proto_enumTypes[1].Descriptor()
+}
+
+func (LockEnd) Type() protoreflect.EnumType {
+	return &file_dlm_v1_dlm_proto_enumTypes[1]
+}
+
+func (x LockEnd) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use LockEnd.Descriptor instead.
+func (LockEnd) EnumDescriptor() ([]byte, []int) {
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{1}
+}
+
 // ErrorReason is the machine-readable cause of an error. Each value's
 // reason_spec option (reason.proto) is the one place that says what it
 // means: the Connect code, what clients do with it, the default message and
@@ -105,6 +222,35 @@ const (
 	// live in the leader's memory until the release). Nothing changed: re-send
 	// the section from the place the ErrorDetail names, then repeat.
 	ErrorReason_ERROR_REASON_SECTION_INCOMPLETE ErrorReason = 26
+	// The lock name is set but empty. Leave the field unset for the default
+	// lock. Nothing changed.
+	ErrorReason_ERROR_REASON_LOCK_NAME_EMPTY ErrorReason = 27
+	// The lock name is longer than 256 bytes. Nothing changed.
+	ErrorReason_ERROR_REASON_LOCK_NAME_TOO_LONG ErrorReason = 28
+	// The lock name is not valid UTF-8 or holds a character that is not
+	// printable (a control character, a line break). Nothing changed.
+	ErrorReason_ERROR_REASON_LOCK_NAME_INVALID ErrorReason = 29
+	// The mode is not a LockMode this server knows. Nothing changed.
+	ErrorReason_ERROR_REASON_LOCK_MODE_UNKNOWN ErrorReason = 30
+	// The caller holds the default lock in shared mode: only an exclusive
+	// holder may append. Nothing changed.
+	ErrorReason_ERROR_REASON_APPEND_NEEDS_EXCLUSIVE ErrorReason = 31
+	// The append named a lock: files are guarded by the default lock only.
+	// Nothing changed.
+	ErrorReason_ERROR_REASON_APPEND_NEEDS_DEFAULT_LOCK ErrorReason = 32
+	// No live lock has this name: it is neither held, nor waited for, nor in
+	// its lock-delay. A token for it is not current.
+	ErrorReason_ERROR_REASON_LOCK_UNKNOWN ErrorReason = 33
+	// The service has as many live locks as its limit, or the session holds
+	// or waits for as many as a session may. Nothing changed: release some,
+	// or retry later.
+	ErrorReason_ERROR_REASON_TOO_MANY_LOCKS ErrorReason = 34
+	// The lock-delay asked for is over 60000 ms. Nothing changed.
+	ErrorReason_ERROR_REASON_LOCK_DELAY_INVALID ErrorReason = 35
+	// The session holds or waits for this lock in the other mode. Upgrading
+	// a shared grant in place deadlocks two readers that both upgrade, so
+	// dlm refuses it: release, then acquire in the new mode. Nothing changed.
+	ErrorReason_ERROR_REASON_LOCK_MODE_MISMATCH ErrorReason = 36
 )
 
 // Enum value maps for ErrorReason.
@@ -136,34 +282,54 @@ var (
 		24: "ERROR_REASON_TOO_MANY_SESSIONS",
 		25: "ERROR_REASON_INIT_RATE_LIMITED",
 		26: "ERROR_REASON_SECTION_INCOMPLETE",
+		27: "ERROR_REASON_LOCK_NAME_EMPTY",
+		28: "ERROR_REASON_LOCK_NAME_TOO_LONG",
+		29: "ERROR_REASON_LOCK_NAME_INVALID",
+		30: "ERROR_REASON_LOCK_MODE_UNKNOWN",
+		31: "ERROR_REASON_APPEND_NEEDS_EXCLUSIVE",
+		32: "ERROR_REASON_APPEND_NEEDS_DEFAULT_LOCK",
+		33: "ERROR_REASON_LOCK_UNKNOWN",
+		34: "ERROR_REASON_TOO_MANY_LOCKS",
+		35: "ERROR_REASON_LOCK_DELAY_INVALID",
+		36: "ERROR_REASON_LOCK_MODE_MISMATCH",
 	}
 	ErrorReason_value = map[string]int32{
-		"ERROR_REASON_UNSPECIFIED":           0,
-		"ERROR_REASON_LOCK_EXPIRED":          1,
-		"ERROR_REASON_NOT_HOLDER":            2,
-		"ERROR_REASON_FILE_NOT_FOUND":        3,
-		"ERROR_REASON_INVALID_FILE_NAME":     4,
-		"ERROR_REASON_SESSION_EXPIRED":       5,
-		"ERROR_REASON_SESSION_UNKNOWN":       6,
-		"ERROR_REASON_BAD_SECRET":            7,
-		"ERROR_REASON_NOT_LEADER":            8,
-		"ERROR_REASON_UNAVAILABLE":           9,
-		"ERROR_REASON_SEQUENCE_MISSING":      10,
-		"ERROR_REASON_SEQUENCE_ACKNOWLEDGED": 11,
-		"ERROR_REASON_DATA_EMPTY":            12,
-		"ERROR_REASON_DATA_TOO_LARGE":        13,
-		"ERROR_REASON_SECTION_TOO_LARGE":     14,
-		"ERROR_REASON_TOO_MANY_REQUESTS":     15,
-		"ERROR_REASON_INVALID_ARGUMENT":      16,
-		"ERROR_REASON_DISK_FULL":             17,
-		"ERROR_REASON_FILE_TOO_LARGE":        18,
-		"ERROR_REASON_STORAGE_FAULT":         19,
-		"ERROR_REASON_SEQUENCE_REUSED":       20,
-		"ERROR_REASON_MEMBER_CONFLICT":       21,
-		"ERROR_REASON_MEMBER_UNKNOWN":        22,
-		"ERROR_REASON_TOO_MANY_SESSIONS":     24,
-		"ERROR_REASON_INIT_RATE_LIMITED":     25,
-		"ERROR_REASON_SECTION_INCOMPLETE":    26,
+		"ERROR_REASON_UNSPECIFIED":               0,
+		"ERROR_REASON_LOCK_EXPIRED":              1,
+		"ERROR_REASON_NOT_HOLDER":                2,
+		"ERROR_REASON_FILE_NOT_FOUND":            3,
+		"ERROR_REASON_INVALID_FILE_NAME":         4,
+		"ERROR_REASON_SESSION_EXPIRED":           5,
+		"ERROR_REASON_SESSION_UNKNOWN":           6,
+		"ERROR_REASON_BAD_SECRET":                7,
+		"ERROR_REASON_NOT_LEADER":                8,
+		"ERROR_REASON_UNAVAILABLE":               9,
+		"ERROR_REASON_SEQUENCE_MISSING":          10,
+		"ERROR_REASON_SEQUENCE_ACKNOWLEDGED":     11,
+		"ERROR_REASON_DATA_EMPTY":                12,
+		"ERROR_REASON_DATA_TOO_LARGE":            13,
+		"ERROR_REASON_SECTION_TOO_LARGE":         14,
+		"ERROR_REASON_TOO_MANY_REQUESTS":         15,
+		"ERROR_REASON_INVALID_ARGUMENT":          16,
+		"ERROR_REASON_DISK_FULL":                 17,
+		"ERROR_REASON_FILE_TOO_LARGE":            18,
+		"ERROR_REASON_STORAGE_FAULT":             19,
+		"ERROR_REASON_SEQUENCE_REUSED":           20,
+		"ERROR_REASON_MEMBER_CONFLICT":           21,
+		"ERROR_REASON_MEMBER_UNKNOWN":            22,
+		"ERROR_REASON_TOO_MANY_SESSIONS":         24,
+		"ERROR_REASON_INIT_RATE_LIMITED":         25,
+		"ERROR_REASON_SECTION_INCOMPLETE":        26,
+		"ERROR_REASON_LOCK_NAME_EMPTY":           27,
+		"ERROR_REASON_LOCK_NAME_TOO_LONG":        28,
+		"ERROR_REASON_LOCK_NAME_INVALID":         29,
+		"ERROR_REASON_LOCK_MODE_UNKNOWN":         30,
+		"ERROR_REASON_APPEND_NEEDS_EXCLUSIVE":    31,
+		"ERROR_REASON_APPEND_NEEDS_DEFAULT_LOCK": 32,
+		"ERROR_REASON_LOCK_UNKNOWN":              33,
+		"ERROR_REASON_TOO_MANY_LOCKS":            34,
+		"ERROR_REASON_LOCK_DELAY_INVALID":        35,
+		"ERROR_REASON_LOCK_MODE_MISMATCH":        36,
 	}
 )
 
@@ -178,11 +344,11 @@ func (x ErrorReason) String() string {
 }
 
 func (ErrorReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_dlm_v1_dlm_proto_enumTypes[0].Descriptor()
+	return file_dlm_v1_dlm_proto_enumTypes[2].Descriptor()
 }
 
 func (ErrorReason) Type() protoreflect.EnumType {
-	return &file_dlm_v1_dlm_proto_enumTypes[0]
+	return &file_dlm_v1_dlm_proto_enumTypes[2]
 }
 
 func (x ErrorReason) Number() protoreflect.EnumNumber {
@@ -191,7 +357,71 @@ func (x ErrorReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ErrorReason.Descriptor instead.
 func (ErrorReason) EnumDescriptor() ([]byte, []int) {
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{2}
+}
+
+// HeldLock is one grant a session holds.
+type HeldLock struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The lock's name; empty for the default lock.
+	Lock string `protobuf:"bytes,1,opt,name=lock,proto3" json:"lock,omitempty"`
+	// The grant's fencing token.
+	Token uint64 `protobuf:"varint,2,opt,name=token,proto3" json:"token,omitempty"`
+	// How the lock is held.
+	Mode          LockMode `protobuf:"varint,3,opt,name=mode,proto3,enum=dlm.v1.LockMode" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeldLock) Reset() {
+	*x = HeldLock{}
+	mi := &file_dlm_v1_dlm_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeldLock) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeldLock) ProtoMessage() {}
+
+func (x *HeldLock) ProtoReflect() protoreflect.Message {
+	mi := &file_dlm_v1_dlm_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeldLock.ProtoReflect.Descriptor instead.
+func (*HeldLock) Descriptor() ([]byte, []int) {
 	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *HeldLock) GetLock() string {
+	if x != nil {
+		return x.Lock
+	}
+	return ""
+}
+
+func (x *HeldLock) GetToken() uint64 {
+	if x != nil {
+		return x.Token
+	}
+	return 0
+}
+
+func (x *HeldLock) GetMode() LockMode {
+	if x != nil {
+		return x.Mode
+	}
+	return LockMode_LOCK_MODE_UNSPECIFIED
 }
 
 // InitRequest asks for a new session.
@@ -209,7 +439,7 @@ type InitRequest struct {
 
 func (x *InitRequest) Reset() {
 	*x = InitRequest{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[0]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -221,7 +451,7 @@ func (x *InitRequest) String() string {
 func (*InitRequest) ProtoMessage() {}
 
 func (x *InitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[0]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -234,7 +464,7 @@ func (x *InitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitRequest.ProtoReflect.Descriptor instead.
 func (*InitRequest) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{0}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *InitRequest) GetLeaseMs() uint32 {
@@ -267,7 +497,7 @@ type InitResponse struct {
 
 func (x *InitResponse) Reset() {
 	*x = InitResponse{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[1]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -279,7 +509,7 @@ func (x *InitResponse) String() string {
 func (*InitResponse) ProtoMessage() {}
 
 func (x *InitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[1]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -292,7 +522,7 @@ func (x *InitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitResponse.ProtoReflect.Descriptor instead.
 func (*InitResponse) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{1}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *InitResponse) GetClientId() uint64 {
@@ -329,7 +559,7 @@ type KeepAliveRequest struct {
 
 func (x *KeepAliveRequest) Reset() {
 	*x = KeepAliveRequest{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[2]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -341,7 +571,7 @@ func (x *KeepAliveRequest) String() string {
 func (*KeepAliveRequest) ProtoMessage() {}
 
 func (x *KeepAliveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[2]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -354,7 +584,7 @@ func (x *KeepAliveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeepAliveRequest.ProtoReflect.Descriptor instead.
 func (*KeepAliveRequest) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{2}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *KeepAliveRequest) GetClientId() uint64 {
@@ -379,15 +609,17 @@ type KeepAliveResponse struct {
 	LeaseMs uint32 `protobuf:"varint,1,opt,name=lease_ms,json=leaseMs,proto3" json:"lease_ms,omitempty"`
 	// The fencing token of the lock grant the session holds, or 0 when it holds
 	// none. A client that believes it holds a grant and sees another token (or
-	// 0) has lost the lock.
-	Token         uint64 `protobuf:"varint,2,opt,name=token,proto3" json:"token,omitempty"`
+	// 0) has lost the lock. The default lock only: see held.
+	Token uint64 `protobuf:"varint,2,opt,name=token,proto3" json:"token,omitempty"`
+	// Every grant the session holds, default and named locks, in name order.
+	Held          []*HeldLock `protobuf:"bytes,3,rep,name=held,proto3" json:"held,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *KeepAliveResponse) Reset() {
 	*x = KeepAliveResponse{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[3]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -399,7 +631,7 @@ func (x *KeepAliveResponse) String() string {
 func (*KeepAliveResponse) ProtoMessage() {}
 
 func (x *KeepAliveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[3]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -412,7 +644,7 @@ func (x *KeepAliveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeepAliveResponse.ProtoReflect.Descriptor instead.
 func (*KeepAliveResponse) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{3}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *KeepAliveResponse) GetLeaseMs() uint32 {
@@ -427,6 +659,13 @@ func (x *KeepAliveResponse) GetToken() uint64 {
 		return x.Token
 	}
 	return 0
+}
+
+func (x *KeepAliveResponse) GetHeld() []*HeldLock {
+	if x != nil {
+		return x.Held
+	}
+	return nil
 }
 
 // LockAcquireRequest asks for the lock.
@@ -455,14 +694,27 @@ type LockAcquireRequest struct {
 	// then arrives on the session's Pulse stream, or by repeating the request
 	// with the same seq. A waiting session then costs the server a queue entry,
 	// not a parked call.
-	NoWait        bool `protobuf:"varint,7,opt,name=no_wait,json=noWait,proto3" json:"no_wait,omitempty"`
+	NoWait bool `protobuf:"varint,7,opt,name=no_wait,json=noWait,proto3" json:"no_wait,omitempty"`
+	// The lock's name: printable (letters, digits, punctuation, spaces; no
+	// control characters), at most 256 bytes. Unset means the default lock,
+	// which guards the files. Set but empty is refused (LOCK_NAME_EMPTY), so a
+	// client that meant a name and lost it does not take the default lock.
+	Lock *string `protobuf:"bytes,8,opt,name=lock,proto3,oneof" json:"lock,omitempty"`
+	// How to hold the lock; unset means exclusive.
+	Mode LockMode `protobuf:"varint,9,opt,name=mode,proto3,enum=dlm.v1.LockMode" json:"mode,omitempty"`
+	// The lock-delay of this grant in milliseconds: if the session's lease
+	// runs out while it holds the grant, the lock stays ungranted this long,
+	// so that the stale holder's writes in flight to other systems drain
+	// before the next holder starts. Unset means the server's --lock-delay; at
+	// most 60000. A clean release or Close starts no delay.
+	LockDelayMs   *uint32 `protobuf:"varint,10,opt,name=lock_delay_ms,json=lockDelayMs,proto3,oneof" json:"lock_delay_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LockAcquireRequest) Reset() {
 	*x = LockAcquireRequest{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[4]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -474,7 +726,7 @@ func (x *LockAcquireRequest) String() string {
 func (*LockAcquireRequest) ProtoMessage() {}
 
 func (x *LockAcquireRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[4]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -487,7 +739,7 @@ func (x *LockAcquireRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockAcquireRequest.ProtoReflect.Descriptor instead.
 func (*LockAcquireRequest) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{4}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *LockAcquireRequest) GetClientId() uint64 {
@@ -539,6 +791,27 @@ func (x *LockAcquireRequest) GetNoWait() bool {
 	return false
 }
 
+func (x *LockAcquireRequest) GetLock() string {
+	if x != nil && x.Lock != nil {
+		return *x.Lock
+	}
+	return ""
+}
+
+func (x *LockAcquireRequest) GetMode() LockMode {
+	if x != nil {
+		return x.Mode
+	}
+	return LockMode_LOCK_MODE_UNSPECIFIED
+}
+
+func (x *LockAcquireRequest) GetLockDelayMs() uint32 {
+	if x != nil && x.LockDelayMs != nil {
+		return *x.LockDelayMs
+	}
+	return 0
+}
+
 // LockAcquireResponse says whether the lock was granted.
 type LockAcquireResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -552,13 +825,17 @@ type LockAcquireResponse struct {
 	Queued bool `protobuf:"varint,3,opt,name=queued,proto3" json:"queued,omitempty"`
 	// When queued, the session's place: 1 means next.
 	QueuePosition uint32 `protobuf:"varint,4,opt,name=queue_position,json=queuePosition,proto3" json:"queue_position,omitempty"`
+	// The lock's name, as asked; empty for the default lock.
+	Lock string `protobuf:"bytes,5,opt,name=lock,proto3" json:"lock,omitempty"`
+	// The mode granted or waited for (never unspecified).
+	Mode          LockMode `protobuf:"varint,6,opt,name=mode,proto3,enum=dlm.v1.LockMode" json:"mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LockAcquireResponse) Reset() {
 	*x = LockAcquireResponse{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[5]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -570,7 +847,7 @@ func (x *LockAcquireResponse) String() string {
 func (*LockAcquireResponse) ProtoMessage() {}
 
 func (x *LockAcquireResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[5]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -583,7 +860,7 @@ func (x *LockAcquireResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockAcquireResponse.ProtoReflect.Descriptor instead.
 func (*LockAcquireResponse) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{5}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *LockAcquireResponse) GetGranted() bool {
@@ -612,6 +889,20 @@ func (x *LockAcquireResponse) GetQueuePosition() uint32 {
 		return x.QueuePosition
 	}
 	return 0
+}
+
+func (x *LockAcquireResponse) GetLock() string {
+	if x != nil {
+		return x.Lock
+	}
+	return ""
+}
+
+func (x *LockAcquireResponse) GetMode() LockMode {
+	if x != nil {
+		return x.Mode
+	}
+	return LockMode_LOCK_MODE_UNSPECIFIED
 }
 
 // LockReleaseRequest ends a critical section, or leaves the queue.
@@ -650,14 +941,18 @@ type LockReleaseRequest struct {
 	// Appends to stage after those already staged, then commit with the rest
 	// in the same step: a critical section can be sent in one call. Ignored
 	// with abort or token 0.
-	Appends       []*SectionAppend `protobuf:"bytes,9,rep,name=appends,proto3" json:"appends,omitempty"`
+	Appends []*SectionAppend `protobuf:"bytes,9,rep,name=appends,proto3" json:"appends,omitempty"`
+	// The lock's name; unset means the default lock (see
+	// LockAcquireRequest.lock). Only the default lock has a critical section:
+	// a named lock's release carries no appends.
+	Lock          *string `protobuf:"bytes,10,opt,name=lock,proto3,oneof" json:"lock,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LockReleaseRequest) Reset() {
 	*x = LockReleaseRequest{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[6]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -669,7 +964,7 @@ func (x *LockReleaseRequest) String() string {
 func (*LockReleaseRequest) ProtoMessage() {}
 
 func (x *LockReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[6]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -682,7 +977,7 @@ func (x *LockReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockReleaseRequest.ProtoReflect.Descriptor instead.
 func (*LockReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{6}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *LockReleaseRequest) GetClientId() uint64 {
@@ -748,6 +1043,13 @@ func (x *LockReleaseRequest) GetAppends() []*SectionAppend {
 	return nil
 }
 
+func (x *LockReleaseRequest) GetLock() string {
+	if x != nil && x.Lock != nil {
+		return *x.Lock
+	}
+	return ""
+}
+
 // SectionAppend is one append carried by a LockReleaseRequest.
 type SectionAppend struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -761,7 +1063,7 @@ type SectionAppend struct {
 
 func (x *SectionAppend) Reset() {
 	*x = SectionAppend{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[7]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -773,7 +1075,7 @@ func (x *SectionAppend) String() string {
 func (*SectionAppend) ProtoMessage() {}
 
 func (x *SectionAppend) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[7]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -786,7 +1088,7 @@ func (x *SectionAppend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SectionAppend.ProtoReflect.Descriptor instead.
 func (*SectionAppend) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{7}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SectionAppend) GetFile() string {
@@ -816,7 +1118,7 @@ type LockReleaseResponse struct {
 
 func (x *LockReleaseResponse) Reset() {
 	*x = LockReleaseResponse{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[8]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -828,7 +1130,7 @@ func (x *LockReleaseResponse) String() string {
 func (*LockReleaseResponse) ProtoMessage() {}
 
 func (x *LockReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[8]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -841,7 +1143,7 @@ func (x *LockReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockReleaseResponse.ProtoReflect.Descriptor instead.
 func (*LockReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{8}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *LockReleaseResponse) GetCommittedAppends() uint32 {
@@ -882,14 +1184,17 @@ type AppendFileRequest struct {
 	// fails with SECTION_INCOMPLETE (the leader changed and lost the staged
 	// appends), and the client re-sends from the place the error's detail
 	// names. 0 means "the next place" and is not safe to repeat.
-	Position      uint32 `protobuf:"varint,8,opt,name=position,proto3" json:"position,omitempty"`
+	Position uint32 `protobuf:"varint,8,opt,name=position,proto3" json:"position,omitempty"`
+	// Files are guarded by the default lock held exclusively: leave this
+	// unset. Any other value fails with APPEND_NEEDS_DEFAULT_LOCK.
+	Lock          *string `protobuf:"bytes,9,opt,name=lock,proto3,oneof" json:"lock,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AppendFileRequest) Reset() {
 	*x = AppendFileRequest{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[9]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -901,7 +1206,7 @@ func (x *AppendFileRequest) String() string {
 func (*AppendFileRequest) ProtoMessage() {}
 
 func (x *AppendFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[9]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -914,7 +1219,7 @@ func (x *AppendFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendFileRequest.ProtoReflect.Descriptor instead.
 func (*AppendFileRequest) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{9}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AppendFileRequest) GetClientId() uint64 {
@@ -973,6 +1278,13 @@ func (x *AppendFileRequest) GetPosition() uint32 {
 	return 0
 }
 
+func (x *AppendFileRequest) GetLock() string {
+	if x != nil && x.Lock != nil {
+		return *x.Lock
+	}
+	return ""
+}
+
 // AppendFileResponse confirms that the append is staged.
 type AppendFileResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -986,7 +1298,7 @@ type AppendFileResponse struct {
 
 func (x *AppendFileResponse) Reset() {
 	*x = AppendFileResponse{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[10]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -998,7 +1310,7 @@ func (x *AppendFileResponse) String() string {
 func (*AppendFileResponse) ProtoMessage() {}
 
 func (x *AppendFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[10]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1011,7 +1323,7 @@ func (x *AppendFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendFileResponse.ProtoReflect.Descriptor instead.
 func (*AppendFileResponse) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{10}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AppendFileResponse) GetStagedAppends() uint32 {
@@ -1045,7 +1357,7 @@ type CloseRequest struct {
 
 func (x *CloseRequest) Reset() {
 	*x = CloseRequest{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[11]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1057,7 +1369,7 @@ func (x *CloseRequest) String() string {
 func (*CloseRequest) ProtoMessage() {}
 
 func (x *CloseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[11]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1070,7 +1382,7 @@ func (x *CloseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseRequest.ProtoReflect.Descriptor instead.
 func (*CloseRequest) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{11}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CloseRequest) GetClientId() uint64 {
@@ -1112,7 +1424,7 @@ type CloseResponse struct {
 
 func (x *CloseResponse) Reset() {
 	*x = CloseResponse{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[12]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1124,7 +1436,7 @@ func (x *CloseResponse) String() string {
 func (*CloseResponse) ProtoMessage() {}
 
 func (x *CloseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[12]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1137,7 +1449,7 @@ func (x *CloseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseResponse.ProtoReflect.Descriptor instead.
 func (*CloseResponse) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{12}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CloseResponse) GetStatus() string {
@@ -1163,7 +1475,7 @@ type ReadFileRequest struct {
 
 func (x *ReadFileRequest) Reset() {
 	*x = ReadFileRequest{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[13]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1175,7 +1487,7 @@ func (x *ReadFileRequest) String() string {
 func (*ReadFileRequest) ProtoMessage() {}
 
 func (x *ReadFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[13]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1188,7 +1500,7 @@ func (x *ReadFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadFileRequest.ProtoReflect.Descriptor instead.
 func (*ReadFileRequest) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{13}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ReadFileRequest) GetFile() string {
@@ -1227,7 +1539,7 @@ type ReadFileResponse struct {
 
 func (x *ReadFileResponse) Reset() {
 	*x = ReadFileResponse{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[14]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1239,7 +1551,7 @@ func (x *ReadFileResponse) String() string {
 func (*ReadFileResponse) ProtoMessage() {}
 
 func (x *ReadFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[14]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1252,7 +1564,7 @@ func (x *ReadFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadFileResponse.ProtoReflect.Descriptor instead.
 func (*ReadFileResponse) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{14}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ReadFileResponse) GetData() []byte {
@@ -1295,14 +1607,17 @@ type StatusRequest struct {
 	KnownStateIndex uint64 `protobuf:"varint,4,opt,name=known_state_index,json=knownStateIndex,proto3" json:"known_state_index,omitempty"`
 	// How long a long poll may wait, in milliseconds (0: 5000; at most 30000).
 	// Without known_state_index the node answers at once.
-	WaitMs        uint32 `protobuf:"varint,5,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
+	WaitMs uint32 `protobuf:"varint,5,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
+	// The lock to describe in lock; unset means the default lock. A named
+	// lock that is not live is described as free.
+	Lock          *string `protobuf:"bytes,6,opt,name=lock,proto3,oneof" json:"lock,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[15]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1314,7 +1629,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[15]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1327,7 +1642,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{15}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StatusRequest) GetConsistent() bool {
@@ -1365,6 +1680,13 @@ func (x *StatusRequest) GetWaitMs() uint32 {
 	return 0
 }
 
+func (x *StatusRequest) GetLock() string {
+	if x != nil && x.Lock != nil {
+		return *x.Lock
+	}
+	return ""
+}
+
 // StatusResponse describes the node, the lock and the files.
 type StatusResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1385,14 +1707,17 @@ type StatusResponse struct {
 	NextPageToken string `protobuf:"bytes,7,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	// The log index of the last lock-state change this answer shows: pass it
 	// as known_state_index to wait for the next one. Never 0.
-	StateIndex    uint64 `protobuf:"varint,8,opt,name=state_index,json=stateIndex,proto3" json:"state_index,omitempty"`
+	StateIndex uint64 `protobuf:"varint,8,opt,name=state_index,json=stateIndex,proto3" json:"state_index,omitempty"`
+	// The number of live locks (held, waited for, or in their lock-delay),
+	// the default lock included.
+	LockCount     uint64 `protobuf:"varint,9,opt,name=lock_count,json=lockCount,proto3" json:"lock_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[16]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1404,7 +1729,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[16]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1417,7 +1742,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{16}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StatusResponse) GetNode() *NodeStatus {
@@ -1476,6 +1801,13 @@ func (x *StatusResponse) GetStateIndex() uint64 {
 	return 0
 }
 
+func (x *StatusResponse) GetLockCount() uint64 {
+	if x != nil {
+		return x.LockCount
+	}
+	return 0
+}
+
 // NodeStatus describes one server.
 type NodeStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1508,7 +1840,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[17]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1520,7 +1852,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[17]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1533,7 +1865,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{17}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *NodeStatus) GetId() string {
@@ -1625,7 +1957,7 @@ type MemberStatus struct {
 
 func (x *MemberStatus) Reset() {
 	*x = MemberStatus{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[18]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1637,7 +1969,7 @@ func (x *MemberStatus) String() string {
 func (*MemberStatus) ProtoMessage() {}
 
 func (x *MemberStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[18]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1650,7 +1982,7 @@ func (x *MemberStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberStatus.ProtoReflect.Descriptor instead.
 func (*MemberStatus) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{18}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *MemberStatus) GetId() string {
@@ -1712,14 +2044,30 @@ type LockStatus struct {
 	QueueLength uint64 `protobuf:"varint,8,opt,name=queue_length,json=queueLength,proto3" json:"queue_length,omitempty"`
 	// The holder's name (its label from Init), so that it can be shown
 	// whichever page of sessions holds it.
-	HolderName    string `protobuf:"bytes,9,opt,name=holder_name,json=holderName,proto3" json:"holder_name,omitempty"`
+	HolderName string `protobuf:"bytes,9,opt,name=holder_name,json=holderName,proto3" json:"holder_name,omitempty"`
+	// The lock's name; empty for the default lock.
+	Name string `protobuf:"bytes,10,opt,name=name,proto3" json:"name,omitempty"`
+	// How the lock is held now; unspecified when free. With SHARED, holder,
+	// token and holder_name describe the oldest shared holder and holders
+	// lists them all.
+	Mode LockMode `protobuf:"varint,11,opt,name=mode,proto3,enum=dlm.v1.LockMode" json:"mode,omitempty"`
+	// Every holder: one when exclusive, any number when shared.
+	Holders []*LockHolder `protobuf:"bytes,12,rep,name=holders,proto3" json:"holders,omitempty"`
+	// The mode each waiter of queue asks for, in the same order.
+	QueueModes []LockMode `protobuf:"varint,13,rep,packed,name=queue_modes,json=queueModes,proto3,enum=dlm.v1.LockMode" json:"queue_modes,omitempty"`
+	// True while the lock is in its lock-delay: a holder's lease ran out, and
+	// the lock stays ungranted until the delay ends.
+	Delayed bool `protobuf:"varint,14,opt,name=delayed,proto3" json:"delayed,omitempty"`
+	// The lock-delay of the grant that expired, in milliseconds, while
+	// delayed.
+	DelayMs       uint32 `protobuf:"varint,15,opt,name=delay_ms,json=delayMs,proto3" json:"delay_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LockStatus) Reset() {
 	*x = LockStatus{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[19]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1731,7 +2079,7 @@ func (x *LockStatus) String() string {
 func (*LockStatus) ProtoMessage() {}
 
 func (x *LockStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[19]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1744,7 +2092,7 @@ func (x *LockStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockStatus.ProtoReflect.Descriptor instead.
 func (*LockStatus) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{19}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *LockStatus) GetHolder() uint64 {
@@ -1810,6 +2158,639 @@ func (x *LockStatus) GetHolderName() string {
 	return ""
 }
 
+func (x *LockStatus) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *LockStatus) GetMode() LockMode {
+	if x != nil {
+		return x.Mode
+	}
+	return LockMode_LOCK_MODE_UNSPECIFIED
+}
+
+func (x *LockStatus) GetHolders() []*LockHolder {
+	if x != nil {
+		return x.Holders
+	}
+	return nil
+}
+
+func (x *LockStatus) GetQueueModes() []LockMode {
+	if x != nil {
+		return x.QueueModes
+	}
+	return nil
+}
+
+func (x *LockStatus) GetDelayed() bool {
+	if x != nil {
+		return x.Delayed
+	}
+	return false
+}
+
+func (x *LockStatus) GetDelayMs() uint32 {
+	if x != nil {
+		return x.DelayMs
+	}
+	return 0
+}
+
+// LockHolder is one holder of a lock.
+type LockHolder struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The holder's session.
+	ClientId uint64 `protobuf:"varint,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// The holder's fencing token.
+	Token uint64 `protobuf:"varint,2,opt,name=token,proto3" json:"token,omitempty"`
+	// The holder's label from Init.
+	Name string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	// How it holds the lock.
+	Mode LockMode `protobuf:"varint,4,opt,name=mode,proto3,enum=dlm.v1.LockMode" json:"mode,omitempty"`
+	// When the grant was made, by the leader's clock at the time.
+	GrantedUnixMs int64 `protobuf:"varint,5,opt,name=granted_unix_ms,json=grantedUnixMs,proto3" json:"granted_unix_ms,omitempty"`
+	// Milliseconds left of the holder's lease, as the leader sees it; 0 on
+	// other nodes.
+	LeaseLeftMs   int64 `protobuf:"varint,6,opt,name=lease_left_ms,json=leaseLeftMs,proto3" json:"lease_left_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LockHolder) Reset() {
+	*x = LockHolder{}
+	mi := &file_dlm_v1_dlm_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LockHolder) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LockHolder) ProtoMessage() {}
+
+func (x *LockHolder) ProtoReflect() protoreflect.Message {
+	mi := &file_dlm_v1_dlm_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LockHolder.ProtoReflect.Descriptor instead.
+func (*LockHolder) Descriptor() ([]byte, []int) {
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *LockHolder) GetClientId() uint64 {
+	if x != nil {
+		return x.ClientId
+	}
+	return 0
+}
+
+func (x *LockHolder) GetToken() uint64 {
+	if x != nil {
+		return x.Token
+	}
+	return 0
+}
+
+func (x *LockHolder) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *LockHolder) GetMode() LockMode {
+	if x != nil {
+		return x.Mode
+	}
+	return LockMode_LOCK_MODE_UNSPECIFIED
+}
+
+func (x *LockHolder) GetGrantedUnixMs() int64 {
+	if x != nil {
+		return x.GrantedUnixMs
+	}
+	return 0
+}
+
+func (x *LockHolder) GetLeaseLeftMs() int64 {
+	if x != nil {
+		return x.LeaseLeftMs
+	}
+	return 0
+}
+
+// CheckTokenRequest asks whether a token is a lock's current grant.
+type CheckTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The lock's name; unset means the default lock. Set but empty fails
+	// with LOCK_NAME_EMPTY.
+	Lock *string `protobuf:"bytes,1,opt,name=lock,proto3,oneof" json:"lock,omitempty"`
+	// The fencing token to check; 0 fails with INVALID_ARGUMENT.
+	Token         uint64 `protobuf:"varint,2,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckTokenRequest) Reset() {
+	*x = CheckTokenRequest{}
+	mi := &file_dlm_v1_dlm_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckTokenRequest) ProtoMessage() {}
+
+func (x *CheckTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dlm_v1_dlm_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckTokenRequest.ProtoReflect.Descriptor instead.
+func (*CheckTokenRequest) Descriptor() ([]byte, []int) {
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *CheckTokenRequest) GetLock() string {
+	if x != nil && x.Lock != nil {
+		return *x.Lock
+	}
+	return ""
+}
+
+func (x *CheckTokenRequest) GetToken() uint64 {
+	if x != nil {
+		return x.Token
+	}
+	return 0
+}
+
+// CheckTokenResponse says whether the token is current.
+type CheckTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// True when token is a grant the lock has now: the exclusive grant, or
+	// one of the shared grants.
+	Current bool `protobuf:"varint,1,opt,name=current,proto3" json:"current,omitempty"`
+	// The mode of that grant, when current.
+	Mode LockMode `protobuf:"varint,2,opt,name=mode,proto3,enum=dlm.v1.LockMode" json:"mode,omitempty"`
+	// The highest token this lock has granted that is still held, or 0 when
+	// it is free: a resource server may refuse any token below the highest
+	// it has seen.
+	LatestToken uint64 `protobuf:"varint,3,opt,name=latest_token,json=latestToken,proto3" json:"latest_token,omitempty"`
+	// The log index the answer reflects.
+	StateIndex    uint64 `protobuf:"varint,4,opt,name=state_index,json=stateIndex,proto3" json:"state_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckTokenResponse) Reset() {
+	*x = CheckTokenResponse{}
+	mi := &file_dlm_v1_dlm_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckTokenResponse) ProtoMessage() {}
+
+func (x *CheckTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dlm_v1_dlm_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckTokenResponse.ProtoReflect.Descriptor instead.
+func (*CheckTokenResponse) Descriptor() ([]byte, []int) {
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *CheckTokenResponse) GetCurrent() bool {
+	if x != nil {
+		return x.Current
+	}
+	return false
+}
+
+func (x *CheckTokenResponse) GetMode() LockMode {
+	if x != nil {
+		return x.Mode
+	}
+	return LockMode_LOCK_MODE_UNSPECIFIED
+}
+
+func (x *CheckTokenResponse) GetLatestToken() uint64 {
+	if x != nil {
+		return x.LatestToken
+	}
+	return 0
+}
+
+func (x *CheckTokenResponse) GetStateIndex() uint64 {
+	if x != nil {
+		return x.StateIndex
+	}
+	return 0
+}
+
+// ListLocksRequest asks for one page of the live locks.
+type ListLocksRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most this many locks (0: 100; at most 1000).
+	PageSize uint32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous answer; empty for the first page.
+	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Confirm leadership before answering (linearizable).
+	Consistent    bool `protobuf:"varint,3,opt,name=consistent,proto3" json:"consistent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListLocksRequest) Reset() {
+	*x = ListLocksRequest{}
+	mi := &file_dlm_v1_dlm_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListLocksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListLocksRequest) ProtoMessage() {}
+
+func (x *ListLocksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dlm_v1_dlm_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListLocksRequest.ProtoReflect.Descriptor instead.
+func (*ListLocksRequest) Descriptor() ([]byte, []int) {
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ListLocksRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListLocksRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListLocksRequest) GetConsistent() bool {
+	if x != nil {
+		return x.Consistent
+	}
+	return false
+}
+
+// ListLocksResponse is one page of the live locks.
+type ListLocksResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The locks, in name order (the default lock, named "", first). Each
+	// lists at most 100 waiters; queue_length counts them all.
+	Locks []*LockStatus `protobuf:"bytes,1,rep,name=locks,proto3" json:"locks,omitempty"`
+	// Set when more locks follow: pass it as page_token.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// The number of live locks, the default lock included.
+	LockCount uint64 `protobuf:"varint,3,opt,name=lock_count,json=lockCount,proto3" json:"lock_count,omitempty"`
+	// The log index the answer reflects.
+	StateIndex    uint64 `protobuf:"varint,4,opt,name=state_index,json=stateIndex,proto3" json:"state_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListLocksResponse) Reset() {
+	*x = ListLocksResponse{}
+	mi := &file_dlm_v1_dlm_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListLocksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListLocksResponse) ProtoMessage() {}
+
+func (x *ListLocksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dlm_v1_dlm_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListLocksResponse.ProtoReflect.Descriptor instead.
+func (*ListLocksResponse) Descriptor() ([]byte, []int) {
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ListLocksResponse) GetLocks() []*LockStatus {
+	if x != nil {
+		return x.Locks
+	}
+	return nil
+}
+
+func (x *ListLocksResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *ListLocksResponse) GetLockCount() uint64 {
+	if x != nil {
+		return x.LockCount
+	}
+	return 0
+}
+
+func (x *ListLocksResponse) GetStateIndex() uint64 {
+	if x != nil {
+		return x.StateIndex
+	}
+	return 0
+}
+
+// LockHistoryRequest asks for the remembered grants.
+type LockHistoryRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only this lock's grants; unset means every lock. Set but empty fails
+	// with LOCK_NAME_EMPTY.
+	Lock *string `protobuf:"bytes,1,opt,name=lock,proto3,oneof" json:"lock,omitempty"`
+	// At most this many events, the newest (0: all the ring holds).
+	Limit         uint32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LockHistoryRequest) Reset() {
+	*x = LockHistoryRequest{}
+	mi := &file_dlm_v1_dlm_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LockHistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LockHistoryRequest) ProtoMessage() {}
+
+func (x *LockHistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dlm_v1_dlm_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LockHistoryRequest.ProtoReflect.Descriptor instead.
+func (*LockHistoryRequest) Descriptor() ([]byte, []int) {
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *LockHistoryRequest) GetLock() string {
+	if x != nil && x.Lock != nil {
+		return *x.Lock
+	}
+	return ""
+}
+
+func (x *LockHistoryRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// LockHistoryResponse lists remembered grants, oldest first.
+type LockHistoryResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The grants, oldest first.
+	Events []*LockEvent `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	// How many grants the ring keeps in all (across every lock).
+	Capacity uint32 `protobuf:"varint,2,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	// The log index the answer reflects.
+	StateIndex    uint64 `protobuf:"varint,3,opt,name=state_index,json=stateIndex,proto3" json:"state_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LockHistoryResponse) Reset() {
+	*x = LockHistoryResponse{}
+	mi := &file_dlm_v1_dlm_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LockHistoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LockHistoryResponse) ProtoMessage() {}
+
+func (x *LockHistoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dlm_v1_dlm_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LockHistoryResponse.ProtoReflect.Descriptor instead.
+func (*LockHistoryResponse) Descriptor() ([]byte, []int) {
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *LockHistoryResponse) GetEvents() []*LockEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *LockHistoryResponse) GetCapacity() uint32 {
+	if x != nil {
+		return x.Capacity
+	}
+	return 0
+}
+
+func (x *LockHistoryResponse) GetStateIndex() uint64 {
+	if x != nil {
+		return x.StateIndex
+	}
+	return 0
+}
+
+// LockEvent is one grant and, once it ended, how.
+type LockEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The lock's name; empty for the default lock.
+	Lock string `protobuf:"bytes,1,opt,name=lock,proto3" json:"lock,omitempty"`
+	// The grant's fencing token.
+	Token uint64 `protobuf:"varint,2,opt,name=token,proto3" json:"token,omitempty"`
+	// The holder's session.
+	ClientId uint64 `protobuf:"varint,3,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// The holder's label from Init.
+	HolderName string `protobuf:"bytes,4,opt,name=holder_name,json=holderName,proto3" json:"holder_name,omitempty"`
+	// How the lock was held.
+	Mode LockMode `protobuf:"varint,5,opt,name=mode,proto3,enum=dlm.v1.LockMode" json:"mode,omitempty"`
+	// When it was granted, by the leader's clock.
+	GrantedUnixMs int64 `protobuf:"varint,6,opt,name=granted_unix_ms,json=grantedUnixMs,proto3" json:"granted_unix_ms,omitempty"`
+	// When it ended, by the leader's clock; 0 while held.
+	EndedUnixMs int64 `protobuf:"varint,7,opt,name=ended_unix_ms,json=endedUnixMs,proto3" json:"ended_unix_ms,omitempty"`
+	// How it ended; unspecified while held.
+	End           LockEnd `protobuf:"varint,8,opt,name=end,proto3,enum=dlm.v1.LockEnd" json:"end,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LockEvent) Reset() {
+	*x = LockEvent{}
+	mi := &file_dlm_v1_dlm_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LockEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LockEvent) ProtoMessage() {}
+
+func (x *LockEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_dlm_v1_dlm_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LockEvent.ProtoReflect.Descriptor instead.
+func (*LockEvent) Descriptor() ([]byte, []int) {
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *LockEvent) GetLock() string {
+	if x != nil {
+		return x.Lock
+	}
+	return ""
+}
+
+func (x *LockEvent) GetToken() uint64 {
+	if x != nil {
+		return x.Token
+	}
+	return 0
+}
+
+func (x *LockEvent) GetClientId() uint64 {
+	if x != nil {
+		return x.ClientId
+	}
+	return 0
+}
+
+func (x *LockEvent) GetHolderName() string {
+	if x != nil {
+		return x.HolderName
+	}
+	return ""
+}
+
+func (x *LockEvent) GetMode() LockMode {
+	if x != nil {
+		return x.Mode
+	}
+	return LockMode_LOCK_MODE_UNSPECIFIED
+}
+
+func (x *LockEvent) GetGrantedUnixMs() int64 {
+	if x != nil {
+		return x.GrantedUnixMs
+	}
+	return 0
+}
+
+func (x *LockEvent) GetEndedUnixMs() int64 {
+	if x != nil {
+		return x.EndedUnixMs
+	}
+	return 0
+}
+
+func (x *LockEvent) GetEnd() LockEnd {
+	if x != nil {
+		return x.End
+	}
+	return LockEnd_LOCK_END_UNSPECIFIED
+}
+
 // SessionStatus describes one open session.
 type SessionStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1827,7 +2808,7 @@ type SessionStatus struct {
 
 func (x *SessionStatus) Reset() {
 	*x = SessionStatus{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[20]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1839,7 +2820,7 @@ func (x *SessionStatus) String() string {
 func (*SessionStatus) ProtoMessage() {}
 
 func (x *SessionStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[20]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1852,7 +2833,7 @@ func (x *SessionStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionStatus.ProtoReflect.Descriptor instead.
 func (*SessionStatus) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{20}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SessionStatus) GetClientId() uint64 {
@@ -1896,7 +2877,7 @@ type FileStatus struct {
 
 func (x *FileStatus) Reset() {
 	*x = FileStatus{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[21]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1908,7 +2889,7 @@ func (x *FileStatus) String() string {
 func (*FileStatus) ProtoMessage() {}
 
 func (x *FileStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[21]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1921,7 +2902,7 @@ func (x *FileStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileStatus.ProtoReflect.Descriptor instead.
 func (*FileStatus) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{21}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *FileStatus) GetName() string {
@@ -1957,7 +2938,7 @@ type ErrorDetail struct {
 
 func (x *ErrorDetail) Reset() {
 	*x = ErrorDetail{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[22]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1969,7 +2950,7 @@ func (x *ErrorDetail) String() string {
 func (*ErrorDetail) ProtoMessage() {}
 
 func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[22]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1982,7 +2963,7 @@ func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorDetail.ProtoReflect.Descriptor instead.
 func (*ErrorDetail) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{22}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ErrorDetail) GetReason() ErrorReason {
@@ -2024,7 +3005,7 @@ type PulseRequest struct {
 
 func (x *PulseRequest) Reset() {
 	*x = PulseRequest{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[23]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2036,7 +3017,7 @@ func (x *PulseRequest) String() string {
 func (*PulseRequest) ProtoMessage() {}
 
 func (x *PulseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[23]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2049,7 +3030,7 @@ func (x *PulseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PulseRequest.ProtoReflect.Descriptor instead.
 func (*PulseRequest) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{23}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PulseRequest) GetSessions() []*SessionCredentials {
@@ -2072,7 +3053,7 @@ type SessionCredentials struct {
 
 func (x *SessionCredentials) Reset() {
 	*x = SessionCredentials{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[24]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2084,7 +3065,7 @@ func (x *SessionCredentials) String() string {
 func (*SessionCredentials) ProtoMessage() {}
 
 func (x *SessionCredentials) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[24]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2097,7 +3078,7 @@ func (x *SessionCredentials) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionCredentials.ProtoReflect.Descriptor instead.
 func (*SessionCredentials) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{24}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SessionCredentials) GetClientId() uint64 {
@@ -2128,7 +3109,7 @@ type PulseResponse struct {
 
 func (x *PulseResponse) Reset() {
 	*x = PulseResponse{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[25]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2140,7 +3121,7 @@ func (x *PulseResponse) String() string {
 func (*PulseResponse) ProtoMessage() {}
 
 func (x *PulseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[25]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2153,7 +3134,7 @@ func (x *PulseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PulseResponse.ProtoReflect.Descriptor instead.
 func (*PulseResponse) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{25}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PulseResponse) GetRenewed() []*SessionPulse {
@@ -2181,14 +3162,16 @@ type SessionPulse struct {
 	Token uint64 `protobuf:"varint,3,opt,name=token,proto3" json:"token,omitempty"`
 	// Why the session was not renewed (SESSION_EXPIRED, BAD_SECRET, …);
 	// unspecified when it was.
-	ErrorReason   ErrorReason `protobuf:"varint,4,opt,name=error_reason,json=errorReason,proto3,enum=dlm.v1.ErrorReason" json:"error_reason,omitempty"`
+	ErrorReason ErrorReason `protobuf:"varint,4,opt,name=error_reason,json=errorReason,proto3,enum=dlm.v1.ErrorReason" json:"error_reason,omitempty"`
+	// Every grant the session holds, as KeepAliveResponse.held.
+	Held          []*HeldLock `protobuf:"bytes,5,rep,name=held,proto3" json:"held,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SessionPulse) Reset() {
 	*x = SessionPulse{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[26]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2200,7 +3183,7 @@ func (x *SessionPulse) String() string {
 func (*SessionPulse) ProtoMessage() {}
 
 func (x *SessionPulse) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[26]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2213,7 +3196,7 @@ func (x *SessionPulse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionPulse.ProtoReflect.Descriptor instead.
 func (*SessionPulse) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{26}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SessionPulse) GetClientId() uint64 {
@@ -2244,6 +3227,13 @@ func (x *SessionPulse) GetErrorReason() ErrorReason {
 	return ErrorReason_ERROR_REASON_UNSPECIFIED
 }
 
+func (x *SessionPulse) GetHeld() []*HeldLock {
+	if x != nil {
+		return x.Held
+	}
+	return nil
+}
+
 // PulseGrant reports that a queued acquire was granted.
 type PulseGrant struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2252,14 +3242,18 @@ type PulseGrant struct {
 	// The seq of the LockAcquire request that queued it.
 	Seq uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
 	// The fencing token of the grant.
-	Token         uint64 `protobuf:"varint,3,opt,name=token,proto3" json:"token,omitempty"`
+	Token uint64 `protobuf:"varint,3,opt,name=token,proto3" json:"token,omitempty"`
+	// The lock's name; empty for the default lock.
+	Lock string `protobuf:"bytes,4,opt,name=lock,proto3" json:"lock,omitempty"`
+	// The mode granted.
+	Mode          LockMode `protobuf:"varint,5,opt,name=mode,proto3,enum=dlm.v1.LockMode" json:"mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PulseGrant) Reset() {
 	*x = PulseGrant{}
-	mi := &file_dlm_v1_dlm_proto_msgTypes[27]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2271,7 +3265,7 @@ func (x *PulseGrant) String() string {
 func (*PulseGrant) ProtoMessage() {}
 
 func (x *PulseGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_v1_dlm_proto_msgTypes[27]
+	mi := &file_dlm_v1_dlm_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2284,7 +3278,7 @@ func (x *PulseGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PulseGrant.ProtoReflect.Descriptor instead.
 func (*PulseGrant) Descriptor() ([]byte, []int) {
-	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{27}
+	return file_dlm_v1_dlm_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PulseGrant) GetClientId() uint64 {
@@ -2308,11 +3302,29 @@ func (x *PulseGrant) GetToken() uint64 {
 	return 0
 }
 
+func (x *PulseGrant) GetLock() string {
+	if x != nil {
+		return x.Lock
+	}
+	return ""
+}
+
+func (x *PulseGrant) GetMode() LockMode {
+	if x != nil {
+		return x.Mode
+	}
+	return LockMode_LOCK_MODE_UNSPECIFIED
+}
+
 var File_dlm_v1_dlm_proto protoreflect.FileDescriptor
 
 const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\n" +
-	"\x10dlm/v1/dlm.proto\x12\x06dlm.v1\x1a\x13dlm/v1/reason.proto\"<\n" +
+	"\x10dlm/v1/dlm.proto\x12\x06dlm.v1\x1a\x13dlm/v1/reason.proto\"Z\n" +
+	"\bHeldLock\x12\x12\n" +
+	"\x04lock\x18\x01 \x01(\tR\x04lock\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\x04R\x05token\x12$\n" +
+	"\x04mode\x18\x03 \x01(\x0e2\x10.dlm.v1.LockModeR\x04mode\"<\n" +
 	"\vInitRequest\x12\x19\n" +
 	"\blease_ms\x18\x01 \x01(\rR\aleaseMs\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\"^\n" +
@@ -2322,10 +3334,11 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\blease_ms\x18\x03 \x01(\rR\aleaseMs\"G\n" +
 	"\x10KeepAliveRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x16\n" +
-	"\x06secret\x18\x02 \x01(\tR\x06secret\"D\n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\"j\n" +
 	"\x11KeepAliveResponse\x12\x19\n" +
 	"\blease_ms\x18\x01 \x01(\rR\aleaseMs\x12\x14\n" +
-	"\x05token\x18\x02 \x01(\x04R\x05token\"\xc0\x01\n" +
+	"\x05token\x18\x02 \x01(\x04R\x05token\x12$\n" +
+	"\x04held\x18\x03 \x03(\v2\x10.dlm.v1.HeldLockR\x04held\"\xc3\x02\n" +
 	"\x12LockAcquireRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x16\n" +
 	"\x06secret\x18\x02 \x01(\tR\x06secret\x12\x10\n" +
@@ -2334,12 +3347,20 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"ackedBelow\x12\x10\n" +
 	"\x03try\x18\x05 \x01(\bR\x03try\x12\x17\n" +
 	"\await_ms\x18\x06 \x01(\rR\x06waitMs\x12\x17\n" +
-	"\ano_wait\x18\a \x01(\bR\x06noWait\"\x84\x01\n" +
+	"\ano_wait\x18\a \x01(\bR\x06noWait\x12\x17\n" +
+	"\x04lock\x18\b \x01(\tH\x00R\x04lock\x88\x01\x01\x12$\n" +
+	"\x04mode\x18\t \x01(\x0e2\x10.dlm.v1.LockModeR\x04mode\x12'\n" +
+	"\rlock_delay_ms\x18\n" +
+	" \x01(\rH\x01R\vlockDelayMs\x88\x01\x01B\a\n" +
+	"\x05_lockB\x10\n" +
+	"\x0e_lock_delay_ms\"\xbe\x01\n" +
 	"\x13LockAcquireResponse\x12\x18\n" +
 	"\agranted\x18\x01 \x01(\bR\agranted\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\x04R\x05token\x12\x16\n" +
 	"\x06queued\x18\x03 \x01(\bR\x06queued\x12%\n" +
-	"\x0equeue_position\x18\x04 \x01(\rR\rqueuePosition\"\xd7\x02\n" +
+	"\x0equeue_position\x18\x04 \x01(\rR\rqueuePosition\x12\x12\n" +
+	"\x04lock\x18\x05 \x01(\tR\x04lock\x12$\n" +
+	"\x04mode\x18\x06 \x01(\x0e2\x10.dlm.v1.LockModeR\x04mode\"\xf9\x02\n" +
 	"\x12LockReleaseRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x16\n" +
 	"\x06secret\x18\x02 \x01(\tR\x06secret\x12\x10\n" +
@@ -2350,15 +3371,18 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\x05abort\x18\x06 \x01(\bR\x05abort\x12,\n" +
 	"\x0fsection_appends\x18\a \x01(\rH\x00R\x0esectionAppends\x88\x01\x01\x12(\n" +
 	"\rsection_bytes\x18\b \x01(\x04H\x01R\fsectionBytes\x88\x01\x01\x12/\n" +
-	"\aappends\x18\t \x03(\v2\x15.dlm.v1.SectionAppendR\aappendsB\x12\n" +
+	"\aappends\x18\t \x03(\v2\x15.dlm.v1.SectionAppendR\aappends\x12\x17\n" +
+	"\x04lock\x18\n" +
+	" \x01(\tH\x02R\x04lock\x88\x01\x01B\x12\n" +
 	"\x10_section_appendsB\x10\n" +
-	"\x0e_section_bytes\"7\n" +
+	"\x0e_section_bytesB\a\n" +
+	"\x05_lock\"7\n" +
 	"\rSectionAppend\x12\x12\n" +
 	"\x04file\x18\x01 \x01(\tR\x04file\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\"k\n" +
 	"\x13LockReleaseResponse\x12+\n" +
 	"\x11committed_appends\x18\x01 \x01(\rR\x10committedAppends\x12'\n" +
-	"\x0fcommitted_bytes\x18\x02 \x01(\x04R\x0ecommittedBytes\"\xd5\x01\n" +
+	"\x0fcommitted_bytes\x18\x02 \x01(\x04R\x0ecommittedBytes\"\xf7\x01\n" +
 	"\x11AppendFileRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x16\n" +
 	"\x06secret\x18\x02 \x01(\tR\x06secret\x12\x10\n" +
@@ -2368,7 +3392,9 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\x05token\x18\x05 \x01(\x04R\x05token\x12\x12\n" +
 	"\x04file\x18\x06 \x01(\tR\x04file\x12\x12\n" +
 	"\x04data\x18\a \x01(\fR\x04data\x12\x1a\n" +
-	"\bposition\x18\b \x01(\rR\bposition\"^\n" +
+	"\bposition\x18\b \x01(\rR\bposition\x12\x17\n" +
+	"\x04lock\x18\t \x01(\tH\x00R\x04lock\x88\x01\x01B\a\n" +
+	"\x05_lock\"^\n" +
 	"\x12AppendFileResponse\x12%\n" +
 	"\x0estaged_appends\x18\x01 \x01(\rR\rstagedAppends\x12!\n" +
 	"\fstaged_bytes\x18\x02 \x01(\x04R\vstagedBytes\"v\n" +
@@ -2387,7 +3413,7 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\x10ReadFileResponse\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x12\n" +
-	"\x04size\x18\x03 \x01(\x03R\x04size\"\xb0\x01\n" +
+	"\x04size\x18\x03 \x01(\x03R\x04size\"\xd2\x01\n" +
 	"\rStatusRequest\x12\x1e\n" +
 	"\n" +
 	"consistent\x18\x01 \x01(\bR\n" +
@@ -2396,7 +3422,9 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\n" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\x12*\n" +
 	"\x11known_state_index\x18\x04 \x01(\x04R\x0fknownStateIndex\x12\x17\n" +
-	"\await_ms\x18\x05 \x01(\rR\x06waitMs\"\xdb\x02\n" +
+	"\await_ms\x18\x05 \x01(\rR\x06waitMs\x12\x17\n" +
+	"\x04lock\x18\x06 \x01(\tH\x00R\x04lock\x88\x01\x01B\a\n" +
+	"\x05_lock\"\xfa\x02\n" +
 	"\x0eStatusResponse\x12&\n" +
 	"\x04node\x18\x01 \x01(\v2\x12.dlm.v1.NodeStatusR\x04node\x12&\n" +
 	"\x04lock\x18\x02 \x01(\v2\x12.dlm.v1.LockStatusR\x04lock\x121\n" +
@@ -2406,7 +3434,9 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\rsession_count\x18\x06 \x01(\x04R\fsessionCount\x12&\n" +
 	"\x0fnext_page_token\x18\a \x01(\tR\rnextPageToken\x12\x1f\n" +
 	"\vstate_index\x18\b \x01(\x04R\n" +
-	"stateIndex\"\xba\x02\n" +
+	"stateIndex\x12\x1d\n" +
+	"\n" +
+	"lock_count\x18\t \x01(\x04R\tlockCount\"\xba\x02\n" +
 	"\n" +
 	"NodeStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
@@ -2428,7 +3458,7 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\bsuffrage\x18\x03 \x01(\tR\bsuffrage\x12\x16\n" +
 	"\x06leader\x18\x04 \x01(\bR\x06leader\x12\x1d\n" +
 	"\n" +
-	"client_url\x18\x05 \x01(\tR\tclientUrl\"\xa1\x02\n" +
+	"client_url\x18\x05 \x01(\tR\tclientUrl\"\xf1\x03\n" +
 	"\n" +
 	"LockStatus\x12\x16\n" +
 	"\x06holder\x18\x01 \x01(\x04R\x06holder\x12\x14\n" +
@@ -2441,7 +3471,66 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"last_token\x18\a \x01(\x04R\tlastToken\x12!\n" +
 	"\fqueue_length\x18\b \x01(\x04R\vqueueLength\x12\x1f\n" +
 	"\vholder_name\x18\t \x01(\tR\n" +
-	"holderName\"\x7f\n" +
+	"holderName\x12\x12\n" +
+	"\x04name\x18\n" +
+	" \x01(\tR\x04name\x12$\n" +
+	"\x04mode\x18\v \x01(\x0e2\x10.dlm.v1.LockModeR\x04mode\x12,\n" +
+	"\aholders\x18\f \x03(\v2\x12.dlm.v1.LockHolderR\aholders\x121\n" +
+	"\vqueue_modes\x18\r \x03(\x0e2\x10.dlm.v1.LockModeR\n" +
+	"queueModes\x12\x18\n" +
+	"\adelayed\x18\x0e \x01(\bR\adelayed\x12\x19\n" +
+	"\bdelay_ms\x18\x0f \x01(\rR\adelayMs\"\xc5\x01\n" +
+	"\n" +
+	"LockHolder\x12\x1b\n" +
+	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\x04R\x05token\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12$\n" +
+	"\x04mode\x18\x04 \x01(\x0e2\x10.dlm.v1.LockModeR\x04mode\x12&\n" +
+	"\x0fgranted_unix_ms\x18\x05 \x01(\x03R\rgrantedUnixMs\x12\"\n" +
+	"\rlease_left_ms\x18\x06 \x01(\x03R\vleaseLeftMs\"K\n" +
+	"\x11CheckTokenRequest\x12\x17\n" +
+	"\x04lock\x18\x01 \x01(\tH\x00R\x04lock\x88\x01\x01\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\x04R\x05tokenB\a\n" +
+	"\x05_lock\"\x98\x01\n" +
+	"\x12CheckTokenResponse\x12\x18\n" +
+	"\acurrent\x18\x01 \x01(\bR\acurrent\x12$\n" +
+	"\x04mode\x18\x02 \x01(\x0e2\x10.dlm.v1.LockModeR\x04mode\x12!\n" +
+	"\flatest_token\x18\x03 \x01(\x04R\vlatestToken\x12\x1f\n" +
+	"\vstate_index\x18\x04 \x01(\x04R\n" +
+	"stateIndex\"n\n" +
+	"\x10ListLocksRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\x12\x1e\n" +
+	"\n" +
+	"consistent\x18\x03 \x01(\bR\n" +
+	"consistent\"\xa5\x01\n" +
+	"\x11ListLocksResponse\x12(\n" +
+	"\x05locks\x18\x01 \x03(\v2\x12.dlm.v1.LockStatusR\x05locks\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1d\n" +
+	"\n" +
+	"lock_count\x18\x03 \x01(\x04R\tlockCount\x12\x1f\n" +
+	"\vstate_index\x18\x04 \x01(\x04R\n" +
+	"stateIndex\"L\n" +
+	"\x12LockHistoryRequest\x12\x17\n" +
+	"\x04lock\x18\x01 \x01(\tH\x00R\x04lock\x88\x01\x01\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limitB\a\n" +
+	"\x05_lock\"}\n" +
+	"\x13LockHistoryResponse\x12)\n" +
+	"\x06events\x18\x01 \x03(\v2\x11.dlm.v1.LockEventR\x06events\x12\x1a\n" +
+	"\bcapacity\x18\x02 \x01(\rR\bcapacity\x12\x1f\n" +
+	"\vstate_index\x18\x03 \x01(\x04R\n" +
+	"stateIndex\"\x88\x02\n" +
+	"\tLockEvent\x12\x12\n" +
+	"\x04lock\x18\x01 \x01(\tR\x04lock\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\x04R\x05token\x12\x1b\n" +
+	"\tclient_id\x18\x03 \x01(\x04R\bclientId\x12\x1f\n" +
+	"\vholder_name\x18\x04 \x01(\tR\n" +
+	"holderName\x12$\n" +
+	"\x04mode\x18\x05 \x01(\x0e2\x10.dlm.v1.LockModeR\x04mode\x12&\n" +
+	"\x0fgranted_unix_ms\x18\x06 \x01(\x03R\rgrantedUnixMs\x12\"\n" +
+	"\rended_unix_ms\x18\a \x01(\x03R\vendedUnixMs\x12!\n" +
+	"\x03end\x18\b \x01(\x0e2\x0f.dlm.v1.LockEndR\x03end\"\x7f\n" +
 	"\rSessionStatus\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x19\n" +
@@ -2464,17 +3553,30 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\x06secret\x18\x02 \x01(\tR\x06secret\"m\n" +
 	"\rPulseResponse\x12.\n" +
 	"\arenewed\x18\x01 \x03(\v2\x14.dlm.v1.SessionPulseR\arenewed\x12,\n" +
-	"\agranted\x18\x02 \x03(\v2\x12.dlm.v1.PulseGrantR\agranted\"\x94\x01\n" +
+	"\agranted\x18\x02 \x03(\v2\x12.dlm.v1.PulseGrantR\agranted\"\xba\x01\n" +
 	"\fSessionPulse\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x19\n" +
 	"\blease_ms\x18\x02 \x01(\rR\aleaseMs\x12\x14\n" +
 	"\x05token\x18\x03 \x01(\x04R\x05token\x126\n" +
-	"\ferror_reason\x18\x04 \x01(\x0e2\x13.dlm.v1.ErrorReasonR\verrorReason\"Q\n" +
+	"\ferror_reason\x18\x04 \x01(\x0e2\x13.dlm.v1.ErrorReasonR\verrorReason\x12$\n" +
+	"\x04held\x18\x05 \x03(\v2\x10.dlm.v1.HeldLockR\x04held\"\x8b\x01\n" +
 	"\n" +
 	"PulseGrant\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x14\n" +
-	"\x05token\x18\x03 \x01(\x04R\x05token*\xc3\x17\n" +
+	"\x05token\x18\x03 \x01(\x04R\x05token\x12\x12\n" +
+	"\x04lock\x18\x04 \x01(\tR\x04lock\x12$\n" +
+	"\x04mode\x18\x05 \x01(\x0e2\x10.dlm.v1.LockModeR\x04mode*T\n" +
+	"\bLockMode\x12\x19\n" +
+	"\x15LOCK_MODE_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13LOCK_MODE_EXCLUSIVE\x10\x01\x12\x14\n" +
+	"\x10LOCK_MODE_SHARED\x10\x02*{\n" +
+	"\aLockEnd\x12\x18\n" +
+	"\x14LOCK_END_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11LOCK_END_RELEASED\x10\x01\x12\x14\n" +
+	"\x10LOCK_END_ABORTED\x10\x02\x12\x13\n" +
+	"\x0fLOCK_END_CLOSED\x10\x03\x12\x14\n" +
+	"\x10LOCK_END_EXPIRED\x10\x04*\xae!\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x90\x01\n" +
 	"\x19ERROR_REASON_LOCK_EXPIRED\x10\x01\x1aq\xca\xf3\x18m\b\n" +
@@ -2503,8 +3605,18 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\x1bERROR_REASON_MEMBER_UNKNOWN\x10\x16\x1a8\xca\xf3\x184\b\x05\x10\x01\x1a\x1fno such member: nothing changed\"\rMemberUnknown\x12\x93\x01\n" +
 	"\x1eERROR_REASON_TOO_MANY_SESSIONS\x10\x18\x1ao\xca\xf3\x18k\b\b\x10\x04\x1aTthe cluster has as many open sessions as its limit (--max-sessions): nothing changed\"\x0fTooManySessions\x12\x8f\x01\n" +
 	"\x1eERROR_REASON_INIT_RATE_LIMITED\x10\x19\x1ak\xca\xf3\x18g\b\b\x10\x04\x1aPthis address opens sessions too fast (--init-rate): nothing changed; retry later\"\x0fInitRateLimited\x12\xb5\x01\n" +
-	"\x1fERROR_REASON_SECTION_INCOMPLETE\x10\x1a\x1a\x8f\x01\xca\xf3\x18\x8a\x01\b\t\x10\x01\x1aqthe leader does not hold the whole critical section: re-send its appends from the place given, then release again\"\x11SectionIncomplete\x1a\x0e\xd2\xf3\x18\n" +
-	"\b2\x10\xac\x02\x18\xe8\a \x032\xc9\x04\n" +
+	"\x1fERROR_REASON_SECTION_INCOMPLETE\x10\x1a\x1a\x8f\x01\xca\xf3\x18\x8a\x01\b\t\x10\x01\x1aqthe leader does not hold the whole critical section: re-send its appends from the place given, then release again\"\x11SectionIncomplete\x12x\n" +
+	"\x1cERROR_REASON_LOCK_NAME_EMPTY\x10\x1b\x1aV\xca\xf3\x18R\b\x03\x10\x01\x1a;the lock name is empty: leave it unset for the default lock\"\x0fInvalidArgument\x12f\n" +
+	"\x1fERROR_REASON_LOCK_NAME_TOO_LONG\x10\x1c\x1aA\xca\xf3\x18=\b\x03\x10\x01\x1a&the lock name is longer than 256 bytes\"\x0fInvalidArgument\x12\x7f\n" +
+	"\x1eERROR_REASON_LOCK_NAME_INVALID\x10\x1d\x1a[\xca\xf3\x18W\b\x03\x10\x01\x1a@the lock name must be printable UTF-8 without control characters\"\x0fInvalidArgument\x12}\n" +
+	"\x1eERROR_REASON_LOCK_MODE_UNKNOWN\x10\x1e\x1aY\xca\xf3\x18U\b\x03\x10\x01\x1a>unknown lock mode: use LOCK_MODE_EXCLUSIVE or LOCK_MODE_SHARED\"\x0fInvalidArgument\x12\x8c\x01\n" +
+	"#ERROR_REASON_APPEND_NEEDS_EXCLUSIVE\x10\x1f\x1ac\xca\xf3\x18_\b\t\x10\x01\x1aKa shared holder cannot append: files need the default lock held exclusively\"\fNotExclusive\x12\x91\x01\n" +
+	"&ERROR_REASON_APPEND_NEEDS_DEFAULT_LOCK\x10 \x1ae\xca\xf3\x18a\b\x03\x10\x01\x1aJfiles are guarded by the default lock: leave the lock name unset to append\"\x0fInvalidArgument\x12e\n" +
+	"\x19ERROR_REASON_LOCK_UNKNOWN\x10!\x1aF\xca\xf3\x18B\b\x05\x10\x01\x1a/no such lock: it is neither held nor waited for\"\vLockUnknown\x12\x83\x01\n" +
+	"\x1bERROR_REASON_TOO_MANY_LOCKS\x10\"\x1ab\xca\xf3\x18^\b\b\x10\x04\x1aJtoo many live locks (for the service or for this session): nothing changed\"\fTooManyLocks\x12g\n" +
+	"\x1fERROR_REASON_LOCK_DELAY_INVALID\x10#\x1aB\xca\xf3\x18>\b\x03\x10\x01\x1a'the lock-delay must be at most 60000 ms\"\x0fInvalidArgument\x12\x8d\x01\n" +
+	"\x1fERROR_REASON_LOCK_MODE_MISMATCH\x10$\x1ah\xca\xf3\x18d\b\t\x10\x01\x1aLthe session holds or waits for this lock in the other mode: release it first\"\x10LockModeMismatch\x1a\x0e\xd2\xf3\x18\n" +
+	"\b2\x10\xac\x02\x18\xe8\a \x032\xa7\x06\n" +
 	"\vLockService\x121\n" +
 	"\x04Init\x12\x13.dlm.v1.InitRequest\x1a\x14.dlm.v1.InitResponse\x12@\n" +
 	"\tKeepAlive\x12\x18.dlm.v1.KeepAliveRequest\x1a\x19.dlm.v1.KeepAliveResponse\x12F\n" +
@@ -2515,7 +3627,11 @@ const file_dlm_v1_dlm_proto_rawDesc = "" +
 	"\x05Pulse\x12\x14.dlm.v1.PulseRequest\x1a\x15.dlm.v1.PulseResponse(\x010\x01\x124\n" +
 	"\x05Close\x12\x14.dlm.v1.CloseRequest\x1a\x15.dlm.v1.CloseResponse\x12B\n" +
 	"\bReadFile\x12\x17.dlm.v1.ReadFileRequest\x1a\x18.dlm.v1.ReadFileResponse\"\x03\x90\x02\x01\x12<\n" +
-	"\x06Status\x12\x15.dlm.v1.StatusRequest\x1a\x16.dlm.v1.StatusResponse\"\x03\x90\x02\x01Bw\n" +
+	"\x06Status\x12\x15.dlm.v1.StatusRequest\x1a\x16.dlm.v1.StatusResponse\"\x03\x90\x02\x01\x12H\n" +
+	"\n" +
+	"CheckToken\x12\x19.dlm.v1.CheckTokenRequest\x1a\x1a.dlm.v1.CheckTokenResponse\"\x03\x90\x02\x01\x12E\n" +
+	"\tListLocks\x12\x18.dlm.v1.ListLocksRequest\x1a\x19.dlm.v1.ListLocksResponse\"\x03\x90\x02\x01\x12K\n" +
+	"\vLockHistory\x12\x1a.dlm.v1.LockHistoryRequest\x1a\x1b.dlm.v1.LockHistoryResponse\"\x03\x90\x02\x01Bw\n" +
 	"\n" +
 	"com.dlm.v1B\bDlmProtoP\x01Z&github.com/dlm/dlm/gen/go/dlm/v1;dlmv1\xa2\x02\x03DXX\xaa\x02\x06Dlm.V1\xca\x02\x06Dlm\\V1\xe2\x02\x12Dlm\\V1\\GPBMetadata\xea\x02\aDlm::V1b\x06proto3"
 
@@ -2531,74 +3647,106 @@ func file_dlm_v1_dlm_proto_rawDescGZIP() []byte {
 	return file_dlm_v1_dlm_proto_rawDescData
 }
 
-var file_dlm_v1_dlm_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_dlm_v1_dlm_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_dlm_v1_dlm_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_dlm_v1_dlm_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_dlm_v1_dlm_proto_goTypes = []any{
-	(ErrorReason)(0),            // 0: dlm.v1.ErrorReason
-	(*InitRequest)(nil),         // 1: dlm.v1.InitRequest
-	(*InitResponse)(nil),        // 2: dlm.v1.InitResponse
-	(*KeepAliveRequest)(nil),    // 3: dlm.v1.KeepAliveRequest
-	(*KeepAliveResponse)(nil),   // 4: dlm.v1.KeepAliveResponse
-	(*LockAcquireRequest)(nil),  // 5: dlm.v1.LockAcquireRequest
-	(*LockAcquireResponse)(nil), // 6: dlm.v1.LockAcquireResponse
-	(*LockReleaseRequest)(nil),  // 7: dlm.v1.LockReleaseRequest
-	(*SectionAppend)(nil),       // 8: dlm.v1.SectionAppend
-	(*LockReleaseResponse)(nil), // 9: dlm.v1.LockReleaseResponse
-	(*AppendFileRequest)(nil),   // 10: dlm.v1.AppendFileRequest
-	(*AppendFileResponse)(nil),  // 11: dlm.v1.AppendFileResponse
-	(*CloseRequest)(nil),        // 12: dlm.v1.CloseRequest
-	(*CloseResponse)(nil),       // 13: dlm.v1.CloseResponse
-	(*ReadFileRequest)(nil),     // 14: dlm.v1.ReadFileRequest
-	(*ReadFileResponse)(nil),    // 15: dlm.v1.ReadFileResponse
-	(*StatusRequest)(nil),       // 16: dlm.v1.StatusRequest
-	(*StatusResponse)(nil),      // 17: dlm.v1.StatusResponse
-	(*NodeStatus)(nil),          // 18: dlm.v1.NodeStatus
-	(*MemberStatus)(nil),        // 19: dlm.v1.MemberStatus
-	(*LockStatus)(nil),          // 20: dlm.v1.LockStatus
-	(*SessionStatus)(nil),       // 21: dlm.v1.SessionStatus
-	(*FileStatus)(nil),          // 22: dlm.v1.FileStatus
-	(*ErrorDetail)(nil),         // 23: dlm.v1.ErrorDetail
-	(*PulseRequest)(nil),        // 24: dlm.v1.PulseRequest
-	(*SessionCredentials)(nil),  // 25: dlm.v1.SessionCredentials
-	(*PulseResponse)(nil),       // 26: dlm.v1.PulseResponse
-	(*SessionPulse)(nil),        // 27: dlm.v1.SessionPulse
-	(*PulseGrant)(nil),          // 28: dlm.v1.PulseGrant
+	(LockMode)(0),               // 0: dlm.v1.LockMode
+	(LockEnd)(0),                // 1: dlm.v1.LockEnd
+	(ErrorReason)(0),            // 2: dlm.v1.ErrorReason
+	(*HeldLock)(nil),            // 3: dlm.v1.HeldLock
+	(*InitRequest)(nil),         // 4: dlm.v1.InitRequest
+	(*InitResponse)(nil),        // 5: dlm.v1.InitResponse
+	(*KeepAliveRequest)(nil),    // 6: dlm.v1.KeepAliveRequest
+	(*KeepAliveResponse)(nil),   // 7: dlm.v1.KeepAliveResponse
+	(*LockAcquireRequest)(nil),  // 8: dlm.v1.LockAcquireRequest
+	(*LockAcquireResponse)(nil), // 9: dlm.v1.LockAcquireResponse
+	(*LockReleaseRequest)(nil),  // 10: dlm.v1.LockReleaseRequest
+	(*SectionAppend)(nil),       // 11: dlm.v1.SectionAppend
+	(*LockReleaseResponse)(nil), // 12: dlm.v1.LockReleaseResponse
+	(*AppendFileRequest)(nil),   // 13: dlm.v1.AppendFileRequest
+	(*AppendFileResponse)(nil),  // 14: dlm.v1.AppendFileResponse
+	(*CloseRequest)(nil),        // 15: dlm.v1.CloseRequest
+	(*CloseResponse)(nil),       // 16: dlm.v1.CloseResponse
+	(*ReadFileRequest)(nil),     // 17: dlm.v1.ReadFileRequest
+	(*ReadFileResponse)(nil),    // 18: dlm.v1.ReadFileResponse
+	(*StatusRequest)(nil),       // 19: dlm.v1.StatusRequest
+	(*StatusResponse)(nil),      // 20: dlm.v1.StatusResponse
+	(*NodeStatus)(nil),          // 21: dlm.v1.NodeStatus
+	(*MemberStatus)(nil),        // 22: dlm.v1.MemberStatus
+	(*LockStatus)(nil),          // 23: dlm.v1.LockStatus
+	(*LockHolder)(nil),          // 24: dlm.v1.LockHolder
+	(*CheckTokenRequest)(nil),   // 25: dlm.v1.CheckTokenRequest
+	(*CheckTokenResponse)(nil),  // 26: dlm.v1.CheckTokenResponse
+	(*ListLocksRequest)(nil),    // 27: dlm.v1.ListLocksRequest
+	(*ListLocksResponse)(nil),   // 28: dlm.v1.ListLocksResponse
+	(*LockHistoryRequest)(nil),  // 29: dlm.v1.LockHistoryRequest
+	(*LockHistoryResponse)(nil), // 30: dlm.v1.LockHistoryResponse
+	(*LockEvent)(nil),           // 31: dlm.v1.LockEvent
+	(*SessionStatus)(nil),       // 32: dlm.v1.SessionStatus
+	(*FileStatus)(nil),          // 33: dlm.v1.FileStatus
+	(*ErrorDetail)(nil),         // 34: dlm.v1.ErrorDetail
+	(*PulseRequest)(nil),        // 35: dlm.v1.PulseRequest
+	(*SessionCredentials)(nil),  // 36: dlm.v1.SessionCredentials
+	(*PulseResponse)(nil),       // 37: dlm.v1.PulseResponse
+	(*SessionPulse)(nil),        // 38: dlm.v1.SessionPulse
+	(*PulseGrant)(nil),          // 39: dlm.v1.PulseGrant
 }
 var file_dlm_v1_dlm_proto_depIdxs = []int32{
-	8,  // 0: dlm.v1.LockReleaseRequest.appends:type_name -> dlm.v1.SectionAppend
-	18, // 1: dlm.v1.StatusResponse.node:type_name -> dlm.v1.NodeStatus
-	20, // 2: dlm.v1.StatusResponse.lock:type_name -> dlm.v1.LockStatus
-	21, // 3: dlm.v1.StatusResponse.sessions:type_name -> dlm.v1.SessionStatus
-	22, // 4: dlm.v1.StatusResponse.files:type_name -> dlm.v1.FileStatus
-	19, // 5: dlm.v1.StatusResponse.members:type_name -> dlm.v1.MemberStatus
-	0,  // 6: dlm.v1.ErrorDetail.reason:type_name -> dlm.v1.ErrorReason
-	25, // 7: dlm.v1.PulseRequest.sessions:type_name -> dlm.v1.SessionCredentials
-	27, // 8: dlm.v1.PulseResponse.renewed:type_name -> dlm.v1.SessionPulse
-	28, // 9: dlm.v1.PulseResponse.granted:type_name -> dlm.v1.PulseGrant
-	0,  // 10: dlm.v1.SessionPulse.error_reason:type_name -> dlm.v1.ErrorReason
-	1,  // 11: dlm.v1.LockService.Init:input_type -> dlm.v1.InitRequest
-	3,  // 12: dlm.v1.LockService.KeepAlive:input_type -> dlm.v1.KeepAliveRequest
-	5,  // 13: dlm.v1.LockService.LockAcquire:input_type -> dlm.v1.LockAcquireRequest
-	7,  // 14: dlm.v1.LockService.LockRelease:input_type -> dlm.v1.LockReleaseRequest
-	10, // 15: dlm.v1.LockService.AppendFile:input_type -> dlm.v1.AppendFileRequest
-	24, // 16: dlm.v1.LockService.Pulse:input_type -> dlm.v1.PulseRequest
-	12, // 17: dlm.v1.LockService.Close:input_type -> dlm.v1.CloseRequest
-	14, // 18: dlm.v1.LockService.ReadFile:input_type -> dlm.v1.ReadFileRequest
-	16, // 19: dlm.v1.LockService.Status:input_type -> dlm.v1.StatusRequest
-	2,  // 20: dlm.v1.LockService.Init:output_type -> dlm.v1.InitResponse
-	4,  // 21: dlm.v1.LockService.KeepAlive:output_type -> dlm.v1.KeepAliveResponse
-	6,  // 22: dlm.v1.LockService.LockAcquire:output_type -> dlm.v1.LockAcquireResponse
-	9,  // 23: dlm.v1.LockService.LockRelease:output_type -> dlm.v1.LockReleaseResponse
-	11, // 24: dlm.v1.LockService.AppendFile:output_type -> dlm.v1.AppendFileResponse
-	26, // 25: dlm.v1.LockService.Pulse:output_type -> dlm.v1.PulseResponse
-	13, // 26: dlm.v1.LockService.Close:output_type -> dlm.v1.CloseResponse
-	15, // 27: dlm.v1.LockService.ReadFile:output_type -> dlm.v1.ReadFileResponse
-	17, // 28: dlm.v1.LockService.Status:output_type -> dlm.v1.StatusResponse
-	20, // [20:29] is the sub-list for method output_type
-	11, // [11:20] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	0,  // 0: dlm.v1.HeldLock.mode:type_name -> dlm.v1.LockMode
+	3,  // 1: dlm.v1.KeepAliveResponse.held:type_name -> dlm.v1.HeldLock
+	0,  // 2: dlm.v1.LockAcquireRequest.mode:type_name -> dlm.v1.LockMode
+	0,  // 3: dlm.v1.LockAcquireResponse.mode:type_name -> dlm.v1.LockMode
+	11, // 4: dlm.v1.LockReleaseRequest.appends:type_name -> dlm.v1.SectionAppend
+	21, // 5: dlm.v1.StatusResponse.node:type_name -> dlm.v1.NodeStatus
+	23, // 6: dlm.v1.StatusResponse.lock:type_name -> dlm.v1.LockStatus
+	32, // 7: dlm.v1.StatusResponse.sessions:type_name -> dlm.v1.SessionStatus
+	33, // 8: dlm.v1.StatusResponse.files:type_name -> dlm.v1.FileStatus
+	22, // 9: dlm.v1.StatusResponse.members:type_name -> dlm.v1.MemberStatus
+	0,  // 10: dlm.v1.LockStatus.mode:type_name -> dlm.v1.LockMode
+	24, // 11: dlm.v1.LockStatus.holders:type_name -> dlm.v1.LockHolder
+	0,  // 12: dlm.v1.LockStatus.queue_modes:type_name -> dlm.v1.LockMode
+	0,  // 13: dlm.v1.LockHolder.mode:type_name -> dlm.v1.LockMode
+	0,  // 14: dlm.v1.CheckTokenResponse.mode:type_name -> dlm.v1.LockMode
+	23, // 15: dlm.v1.ListLocksResponse.locks:type_name -> dlm.v1.LockStatus
+	31, // 16: dlm.v1.LockHistoryResponse.events:type_name -> dlm.v1.LockEvent
+	0,  // 17: dlm.v1.LockEvent.mode:type_name -> dlm.v1.LockMode
+	1,  // 18: dlm.v1.LockEvent.end:type_name -> dlm.v1.LockEnd
+	2,  // 19: dlm.v1.ErrorDetail.reason:type_name -> dlm.v1.ErrorReason
+	36, // 20: dlm.v1.PulseRequest.sessions:type_name -> dlm.v1.SessionCredentials
+	38, // 21: dlm.v1.PulseResponse.renewed:type_name -> dlm.v1.SessionPulse
+	39, // 22: dlm.v1.PulseResponse.granted:type_name -> dlm.v1.PulseGrant
+	2,  // 23: dlm.v1.SessionPulse.error_reason:type_name -> dlm.v1.ErrorReason
+	3,  // 24: dlm.v1.SessionPulse.held:type_name -> dlm.v1.HeldLock
+	0,  // 25: dlm.v1.PulseGrant.mode:type_name -> dlm.v1.LockMode
+	4,  // 26: dlm.v1.LockService.Init:input_type -> dlm.v1.InitRequest
+	6,  // 27: dlm.v1.LockService.KeepAlive:input_type -> dlm.v1.KeepAliveRequest
+	8,  // 28: dlm.v1.LockService.LockAcquire:input_type -> dlm.v1.LockAcquireRequest
+	10, // 29: dlm.v1.LockService.LockRelease:input_type -> dlm.v1.LockReleaseRequest
+	13, // 30: dlm.v1.LockService.AppendFile:input_type -> dlm.v1.AppendFileRequest
+	35, // 31: dlm.v1.LockService.Pulse:input_type -> dlm.v1.PulseRequest
+	15, // 32: dlm.v1.LockService.Close:input_type -> dlm.v1.CloseRequest
+	17, // 33: dlm.v1.LockService.ReadFile:input_type -> dlm.v1.ReadFileRequest
+	19, // 34: dlm.v1.LockService.Status:input_type -> dlm.v1.StatusRequest
+	25, // 35: dlm.v1.LockService.CheckToken:input_type -> dlm.v1.CheckTokenRequest
+	27, // 36: dlm.v1.LockService.ListLocks:input_type -> dlm.v1.ListLocksRequest
+	29, // 37: dlm.v1.LockService.LockHistory:input_type -> dlm.v1.LockHistoryRequest
+	5,  // 38: dlm.v1.LockService.Init:output_type -> dlm.v1.InitResponse
+	7,  // 39: dlm.v1.LockService.KeepAlive:output_type -> dlm.v1.KeepAliveResponse
+	9,  // 40: dlm.v1.LockService.LockAcquire:output_type -> dlm.v1.LockAcquireResponse
+	12, // 41: dlm.v1.LockService.LockRelease:output_type -> dlm.v1.LockReleaseResponse
+	14, // 42: dlm.v1.LockService.AppendFile:output_type -> dlm.v1.AppendFileResponse
+	37, // 43: dlm.v1.LockService.Pulse:output_type -> dlm.v1.PulseResponse
+	16, // 44: dlm.v1.LockService.Close:output_type -> dlm.v1.CloseResponse
+	18, // 45: dlm.v1.LockService.ReadFile:output_type -> dlm.v1.ReadFileResponse
+	20, // 46: dlm.v1.LockService.Status:output_type -> dlm.v1.StatusResponse
+	26, // 47: dlm.v1.LockService.CheckToken:output_type -> dlm.v1.CheckTokenResponse
+	28, // 48: dlm.v1.LockService.ListLocks:output_type -> dlm.v1.ListLocksResponse
+	30, // 49: dlm.v1.LockService.LockHistory:output_type -> dlm.v1.LockHistoryResponse
+	38, // [38:50] is the sub-list for method output_type
+	26, // [26:38] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_dlm_v1_dlm_proto_init() }
@@ -2607,14 +3755,19 @@ func file_dlm_v1_dlm_proto_init() {
 		return
 	}
 	file_dlm_v1_reason_proto_init()
-	file_dlm_v1_dlm_proto_msgTypes[6].OneofWrappers = []any{}
+	file_dlm_v1_dlm_proto_msgTypes[5].OneofWrappers = []any{}
+	file_dlm_v1_dlm_proto_msgTypes[7].OneofWrappers = []any{}
+	file_dlm_v1_dlm_proto_msgTypes[10].OneofWrappers = []any{}
+	file_dlm_v1_dlm_proto_msgTypes[16].OneofWrappers = []any{}
+	file_dlm_v1_dlm_proto_msgTypes[22].OneofWrappers = []any{}
+	file_dlm_v1_dlm_proto_msgTypes[26].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dlm_v1_dlm_proto_rawDesc), len(file_dlm_v1_dlm_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   28,
+			NumEnums:      3,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

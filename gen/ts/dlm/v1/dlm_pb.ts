@@ -14,7 +14,42 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dlm/v1/dlm.proto.
  */
 export const file_dlm_v1_dlm: GenFile = /*@__PURE__*/
-  fileDesc("ChBkbG0vdjEvZGxtLnByb3RvEgZkbG0udjEiLQoLSW5pdFJlcXVlc3QSEAoIbGVhc2VfbXMYASABKA0SDAoEbmFtZRgCIAEoCSJDCgxJbml0UmVzcG9uc2USEQoJY2xpZW50X2lkGAEgASgEEg4KBnNlY3JldBgCIAEoCRIQCghsZWFzZV9tcxgDIAEoDSI1ChBLZWVwQWxpdmVSZXF1ZXN0EhEKCWNsaWVudF9pZBgBIAEoBBIOCgZzZWNyZXQYAiABKAkiNAoRS2VlcEFsaXZlUmVzcG9uc2USEAoIbGVhc2VfbXMYASABKA0SDQoFdG9rZW4YAiABKAQiiAEKEkxvY2tBY3F1aXJlUmVxdWVzdBIRCgljbGllbnRfaWQYASABKAQSDgoGc2VjcmV0GAIgASgJEgsKA3NlcRgDIAEoBBITCgthY2tlZF9iZWxvdxgEIAEoBBILCgN0cnkYBSABKAgSDwoHd2FpdF9tcxgGIAEoDRIPCgdub193YWl0GAcgASgIIl0KE0xvY2tBY3F1aXJlUmVzcG9uc2USDwoHZ3JhbnRlZBgBIAEoCBINCgV0b2tlbhgCIAEoBBIOCgZxdWV1ZWQYAyABKAgSFgoOcXVldWVfcG9zaXRpb24YBCABKA0i/wEKEkxvY2tSZWxlYXNlUmVxdWVzdBIRCgljbGllbnRfaWQYASABKAQSDgoGc2VjcmV0GAIgASgJEgsKA3NlcRgDIAEoBBITCgthY2tlZF9iZWxvdxgEIAEoBBINCgV0b2tlbhgFIAEoBBINCgVhYm9ydBgGIAEoCBIcCg9zZWN0aW9uX2FwcGVuZHMYByABKA1IAIgBARIaCg1zZWN0aW9uX2J5dGVzGAggASgESAGIAQESJgoHYXBwZW5kcxgJIAMoCzIVLmRsbS52MS5TZWN0aW9uQXBwZW5kQhIKEF9zZWN0aW9uX2FwcGVuZHNCEAoOX3NlY3Rpb25fYnl0ZXMiKwoNU2VjdGlvbkFwcGVuZBIMCgRmaWxlGAEgASgJEgwKBGRhdGEYAiABKAwiSQoTTG9ja1JlbGVhc2VSZXNwb25zZRIZChFjb21taXR0ZWRfYXBwZW5kcxgBIAEoDRIXCg9jb21taXR0ZWRfYnl0ZXMYAiABKAQilQEKEUFwcGVuZEZpbGVSZXF1ZXN0EhEKCWNsaWVudF9pZBgBIAEoBBIOCgZzZWNyZXQYAiABKAkSCwoDc2VxGAMgASgEEhMKC2Fja2VkX2JlbG93GAQgASgEEg0KBXRva2VuGAUgASgEEgwKBGZpbGUYBiABKAkSDAoEZGF0YRgHIAEoDBIQCghwb3NpdGlvbhgIIAEoDSJCChJBcHBlbmRGaWxlUmVzcG9uc2USFgoOc3RhZ2VkX2FwcGVuZHMYASABKA0SFAoMc3RhZ2VkX2J5dGVzGAIgASgEIlMKDENsb3NlUmVxdWVzdBIRCgljbGllbnRfaWQYASABKAQSDgoGc2VjcmV0GAIgASgJEgsKA3NlcRgDIAEoBBITCgthY2tlZF9iZWxvdxgEIAEoBCIfCg1DbG9zZVJlc3BvbnNlEg4KBnN0YXR1cxgBIAEoCSI+Cg9SZWFkRmlsZVJlcXVlc3QSDAoEZmlsZRgBIAEoCRIOCgZvZmZzZXQYAiABKAMSDQoFbGltaXQYAyABKAMiPgoQUmVhZEZpbGVSZXNwb25zZRIMCgRkYXRhGAEgASgMEg4KBm9mZnNldBgCIAEoAxIMCgRzaXplGAMgASgDInYKDVN0YXR1c1JlcXVlc3QSEgoKY29uc2lzdGVudBgBIAEoCBIRCglwYWdlX3NpemUYAiABKA0SEgoKcGFnZV90b2tlbhgDIAEoCRIZChFrbm93bl9zdGF0ZV9pbmRleBgEIAEoBBIPCgd3YWl0X21zGAUgASgNIowCCg5TdGF0dXNSZXNwb25zZRIgCgRub2RlGAEgASgLMhIuZGxtLnYxLk5vZGVTdGF0dXMSIAoEbG9jaxgCIAEoCzISLmRsbS52MS5Mb2NrU3RhdHVzEicKCHNlc3Npb25zGAMgAygLMhUuZGxtLnYxLlNlc3Npb25TdGF0dXMSIQoFZmlsZXMYBCADKAsyEi5kbG0udjEuRmlsZVN0YXR1cxIlCgdtZW1iZXJzGAUgAygLMhQuZGxtLnYxLk1lbWJlclN0YXR1cxIVCg1zZXNzaW9uX2NvdW50GAYgASgEEhcKD25leHRfcGFnZV90b2tlbhgHIAEoCRITCgtzdGF0ZV9pbmRleBgIIAEoBCLPAQoKTm9kZVN0YXR1cxIKCgJpZBgBIAEoCRIMCgRyb2xlGAIgASgJEhIKCmxlYWRlcl91cmwYAyABKAkSDAoEdGVybRgEIAEoBBIUCgxjb21taXRfaW5kZXgYBSABKAQSFQoNYXBwbGllZF9pbmRleBgGIAEoBBIXCg9sYXN0X2NvbnRhY3RfbXMYByABKAMSFAoMcmFmdF9hZGRyZXNzGAggASgJEhUKDXN0b3JhZ2VfZmF1bHQYCSABKAkSEgoKZnJlZV9ieXRlcxgKIAEoAyJmCgxNZW1iZXJTdGF0dXMSCgoCaWQYASABKAkSFAoMcmFmdF9hZGRyZXNzGAIgASgJEhAKCHN1ZmZyYWdlGAMgASgJEg4KBmxlYWRlchgEIAEoCBISCgpjbGllbnRfdXJsGAUgASgJIr4BCgpMb2NrU3RhdHVzEg4KBmhvbGRlchgBIAEoBBINCgV0b2tlbhgCIAEoBBIVCg1sZWFzZV9sZWZ0X21zGAMgASgDEhYKDnN0YWdlZF9hcHBlbmRzGAQgASgNEhQKDHN0YWdlZF9ieXRlcxgFIAEoBBINCgVxdWV1ZRgGIAMoBBISCgpsYXN0X3Rva2VuGAcgASgEEhQKDHF1ZXVlX2xlbmd0aBgIIAEoBBITCgtob2xkZXJfbmFtZRgJIAEoCSJZCg1TZXNzaW9uU3RhdHVzEhEKCWNsaWVudF9pZBgBIAEoBBIMCgRuYW1lGAIgASgJEhAKCGxlYXNlX21zGAMgASgNEhUKDWxlYXNlX2xlZnRfbXMYBCABKAMiKAoKRmlsZVN0YXR1cxIMCgRuYW1lGAEgASgJEgwKBHNpemUYAiABKAMidAoLRXJyb3JEZXRhaWwSIwoGcmVhc29uGAEgASgOMhMuZGxtLnYxLkVycm9yUmVhc29uEhIKCmxlYWRlcl91cmwYAiABKAkSFgoOc3RhZ2VkX2FwcGVuZHMYAyABKA0SFAoMc3RhZ2VkX2J5dGVzGAQgASgEIjwKDFB1bHNlUmVxdWVzdBIsCghzZXNzaW9ucxgBIAMoCzIaLmRsbS52MS5TZXNzaW9uQ3JlZGVudGlhbHMiNwoSU2Vzc2lvbkNyZWRlbnRpYWxzEhEKCWNsaWVudF9pZBgBIAEoBBIOCgZzZWNyZXQYAiABKAkiWwoNUHVsc2VSZXNwb25zZRIlCgdyZW5ld2VkGAEgAygLMhQuZGxtLnYxLlNlc3Npb25QdWxzZRIjCgdncmFudGVkGAIgAygLMhIuZGxtLnYxLlB1bHNlR3JhbnQibQoMU2Vzc2lvblB1bHNlEhEKCWNsaWVudF9pZBgBIAEoBBIQCghsZWFzZV9tcxgCIAEoDRINCgV0b2tlbhgDIAEoBBIpCgxlcnJvcl9yZWFzb24YBCABKA4yEy5kbG0udjEuRXJyb3JSZWFzb24iOwoKUHVsc2VHcmFudBIRCgljbGllbnRfaWQYASABKAQSCwoDc2VxGAIgASgEEg0KBXRva2VuGAMgASgEKsMXCgtFcnJvclJlYXNvbhIcChhFUlJPUl9SRUFTT05fVU5TUEVDSUZJRUQQABKQAQoZRVJST1JfUkVBU09OX0xPQ0tfRVhQSVJFRBABGnHK8xhtCAoQARpadGhlIGZlbmNpbmcgdG9rZW4gaXMgbm90IHRoZSBjdXJyZW50IGdyYW50OiB0aGUgbG9jayB3YXMgcmVsZWFzZWQsIHJldm9rZWQgb3IgZ3JhbnRlZCBhbmV3IgtMb2NrRXhwaXJlZBJUChdFUlJPUl9SRUFTT05fTk9UX0hPTERFUhACGjfK8xgzCAkQARoidGhlIHNlc3Npb24gZG9lcyBub3QgaG9sZCB0aGUgbG9jayIJTm90SG9sZGVyEmIKG0VSUk9SX1JFQVNPTl9GSUxFX05PVF9GT1VORBADGkHK8xg9CAUQARopbm8gc3VjaCBmaWxlOiBmaWxlcyBhcmUgZmlsZV8wIHRvIGZpbGVfOTkiDEZpbGVOb3RGb3VuZBJvCh5FUlJPUl9SRUFTT05fSU5WQUxJRF9GSUxFX05BTUUQBBpLyvMYRwgDEAEaMG1hbGZvcm1lZCBmaWxlIG5hbWU6IGZpbGVzIGFyZSBmaWxlXzAgdG8gZmlsZV85OSIPSW52YWxpZEZpbGVOYW1lEm0KHEVSUk9SX1JFQVNPTl9TRVNTSU9OX0VYUElSRUQQBRpLyvMYRwgJEAEaMXRoZSBzZXNzaW9uIGV4cGlyZWQgb3Igd2FzIGNsb3NlZDogb3BlbiBhIG5ldyBvbmUiDlNlc3Npb25FeHBpcmVkEksKHEVSUk9SX1JFQVNPTl9TRVNTSU9OX1VOS05PV04QBhopyvMYJQgFEAEaD25vIHN1Y2ggc2Vzc2lvbiIOU2Vzc2lvblVua25vd24SVwoXRVJST1JfUkVBU09OX0JBRF9TRUNSRVQQBxo6yvMYNggQEAEaJXRoZSBzZWNyZXQgZG9lcyBub3QgbWF0Y2ggdGhlIHNlc3Npb24iCUJhZFNlY3JldBJkChdFUlJPUl9SRUFTT05fTk9UX0xFQURFUhAIGkfK8xhDCA4QAhowdGhpcyBub2RlIGlzIG5vdCB0aGUgbGVhZGVyOiByZXRyeSBhdCB0aGUgbGVhZGVyIgtVbmF2YWlsYWJsZRJnChhFUlJPUl9SRUFTT05fVU5BVkFJTEFCTEUQCRpJyvMYRQgOEAMaMnRoZSBjbHVzdGVyIGNhbm5vdCBjb21taXQgY2hhbmdlcyBub3c6IHJldHJ5IGxhdGVyIgtVbmF2YWlsYWJsZRJyCh1FUlJPUl9SRUFTT05fU0VRVUVOQ0VfTUlTU0lORxAKGk/K8xhLCAMQARo0dGhlIHJlcXVlc3QgaGFzIG5vIHNlcXVlbmNlIG51bWJlciAoc2VxIG11c3QgYmUgPiAwKSIPSW52YWxpZEFyZ3VtZW50EoQBCiJFUlJPUl9SRUFTT05fU0VRVUVOQ0VfQUNLTk9XTEVER0VEEAsaXMrzGFgICRABGjx0aGUgc2VxdWVuY2UgbnVtYmVyIGlzIGJlbG93IHRoZSBzZXNzaW9uJ3MgYWNrbm93bGVkZ2VkIG1hcmsiFFNlcXVlbmNlQWNrbm93bGVkZ2VkEkwKF0VSUk9SX1JFQVNPTl9EQVRBX0VNUFRZEAwaL8rzGCsIAxABGhp0aGUgYXBwZW5kIGNhcnJpZXMgbm8gZGF0YSIJRGF0YUVtcHR5EnYKG0VSUk9SX1JFQVNPTl9EQVRBX1RPT19MQVJHRRANGlXK8xhRCAMQARo9dGhlIGFwcGVuZCBpcyBsYXJnZXIgdGhhbiB0aGUgcGVyLWFwcGVuZCBsaW1pdCAoLS1tYXgtYXBwZW5kKSIMRGF0YVRvb0xhcmdlEm8KHkVSUk9SX1JFQVNPTl9TRUNUSU9OX1RPT19MQVJHRRAOGkvK8xhHCAgQARowdGhlIGNyaXRpY2FsIHNlY3Rpb24gd291bGQgZXhjZWVkIGl0cyBzaXplIGxpbWl0Ig9TZWN0aW9uVG9vTGFyZ2USbwoeRVJST1JfUkVBU09OX1RPT19NQU5ZX1JFUVVFU1RTEA8aS8rzGEcICBAEGjB0b28gbWFueSB1bmFja25vd2xlZGdlZCByZXF1ZXN0cyBpbiB0aGlzIHNlc3Npb24iD1Rvb01hbnlSZXF1ZXN0cxJPCh1FUlJPUl9SRUFTT05fSU5WQUxJRF9BUkdVTUVOVBAQGizK8xgoCAMQARoRbWFsZm9ybWVkIHJlcXVlc3QiD0ludmFsaWRBcmd1bWVudBKNAQoWRVJST1JfUkVBU09OX0RJU0tfRlVMTBARGnHK8xhtCAgQBBpddGhlIHNlcnZlcidzIGRhdGEgZGlzayBpcyBiZWxvdyBpdHMgZnJlZS1zcGFjZSBtaW5pbXVtOiBub3RoaW5nIGNoYW5nZWQ7IGZyZWUgc3BhY2UgYW5kIHJldHJ5IghEaXNrRnVsbBJ/ChtFUlJPUl9SRUFTT05fRklMRV9UT09fTEFSR0UQEhpeyvMYWggIEAEaRnRoZSBhcHBlbmQgd291bGQgbWFrZSB0aGUgZmlsZSBsYXJnZXIgdGhhbiB0aGUgc2VydmVyJ3MgcGVyLWZpbGUgbGltaXQiDEZpbGVUb29MYXJnZRJ8ChpFUlJPUl9SRUFTT05fU1RPUkFHRV9GQVVMVBATGlzK8xhYCA4QAxpFdGhpcyBub2RlJ3Mgc3RvcmFnZSBpcyBmYXVsdHkgYW5kIGl0IGRvZXMgbm90IHNlcnZlOiB0cnkgYW5vdGhlciBub2RlIgtVbmF2YWlsYWJsZRKgAQocRVJST1JfUkVBU09OX1NFUVVFTkNFX1JFVVNFRBAUGn7K8xh6CAMQARpjdGhlIHNlcXVlbmNlIG51bWJlciB3YXMgYWxyZWFkeSB1c2VkIGJ5IHRoaXMgc2Vzc2lvbiBmb3IgYSByZXF1ZXN0IG9mIGFub3RoZXIgbWV0aG9kOyB1c2UgYSBuZXcgb25lIg9JbnZhbGlkQXJndW1lbnQSggEKHEVSUk9SX1JFQVNPTl9NRU1CRVJfQ09ORkxJQ1QQFRpgyvMYXAgGEAEaRnRoZSBtZW1iZXIgY29uZmxpY3RzIHdpdGggdGhlIGNsdXN0ZXIncyBjb25maWd1cmF0aW9uOiBub3RoaW5nIGNoYW5nZWQiDk1lbWJlckNvbmZsaWN0ElkKG0VSUk9SX1JFQVNPTl9NRU1CRVJfVU5LTk9XThAWGjjK8xg0CAUQARofbm8gc3VjaCBtZW1iZXI6IG5vdGhpbmcgY2hhbmdlZCINTWVtYmVyVW5rbm93bhKTAQoeRVJST1JfUkVBU09OX1RPT19NQU5ZX1NFU1NJT05TEBgab8rzGGsICBAEGlR0aGUgY2x1c3RlciBoYXMgYXMgbWFueSBvcGVuIHNlc3Npb25zIGFzIGl0cyBsaW1pdCAoLS1tYXgtc2Vzc2lvbnMpOiBub3RoaW5nIGNoYW5nZWQiD1Rvb01hbnlTZXNzaW9ucxKPAQoeRVJST1JfUkVBU09OX0lOSVRfUkFURV9MSU1JVEVEEBkaa8rzGGcICBAEGlB0aGlzIGFkZHJlc3Mgb3BlbnMgc2Vzc2lvbnMgdG9vIGZhc3QgKC0taW5pdC1yYXRlKTogbm90aGluZyBjaGFuZ2VkOyByZXRyeSBsYXRlciIPSW5pdFJhdGVMaW1pdGVkErUBCh9FUlJPUl9SRUFTT05fU0VDVElPTl9JTkNPTVBMRVRFEBoajwHK8xiKAQgJEAEacXRoZSBsZWFkZXIgZG9lcyBub3QgaG9sZCB0aGUgd2hvbGUgY3JpdGljYWwgc2VjdGlvbjogcmUtc2VuZCBpdHMgYXBwZW5kcyBmcm9tIHRoZSBwbGFjZSBnaXZlbiwgdGhlbiByZWxlYXNlIGFnYWluIhFTZWN0aW9uSW5jb21wbGV0ZRoO0vMYCggyEKwCGOgHIAMyyQQKC0xvY2tTZXJ2aWNlEjEKBEluaXQSEy5kbG0udjEuSW5pdFJlcXVlc3QaFC5kbG0udjEuSW5pdFJlc3BvbnNlEkAKCUtlZXBBbGl2ZRIYLmRsbS52MS5LZWVwQWxpdmVSZXF1ZXN0GhkuZGxtLnYxLktlZXBBbGl2ZVJlc3BvbnNlEkYKC0xvY2tBY3F1aXJlEhouZGxtLnYxLkxvY2tBY3F1aXJlUmVxdWVzdBobLmRsbS52MS5Mb2NrQWNxdWlyZVJlc3BvbnNlEkYKC0xvY2tSZWxlYXNlEhouZGxtLnYxLkxvY2tSZWxlYXNlUmVxdWVzdBobLmRsbS52MS5Mb2NrUmVsZWFzZVJlc3BvbnNlEkMKCkFwcGVuZEZpbGUSGS5kbG0udjEuQXBwZW5kRmlsZVJlcXVlc3QaGi5kbG0udjEuQXBwZW5kRmlsZVJlc3BvbnNlEjgKBVB1bHNlEhQuZGxtLnYxLlB1bHNlUmVxdWVzdBoVLmRsbS52MS5QdWxzZVJlc3BvbnNlKAEwARI0CgVDbG9zZRIULmRsbS52MS5DbG9zZVJlcXVlc3QaFS5kbG0udjEuQ2xvc2VSZXNwb25zZRJCCghSZWFkRmlsZRIXLmRsbS52MS5SZWFkRmlsZVJlcXVlc3QaGC5kbG0udjEuUmVhZEZpbGVSZXNwb25zZSIDkAIBEjwKBlN0YXR1cxIVLmRsbS52MS5TdGF0dXNSZXF1ZXN0GhYuZGxtLnYxLlN0YXR1c1Jlc3BvbnNlIgOQAgFCdwoKY29tLmRsbS52MUIIRGxtUHJvdG9QAVomZ2l0aHViLmNvbS9kbG0vZGxtL2dlbi9nby9kbG0vdjE7ZGxtdjGiAgNEWFiqAgZEbG0uVjHKAgZEbG1cVjHiAhJEbG1cVjFcR1BCTWV0YWRhdGHqAgdEbG06OlYxYgZwcm90bzM", [file_dlm_v1_reason]);
+  fileDesc("ChBkbG0vdjEvZGxtLnByb3RvEgZkbG0udjEiRwoISGVsZExvY2sSDAoEbG9jaxgBIAEoCRINCgV0b2tlbhgCIAEoBBIeCgRtb2RlGAMgASgOMhAuZGxtLnYxLkxvY2tNb2RlIi0KC0luaXRSZXF1ZXN0EhAKCGxlYXNlX21zGAEgASgNEgwKBG5hbWUYAiABKAkiQwoMSW5pdFJlc3BvbnNlEhEKCWNsaWVudF9pZBgBIAEoBBIOCgZzZWNyZXQYAiABKAkSEAoIbGVhc2VfbXMYAyABKA0iNQoQS2VlcEFsaXZlUmVxdWVzdBIRCgljbGllbnRfaWQYASABKAQSDgoGc2VjcmV0GAIgASgJIlQKEUtlZXBBbGl2ZVJlc3BvbnNlEhAKCGxlYXNlX21zGAEgASgNEg0KBXRva2VuGAIgASgEEh4KBGhlbGQYAyADKAsyEC5kbG0udjEuSGVsZExvY2si8gEKEkxvY2tBY3F1aXJlUmVxdWVzdBIRCgljbGllbnRfaWQYASABKAQSDgoGc2VjcmV0GAIgASgJEgsKA3NlcRgDIAEoBBITCgthY2tlZF9iZWxvdxgEIAEoBBILCgN0cnkYBSABKAgSDwoHd2FpdF9tcxgGIAEoDRIPCgdub193YWl0GAcgASgIEhEKBGxvY2sYCCABKAlIAIgBARIeCgRtb2RlGAkgASgOMhAuZGxtLnYxLkxvY2tNb2RlEhoKDWxvY2tfZGVsYXlfbXMYCiABKA1IAYgBAUIHCgVfbG9ja0IQCg5fbG9ja19kZWxheV9tcyKLAQoTTG9ja0FjcXVpcmVSZXNwb25zZRIPCgdncmFudGVkGAEgASgIEg0KBXRva2VuGAIgASgEEg4KBnF1ZXVlZBgDIAEoCBIWCg5xdWV1ZV9wb3NpdGlvbhgEIAEoDRIMCgRsb2NrGAUgASgJEh4KBG1vZGUYBiABKA4yEC5kbG0udjEuTG9ja01vZGUimwIKEkxvY2tSZWxlYXNlUmVxdWVzdBIRCgljbGllbnRfaWQYASABKAQSDgoGc2VjcmV0GAIgASgJEgsKA3NlcRgDIAEoBBITCgthY2tlZF9iZWxvdxgEIAEoBBINCgV0b2tlbhgFIAEoBBINCgVhYm9ydBgGIAEoCBIcCg9zZWN0aW9uX2FwcGVuZHMYByABKA1IAIgBARIaCg1zZWN0aW9uX2J5dGVzGAggASgESAGIAQESJgoHYXBwZW5kcxgJIAMoCzIVLmRsbS52MS5TZWN0aW9uQXBwZW5kEhEKBGxvY2sYCiABKAlIAogBAUISChBfc2VjdGlvbl9hcHBlbmRzQhAKDl9zZWN0aW9uX2J5dGVzQgcKBV9sb2NrIisKDVNlY3Rpb25BcHBlbmQSDAoEZmlsZRgBIAEoCRIMCgRkYXRhGAIgASgMIkkKE0xvY2tSZWxlYXNlUmVzcG9uc2USGQoRY29tbWl0dGVkX2FwcGVuZHMYASABKA0SFwoPY29tbWl0dGVkX2J5dGVzGAIgASgEIrEBChFBcHBlbmRGaWxlUmVxdWVzdBIRCgljbGllbnRfaWQYASABKAQSDgoGc2VjcmV0GAIgASgJEgsKA3NlcRgDIAEoBBITCgthY2tlZF9iZWxvdxgEIAEoBBINCgV0b2tlbhgFIAEoBBIMCgRmaWxlGAYgASgJEgwKBGRhdGEYByABKAwSEAoIcG9zaXRpb24YCCABKA0SEQoEbG9jaxgJIAEoCUgAiAEBQgcKBV9sb2NrIkIKEkFwcGVuZEZpbGVSZXNwb25zZRIWCg5zdGFnZWRfYXBwZW5kcxgBIAEoDRIUCgxzdGFnZWRfYnl0ZXMYAiABKAQiUwoMQ2xvc2VSZXF1ZXN0EhEKCWNsaWVudF9pZBgBIAEoBBIOCgZzZWNyZXQYAiABKAkSCwoDc2VxGAMgASgEEhMKC2Fja2VkX2JlbG93GAQgASgEIh8KDUNsb3NlUmVzcG9uc2USDgoGc3RhdHVzGAEgASgJIj4KD1JlYWRGaWxlUmVxdWVzdBIMCgRmaWxlGAEgASgJEg4KBm9mZnNldBgCIAEoAxINCgVsaW1pdBgDIAEoAyI+ChBSZWFkRmlsZVJlc3BvbnNlEgwKBGRhdGEYASABKAwSDgoGb2Zmc2V0GAIgASgDEgwKBHNpemUYAyABKAMikgEKDVN0YXR1c1JlcXVlc3QSEgoKY29uc2lzdGVudBgBIAEoCBIRCglwYWdlX3NpemUYAiABKA0SEgoKcGFnZV90b2tlbhgDIAEoCRIZChFrbm93bl9zdGF0ZV9pbmRleBgEIAEoBBIPCgd3YWl0X21zGAUgASgNEhEKBGxvY2sYBiABKAlIAIgBAUIHCgVfbG9jayKgAgoOU3RhdHVzUmVzcG9uc2USIAoEbm9kZRgBIAEoCzISLmRsbS52MS5Ob2RlU3RhdHVzEiAKBGxvY2sYAiABKAsyEi5kbG0udjEuTG9ja1N0YXR1cxInCghzZXNzaW9ucxgDIAMoCzIVLmRsbS52MS5TZXNzaW9uU3RhdHVzEiEKBWZpbGVzGAQgAygLMhIuZGxtLnYxLkZpbGVTdGF0dXMSJQoHbWVtYmVycxgFIAMoCzIULmRsbS52MS5NZW1iZXJTdGF0dXMSFQoNc2Vzc2lvbl9jb3VudBgGIAEoBBIXCg9uZXh0X3BhZ2VfdG9rZW4YByABKAkSEwoLc3RhdGVfaW5kZXgYCCABKAQSEgoKbG9ja19jb3VudBgJIAEoBCLPAQoKTm9kZVN0YXR1cxIKCgJpZBgBIAEoCRIMCgRyb2xlGAIgASgJEhIKCmxlYWRlcl91cmwYAyABKAkSDAoEdGVybRgEIAEoBBIUCgxjb21taXRfaW5kZXgYBSABKAQSFQoNYXBwbGllZF9pbmRleBgGIAEoBBIXCg9sYXN0X2NvbnRhY3RfbXMYByABKAMSFAoMcmFmdF9hZGRyZXNzGAggASgJEhUKDXN0b3JhZ2VfZmF1bHQYCSABKAkSEgoKZnJlZV9ieXRlcxgKIAEoAyJmCgxNZW1iZXJTdGF0dXMSCgoCaWQYASABKAkSFAoMcmFmdF9hZGRyZXNzGAIgASgJEhAKCHN1ZmZyYWdlGAMgASgJEg4KBmxlYWRlchgEIAEoCBISCgpjbGllbnRfdXJsGAUgASgJItsCCgpMb2NrU3RhdHVzEg4KBmhvbGRlchgBIAEoBBINCgV0b2tlbhgCIAEoBBIVCg1sZWFzZV9sZWZ0X21zGAMgASgDEhYKDnN0YWdlZF9hcHBlbmRzGAQgASgNEhQKDHN0YWdlZF9ieXRlcxgFIAEoBBINCgVxdWV1ZRgGIAMoBBISCgpsYXN0X3Rva2VuGAcgASgEEhQKDHF1ZXVlX2xlbmd0aBgIIAEoBBITCgtob2xkZXJfbmFtZRgJIAEoCRIMCgRuYW1lGAogASgJEh4KBG1vZGUYCyABKA4yEC5kbG0udjEuTG9ja01vZGUSIwoHaG9sZGVycxgMIAMoCzISLmRsbS52MS5Mb2NrSG9sZGVyEiUKC3F1ZXVlX21vZGVzGA0gAygOMhAuZGxtLnYxLkxvY2tNb2RlEg8KB2RlbGF5ZWQYDiABKAgSEAoIZGVsYXlfbXMYDyABKA0ijAEKCkxvY2tIb2xkZXISEQoJY2xpZW50X2lkGAEgASgEEg0KBXRva2VuGAIgASgEEgwKBG5hbWUYAyABKAkSHgoEbW9kZRgEIAEoDjIQLmRsbS52MS5Mb2NrTW9kZRIXCg9ncmFudGVkX3VuaXhfbXMYBSABKAMSFQoNbGVhc2VfbGVmdF9tcxgGIAEoAyI+ChFDaGVja1Rva2VuUmVxdWVzdBIRCgRsb2NrGAEgASgJSACIAQESDQoFdG9rZW4YAiABKARCBwoFX2xvY2sicAoSQ2hlY2tUb2tlblJlc3BvbnNlEg8KB2N1cnJlbnQYASABKAgSHgoEbW9kZRgCIAEoDjIQLmRsbS52MS5Mb2NrTW9kZRIUCgxsYXRlc3RfdG9rZW4YAyABKAQSEwoLc3RhdGVfaW5kZXgYBCABKAQiTQoQTGlzdExvY2tzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKA0SEgoKcGFnZV90b2tlbhgCIAEoCRISCgpjb25zaXN0ZW50GAMgASgIIngKEUxpc3RMb2Nrc1Jlc3BvbnNlEiEKBWxvY2tzGAEgAygLMhIuZGxtLnYxLkxvY2tTdGF0dXMSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhIKCmxvY2tfY291bnQYAyABKAQSEwoLc3RhdGVfaW5kZXgYBCABKAQiPwoSTG9ja0hpc3RvcnlSZXF1ZXN0EhEKBGxvY2sYASABKAlIAIgBARINCgVsaW1pdBgCIAEoDUIHCgVfbG9jayJfChNMb2NrSGlzdG9yeVJlc3BvbnNlEiEKBmV2ZW50cxgBIAMoCzIRLmRsbS52MS5Mb2NrRXZlbnQSEAoIY2FwYWNpdHkYAiABKA0SEwoLc3RhdGVfaW5kZXgYAyABKAQivgEKCUxvY2tFdmVudBIMCgRsb2NrGAEgASgJEg0KBXRva2VuGAIgASgEEhEKCWNsaWVudF9pZBgDIAEoBBITCgtob2xkZXJfbmFtZRgEIAEoCRIeCgRtb2RlGAUgASgOMhAuZGxtLnYxLkxvY2tNb2RlEhcKD2dyYW50ZWRfdW5peF9tcxgGIAEoAxIVCg1lbmRlZF91bml4X21zGAcgASgDEhwKA2VuZBgIIAEoDjIPLmRsbS52MS5Mb2NrRW5kIlkKDVNlc3Npb25TdGF0dXMSEQoJY2xpZW50X2lkGAEgASgEEgwKBG5hbWUYAiABKAkSEAoIbGVhc2VfbXMYAyABKA0SFQoNbGVhc2VfbGVmdF9tcxgEIAEoAyIoCgpGaWxlU3RhdHVzEgwKBG5hbWUYASABKAkSDAoEc2l6ZRgCIAEoAyJ0CgtFcnJvckRldGFpbBIjCgZyZWFzb24YASABKA4yEy5kbG0udjEuRXJyb3JSZWFzb24SEgoKbGVhZGVyX3VybBgCIAEoCRIWCg5zdGFnZWRfYXBwZW5kcxgDIAEoDRIUCgxzdGFnZWRfYnl0ZXMYBCABKAQiPAoMUHVsc2VSZXF1ZXN0EiwKCHNlc3Npb25zGAEgAygLMhouZGxtLnYxLlNlc3Npb25DcmVkZW50aWFscyI3ChJTZXNzaW9uQ3JlZGVudGlhbHMSEQoJY2xpZW50X2lkGAEgASgEEg4KBnNlY3JldBgCIAEoCSJbCg1QdWxzZVJlc3BvbnNlEiUKB3JlbmV3ZWQYASADKAsyFC5kbG0udjEuU2Vzc2lvblB1bHNlEiMKB2dyYW50ZWQYAiADKAsyEi5kbG0udjEuUHVsc2VHcmFudCKNAQoMU2Vzc2lvblB1bHNlEhEKCWNsaWVudF9pZBgBIAEoBBIQCghsZWFzZV9tcxgCIAEoDRINCgV0b2tlbhgDIAEoBBIpCgxlcnJvcl9yZWFzb24YBCABKA4yEy5kbG0udjEuRXJyb3JSZWFzb24SHgoEaGVsZBgFIAMoCzIQLmRsbS52MS5IZWxkTG9jayJpCgpQdWxzZUdyYW50EhEKCWNsaWVudF9pZBgBIAEoBBILCgNzZXEYAiABKAQSDQoFdG9rZW4YAyABKAQSDAoEbG9jaxgEIAEoCRIeCgRtb2RlGAUgASgOMhAuZGxtLnYxLkxvY2tNb2RlKlQKCExvY2tNb2RlEhkKFUxPQ0tfTU9ERV9VTlNQRUNJRklFRBAAEhcKE0xPQ0tfTU9ERV9FWENMVVNJVkUQARIUChBMT0NLX01PREVfU0hBUkVEEAIqewoHTG9ja0VuZBIYChRMT0NLX0VORF9VTlNQRUNJRklFRBAAEhUKEUxPQ0tfRU5EX1JFTEVBU0VEEAESFAoQTE9DS19FTkRfQUJPUlRFRBACEhMKD0xPQ0tfRU5EX0NMT1NFRBADEhQKEExPQ0tfRU5EX0VYUElSRUQQBCquIQoLRXJyb3JSZWFzb24SHAoYRVJST1JfUkVBU09OX1VOU1BFQ0lGSUVEEAASkAEKGUVSUk9SX1JFQVNPTl9MT0NLX0VYUElSRUQQARpxyvMYbQgKEAEaWnRoZSBmZW5jaW5nIHRva2VuIGlzIG5vdCB0aGUgY3VycmVudCBncmFudDogdGhlIGxvY2sgd2FzIHJlbGVhc2VkLCByZXZva2VkIG9yIGdyYW50ZWQgYW5ldyILTG9ja0V4cGlyZWQSVAoXRVJST1JfUkVBU09OX05PVF9IT0xERVIQAho3yvMYMwgJEAEaInRoZSBzZXNzaW9uIGRvZXMgbm90IGhvbGQgdGhlIGxvY2siCU5vdEhvbGRlchJiChtFUlJPUl9SRUFTT05fRklMRV9OT1RfRk9VTkQQAxpByvMYPQgFEAEaKW5vIHN1Y2ggZmlsZTogZmlsZXMgYXJlIGZpbGVfMCB0byBmaWxlXzk5IgxGaWxlTm90Rm91bmQSbwoeRVJST1JfUkVBU09OX0lOVkFMSURfRklMRV9OQU1FEAQaS8rzGEcIAxABGjBtYWxmb3JtZWQgZmlsZSBuYW1lOiBmaWxlcyBhcmUgZmlsZV8wIHRvIGZpbGVfOTkiD0ludmFsaWRGaWxlTmFtZRJtChxFUlJPUl9SRUFTT05fU0VTU0lPTl9FWFBJUkVEEAUaS8rzGEcICRABGjF0aGUgc2Vzc2lvbiBleHBpcmVkIG9yIHdhcyBjbG9zZWQ6IG9wZW4gYSBuZXcgb25lIg5TZXNzaW9uRXhwaXJlZBJLChxFUlJPUl9SRUFTT05fU0VTU0lPTl9VTktOT1dOEAYaKcrzGCUIBRABGg9ubyBzdWNoIHNlc3Npb24iDlNlc3Npb25Vbmtub3duElcKF0VSUk9SX1JFQVNPTl9CQURfU0VDUkVUEAcaOsrzGDYIEBABGiV0aGUgc2VjcmV0IGRvZXMgbm90IG1hdGNoIHRoZSBzZXNzaW9uIglCYWRTZWNyZXQSZAoXRVJST1JfUkVBU09OX05PVF9MRUFERVIQCBpHyvMYQwgOEAIaMHRoaXMgbm9kZSBpcyBub3QgdGhlIGxlYWRlcjogcmV0cnkgYXQgdGhlIGxlYWRlciILVW5hdmFpbGFibGUSZwoYRVJST1JfUkVBU09OX1VOQVZBSUxBQkxFEAkaScrzGEUIDhADGjJ0aGUgY2x1c3RlciBjYW5ub3QgY29tbWl0IGNoYW5nZXMgbm93OiByZXRyeSBsYXRlciILVW5hdmFpbGFibGUScgodRVJST1JfUkVBU09OX1NFUVVFTkNFX01JU1NJTkcQChpPyvMYSwgDEAEaNHRoZSByZXF1ZXN0IGhhcyBubyBzZXF1ZW5jZSBudW1iZXIgKHNlcSBtdXN0IGJlID4gMCkiD0ludmFsaWRBcmd1bWVudBKEAQoiRVJST1JfUkVBU09OX1NFUVVFTkNFX0FDS05PV0xFREdFRBALGlzK8xhYCAkQARo8dGhlIHNlcXVlbmNlIG51bWJlciBpcyBiZWxvdyB0aGUgc2Vzc2lvbidzIGFja25vd2xlZGdlZCBtYXJrIhRTZXF1ZW5jZUFja25vd2xlZGdlZBJMChdFUlJPUl9SRUFTT05fREFUQV9FTVBUWRAMGi/K8xgrCAMQARoadGhlIGFwcGVuZCBjYXJyaWVzIG5vIGRhdGEiCURhdGFFbXB0eRJ2ChtFUlJPUl9SRUFTT05fREFUQV9UT09fTEFSR0UQDRpVyvMYUQgDEAEaPXRoZSBhcHBlbmQgaXMgbGFyZ2VyIHRoYW4gdGhlIHBlci1hcHBlbmQgbGltaXQgKC0tbWF4LWFwcGVuZCkiDERhdGFUb29MYXJnZRJvCh5FUlJPUl9SRUFTT05fU0VDVElPTl9UT09fTEFSR0UQDhpLyvMYRwgIEAEaMHRoZSBjcml0aWNhbCBzZWN0aW9uIHdvdWxkIGV4Y2VlZCBpdHMgc2l6ZSBsaW1pdCIPU2VjdGlvblRvb0xhcmdlEm8KHkVSUk9SX1JFQVNPTl9UT09fTUFOWV9SRVFVRVNUUxAPGkvK8xhHCAgQBBowdG9vIG1hbnkgdW5hY2tub3dsZWRnZWQgcmVxdWVzdHMgaW4gdGhpcyBzZXNzaW9uIg9Ub29NYW55UmVxdWVzdHMSTwodRVJST1JfUkVBU09OX0lOVkFMSURfQVJHVU1FTlQQEBosyvMYKAgDEAEaEW1hbGZvcm1lZCByZXF1ZXN0Ig9JbnZhbGlkQXJndW1lbnQSjQEKFkVSUk9SX1JFQVNPTl9ESVNLX0ZVTEwQERpxyvMYbQgIEAQaXXRoZSBzZXJ2ZXIncyBkYXRhIGRpc2sgaXMgYmVsb3cgaXRzIGZyZWUtc3BhY2UgbWluaW11bTogbm90aGluZyBjaGFuZ2VkOyBmcmVlIHNwYWNlIGFuZCByZXRyeSIIRGlza0Z1bGwSfwobRVJST1JfUkVBU09OX0ZJTEVfVE9PX0xBUkdFEBIaXsrzGFoICBABGkZ0aGUgYXBwZW5kIHdvdWxkIG1ha2UgdGhlIGZpbGUgbGFyZ2VyIHRoYW4gdGhlIHNlcnZlcidzIHBlci1maWxlIGxpbWl0IgxGaWxlVG9vTGFyZ2USfAoaRVJST1JfUkVBU09OX1NUT1JBR0VfRkFVTFQQExpcyvMYWAgOEAMaRXRoaXMgbm9kZSdzIHN0b3JhZ2UgaXMgZmF1bHR5IGFuZCBpdCBkb2VzIG5vdCBzZXJ2ZTogdHJ5IGFub3RoZXIgbm9kZSILVW5hdmFpbGFibGUSoAEKHEVSUk9SX1JFQVNPTl9TRVFVRU5DRV9SRVVTRUQQFBp+yvMYeggDEAEaY3RoZSBzZXF1ZW5jZSBudW1iZXIgd2FzIGFscmVhZHkgdXNlZCBieSB0aGlzIHNlc3Npb24gZm9yIGEgcmVxdWVzdCBvZiBhbm90aGVyIG1ldGhvZDsgdXNlIGEgbmV3IG9uZSIPSW52YWxpZEFyZ3VtZW50EoIBChxFUlJPUl9SRUFTT05fTUVNQkVSX0NPTkZMSUNUEBUaYMrzGFwIBhABGkZ0aGUgbWVtYmVyIGNvbmZsaWN0cyB3aXRoIHRoZSBjbHVzdGVyJ3MgY29uZmlndXJhdGlvbjogbm90aGluZyBjaGFuZ2VkIg5NZW1iZXJDb25mbGljdBJZChtFUlJPUl9SRUFTT05fTUVNQkVSX1VOS05PV04QFho4yvMYNAgFEAEaH25vIHN1Y2ggbWVtYmVyOiBub3RoaW5nIGNoYW5nZWQiDU1lbWJlclVua25vd24SkwEKHkVSUk9SX1JFQVNPTl9UT09fTUFOWV9TRVNTSU9OUxAYGm/K8xhrCAgQBBpUdGhlIGNsdXN0ZXIgaGFzIGFzIG1hbnkgb3BlbiBzZXNzaW9ucyBhcyBpdHMgbGltaXQgKC0tbWF4LXNlc3Npb25zKTogbm90aGluZyBjaGFuZ2VkIg9Ub29NYW55U2Vzc2lvbnMSjwEKHkVSUk9SX1JFQVNPTl9JTklUX1JBVEVfTElNSVRFRBAZGmvK8xhnCAgQBBpQdGhpcyBhZGRyZXNzIG9wZW5zIHNlc3Npb25zIHRvbyBmYXN0ICgtLWluaXQtcmF0ZSk6IG5vdGhpbmcgY2hhbmdlZDsgcmV0cnkgbGF0ZXIiD0luaXRSYXRlTGltaXRlZBK1AQofRVJST1JfUkVBU09OX1NFQ1RJT05fSU5DT01QTEVURRAaGo8ByvMYigEICRABGnF0aGUgbGVhZGVyIGRvZXMgbm90IGhvbGQgdGhlIHdob2xlIGNyaXRpY2FsIHNlY3Rpb246IHJlLXNlbmQgaXRzIGFwcGVuZHMgZnJvbSB0aGUgcGxhY2UgZ2l2ZW4sIHRoZW4gcmVsZWFzZSBhZ2FpbiIRU2VjdGlvbkluY29tcGxldGUSeAocRVJST1JfUkVBU09OX0xPQ0tfTkFNRV9FTVBUWRAbGlbK8xhSCAMQARo7dGhlIGxvY2sgbmFtZSBpcyBlbXB0eTogbGVhdmUgaXQgdW5zZXQgZm9yIHRoZSBkZWZhdWx0IGxvY2siD0ludmFsaWRBcmd1bWVudBJmCh9FUlJPUl9SRUFTT05fTE9DS19OQU1FX1RPT19MT05HEBwaQcrzGD0IAxABGiZ0aGUgbG9jayBuYW1lIGlzIGxvbmdlciB0aGFuIDI1NiBieXRlcyIPSW52YWxpZEFyZ3VtZW50En8KHkVSUk9SX1JFQVNPTl9MT0NLX05BTUVfSU5WQUxJRBAdGlvK8xhXCAMQARpAdGhlIGxvY2sgbmFtZSBtdXN0IGJlIHByaW50YWJsZSBVVEYtOCB3aXRob3V0IGNvbnRyb2wgY2hhcmFjdGVycyIPSW52YWxpZEFyZ3VtZW50En0KHkVSUk9SX1JFQVNPTl9MT0NLX01PREVfVU5LTk9XThAeGlnK8xhVCAMQARo+dW5rbm93biBsb2NrIG1vZGU6IHVzZSBMT0NLX01PREVfRVhDTFVTSVZFIG9yIExPQ0tfTU9ERV9TSEFSRUQiD0ludmFsaWRBcmd1bWVudBKMAQojRVJST1JfUkVBU09OX0FQUEVORF9ORUVEU19FWENMVVNJVkUQHxpjyvMYXwgJEAEaS2Egc2hhcmVkIGhvbGRlciBjYW5ub3QgYXBwZW5kOiBmaWxlcyBuZWVkIHRoZSBkZWZhdWx0IGxvY2sgaGVsZCBleGNsdXNpdmVseSIMTm90RXhjbHVzaXZlEpEBCiZFUlJPUl9SRUFTT05fQVBQRU5EX05FRURTX0RFRkFVTFRfTE9DSxAgGmXK8xhhCAMQARpKZmlsZXMgYXJlIGd1YXJkZWQgYnkgdGhlIGRlZmF1bHQgbG9jazogbGVhdmUgdGhlIGxvY2sgbmFtZSB1bnNldCB0byBhcHBlbmQiD0ludmFsaWRBcmd1bWVudBJlChlFUlJPUl9SRUFTT05fTE9DS19VTktOT1dOECEaRsrzGEIIBRABGi9ubyBzdWNoIGxvY2s6IGl0IGlzIG5laXRoZXIgaGVsZCBub3Igd2FpdGVkIGZvciILTG9ja1Vua25vd24SgwEKG0VSUk9SX1JFQVNPTl9UT09fTUFOWV9MT0NLUxAiGmLK8xheCAgQBBpKdG9vIG1hbnkgbGl2ZSBsb2NrcyAoZm9yIHRoZSBzZXJ2aWNlIG9yIGZvciB0aGlzIHNlc3Npb24pOiBub3RoaW5nIGNoYW5nZWQiDFRvb01hbnlMb2NrcxJnCh9FUlJPUl9SRUFTT05fTE9DS19ERUxBWV9JTlZBTElEECMaQsrzGD4IAxABGid0aGUgbG9jay1kZWxheSBtdXN0IGJlIGF0IG1vc3QgNjAwMDAgbXMiD0ludmFsaWRBcmd1bWVudBKNAQofRVJST1JfUkVBU09OX0xPQ0tfTU9ERV9NSVNNQVRDSBAkGmjK8xhkCAkQARpMdGhlIHNlc3Npb24gaG9sZHMgb3Igd2FpdHMgZm9yIHRoaXMgbG9jayBpbiB0aGUgb3RoZXIgbW9kZTogcmVsZWFzZSBpdCBmaXJzdCIQTG9ja01vZGVNaXNtYXRjaBoO0vMYCggyEKwCGOgHIAMypwYKC0xvY2tTZXJ2aWNlEjEKBEluaXQSEy5kbG0udjEuSW5pdFJlcXVlc3QaFC5kbG0udjEuSW5pdFJlc3BvbnNlEkAKCUtlZXBBbGl2ZRIYLmRsbS52MS5LZWVwQWxpdmVSZXF1ZXN0GhkuZGxtLnYxLktlZXBBbGl2ZVJlc3BvbnNlEkYKC0xvY2tBY3F1aXJlEhouZGxtLnYxLkxvY2tBY3F1aXJlUmVxdWVzdBobLmRsbS52MS5Mb2NrQWNxdWlyZVJlc3BvbnNlEkYKC0xvY2tSZWxlYXNlEhouZGxtLnYxLkxvY2tSZWxlYXNlUmVxdWVzdBobLmRsbS52MS5Mb2NrUmVsZWFzZVJlc3BvbnNlEkMKCkFwcGVuZEZpbGUSGS5kbG0udjEuQXBwZW5kRmlsZVJlcXVlc3QaGi5kbG0udjEuQXBwZW5kRmlsZVJlc3BvbnNlEjgKBVB1bHNlEhQuZGxtLnYxLlB1bHNlUmVxdWVzdBoVLmRsbS52MS5QdWxzZVJlc3BvbnNlKAEwARI0CgVDbG9zZRIULmRsbS52MS5DbG9zZVJlcXVlc3QaFS5kbG0udjEuQ2xvc2VSZXNwb25zZRJCCghSZWFkRmlsZRIXLmRsbS52MS5SZWFkRmlsZVJlcXVlc3QaGC5kbG0udjEuUmVhZEZpbGVSZXNwb25zZSIDkAIBEjwKBlN0YXR1cxIVLmRsbS52MS5TdGF0dXNSZXF1ZXN0GhYuZGxtLnYxLlN0YXR1c1Jlc3BvbnNlIgOQAgESSAoKQ2hlY2tUb2tlbhIZLmRsbS52MS5DaGVja1Rva2VuUmVxdWVzdBoaLmRsbS52MS5DaGVja1Rva2VuUmVzcG9uc2UiA5ACARJFCglMaXN0TG9ja3MSGC5kbG0udjEuTGlzdExvY2tzUmVxdWVzdBoZLmRsbS52MS5MaXN0TG9ja3NSZXNwb25zZSIDkAIBEksKC0xvY2tIaXN0b3J5EhouZGxtLnYxLkxvY2tIaXN0b3J5UmVxdWVzdBobLmRsbS52MS5Mb2NrSGlzdG9yeVJlc3BvbnNlIgOQAgFCdwoKY29tLmRsbS52MUIIRGxtUHJvdG9QAVomZ2l0aHViLmNvbS9kbG0vZGxtL2dlbi9nby9kbG0vdjE7ZGxtdjGiAgNEWFiqAgZEbG0uVjHKAgZEbG1cVjHiAhJEbG1cVjFcR1BCTWV0YWRhdGHqAgdEbG06OlYxYgZwcm90bzM", [file_dlm_v1_reason]);
+
+/**
+ * HeldLock is one grant a session holds.
+ *
+ * @generated from message dlm.v1.HeldLock
+ */
+export type HeldLock = Message<"dlm.v1.HeldLock"> & {
+  /**
+   * The lock's name; empty for the default lock.
+   *
+   * @generated from field: string lock = 1;
+   */
+  lock: string;
+
+  /**
+   * The grant's fencing token.
+   *
+   * @generated from field: uint64 token = 2;
+   */
+  token: bigint;
+
+  /**
+   * How the lock is held.
+   *
+   * @generated from field: dlm.v1.LockMode mode = 3;
+   */
+  mode: LockMode;
+};
+
+/**
+ * Describes the message dlm.v1.HeldLock.
+ * Use `create(HeldLockSchema)` to create a new message.
+ */
+export const HeldLockSchema: GenMessage<HeldLock> = /*@__PURE__*/
+  messageDesc(file_dlm_v1_dlm, 0);
 
 /**
  * InitRequest asks for a new session.
@@ -44,7 +79,7 @@ export type InitRequest = Message<"dlm.v1.InitRequest"> & {
  * Use `create(InitRequestSchema)` to create a new message.
  */
 export const InitRequestSchema: GenMessage<InitRequest> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 0);
+  messageDesc(file_dlm_v1_dlm, 1);
 
 /**
  * InitResponse names the new session.
@@ -80,7 +115,7 @@ export type InitResponse = Message<"dlm.v1.InitResponse"> & {
  * Use `create(InitResponseSchema)` to create a new message.
  */
 export const InitResponseSchema: GenMessage<InitResponse> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 1);
+  messageDesc(file_dlm_v1_dlm, 2);
 
 /**
  * KeepAliveRequest renews a session's lease.
@@ -108,7 +143,7 @@ export type KeepAliveRequest = Message<"dlm.v1.KeepAliveRequest"> & {
  * Use `create(KeepAliveRequestSchema)` to create a new message.
  */
 export const KeepAliveRequestSchema: GenMessage<KeepAliveRequest> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 2);
+  messageDesc(file_dlm_v1_dlm, 3);
 
 /**
  * KeepAliveResponse confirms the renewal and reports what the session holds.
@@ -127,11 +162,18 @@ export type KeepAliveResponse = Message<"dlm.v1.KeepAliveResponse"> & {
   /**
    * The fencing token of the lock grant the session holds, or 0 when it holds
    * none. A client that believes it holds a grant and sees another token (or
-   * 0) has lost the lock.
+   * 0) has lost the lock. The default lock only: see held.
    *
    * @generated from field: uint64 token = 2;
    */
   token: bigint;
+
+  /**
+   * Every grant the session holds, default and named locks, in name order.
+   *
+   * @generated from field: repeated dlm.v1.HeldLock held = 3;
+   */
+  held: HeldLock[];
 };
 
 /**
@@ -139,7 +181,7 @@ export type KeepAliveResponse = Message<"dlm.v1.KeepAliveResponse"> & {
  * Use `create(KeepAliveResponseSchema)` to create a new message.
  */
 export const KeepAliveResponseSchema: GenMessage<KeepAliveResponse> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 3);
+  messageDesc(file_dlm_v1_dlm, 4);
 
 /**
  * LockAcquireRequest asks for the lock.
@@ -205,6 +247,34 @@ export type LockAcquireRequest = Message<"dlm.v1.LockAcquireRequest"> & {
    * @generated from field: bool no_wait = 7;
    */
   noWait: boolean;
+
+  /**
+   * The lock's name: printable (letters, digits, punctuation, spaces; no
+   * control characters), at most 256 bytes. Unset means the default lock,
+   * which guards the files. Set but empty is refused (LOCK_NAME_EMPTY), so a
+   * client that meant a name and lost it does not take the default lock.
+   *
+   * @generated from field: optional string lock = 8;
+   */
+  lock?: string | undefined;
+
+  /**
+   * How to hold the lock; unset means exclusive.
+   *
+   * @generated from field: dlm.v1.LockMode mode = 9;
+   */
+  mode: LockMode;
+
+  /**
+   * The lock-delay of this grant in milliseconds: if the session's lease
+   * runs out while it holds the grant, the lock stays ungranted this long,
+   * so that the stale holder's writes in flight to other systems drain
+   * before the next holder starts. Unset means the server's --lock-delay; at
+   * most 60000. A clean release or Close starts no delay.
+   *
+   * @generated from field: optional uint32 lock_delay_ms = 10;
+   */
+  lockDelayMs?: number | undefined;
 };
 
 /**
@@ -212,7 +282,7 @@ export type LockAcquireRequest = Message<"dlm.v1.LockAcquireRequest"> & {
  * Use `create(LockAcquireRequestSchema)` to create a new message.
  */
 export const LockAcquireRequestSchema: GenMessage<LockAcquireRequest> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 4);
+  messageDesc(file_dlm_v1_dlm, 5);
 
 /**
  * LockAcquireResponse says whether the lock was granted.
@@ -249,6 +319,20 @@ export type LockAcquireResponse = Message<"dlm.v1.LockAcquireResponse"> & {
    * @generated from field: uint32 queue_position = 4;
    */
   queuePosition: number;
+
+  /**
+   * The lock's name, as asked; empty for the default lock.
+   *
+   * @generated from field: string lock = 5;
+   */
+  lock: string;
+
+  /**
+   * The mode granted or waited for (never unspecified).
+   *
+   * @generated from field: dlm.v1.LockMode mode = 6;
+   */
+  mode: LockMode;
 };
 
 /**
@@ -256,7 +340,7 @@ export type LockAcquireResponse = Message<"dlm.v1.LockAcquireResponse"> & {
  * Use `create(LockAcquireResponseSchema)` to create a new message.
  */
 export const LockAcquireResponseSchema: GenMessage<LockAcquireResponse> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 5);
+  messageDesc(file_dlm_v1_dlm, 6);
 
 /**
  * LockReleaseRequest ends a critical section, or leaves the queue.
@@ -342,6 +426,15 @@ export type LockReleaseRequest = Message<"dlm.v1.LockReleaseRequest"> & {
    * @generated from field: repeated dlm.v1.SectionAppend appends = 9;
    */
   appends: SectionAppend[];
+
+  /**
+   * The lock's name; unset means the default lock (see
+   * LockAcquireRequest.lock). Only the default lock has a critical section:
+   * a named lock's release carries no appends.
+   *
+   * @generated from field: optional string lock = 10;
+   */
+  lock?: string | undefined;
 };
 
 /**
@@ -349,7 +442,7 @@ export type LockReleaseRequest = Message<"dlm.v1.LockReleaseRequest"> & {
  * Use `create(LockReleaseRequestSchema)` to create a new message.
  */
 export const LockReleaseRequestSchema: GenMessage<LockReleaseRequest> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 6);
+  messageDesc(file_dlm_v1_dlm, 7);
 
 /**
  * SectionAppend is one append carried by a LockReleaseRequest.
@@ -377,7 +470,7 @@ export type SectionAppend = Message<"dlm.v1.SectionAppend"> & {
  * Use `create(SectionAppendSchema)` to create a new message.
  */
 export const SectionAppendSchema: GenMessage<SectionAppend> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 7);
+  messageDesc(file_dlm_v1_dlm, 8);
 
 /**
  * LockReleaseResponse reports what the release did.
@@ -405,7 +498,7 @@ export type LockReleaseResponse = Message<"dlm.v1.LockReleaseResponse"> & {
  * Use `create(LockReleaseResponseSchema)` to create a new message.
  */
 export const LockReleaseResponseSchema: GenMessage<LockReleaseResponse> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 8);
+  messageDesc(file_dlm_v1_dlm, 9);
 
 /**
  * AppendFileRequest stages data for appending to a file.
@@ -474,6 +567,14 @@ export type AppendFileRequest = Message<"dlm.v1.AppendFileRequest"> & {
    * @generated from field: uint32 position = 8;
    */
   position: number;
+
+  /**
+   * Files are guarded by the default lock held exclusively: leave this
+   * unset. Any other value fails with APPEND_NEEDS_DEFAULT_LOCK.
+   *
+   * @generated from field: optional string lock = 9;
+   */
+  lock?: string | undefined;
 };
 
 /**
@@ -481,7 +582,7 @@ export type AppendFileRequest = Message<"dlm.v1.AppendFileRequest"> & {
  * Use `create(AppendFileRequestSchema)` to create a new message.
  */
 export const AppendFileRequestSchema: GenMessage<AppendFileRequest> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 9);
+  messageDesc(file_dlm_v1_dlm, 10);
 
 /**
  * AppendFileResponse confirms that the append is staged.
@@ -509,7 +610,7 @@ export type AppendFileResponse = Message<"dlm.v1.AppendFileResponse"> & {
  * Use `create(AppendFileResponseSchema)` to create a new message.
  */
 export const AppendFileResponseSchema: GenMessage<AppendFileResponse> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 10);
+  messageDesc(file_dlm_v1_dlm, 11);
 
 /**
  * CloseRequest ends a session.
@@ -551,7 +652,7 @@ export type CloseRequest = Message<"dlm.v1.CloseRequest"> & {
  * Use `create(CloseRequestSchema)` to create a new message.
  */
 export const CloseRequestSchema: GenMessage<CloseRequest> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 11);
+  messageDesc(file_dlm_v1_dlm, 12);
 
 /**
  * CloseResponse confirms that the session is closed.
@@ -572,7 +673,7 @@ export type CloseResponse = Message<"dlm.v1.CloseResponse"> & {
  * Use `create(CloseResponseSchema)` to create a new message.
  */
 export const CloseResponseSchema: GenMessage<CloseResponse> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 12);
+  messageDesc(file_dlm_v1_dlm, 13);
 
 /**
  * ReadFileRequest asks for committed bytes of a file.
@@ -608,7 +709,7 @@ export type ReadFileRequest = Message<"dlm.v1.ReadFileRequest"> & {
  * Use `create(ReadFileRequestSchema)` to create a new message.
  */
 export const ReadFileRequestSchema: GenMessage<ReadFileRequest> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 13);
+  messageDesc(file_dlm_v1_dlm, 14);
 
 /**
  * ReadFileResponse holds committed bytes of a file.
@@ -643,7 +744,7 @@ export type ReadFileResponse = Message<"dlm.v1.ReadFileResponse"> & {
  * Use `create(ReadFileResponseSchema)` to create a new message.
  */
 export const ReadFileResponseSchema: GenMessage<ReadFileResponse> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 14);
+  messageDesc(file_dlm_v1_dlm, 15);
 
 /**
  * StatusRequest asks for a description of the service.
@@ -692,6 +793,14 @@ export type StatusRequest = Message<"dlm.v1.StatusRequest"> & {
    * @generated from field: uint32 wait_ms = 5;
    */
   waitMs: number;
+
+  /**
+   * The lock to describe in lock; unset means the default lock. A named
+   * lock that is not live is described as free.
+   *
+   * @generated from field: optional string lock = 6;
+   */
+  lock?: string | undefined;
 };
 
 /**
@@ -699,7 +808,7 @@ export type StatusRequest = Message<"dlm.v1.StatusRequest"> & {
  * Use `create(StatusRequestSchema)` to create a new message.
  */
 export const StatusRequestSchema: GenMessage<StatusRequest> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 15);
+  messageDesc(file_dlm_v1_dlm, 16);
 
 /**
  * StatusResponse describes the node, the lock and the files.
@@ -764,6 +873,14 @@ export type StatusResponse = Message<"dlm.v1.StatusResponse"> & {
    * @generated from field: uint64 state_index = 8;
    */
   stateIndex: bigint;
+
+  /**
+   * The number of live locks (held, waited for, or in their lock-delay),
+   * the default lock included.
+   *
+   * @generated from field: uint64 lock_count = 9;
+   */
+  lockCount: bigint;
 };
 
 /**
@@ -771,7 +888,7 @@ export type StatusResponse = Message<"dlm.v1.StatusResponse"> & {
  * Use `create(StatusResponseSchema)` to create a new message.
  */
 export const StatusResponseSchema: GenMessage<StatusResponse> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 16);
+  messageDesc(file_dlm_v1_dlm, 17);
 
 /**
  * NodeStatus describes one server.
@@ -858,7 +975,7 @@ export type NodeStatus = Message<"dlm.v1.NodeStatus"> & {
  * Use `create(NodeStatusSchema)` to create a new message.
  */
 export const NodeStatusSchema: GenMessage<NodeStatus> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 17);
+  messageDesc(file_dlm_v1_dlm, 18);
 
 /**
  * MemberStatus describes one member of the cluster.
@@ -907,7 +1024,7 @@ export type MemberStatus = Message<"dlm.v1.MemberStatus"> & {
  * Use `create(MemberStatusSchema)` to create a new message.
  */
 export const MemberStatusSchema: GenMessage<MemberStatus> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 18);
+  messageDesc(file_dlm_v1_dlm, 19);
 
 /**
  * LockStatus describes the lock and its queue.
@@ -981,6 +1098,52 @@ export type LockStatus = Message<"dlm.v1.LockStatus"> & {
    * @generated from field: string holder_name = 9;
    */
   holderName: string;
+
+  /**
+   * The lock's name; empty for the default lock.
+   *
+   * @generated from field: string name = 10;
+   */
+  name: string;
+
+  /**
+   * How the lock is held now; unspecified when free. With SHARED, holder,
+   * token and holder_name describe the oldest shared holder and holders
+   * lists them all.
+   *
+   * @generated from field: dlm.v1.LockMode mode = 11;
+   */
+  mode: LockMode;
+
+  /**
+   * Every holder: one when exclusive, any number when shared.
+   *
+   * @generated from field: repeated dlm.v1.LockHolder holders = 12;
+   */
+  holders: LockHolder[];
+
+  /**
+   * The mode each waiter of queue asks for, in the same order.
+   *
+   * @generated from field: repeated dlm.v1.LockMode queue_modes = 13;
+   */
+  queueModes: LockMode[];
+
+  /**
+   * True while the lock is in its lock-delay: a holder's lease ran out, and
+   * the lock stays ungranted until the delay ends.
+   *
+   * @generated from field: bool delayed = 14;
+   */
+  delayed: boolean;
+
+  /**
+   * The lock-delay of the grant that expired, in milliseconds, while
+   * delayed.
+   *
+   * @generated from field: uint32 delay_ms = 15;
+   */
+  delayMs: number;
 };
 
 /**
@@ -988,7 +1151,350 @@ export type LockStatus = Message<"dlm.v1.LockStatus"> & {
  * Use `create(LockStatusSchema)` to create a new message.
  */
 export const LockStatusSchema: GenMessage<LockStatus> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 19);
+  messageDesc(file_dlm_v1_dlm, 20);
+
+/**
+ * LockHolder is one holder of a lock.
+ *
+ * @generated from message dlm.v1.LockHolder
+ */
+export type LockHolder = Message<"dlm.v1.LockHolder"> & {
+  /**
+   * The holder's session.
+   *
+   * @generated from field: uint64 client_id = 1;
+   */
+  clientId: bigint;
+
+  /**
+   * The holder's fencing token.
+   *
+   * @generated from field: uint64 token = 2;
+   */
+  token: bigint;
+
+  /**
+   * The holder's label from Init.
+   *
+   * @generated from field: string name = 3;
+   */
+  name: string;
+
+  /**
+   * How it holds the lock.
+   *
+   * @generated from field: dlm.v1.LockMode mode = 4;
+   */
+  mode: LockMode;
+
+  /**
+   * When the grant was made, by the leader's clock at the time.
+   *
+   * @generated from field: int64 granted_unix_ms = 5;
+   */
+  grantedUnixMs: bigint;
+
+  /**
+   * Milliseconds left of the holder's lease, as the leader sees it; 0 on
+   * other nodes.
+   *
+   * @generated from field: int64 lease_left_ms = 6;
+   */
+  leaseLeftMs: bigint;
+};
+
+/**
+ * Describes the message dlm.v1.LockHolder.
+ * Use `create(LockHolderSchema)` to create a new message.
+ */
+export const LockHolderSchema: GenMessage<LockHolder> = /*@__PURE__*/
+  messageDesc(file_dlm_v1_dlm, 21);
+
+/**
+ * CheckTokenRequest asks whether a token is a lock's current grant.
+ *
+ * @generated from message dlm.v1.CheckTokenRequest
+ */
+export type CheckTokenRequest = Message<"dlm.v1.CheckTokenRequest"> & {
+  /**
+   * The lock's name; unset means the default lock. Set but empty fails
+   * with LOCK_NAME_EMPTY.
+   *
+   * @generated from field: optional string lock = 1;
+   */
+  lock?: string | undefined;
+
+  /**
+   * The fencing token to check; 0 fails with INVALID_ARGUMENT.
+   *
+   * @generated from field: uint64 token = 2;
+   */
+  token: bigint;
+};
+
+/**
+ * Describes the message dlm.v1.CheckTokenRequest.
+ * Use `create(CheckTokenRequestSchema)` to create a new message.
+ */
+export const CheckTokenRequestSchema: GenMessage<CheckTokenRequest> = /*@__PURE__*/
+  messageDesc(file_dlm_v1_dlm, 22);
+
+/**
+ * CheckTokenResponse says whether the token is current.
+ *
+ * @generated from message dlm.v1.CheckTokenResponse
+ */
+export type CheckTokenResponse = Message<"dlm.v1.CheckTokenResponse"> & {
+  /**
+   * True when token is a grant the lock has now: the exclusive grant, or
+   * one of the shared grants.
+   *
+   * @generated from field: bool current = 1;
+   */
+  current: boolean;
+
+  /**
+   * The mode of that grant, when current.
+   *
+   * @generated from field: dlm.v1.LockMode mode = 2;
+   */
+  mode: LockMode;
+
+  /**
+   * The highest token this lock has granted that is still held, or 0 when
+   * it is free: a resource server may refuse any token below the highest
+   * it has seen.
+   *
+   * @generated from field: uint64 latest_token = 3;
+   */
+  latestToken: bigint;
+
+  /**
+   * The log index the answer reflects.
+   *
+   * @generated from field: uint64 state_index = 4;
+   */
+  stateIndex: bigint;
+};
+
+/**
+ * Describes the message dlm.v1.CheckTokenResponse.
+ * Use `create(CheckTokenResponseSchema)` to create a new message.
+ */
+export const CheckTokenResponseSchema: GenMessage<CheckTokenResponse> = /*@__PURE__*/
+  messageDesc(file_dlm_v1_dlm, 23);
+
+/**
+ * ListLocksRequest asks for one page of the live locks.
+ *
+ * @generated from message dlm.v1.ListLocksRequest
+ */
+export type ListLocksRequest = Message<"dlm.v1.ListLocksRequest"> & {
+  /**
+   * At most this many locks (0: 100; at most 1000).
+   *
+   * @generated from field: uint32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * The next_page_token of the previous answer; empty for the first page.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+
+  /**
+   * Confirm leadership before answering (linearizable).
+   *
+   * @generated from field: bool consistent = 3;
+   */
+  consistent: boolean;
+};
+
+/**
+ * Describes the message dlm.v1.ListLocksRequest.
+ * Use `create(ListLocksRequestSchema)` to create a new message.
+ */
+export const ListLocksRequestSchema: GenMessage<ListLocksRequest> = /*@__PURE__*/
+  messageDesc(file_dlm_v1_dlm, 24);
+
+/**
+ * ListLocksResponse is one page of the live locks.
+ *
+ * @generated from message dlm.v1.ListLocksResponse
+ */
+export type ListLocksResponse = Message<"dlm.v1.ListLocksResponse"> & {
+  /**
+   * The locks, in name order (the default lock, named "", first). Each
+   * lists at most 100 waiters; queue_length counts them all.
+   *
+   * @generated from field: repeated dlm.v1.LockStatus locks = 1;
+   */
+  locks: LockStatus[];
+
+  /**
+   * Set when more locks follow: pass it as page_token.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+
+  /**
+   * The number of live locks, the default lock included.
+   *
+   * @generated from field: uint64 lock_count = 3;
+   */
+  lockCount: bigint;
+
+  /**
+   * The log index the answer reflects.
+   *
+   * @generated from field: uint64 state_index = 4;
+   */
+  stateIndex: bigint;
+};
+
+/**
+ * Describes the message dlm.v1.ListLocksResponse.
+ * Use `create(ListLocksResponseSchema)` to create a new message.
+ */
+export const ListLocksResponseSchema: GenMessage<ListLocksResponse> = /*@__PURE__*/
+  messageDesc(file_dlm_v1_dlm, 25);
+
+/**
+ * LockHistoryRequest asks for the remembered grants.
+ *
+ * @generated from message dlm.v1.LockHistoryRequest
+ */
+export type LockHistoryRequest = Message<"dlm.v1.LockHistoryRequest"> & {
+  /**
+   * Only this lock's grants; unset means every lock. Set but empty fails
+   * with LOCK_NAME_EMPTY.
+   *
+   * @generated from field: optional string lock = 1;
+   */
+  lock?: string | undefined;
+
+  /**
+   * At most this many events, the newest (0: all the ring holds).
+   *
+   * @generated from field: uint32 limit = 2;
+   */
+  limit: number;
+};
+
+/**
+ * Describes the message dlm.v1.LockHistoryRequest.
+ * Use `create(LockHistoryRequestSchema)` to create a new message.
+ */
+export const LockHistoryRequestSchema: GenMessage<LockHistoryRequest> = /*@__PURE__*/
+  messageDesc(file_dlm_v1_dlm, 26);
+
+/**
+ * LockHistoryResponse lists remembered grants, oldest first.
+ *
+ * @generated from message dlm.v1.LockHistoryResponse
+ */
+export type LockHistoryResponse = Message<"dlm.v1.LockHistoryResponse"> & {
+  /**
+   * The grants, oldest first.
+   *
+   * @generated from field: repeated dlm.v1.LockEvent events = 1;
+   */
+  events: LockEvent[];
+
+  /**
+   * How many grants the ring keeps in all (across every lock).
+   *
+   * @generated from field: uint32 capacity = 2;
+   */
+  capacity: number;
+
+  /**
+   * The log index the answer reflects.
+   *
+   * @generated from field: uint64 state_index = 3;
+   */
+  stateIndex: bigint;
+};
+
+/**
+ * Describes the message dlm.v1.LockHistoryResponse.
+ * Use `create(LockHistoryResponseSchema)` to create a new message.
+ */
+export const LockHistoryResponseSchema: GenMessage<LockHistoryResponse> = /*@__PURE__*/
+  messageDesc(file_dlm_v1_dlm, 27);
+
+/**
+ * LockEvent is one grant and, once it ended, how.
+ *
+ * @generated from message dlm.v1.LockEvent
+ */
+export type LockEvent = Message<"dlm.v1.LockEvent"> & {
+  /**
+   * The lock's name; empty for the default lock.
+   *
+   * @generated from field: string lock = 1;
+   */
+  lock: string;
+
+  /**
+   * The grant's fencing token.
+   *
+   * @generated from field: uint64 token = 2;
+   */
+  token: bigint;
+
+  /**
+   * The holder's session.
+   *
+   * @generated from field: uint64 client_id = 3;
+   */
+  clientId: bigint;
+
+  /**
+   * The holder's label from Init.
+   *
+   * @generated from field: string holder_name = 4;
+   */
+  holderName: string;
+
+  /**
+   * How the lock was held.
+   *
+   * @generated from field: dlm.v1.LockMode mode = 5;
+   */
+  mode: LockMode;
+
+  /**
+   * When it was granted, by the leader's clock.
+   *
+   * @generated from field: int64 granted_unix_ms = 6;
+   */
+  grantedUnixMs: bigint;
+
+  /**
+   * When it ended, by the leader's clock; 0 while held.
+   *
+   * @generated from field: int64 ended_unix_ms = 7;
+   */
+  endedUnixMs: bigint;
+
+  /**
+   * How it ended; unspecified while held.
+   *
+   * @generated from field: dlm.v1.LockEnd end = 8;
+   */
+  end: LockEnd;
+};
+
+/**
+ * Describes the message dlm.v1.LockEvent.
+ * Use `create(LockEventSchema)` to create a new message.
+ */
+export const LockEventSchema: GenMessage<LockEvent> = /*@__PURE__*/
+  messageDesc(file_dlm_v1_dlm, 28);
 
 /**
  * SessionStatus describes one open session.
@@ -1030,7 +1536,7 @@ export type SessionStatus = Message<"dlm.v1.SessionStatus"> & {
  * Use `create(SessionStatusSchema)` to create a new message.
  */
 export const SessionStatusSchema: GenMessage<SessionStatus> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 20);
+  messageDesc(file_dlm_v1_dlm, 29);
 
 /**
  * FileStatus describes one file.
@@ -1058,7 +1564,7 @@ export type FileStatus = Message<"dlm.v1.FileStatus"> & {
  * Use `create(FileStatusSchema)` to create a new message.
  */
 export const FileStatusSchema: GenMessage<FileStatus> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 21);
+  messageDesc(file_dlm_v1_dlm, 30);
 
 /**
  * ErrorDetail is attached to every error the service returns, so that a
@@ -1102,7 +1608,7 @@ export type ErrorDetail = Message<"dlm.v1.ErrorDetail"> & {
  * Use `create(ErrorDetailSchema)` to create a new message.
  */
 export const ErrorDetailSchema: GenMessage<ErrorDetail> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 22);
+  messageDesc(file_dlm_v1_dlm, 31);
 
 /**
  * PulseRequest renews the leases of the sessions it lists.
@@ -1123,7 +1629,7 @@ export type PulseRequest = Message<"dlm.v1.PulseRequest"> & {
  * Use `create(PulseRequestSchema)` to create a new message.
  */
 export const PulseRequestSchema: GenMessage<PulseRequest> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 23);
+  messageDesc(file_dlm_v1_dlm, 32);
 
 /**
  * SessionCredentials names a session and proves the caller owns it.
@@ -1151,7 +1657,7 @@ export type SessionCredentials = Message<"dlm.v1.SessionCredentials"> & {
  * Use `create(SessionCredentialsSchema)` to create a new message.
  */
 export const SessionCredentialsSchema: GenMessage<SessionCredentials> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 24);
+  messageDesc(file_dlm_v1_dlm, 33);
 
 /**
  * PulseResponse answers one PulseRequest (renewed), or reports grants.
@@ -1180,7 +1686,7 @@ export type PulseResponse = Message<"dlm.v1.PulseResponse"> & {
  * Use `create(PulseResponseSchema)` to create a new message.
  */
 export const PulseResponseSchema: GenMessage<PulseResponse> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 25);
+  messageDesc(file_dlm_v1_dlm, 34);
 
 /**
  * SessionPulse is one session's renewal.
@@ -1216,6 +1722,13 @@ export type SessionPulse = Message<"dlm.v1.SessionPulse"> & {
    * @generated from field: dlm.v1.ErrorReason error_reason = 4;
    */
   errorReason: ErrorReason;
+
+  /**
+   * Every grant the session holds, as KeepAliveResponse.held.
+   *
+   * @generated from field: repeated dlm.v1.HeldLock held = 5;
+   */
+  held: HeldLock[];
 };
 
 /**
@@ -1223,7 +1736,7 @@ export type SessionPulse = Message<"dlm.v1.SessionPulse"> & {
  * Use `create(SessionPulseSchema)` to create a new message.
  */
 export const SessionPulseSchema: GenMessage<SessionPulse> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 26);
+  messageDesc(file_dlm_v1_dlm, 35);
 
 /**
  * PulseGrant reports that a queued acquire was granted.
@@ -1251,6 +1764,20 @@ export type PulseGrant = Message<"dlm.v1.PulseGrant"> & {
    * @generated from field: uint64 token = 3;
    */
   token: bigint;
+
+  /**
+   * The lock's name; empty for the default lock.
+   *
+   * @generated from field: string lock = 4;
+   */
+  lock: string;
+
+  /**
+   * The mode granted.
+   *
+   * @generated from field: dlm.v1.LockMode mode = 5;
+   */
+  mode: LockMode;
 };
 
 /**
@@ -1258,7 +1785,92 @@ export type PulseGrant = Message<"dlm.v1.PulseGrant"> & {
  * Use `create(PulseGrantSchema)` to create a new message.
  */
 export const PulseGrantSchema: GenMessage<PulseGrant> = /*@__PURE__*/
-  messageDesc(file_dlm_v1_dlm, 27);
+  messageDesc(file_dlm_v1_dlm, 36);
+
+/**
+ * LockMode is how a lock is held.
+ *
+ * @generated from enum dlm.v1.LockMode
+ */
+export enum LockMode {
+  /**
+   * Not set: exclusive, so that clients that predate shared locks keep
+   * their meaning.
+   *
+   * @generated from enum value: LOCK_MODE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * One holder at a time. The only mode that may append to files.
+   *
+   * @generated from enum value: LOCK_MODE_EXCLUSIVE = 1;
+   */
+  EXCLUSIVE = 1,
+
+  /**
+   * Any number of shared holders at once, and no exclusive holder. Waiters
+   * of both modes are served in arrival order: a shared request behind a
+   * waiting exclusive one waits, so writers never starve.
+   *
+   * @generated from enum value: LOCK_MODE_SHARED = 2;
+   */
+  SHARED = 2,
+}
+
+/**
+ * Describes the enum dlm.v1.LockMode.
+ */
+export const LockModeSchema: GenEnum<LockMode> = /*@__PURE__*/
+  enumDesc(file_dlm_v1_dlm, 0);
+
+/**
+ * LockEnd is how a grant ended.
+ *
+ * @generated from enum dlm.v1.LockEnd
+ */
+export enum LockEnd {
+  /**
+   * The grant is still held.
+   *
+   * @generated from enum value: LOCK_END_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The holder released it, committing its critical section.
+   *
+   * @generated from enum value: LOCK_END_RELEASED = 1;
+   */
+  RELEASED = 1,
+
+  /**
+   * The holder released it with abort, or gave up an unknown grant.
+   *
+   * @generated from enum value: LOCK_END_ABORTED = 2;
+   */
+  ABORTED = 2,
+
+  /**
+   * The holder closed its session.
+   *
+   * @generated from enum value: LOCK_END_CLOSED = 3;
+   */
+  CLOSED = 3,
+
+  /**
+   * The holder's lease ran out; the lock-delay, if any, started.
+   *
+   * @generated from enum value: LOCK_END_EXPIRED = 4;
+   */
+  EXPIRED = 4,
+}
+
+/**
+ * Describes the enum dlm.v1.LockEnd.
+ */
+export const LockEndSchema: GenEnum<LockEnd> = /*@__PURE__*/
+  enumDesc(file_dlm_v1_dlm, 1);
 
 /**
  * ErrorReason is the machine-readable cause of an error. Each value's
@@ -1472,16 +2084,97 @@ export enum ErrorReason {
    * @generated from enum value: ERROR_REASON_SECTION_INCOMPLETE = 26;
    */
   SECTION_INCOMPLETE = 26,
+
+  /**
+   * The lock name is set but empty. Leave the field unset for the default
+   * lock. Nothing changed.
+   *
+   * @generated from enum value: ERROR_REASON_LOCK_NAME_EMPTY = 27;
+   */
+  LOCK_NAME_EMPTY = 27,
+
+  /**
+   * The lock name is longer than 256 bytes. Nothing changed.
+   *
+   * @generated from enum value: ERROR_REASON_LOCK_NAME_TOO_LONG = 28;
+   */
+  LOCK_NAME_TOO_LONG = 28,
+
+  /**
+   * The lock name is not valid UTF-8 or holds a character that is not
+   * printable (a control character, a line break). Nothing changed.
+   *
+   * @generated from enum value: ERROR_REASON_LOCK_NAME_INVALID = 29;
+   */
+  LOCK_NAME_INVALID = 29,
+
+  /**
+   * The mode is not a LockMode this server knows. Nothing changed.
+   *
+   * @generated from enum value: ERROR_REASON_LOCK_MODE_UNKNOWN = 30;
+   */
+  LOCK_MODE_UNKNOWN = 30,
+
+  /**
+   * The caller holds the default lock in shared mode: only an exclusive
+   * holder may append. Nothing changed.
+   *
+   * @generated from enum value: ERROR_REASON_APPEND_NEEDS_EXCLUSIVE = 31;
+   */
+  APPEND_NEEDS_EXCLUSIVE = 31,
+
+  /**
+   * The append named a lock: files are guarded by the default lock only.
+   * Nothing changed.
+   *
+   * @generated from enum value: ERROR_REASON_APPEND_NEEDS_DEFAULT_LOCK = 32;
+   */
+  APPEND_NEEDS_DEFAULT_LOCK = 32,
+
+  /**
+   * No live lock has this name: it is neither held, nor waited for, nor in
+   * its lock-delay. A token for it is not current.
+   *
+   * @generated from enum value: ERROR_REASON_LOCK_UNKNOWN = 33;
+   */
+  LOCK_UNKNOWN = 33,
+
+  /**
+   * The service has as many live locks as its limit, or the session holds
+   * or waits for as many as a session may. Nothing changed: release some,
+   * or retry later.
+   *
+   * @generated from enum value: ERROR_REASON_TOO_MANY_LOCKS = 34;
+   */
+  TOO_MANY_LOCKS = 34,
+
+  /**
+   * The lock-delay asked for is over 60000 ms. Nothing changed.
+   *
+   * @generated from enum value: ERROR_REASON_LOCK_DELAY_INVALID = 35;
+   */
+  LOCK_DELAY_INVALID = 35,
+
+  /**
+   * The session holds or waits for this lock in the other mode. Upgrading
+   * a shared grant in place deadlocks two readers that both upgrade, so
+   * dlm refuses it: release, then acquire in the new mode. Nothing changed.
+   *
+   * @generated from enum value: ERROR_REASON_LOCK_MODE_MISMATCH = 36;
+   */
+  LOCK_MODE_MISMATCH = 36,
 }
 
 /**
  * Describes the enum dlm.v1.ErrorReason.
  */
 export const ErrorReasonSchema: GenEnum<ErrorReason> = /*@__PURE__*/
-  enumDesc(file_dlm_v1_dlm, 0);
+  enumDesc(file_dlm_v1_dlm, 2);
 
 /**
- * LockService is the whole client API. One lock guards all files. A client
+ * LockService is the whole client API. The default lock (no name) guards
+ * all files; named locks guard whatever their users agree on, and other
+ * services check their fencing tokens with CheckToken. A client
  * opens a session with Init, keeps it alive with KeepAlive, takes the lock
  * with LockAcquire (receiving a fencing token), stages appends with
  * AppendFile, and ends the critical section with LockRelease, which makes
@@ -1606,6 +2299,43 @@ export const LockService: GenService<{
     methodKind: "unary";
     input: typeof StatusRequestSchema;
     output: typeof StatusResponseSchema;
+  },
+  /**
+   * CheckToken answers whether a fencing token is the current grant of a
+   * lock (Chubby's CheckSequencer), so that a service dlm does not own can
+   * refuse a stale holder. It is linearizable: the leader confirms its
+   * leadership before answering, and a follower answers NOT_LEADER.
+   *
+   * @generated from rpc dlm.v1.LockService.CheckToken
+   */
+  checkToken: {
+    methodKind: "unary";
+    input: typeof CheckTokenRequestSchema;
+    output: typeof CheckTokenResponseSchema;
+  },
+  /**
+   * ListLocks lists the live locks (held, waited for, or in their
+   * lock-delay) in name order, one page at a time. The default lock is
+   * always first.
+   *
+   * @generated from rpc dlm.v1.LockService.ListLocks
+   */
+  listLocks: {
+    methodKind: "unary";
+    input: typeof ListLocksRequestSchema;
+    output: typeof ListLocksResponseSchema;
+  },
+  /**
+   * LockHistory returns the last grants the service remembers (a bounded
+   * ring kept in the replicated state): who held which lock when, and how
+   * each grant ended.
+   *
+   * @generated from rpc dlm.v1.LockService.LockHistory
+   */
+  lockHistory: {
+    methodKind: "unary";
+    input: typeof LockHistoryRequestSchema;
+    output: typeof LockHistoryResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_dlm_v1_dlm, 0);

@@ -106,6 +106,7 @@ type Command struct {
 	//	*Command_CloseSession
 	//	*Command_ExpireSession
 	//	*Command_NodeAddress
+	//	*Command_EndLockDelay
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -218,6 +219,15 @@ func (x *Command) GetNodeAddress() *NodeAddress {
 	return nil
 }
 
+func (x *Command) GetEndLockDelay() *EndLockDelay {
+	if x != nil {
+		if x, ok := x.Op.(*Command_EndLockDelay); ok {
+			return x.EndLockDelay
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -257,6 +267,11 @@ type Command_NodeAddress struct {
 	NodeAddress *NodeAddress `protobuf:"bytes,8,opt,name=node_address,json=nodeAddress,proto3,oneof"`
 }
 
+type Command_EndLockDelay struct {
+	// End a lock's lock-delay, so that its waiters may be granted.
+	EndLockDelay *EndLockDelay `protobuf:"bytes,9,opt,name=end_lock_delay,json=endLockDelay,proto3,oneof"`
+}
+
 func (*Command_OpenSession) isCommand_Op() {}
 
 func (*Command_Acquire) isCommand_Op() {}
@@ -270,6 +285,8 @@ func (*Command_CloseSession) isCommand_Op() {}
 func (*Command_ExpireSession) isCommand_Op() {}
 
 func (*Command_NodeAddress) isCommand_Op() {}
+
+func (*Command_EndLockDelay) isCommand_Op() {}
 
 // Caller identifies the session and the request behind a command.
 type Caller struct {
@@ -425,7 +442,19 @@ type Acquire struct {
 	// Who asks.
 	Caller *Caller `protobuf:"bytes,1,opt,name=caller,proto3" json:"caller,omitempty"`
 	// Try mode: do not queue if the lock is held.
-	Try           bool `protobuf:"varint,2,opt,name=try,proto3" json:"try,omitempty"`
+	Try bool `protobuf:"varint,2,opt,name=try,proto3" json:"try,omitempty"`
+	// The lock's name; "" is the default lock, which guards the files. The
+	// leader validated it; apply refuses a malformed one all the same.
+	Lock string `protobuf:"bytes,3,opt,name=lock,proto3" json:"lock,omitempty"`
+	// The dlm.v1.LockMode asked for; 0 is exclusive.
+	Mode uint32 `protobuf:"varint,4,opt,name=mode,proto3" json:"mode,omitempty"`
+	// The grant's lock-delay in milliseconds, resolved by the leader (the
+	// request's, else the server's --lock-delay), so that every replica
+	// starts the same delay if the grant expires.
+	LockDelayMs uint32 `protobuf:"varint,5,opt,name=lock_delay_ms,json=lockDelayMs,proto3" json:"lock_delay_ms,omitempty"`
+	// The leader's limit on live locks (0: none): apply refuses an acquire
+	// that would make a new lock live past it, with TOO_MANY_LOCKS.
+	MaxLocks      uint64 `protobuf:"varint,6,opt,name=max_locks,json=maxLocks,proto3" json:"max_locks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -474,6 +503,34 @@ func (x *Acquire) GetTry() bool {
 	return false
 }
 
+func (x *Acquire) GetLock() string {
+	if x != nil {
+		return x.Lock
+	}
+	return ""
+}
+
+func (x *Acquire) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *Acquire) GetLockDelayMs() uint32 {
+	if x != nil {
+		return x.LockDelayMs
+	}
+	return 0
+}
+
+func (x *Acquire) GetMaxLocks() uint64 {
+	if x != nil {
+		return x.MaxLocks
+	}
+	return 0
+}
+
 // Release ends the caller's critical section (or leaves the queue).
 type Release struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -491,7 +548,10 @@ type Release struct {
 	// every replica checks the same bounds: the section's limit,
 	MaxSectionBytes uint64 `protobuf:"varint,5,opt,name=max_section_bytes,json=maxSectionBytes,proto3" json:"max_section_bytes,omitempty"`
 	// and each file's limit (0: none).
-	MaxFileBytes  uint64 `protobuf:"varint,6,opt,name=max_file_bytes,json=maxFileBytes,proto3" json:"max_file_bytes,omitempty"`
+	MaxFileBytes uint64 `protobuf:"varint,6,opt,name=max_file_bytes,json=maxFileBytes,proto3" json:"max_file_bytes,omitempty"`
+	// The lock's name; "" is the default lock. Only the default lock carries
+	// writes.
+	Lock          string `protobuf:"bytes,7,opt,name=lock,proto3" json:"lock,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -566,6 +626,13 @@ func (x *Release) GetMaxFileBytes() uint64 {
 		return x.MaxFileBytes
 	}
 	return 0
+}
+
+func (x *Release) GetLock() string {
+	if x != nil {
+		return x.Lock
+	}
+	return ""
 }
 
 // Write is one append inside a Release, CloseSession or Append entry.
@@ -928,6 +995,65 @@ func (x *NodeAddress) GetClientUrl() string {
 	return ""
 }
 
+// EndLockDelay ends the lock-delay that the expiry of the grant named by
+// token started on lock. The leader proposes it once the delay has passed on
+// its own clock (a new leader times the whole delay again from its start, so
+// a delay may run long but never short). It does nothing if the lock is not
+// in that delay.
+type EndLockDelay struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The lock's name.
+	Lock string `protobuf:"bytes,1,opt,name=lock,proto3" json:"lock,omitempty"`
+	// The token of the grant whose expiry started the delay.
+	Token         uint64 `protobuf:"varint,2,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndLockDelay) Reset() {
+	*x = EndLockDelay{}
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndLockDelay) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndLockDelay) ProtoMessage() {}
+
+func (x *EndLockDelay) ProtoReflect() protoreflect.Message {
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndLockDelay.ProtoReflect.Descriptor instead.
+func (*EndLockDelay) Descriptor() ([]byte, []int) {
+	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *EndLockDelay) GetLock() string {
+	if x != nil {
+		return x.Lock
+	}
+	return ""
+}
+
+func (x *EndLockDelay) GetToken() uint64 {
+	if x != nil {
+		return x.Token
+	}
+	return 0
+}
+
 // Outcome is the recorded answer to one request, returned again when the
 // request is repeated.
 type Outcome struct {
@@ -954,7 +1080,7 @@ type Outcome struct {
 
 func (x *Outcome) Reset() {
 	*x = Outcome{}
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[10]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -966,7 +1092,7 @@ func (x *Outcome) String() string {
 func (*Outcome) ProtoMessage() {}
 
 func (x *Outcome) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[10]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -979,7 +1105,7 @@ func (x *Outcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
 func (*Outcome) Descriptor() ([]byte, []int) {
-	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{10}
+	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Outcome) GetErrorReason() uint32 {
@@ -1051,13 +1177,21 @@ type State struct {
 	// Recently closed or expired sessions, oldest first, kept so that a
 	// repeated request still gets its recorded outcome after its session ended.
 	EndedSessions []*Session `protobuf:"bytes,7,rep,name=ended_sessions,json=endedSessions,proto3" json:"ended_sessions,omitempty"`
+	// The last grants, oldest first: a bounded ring across all locks, shown
+	// by LockHistory and the dashboard.
+	History []*GrantEvent `protobuf:"bytes,8,rep,name=history,proto3" json:"history,omitempty"`
+	// The highest fencing token granted so far. A token is the index of the
+	// granting entry, or, when one entry grants several shared holders, the
+	// next numbers above the highest so far, so tokens stay unique and
+	// increasing.
+	LastToken     uint64 `protobuf:"varint,9,opt,name=last_token,json=lastToken,proto3" json:"last_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *State) Reset() {
 	*x = State{}
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[11]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1069,7 +1203,7 @@ func (x *State) String() string {
 func (*State) ProtoMessage() {}
 
 func (x *State) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[11]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1082,7 +1216,7 @@ func (x *State) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use State.ProtoReflect.Descriptor instead.
 func (*State) Descriptor() ([]byte, []int) {
-	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{11}
+	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *State) GetSessions() []*Session {
@@ -1134,6 +1268,129 @@ func (x *State) GetEndedSessions() []*Session {
 	return nil
 }
 
+func (x *State) GetHistory() []*GrantEvent {
+	if x != nil {
+		return x.History
+	}
+	return nil
+}
+
+func (x *State) GetLastToken() uint64 {
+	if x != nil {
+		return x.LastToken
+	}
+	return 0
+}
+
+// GrantEvent is one grant of the history ring.
+type GrantEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The lock's name.
+	Lock string `protobuf:"bytes,1,opt,name=lock,proto3" json:"lock,omitempty"`
+	// The grant's token.
+	Token uint64 `protobuf:"varint,2,opt,name=token,proto3" json:"token,omitempty"`
+	// The holder's client_id.
+	ClientId uint64 `protobuf:"varint,3,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// The holder's label.
+	HolderName string `protobuf:"bytes,4,opt,name=holder_name,json=holderName,proto3" json:"holder_name,omitempty"`
+	// The dlm.v1.LockMode granted.
+	Mode uint32 `protobuf:"varint,5,opt,name=mode,proto3" json:"mode,omitempty"`
+	// When granted (leader's clock).
+	GrantedUnixMs int64 `protobuf:"varint,6,opt,name=granted_unix_ms,json=grantedUnixMs,proto3" json:"granted_unix_ms,omitempty"`
+	// When ended (leader's clock); 0 while held.
+	EndedUnixMs int64 `protobuf:"varint,7,opt,name=ended_unix_ms,json=endedUnixMs,proto3" json:"ended_unix_ms,omitempty"`
+	// The dlm.v1.LockEnd; 0 while held.
+	End           uint32 `protobuf:"varint,8,opt,name=end,proto3" json:"end,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GrantEvent) Reset() {
+	*x = GrantEvent{}
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GrantEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GrantEvent) ProtoMessage() {}
+
+func (x *GrantEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GrantEvent.ProtoReflect.Descriptor instead.
+func (*GrantEvent) Descriptor() ([]byte, []int) {
+	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *GrantEvent) GetLock() string {
+	if x != nil {
+		return x.Lock
+	}
+	return ""
+}
+
+func (x *GrantEvent) GetToken() uint64 {
+	if x != nil {
+		return x.Token
+	}
+	return 0
+}
+
+func (x *GrantEvent) GetClientId() uint64 {
+	if x != nil {
+		return x.ClientId
+	}
+	return 0
+}
+
+func (x *GrantEvent) GetHolderName() string {
+	if x != nil {
+		return x.HolderName
+	}
+	return ""
+}
+
+func (x *GrantEvent) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *GrantEvent) GetGrantedUnixMs() int64 {
+	if x != nil {
+		return x.GrantedUnixMs
+	}
+	return 0
+}
+
+func (x *GrantEvent) GetEndedUnixMs() int64 {
+	if x != nil {
+		return x.EndedUnixMs
+	}
+	return 0
+}
+
+func (x *GrantEvent) GetEnd() uint32 {
+	if x != nil {
+		return x.End
+	}
+	return 0
+}
+
 // Session is one open session.
 type Session struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1162,7 +1419,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[12]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1174,7 +1431,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[12]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1187,7 +1444,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{12}
+	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Session) GetClientId() uint64 {
@@ -1272,13 +1529,23 @@ type Lock struct {
 	LastToken uint64 `protobuf:"varint,7,opt,name=last_token,json=lastToken,proto3" json:"last_token,omitempty"`
 	// When the current grant happened, in Unix milliseconds (leader's clock).
 	GrantedUnixMs int64 `protobuf:"varint,8,opt,name=granted_unix_ms,json=grantedUnixMs,proto3" json:"granted_unix_ms,omitempty"`
+	// Every holder, oldest grant first. Snapshots written before shared
+	// locks have none and name the one exclusive holder in fields 2–4 and 8.
+	Holders []*Holder `protobuf:"bytes,9,rep,name=holders,proto3" json:"holders,omitempty"`
+	// True while the lock is in the lock-delay started by the expiry of the
+	// grant delay_token.
+	Delayed bool `protobuf:"varint,10,opt,name=delayed,proto3" json:"delayed,omitempty"`
+	// That grant's token.
+	DelayToken uint64 `protobuf:"varint,11,opt,name=delay_token,json=delayToken,proto3" json:"delay_token,omitempty"`
+	// That grant's lock-delay in milliseconds.
+	DelayMs       uint32 `protobuf:"varint,12,opt,name=delay_ms,json=delayMs,proto3" json:"delay_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Lock) Reset() {
 	*x = Lock{}
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[13]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1290,7 +1557,7 @@ func (x *Lock) String() string {
 func (*Lock) ProtoMessage() {}
 
 func (x *Lock) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[13]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1303,7 +1570,7 @@ func (x *Lock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Lock.ProtoReflect.Descriptor instead.
 func (*Lock) Descriptor() ([]byte, []int) {
-	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{13}
+	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Lock) GetName() string {
@@ -1362,6 +1629,125 @@ func (x *Lock) GetGrantedUnixMs() int64 {
 	return 0
 }
 
+func (x *Lock) GetHolders() []*Holder {
+	if x != nil {
+		return x.Holders
+	}
+	return nil
+}
+
+func (x *Lock) GetDelayed() bool {
+	if x != nil {
+		return x.Delayed
+	}
+	return false
+}
+
+func (x *Lock) GetDelayToken() uint64 {
+	if x != nil {
+		return x.DelayToken
+	}
+	return 0
+}
+
+func (x *Lock) GetDelayMs() uint32 {
+	if x != nil {
+		return x.DelayMs
+	}
+	return 0
+}
+
+// Holder is one grant of a lock.
+type Holder struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The holder's client_id.
+	ClientId uint64 `protobuf:"varint,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// The sequence number of its acquire request.
+	Seq uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The grant's token.
+	Token uint64 `protobuf:"varint,3,opt,name=token,proto3" json:"token,omitempty"`
+	// The dlm.v1.LockMode granted.
+	Mode uint32 `protobuf:"varint,4,opt,name=mode,proto3" json:"mode,omitempty"`
+	// When granted (leader's clock).
+	GrantedUnixMs int64 `protobuf:"varint,5,opt,name=granted_unix_ms,json=grantedUnixMs,proto3" json:"granted_unix_ms,omitempty"`
+	// The lock-delay that starts if this grant expires, in milliseconds.
+	LockDelayMs   uint32 `protobuf:"varint,6,opt,name=lock_delay_ms,json=lockDelayMs,proto3" json:"lock_delay_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Holder) Reset() {
+	*x = Holder{}
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Holder) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Holder) ProtoMessage() {}
+
+func (x *Holder) ProtoReflect() protoreflect.Message {
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Holder.ProtoReflect.Descriptor instead.
+func (*Holder) Descriptor() ([]byte, []int) {
+	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *Holder) GetClientId() uint64 {
+	if x != nil {
+		return x.ClientId
+	}
+	return 0
+}
+
+func (x *Holder) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *Holder) GetToken() uint64 {
+	if x != nil {
+		return x.Token
+	}
+	return 0
+}
+
+func (x *Holder) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *Holder) GetGrantedUnixMs() int64 {
+	if x != nil {
+		return x.GrantedUnixMs
+	}
+	return 0
+}
+
+func (x *Holder) GetLockDelayMs() uint32 {
+	if x != nil {
+		return x.LockDelayMs
+	}
+	return 0
+}
+
 // StagedAppend is one append of a critical section not yet committed.
 type StagedAppend struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1375,7 +1761,7 @@ type StagedAppend struct {
 
 func (x *StagedAppend) Reset() {
 	*x = StagedAppend{}
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[14]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1387,7 +1773,7 @@ func (x *StagedAppend) String() string {
 func (*StagedAppend) ProtoMessage() {}
 
 func (x *StagedAppend) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[14]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1400,7 +1786,7 @@ func (x *StagedAppend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StagedAppend.ProtoReflect.Descriptor instead.
 func (*StagedAppend) Descriptor() ([]byte, []int) {
-	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{14}
+	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StagedAppend) GetFile() string {
@@ -1423,14 +1809,18 @@ type Waiter struct {
 	// The waiting session.
 	ClientId uint64 `protobuf:"varint,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
 	// The sequence number of its acquire request.
-	Seq           uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	Seq uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The dlm.v1.LockMode it waits for.
+	Mode uint32 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"`
+	// The lock-delay its grant will carry, in milliseconds.
+	LockDelayMs   uint32 `protobuf:"varint,4,opt,name=lock_delay_ms,json=lockDelayMs,proto3" json:"lock_delay_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Waiter) Reset() {
 	*x = Waiter{}
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[15]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1442,7 +1832,7 @@ func (x *Waiter) String() string {
 func (*Waiter) ProtoMessage() {}
 
 func (x *Waiter) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[15]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1455,7 +1845,7 @@ func (x *Waiter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Waiter.ProtoReflect.Descriptor instead.
 func (*Waiter) Descriptor() ([]byte, []int) {
-	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{15}
+	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Waiter) GetClientId() uint64 {
@@ -1468,6 +1858,20 @@ func (x *Waiter) GetClientId() uint64 {
 func (x *Waiter) GetSeq() uint64 {
 	if x != nil {
 		return x.Seq
+	}
+	return 0
+}
+
+func (x *Waiter) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *Waiter) GetLockDelayMs() uint32 {
+	if x != nil {
+		return x.LockDelayMs
 	}
 	return 0
 }
@@ -1488,7 +1892,7 @@ type FileLength struct {
 
 func (x *FileLength) Reset() {
 	*x = FileLength{}
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[16]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1500,7 +1904,7 @@ func (x *FileLength) String() string {
 func (*FileLength) ProtoMessage() {}
 
 func (x *FileLength) ProtoReflect() protoreflect.Message {
-	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[16]
+	mi := &file_dlm_raftlog_v1_raftlog_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1513,7 +1917,7 @@ func (x *FileLength) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileLength.ProtoReflect.Descriptor instead.
 func (*FileLength) Descriptor() ([]byte, []int) {
-	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{16}
+	return file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *FileLength) GetName() string {
@@ -1541,7 +1945,7 @@ var File_dlm_raftlog_v1_raftlog_proto protoreflect.FileDescriptor
 
 const file_dlm_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\n" +
-	"\x1cdlm/raftlog/v1/raftlog.proto\x12\x0edlm.raftlog.v1\"\xdc\x03\n" +
+	"\x1cdlm/raftlog/v1/raftlog.proto\x12\x0edlm.raftlog.v1\"\xa2\x04\n" +
 	"\aCommand\x12\x1e\n" +
 	"\vnow_unix_ms\x18\x01 \x01(\x03R\tnowUnixMs\x12@\n" +
 	"\fopen_session\x18\x02 \x01(\v2\x1b.dlm.raftlog.v1.OpenSessionH\x00R\vopenSession\x123\n" +
@@ -1550,7 +1954,8 @@ const file_dlm_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x06append\x18\x05 \x01(\v2\x16.dlm.raftlog.v1.AppendH\x00R\x06append\x12C\n" +
 	"\rclose_session\x18\x06 \x01(\v2\x1c.dlm.raftlog.v1.CloseSessionH\x00R\fcloseSession\x12F\n" +
 	"\x0eexpire_session\x18\a \x01(\v2\x1d.dlm.raftlog.v1.ExpireSessionH\x00R\rexpireSession\x12@\n" +
-	"\fnode_address\x18\b \x01(\v2\x1b.dlm.raftlog.v1.NodeAddressH\x00R\vnodeAddressB\x04\n" +
+	"\fnode_address\x18\b \x01(\v2\x1b.dlm.raftlog.v1.NodeAddressH\x00R\vnodeAddress\x12D\n" +
+	"\x0eend_lock_delay\x18\t \x01(\v2\x1c.dlm.raftlog.v1.EndLockDelayH\x00R\fendLockDelayB\x04\n" +
 	"\x02op\"p\n" +
 	"\x06Caller\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x16\n" +
@@ -1562,17 +1967,22 @@ const file_dlm_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x06secret\x18\x01 \x01(\tR\x06secret\x12\x19\n" +
 	"\blease_ms\x18\x02 \x01(\rR\aleaseMs\x12\x12\n" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12!\n" +
-	"\fmax_sessions\x18\x04 \x01(\x04R\vmaxSessions\"K\n" +
+	"\fmax_sessions\x18\x04 \x01(\x04R\vmaxSessions\"\xb4\x01\n" +
 	"\aAcquire\x12.\n" +
 	"\x06caller\x18\x01 \x01(\v2\x16.dlm.raftlog.v1.CallerR\x06caller\x12\x10\n" +
-	"\x03try\x18\x02 \x01(\bR\x03try\"\xe6\x01\n" +
+	"\x03try\x18\x02 \x01(\bR\x03try\x12\x12\n" +
+	"\x04lock\x18\x03 \x01(\tR\x04lock\x12\x12\n" +
+	"\x04mode\x18\x04 \x01(\rR\x04mode\x12\"\n" +
+	"\rlock_delay_ms\x18\x05 \x01(\rR\vlockDelayMs\x12\x1b\n" +
+	"\tmax_locks\x18\x06 \x01(\x04R\bmaxLocks\"\xfa\x01\n" +
 	"\aRelease\x12.\n" +
 	"\x06caller\x18\x01 \x01(\v2\x16.dlm.raftlog.v1.CallerR\x06caller\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\x04R\x05token\x12\x14\n" +
 	"\x05abort\x18\x03 \x01(\bR\x05abort\x12-\n" +
 	"\x06writes\x18\x04 \x03(\v2\x15.dlm.raftlog.v1.WriteR\x06writes\x12*\n" +
 	"\x11max_section_bytes\x18\x05 \x01(\x04R\x0fmaxSectionBytes\x12$\n" +
-	"\x0emax_file_bytes\x18\x06 \x01(\x04R\fmaxFileBytes\"/\n" +
+	"\x0emax_file_bytes\x18\x06 \x01(\x04R\fmaxFileBytes\x12\x12\n" +
+	"\x04lock\x18\a \x01(\tR\x04lock\"/\n" +
 	"\x05Write\x12\x12\n" +
 	"\x04file\x18\x01 \x01(\tR\x04file\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\"\xb0\x02\n" +
@@ -1597,7 +2007,10 @@ const file_dlm_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\vNodeAddress\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
-	"client_url\x18\x02 \x01(\tR\tclientUrl\"\xd4\x01\n" +
+	"client_url\x18\x02 \x01(\tR\tclientUrl\"8\n" +
+	"\fEndLockDelay\x12\x12\n" +
+	"\x04lock\x18\x01 \x01(\tR\x04lock\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\x04R\x05token\"\xd4\x01\n" +
 	"\aOutcome\x12!\n" +
 	"\ferror_reason\x18\x01 \x01(\rR\verrorReason\x12\x18\n" +
 	"\agranted\x18\x02 \x01(\bR\agranted\x12\x14\n" +
@@ -1605,7 +2018,7 @@ const file_dlm_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x06queued\x18\x04 \x01(\bR\x06queued\x12\x18\n" +
 	"\aappends\x18\x05 \x01(\rR\aappends\x12\x14\n" +
 	"\x05bytes\x18\x06 \x01(\x04R\x05bytes\x12.\n" +
-	"\x06method\x18\a \x01(\x0e2\x16.dlm.raftlog.v1.MethodR\x06method\"\xd8\x02\n" +
+	"\x06method\x18\a \x01(\x0e2\x16.dlm.raftlog.v1.MethodR\x06method\"\xad\x03\n" +
 	"\x05State\x123\n" +
 	"\bsessions\x18\x01 \x03(\v2\x17.dlm.raftlog.v1.SessionR\bsessions\x12*\n" +
 	"\x05locks\x18\x02 \x03(\v2\x14.dlm.raftlog.v1.LockR\x05locks\x120\n" +
@@ -1613,7 +2026,21 @@ const file_dlm_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\rapplied_index\x18\x04 \x01(\x04R\fappliedIndex\x12$\n" +
 	"\x0enext_client_id\x18\x05 \x01(\x04R\fnextClientId\x121\n" +
 	"\x05nodes\x18\x06 \x03(\v2\x1b.dlm.raftlog.v1.NodeAddressR\x05nodes\x12>\n" +
-	"\x0eended_sessions\x18\a \x03(\v2\x17.dlm.raftlog.v1.SessionR\rendedSessions\"\x82\x03\n" +
+	"\x0eended_sessions\x18\a \x03(\v2\x17.dlm.raftlog.v1.SessionR\rendedSessions\x124\n" +
+	"\ahistory\x18\b \x03(\v2\x1a.dlm.raftlog.v1.GrantEventR\ahistory\x12\x1d\n" +
+	"\n" +
+	"last_token\x18\t \x01(\x04R\tlastToken\"\xe6\x01\n" +
+	"\n" +
+	"GrantEvent\x12\x12\n" +
+	"\x04lock\x18\x01 \x01(\tR\x04lock\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\x04R\x05token\x12\x1b\n" +
+	"\tclient_id\x18\x03 \x01(\x04R\bclientId\x12\x1f\n" +
+	"\vholder_name\x18\x04 \x01(\tR\n" +
+	"holderName\x12\x12\n" +
+	"\x04mode\x18\x05 \x01(\rR\x04mode\x12&\n" +
+	"\x0fgranted_unix_ms\x18\x06 \x01(\x03R\rgrantedUnixMs\x12\"\n" +
+	"\rended_unix_ms\x18\a \x01(\x03R\vendedUnixMs\x12\x10\n" +
+	"\x03end\x18\b \x01(\rR\x03end\"\x82\x03\n" +
 	"\aSession\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x16\n" +
 	"\x06secret\x18\x02 \x01(\tR\x06secret\x12\x19\n" +
@@ -1628,7 +2055,7 @@ const file_dlm_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"last_token\x18\t \x01(\x04R\tlastToken\x1aT\n" +
 	"\rOutcomesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x12-\n" +
-	"\x05value\x18\x02 \x01(\v2\x17.dlm.raftlog.v1.OutcomeR\x05value:\x028\x01\"\x92\x02\n" +
+	"\x05value\x18\x02 \x01(\v2\x17.dlm.raftlog.v1.OutcomeR\x05value:\x028\x01\"\x9a\x03\n" +
 	"\x04Lock\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06holder\x18\x02 \x01(\x04R\x06holder\x12\x1d\n" +
@@ -1639,13 +2066,28 @@ const file_dlm_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x05queue\x18\x06 \x03(\v2\x16.dlm.raftlog.v1.WaiterR\x05queue\x12\x1d\n" +
 	"\n" +
 	"last_token\x18\a \x01(\x04R\tlastToken\x12&\n" +
-	"\x0fgranted_unix_ms\x18\b \x01(\x03R\rgrantedUnixMs\"6\n" +
+	"\x0fgranted_unix_ms\x18\b \x01(\x03R\rgrantedUnixMs\x120\n" +
+	"\aholders\x18\t \x03(\v2\x16.dlm.raftlog.v1.HolderR\aholders\x12\x18\n" +
+	"\adelayed\x18\n" +
+	" \x01(\bR\adelayed\x12\x1f\n" +
+	"\vdelay_token\x18\v \x01(\x04R\n" +
+	"delayToken\x12\x19\n" +
+	"\bdelay_ms\x18\f \x01(\rR\adelayMs\"\xad\x01\n" +
+	"\x06Holder\x12\x1b\n" +
+	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x14\n" +
+	"\x05token\x18\x03 \x01(\x04R\x05token\x12\x12\n" +
+	"\x04mode\x18\x04 \x01(\rR\x04mode\x12&\n" +
+	"\x0fgranted_unix_ms\x18\x05 \x01(\x03R\rgrantedUnixMs\x12\"\n" +
+	"\rlock_delay_ms\x18\x06 \x01(\rR\vlockDelayMs\"6\n" +
 	"\fStagedAppend\x12\x12\n" +
 	"\x04file\x18\x01 \x01(\tR\x04file\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"7\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"o\n" +
 	"\x06Waiter\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x10\n" +
-	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\\\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x12\n" +
+	"\x04mode\x18\x03 \x01(\rR\x04mode\x12\"\n" +
+	"\rlock_delay_ms\x18\x04 \x01(\rR\vlockDelayMs\"\\\n" +
 	"\n" +
 	"FileLength\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
@@ -1673,7 +2115,7 @@ func file_dlm_raftlog_v1_raftlog_proto_rawDescGZIP() []byte {
 }
 
 var file_dlm_raftlog_v1_raftlog_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_dlm_raftlog_v1_raftlog_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_dlm_raftlog_v1_raftlog_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_dlm_raftlog_v1_raftlog_proto_goTypes = []any{
 	(Method)(0),           // 0: dlm.raftlog.v1.Method
 	(*Command)(nil),       // 1: dlm.raftlog.v1.Command
@@ -1686,14 +2128,17 @@ var file_dlm_raftlog_v1_raftlog_proto_goTypes = []any{
 	(*CloseSession)(nil),  // 8: dlm.raftlog.v1.CloseSession
 	(*ExpireSession)(nil), // 9: dlm.raftlog.v1.ExpireSession
 	(*NodeAddress)(nil),   // 10: dlm.raftlog.v1.NodeAddress
-	(*Outcome)(nil),       // 11: dlm.raftlog.v1.Outcome
-	(*State)(nil),         // 12: dlm.raftlog.v1.State
-	(*Session)(nil),       // 13: dlm.raftlog.v1.Session
-	(*Lock)(nil),          // 14: dlm.raftlog.v1.Lock
-	(*StagedAppend)(nil),  // 15: dlm.raftlog.v1.StagedAppend
-	(*Waiter)(nil),        // 16: dlm.raftlog.v1.Waiter
-	(*FileLength)(nil),    // 17: dlm.raftlog.v1.FileLength
-	nil,                   // 18: dlm.raftlog.v1.Session.OutcomesEntry
+	(*EndLockDelay)(nil),  // 11: dlm.raftlog.v1.EndLockDelay
+	(*Outcome)(nil),       // 12: dlm.raftlog.v1.Outcome
+	(*State)(nil),         // 13: dlm.raftlog.v1.State
+	(*GrantEvent)(nil),    // 14: dlm.raftlog.v1.GrantEvent
+	(*Session)(nil),       // 15: dlm.raftlog.v1.Session
+	(*Lock)(nil),          // 16: dlm.raftlog.v1.Lock
+	(*Holder)(nil),        // 17: dlm.raftlog.v1.Holder
+	(*StagedAppend)(nil),  // 18: dlm.raftlog.v1.StagedAppend
+	(*Waiter)(nil),        // 19: dlm.raftlog.v1.Waiter
+	(*FileLength)(nil),    // 20: dlm.raftlog.v1.FileLength
+	nil,                   // 21: dlm.raftlog.v1.Session.OutcomesEntry
 }
 var file_dlm_raftlog_v1_raftlog_proto_depIdxs = []int32{
 	3,  // 0: dlm.raftlog.v1.Command.open_session:type_name -> dlm.raftlog.v1.OpenSession
@@ -1703,28 +2148,31 @@ var file_dlm_raftlog_v1_raftlog_proto_depIdxs = []int32{
 	8,  // 4: dlm.raftlog.v1.Command.close_session:type_name -> dlm.raftlog.v1.CloseSession
 	9,  // 5: dlm.raftlog.v1.Command.expire_session:type_name -> dlm.raftlog.v1.ExpireSession
 	10, // 6: dlm.raftlog.v1.Command.node_address:type_name -> dlm.raftlog.v1.NodeAddress
-	2,  // 7: dlm.raftlog.v1.Acquire.caller:type_name -> dlm.raftlog.v1.Caller
-	2,  // 8: dlm.raftlog.v1.Release.caller:type_name -> dlm.raftlog.v1.Caller
-	6,  // 9: dlm.raftlog.v1.Release.writes:type_name -> dlm.raftlog.v1.Write
-	2,  // 10: dlm.raftlog.v1.Append.caller:type_name -> dlm.raftlog.v1.Caller
-	6,  // 11: dlm.raftlog.v1.Append.writes:type_name -> dlm.raftlog.v1.Write
-	2,  // 12: dlm.raftlog.v1.CloseSession.caller:type_name -> dlm.raftlog.v1.Caller
-	6,  // 13: dlm.raftlog.v1.CloseSession.writes:type_name -> dlm.raftlog.v1.Write
-	0,  // 14: dlm.raftlog.v1.Outcome.method:type_name -> dlm.raftlog.v1.Method
-	13, // 15: dlm.raftlog.v1.State.sessions:type_name -> dlm.raftlog.v1.Session
-	14, // 16: dlm.raftlog.v1.State.locks:type_name -> dlm.raftlog.v1.Lock
-	17, // 17: dlm.raftlog.v1.State.files:type_name -> dlm.raftlog.v1.FileLength
-	10, // 18: dlm.raftlog.v1.State.nodes:type_name -> dlm.raftlog.v1.NodeAddress
-	13, // 19: dlm.raftlog.v1.State.ended_sessions:type_name -> dlm.raftlog.v1.Session
-	18, // 20: dlm.raftlog.v1.Session.outcomes:type_name -> dlm.raftlog.v1.Session.OutcomesEntry
-	15, // 21: dlm.raftlog.v1.Lock.staged:type_name -> dlm.raftlog.v1.StagedAppend
-	16, // 22: dlm.raftlog.v1.Lock.queue:type_name -> dlm.raftlog.v1.Waiter
-	11, // 23: dlm.raftlog.v1.Session.OutcomesEntry.value:type_name -> dlm.raftlog.v1.Outcome
-	24, // [24:24] is the sub-list for method output_type
-	24, // [24:24] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	11, // 7: dlm.raftlog.v1.Command.end_lock_delay:type_name -> dlm.raftlog.v1.EndLockDelay
+	2,  // 8: dlm.raftlog.v1.Acquire.caller:type_name -> dlm.raftlog.v1.Caller
+	2,  // 9: dlm.raftlog.v1.Release.caller:type_name -> dlm.raftlog.v1.Caller
+	6,  // 10: dlm.raftlog.v1.Release.writes:type_name -> dlm.raftlog.v1.Write
+	2,  // 11: dlm.raftlog.v1.Append.caller:type_name -> dlm.raftlog.v1.Caller
+	6,  // 12: dlm.raftlog.v1.Append.writes:type_name -> dlm.raftlog.v1.Write
+	2,  // 13: dlm.raftlog.v1.CloseSession.caller:type_name -> dlm.raftlog.v1.Caller
+	6,  // 14: dlm.raftlog.v1.CloseSession.writes:type_name -> dlm.raftlog.v1.Write
+	0,  // 15: dlm.raftlog.v1.Outcome.method:type_name -> dlm.raftlog.v1.Method
+	15, // 16: dlm.raftlog.v1.State.sessions:type_name -> dlm.raftlog.v1.Session
+	16, // 17: dlm.raftlog.v1.State.locks:type_name -> dlm.raftlog.v1.Lock
+	20, // 18: dlm.raftlog.v1.State.files:type_name -> dlm.raftlog.v1.FileLength
+	10, // 19: dlm.raftlog.v1.State.nodes:type_name -> dlm.raftlog.v1.NodeAddress
+	15, // 20: dlm.raftlog.v1.State.ended_sessions:type_name -> dlm.raftlog.v1.Session
+	14, // 21: dlm.raftlog.v1.State.history:type_name -> dlm.raftlog.v1.GrantEvent
+	21, // 22: dlm.raftlog.v1.Session.outcomes:type_name -> dlm.raftlog.v1.Session.OutcomesEntry
+	18, // 23: dlm.raftlog.v1.Lock.staged:type_name -> dlm.raftlog.v1.StagedAppend
+	19, // 24: dlm.raftlog.v1.Lock.queue:type_name -> dlm.raftlog.v1.Waiter
+	17, // 25: dlm.raftlog.v1.Lock.holders:type_name -> dlm.raftlog.v1.Holder
+	12, // 26: dlm.raftlog.v1.Session.OutcomesEntry.value:type_name -> dlm.raftlog.v1.Outcome
+	27, // [27:27] is the sub-list for method output_type
+	27, // [27:27] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_dlm_raftlog_v1_raftlog_proto_init() }
@@ -1740,16 +2188,17 @@ func file_dlm_raftlog_v1_raftlog_proto_init() {
 		(*Command_CloseSession)(nil),
 		(*Command_ExpireSession)(nil),
 		(*Command_NodeAddress)(nil),
+		(*Command_EndLockDelay)(nil),
 	}
 	file_dlm_raftlog_v1_raftlog_proto_msgTypes[6].OneofWrappers = []any{}
-	file_dlm_raftlog_v1_raftlog_proto_msgTypes[16].OneofWrappers = []any{}
+	file_dlm_raftlog_v1_raftlog_proto_msgTypes[19].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dlm_raftlog_v1_raftlog_proto_rawDesc), len(file_dlm_raftlog_v1_raftlog_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   18,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

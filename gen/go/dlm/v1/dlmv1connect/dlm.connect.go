@@ -53,6 +53,12 @@ const (
 	LockServiceReadFileProcedure = "/dlm.v1.LockService/ReadFile"
 	// LockServiceStatusProcedure is the fully-qualified name of the LockService's Status RPC.
 	LockServiceStatusProcedure = "/dlm.v1.LockService/Status"
+	// LockServiceCheckTokenProcedure is the fully-qualified name of the LockService's CheckToken RPC.
+	LockServiceCheckTokenProcedure = "/dlm.v1.LockService/CheckToken"
+	// LockServiceListLocksProcedure is the fully-qualified name of the LockService's ListLocks RPC.
+	LockServiceListLocksProcedure = "/dlm.v1.LockService/ListLocks"
+	// LockServiceLockHistoryProcedure is the fully-qualified name of the LockService's LockHistory RPC.
+	LockServiceLockHistoryProcedure = "/dlm.v1.LockService/LockHistory"
 )
 
 // LockServiceClient is a client for the dlm.v1.LockService service.
@@ -95,6 +101,19 @@ type LockServiceClient interface {
 	ReadFile(context.Context, *connect.Request[v1.ReadFileRequest]) (*connect.Response[v1.ReadFileResponse], error)
 	// Status describes the node, the lock, its queue and the files.
 	Status(context.Context, *connect.Request[v1.StatusRequest]) (*connect.Response[v1.StatusResponse], error)
+	// CheckToken answers whether a fencing token is the current grant of a
+	// lock (Chubby's CheckSequencer), so that a service dlm does not own can
+	// refuse a stale holder. It is linearizable: the leader confirms its
+	// leadership before answering, and a follower answers NOT_LEADER.
+	CheckToken(context.Context, *connect.Request[v1.CheckTokenRequest]) (*connect.Response[v1.CheckTokenResponse], error)
+	// ListLocks lists the live locks (held, waited for, or in their
+	// lock-delay) in name order, one page at a time. The default lock is
+	// always first.
+	ListLocks(context.Context, *connect.Request[v1.ListLocksRequest]) (*connect.Response[v1.ListLocksResponse], error)
+	// LockHistory returns the last grants the service remembers (a bounded
+	// ring kept in the replicated state): who held which lock when, and how
+	// each grant ended.
+	LockHistory(context.Context, *connect.Request[v1.LockHistoryRequest]) (*connect.Response[v1.LockHistoryResponse], error)
 }
 
 // NewLockServiceClient constructs a client for the dlm.v1.LockService service. By default, it uses
@@ -164,6 +183,27 @@ func NewLockServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		checkToken: connect.NewClient[v1.CheckTokenRequest, v1.CheckTokenResponse](
+			httpClient,
+			baseURL+LockServiceCheckTokenProcedure,
+			connect.WithSchema(lockServiceMethods.ByName("CheckToken")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		listLocks: connect.NewClient[v1.ListLocksRequest, v1.ListLocksResponse](
+			httpClient,
+			baseURL+LockServiceListLocksProcedure,
+			connect.WithSchema(lockServiceMethods.ByName("ListLocks")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		lockHistory: connect.NewClient[v1.LockHistoryRequest, v1.LockHistoryResponse](
+			httpClient,
+			baseURL+LockServiceLockHistoryProcedure,
+			connect.WithSchema(lockServiceMethods.ByName("LockHistory")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -178,6 +218,9 @@ type lockServiceClient struct {
 	close       *connect.Client[v1.CloseRequest, v1.CloseResponse]
 	readFile    *connect.Client[v1.ReadFileRequest, v1.ReadFileResponse]
 	status      *connect.Client[v1.StatusRequest, v1.StatusResponse]
+	checkToken  *connect.Client[v1.CheckTokenRequest, v1.CheckTokenResponse]
+	listLocks   *connect.Client[v1.ListLocksRequest, v1.ListLocksResponse]
+	lockHistory *connect.Client[v1.LockHistoryRequest, v1.LockHistoryResponse]
 }
 
 // Init calls dlm.v1.LockService.Init.
@@ -225,6 +268,21 @@ func (c *lockServiceClient) Status(ctx context.Context, req *connect.Request[v1.
 	return c.status.CallUnary(ctx, req)
 }
 
+// CheckToken calls dlm.v1.LockService.CheckToken.
+func (c *lockServiceClient) CheckToken(ctx context.Context, req *connect.Request[v1.CheckTokenRequest]) (*connect.Response[v1.CheckTokenResponse], error) {
+	return c.checkToken.CallUnary(ctx, req)
+}
+
+// ListLocks calls dlm.v1.LockService.ListLocks.
+func (c *lockServiceClient) ListLocks(ctx context.Context, req *connect.Request[v1.ListLocksRequest]) (*connect.Response[v1.ListLocksResponse], error) {
+	return c.listLocks.CallUnary(ctx, req)
+}
+
+// LockHistory calls dlm.v1.LockService.LockHistory.
+func (c *lockServiceClient) LockHistory(ctx context.Context, req *connect.Request[v1.LockHistoryRequest]) (*connect.Response[v1.LockHistoryResponse], error) {
+	return c.lockHistory.CallUnary(ctx, req)
+}
+
 // LockServiceHandler is an implementation of the dlm.v1.LockService service.
 type LockServiceHandler interface {
 	// Init opens a session. It is not deduplicated: a repeated Init opens a
@@ -265,6 +323,19 @@ type LockServiceHandler interface {
 	ReadFile(context.Context, *connect.Request[v1.ReadFileRequest]) (*connect.Response[v1.ReadFileResponse], error)
 	// Status describes the node, the lock, its queue and the files.
 	Status(context.Context, *connect.Request[v1.StatusRequest]) (*connect.Response[v1.StatusResponse], error)
+	// CheckToken answers whether a fencing token is the current grant of a
+	// lock (Chubby's CheckSequencer), so that a service dlm does not own can
+	// refuse a stale holder. It is linearizable: the leader confirms its
+	// leadership before answering, and a follower answers NOT_LEADER.
+	CheckToken(context.Context, *connect.Request[v1.CheckTokenRequest]) (*connect.Response[v1.CheckTokenResponse], error)
+	// ListLocks lists the live locks (held, waited for, or in their
+	// lock-delay) in name order, one page at a time. The default lock is
+	// always first.
+	ListLocks(context.Context, *connect.Request[v1.ListLocksRequest]) (*connect.Response[v1.ListLocksResponse], error)
+	// LockHistory returns the last grants the service remembers (a bounded
+	// ring kept in the replicated state): who held which lock when, and how
+	// each grant ended.
+	LockHistory(context.Context, *connect.Request[v1.LockHistoryRequest]) (*connect.Response[v1.LockHistoryResponse], error)
 }
 
 // NewLockServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -330,6 +401,27 @@ func NewLockServiceHandler(svc LockServiceHandler, opts ...connect.HandlerOption
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	lockServiceCheckTokenHandler := connect.NewUnaryHandler(
+		LockServiceCheckTokenProcedure,
+		svc.CheckToken,
+		connect.WithSchema(lockServiceMethods.ByName("CheckToken")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	lockServiceListLocksHandler := connect.NewUnaryHandler(
+		LockServiceListLocksProcedure,
+		svc.ListLocks,
+		connect.WithSchema(lockServiceMethods.ByName("ListLocks")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	lockServiceLockHistoryHandler := connect.NewUnaryHandler(
+		LockServiceLockHistoryProcedure,
+		svc.LockHistory,
+		connect.WithSchema(lockServiceMethods.ByName("LockHistory")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/dlm.v1.LockService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case LockServiceInitProcedure:
@@ -350,6 +442,12 @@ func NewLockServiceHandler(svc LockServiceHandler, opts ...connect.HandlerOption
 			lockServiceReadFileHandler.ServeHTTP(w, r)
 		case LockServiceStatusProcedure:
 			lockServiceStatusHandler.ServeHTTP(w, r)
+		case LockServiceCheckTokenProcedure:
+			lockServiceCheckTokenHandler.ServeHTTP(w, r)
+		case LockServiceListLocksProcedure:
+			lockServiceListLocksHandler.ServeHTTP(w, r)
+		case LockServiceLockHistoryProcedure:
+			lockServiceLockHistoryHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -393,4 +491,16 @@ func (UnimplementedLockServiceHandler) ReadFile(context.Context, *connect.Reques
 
 func (UnimplementedLockServiceHandler) Status(context.Context, *connect.Request[v1.StatusRequest]) (*connect.Response[v1.StatusResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dlm.v1.LockService.Status is not implemented"))
+}
+
+func (UnimplementedLockServiceHandler) CheckToken(context.Context, *connect.Request[v1.CheckTokenRequest]) (*connect.Response[v1.CheckTokenResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dlm.v1.LockService.CheckToken is not implemented"))
+}
+
+func (UnimplementedLockServiceHandler) ListLocks(context.Context, *connect.Request[v1.ListLocksRequest]) (*connect.Response[v1.ListLocksResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dlm.v1.LockService.ListLocks is not implemented"))
+}
+
+func (UnimplementedLockServiceHandler) LockHistory(context.Context, *connect.Request[v1.LockHistoryRequest]) (*connect.Response[v1.LockHistoryResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dlm.v1.LockService.LockHistory is not implemented"))
 }

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dlm/raftlog/v1/raftlog.proto.
  */
 export const file_dlm_raftlog_v1_raftlog: GenFile = /*@__PURE__*/
-  fileDesc("ChxkbG0vcmFmdGxvZy92MS9yYWZ0bG9nLnByb3RvEg5kbG0ucmFmdGxvZy52MSKAAwoHQ29tbWFuZBITCgtub3dfdW5peF9tcxgBIAEoAxIzCgxvcGVuX3Nlc3Npb24YAiABKAsyGy5kbG0ucmFmdGxvZy52MS5PcGVuU2Vzc2lvbkgAEioKB2FjcXVpcmUYAyABKAsyFy5kbG0ucmFmdGxvZy52MS5BY3F1aXJlSAASKgoHcmVsZWFzZRgEIAEoCzIXLmRsbS5yYWZ0bG9nLnYxLlJlbGVhc2VIABIoCgZhcHBlbmQYBSABKAsyFi5kbG0ucmFmdGxvZy52MS5BcHBlbmRIABI1Cg1jbG9zZV9zZXNzaW9uGAYgASgLMhwuZGxtLnJhZnRsb2cudjEuQ2xvc2VTZXNzaW9uSAASNwoOZXhwaXJlX3Nlc3Npb24YByABKAsyHS5kbG0ucmFmdGxvZy52MS5FeHBpcmVTZXNzaW9uSAASMwoMbm9kZV9hZGRyZXNzGAggASgLMhsuZGxtLnJhZnRsb2cudjEuTm9kZUFkZHJlc3NIAEIECgJvcCJNCgZDYWxsZXISEQoJY2xpZW50X2lkGAEgASgEEg4KBnNlY3JldBgCIAEoCRILCgNzZXEYAyABKAQSEwoLYWNrZWRfYmVsb3cYBCABKAQiUwoLT3BlblNlc3Npb24SDgoGc2VjcmV0GAEgASgJEhAKCGxlYXNlX21zGAIgASgNEgwKBG5hbWUYAyABKAkSFAoMbWF4X3Nlc3Npb25zGAQgASgEIj4KB0FjcXVpcmUSJgoGY2FsbGVyGAEgASgLMhYuZGxtLnJhZnRsb2cudjEuQ2FsbGVyEgsKA3RyeRgCIAEoCCKpAQoHUmVsZWFzZRImCgZjYWxsZXIYASABKAsyFi5kbG0ucmFmdGxvZy52MS5DYWxsZXISDQoFdG9rZW4YAiABKAQSDQoFYWJvcnQYAyABKAgSJQoGd3JpdGVzGAQgAygLMhUuZGxtLnJhZnRsb2cudjEuV3JpdGUSGQoRbWF4X3NlY3Rpb25fYnl0ZXMYBSABKAQSFgoObWF4X2ZpbGVfYnl0ZXMYBiABKAQiIwoFV3JpdGUSDAoEZmlsZRgBIAEoCRIMCgRkYXRhGAIgASgMIuEBCgZBcHBlbmQSJgoGY2FsbGVyGAEgASgLMhYuZGxtLnJhZnRsb2cudjEuQ2FsbGVyEg0KBXRva2VuGAIgASgEEgwKBGZpbGUYAyABKAkSDAoEZGF0YRgEIAEoDBIZChFtYXhfc2VjdGlvbl9ieXRlcxgFIAEoBBIWCg5tYXhfZmlsZV9ieXRlcxgGIAEoBBIlCgZ3cml0ZXMYByADKAsyFS5kbG0ucmFmdGxvZy52MS5Xcml0ZRIZCgxiYXNlX2FwcGVuZHMYCCABKA1IAIgBAUIPCg1fYmFzZV9hcHBlbmRzIpABCgxDbG9zZVNlc3Npb24SJgoGY2FsbGVyGAEgASgLMhYuZGxtLnJhZnRsb2cudjEuQ2FsbGVyEiUKBndyaXRlcxgCIAMoCzIVLmRsbS5yYWZ0bG9nLnYxLldyaXRlEhkKEW1heF9zZWN0aW9uX2J5dGVzGAMgASgEEhYKDm1heF9maWxlX2J5dGVzGAQgASgEIjEKDUV4cGlyZVNlc3Npb24SEQoJY2xpZW50X2lkGAEgASgEEg0KBWVwb2NoGAIgASgEIi0KC05vZGVBZGRyZXNzEgoKAmlkGAEgASgJEhIKCmNsaWVudF91cmwYAiABKAkilwEKB091dGNvbWUSFAoMZXJyb3JfcmVhc29uGAEgASgNEg8KB2dyYW50ZWQYAiABKAgSDQoFdG9rZW4YAyABKAQSDgoGcXVldWVkGAQgASgIEg8KB2FwcGVuZHMYBSABKA0SDQoFYnl0ZXMYBiABKAQSJgoGbWV0aG9kGAcgASgOMhYuZGxtLnJhZnRsb2cudjEuTWV0aG9kIo4CCgVTdGF0ZRIpCghzZXNzaW9ucxgBIAMoCzIXLmRsbS5yYWZ0bG9nLnYxLlNlc3Npb24SIwoFbG9ja3MYAiADKAsyFC5kbG0ucmFmdGxvZy52MS5Mb2NrEikKBWZpbGVzGAMgAygLMhouZGxtLnJhZnRsb2cudjEuRmlsZUxlbmd0aBIVCg1hcHBsaWVkX2luZGV4GAQgASgEEhYKDm5leHRfY2xpZW50X2lkGAUgASgEEioKBW5vZGVzGAYgAygLMhsuZGxtLnJhZnRsb2cudjEuTm9kZUFkZHJlc3MSLwoOZW5kZWRfc2Vzc2lvbnMYByADKAsyFy5kbG0ucmFmdGxvZy52MS5TZXNzaW9uIp8CCgdTZXNzaW9uEhEKCWNsaWVudF9pZBgBIAEoBBIOCgZzZWNyZXQYAiABKAkSEAoIbGVhc2VfbXMYAyABKA0SDAoEbmFtZRgEIAEoCRINCgVlcG9jaBgFIAEoBBITCgthY2tlZF9iZWxvdxgGIAEoBBI3CghvdXRjb21lcxgHIAMoCzIlLmRsbS5yYWZ0bG9nLnYxLlNlc3Npb24uT3V0Y29tZXNFbnRyeRIWCg5vcGVuZWRfdW5peF9tcxgIIAEoAxISCgpsYXN0X3Rva2VuGAkgASgEGkgKDU91dGNvbWVzRW50cnkSCwoDa2V5GAEgASgEEiYKBXZhbHVlGAIgASgLMhcuZGxtLnJhZnRsb2cudjEuT3V0Y29tZToCOAEiyQEKBExvY2sSDAoEbmFtZRgBIAEoCRIOCgZob2xkZXIYAiABKAQSEgoKaG9sZGVyX3NlcRgDIAEoBBINCgV0b2tlbhgEIAEoBBIsCgZzdGFnZWQYBSADKAsyHC5kbG0ucmFmdGxvZy52MS5TdGFnZWRBcHBlbmQSJQoFcXVldWUYBiADKAsyFi5kbG0ucmFmdGxvZy52MS5XYWl0ZXISEgoKbGFzdF90b2tlbhgHIAEoBBIXCg9ncmFudGVkX3VuaXhfbXMYCCABKAMiKgoMU3RhZ2VkQXBwZW5kEgwKBGZpbGUYASABKAkSDAoEZGF0YRgCIAEoDCIoCgZXYWl0ZXISEQoJY2xpZW50X2lkGAEgASgEEgsKA3NlcRgCIAEoBCJICgpGaWxlTGVuZ3RoEgwKBG5hbWUYASABKAkSDAoEc2l6ZRgCIAEoAxITCgZjcmMzMmMYAyABKAdIAIgBAUIJCgdfY3JjMzJjKm0KBk1ldGhvZBIWChJNRVRIT0RfVU5TUEVDSUZJRUQQABISCg5NRVRIT0RfQUNRVUlSRRABEhIKDk1FVEhPRF9SRUxFQVNFEAISEQoNTUVUSE9EX0FQUEVORBADEhAKDE1FVEhPRF9DTE9TRRAEQrABChJjb20uZGxtLnJhZnRsb2cudjFCDFJhZnRsb2dQcm90b1ABWjJnaXRodWIuY29tL2RsbS9kbG0vZ2VuL2dvL2RsbS9yYWZ0bG9nL3YxO3JhZnRsb2d2MaICA0RSWKoCDkRsbS5SYWZ0bG9nLlYxygIORGxtXFJhZnRsb2dcVjHiAhpEbG1cUmFmdGxvZ1xWMVxHUEJNZXRhZGF0YeoCEERsbTo6UmFmdGxvZzo6VjFiBnByb3RvMw");
+  fileDesc("ChxkbG0vcmFmdGxvZy92MS9yYWZ0bG9nLnByb3RvEg5kbG0ucmFmdGxvZy52MSK4AwoHQ29tbWFuZBITCgtub3dfdW5peF9tcxgBIAEoAxIzCgxvcGVuX3Nlc3Npb24YAiABKAsyGy5kbG0ucmFmdGxvZy52MS5PcGVuU2Vzc2lvbkgAEioKB2FjcXVpcmUYAyABKAsyFy5kbG0ucmFmdGxvZy52MS5BY3F1aXJlSAASKgoHcmVsZWFzZRgEIAEoCzIXLmRsbS5yYWZ0bG9nLnYxLlJlbGVhc2VIABIoCgZhcHBlbmQYBSABKAsyFi5kbG0ucmFmdGxvZy52MS5BcHBlbmRIABI1Cg1jbG9zZV9zZXNzaW9uGAYgASgLMhwuZGxtLnJhZnRsb2cudjEuQ2xvc2VTZXNzaW9uSAASNwoOZXhwaXJlX3Nlc3Npb24YByABKAsyHS5kbG0ucmFmdGxvZy52MS5FeHBpcmVTZXNzaW9uSAASMwoMbm9kZV9hZGRyZXNzGAggASgLMhsuZGxtLnJhZnRsb2cudjEuTm9kZUFkZHJlc3NIABI2Cg5lbmRfbG9ja19kZWxheRgJIAEoCzIcLmRsbS5yYWZ0bG9nLnYxLkVuZExvY2tEZWxheUgAQgQKAm9wIk0KBkNhbGxlchIRCgljbGllbnRfaWQYASABKAQSDgoGc2VjcmV0GAIgASgJEgsKA3NlcRgDIAEoBBITCgthY2tlZF9iZWxvdxgEIAEoBCJTCgtPcGVuU2Vzc2lvbhIOCgZzZWNyZXQYASABKAkSEAoIbGVhc2VfbXMYAiABKA0SDAoEbmFtZRgDIAEoCRIUCgxtYXhfc2Vzc2lvbnMYBCABKAQihAEKB0FjcXVpcmUSJgoGY2FsbGVyGAEgASgLMhYuZGxtLnJhZnRsb2cudjEuQ2FsbGVyEgsKA3RyeRgCIAEoCBIMCgRsb2NrGAMgASgJEgwKBG1vZGUYBCABKA0SFQoNbG9ja19kZWxheV9tcxgFIAEoDRIRCgltYXhfbG9ja3MYBiABKAQitwEKB1JlbGVhc2USJgoGY2FsbGVyGAEgASgLMhYuZGxtLnJhZnRsb2cudjEuQ2FsbGVyEg0KBXRva2VuGAIgASgEEg0KBWFib3J0GAMgASgIEiUKBndyaXRlcxgEIAMoCzIVLmRsbS5yYWZ0bG9nLnYxLldyaXRlEhkKEW1heF9zZWN0aW9uX2J5dGVzGAUgASgEEhYKDm1heF9maWxlX2J5dGVzGAYgASgEEgwKBGxvY2sYByABKAkiIwoFV3JpdGUSDAoEZmlsZRgBIAEoCRIMCgRkYXRhGAIgASgMIuEBCgZBcHBlbmQSJgoGY2FsbGVyGAEgASgLMhYuZGxtLnJhZnRsb2cudjEuQ2FsbGVyEg0KBXRva2VuGAIgASgEEgwKBGZpbGUYAyABKAkSDAoEZGF0YRgEIAEoDBIZChFtYXhfc2VjdGlvbl9ieXRlcxgFIAEoBBIWCg5tYXhfZmlsZV9ieXRlcxgGIAEoBBIlCgZ3cml0ZXMYByADKAsyFS5kbG0ucmFmdGxvZy52MS5Xcml0ZRIZCgxiYXNlX2FwcGVuZHMYCCABKA1IAIgBAUIPCg1fYmFzZV9hcHBlbmRzIpABCgxDbG9zZVNlc3Npb24SJgoGY2FsbGVyGAEgASgLMhYuZGxtLnJhZnRsb2cudjEuQ2FsbGVyEiUKBndyaXRlcxgCIAMoCzIVLmRsbS5yYWZ0bG9nLnYxLldyaXRlEhkKEW1heF9zZWN0aW9uX2J5dGVzGAMgASgEEhYKDm1heF9maWxlX2J5dGVzGAQgASgEIjEKDUV4cGlyZVNlc3Npb24SEQoJY2xpZW50X2lkGAEgASgEEg0KBWVwb2NoGAIgASgEIi0KC05vZGVBZGRyZXNzEgoKAmlkGAEgASgJEhIKCmNsaWVudF91cmwYAiABKAkiKwoMRW5kTG9ja0RlbGF5EgwKBGxvY2sYASABKAkSDQoFdG9rZW4YAiABKAQilwEKB091dGNvbWUSFAoMZXJyb3JfcmVhc29uGAEgASgNEg8KB2dyYW50ZWQYAiABKAgSDQoFdG9rZW4YAyABKAQSDgoGcXVldWVkGAQgASgIEg8KB2FwcGVuZHMYBSABKA0SDQoFYnl0ZXMYBiABKAQSJgoGbWV0aG9kGAcgASgOMhYuZGxtLnJhZnRsb2cudjEuTWV0aG9kIs8CCgVTdGF0ZRIpCghzZXNzaW9ucxgBIAMoCzIXLmRsbS5yYWZ0bG9nLnYxLlNlc3Npb24SIwoFbG9ja3MYAiADKAsyFC5kbG0ucmFmdGxvZy52MS5Mb2NrEikKBWZpbGVzGAMgAygLMhouZGxtLnJhZnRsb2cudjEuRmlsZUxlbmd0aBIVCg1hcHBsaWVkX2luZGV4GAQgASgEEhYKDm5leHRfY2xpZW50X2lkGAUgASgEEioKBW5vZGVzGAYgAygLMhsuZGxtLnJhZnRsb2cudjEuTm9kZUFkZHJlc3MSLwoOZW5kZWRfc2Vzc2lvbnMYByADKAsyFy5kbG0ucmFmdGxvZy52MS5TZXNzaW9uEisKB2hpc3RvcnkYCCADKAsyGi5kbG0ucmFmdGxvZy52MS5HcmFudEV2ZW50EhIKCmxhc3RfdG9rZW4YCSABKAQinAEKCkdyYW50RXZlbnQSDAoEbG9jaxgBIAEoCRINCgV0b2tlbhgCIAEoBBIRCgljbGllbnRfaWQYAyABKAQSEwoLaG9sZGVyX25hbWUYBCABKAkSDAoEbW9kZRgFIAEoDRIXCg9ncmFudGVkX3VuaXhfbXMYBiABKAMSFQoNZW5kZWRfdW5peF9tcxgHIAEoAxILCgNlbmQYCCABKA0inwIKB1Nlc3Npb24SEQoJY2xpZW50X2lkGAEgASgEEg4KBnNlY3JldBgCIAEoCRIQCghsZWFzZV9tcxgDIAEoDRIMCgRuYW1lGAQgASgJEg0KBWVwb2NoGAUgASgEEhMKC2Fja2VkX2JlbG93GAYgASgEEjcKCG91dGNvbWVzGAcgAygLMiUuZGxtLnJhZnRsb2cudjEuU2Vzc2lvbi5PdXRjb21lc0VudHJ5EhYKDm9wZW5lZF91bml4X21zGAggASgDEhIKCmxhc3RfdG9rZW4YCSABKAQaSAoNT3V0Y29tZXNFbnRyeRILCgNrZXkYASABKAQSJgoFdmFsdWUYAiABKAsyFy5kbG0ucmFmdGxvZy52MS5PdXRjb21lOgI4ASKqAgoETG9jaxIMCgRuYW1lGAEgASgJEg4KBmhvbGRlchgCIAEoBBISCgpob2xkZXJfc2VxGAMgASgEEg0KBXRva2VuGAQgASgEEiwKBnN0YWdlZBgFIAMoCzIcLmRsbS5yYWZ0bG9nLnYxLlN0YWdlZEFwcGVuZBIlCgVxdWV1ZRgGIAMoCzIWLmRsbS5yYWZ0bG9nLnYxLldhaXRlchISCgpsYXN0X3Rva2VuGAcgASgEEhcKD2dyYW50ZWRfdW5peF9tcxgIIAEoAxInCgdob2xkZXJzGAkgAygLMhYuZGxtLnJhZnRsb2cudjEuSG9sZGVyEg8KB2RlbGF5ZWQYCiABKAgSEwoLZGVsYXlfdG9rZW4YCyABKAQSEAoIZGVsYXlfbXMYDCABKA0idQoGSG9sZGVyEhEKCWNsaWVudF9pZBgBIAEoBBILCgNzZXEYAiABKAQSDQoFdG9rZW4YAyABKAQSDAoEbW9kZRgEIAEoDRIXCg9ncmFudGVkX3VuaXhfbXMYBSABKAMSFQoNbG9ja19kZWxheV9tcxgGIAEoDSIqCgxTdGFnZWRBcHBlbmQSDAoEZmlsZRgBIAEoCRIMCgRkYXRhGAIgASgMIk0KBldhaXRlchIRCgljbGllbnRfaWQYASABKAQSCwoDc2VxGAIgASgEEgwKBG1vZGUYAyABKA0SFQoNbG9ja19kZWxheV9tcxgEIAEoDSJICgpGaWxlTGVuZ3RoEgwKBG5hbWUYASABKAkSDAoEc2l6ZRgCIAEoAxITCgZjcmMzMmMYAyABKAdIAIgBAUIJCgdfY3JjMzJjKm0KBk1ldGhvZBIWChJNRVRIT0RfVU5TUEVDSUZJRUQQABISCg5NRVRIT0RfQUNRVUlSRRABEhIKDk1FVEhPRF9SRUxFQVNFEAISEQoNTUVUSE9EX0FQUEVORBADEhAKDE1FVEhPRF9DTE9TRRAEQrABChJjb20uZGxtLnJhZnRsb2cudjFCDFJhZnRsb2dQcm90b1ABWjJnaXRodWIuY29tL2RsbS9kbG0vZ2VuL2dvL2RsbS9yYWZ0bG9nL3YxO3JhZnRsb2d2MaICA0RSWKoCDkRsbS5SYWZ0bG9nLlYxygIORGxtXFJhZnRsb2dcVjHiAhpEbG1cUmFmdGxvZ1xWMVxHUEJNZXRhZGF0YeoCEERsbTo6UmFmdGxvZzo6VjFiBnByb3RvMw");
 
 /**
  * Command is one entry of the replicated log. The leader stamps the time, so
@@ -94,6 +94,14 @@ export type Command = Message<"dlm.raftlog.v1.Command"> & {
      */
     value: NodeAddress;
     case: "nodeAddress";
+  } | {
+    /**
+     * End a lock's lock-delay, so that its waiters may be granted.
+     *
+     * @generated from field: dlm.raftlog.v1.EndLockDelay end_lock_delay = 9;
+     */
+    value: EndLockDelay;
+    case: "endLockDelay";
   } | { case: undefined; value?: undefined };
 };
 
@@ -209,6 +217,38 @@ export type Acquire = Message<"dlm.raftlog.v1.Acquire"> & {
    * @generated from field: bool try = 2;
    */
   try: boolean;
+
+  /**
+   * The lock's name; "" is the default lock, which guards the files. The
+   * leader validated it; apply refuses a malformed one all the same.
+   *
+   * @generated from field: string lock = 3;
+   */
+  lock: string;
+
+  /**
+   * The dlm.v1.LockMode asked for; 0 is exclusive.
+   *
+   * @generated from field: uint32 mode = 4;
+   */
+  mode: number;
+
+  /**
+   * The grant's lock-delay in milliseconds, resolved by the leader (the
+   * request's, else the server's --lock-delay), so that every replica
+   * starts the same delay if the grant expires.
+   *
+   * @generated from field: uint32 lock_delay_ms = 5;
+   */
+  lockDelayMs: number;
+
+  /**
+   * The leader's limit on live locks (0: none): apply refuses an acquire
+   * that would make a new lock live past it, with TOO_MANY_LOCKS.
+   *
+   * @generated from field: uint64 max_locks = 6;
+   */
+  maxLocks: bigint;
 };
 
 /**
@@ -268,6 +308,14 @@ export type Release = Message<"dlm.raftlog.v1.Release"> & {
    * @generated from field: uint64 max_file_bytes = 6;
    */
   maxFileBytes: bigint;
+
+  /**
+   * The lock's name; "" is the default lock. Only the default lock carries
+   * writes.
+   *
+   * @generated from field: string lock = 7;
+   */
+  lock: string;
 };
 
 /**
@@ -487,6 +535,38 @@ export const NodeAddressSchema: GenMessage<NodeAddress> = /*@__PURE__*/
   messageDesc(file_dlm_raftlog_v1_raftlog, 9);
 
 /**
+ * EndLockDelay ends the lock-delay that the expiry of the grant named by
+ * token started on lock. The leader proposes it once the delay has passed on
+ * its own clock (a new leader times the whole delay again from its start, so
+ * a delay may run long but never short). It does nothing if the lock is not
+ * in that delay.
+ *
+ * @generated from message dlm.raftlog.v1.EndLockDelay
+ */
+export type EndLockDelay = Message<"dlm.raftlog.v1.EndLockDelay"> & {
+  /**
+   * The lock's name.
+   *
+   * @generated from field: string lock = 1;
+   */
+  lock: string;
+
+  /**
+   * The token of the grant whose expiry started the delay.
+   *
+   * @generated from field: uint64 token = 2;
+   */
+  token: bigint;
+};
+
+/**
+ * Describes the message dlm.raftlog.v1.EndLockDelay.
+ * Use `create(EndLockDelaySchema)` to create a new message.
+ */
+export const EndLockDelaySchema: GenMessage<EndLockDelay> = /*@__PURE__*/
+  messageDesc(file_dlm_raftlog_v1_raftlog, 10);
+
+/**
  * Outcome is the recorded answer to one request, returned again when the
  * request is repeated.
  *
@@ -550,7 +630,7 @@ export type Outcome = Message<"dlm.raftlog.v1.Outcome"> & {
  * Use `create(OutcomeSchema)` to create a new message.
  */
 export const OutcomeSchema: GenMessage<Outcome> = /*@__PURE__*/
-  messageDesc(file_dlm_raftlog_v1_raftlog, 10);
+  messageDesc(file_dlm_raftlog_v1_raftlog, 11);
 
 /**
  * State is the whole replicated state, as written in a snapshot.
@@ -609,6 +689,24 @@ export type State = Message<"dlm.raftlog.v1.State"> & {
    * @generated from field: repeated dlm.raftlog.v1.Session ended_sessions = 7;
    */
   endedSessions: Session[];
+
+  /**
+   * The last grants, oldest first: a bounded ring across all locks, shown
+   * by LockHistory and the dashboard.
+   *
+   * @generated from field: repeated dlm.raftlog.v1.GrantEvent history = 8;
+   */
+  history: GrantEvent[];
+
+  /**
+   * The highest fencing token granted so far. A token is the index of the
+   * granting entry, or, when one entry grants several shared holders, the
+   * next numbers above the highest so far, so tokens stay unique and
+   * increasing.
+   *
+   * @generated from field: uint64 last_token = 9;
+   */
+  lastToken: bigint;
 };
 
 /**
@@ -616,7 +714,77 @@ export type State = Message<"dlm.raftlog.v1.State"> & {
  * Use `create(StateSchema)` to create a new message.
  */
 export const StateSchema: GenMessage<State> = /*@__PURE__*/
-  messageDesc(file_dlm_raftlog_v1_raftlog, 11);
+  messageDesc(file_dlm_raftlog_v1_raftlog, 12);
+
+/**
+ * GrantEvent is one grant of the history ring.
+ *
+ * @generated from message dlm.raftlog.v1.GrantEvent
+ */
+export type GrantEvent = Message<"dlm.raftlog.v1.GrantEvent"> & {
+  /**
+   * The lock's name.
+   *
+   * @generated from field: string lock = 1;
+   */
+  lock: string;
+
+  /**
+   * The grant's token.
+   *
+   * @generated from field: uint64 token = 2;
+   */
+  token: bigint;
+
+  /**
+   * The holder's client_id.
+   *
+   * @generated from field: uint64 client_id = 3;
+   */
+  clientId: bigint;
+
+  /**
+   * The holder's label.
+   *
+   * @generated from field: string holder_name = 4;
+   */
+  holderName: string;
+
+  /**
+   * The dlm.v1.LockMode granted.
+   *
+   * @generated from field: uint32 mode = 5;
+   */
+  mode: number;
+
+  /**
+   * When granted (leader's clock).
+   *
+   * @generated from field: int64 granted_unix_ms = 6;
+   */
+  grantedUnixMs: bigint;
+
+  /**
+   * When ended (leader's clock); 0 while held.
+   *
+   * @generated from field: int64 ended_unix_ms = 7;
+   */
+  endedUnixMs: bigint;
+
+  /**
+   * The dlm.v1.LockEnd; 0 while held.
+   *
+   * @generated from field: uint32 end = 8;
+   */
+  end: number;
+};
+
+/**
+ * Describes the message dlm.raftlog.v1.GrantEvent.
+ * Use `create(GrantEventSchema)` to create a new message.
+ */
+export const GrantEventSchema: GenMessage<GrantEvent> = /*@__PURE__*/
+  messageDesc(file_dlm_raftlog_v1_raftlog, 13);
 
 /**
  * Session is one open session.
@@ -694,7 +862,7 @@ export type Session = Message<"dlm.raftlog.v1.Session"> & {
  * Use `create(SessionSchema)` to create a new message.
  */
 export const SessionSchema: GenMessage<Session> = /*@__PURE__*/
-  messageDesc(file_dlm_raftlog_v1_raftlog, 12);
+  messageDesc(file_dlm_raftlog_v1_raftlog, 14);
 
 /**
  * Lock is one lock, its grant, its queue and the staged critical section.
@@ -757,6 +925,36 @@ export type Lock = Message<"dlm.raftlog.v1.Lock"> & {
    * @generated from field: int64 granted_unix_ms = 8;
    */
   grantedUnixMs: bigint;
+
+  /**
+   * Every holder, oldest grant first. Snapshots written before shared
+   * locks have none and name the one exclusive holder in fields 2–4 and 8.
+   *
+   * @generated from field: repeated dlm.raftlog.v1.Holder holders = 9;
+   */
+  holders: Holder[];
+
+  /**
+   * True while the lock is in the lock-delay started by the expiry of the
+   * grant delay_token.
+   *
+   * @generated from field: bool delayed = 10;
+   */
+  delayed: boolean;
+
+  /**
+   * That grant's token.
+   *
+   * @generated from field: uint64 delay_token = 11;
+   */
+  delayToken: bigint;
+
+  /**
+   * That grant's lock-delay in milliseconds.
+   *
+   * @generated from field: uint32 delay_ms = 12;
+   */
+  delayMs: number;
 };
 
 /**
@@ -764,7 +962,63 @@ export type Lock = Message<"dlm.raftlog.v1.Lock"> & {
  * Use `create(LockSchema)` to create a new message.
  */
 export const LockSchema: GenMessage<Lock> = /*@__PURE__*/
-  messageDesc(file_dlm_raftlog_v1_raftlog, 13);
+  messageDesc(file_dlm_raftlog_v1_raftlog, 15);
+
+/**
+ * Holder is one grant of a lock.
+ *
+ * @generated from message dlm.raftlog.v1.Holder
+ */
+export type Holder = Message<"dlm.raftlog.v1.Holder"> & {
+  /**
+   * The holder's client_id.
+   *
+   * @generated from field: uint64 client_id = 1;
+   */
+  clientId: bigint;
+
+  /**
+   * The sequence number of its acquire request.
+   *
+   * @generated from field: uint64 seq = 2;
+   */
+  seq: bigint;
+
+  /**
+   * The grant's token.
+   *
+   * @generated from field: uint64 token = 3;
+   */
+  token: bigint;
+
+  /**
+   * The dlm.v1.LockMode granted.
+   *
+   * @generated from field: uint32 mode = 4;
+   */
+  mode: number;
+
+  /**
+   * When granted (leader's clock).
+   *
+   * @generated from field: int64 granted_unix_ms = 5;
+   */
+  grantedUnixMs: bigint;
+
+  /**
+   * The lock-delay that starts if this grant expires, in milliseconds.
+   *
+   * @generated from field: uint32 lock_delay_ms = 6;
+   */
+  lockDelayMs: number;
+};
+
+/**
+ * Describes the message dlm.raftlog.v1.Holder.
+ * Use `create(HolderSchema)` to create a new message.
+ */
+export const HolderSchema: GenMessage<Holder> = /*@__PURE__*/
+  messageDesc(file_dlm_raftlog_v1_raftlog, 16);
 
 /**
  * StagedAppend is one append of a critical section not yet committed.
@@ -792,7 +1046,7 @@ export type StagedAppend = Message<"dlm.raftlog.v1.StagedAppend"> & {
  * Use `create(StagedAppendSchema)` to create a new message.
  */
 export const StagedAppendSchema: GenMessage<StagedAppend> = /*@__PURE__*/
-  messageDesc(file_dlm_raftlog_v1_raftlog, 14);
+  messageDesc(file_dlm_raftlog_v1_raftlog, 17);
 
 /**
  * Waiter is one session waiting in a lock's queue.
@@ -813,6 +1067,20 @@ export type Waiter = Message<"dlm.raftlog.v1.Waiter"> & {
    * @generated from field: uint64 seq = 2;
    */
   seq: bigint;
+
+  /**
+   * The dlm.v1.LockMode it waits for.
+   *
+   * @generated from field: uint32 mode = 3;
+   */
+  mode: number;
+
+  /**
+   * The lock-delay its grant will carry, in milliseconds.
+   *
+   * @generated from field: uint32 lock_delay_ms = 4;
+   */
+  lockDelayMs: number;
 };
 
 /**
@@ -820,7 +1088,7 @@ export type Waiter = Message<"dlm.raftlog.v1.Waiter"> & {
  * Use `create(WaiterSchema)` to create a new message.
  */
 export const WaiterSchema: GenMessage<Waiter> = /*@__PURE__*/
-  messageDesc(file_dlm_raftlog_v1_raftlog, 15);
+  messageDesc(file_dlm_raftlog_v1_raftlog, 18);
 
 /**
  * FileLength is the committed length of one file.
@@ -856,7 +1124,7 @@ export type FileLength = Message<"dlm.raftlog.v1.FileLength"> & {
  * Use `create(FileLengthSchema)` to create a new message.
  */
 export const FileLengthSchema: GenMessage<FileLength> = /*@__PURE__*/
-  messageDesc(file_dlm_raftlog_v1_raftlog, 16);
+  messageDesc(file_dlm_raftlog_v1_raftlog, 19);
 
 /**
  * Method is the kind of a session's request that records an outcome.
