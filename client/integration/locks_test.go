@@ -285,3 +285,31 @@ func TestCheckTokenCurrentAndStale(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// A grant's LockDelay override holds the lock ungranted after its holder's
+// lease runs out, for the holder's writes in flight to drain.
+func TestLockDelayOverride(t *testing.T) {
+	srv := servertest.Start(t, &node.Config{MinLease: 100 * time.Millisecond})
+	ft := &faultinject.Transport{Base: h2cTransport(t)}
+	ft.Inject("Pulse", 0, faultinject.DropRequest)
+	stalled := dial(t, []string{srv.URL}, client.WithHTTPClient(&http.Client{Transport: ft}),
+		client.WithAttemptTimeout(time.Second), client.WithLease(300*time.Millisecond))
+	lk := acquire(t, stalled, client.LockName("delayed"), client.LockDelay(1500*time.Millisecond))
+	ft.Inject("KeepAlive", 0, faultinject.DropRequest)
+	watcher := dial(t, []string{srv.URL})
+	eventually(t, "the lock-delay", func() bool {
+		st := lockStatus(t, watcher, "delayed")
+		return st.GetDelayed() && st.GetDelayMs() == 1500
+	})
+	if _, err := watcher.TryAcquire(t.Context(), client.LockName("delayed")); !errors.Is(err, client.ErrNotAvailable) {
+		t.Fatalf("TryAcquire during the lock-delay = %v, want ErrNotAvailable", err)
+	}
+	got := acquire(t, watcher, client.LockName("delayed"))
+	if got.Token() <= lk.Token() {
+		t.Fatalf("token %d after %d", got.Token(), lk.Token())
+	}
+	release(t, got)
+	if _, err := watcher.Acquire(t.Context(), client.LockName("x"), client.LockDelay(2*time.Minute)); !errors.Is(err, client.ErrInvalidArgument) {
+		t.Fatalf("a lock-delay over a minute = %v, want ErrInvalidArgument", err)
+	}
+}
