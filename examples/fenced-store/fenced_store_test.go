@@ -160,7 +160,7 @@ func setupWithDLM(t *testing.T) (dlmURL, storeURL, writer, dlm string) {
 // token and the store refuses it: the newer value stays.
 func TestStaleWriterIsRefusedAfterSuccessorWrote(t *testing.T) {
 	dlmURL, storeURL, writer := setup(t)
-	a := start(t, "writer A", writer, "-server", dlmURL, "-store", storeURL, "-key", "k", "-value", "from-A", "-lease", "300ms", "-pause")
+	a := start(t, "writer A", writer, "-server", dlmURL, "-store", storeURL, "-key", "k", "-value", "from-A", "-lease", "1s", "-pause")
 	a.expect("holding lock \"kv\" with token", 20*time.Second)
 	a.expect("press enter", 5*time.Second)
 	if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
@@ -192,7 +192,7 @@ func TestStaleWriterIsRefusedAfterSuccessorWrote(t *testing.T) {
 // lock any more: dlm's CheckToken says so and the store refuses it.
 func TestStaleWriterIsRefusedWithNoSuccessor(t *testing.T) {
 	dlmURL, storeURL, writer, dlm := setupWithDLM(t)
-	a := start(t, "writer A", writer, "-server", dlmURL, "-store", storeURL, "-key", "k", "-value", "from-A", "-lease", "300ms", "-pause")
+	a := start(t, "writer A", writer, "-server", dlmURL, "-store", storeURL, "-key", "k", "-value", "from-A", "-lease", "1s", "-pause")
 	a.expect("press enter", 20*time.Second)
 	if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
