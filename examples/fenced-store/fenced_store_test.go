@@ -100,13 +100,32 @@ func (p *proc) exitCode(limit time.Duration) int {
 	return 0
 }
 
-func goBuild(t *testing.T, dir, pkg string) string {
-	t.Helper()
-	bin := filepath.Join(dir, filepath.Base(pkg))
-	if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", pkg, err, out)
+// The binaries, built once for every test.
+var dlmBin, storeBin, writerBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "fenced-store-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
-	return bin
+	code := func() int {
+		defer os.RemoveAll(dir)
+		if dlmBin, err = e2e.Build(dir); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		for pkg, bin := range map[string]*string{"store": &storeBin, "writer": &writerBin} {
+			*bin = filepath.Join(dir, pkg)
+			out, err := exec.Command("go", "build", "-o", *bin, "github.com/dlm/dlm/examples/fenced-store/"+pkg).CombinedOutput()
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "go build %s: %v\n%s", pkg, err, out)
+				return 1
+			}
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
 }
 
 func get(t *testing.T, url string) (int, string) {
@@ -130,12 +149,7 @@ func setup(t *testing.T) (dlmURL, storeURL, writer string) {
 func setupWithDLM(t *testing.T) (dlmURL, storeURL, writer, dlm string) {
 	t.Helper()
 	dir := t.TempDir()
-	dlm, err := e2e.Build(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	storeBin := goBuild(t, dir, "github.com/dlm/dlm/examples/fenced-store/store")
-	writer = goBuild(t, dir, "github.com/dlm/dlm/examples/fenced-store/writer")
+	dlm, writer = dlmBin, writerBin
 	cluster := e2e.NewSingle(dlm, dir, "--min-lease", "100ms")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
