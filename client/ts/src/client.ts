@@ -7,6 +7,7 @@ import {
   HeldLockSchema,
   type ListLocksResponse,
   type LockHistoryResponse,
+  type LockStatus,
   type ReadFileResponse,
   type StatusResponse,
 } from "./api.js";
@@ -47,6 +48,12 @@ import { webTransports } from "./web.js";
  * forever.
  */
 const maxRenewals = 3;
+
+/**
+ * maxListPages bounds how many pages listLocks asks for, so that a service
+ * whose page tokens never end cannot keep it busy.
+ */
+const maxListPages = 1000;
 
 /**
  * Reader reads files and the service's status without opening a session: it
@@ -182,13 +189,33 @@ export class Reader {
   }
 
   /**
-   * listLocks returns one page of the live locks (held, waited for, or in
-   * their lock-delay) in name order, the default lock (name "") first, with
-   * their holders, modes, tokens and queues. Pass a page's nextPageToken as
-   * pageToken for the next one. With consistent the leader answers after
-   * confirming its leadership.
+   * listLocks returns every live lock (held, waited for, or in its
+   * lock-delay) in name order, the default lock (name "") first, with
+   * holders, modes, tokens and queues, asking for them page by page. With
+   * consistent the leader answers each page after confirming its
+   * leadership. Each lock lists at most 100 waiters; queueLength counts
+   * them all.
    */
-  listLocks(opts: CallOptions & ListLocksOptions = {}): Promise<ListLocksResponse> {
+  async listLocks(opts: CallOptions & { consistent?: boolean } = {}): Promise<LockStatus[]> {
+    const locks: LockStatus[] = [];
+    let pageToken = "";
+    // Bounded: live locks are capped (10000 by default), a hundred pages.
+    for (let i = 0; i < maxListPages; i++) {
+      const page = await this.listLocksPage({ ...opts, pageSize: 1000, pageToken });
+      locks.push(...page.locks);
+      pageToken = page.nextPageToken;
+      if (pageToken === "") {
+        break;
+      }
+    }
+    return locks;
+  }
+
+  /**
+   * listLocksPage returns one page of the live locks (see listLocks): pass
+   * a page's nextPageToken as pageToken for the next one.
+   */
+  listLocksPage(opts: CallOptions & ListLocksOptions = {}): Promise<ListLocksResponse> {
     return this.retrier.do("ListLocks", opts.signal, 0, (api, o) =>
       api.listLocks(
         { pageSize: opts.pageSize ?? 0, pageToken: opts.pageToken ?? "", consistent: opts.consistent ?? false },
@@ -231,7 +258,7 @@ export interface StatusOptions {
   lock?: string;
 }
 
-/** ListLocksOptions choose a page of listLocks. */
+/** ListLocksOptions choose a page of listLocksPage. */
 export interface ListLocksOptions {
   /** Locks in the answer (0: 100; at most 1000). */
   pageSize?: number;

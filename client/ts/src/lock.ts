@@ -313,7 +313,9 @@ export class Lock extends EventTarget {
 
   /**
    * append stages data (a string is sent as UTF-8) for appending to file
-   * ("file_0" to "file_99"). The data reaches the file when the lock is
+   * ("file_0" to "file_99"), under a grant of the default lock held
+   * exclusively (otherwise it throws InvalidArgumentError, reason
+   * APPEND_NEEDS_DEFAULT_LOCK, or NotExclusiveError). The data reaches the file when the lock is
    * released, and never if the grant is lost first. Each append names its
    * place in the critical section, so repeating an append that failed with
    * UnavailableError or AbortedError (same file, same data) is safe: it is
@@ -329,6 +331,7 @@ export class Lock extends EventTarget {
     return this.opMu.run(async () => {
       this.check();
       this.refuseWhileReleaseInDoubt();
+      this.refuseUnlessFilesLock();
       // Any other request gives a pending one up; the repeat of an append
       // whose outcome is unknown goes to the same place, under the same
       // number when it still has one.
@@ -408,9 +411,10 @@ export class Lock extends EventTarget {
   }
 
   /**
-   * refuseUnlessFilesLock refuses to stage under a grant that cannot carry
-   * appends, with the service's reasons: otherwise the release that carries
-   * them would be refused, and the lock stay held.
+   * refuseUnlessFilesLock refuses an append under a grant that cannot carry
+   * it, before asking the service, with the reason the service would give:
+   * files are guarded by the default lock held exclusively. (A staged one
+   * would make the release that carries it be refused.)
    */
   private refuseUnlessFilesLock(): void {
     if (this.name !== "") {
@@ -528,7 +532,6 @@ export class Lock extends EventTarget {
             file: a.file,
             data: a.data,
             position: pos,
-            ...lockField(this.name),
           },
           o,
         ),
