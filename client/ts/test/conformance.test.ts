@@ -14,10 +14,13 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 
 import {
   AppendFileRequestSchema,
+  CheckTokenRequestSchema,
   CloseRequestSchema,
   ErrorReason,
   InitRequestSchema,
+  ListLocksRequestSchema,
   LockAcquireRequestSchema,
+  LockHistoryRequestSchema,
   LockReleaseRequestSchema,
   LockService,
 } from "../src/api.ts";
@@ -48,6 +51,9 @@ interface Step {
   client?: string;
   file?: string;
   data?: string;
+  /** acquire: the lock's name (unset: the default lock) and mode. */
+  lock?: string;
+  mode?: dlm.LockMode;
   expect: Expect;
 }
 interface Scenario {
@@ -98,6 +104,9 @@ const schemas = {
   LockRelease: LockReleaseRequestSchema,
   AppendFile: AppendFileRequestSchema,
   Close: CloseRequestSchema,
+  CheckToken: CheckTokenRequestSchema,
+  ListLocks: ListLocksRequestSchema,
+  LockHistory: LockHistoryRequestSchema,
 } as const;
 const clusterSchemas = {
   AddMember: AddMemberRequestSchema,
@@ -226,7 +235,7 @@ for (const sc of table.scenarios) {
                 clients.push(await dlm.Client.open(endpoints, opts));
                 break;
               case "acquire":
-                lock = await clients[clients.length - 1].acquire();
+                lock = await clients[clients.length - 1].acquire({ lock: st.lock, mode: st.mode });
                 break;
               case "append":
                 await lock?.append(st.file ?? "", new TextEncoder().encode(st.data ?? ""));
