@@ -426,6 +426,7 @@ describe("losing a named lock", () => {
         token: lose.token,
         lock: "lose",
       });
+      await eventually("the loss is seen", () => lose.state === "lost", 10_000);
       const why = await lose.lost;
       assert.ok(why instanceof LockExpiredError, String(why));
       assert.match(why.message, /lock "lose"/);
