@@ -48,6 +48,7 @@ type conformanceScenario struct {
 		InitBurst   int     `json:"init_burst"`
 		AuthTokens  bool    `json:"auth_tokens"`
 		MinFree     int64   `json:"min_free_space"`
+		MaxLocks    int     `json:"max_locks"`
 		// Nodes, when above 1, runs a replicated cluster (with the default
 		// configuration) instead of one server, so that steps can go to a
 		// follower.
@@ -103,7 +104,7 @@ func TestConformance(t *testing.T) {
 }
 
 func runScenario(t *testing.T, tokens map[string]string, sc conformanceScenario) {
-	cfg := &node.Config{MaxAppendBytes: sc.Server.MaxAppend, MaxSectionBytes: sc.Server.MaxSection, MaxFileBytes: sc.Server.MaxFileSize, MaxSessions: sc.Server.MaxSessions, MinFreeSpace: sc.Server.MinFree}
+	cfg := &node.Config{MaxAppendBytes: sc.Server.MaxAppend, MaxSectionBytes: sc.Server.MaxSection, MaxFileBytes: sc.Server.MaxFileSize, MaxSessions: sc.Server.MaxSessions, MinFreeSpace: sc.Server.MinFree, MaxLocks: sc.Server.MaxLocks}
 	var (
 		leaderURL string
 		nodes     []*clusterNode

@@ -69,6 +69,7 @@ interface Scenario {
     auth_tokens?: boolean;
     min_free_space?: number;
     nodes?: number;
+    max_locks?: number;
   };
   client_options?: { token?: string; dead_endpoint_first?: boolean; follower_first?: boolean };
   steps: Step[];
@@ -125,6 +126,7 @@ for (const sc of table.scenarios) {
     if (s.max_sessions) args.push("--max-sessions", String(s.max_sessions));
     if (s.init_rate) args.push("--init-rate", String(s.init_rate), "--init-burst", String(s.init_burst ?? 1));
     if (s.min_free_space) args.push("--min-free-space", String(s.min_free_space));
+    if (s.max_locks) args.push("--max-locks", String(s.max_locks));
     if (s.auth_tokens) {
       const f = join(dir, "tokens");
       writeFileSync(f, `client ${table.tokens.client}\nread ${table.tokens.read}\n`);
