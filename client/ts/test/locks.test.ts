@@ -20,6 +20,7 @@ import {
   NotExclusiveError,
   Reader,
   type Transports,
+  webTransports,
 } from "../src/index.ts";
 import { nodeTransports } from "../src/node.ts";
 import { withToken } from "../src/token.ts";
@@ -472,6 +473,35 @@ describe("losing a named lock", () => {
       await c2.close();
     }
   });
+});
+
+test("named and shared locks over fetch, the browser's transport (grpc-web)", async () => {
+  const t = () => webTransports({ protocol: "grpc-web" });
+  const c1 = await Client.open([srv.url], { transports: t(), name: "web-1", pollWaitMs: 200 });
+  const c2 = await Client.open([srv.url], { transports: t(), name: "web-2", pollWaitMs: 200 });
+  const web = new Reader([srv.url], { transports: t() });
+  try {
+    const s1 = await c1.acquire({ lock: "web", mode: "shared" });
+    const s2 = await c2.tryAcquire({ lock: "web", mode: "shared" });
+    assert.equal((await web.checkToken(s1.token, { lock: "web" })).current, true);
+    const err = await c1.acquire({ lock: "web2", timeoutMs: 10_000 }).then(
+      (lk) => lk.release(),
+      (e: unknown) => e,
+    );
+    assert.equal(err, undefined, String(err));
+    const locks = await web.listLocks();
+    assert.deepEqual(
+      locks.find((l) => l.name === "web")?.holders.map((h) => h.token),
+      [s1.token, s2.token],
+    );
+    assert.equal((await web.lockHistory({ lock: "web", limit: 1 })).events[0]?.token, s2.token);
+    await s1.release();
+    await s2.release();
+  } finally {
+    web.close();
+    await c1.close();
+    await c2.close();
+  }
 });
 
 test("DlmError stays the base of the new errors", () => {
