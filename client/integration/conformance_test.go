@@ -48,6 +48,7 @@ type conformanceScenario struct {
 		InitBurst   int     `json:"init_burst"`
 		AuthTokens  bool    `json:"auth_tokens"`
 		MinFree     int64   `json:"min_free_space"`
+		MaxLocks    int     `json:"max_locks"`
 		// Nodes, when above 1, runs a replicated cluster (with the default
 		// configuration) instead of one server, so that steps can go to a
 		// follower.
@@ -70,7 +71,11 @@ type conformanceStep struct {
 	Client  string          `json:"client"`
 	File    string          `json:"file"`
 	Data    string          `json:"data"`
-	Expect  struct {
+	// Lock and Mode choose the lock of a client acquire: a lock name (unset:
+	// the default lock) and "shared" or "exclusive".
+	Lock   *string `json:"lock"`
+	Mode   string  `json:"mode"`
+	Expect struct {
 		OK      bool   `json:"ok"`
 		Reason  string `json:"reason"`
 		Code    string `json:"code"`
@@ -99,7 +104,7 @@ func TestConformance(t *testing.T) {
 }
 
 func runScenario(t *testing.T, tokens map[string]string, sc conformanceScenario) {
-	cfg := &node.Config{MaxAppendBytes: sc.Server.MaxAppend, MaxSectionBytes: sc.Server.MaxSection, MaxFileBytes: sc.Server.MaxFileSize, MaxSessions: sc.Server.MaxSessions, MinFreeSpace: sc.Server.MinFree}
+	cfg := &node.Config{MaxAppendBytes: sc.Server.MaxAppend, MaxSectionBytes: sc.Server.MaxSection, MaxFileBytes: sc.Server.MaxFileSize, MaxSessions: sc.Server.MaxSessions, MinFreeSpace: sc.Server.MinFree, MaxLocks: sc.Server.MaxLocks}
 	var (
 		leaderURL string
 		nodes     []*clusterNode
@@ -171,7 +176,14 @@ func runScenario(t *testing.T, tokens map[string]string, sc conformanceScenario)
 					clients = append(clients, c)
 				}
 			case "acquire":
-				lk, err = clients[len(clients)-1].Acquire(ctx)
+				var lo []client.LockOption
+				if st.Lock != nil {
+					lo = append(lo, client.LockName(*st.Lock))
+				}
+				if st.Mode == "shared" {
+					lo = append(lo, client.Shared())
+				}
+				lk, err = clients[len(clients)-1].Acquire(ctx, lo...)
 			case "append":
 				err = lk.Append(ctx, st.File, []byte(st.Data))
 			case "release":
@@ -279,6 +291,12 @@ func rawCall(ctx context.Context, api rawClients, st conformanceStep, vars map[s
 		req = &dlmv1.AppendFileRequest{}
 	case "Close":
 		req = &dlmv1.CloseRequest{}
+	case "CheckToken":
+		req = &dlmv1.CheckTokenRequest{}
+	case "ListLocks":
+		req = &dlmv1.ListLocksRequest{}
+	case "LockHistory":
+		req = &dlmv1.LockHistoryRequest{}
 	case "AddMember":
 		req = &dlmv1.AddMemberRequest{}
 	case "RemoveMember":
@@ -315,6 +333,15 @@ func rawCall(ctx context.Context, api rawClients, st conformanceStep, vars map[s
 		return err
 	case *dlmv1.CloseRequest:
 		_, err := api.lock.Close(ctx, connect.NewRequest(r))
+		return err
+	case *dlmv1.CheckTokenRequest:
+		_, err := api.lock.CheckToken(ctx, connect.NewRequest(r))
+		return err
+	case *dlmv1.ListLocksRequest:
+		_, err := api.lock.ListLocks(ctx, connect.NewRequest(r))
+		return err
+	case *dlmv1.LockHistoryRequest:
+		_, err := api.lock.LockHistory(ctx, connect.NewRequest(r))
 		return err
 	case *dlmv1.AddMemberRequest:
 		_, err := api.cluster.AddMember(ctx, connect.NewRequest(r))
@@ -393,4 +420,8 @@ var sentinelNames = map[string]error{
 	"InvalidArgument":      client.ErrInvalidArgument,
 	"MemberConflict":       client.ErrMemberConflict,
 	"MemberUnknown":        client.ErrMemberUnknown,
+	"NotExclusive":         client.ErrNotExclusive,
+	"LockUnknown":          client.ErrLockUnknown,
+	"TooManyLocks":         client.ErrTooManyLocks,
+	"LockModeMismatch":     client.ErrLockModeMismatch,
 }

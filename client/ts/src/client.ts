@@ -1,6 +1,16 @@
+import { create } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 
-import { ErrorReason, type ReadFileResponse, type StatusResponse } from "./api.js";
+import {
+  ErrorReason,
+  type HeldLock,
+  HeldLockSchema,
+  type ListLocksResponse,
+  type LockHistoryResponse,
+  type LockStatus,
+  type ReadFileResponse,
+  type StatusResponse,
+} from "./api.js";
 import {
   AbortedError,
   ClosedError,
@@ -15,7 +25,15 @@ import {
   sessionGone,
   toDlmError,
 } from "./errors.js";
-import { type CallOptions, Lock, LockReleasedError, sessionGoneError } from "./lock.js";
+import {
+  type CallOptions,
+  Lock,
+  type LockMode,
+  LockReleasedError,
+  modeOf,
+  sessionGoneError,
+  wireMode,
+} from "./lock.js";
 import { Mutex } from "./mutex.js";
 import { type ClientOptions, type Logger, noLogger, type ReaderOptions, type Transports } from "./options.js";
 import { type Api, backoff, type CallOpts, Endpoints, Retrier, validEndpoint } from "./retry.js";
@@ -30,6 +48,12 @@ import { webTransports } from "./web.js";
  * forever.
  */
 const maxRenewals = 3;
+
+/**
+ * maxListPages bounds how many pages listLocks asks for, so that a service
+ * whose page tokens never end cannot keep it busy.
+ */
+const maxListPages = 1000;
 
 /**
  * Reader reads files and the service's status without opening a session: it
@@ -136,9 +160,79 @@ export class Reader {
           pageToken: opts.pageToken ?? "",
           knownStateIndex: opts.knownStateIndex ?? 0n,
           waitMs: opts.waitMs ?? 0,
+          ...(opts.lock === undefined ? {} : { lock: opts.lock }),
         },
         o,
       ),
+    );
+  }
+
+  /**
+   * checkToken asks whether token is a current grant of a lock (the default
+   * lock unless opts.lock names one): the exclusive grant, or one of the
+   * shared ones. It is how a service dlm does not own refuses a stale
+   * holder (Chubby's CheckSequencer): the leader confirms its leadership
+   * before answering, so a true answer was true at some moment during the
+   * call. A lock that is not live throws LockUnknownError (no token of it
+   * is current).
+   */
+  async checkToken(token: bigint, opts: CallOptions & { lock?: string } = {}): Promise<TokenCheck> {
+    const r = await this.retrier.do("CheckToken", opts.signal, 0, (api, o) =>
+      api.checkToken({ token, ...(opts.lock === undefined ? {} : { lock: opts.lock }) }, o),
+    );
+    return {
+      current: r.current,
+      mode: r.current ? modeOf(r.mode) : undefined,
+      latestToken: r.latestToken,
+      stateIndex: r.stateIndex,
+    };
+  }
+
+  /**
+   * listLocks returns every live lock (held, waited for, or in its
+   * lock-delay) in name order, the default lock (name "") first, with
+   * holders, modes, tokens and queues, asking for them page by page. With
+   * consistent the leader answers each page after confirming its
+   * leadership. Each lock lists at most 100 waiters; queueLength counts
+   * them all.
+   */
+  async listLocks(opts: CallOptions & { consistent?: boolean } = {}): Promise<LockStatus[]> {
+    const locks: LockStatus[] = [];
+    let pageToken = "";
+    // Bounded: live locks are capped (10000 by default), a hundred pages.
+    for (let i = 0; i < maxListPages; i++) {
+      const page = await this.listLocksPage({ ...opts, pageSize: 1000, pageToken });
+      locks.push(...page.locks);
+      pageToken = page.nextPageToken;
+      if (pageToken === "") {
+        break;
+      }
+    }
+    return locks;
+  }
+
+  /**
+   * listLocksPage returns one page of the live locks (see listLocks): pass
+   * a page's nextPageToken as pageToken for the next one.
+   */
+  listLocksPage(opts: CallOptions & ListLocksOptions = {}): Promise<ListLocksResponse> {
+    return this.retrier.do("ListLocks", opts.signal, 0, (api, o) =>
+      api.listLocks(
+        { pageSize: opts.pageSize ?? 0, pageToken: opts.pageToken ?? "", consistent: opts.consistent ?? false },
+        o,
+      ),
+    );
+  }
+
+  /**
+   * lockHistory returns the last grants the service remembers (a bounded
+   * ring across all locks, kept in the replicated state), oldest first: who
+   * held which lock when, and how each grant ended. opts.lock keeps one
+   * lock's grants; opts.limit the newest few.
+   */
+  lockHistory(opts: CallOptions & { lock?: string; limit?: number } = {}): Promise<LockHistoryResponse> {
+    return this.retrier.do("LockHistory", opts.signal, 0, (api, o) =>
+      api.lockHistory({ limit: opts.limit ?? 0, ...(opts.lock === undefined ? {} : { lock: opts.lock }) }, o),
     );
   }
 
@@ -160,13 +254,65 @@ export interface StatusOptions {
   knownStateIndex?: bigint;
   /** How long a long poll may wait, in milliseconds (0: 5000; at most 30000). */
   waitMs?: number;
+  /** The lock that the answer's lock describes (unset: the default lock). */
+  lock?: string;
 }
 
-/** AcquireOptions bound a blocking acquire. */
-export interface AcquireOptions extends CallOptions {
+/** ListLocksOptions choose a page of listLocksPage. */
+export interface ListLocksOptions {
+  /** Locks in the answer (0: 100; at most 1000). */
+  pageSize?: number;
+  /** A previous answer's nextPageToken: the locks after its page. */
+  pageToken?: string;
+  /** Confirm leadership first, so the answer is up to date. */
+  consistent?: boolean;
+}
+
+/** TokenCheck is checkToken's answer. */
+export interface TokenCheck {
+  /** True when the token is a grant the lock has now. */
+  current: boolean;
+  /** The mode of that grant, when current. */
+  mode: LockMode | undefined;
+  /**
+   * The highest token of the lock still held, or 0 when it is free: a
+   * resource server may refuse any token below the highest it has seen.
+   */
+  latestToken: bigint;
+  /** The log index the answer reflects. */
+  stateIndex: bigint;
+}
+
+/** LockOptions choose the lock and how to hold it. */
+export interface LockOptions {
+  /**
+   * The lock's name: printable, at most 256 bytes. Unset means the default
+   * lock, the one that guards the files; an empty name is refused
+   * (InvalidArgumentError, reason LOCK_NAME_EMPTY), so that a name lost on
+   * the way does not take the default lock.
+   */
+  lock?: string;
+  /** "exclusive" (the default) or "shared". Only an exclusive holder of the default lock may append. */
+  mode?: LockMode;
+  /**
+   * This grant's lock-delay in milliseconds (at most 60000; unset: the
+   * server's --lock-delay): if the session's lease runs out while it holds
+   * the grant, the lock stays ungranted this long, so that this holder's
+   * writes in flight to other systems drain before the next holder starts.
+   * A clean release or close starts no delay.
+   */
+  lockDelayMs?: number;
+}
+
+/** TryAcquireOptions choose the lock of a tryAcquire. */
+export interface TryAcquireOptions extends CallOptions, LockOptions {}
+
+/** AcquireOptions choose the lock of a blocking acquire, and bound its wait. */
+export interface AcquireOptions extends CallOptions, LockOptions {
   /**
    * Give up after this many milliseconds in the queue: the client leaves the
-   * queue and throws an AbortedError whose cause is a TimeoutError.
+   * queue of that lock (so it is not granted to a caller that stopped
+   * waiting) and throws an AbortedError whose cause is a TimeoutError.
    */
   timeoutMs?: number;
 }
@@ -176,14 +322,19 @@ export interface AcquireOptions extends CallOptions {
  * the background, numbers every request so that retries are executed at most
  * once, retries lost requests and unavailable servers with backoff within a
  * bounded time, and follows the leader of a replicated cluster. A session
- * holds at most one grant at a time: code that competes for the lock needs
- * one Client per competitor.
+ * may hold several locks (the default lock and named ones), each at most
+ * once: code that competes for one lock needs one Client per competitor.
+ * Deadlock is left to the caller, as etcd and Chubby leave it: take locks in
+ * one order, or bound the wait with tryAcquire or timeoutMs.
  */
 export class Client extends Reader {
   private sess: Session;
   private readonly renewMu = new Mutex();
-  private held: Lock | undefined; // the last grant handed out, until released
+  /** held is the last grant of each lock handed out, until released. */
+  private readonly held = new Map<string, Lock>();
   private acquiring = 0; // acquire calls in progress
+  /** acquiringLocks counts the acquire calls in progress by lock name. */
+  private readonly acquiringLocks = new Map<string, number>();
   /**
    * changes counts grants, releases and acquire calls starting or ending, so
    * a keepalive answer is judged only against the state it was sent in: one
@@ -263,6 +414,8 @@ export class Client extends Reader {
       if (!s.isExpired()) {
         return s;
       }
+      // Whatever the old session held ended with it.
+      this.loseGrant(s, new LockExpiredError("dlm: lock expired with its session"), true);
       const ns = await this.openSession(signal);
       if (this.closed) {
         throw new ClosedError("dlm: client closed");
@@ -300,56 +453,91 @@ export class Client extends Reader {
       } else {
         s.end(n);
       }
-      if (sessionGone(reasonOf(err))) {
-        s.markExpired();
-      }
+      this.sessionFailed(s, err);
       throw err;
     }
   }
 
   /**
-   * acquire takes the lock, waiting in the queue until it is granted, the
-   * signal aborts or timeoutMs passes. When it gives up, it leaves the queue
-   * (so the lock is not granted to a caller that stopped waiting) and throws
-   * an AbortedError. If the session expired, acquire opens a new one and
-   * carries on.
+   * sessionFailed marks session s expired, and every grant it holds lost,
+   * when err says the service ended it.
+   */
+  private sessionFailed(s: Session, err: unknown): void {
+    if (sessionGone(reasonOf(err))) {
+      s.markExpired();
+      this.loseGrant(s, sessionGoneError(toDlmError(err)), true);
+    }
+  }
+
+  /**
+   * acquire takes a lock (the default one, or opts.lock) in opts.mode,
+   * waiting in its queue until it is granted, the signal aborts or timeoutMs
+   * passes. When it gives up, it leaves the queue (so the lock is not granted
+   * to a caller that stopped waiting) and throws an AbortedError. If the
+   * session expired, acquire opens a new one and carries on (the grants of
+   * the old session are lost with it).
    */
   acquire(opts: AcquireOptions = {}): Promise<Lock> {
     return this.acquire0(false, opts);
   }
 
   /**
-   * tryAcquire takes the lock if it is free, and throws NotAvailableError at
-   * once if it is held, without queueing.
+   * tryAcquire takes a lock if it can be granted now, and throws
+   * NotAvailableError at once otherwise (held in a conflicting mode, others
+   * waiting before it, or in its lock-delay), without queueing.
    */
-  tryAcquire(opts: CallOptions = {}): Promise<Lock> {
-    return this.acquire0(true, opts);
+  tryAcquire(opts: TryAcquireOptions = {}): Promise<Lock> {
+    return this.acquire0(true, { ...opts, timeoutMs: undefined });
   }
 
   private async acquire0(tryOnly: boolean, opts: AcquireOptions): Promise<Lock> {
     this.current();
-    if (this.held?.state === "held") {
-      throw new DlmError(`dlm: this client already holds the lock (token ${this.held.token}); release it first`, {
+    const mode = opts.mode ?? "exclusive";
+    if (mode !== "exclusive" && mode !== "shared") {
+      throw new TypeError(`dlm: mode ${JSON.stringify(mode)}: want "exclusive" or "shared"`);
+    }
+    // An empty name goes to the service as it is, which refuses it: it is
+    // not the default lock, whose name is unset.
+    const name = opts.lock ?? "";
+    const prev = opts.lock === "" ? undefined : this.held.get(name);
+    // Held in the other mode, the service refuses the call
+    // (LockModeMismatchError) and changes nothing; in the same mode it would
+    // hand out the same grant a second time.
+    if (prev?.state === "held" && prev.mode === mode) {
+      throw new DlmError(`dlm: this client already holds ${lockLabel(name)} (token ${prev.token}); release it first`, {
         code: Code.FailedPrecondition,
       });
     }
-    const stale = this.held?.stale ? this.held : undefined;
+    if (!tryOnly && opts.lock !== "" && (this.acquiringLocks.get(name) ?? 0) > 0) {
+      // The service would answer both calls with one grant.
+      throw new DlmError(`dlm: this client is already acquiring ${lockLabel(name)}`, {
+        code: Code.FailedPrecondition,
+      });
+    }
+    const stale = prev?.stale ? prev : undefined;
+    const req: AcquireRequest = {
+      lock: opts.lock,
+      mode,
+      lockDelayMs: opts.lockDelayMs,
+      tryOnly,
+    };
     const sc = scope([opts.signal], opts.timeoutMs);
     const deadline = opts.timeoutMs === undefined ? undefined : Date.now() + opts.timeoutMs;
     this.acquiring++;
+    this.acquiringLocks.set(name, (this.acquiringLocks.get(name) ?? 0) + 1);
     this.changes++;
     try {
       if (stale !== undefined) {
         // A grant lost only for want of answers may still stand: asking
         // again would be granted it back, with the appends staged before
         // the loss. Give it up first.
-        await this.releaseToken(stale.session, stale.token);
+        await this.releaseToken(stale.session, stale.token, opts.lock);
       }
       for (let renewals = 0; ; renewals++) {
         const s = await this.liveSession(sc.signal);
         let lk: Lock;
         try {
-          lk = await this.acquireIn(s, tryOnly, sc.signal, deadline);
+          lk = await this.acquireIn(s, req, sc.signal, deadline);
         } catch (err) {
           if (err instanceof SessionExpiredError && renewals < maxRenewals && !sc.signal.aborted) {
             continue;
@@ -361,7 +549,7 @@ export class Client extends Reader {
           // drop it and ask for a fresh one.
           lk.end("released", new LockReleasedError("dlm: lock released"));
           this.forget(lk);
-          await this.releaseToken(stale.session, stale.token);
+          await this.releaseToken(stale.session, stale.token, opts.lock);
           continue;
         }
         return lk;
@@ -369,6 +557,12 @@ export class Client extends Reader {
     } finally {
       sc.dispose();
       this.acquiring--;
+      const n = (this.acquiringLocks.get(name) ?? 1) - 1;
+      if (n > 0) {
+        this.acquiringLocks.set(name, n);
+      } else {
+        this.acquiringLocks.delete(name);
+      }
       this.changes++;
     }
   }
@@ -376,10 +570,11 @@ export class Client extends Reader {
   /** acquireIn asks for the lock in session s with one sequence number, as a series of long polls. */
   private async acquireIn(
     s: Session,
-    tryOnly: boolean,
+    req: AcquireRequest,
     signal: AbortSignal,
     deadline: number | undefined,
   ): Promise<Lock> {
+    const { tryOnly } = req;
     const seq = s.begin();
     try {
       for (;;) {
@@ -394,30 +589,38 @@ export class Client extends Reader {
         try {
           resp = await this.retrier.do("LockAcquire", signal, wait + this.attemptTimeoutMs, (api, o) =>
             api.lockAcquire(
-              { clientId: s.id, secret: s.secret, seq, ackedBelow: s.ackedBelow(), try: tryOnly, waitMs: wait },
+              {
+                clientId: s.id,
+                secret: s.secret,
+                seq,
+                ackedBelow: s.ackedBelow(),
+                try: tryOnly,
+                waitMs: wait,
+                mode: wireMode(req.mode),
+                ...(req.lock === undefined ? {} : { lock: req.lock }),
+                ...(req.lockDelayMs === undefined ? {} : { lockDelayMs: req.lockDelayMs }),
+              },
               o,
             ),
           );
         } catch (err) {
-          if (sessionGone(reasonOf(err))) {
-            s.markExpired();
-          }
+          this.sessionFailed(s, err);
           if (outcomeUnknown(err)) {
             // The service may have queued or even granted this request:
             // give that up, so the lock is not held for nobody.
-            await this.releaseToken(s, 0n);
+            await this.releaseToken(s, 0n, req.lock);
           }
           throw err;
         }
         if (resp.granted) {
-          return this.grant(s, resp.token);
+          return this.grant(s, resp.token, req.lock ?? "", modeOf(resp.mode));
         }
         if (tryOnly) {
-          throw new NotAvailableError("dlm: lock not available");
+          throw new NotAvailableError(`dlm: ${lockLabel(req.lock ?? "")} not available`);
         }
-        this.log.debug("dlm: waiting for the lock", { clientId: s.id, position: resp.queuePosition });
+        this.log.debug("dlm: waiting for the lock", { clientId: s.id, lock: req.lock ?? "", position: resp.queuePosition });
         if (signal.aborted) {
-          await this.releaseToken(s, 0n);
+          await this.releaseToken(s, 0n, req.lock);
           throw new AbortedError(`dlm: acquire: ${String(signal.reason)}`, { cause: signal.reason });
         }
       }
@@ -427,11 +630,11 @@ export class Client extends Reader {
   }
 
   /** grant makes the Lock for a grant just received. */
-  private grant(s: Session, token: bigint): Lock {
-    const lk = new Lock(this, s, token);
-    this.held = lk;
+  private grant(s: Session, token: bigint, name: string, mode: LockMode): Lock {
+    const lk = new Lock(this, s, token, name, mode);
+    this.held.set(name, lk);
     this.changes++;
-    this.log.debug("dlm: lock granted", { clientId: s.id, token });
+    this.log.debug("dlm: lock granted", { clientId: s.id, lock: name, mode, token });
     return lk;
   }
 
@@ -452,33 +655,45 @@ export class Client extends Reader {
 
   /** @internal forget drops lk as the client's grant once it ended. */
   forget(lk: Lock): void {
-    if (this.held === lk) {
-      this.held = undefined;
+    if (this.held.get(lk.name) === lk) {
+      this.held.delete(lk.name);
       this.changes++;
     }
   }
 
   /**
-   * @internal releaseToken gives up the grant named by token (or, with 0,
-   * whatever the session has: its place in the queue, or a grant it never
-   * learned of), discarding staged appends. It is best effort, bounded by one
-   * attempt timeout, and its answer is ignored.
+   * @internal releaseToken gives up the grant of lock (unset: the default
+   * lock) named by token (or, with 0, whatever the session has of that
+   * lock: its place in the queue, or a grant it never learned of),
+   * discarding staged appends. It is best effort, bounded by one attempt
+   * timeout, and its answer is ignored.
    */
-  async releaseToken(s: Session, token: bigint): Promise<void> {
+  async releaseToken(s: Session, token: bigint, lock: string | undefined): Promise<void> {
     const sc = scope([], this.attemptTimeoutMs);
     try {
       await this.mutate("LockRelease", s, 0n, sc.signal, 0, (api, o, seq, ackedBelow) =>
-        api.lockRelease({ clientId: s.id, secret: s.secret, seq, ackedBelow, token, abort: true }, o),
+        api.lockRelease(
+          {
+            clientId: s.id,
+            secret: s.secret,
+            seq,
+            ackedBelow,
+            token,
+            abort: true,
+            ...(lock === undefined ? {} : { lock }),
+          },
+          o,
+        ),
       );
     } catch (err) {
-      this.log.debug("dlm: giving up the lock failed", { clientId: s.id, token, err: String(err) });
+      this.log.debug("dlm: giving up the lock failed", { clientId: s.id, lock, token, err: String(err) });
     } finally {
       sc.dispose();
     }
   }
 
   /**
-   * withLock acquires the lock, runs fn under it, and releases the lock
+   * withLock acquires a lock (see acquire for opts), runs fn under it, and releases the lock
    * (committing fn's appends) when fn resolves, or aborts it (discarding
    * them) when fn throws, and rethrows. fn's signal aborts if the grant is
    * lost while fn runs. If the release runs out of retries (UnavailableError:
@@ -530,8 +745,9 @@ export class Client extends Reader {
   }
 
   /**
-   * close ends the session: a held lock is released and its critical section
-   * committed, a place in the queue is given up, the keepalive stops and the
+   * close ends the session: a held default lock is released and its critical
+   * section committed, the named locks are released, places in queues are
+   * given up, the keepalive stops and the
    * connections close. Calling it again returns the first call's outcome. A
    * session that had already expired closes without error.
    */
@@ -543,7 +759,8 @@ export class Client extends Reader {
   private async close0(opts: CallOptions): Promise<void> {
     this.closed = true;
     const s = this.sess;
-    const lk = this.held;
+    const lk = this.held.get("");
+    const named = [...this.held.values()].filter((l) => l.name !== "");
     this.stopKeepAlive.abort(new ClosedError("dlm: client closed"));
     clearTimeout(this.keepAliveTimer);
     await this.keepAliveRun;
@@ -591,13 +808,15 @@ export class Client extends Reader {
         }
       }
     }
-    if (lk !== undefined) {
+    // The Close that ended the session released the named locks too.
+    for (const l of lk === undefined ? named : [lk, ...named]) {
       if (failure === undefined) {
-        lk.end("released", new LockReleasedError("dlm: lock released by close"));
+        l.end("released", new LockReleasedError("dlm: lock released by close"));
       } else {
-        lk.markLost(new LockExpiredError("dlm: lock expired: client closed", { cause: failure }), false);
+        l.markLost(new LockExpiredError("dlm: lock expired: client closed", { cause: failure }), false);
       }
     }
+    this.held.clear();
     super.close();
     if (failure !== undefined) {
       throw failure;
@@ -706,43 +925,72 @@ export class Client extends Reader {
       return true;
     }
     s.renewed(sent, resp.leaseMs);
-    await this.checkGrant(s, resp.token, changes);
+    let held = resp.held;
+    if (held.length === 0 && resp.token !== 0n) {
+      // A server that predates named locks reports the default lock only.
+      held = [create(HeldLockSchema, { lock: "", token: resp.token })];
+    }
+    await this.checkGrants(s, held, changes);
     return true;
   }
 
   /**
-   * checkGrant compares the grant the service says session s holds with the
-   * one the client knows of, when nothing changed since the keepalive was
-   * sent.
+   * checkGrants compares the grants the service says session s holds with
+   * the ones the client knows of, when nothing changed since the keepalive
+   * was sent.
    */
-  private async checkGrant(s: Session, token: bigint, changes: number): Promise<void> {
+  private async checkGrants(s: Session, held: HeldLock[], changes: number): Promise<void> {
     if (this.changes !== changes || this.releasing > 0) {
       return;
     }
-    const lk = this.held;
-    if (lk !== undefined && lk.session === s && lk.state === "held") {
+    const there = new Map(held.map((h) => [h.lock, h.token]));
+    for (const lk of [...this.held.values()]) {
+      if (lk.session !== s || lk.state !== "held") {
+        continue;
+      }
+      const token = there.get(lk.name) ?? 0n;
       if (token !== lk.token) {
         lk.markLost(
-          new LockExpiredError(`dlm: lock expired: the service reports grant ${token}, not ${lk.token}`),
+          new LockExpiredError(
+            `dlm: lock expired: the service reports grant ${token} of ${lockLabel(lk.name)}, not ${lk.token}`,
+          ),
           true,
         );
       }
-      return;
     }
     // A grant nobody here uses (an acquire that gave up after the service
     // granted it, a Lock lost only for want of keepalive answers) would hold
     // the lock for nobody while this session stays alive: give it up.
-    if (token !== 0n && this.acquiring === 0) {
-      this.log.info("dlm: giving up an unused grant", { clientId: s.id, token });
-      await this.releaseToken(s, token);
+    for (const h of held) {
+      const lk = this.held.get(h.lock);
+      const used = lk !== undefined && lk.session === s && lk.state === "held" && lk.token === h.token;
+      if (!used && (this.acquiringLocks.get(h.lock) ?? 0) === 0) {
+        this.log.info("dlm: giving up an unused grant", { clientId: s.id, lock: h.lock, token: h.token });
+        await this.releaseToken(s, h.token, h.lock === "" ? undefined : h.lock);
+      }
     }
   }
 
-  /** loseGrant marks the held grant of session s lost. */
+  /** loseGrant marks every held grant of session s lost. */
   private loseGrant(s: Session, cause: DlmError, gone: boolean): void {
-    const lk = this.held;
-    if (lk !== undefined && lk.session === s) {
-      lk.markLost(cause, gone);
+    for (const lk of [...this.held.values()]) {
+      if (lk.session === s) {
+        lk.markLost(cause, gone);
+      }
     }
   }
+}
+
+/** AcquireRequest is what one acquire call asks the service for. */
+interface AcquireRequest {
+  /** The lock field: unset for the default lock. */
+  lock: string | undefined;
+  mode: LockMode;
+  lockDelayMs: number | undefined;
+  tryOnly: boolean;
+}
+
+/** lockLabel names a lock in messages. */
+function lockLabel(name: string): string {
+  return name === "" ? "the lock" : `lock ${JSON.stringify(name)}`;
 }

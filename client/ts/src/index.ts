@@ -19,8 +19,17 @@
  *
  * @module
  */
-export { Client, Reader, type AcquireOptions, type StatusOptions } from "./client.js";
-export { Lock, LockReleasedError, type LockState, type CallOptions } from "./lock.js";
+export {
+  Client,
+  Reader,
+  type AcquireOptions,
+  type TryAcquireOptions,
+  type LockOptions,
+  type ListLocksOptions,
+  type TokenCheck,
+  type StatusOptions,
+} from "./client.js";
+export { Lock, LockReleasedError, type LockMode, type LockState, type CallOptions } from "./lock.js";
 export * from "./errors.js";
 /** The codes of DlmError.code (Connect's). */
 export { Code } from "@connectrpc/connect";

@@ -1,11 +1,13 @@
 import { Code } from "@connectrpc/connect";
 
-import { ErrorReason } from "./api.js";
+import { ErrorReason, LockMode as WireMode } from "./api.js";
 import type { Client } from "./client.js";
 import {
   DataEmptyError,
   DlmError,
+  InvalidArgumentError,
   LockExpiredError,
+  NotExclusiveError,
   outcomeUnknown,
   reasonOf,
   SectionIncompleteError,
@@ -16,6 +18,32 @@ import type { Session } from "./session.js";
 
 /** LockState is where a Lock is in its life. */
 export type LockState = "held" | "released" | "lost";
+
+/**
+ * LockMode is how a lock is held: "exclusive" (one holder; the only mode
+ * that may append to files) or "shared" (any number of shared holders at
+ * once, and no exclusive one).
+ */
+export type LockMode = "exclusive" | "shared";
+
+/** @internal wireMode is the proto's value of mode. */
+export function wireMode(mode: LockMode): WireMode {
+  return mode === "shared" ? WireMode.SHARED : WireMode.EXCLUSIVE;
+}
+
+/** @internal modeOf reads the proto's value (unspecified is exclusive). */
+export function modeOf(m: WireMode): LockMode {
+  return m === WireMode.SHARED ? "shared" : "exclusive";
+}
+
+/**
+ * @internal lockField is the optional lock field of a request for the lock
+ * name: unset for the default lock (""), so that requests about it stay what
+ * they were before named locks.
+ */
+export function lockField(name: string): { lock?: string } {
+  return name === "" ? {} : { lock: name };
+}
 
 /** CallOptions bound one call of the client. */
 export interface CallOptions {
@@ -60,8 +88,10 @@ const maxInlineBytes = 512 << 10;
 export class LockReleasedError extends DlmError {}
 
 /**
- * Lock is one grant of the lock, named by its fencing token. append stages
- * data under it; release commits everything staged, abort discards it. When
+ * Lock is one grant of a lock, named by its fencing token: the default lock
+ * (name ""), which guards the files, or a named lock. append stages data
+ * under a grant of the default lock held exclusively; release commits
+ * everything staged, abort discards it. When
  * the grant is lost (its lease ran out, the service revoked it), the Lock
  * dispatches a "lost" event (a CustomEvent whose detail is the error), its
  * `lost` promise resolves, its `signal` aborts, and every call under it
@@ -74,6 +104,10 @@ export class Lock extends EventTarget {
    * smaller token than it has already seen.
    */
   readonly token: bigint;
+  /** The lock's name; "" for the default lock, which guards the files. */
+  readonly name: string;
+  /** How the lock is held. */
+  readonly mode: LockMode;
   /**
    * Resolves with the cause when the grant is lost; never when it is
    * released.
@@ -114,9 +148,13 @@ export class Lock extends EventTarget {
     private readonly c: Client,
     /** @internal */ readonly session: Session,
     token: bigint,
+    name = "",
+    mode: LockMode = "exclusive",
   ) {
     super();
     this.token = token;
+    this.name = name;
+    this.mode = mode;
     this.lost = new Promise((resolve) => {
       this.resolveLost = resolve;
     });
@@ -171,7 +209,12 @@ export class Lock extends EventTarget {
   markLost(cause: DlmError, gone: boolean): void {
     this.gone ||= gone;
     if (this.end("lost", cause)) {
-      this.c.log.warn("dlm: lock lost", { clientId: this.session.id, token: this.token, cause: cause.message });
+      this.c.log.warn("dlm: lock lost", {
+        clientId: this.session.id,
+        lock: this.name,
+        token: this.token,
+        cause: cause.message,
+      });
     }
   }
 
@@ -270,7 +313,9 @@ export class Lock extends EventTarget {
 
   /**
    * append stages data (a string is sent as UTF-8) for appending to file
-   * ("file_0" to "file_99"). The data reaches the file when the lock is
+   * ("file_0" to "file_99"), under a grant of the default lock held
+   * exclusively (otherwise it throws InvalidArgumentError, reason
+   * APPEND_NEEDS_DEFAULT_LOCK, or NotExclusiveError). The data reaches the file when the lock is
    * released, and never if the grant is lost first. Each append names its
    * place in the critical section, so repeating an append that failed with
    * UnavailableError or AbortedError (same file, same data) is safe: it is
@@ -286,6 +331,7 @@ export class Lock extends EventTarget {
     return this.opMu.run(async () => {
       this.check();
       this.refuseWhileReleaseInDoubt();
+      this.refuseUnlessFilesLock();
       // Any other request gives a pending one up; the repeat of an append
       // whose outcome is unknown goes to the same place, under the same
       // number when it still has one.
@@ -339,6 +385,7 @@ export class Lock extends EventTarget {
       });
     }
     this.refuseWhileReleaseInDoubt();
+    this.refuseUnlessFilesLock();
     if (bytes.length === 0) {
       throw new DataEmptyError(`dlm: nothing to stage for ${file}`, {
         code: Code.InvalidArgument,
@@ -360,6 +407,27 @@ export class Lock extends EventTarget {
         `dlm: a release of this lock (token ${this.token}) may have committed already: repeat it, or abort, first`,
         { code: Code.FailedPrecondition },
       );
+    }
+  }
+
+  /**
+   * refuseUnlessFilesLock refuses an append under a grant that cannot carry
+   * it, before asking the service, with the reason the service would give:
+   * files are guarded by the default lock held exclusively. (A staged one
+   * would make the release that carries it be refused.)
+   */
+  private refuseUnlessFilesLock(): void {
+    if (this.name !== "") {
+      throw new InvalidArgumentError(
+        `dlm: files are guarded by the default lock, not by lock ${JSON.stringify(this.name)}`,
+        { code: Code.InvalidArgument, reason: ErrorReason.APPEND_NEEDS_DEFAULT_LOCK },
+      );
+    }
+    if (this.mode !== "exclusive") {
+      throw new NotExclusiveError("dlm: a shared holder cannot append: files need the default lock held exclusively", {
+        code: Code.FailedPrecondition,
+        reason: ErrorReason.APPEND_NEEDS_EXCLUSIVE,
+      });
     }
   }
 
@@ -501,7 +569,7 @@ export class Lock extends EventTarget {
           if (!this.gone) {
             // The grant may still stand on the service if only the
             // keepalives went unanswered: give it up, without waiting long.
-            await this.c.releaseToken(this.session, this.token);
+            await this.c.releaseToken(this.session, this.token, lockField(this.name).lock);
           }
           if (abort) {
             return;
@@ -571,7 +639,8 @@ export class Lock extends EventTarget {
 
   private async sendRelease1(seq: bigint, op: Omit<PendingOp, "seq">, signal?: AbortSignal) {
     const s = this.session;
-    const counts = op.abort
+    // Only the default lock has a critical section.
+    const counts = op.abort || this.name !== ""
       ? {}
       : {
           sectionAppends: this.section.length,
@@ -586,7 +655,16 @@ export class Lock extends EventTarget {
       0,
       (api, o, seq, ackedBelow) =>
         api.lockRelease(
-          { clientId: s.id, secret: s.secret, seq, ackedBelow, token: this.token, abort: op.abort, ...counts },
+          {
+            clientId: s.id,
+            secret: s.secret,
+            seq,
+            ackedBelow,
+            token: this.token,
+            abort: op.abort,
+            ...lockField(this.name),
+            ...counts,
+          },
           o,
         ),
       (seq) => {

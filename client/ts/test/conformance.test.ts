@@ -14,10 +14,13 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 
 import {
   AppendFileRequestSchema,
+  CheckTokenRequestSchema,
   CloseRequestSchema,
   ErrorReason,
   InitRequestSchema,
+  ListLocksRequestSchema,
   LockAcquireRequestSchema,
+  LockHistoryRequestSchema,
   LockReleaseRequestSchema,
   LockService,
 } from "../src/api.ts";
@@ -48,6 +51,9 @@ interface Step {
   client?: string;
   file?: string;
   data?: string;
+  /** acquire: the lock's name (unset: the default lock) and mode. */
+  lock?: string;
+  mode?: dlm.LockMode;
   expect: Expect;
 }
 interface Scenario {
@@ -63,6 +69,7 @@ interface Scenario {
     auth_tokens?: boolean;
     min_free_space?: number;
     nodes?: number;
+    max_locks?: number;
   };
   client_options?: { token?: string; dead_endpoint_first?: boolean; follower_first?: boolean };
   steps: Step[];
@@ -98,6 +105,9 @@ const schemas = {
   LockRelease: LockReleaseRequestSchema,
   AppendFile: AppendFileRequestSchema,
   Close: CloseRequestSchema,
+  CheckToken: CheckTokenRequestSchema,
+  ListLocks: ListLocksRequestSchema,
+  LockHistory: LockHistoryRequestSchema,
 } as const;
 const clusterSchemas = {
   AddMember: AddMemberRequestSchema,
@@ -116,6 +126,7 @@ for (const sc of table.scenarios) {
     if (s.max_sessions) args.push("--max-sessions", String(s.max_sessions));
     if (s.init_rate) args.push("--init-rate", String(s.init_rate), "--init-burst", String(s.init_burst ?? 1));
     if (s.min_free_space) args.push("--min-free-space", String(s.min_free_space));
+    if (s.max_locks) args.push("--max-locks", String(s.max_locks));
     if (s.auth_tokens) {
       const f = join(dir, "tokens");
       writeFileSync(f, `client ${table.tokens.client}\nread ${table.tokens.read}\n`);
@@ -226,7 +237,7 @@ for (const sc of table.scenarios) {
                 clients.push(await dlm.Client.open(endpoints, opts));
                 break;
               case "acquire":
-                lock = await clients[clients.length - 1].acquire();
+                lock = await clients[clients.length - 1].acquire({ lock: st.lock, mode: st.mode });
                 break;
               case "append":
                 await lock?.append(st.file ?? "", new TextEncoder().encode(st.data ?? ""));
