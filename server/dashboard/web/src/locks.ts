@@ -84,6 +84,11 @@ function ago(ms: number): string {
   return ms % 60_000 === 0 ? `-${ms / 60_000}m` : `-${Math.round(ms / 1000)}s`;
 }
 
+/** anchor keeps the labels at both ends of an axis inside the chart. */
+function anchor(off: number, windowMs: number): string {
+  return off === 0 ? "end" : off >= windowMs ? "start" : "middle";
+}
+
 /** tickStep picks the axis step for a window: about five ticks. */
 function tickStep(windowMs: number): number {
   for (const s of [10_000, 30_000, 60_000, 120_000, 300_000]) {
@@ -324,7 +329,7 @@ export class LockViews {
     for (let off = 0; off <= this.windowMs; off += step) {
       const tx = x(now - off);
       kids.push(svg("line", { x1: tx, x2: tx, y1: 0, y2: y, class: "tick" }));
-      kids.push(svg("text", { x: tx, y: y + 12, class: "axis", "text-anchor": off === 0 ? "end" : "middle" }, ago(off)));
+      kids.push(svg("text", { x: tx, y: y + 12, class: "axis", "text-anchor": anchor(off, this.windowMs) }, ago(off)));
     }
     root.setAttribute("height", String(y + axisH));
     root.setAttribute("viewBox", `0 0 ${width} ${y + axisH}`);
@@ -390,7 +395,7 @@ function plot(root: SVGSVGElement, samples: readonly Sample[], from: number, now
   }
   const step = tickStep(now - from);
   for (let off = 0; off <= now - from; off += step) {
-    kids.push(svg("text", { x: x(now - off), y: height - 3, class: "axis", "text-anchor": off === 0 ? "end" : "middle" }, ago(off)));
+    kids.push(svg("text", { x: x(now - off), y: height - 3, class: "axis", "text-anchor": anchor(off, now - from) }, ago(off)));
   }
   for (const s of series) {
     const pts = samples.map((p) => `${x(p.t).toFixed(1)},${y(s.value(p)).toFixed(1)}`);
