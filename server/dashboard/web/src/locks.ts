@@ -104,6 +104,7 @@ export class LockViews {
   private readonly reader: LockReader;
   private readonly samples = new Ring<Sample>(Math.ceil(maxWindowMs / sampleMs) + 10);
   private locks: api.ListLocksResponse | undefined;
+  private history: api.LockHistoryResponse | undefined;
   private events: api.LockEvent[] = [];
   private capacity = 0;
   /** The highest token seen: the grants after it are new. */
@@ -165,11 +166,15 @@ export class LockViews {
         }
         locks = await this.reader.locksPage({ consistent: false });
       }
-      const hist = await this.reader.history({});
+      // Every grant and every end is a log entry: while the state has not
+      // moved past the history the page has, that history is current.
+      if (this.history === undefined || locks.stateIndex === 0n || locks.stateIndex > this.history.stateIndex) {
+        this.history = await this.reader.history({});
+      }
       this.locks = locks;
-      this.events = hist.events;
-      this.capacity = hist.capacity;
-      this.sample(locks, hist);
+      this.events = this.history.events;
+      this.capacity = this.history.capacity;
+      this.sample(locks, this.history);
       note.textContent = "";
       note.classList.remove("error");
     } catch (err) {
