@@ -11,10 +11,10 @@ export interface Sample {
   rate: number;
   /** True when the history ring turned over between the two samples, so rate is at least this. */
   clipped: boolean;
-  /** Waiters of every listed lock. */
-  queue: number;
-  /** Holders of every listed lock. */
-  holders: number;
+  /** Waiters of every listed lock; undefined in a sample rebuilt from the history. */
+  queue?: number;
+  /** Holders of every listed lock; undefined in a sample rebuilt from the history. */
+  holders?: number;
 }
 
 /** Ring keeps the last capacity items, oldest first. */
@@ -57,6 +57,33 @@ export function newGrants(events: readonly api.LockEvent[], after: bigint, capac
     }
   }
   return { count, last, clipped: after > 0n && capacity > 0 && count >= capacity };
+}
+
+/**
+ * backfill rebuilds the grants per second of [from, now] from the history's
+ * grant times (the leader's clock), one sample per stepMs ending at now, so
+ * that a page opened on a busy service shows its recent past at once. It
+ * starts at the oldest remembered grant when the ring is full (earlier
+ * grants are forgotten) and knows nothing of queues.
+ */
+export function backfill(events: readonly api.LockEvent[], capacity: number, from: number, now: number, stepMs: number): Sample[] {
+  let start = from;
+  if (capacity > 0 && events.length >= capacity && events.length > 0) {
+    start = Math.max(start, Number(events[0].grantedUnixMs));
+  }
+  const n = Math.floor((now - start) / stepMs);
+  if (n <= 0) {
+    return [];
+  }
+  const counts = new Array<number>(n).fill(0);
+  const first = now - n * stepMs;
+  for (const e of events) {
+    const i = Math.ceil((Number(e.grantedUnixMs) - first) / stepMs) - 1;
+    if (i >= 0 && i < n) {
+      counts[i]++;
+    }
+  }
+  return counts.map((c, i) => ({ t: first + (i + 1) * stepMs, rate: (c * 1000) / stepMs, clipped: false }));
 }
 
 /** Bar is one grant of the timeline, placed in its lock's row and lane. */

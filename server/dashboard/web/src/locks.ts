@@ -4,7 +4,7 @@
 // grants the service keeps in its replicated state).
 import { api, Code, DlmError, Reader, type Transports } from "@dlm/client";
 
-import { endLabel, layout, lockLabel, modeLabel, newGrants, niceMax, Ring, type Sample } from "./history.js";
+import { backfill, endLabel, layout, lockLabel, modeLabel, newGrants, niceMax, Ring, type Sample } from "./history.js";
 
 /** The page polls the locks and their history this often, and samples the chart at each poll. */
 export const sampleMs = 1000;
@@ -190,7 +190,13 @@ export class LockViews {
     const first = this.lastSampleAt === 0;
     const g = newGrants(hist.events, this.lastToken, hist.capacity);
     this.lastToken = g.last;
-    if (!first) {
+    if (first) {
+      // The chart starts with the grants the history remembers; the page's
+      // own samples, with queues, follow.
+      for (const b of backfill(hist.events, hist.capacity, now - maxWindowMs, now - sampleMs, sampleMs)) {
+        this.samples.push(b);
+      }
+    } else {
       this.pendingGrants += g.count;
       this.pendingClipped ||= g.clipped;
     }
@@ -205,8 +211,11 @@ export class LockViews {
       queue += Number(l.queueLength);
       holders += l.holders.length > 0 ? l.holders.length : l.holder !== 0n ? 1 : 0;
     }
+    if (first) {
+      this.pendingGrants = hist.events.filter((e) => Number(e.grantedUnixMs) > now - sampleMs).length;
+    }
     const dt = first ? sampleMs : now - this.lastSampleAt;
-    this.samples.push({ t: now, rate: first ? 0 : (this.pendingGrants * 1000) / dt, clipped: this.pendingClipped, queue, holders });
+    this.samples.push({ t: now, rate: (this.pendingGrants * 1000) / dt, clipped: this.pendingClipped, queue, holders });
     this.lastSampleAt = now;
     this.pendingGrants = 0;
     this.pendingClipped = false;
@@ -270,8 +279,8 @@ export class LockViews {
     const samples = this.samples.since(from, (s) => s.t);
     const last = samples.at(-1);
     $("grants-now").textContent = last ? `${last.rate.toFixed(1)}${last.clipped ? "+" : ""}/s` : "–";
-    $("queue-now").textContent = last ? String(last.queue) : "–";
-    $("holders-now").textContent = last ? String(last.holders) : "–";
+    $("queue-now").textContent = last?.queue !== undefined ? String(last.queue) : "–";
+    $("holders-now").textContent = last?.holders !== undefined ? String(last.holders) : "–";
     plot($<SVGSVGElement>("chart-grants"), samples, from, now, [{ name: "grants", value: (s) => s.rate, cls: "series-grants" }]);
     plot($<SVGSVGElement>("chart-queue"), samples, from, now, [
       { name: "queue", value: (s) => s.queue, cls: "series-queue" },
@@ -375,7 +384,7 @@ function truncate(s: string, n: number): string {
 
 interface Series {
   name: string;
-  value(s: Sample): number;
+  value(s: Sample): number | undefined;
   cls: string;
 }
 
@@ -390,7 +399,7 @@ function plot(root: SVGSVGElement, samples: readonly Sample[], from: number, now
   const left = 36;
   const bottom = 16;
   const top = 6;
-  const max = niceMax(Math.max(0, ...samples.flatMap((s) => series.map((x) => x.value(s)))));
+  const max = niceMax(Math.max(0, ...samples.flatMap((s) => series.map((x) => x.value(s) ?? 0))));
   const x = (t: number) => left + ((t - from) / (now - from)) * (width - left - 6);
   const y = (v: number) => top + (1 - v / max) * (height - top - bottom);
   const kids: SVGElement[] = [];
@@ -403,11 +412,13 @@ function plot(root: SVGSVGElement, samples: readonly Sample[], from: number, now
     kids.push(svg("text", { x: x(now - off), y: height - 3, class: "axis", "text-anchor": anchor(off, now - from) }, ago(off)));
   }
   for (const s of series) {
-    const pts = samples.map((p) => `${x(p.t).toFixed(1)},${y(s.value(p)).toFixed(1)}`);
-    const smax = Math.max(0, ...samples.map((p) => s.value(p)));
+    // Samples rebuilt from the history have no queues: those series start later.
+    const known = samples.filter((p) => s.value(p) !== undefined);
+    const pts = known.map((p) => `${x(p.t).toFixed(1)},${y(s.value(p) ?? 0).toFixed(1)}`);
+    const smax = Math.max(0, ...known.map((p) => s.value(p) ?? 0));
     if (pts.length > 0) {
-      const first = samples[0];
-      const lastS = samples[samples.length - 1];
+      const first = known[0];
+      const lastS = known[known.length - 1];
       kids.push(svg("path", { d: `M${x(first.t).toFixed(1)},${y(0)} L${pts.join(" L")} L${x(lastS.t).toFixed(1)},${y(0)} Z`, class: `area ${s.cls}` }));
     }
     kids.push(

@@ -6,7 +6,7 @@ import { describe, test } from "node:test";
 import { create } from "@bufbuild/protobuf";
 
 import { LockEnd, type LockEvent, LockEventSchema, LockMode } from "../../../../client/ts/src/api.ts";
-import { endLabel, layout, lockLabel, newGrants, niceMax, Ring } from "../src/history.ts";
+import { backfill, endLabel, layout, lockLabel, newGrants, niceMax, Ring } from "../src/history.ts";
 
 function ev(lock: string, token: number, granted: number, ended = 0, end = LockEnd.UNSPECIFIED, mode = LockMode.EXCLUSIVE): LockEvent {
   return create(LockEventSchema, { lock, token: BigInt(token), grantedUnixMs: BigInt(granted), endedUnixMs: BigInt(ended), end, mode });
@@ -58,6 +58,17 @@ describe("history", () => {
     const { rows, more } = layout(events, 0, 100, 2);
     assert.deepEqual(rows.map((r) => r.lock), ["y", "z"]);
     assert.equal(more, 1);
+  });
+
+  test("the chart's past is rebuilt from the grant times, from the oldest one a full ring remembers", () => {
+    const events = [ev("a", 1, 1500), ev("a", 2, 2200), ev("b", 3, 2900), ev("a", 4, 3000)];
+    // Bins of 1 s ending at 4000: (1000, 2000], (2000, 3000], (3000, 4000].
+    assert.deepEqual(
+      backfill(events, 1024, 1000, 4000, 1000).map((s) => [s.t, s.rate, s.queue]),
+      [[2000, 1, undefined], [3000, 3, undefined], [4000, 0, undefined]],
+    );
+    // A full ring forgot what came before its oldest grant.
+    assert.deepEqual(backfill(events, 4, 0, 4000, 1000).map((s) => [s.t, s.rate]), [[3000, 3], [4000, 0]]);
   });
 
   test("labels and scales", () => {
