@@ -54,19 +54,19 @@ class Session {
   }
 
   /**
-   * acquire asks for lock in mode; with queue it only queues (the grant
+   * acquire asks for lock ("": the default lock, the field left unset) in mode; with queue it only queues (the grant
    * comes later through granted), else it waits for the grant, bounded.
    */
   async acquire(lock: string, mode: LockMode, opts: { queue?: boolean; lockDelayMs?: number } = {}): Promise<LockAcquireResponse> {
     const seq = ++this.seq;
-    const req = { clientId: this.id, secret: this.secret, seq, lock, mode, noWait: opts.queue ?? false, waitMs: 3000, lockDelayMs: opts.lockDelayMs };
+    const req = { clientId: this.id, secret: this.secret, seq, lock: lock || undefined, mode, noWait: opts.queue ?? false, waitMs: 3000, lockDelayMs: opts.lockDelayMs };
     const r = await this.api.lockAcquire(req);
     if (opts.queue) {
       assert.ok(r.queued && !r.granted, `${lock}: want queued, got ${JSON.stringify(r, (_k, v) => (typeof v === "bigint" ? String(v) : v))}`);
       this.pending = seq;
       return r;
     }
-    assert.ok(r.granted, `${lock}: want granted`);
+    assert.ok(r.granted, `${lock}: want granted, got ${JSON.stringify(r, (_k, v) => (typeof v === "bigint" ? String(v) : v))}`);
     return r;
   }
 
@@ -76,14 +76,14 @@ class Session {
   async granted(lock: string, mode: LockMode): Promise<bigint> {
     const seq = this.pending;
     const r = await eventually<LockAcquireResponse | undefined>(`grant of ${lock}`, async () => {
-      const a = await this.api.lockAcquire({ clientId: this.id, secret: this.secret, seq, lock, mode, waitMs: 500 });
+      const a = await this.api.lockAcquire({ clientId: this.id, secret: this.secret, seq, lock: lock || undefined, mode, waitMs: 500 });
       return a.granted ? a : undefined;
     }, 20_000, 10);
     return (r as LockAcquireResponse).token;
   }
 
   async release(lock: string, token: bigint, abort = false): Promise<void> {
-    await this.api.lockRelease({ clientId: this.id, secret: this.secret, seq: ++this.seq, lock, token, abort });
+    await this.api.lockRelease({ clientId: this.id, secret: this.secret, seq: ++this.seq, lock: lock || undefined, token, abort });
   }
 
   /** stopKeepAlive lets the lease run out. */
@@ -317,7 +317,7 @@ describe("dashboard lock views", () => {
     const clo = await Session.open("closer");
     const exp = await Session.open("expirer", 300);
     const held = await Session.open("keeper");
-    const tRel = (await rel.acquire("tl-a", LockMode.EXCLUSIVE)).token;
+    const tRel = (await rel.acquire("", LockMode.EXCLUSIVE)).token;
     const tAbo = (await abo.acquire("tl-b", LockMode.EXCLUSIVE)).token;
     const tClo = (await clo.acquire("tl-c", LockMode.SHARED)).token;
     const tExp = (await exp.acquire("tl-d", LockMode.EXCLUSIVE)).token;
@@ -326,7 +326,7 @@ describe("dashboard lock views", () => {
     for (const t of [tRel, tHeld]) {
       await page.locator(`#timeline .grant[data-token="${t}"][data-end="held"]`).waitFor({ state: "attached" });
     }
-    await rel.release("tl-a", tRel);
+    await rel.release("", tRel);
     await abo.release("tl-b", tAbo, true);
     await clo.close();
     exp.stopKeepAlive();
@@ -335,7 +335,7 @@ describe("dashboard lock views", () => {
     await grantEnd(page, tClo, "closed");
     await grantEnd(page, tExp, "expired");
     // Each lock has its row, and a grant's bar sits in its lock's row.
-    for (const [lock, token] of [["tl-a", tRel], ["tl-b", tAbo], ["tl-c", tClo], ["tl-d", tExp]] as const) {
+    for (const [lock, token] of [["", tRel], ["tl-b", tAbo], ["tl-c", tClo], ["tl-d", tExp]] as const) {
       await page.locator(`#timeline .lock-row[data-lock="${lock}"] .grant[data-token="${token}"]`).waitFor({ state: "attached" });
     }
     const rowText = await page.locator(`#grants tr[data-token="${tClo}"] td`).allTextContents();
