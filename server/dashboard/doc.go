@@ -1,7 +1,13 @@
 // Package dashboard serves dlm's browser dashboard: a page that shows the
 // cluster's nodes and their roles, the lock holder with its fencing token and
 // lease, the queue and the tail of a file, updated live, with buttons to
-// acquire the lock, append and release through the TypeScript client.
+// acquire the lock, append and release through the TypeScript client. It
+// also shows the locks over time: every live lock (ListLocks) with its
+// holders, mode, tokens, queue and lock-delay; a chart of grants per second
+// and of waiters and holders over the last minutes, sampled by the page once
+// a second into a bounded ring; and a timeline of who held which lock when
+// and how each grant ended, drawn from LockHistory (the ring of the last
+// grants kept in the replicated state).
 //
 // The page is built from the TypeScript under web/ by web/build.mjs (esbuild)
 // into dist/, which is committed and embedded in the binary with go:embed, so

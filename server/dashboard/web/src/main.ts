@@ -1,6 +1,9 @@
-// The dlm dashboard: polls Status and the tail of a file, and drives a
-// session of its own through the TypeScript client.
+// The dlm dashboard: polls Status and the tail of a file, shows every lock
+// over time (locks.ts), and drives a session of its own through the
+// TypeScript client.
 import { type api, Client, Code, DlmError, type Lock, parseEndpoints, Reader, type Transports, validToken, webTransports, withToken } from "@dlm/client";
+
+import { LockViews } from "./locks.js";
 
 /**
  * The page long-polls Status: the server answers as soon as the lock state
@@ -151,6 +154,14 @@ function who(id: bigint, st: api.StatusResponse): string {
   return `#${id}${name ? ` ${name}` : ""}${mine}`;
 }
 
+/** whoIn names a session of any lock, with the label its grant carries. */
+function whoIn(id: bigint, label: string): string {
+  const mine = client !== undefined && client.clientId === id ? " (this page)" : "";
+  return `#${id}${label ? ` ${label}` : ""}${mine}`;
+}
+
+const lockViews = new LockViews({ endpoints, transports, describe, who: whoIn });
+
 /** more says how many a page left out ("" when none). */
 function more(total: bigint | number, shown: number): string {
   const n = Number(total) - shown;
@@ -258,6 +269,9 @@ async function pollOnce(signal: AbortSignal): Promise<boolean> {
       st = await reader.status({ pageSize });
     }
     const tail = await reader.readFileRange(file, -tailBytes);
+    if (st.stateIndex !== knownIndex) {
+      lockViews.changed();
+    }
     knownIndex = st.stateIndex;
     lastStatus = st;
     renderStatus(st);
@@ -454,6 +468,7 @@ $("file-select").addEventListener("change", () => refresh());
 setState("no session", "");
 void pollLoop();
 void pollNodes();
+void lockViews.run();
 
 // For tests and the curious: the page's state.
-Object.assign(window, { dlm: { get client() { return client; }, get lock() { return lock; }, get status() { return lastStatus; }, refresh } });
+Object.assign(window, { dlm: { get client() { return client; }, get lock() { return lock; }, get status() { return lastStatus; }, get locks() { return lockViews.state; }, refresh } });
