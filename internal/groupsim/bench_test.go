@@ -19,31 +19,33 @@ import (
 const workers = 32
 
 // BenchmarkGroups runs lock cycles (acquire, release) of 32 clients on
-// named locks hashed over G single-node Raft groups in this process, for G
-// = 1, 2, 4, 8, and reports cycles/s, its ratio to G = 1 of the same run
+// named locks hashed over G Raft groups in this process, for G = 1, 2, 4,
+// 8, with groups of 1 and of 3 members, and reports cycles/s, its ratio to G = 1 of the same run
 // (vs_G1), the process's CPU per cycle (user + system, the groups and the
 // clients together), and the largest group's share of the clients.
 //
 //	go test -run '^$' -bench Groups -benchtime 3s ./internal/groupsim
 func BenchmarkGroups(b *testing.B) {
-	var base float64
-	for _, g := range []int{1, 2, 4, 8} {
-		b.Run(fmt.Sprintf("G=%d", g), func(b *testing.B) {
-			cps := runGroups(b, g)
-			if g == 1 {
-				base = cps
-			}
-			if base > 0 {
-				b.ReportMetric(cps/base, "vs_G1")
-			}
-		})
+	for _, replicas := range []int{1, 3} {
+		var base float64
+		for _, g := range []int{1, 2, 4, 8} {
+			b.Run(fmt.Sprintf("replicas=%d/G=%d", replicas, g), func(b *testing.B) {
+				cps := runGroups(b, g, replicas)
+				if g == 1 {
+					base = cps
+				}
+				if base > 0 {
+					b.ReportMetric(cps/base, "vs_G1")
+				}
+			})
+		}
 	}
 }
 
-func runGroups(b *testing.B, g int) float64 {
+func runGroups(b *testing.B, g, replicas int) float64 {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	gs, err := groupsim.Open(ctx, b.TempDir(), g)
+	gs, err := groupsim.Open(ctx, b.TempDir(), g, replicas)
 	if err != nil {
 		b.Fatal(err)
 	}

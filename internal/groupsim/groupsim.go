@@ -1,6 +1,7 @@
 // Package groupsim runs several independent dlm lock groups in one process,
-// each a real single-node hashicorp/raft group (server/node: raft-wal log,
-// dlm's FSM and lock state machine) in its own folder, and routes lock
+// each a real hashicorp/raft group of one or three dlm nodes (server/node:
+// raft-wal log, dlm's FSM and lock state machine, each member in its own
+// folder, members joined over loopback TCP), and routes lock
 // names to them through a placement table of hash slots. It is the
 // simulation behind docs/SCALING.md: how throughput grows when the locks
 // are spread over G Raft groups instead of one.
@@ -50,50 +51,82 @@ func (p *Placement) Group(name string) int { return p[Slot(name)] }
 // Groups is G running lock groups and the placement of names over them.
 type Groups struct {
 	Placement Placement
-	nodes     []*node.Node
+	// nodes[i] are group i's members, its leader first.
+	nodes [][]*node.Node
 }
 
-// Open starts g single-node groups with their data under dir (one folder
-// each) and waits until each leads.
-func Open(ctx context.Context, dir string, g int) (*Groups, error) {
-	if g < 1 || g > Slots {
+// Open starts g groups of replicas members each (1, or 3 joined over Raft
+// on loopback TCP, as `dlm serve --join` grows a cluster), with their data
+// under dir (one folder per member), and waits until each group's first
+// member leads it.
+func Open(ctx context.Context, dir string, g, replicas int) (*Groups, error) {
+	switch {
+	case g < 1 || g > Slots:
 		return nil, fmt.Errorf("groupsim: %d groups: want 1 to %d", g, Slots)
+	case replicas != 1 && replicas != 3:
+		return nil, fmt.Errorf("groupsim: %d replicas: want 1 or 3", replicas)
 	}
 	gs := &Groups{Placement: Even(g)}
 	for i := range g {
-		cfg := node.DefaultConfig()
-		cfg.DataDir = filepath.Join(dir, fmt.Sprintf("group%d", i))
-		cfg.ID = fmt.Sprintf("group%d", i)
-		cfg.Logger = slog.New(slog.DiscardHandler)
-		cfg.RaftLog = io.Discard
-		// A small segment: G groups each preallocate one.
-		cfg.LogSegmentSize = 1 << 20
-		cfg.MinFreeSpace = node.DefaultMinFreeSpace(cfg.MaxSectionBytes, cfg.LogSegmentSize)
-		n, err := node.Open(cfg)
-		if err != nil {
+		var members []*node.Node
+		for r := range replicas {
+			n, err := node.Open(memberConfig(dir, i, r, replicas))
+			if err != nil {
+				return nil, errors.Join(err, shutdown(members), gs.Close())
+			}
+			members = append(members, n)
+		}
+		gs.nodes = append(gs.nodes, members)
+		if err := members[0].AwaitLeader(ctx); err != nil {
 			return nil, errors.Join(err, gs.Close())
 		}
-		gs.nodes = append(gs.nodes, n)
-	}
-	for _, n := range gs.nodes {
-		if err := n.AwaitLeader(ctx); err != nil {
-			return nil, errors.Join(err, gs.Close())
+		for _, m := range members[1:] {
+			if _, err := members[0].AddMember(ctx, m.Self().ID, m.RaftAddr(), "", true); err != nil {
+				return nil, errors.Join(err, gs.Close())
+			}
 		}
 	}
 	return gs, nil
 }
 
+func memberConfig(dir string, group, member, replicas int) node.Config {
+	cfg := node.DefaultConfig()
+	cfg.ID = fmt.Sprintf("g%dn%d", group, member)
+	cfg.DataDir = filepath.Join(dir, cfg.ID)
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	cfg.RaftLog = io.Discard
+	// A small segment: every member preallocates one.
+	cfg.LogSegmentSize = 1 << 20
+	cfg.MinFreeSpace = node.DefaultMinFreeSpace(cfg.MaxSectionBytes, cfg.LogSegmentSize)
+	if replicas > 1 {
+		cfg.RaftAddr = "127.0.0.1:0"
+		cfg.Join = member > 0
+	}
+	return cfg
+}
+
+func shutdown(members []*node.Node) error {
+	var errs []error
+	for _, n := range members {
+		errs = append(errs, n.Shutdown())
+	}
+	return errors.Join(errs...)
+}
+
 // Len is the number of groups.
 func (gs *Groups) Len() int { return len(gs.nodes) }
 
-// Node is group i's node.
-func (gs *Groups) Node(i int) *node.Node { return gs.nodes[i] }
+// Leader is group i's leader (its first member, which no test stops).
+func (gs *Groups) Leader(i int) *node.Node { return gs.nodes[i][0] }
+
+// Members is group i's members, its leader first.
+func (gs *Groups) Members(i int) []*node.Node { return gs.nodes[i] }
 
 // Close stops every group.
 func (gs *Groups) Close() error {
 	var errs []error
-	for _, n := range gs.nodes {
-		errs = append(errs, n.Shutdown())
+	for _, members := range gs.nodes {
+		errs = append(errs, shutdown(members))
 	}
 	gs.nodes = nil
 	return errors.Join(errs...)
@@ -114,7 +147,7 @@ type Session struct {
 // OpenSession opens a session for name in the group that owns it.
 func (gs *Groups) OpenSession(ctx context.Context, name string) (*Session, error) {
 	g := gs.Placement.Group(name)
-	n := gs.nodes[g]
+	n := gs.nodes[g][0]
 	s, err := n.OpenSession(ctx, 0, "groupsim")
 	if err != nil {
 		return nil, err

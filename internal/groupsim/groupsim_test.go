@@ -58,12 +58,19 @@ func TestSlotsSpreadNames(t *testing.T) {
 }
 
 // TestGroupsCycleIndependently runs real groups: each session cycles in
-// the group that owns its name, tokens rise within a group, and each
-// group's log holds only its own sessions' commands.
+// the group that owns its name, tokens rise within a group, each group's
+// log holds only its own sessions' commands, and a group's followers
+// apply them too.
 func TestGroupsCycleIndependently(t *testing.T) {
+	for _, replicas := range []int{1, 3} {
+		t.Run(fmt.Sprintf("replicas=%d", replicas), func(t *testing.T) { cycleIndependently(t, replicas) })
+	}
+}
+
+func cycleIndependently(t *testing.T, replicas int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	gs, err := groupsim.Open(ctx, t.TempDir(), 3)
+	gs, err := groupsim.Open(ctx, t.TempDir(), 3, replicas)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +97,7 @@ func TestGroupsCycleIndependently(t *testing.T) {
 	}
 	before := make([]uint64, gs.Len())
 	for g := range gs.Len() {
-		before[g] = gs.Node(g).AppliedIndex()
+		before[g] = gs.Leader(g).AppliedIndex()
 	}
 	last := map[int]uint64{}
 	cycles := make([]int, gs.Len())
@@ -110,8 +117,23 @@ func TestGroupsCycleIndependently(t *testing.T) {
 	// A cycle is two entries (acquire, release) in its own group and
 	// none in the others.
 	for g := range gs.Len() {
-		if got, want := gs.Node(g).AppliedIndex()-before[g], uint64(2*cycles[g]); got != want {
+		if got, want := gs.Leader(g).AppliedIndex()-before[g], uint64(2*cycles[g]); got != want {
 			t.Errorf("group %d applied %d entries for %d cycles, want %d", g, got, cycles[g], want)
+		}
+		if n := len(gs.Members(g)); n != replicas {
+			t.Fatalf("group %d has %d members, want %d", g, n, replicas)
+		}
+		for _, m := range gs.Members(g)[1:] {
+			want := gs.Leader(g).AppliedIndex()
+			for deadline := time.Now().Add(10 * time.Second); m.AppliedIndex() < want && time.Now().Before(deadline); {
+				time.Sleep(5 * time.Millisecond)
+			}
+			if got := m.AppliedIndex(); got < want {
+				t.Errorf("group %d: member %s applied up to %d, the leader %d", g, m.Self().ID, got, want)
+			}
+			if self := m.Self(); !self.Member || !self.Voter {
+				t.Errorf("group %d: %s is not a voter: %+v", g, self.ID, self)
+			}
 		}
 	}
 	for _, s := range sessions {
