@@ -16,7 +16,7 @@ import (
 )
 
 // groupPoint is one sub-benchmark result of internal/groupsim's
-// BenchmarkGroups: its workload (the part of the name before G=, if any),
+// BenchmarkGroups: its workload (the part of the name before /G=, if any),
 // the number of groups and the cycles per second.
 type groupPoint struct {
 	mode         string
@@ -25,8 +25,9 @@ type groupPoint struct {
 }
 
 // groupLine matches `go test -bench` result lines of BenchmarkGroups, as
-// BenchmarkGroups/G=4-2 or BenchmarkGroups/own/G=4-2.
-var groupLine = regexp.MustCompile(`^BenchmarkGroups/(?:([^/\s]+)/)?G=(\d+)(?:-\d+)?\s`)
+// BenchmarkGroups/G=4-2 or BenchmarkGroups/own/replicas=1/G=4-2 (the
+// workload "own/replicas=1").
+var groupLine = regexp.MustCompile(`^BenchmarkGroups/(?:(\S+)/)?G=(\d+)(?:-\d+)?\s`)
 
 // readGroups reads the BenchmarkGroups lines of a `go test -bench` output.
 func readGroups(name string) ([]groupPoint, error) {

@@ -78,8 +78,8 @@ func TestGroupsPlot(t *testing.T) {
 BenchmarkGroups/G=1-2   	    2602	    747888 ns/op	         0.3145 cpu_ms/cycle	      1329 cycles/s	         1.000 max_group_share	         1.000 vs_G1
 BenchmarkGroups/G=1-2   	    2602	    747888 ns/op	         0.3145 cpu_ms/cycle	      1500 cycles/s	         1.000 max_group_share	         1.000 vs_G1
 BenchmarkGroups/G=2-2   	    4424	    344466 ns/op	         0.2084 cpu_ms/cycle	      2874 cycles/s	         0.5000 max_group_share	         2.162 vs_G1
-BenchmarkGroups/own/G=1-2	    4424	    344466 ns/op	         0.2084 cpu_ms/cycle	      3000 cycles/s
-BenchmarkGroups/own/G=8-2	    4424	    344466 ns/op	         0.2084 cpu_ms/cycle	      9000 cycles/s
+BenchmarkGroups/own/replicas=3/G=1-2	    4424	    344466 ns/op	         0.2084 cpu_ms/cycle	      3000 cycles/s
+BenchmarkGroups/own/replicas=3/G=8-2	    4424	    344466 ns/op	         0.2084 cpu_ms/cycle	      9000 cycles/s
 PASS
 `
 	if err := os.WriteFile(in, []byte(lines), 0o644); err != nil {
@@ -93,7 +93,7 @@ PASS
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, w := range []string{"<svg", "measured", "own, measured", "G × (G = 1)", "groups", "cycles/s"} {
+	for _, w := range []string{"<svg", "measured", "own/replicas=3, measured", "G × (G = 1)", "groups", "cycles/s"} {
 		if !strings.Contains(string(b), w) {
 			t.Errorf("groups.svg does not show %q", w)
 		}

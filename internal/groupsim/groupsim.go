@@ -99,6 +99,10 @@ func memberConfig(dir string, group, member, replicas int) node.Config {
 	cfg.LogSegmentSize = 1 << 20
 	cfg.MinFreeSpace = node.DefaultMinFreeSpace(cfg.MaxSectionBytes, cfg.LogSegmentSize)
 	if replicas > 1 {
+		// Slower than serve's timings: G groups of three members share a
+		// busy machine, and a missed heartbeat must not start an election
+		// in the middle of a run.
+		cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 2*time.Second, 2*time.Second, time.Second
 		cfg.RaftAddr = "127.0.0.1:0"
 		cfg.Join = member > 0
 	}
@@ -160,20 +164,21 @@ func (s *Session) caller() node.Caller {
 	return node.Caller{ClientID: s.id, Secret: s.sec, Seq: s.seq, AckedBelow: s.seq}
 }
 
-// Cycle acquires the session's lock, waiting in its queue, and releases it:
-// two Raft commits in the owning group. It returns the grant's token.
+// Cycle acquires the session's named lock exclusively, waiting in its
+// queue, and releases it: two Raft commits in the owning group. It returns
+// the grant's token.
 func (s *Session) Cycle(ctx context.Context) (uint64, error) {
-	// The acquire waits in the queue when other sessions of the group
-	// hold the lock; a timed-out wait repeats with the same seq, keeping
-	// its place.
+	want := node.Want{Lock: &s.Name}
+	// The acquire waits in the queue when other sessions hold the lock; a
+	// timed-out wait repeats with the same seq, keeping its place.
 	c := s.caller()
 	for {
-		g, err := s.n.Acquire(ctx, c, false, 5*time.Second)
+		g, err := s.n.AcquireLock(ctx, c, want, false, 5*time.Second)
 		if err != nil {
 			return 0, err
 		}
 		if g.Granted {
-			if _, err := s.n.Release(ctx, s.caller(), g.Token, false, nil, nil); err != nil {
+			if _, err := s.n.ReleaseLock(ctx, s.caller(), &s.Name, g.Token, false, nil, nil); err != nil {
 				return 0, err
 			}
 			return g.Token, nil
