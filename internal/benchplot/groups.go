@@ -130,9 +130,15 @@ func drawGroups(pts []groupPoint, path string) error {
 			il.Color = plotutil.Color(i)
 			il.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
 			p.Add(il)
-			legend.Add(strings.TrimPrefix(name, "measured")+"G × (G = 1)", il)
+			ideal := "G × (G = 1)"
+			if mode != "" {
+				ideal = mode + ", " + ideal
+			}
+			legend.Add(ideal, il)
 			entries++
 		}
 	}
-	return save(p, legend, entries, path)
+	// save's legend height is tuned for a few entries; these have two per
+	// workload.
+	return save(p, legend, entries+entries/3, path)
 }

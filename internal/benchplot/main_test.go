@@ -93,7 +93,7 @@ PASS
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, w := range []string{"<svg", "measured", "own/replicas=3, measured", "G × (G = 1)", "groups", "cycles/s"} {
+	for _, w := range []string{"<svg", "measured", "own/replicas=3, measured", "own/replicas=3, G × (G = 1)", "G × (G = 1)", "groups", "cycles/s"} {
 		if !strings.Contains(string(b), w) {
 			t.Errorf("groups.svg does not show %q", w)
 		}
