@@ -40,7 +40,10 @@ type bench struct {
 	rounds   int
 	// stage makes a cycle two calls: the append is staged in the client
 	// and carried by the release.
-	stage  bool
+	stage bool
+	// locks, when positive, makes cycle run on named locks: client i
+	// cycles lock i mod locks, acquire then release.
+	locks  int
 	output outputFormat
 	stdout io.Writer
 	stderr io.Writer
@@ -84,6 +87,7 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	count := fs.Int("count", 1000, "sessions, or queued waiters, for those workloads")
 	sizeList := fs.String("sizes", "32,65536", "comma-separated append sizes in bytes for the append workload")
 	rounds := fs.Int("rounds", 3, "failover: how many times the leader is killed")
+	locks := fs.Int("locks", 0, "cycle: run on this many named locks (bench-lock-0, ...), client i cycling lock i mod N: acquire then release, with no append (a named lock guards no files); 0: the default lock, with its append")
 	stage := fs.Bool("stage", false, "cycle and handoff: stage the append in the client (Lock.Stage) and send it with the release: two calls per cycle instead of three")
 	nodes := fs.Int("nodes", 1, "without --server: servers to start, 1 or 3 (failover always starts 3)")
 	pidList := fs.String("server-pid", "", "with --server: comma-separated process ids of the servers, for server CPU and RSS")
@@ -125,6 +129,12 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		return errors.New("bench: --count must be at least 1")
 	case *rounds < 1:
 		return errors.New("bench: --rounds must be at least 1")
+	case *locks < 0:
+		return errors.New("bench: --locks must not be negative")
+	case *locks > 0 && *stage:
+		return errors.New("bench: --stage stages an append, and a named lock's cycle (--locks) has none")
+	case *locks > 0 && slices.Contains(wls, "handoff"):
+		return errors.New("bench: --locks goes with the cycle workload: handoff pairs the grants of the one default lock")
 	case *nodes != 1 && *nodes != 3:
 		return errors.New("bench: --nodes must be 1 or 3")
 	case given["nodes"] && given["server"]:
@@ -142,7 +152,7 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	}
 
 	b := &bench{cf: cf, lease: *lease, duration: *duration, count: *count, sizes: sizes, rounds: *rounds,
-		stage: *stage, output: *output, stdout: stdout, stderr: stderr}
+		stage: *stage, locks: *locks, output: *output, stdout: stdout, stderr: stderr}
 	tc, err := cf.tls.config()
 	if err != nil {
 		return err
@@ -212,6 +222,7 @@ run (one JSON object with --output json). Workloads:
             R_server: the server's health check. Every other figure is also given
             against them (F+R is the least one durable call can cost).
   cycle     N clients loop acquire, append 32 B, release on the one lock
+            (--locks M: on M named locks, client i on lock i mod M, acquire, release)
   handoff   the cycle, measuring release returned -> next waiter's acquire returned
   append    appends/s and MB/s inside sections of one client, per size
   sessions  --count idle sessions kept alive: server CPU % and RSS

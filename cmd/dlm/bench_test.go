@@ -76,6 +76,41 @@ func TestBenchCycle(t *testing.T) {
 	}
 }
 
+// TestBenchCycleNamedLocks runs cycles on named locks (--locks): 4 clients
+// on 2 locks, each grant in the replicated history on its client's lock,
+// released, and nothing appended to the files.
+func TestBenchCycleNamedLocks(t *testing.T) {
+	srv := servertest.Start(t, nil)
+	lines := benchJSON(t, "--server", srv.URL, "--workload", "cycle", "--clients", "4", "--locks", "2", "--duration", "1s", "--lease", "2s")
+	if len(lines) != 1 || lines[0]["workload"] != "cycle" {
+		t.Fatalf("bench printed %v", lines)
+	}
+	l := lines[0]
+	need(t, l, "cycles_per_second", "p99_ms", "locks")
+	if l["locks"] != 2.0 || l["errors"] != 0.0 || l["cycles"].(float64) < 1 {
+		t.Fatalf("cycle line %v", l)
+	}
+	h, err := srv.Node.LockHistory(nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for _, e := range h.Events {
+		seen[e.Lock]++
+		if e.EndedUnixMs == 0 {
+			t.Errorf("grant %d of %q not ended", e.Token, e.Lock)
+		}
+	}
+	if want := min(int(l["cycles"].(float64)), 1024); seen["bench-lock-0"]+seen["bench-lock-1"] < want || seen["bench-lock-0"] == 0 || seen["bench-lock-1"] == 0 || len(seen) != 2 {
+		t.Errorf("history holds grants %v for %v cycles", seen, l["cycles"])
+	}
+	for i := range 4 {
+		if data := cliMust(t, "", "cat", "--server", srv.URL, "file_"+strconv.Itoa(i)); data != "" {
+			t.Errorf("file_%d holds %d bytes: a named lock's cycle appends nothing", i, len(data))
+		}
+	}
+}
+
 // The floor, hand-off and append workloads against an embedded server,
 // as JSON lines; the appends are all in the files.
 func TestBenchFloorHandoffAppend(t *testing.T) {
@@ -194,6 +229,9 @@ func TestBenchBadFlags(t *testing.T) {
 		{[]string{"bench", "--server", "http://127.0.0.1:1", "--workload", "failover"}, "failover kills the leader"},
 		{[]string{"bench", "--workload", "handoff", "--clients", "1"}, "handoff needs at least 2 clients"},
 		{[]string{"bench", "--output", "xml"}, "not an output format"},
+		{[]string{"bench", "--locks", "-1"}, "--locks must not be negative"},
+		{[]string{"bench", "--locks", "2", "--stage"}, "a named lock's cycle (--locks) has none"},
+		{[]string{"bench", "--locks", "2", "--workload", "cycle,handoff"}, "--locks goes with the cycle workload"},
 		{[]string{"bench", "extra"}, "unexpected arguments"},
 	} {
 		_, _, err := cliRun(t, "", tc.args...)

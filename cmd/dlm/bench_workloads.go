@@ -128,7 +128,11 @@ func (b *bench) runCycle(ctx context.Context, workload string, n int) (*benchLin
 	start := time.Now()
 	var wg sync.WaitGroup
 	for i, c := range sessions {
-		wg.Go(func() { results[i] = benchCycles(runCtx, c, i, b.stage, &done) })
+		lock := ""
+		if b.locks > 0 && workload == "cycle" {
+			lock = benchLockName(i % b.locks)
+		}
+		wg.Go(func() { results[i] = benchCycles(runCtx, c, i, b.stage, lock, &done) })
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
@@ -152,8 +156,11 @@ func (b *bench) runCycle(ctx context.Context, workload string, n int) (*benchLin
 	}
 	cycles := len(records)
 	rate := float64(cycles) / elapsed.Seconds()
-	l := newBenchLine(workload).add("nodes", b.target.nodes()).add("clients", n).add("stage", b.stage).
-		add("duration_seconds", b.duration.Seconds()).add("cycles", cycles)
+	l := newBenchLine(workload).add("nodes", b.target.nodes()).add("clients", n).add("stage", b.stage)
+	if b.locks > 0 && workload == "cycle" {
+		l.add("locks", b.locks)
+	}
+	l.add("duration_seconds", b.duration.Seconds()).add("cycles", cycles)
 	if workload == "cycle" {
 		lat := make([]time.Duration, 0, cycles)
 		for _, r := range records {
@@ -223,10 +230,17 @@ func handoffs(records []cycleRecord) (hand, fromCall []time.Duration, early int)
 	return hand, fromCall, early
 }
 
+// benchLockName is the name of the i-th named lock of cycle --locks.
+func benchLockName(i int) string { return fmt.Sprintf("bench-lock-%d", i) }
+
 // benchCycles runs cycles until ctx ends. A cycle that got the lock is
 // finished even past the end, so that no section is left open; only whole
-// cycles count.
-func benchCycles(ctx context.Context, c *client.Client, i int, stage bool, done *atomic.Int64) cycleResult {
+// cycles count. With lock set, a cycle takes that named lock and releases
+// it, with no append.
+func benchCycles(ctx context.Context, c *client.Client, i int, stage bool, lock string, done *atomic.Int64) cycleResult {
+	if lock != "" {
+		return benchNamedCycles(ctx, c, lock, done)
+	}
 	var r cycleResult
 	file := fmt.Sprintf("file_%d", i%100)
 	for n := 0; ctx.Err() == nil; n++ {
@@ -261,6 +275,32 @@ func benchCycles(ctx context.Context, c *client.Client, i int, stage bool, done 
 			continue
 		}
 		r.records = append(r.records, cycleRecord{token: lk.Token(), started: t0, granted: granted, release: release, done: time.Now()})
+		done.Add(1)
+	}
+	return r
+}
+
+// benchNamedCycles is benchCycles on a named lock: acquire, release.
+func benchNamedCycles(ctx context.Context, c *client.Client, lock string, done *atomic.Int64) cycleResult {
+	var r cycleResult
+	for ctx.Err() == nil {
+		t0 := time.Now()
+		lk, err := c.Acquire(ctx, client.LockName(lock))
+		if err != nil {
+			if ctx.Err() == nil {
+				r.errors++
+				r.lastErr = err
+				pause(ctx)
+			}
+			continue
+		}
+		granted := time.Now()
+		if err := lk.Release(context.WithoutCancel(ctx)); err != nil {
+			r.errors++
+			r.lastErr = err
+			continue
+		}
+		r.records = append(r.records, cycleRecord{token: lk.Token(), started: t0, granted: granted, release: granted, done: time.Now()})
 		done.Add(1)
 	}
 	return r

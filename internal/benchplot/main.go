@@ -5,6 +5,11 @@
 // library and its fonts stay out of the dlm binary.
 //
 //	go run ./internal/benchplot [-out docs/bench] [-compare OTHER.jsonl] RUN.jsonl...
+//	go run ./internal/benchplot -out docs/bench -groups GROUPS.txt
+//
+// -groups reads the `go test -bench Groups` output of internal/groupsim
+// and draws groups.svg: cycles/s against the number of Raft groups
+// (docs/SCALING.md).
 //
 // Lines of other workloads are skipped. A line may name its "system"
 // (default "dlm"), so that figures of other lock services (written by hand
@@ -67,8 +72,27 @@ func run(args []string, stderr io.Writer) error {
 		compare = append(compare, s)
 		return nil
 	})
+	groups := fs.String("groups", "", "`go test -bench Groups` output of internal/groupsim: draws groups.svg")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *format != "svg" && *format != "png" {
+		return fmt.Errorf("-format %q: svg or png", *format)
+	}
+	if *groups != "" {
+		gp, err := readGroups(*groups)
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(*out, 0o755); err != nil {
+			return err
+		}
+		if err := drawGroups(gp, filepath.Join(*out, "groups."+*format)); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 && len(compare) == 0 {
+			return nil
+		}
 	}
 	if fs.NArg() == 0 {
 		return errors.New("no input: give the files of `dlm bench --output json` lines")
@@ -83,9 +107,6 @@ func run(args []string, stderr io.Writer) error {
 	}
 	if len(pts) == 0 {
 		return errors.New("no cycle lines in the input")
-	}
-	if *format != "svg" && *format != "png" {
-		return fmt.Errorf("-format %q: svg or png", *format)
 	}
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		return err

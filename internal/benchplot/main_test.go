@@ -70,3 +70,45 @@ func TestPlotsBadInput(t *testing.T) {
 		t.Error("input without cycle lines accepted")
 	}
 }
+
+func TestGroupsPlot(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "groups.txt")
+	lines := `goos: linux
+BenchmarkGroups/G=1-2   	    2602	    747888 ns/op	         0.3145 cpu_ms/cycle	      1329 cycles/s	         1.000 max_group_share	         1.000 vs_G1
+BenchmarkGroups/G=1-2   	    2602	    747888 ns/op	         0.3145 cpu_ms/cycle	      1500 cycles/s	         1.000 max_group_share	         1.000 vs_G1
+BenchmarkGroups/G=2-2   	    4424	    344466 ns/op	         0.2084 cpu_ms/cycle	      2874 cycles/s	         0.5000 max_group_share	         2.162 vs_G1
+BenchmarkGroups/own/replicas=3/G=1-2	    4424	    344466 ns/op	         0.2084 cpu_ms/cycle	      3000 cycles/s
+BenchmarkGroups/own/replicas=3/G=8-2	    4424	    344466 ns/op	         0.2084 cpu_ms/cycle	      9000 cycles/s
+PASS
+`
+	if err := os.WriteFile(in, []byte(lines), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "svg")
+	if err := run([]string{"-out", out, "-groups", in}, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(out, "groups.svg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{"<svg", "measured", "own/replicas=3, measured", "own/replicas=3, G × (G = 1)", "G × (G = 1)", "groups", "cycles/s"} {
+		if !strings.Contains(string(b), w) {
+			t.Errorf("groups.svg does not show %q", w)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(out, "cycles.svg")); err == nil {
+		t.Error("-groups alone drew cycles.svg too")
+	}
+	broken := filepath.Join(dir, "broken.txt")
+	os.WriteFile(broken, []byte("BenchmarkGroups/G=1-2 10 5 ns/op\n"), 0o644)
+	if err := run([]string{"-out", out, "-groups", broken}, io.Discard); err == nil || !strings.Contains(err.Error(), "without cycles/s") {
+		t.Errorf("a line without cycles/s: %v", err)
+	}
+	none := filepath.Join(dir, "none.txt")
+	os.WriteFile(none, []byte("PASS\n"), 0o644)
+	if err := run([]string{"-out", out, "-groups", none}, io.Discard); err == nil {
+		t.Error("an output without BenchmarkGroups lines accepted")
+	}
+}
