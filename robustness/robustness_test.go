@@ -20,6 +20,7 @@ var (
 	soakDuration = flag.Duration("duration", 0, "TestSoak: total time to keep running seeds (0: one short run)")
 	soakSeed     = flag.Uint64("seed", 1, "TestSoak: the first seed (each further run takes the next)")
 	runLength    = flag.Duration("length", 15*time.Second, "length of one run (one cluster, one seed)")
+	namedWorkers = flag.Int("named", 4, "named-lock workers in each run (shared and exclusive, raw API)")
 	leadFaults   = flag.String("lead", "", "TestSoak: comma-separated cluster faults each run starts with (names as in the summary's faultKinds)")
 )
 
@@ -90,7 +91,7 @@ func workers() int {
 func runSeed(t *testing.T, bin string, seed uint64, d time.Duration, mutation string, lead ...string) *result {
 	t.Helper()
 	res, err := run(context.Background(), config{bin: bin, seed: seed, duration: d, workers: workers(), mutation: mutation,
-		cycle: mutation != "", lead: lead, abandoning: mutation == "", results: resultsDir(), logf: t.Logf})
+		cycle: mutation != "", lead: lead, abandoning: mutation == "", named: *namedWorkers, results: resultsDir(), logf: t.Logf})
 	if err != nil {
 		t.Fatalf("seed %d: %v", seed, err)
 	}

@@ -34,6 +34,9 @@ type config struct {
 	// lead are cluster faults the schedule starts with, before the cycled
 	// or random ones (so that a short run meets a rare fault for sure).
 	lead []string
+	// named is the number of named-lock workers (named.go): half of them
+	// mostly shared, half mostly exclusive.
+	named int
 	// kinds are the cluster faults to draw from (nil: faultKinds).
 	kinds []string
 	// results is where a failing run writes its history and visualization.
@@ -146,6 +149,16 @@ func run(ctx context.Context, cfg config) (*result, error) {
 	}
 	zst := newStack(c.hostMap())
 	z := newZombie(cfg.workers, h, c, zst, rand.New(rand.NewPCG(cfg.seed, 999)), files)
+	var named []*namedWorker
+	for i := range cfg.named {
+		st := newStack(c.hostMap())
+		sharedPct := 80
+		if i%2 == 1 {
+			sharedPct = 20
+		}
+		named = append(named, newNamedWorker(cfg.workers+3+i, h, c, st, rand.New(rand.NewPCG(cfg.seed, uint64(1000+i))), sharedPct))
+		stacks = append(stacks, st)
+	}
 
 	runCtx, cancel := context.WithTimeout(ctx, cfg.duration)
 	defer cancel()
@@ -154,6 +167,9 @@ func run(ctx context.Context, cfg config) (*result, error) {
 		wg.Go(func() { w.run(runCtx) })
 	}
 	wg.Go(func() { z.run(runCtx) })
+	for _, n := range named {
+		wg.Go(func() { n.run(runCtx) })
+	}
 	pollCtx, stopPoll := context.WithCancel(ctx)
 	var pg sync.WaitGroup
 	pg.Go(func() { pollStatus(pollCtx, c, h) })
@@ -216,6 +232,9 @@ func run(ctx context.Context, cfg config) (*result, error) {
 		res.violations = append(res.violations, al.watch.check(al.id)...)
 		reqs, sessions, most := al.watch.stats()
 		cfg.logf("seed %d: the abandoning client made %d numbered requests in %d sessions (at most %d in one)", cfg.seed, reqs, sessions, most)
+	}
+	if cfg.named > 0 {
+		cfg.logf("seed %d: %s", cfg.seed, namedSummary(h))
 	}
 	res.findings = h.findings
 	for _, f := range h.findings {
@@ -290,7 +309,7 @@ func pollStatus(ctx context.Context, c *cluster, h *history) {
 // transports, one every 200-500ms; with cycle, every method meets every
 // fault in turn.
 func rpcFaults(ctx context.Context, rng *rand.Rand, cycle bool, h *history, stacks []*stack) {
-	methods := []string{"AppendFile", "LockRelease", "LockAcquire", "ReadFile", "KeepAlive"}
+	methods := []string{"AppendFile", "LockRelease", "LockAcquire", "ReadFile", "KeepAlive", "CheckToken"}
 	for step := 0; ctx.Err() == nil; step++ {
 		// Fault schedule: the gap between two injected RPC faults.
 		if pollPause(ctx, time.Duration(200+rng.IntN(300))*time.Millisecond) != nil {
