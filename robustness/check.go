@@ -274,3 +274,21 @@ func checkLinearizable(h *history, vizPath string, timeout time.Duration, always
 	}
 	return res, nil
 }
+
+// illegalPartitions names the model's partitions (a lock, or a file) that
+// porcupine refutes on their own, to say which part of dlm broke.
+func illegalPartitions(h *history) []string {
+	byKey := make(map[string][]porcupine.Operation)
+	for _, op := range operations(h) {
+		k := op.Input.(input).key
+		byKey[k] = append(byKey[k], op)
+	}
+	var bad []string
+	for k, ops := range byKey {
+		if res, _ := porcupine.CheckOperationsVerbose(dlmModel, ops, 10*time.Second); res == porcupine.Illegal {
+			bad = append(bad, k)
+		}
+	}
+	sort.Strings(bad)
+	return bad
+}

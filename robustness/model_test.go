@@ -152,3 +152,14 @@ func TestTokensCheckedAcrossLocks(t *testing.T) {
 		})
 	}
 }
+
+func TestIllegalPartitionsNameTheBrokenLock(t *testing.T) {
+	h := &history{events: []event{
+		acq(1, "alpha", true, 10, 0, 1), acq(2, "alpha", false, 11, 2, 3), rel(1, "alpha", 10, ok, 4, 5),
+		acq(3, "beta", false, 12, 0, 1), rel(3, "beta", 12, ok, 2, 3),
+		acq(4, "", true, 13, 0, 1), rel(4, "", 13, ok, 2, 3),
+	}}
+	if got := illegalPartitions(h); len(got) != 1 || got[0] != "lock/alpha" {
+		t.Fatalf("illegal partitions %q, want [lock/alpha]", got)
+	}
+}

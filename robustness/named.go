@@ -19,6 +19,10 @@ import (
 // library workers that take it exclusively to append.
 var namedLocks = []string{"alpha", "beta", "gamma", ""}
 
+// namedLeaseMs is the named workers' lease: short, so that a stalled
+// holder's grants expire (and start their lock-delay) within a run.
+const namedLeaseMs = 1500
+
 // namedWorker takes named locks and the default lock in shared or
 // exclusive mode over the raw API (one session, no keepalive: its calls
 // renew its lease), holds each grant a moment, asks CheckToken about it,
@@ -40,7 +44,7 @@ func newNamedWorker(id int, h *history, c *cluster, st *stack, rng *rand.Rand, s
 
 func (n *namedWorker) run(ctx context.Context) {
 	for ctx.Err() == nil {
-		if n.sess == 0 && !n.open(ctx, fmt.Sprintf("named%d", n.id)) {
+		if n.sess == 0 && !n.open(ctx, fmt.Sprintf("named%d", n.id), namedLeaseMs) {
 			continue
 		}
 		n.cur = n.rng.IntN(len(n.urls))
@@ -132,10 +136,25 @@ func (n *namedWorker) round(ctx context.Context) {
 		pollPause(ctx, time.Duration(n.rng.IntN(150))*time.Millisecond)
 		n.checkToken(ctx, lock, token)
 	}
-	res = n.release(ctx, lock, token)
-	if res == ok && n.rng.IntN(4) == 0 {
-		// A released token is never current again.
+	if n.rng.IntN(15) == 0 {
+		// Fault: the holder stalls past its lease, so its session and every
+		// grant of it expire (the lock then waits out its lock-delay); its
+		// CheckToken and release that follow must not succeed once another
+		// holder has the lock.
+		pollPause(ctx, 2*namedLeaseMs*time.Millisecond)
 		n.checkToken(ctx, lock, token)
+	}
+	res = n.release(ctx, lock, token, false)
+	if res == ok {
+		switch n.rng.IntN(6) {
+		case 0:
+			// A released token is never current again.
+			n.checkToken(ctx, lock, token)
+		case 1:
+			// A late release of the same token, as a new request of the
+			// live session: it must be refused.
+			n.release(ctx, lock, token, true)
+		}
 	}
 	if res != ok {
 		// Expired, or not known to be released: a fresh session leaves the
@@ -165,9 +184,12 @@ func (n *namedWorker) checkToken(ctx context.Context, lock string, token uint64)
 	n.h.add(e)
 }
 
-func (n *namedWorker) release(ctx context.Context, lock string, token uint64) outcome {
+// release releases token's grant of lock; stale marks a release sent on
+// purpose after the grant was released, which the model then sees as a
+// release of a grant no longer held.
+func (n *namedWorker) release(ctx context.Context, lock string, token uint64, stale bool) outcome {
 	id, secret, seq := n.caller()
-	e := event{Worker: n.id, Kind: "release", Lock: lock, Token: token, Call: n.h.now()}
+	e := event{Worker: n.id, Kind: "release", Lock: lock, Token: token, Stale: stale, Call: n.h.now()}
 	req := &dlmv1.LockReleaseRequest{ClientId: id, Secret: secret, Seq: seq, AckedBelow: seq, Token: token, Lock: lockRef(lock)}
 	if lock == "" {
 		// The default lock's section is empty, whichever leader granted it.
@@ -202,7 +224,7 @@ func namedSummary(h *history) string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	grants := make(map[string]int)
-	var shared, checks, current, releases int
+	var shared, checks, current, releases, stale int
 	for _, e := range h.events {
 		if e.Result != ok {
 			continue
@@ -213,7 +235,9 @@ func namedSummary(h *history) string {
 			if e.Shared {
 				shared++
 			}
-		case e.Kind == "release" && (e.Lock != ""):
+		case e.Kind == "release" && e.Stale:
+			stale++
+		case e.Kind == "release" && e.Lock != "":
 			releases++
 		case e.Kind == "checktoken":
 			checks++
@@ -222,5 +246,5 @@ func namedSummary(h *history) string {
 			}
 		}
 	}
-	return fmt.Sprintf("named workers: grants %v (%d shared), %d named releases, %d CheckToken answers (%d current)", grants, shared, releases, checks, current)
+	return fmt.Sprintf("named workers: grants %v (%d shared), %d named releases, %d CheckToken answers (%d current), %d late releases accepted", grants, shared, releases, checks, current, stale)
 }

@@ -256,7 +256,7 @@ func run(ctx context.Context, cfg config) (*result, error) {
 	}
 	switch lin {
 	case porcupine.Illegal:
-		res.violations = append(res.violations, "the history is not linearizable (see porcupine.html)")
+		res.violations = append(res.violations, fmt.Sprintf("the history is not linearizable (see porcupine.html): %s", strings.Join(illegalPartitions(h), ", ")))
 	case porcupine.Unknown:
 		cfg.logf("porcupine timed out on seed %d: counted as not proven", cfg.seed)
 	}

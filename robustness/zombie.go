@@ -105,10 +105,10 @@ func (z *rawSession) caller() (uint64, string, uint64) {
 	return z.sess, z.secret, z.seq
 }
 
-func (z *rawSession) open(ctx context.Context, name string) bool {
+func (z *rawSession) open(ctx context.Context, name string, leaseMs uint32) bool {
 	var resp *dlmv1.InitResponse
 	res, _ := z.call(ctx, func(ctx context.Context, api dlmv1connect.LockServiceClient) error {
-		r, err := api.Init(ctx, connect.NewRequest(&dlmv1.InitRequest{LeaseMs: 3000, Name: name}))
+		r, err := api.Init(ctx, connect.NewRequest(&dlmv1.InitRequest{LeaseMs: leaseMs, Name: name}))
 		if err == nil {
 			resp = r.Msg
 		}
@@ -124,7 +124,7 @@ func (z *rawSession) open(ctx context.Context, name string) bool {
 // run repeats: a short critical section, then the late append and release.
 func (z *zombie) run(ctx context.Context) {
 	for ctx.Err() == nil {
-		if z.sess == 0 && !z.open(ctx, "zombie") {
+		if z.sess == 0 && !z.open(ctx, "zombie", 3000) {
 			continue
 		}
 		// Start each round at a random node, as a fresh client would.
