@@ -29,7 +29,8 @@ type event struct {
 	Kind   string `json:"kind"` // acquire, append, release, abort, read, status, checktoken
 	// Lock is a named lock's name; empty for the default lock.
 	Lock string `json:"lock,omitempty"`
-	// Shared marks an acquire in shared mode.
+	// Shared marks an acquire in shared mode (and the named workers'
+	// releases and CheckTokens of such a grant).
 	Shared bool `json:"shared,omitempty"`
 	// Current is CheckToken's answer.
 	Current bool    `json:"current,omitempty"`

@@ -134,7 +134,7 @@ func (n *namedWorker) round(ctx context.Context) {
 	for range n.rng.IntN(3) {
 		// Workload: hold the grant a moment before asking about it.
 		pollPause(ctx, time.Duration(n.rng.IntN(150))*time.Millisecond)
-		n.checkToken(ctx, lock, token)
+		n.checkToken(ctx, lock, shared, token)
 	}
 	if n.rng.IntN(15) == 0 {
 		// Fault: the holder stalls past its lease, so its session and every
@@ -142,18 +142,18 @@ func (n *namedWorker) round(ctx context.Context) {
 		// CheckToken and release that follow must not succeed once another
 		// holder has the lock.
 		pollPause(ctx, 2*namedLeaseMs*time.Millisecond)
-		n.checkToken(ctx, lock, token)
+		n.checkToken(ctx, lock, shared, token)
 	}
-	res = n.release(ctx, lock, token, false)
+	res = n.release(ctx, lock, shared, token, false)
 	if res == ok {
 		switch n.rng.IntN(6) {
 		case 0:
 			// A released token is never current again.
-			n.checkToken(ctx, lock, token)
+			n.checkToken(ctx, lock, shared, token)
 		case 1:
 			// A late release of the same token, as a new request of the
 			// live session: it must be refused.
-			n.release(ctx, lock, token, true)
+			n.release(ctx, lock, shared, token, true)
 		}
 	}
 	if res != ok {
@@ -163,8 +163,8 @@ func (n *namedWorker) round(ctx context.Context) {
 	}
 }
 
-func (n *namedWorker) checkToken(ctx context.Context, lock string, token uint64) {
-	e := event{Worker: n.id, Kind: "checktoken", Lock: lock, Token: token, Call: n.h.now()}
+func (n *namedWorker) checkToken(ctx context.Context, lock string, shared bool, token uint64) {
+	e := event{Worker: n.id, Kind: "checktoken", Lock: lock, Shared: shared, Token: token, Call: n.h.now()}
 	var current bool
 	res, err := n.call(ctx, func(ctx context.Context, api dlmv1connect.LockServiceClient) error {
 		r, err := api.CheckToken(ctx, connect.NewRequest(&dlmv1.CheckTokenRequest{Lock: lockRef(lock), Token: token}))
@@ -187,9 +187,9 @@ func (n *namedWorker) checkToken(ctx context.Context, lock string, token uint64)
 // release releases token's grant of lock; stale marks a release sent on
 // purpose after the grant was released, which the model then sees as a
 // release of a grant no longer held.
-func (n *namedWorker) release(ctx context.Context, lock string, token uint64, stale bool) outcome {
+func (n *namedWorker) release(ctx context.Context, lock string, shared bool, token uint64, stale bool) outcome {
 	id, secret, seq := n.caller()
-	e := event{Worker: n.id, Kind: "release", Lock: lock, Token: token, Stale: stale, Call: n.h.now()}
+	e := event{Worker: n.id, Kind: "release", Lock: lock, Shared: shared, Token: token, Stale: stale, Call: n.h.now()}
 	req := &dlmv1.LockReleaseRequest{ClientId: id, Secret: secret, Seq: seq, AckedBelow: seq, Token: token, Lock: lockRef(lock)}
 	if lock == "" {
 		// The default lock's section is empty, whichever leader granted it.
@@ -218,33 +218,45 @@ func (n *namedWorker) giveUp(ctx context.Context, lock string) outcome {
 	return res
 }
 
-// namedSummary counts what the named workers did, so that a run that
-// exercised nothing shows it.
-func namedSummary(h *history) string {
+// namedCounts is what the named workers did, so that a run that exercised
+// nothing shows it.
+type namedCounts struct {
+	sharedGrants, exclusiveGrants int
+	// locks is how many locks were granted at least once.
+	locks                int
+	releases, checks     int
+	current              int
+	lateReleasesAccepted int
+}
+
+func countNamed(h *history) namedCounts {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	grants := make(map[string]int)
-	var shared, checks, current, releases, stale int
+	var n namedCounts
+	seen := make(map[string]bool)
 	for _, e := range h.events {
-		if e.Result != ok {
+		if e.Result != ok || (e.Lock == "" && !e.Shared) {
 			continue
 		}
 		switch {
-		case e.Kind == "acquire" && (e.Lock != "" || e.Shared):
-			grants[e.Lock]++
+		case e.Kind == "acquire":
+			seen[e.Lock] = true
 			if e.Shared {
-				shared++
+				n.sharedGrants++
+			} else {
+				n.exclusiveGrants++
 			}
 		case e.Kind == "release" && e.Stale:
-			stale++
-		case e.Kind == "release" && e.Lock != "":
-			releases++
+			n.lateReleasesAccepted++
+		case e.Kind == "release":
+			n.releases++
 		case e.Kind == "checktoken":
-			checks++
+			n.checks++
 			if e.Current {
-				current++
+				n.current++
 			}
 		}
 	}
-	return fmt.Sprintf("named workers: grants %v (%d shared), %d named releases, %d CheckToken answers (%d current), %d late releases accepted", grants, shared, releases, checks, current, stale)
+	n.locks = len(seen)
+	return n
 }

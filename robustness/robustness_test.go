@@ -126,6 +126,31 @@ func TestRobustness(t *testing.T) {
 	}
 }
 
+// TestNamedAndSharedLocks runs mostly named-lock workers (named.go), half
+// of them mostly shared, half mostly exclusive, against few library
+// workers, under the cluster and RPC faults; the model must accept the
+// history, and the run must have exercised what it claims to check.
+func TestNamedAndSharedLocks(t *testing.T) {
+	bin := binary(t, false)
+	const seed = 21
+	res, err := run(context.Background(), config{bin: bin, seed: seed, duration: 10 * time.Second, workers: 2, named: 8,
+		results: resultsDir(), logf: t.Logf})
+	if err != nil {
+		t.Fatalf("seed %d: %v", seed, err)
+	}
+	resultsMu.Lock()
+	allResults = append(allResults, res)
+	resultsMu.Unlock()
+	if len(res.violations) > 0 {
+		report(t, res)
+		t.Errorf("seed %d: the suite found violations; rerun with: go test ./robustness/ -run TestNamedAndSharedLocks -v", seed)
+	}
+	n := res.named
+	if n.sharedGrants < 10 || n.exclusiveGrants < 10 || n.locks < len(namedLocks) || n.current < 10 {
+		t.Errorf("the run exercised too little to prove anything: %+v", n)
+	}
+}
+
 // TestMutations shows that the checks can fail: each mutation breaks one
 // safety mechanism of the server, and the suite must report a violation.
 func TestMutations(t *testing.T) {

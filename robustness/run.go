@@ -53,6 +53,7 @@ type result struct {
 	violations []string
 	findings   []string
 	dir        string
+	named      namedCounts
 }
 
 // run starts a cluster, runs the workload under the seeded fault schedule
@@ -234,7 +235,8 @@ func run(ctx context.Context, cfg config) (*result, error) {
 		cfg.logf("seed %d: the abandoning client made %d numbered requests in %d sessions (at most %d in one)", cfg.seed, reqs, sessions, most)
 	}
 	if cfg.named > 0 {
-		cfg.logf("seed %d: %s", cfg.seed, namedSummary(h))
+		res.named = countNamed(h)
+		cfg.logf("seed %d: named workers: %+v", cfg.seed, res.named)
 	}
 	res.findings = h.findings
 	for _, f := range h.findings {
