@@ -60,6 +60,8 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.IntVar(&limits.MaxConcurrentStreams, "max-streams", 250, "requests in flight on one HTTP/2 connection")
 	fs.IntVar(&limits.MaxConnections, "max-connections", 10000, "open client connections; more wait until one closes")
 	fs.IntVar(&cfg.MaxSessions, "max-sessions", cfg.MaxSessions, "open sessions in the cluster; more are refused with TOO_MANY_SESSIONS (0: no limit)")
+	fs.IntVar(&cfg.MaxLocks, "max-locks", cfg.MaxLocks, "live locks in the cluster (held, waited for or in their lock-delay, the default lock included); an acquire that would make one more is refused with TOO_MANY_LOCKS (0: no limit)")
+	fs.DurationVar(&cfg.LockDelay, "lock-delay", cfg.LockDelay, "how long a lock stays ungranted after its holder's lease runs out (not after a release or close), so that the stale holder's writes to other systems drain first; an acquire's lock_delay_ms overrides it per grant (at most 60s)")
 	var initRate service.InitRate
 	fs.Float64Var(&initRate.Rate, "init-rate", 20, "sessions one client address (an IPv4 address, an IPv6 /64) may open per second, sustained; more are refused with INIT_RATE_LIMITED (0: no limit)")
 	fs.IntVar(&initRate.Burst, "init-burst", 200, "sessions one client address may open at once after a pause")
@@ -108,6 +110,12 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		return errors.New("serve: --max-sessions must not be negative")
 	case cfg.MaxSessions == 0:
 		cfg.MaxSessions = -1 // no limit
+	}
+	switch {
+	case cfg.MaxLocks < 0:
+		return errors.New("serve: --max-locks must not be negative")
+	case cfg.MaxLocks == 0:
+		cfg.MaxLocks = -1 // no limit
 	}
 	if !(initRate.Rate >= 0) || initRate.Burst < 1 {
 		return errors.New("serve: --init-rate must not be negative and --init-burst must be at least 1")
@@ -291,6 +299,7 @@ var configFlags = map[string]string{
 	"LeaderLeaseTimeout": "--leader-lease-timeout", "CommitTimeout": "--commit-timeout",
 	"LogSegmentSize": "--log-segment-size", "MinFreeSpace": "--min-free-space",
 	"MaxFileBytes": "--max-file-size", "MaxSessions": "--max-sessions",
+	"MaxLocks": "--max-locks", "LockDelay": "--lock-delay",
 }
 
 // flagError says a refused node.Config in the flags' names.

@@ -24,6 +24,10 @@ func TestServeRefusesBadConfig(t *testing.T) {
 		{[]string{"--lease", "1s", "--max-lease", "500ms"}, "--max-lease is 500ms: it must be at least --lease (1s)"},
 		{[]string{"--log-segment-size", "1000"}, "--log-segment-size is 1000"},
 		{[]string{"--max-append", "0"}, "--max-append is 0"},
+		{[]string{"--lock-delay", "61s"}, "--lock-delay is 1m1s: it must be from 0 to 1m0s"},
+		{[]string{"--lock-delay", "-1s"}, "--lock-delay is -1s"},
+		{[]string{"--lock-delay", "1500us"}, "--lock-delay is 1.5ms: it must be a whole number of milliseconds"},
+		{[]string{"--max-locks", "-1"}, "--max-locks must not be negative"},
 	} {
 		dir := filepath.Join(t.TempDir(), "data")
 		_, _, err := cliRun(t, "", append([]string{"serve", "--data", dir, "--listen", "127.0.0.1:0"}, tc.args...)...)

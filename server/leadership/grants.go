@@ -1,15 +1,27 @@
 package leadership
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
+
+	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
+	"github.com/dlm/dlm/server/lockstate"
 )
 
 // Granted is the grant of an acquire made without waiting (no_wait),
 // reported to the stream that keeps its session alive.
 type Granted struct {
 	ClientID, Seq, Token uint64
+	Lock                 string
+	Mode                 dlmv1.LockMode
 }
+
+// MaxNoWaits bounds the no_wait acquires remembered per session: as many as
+// a session may hold or wait for (lockstate's per-session cap). Past it the
+// oldest is forgotten, and its client learns of its grant by repeating the
+// acquire, as it does after any lost grant.
+const MaxNoWaits = 256
 
 // Listener receives the grants of the no_wait acquires of the sessions it
 // listens for: one per Pulse stream. Its queue is bounded and an apply never
@@ -36,13 +48,13 @@ type grants struct {
 	mu sync.Mutex
 	// listening maps a session to the stream that last renewed it.
 	listening map[uint64]*Listener
-	// noWait maps a session to the seq of its acquire made with no_wait
-	// and not yet granted.
-	noWait map[uint64]uint64
+	// noWait maps a session to the seqs of its acquires made with no_wait
+	// and not yet granted, oldest first: one per lock it waits for.
+	noWait map[uint64][]uint64
 }
 
 func newGrants() *grants {
-	return &grants{listening: make(map[uint64]*Listener), noWait: make(map[uint64]uint64)}
+	return &grants{listening: make(map[uint64]*Listener), noWait: make(map[uint64][]uint64)}
 }
 
 // NewListener returns a listener whose queue holds up to size grants.
@@ -76,33 +88,64 @@ func (c *Core) Unlisten(l *Listener) {
 	clear(l.ids)
 }
 
-// NoWait records that session id asks for the lock with seq without
+// NoWait records that session id asks for a lock with seq without
 // waiting, so that its grant is reported to the session's listener. Record
 // it before proposing the acquire, so that a grant applied before the
-// proposal returns is not missed.
+// proposal returns is not missed. A session waits for each of its locks
+// under its own seq, so several may be recorded at once.
 func (c *Core) NoWait(id, seq uint64) {
 	g := c.grants
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.noWait[id] = seq
-}
-
-// granted reports the grant to the session's listener when it answers the
-// session's no_wait acquire.
-func (g *grants) granted(id, seq, token uint64) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	want, ok := g.noWait[id]
-	if !ok || want != seq {
+	seqs := g.noWait[id]
+	if slices.Contains(seqs, seq) {
 		return
 	}
-	delete(g.noWait, id)
-	l, ok := g.listening[id]
+	if len(seqs) >= MaxNoWaits {
+		seqs = slices.Delete(seqs, 0, 1)
+	}
+	g.noWait[id] = append(seqs, seq)
+}
+
+// Answered forgets a no_wait acquire that needs no report: it was granted,
+// refused or not queued when its call returned.
+func (c *Core) Answered(id, seq uint64) {
+	g := c.grants
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.forgetLocked(id, seq)
+}
+
+// forgetLocked removes seq from the session's no_wait acquires and reports
+// whether it was there.
+func (g *grants) forgetLocked(id, seq uint64) bool {
+	seqs := g.noWait[id]
+	i := slices.Index(seqs, seq)
+	if i < 0 {
+		return false
+	}
+	if seqs = slices.Delete(seqs, i, i+1); len(seqs) == 0 {
+		delete(g.noWait, id)
+	} else {
+		g.noWait[id] = seqs
+	}
+	return true
+}
+
+// granted reports the grant to the session's listener when it answers one
+// of the session's no_wait acquires.
+func (g *grants) granted(gr lockstate.Grant) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.forgetLocked(gr.ClientID, gr.Seq) {
+		return
+	}
+	l, ok := g.listening[gr.ClientID]
 	if !ok {
 		return
 	}
 	select {
-	case l.c <- Granted{ClientID: id, Seq: seq, Token: token}:
+	case l.c <- Granted{ClientID: gr.ClientID, Seq: gr.Seq, Token: gr.Token, Lock: gr.Lock, Mode: gr.Mode}:
 	default:
 		l.dropped.Add(1)
 	}
@@ -137,5 +180,8 @@ func (c *Core) Listening() (listening, noWaits int) {
 	g := c.grants
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return len(g.listening), len(g.noWait)
+	for _, seqs := range g.noWait {
+		noWaits += len(seqs)
+	}
+	return len(g.listening), noWaits
 }

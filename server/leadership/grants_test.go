@@ -8,7 +8,7 @@ import "testing"
 func TestGrantsReachTheSessionsListener(t *testing.T) {
 	clock := newFakeClock()
 	c := New(clock)
-	c.Begin(nil)
+	c.Begin(nil, nil)
 	log := newLockLog(t, c)
 	holder, a, b := log.open(), log.open(), log.open()
 	log.acquire(holder)
@@ -58,7 +58,7 @@ func TestGrantsReachTheSessionsListener(t *testing.T) {
 
 func TestFullListenerDropsGrants(t *testing.T) {
 	c := New(newFakeClock())
-	c.Begin(nil)
+	c.Begin(nil, nil)
 	log := newLockLog(t, c)
 	holder := log.open()
 	log.acquire(holder)

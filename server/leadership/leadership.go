@@ -15,6 +15,7 @@ type Core struct {
 	leases *leases
 	waits  *waiters
 	grants *grants
+	delays *delays
 
 	mu sync.Mutex
 	// term is non-nil only while this node leads.
@@ -33,21 +34,25 @@ func (t *Term) Lost() <-chan struct{} { return t.lost }
 
 // New returns the memory of a node that does not lead yet.
 func New(clock Clock) *Core {
-	return &Core{clock: clock, leases: newLeases(), waits: newWaiters(), grants: newGrants(), changed: make(chan struct{})}
+	return &Core{clock: clock, leases: newLeases(), waits: newWaiters(), grants: newGrants(), delays: newDelays(), changed: make(chan struct{})}
 }
 
 // Clock is the clock the core reads.
 func (c *Core) Clock() Clock { return c.clock }
 
-// Begin starts a term, ending any current one first, and gives each of
-// sessions a full lease from now.
-func (c *Core) Begin(sessions []lockstate.SessionInfo) *Term {
+// Begin starts a term, ending any current one first, gives each of
+// sessions a full lease from now, and times each of delays in full from now.
+func (c *Core) Begin(sessions []lockstate.SessionInfo, delays []lockstate.Delay) *Term {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.endLocked()
+	now := c.clock.Now()
 	// Keepalives were not logged, so no one knows when each session was
 	// last seen: every session gets a full fresh lease.
-	c.leases.reset(c.clock.Now(), sessions)
+	c.leases.reset(now, sessions)
+	// Nor when an earlier leader started each lock-delay: each lasts its
+	// whole length again, long rather than short.
+	c.delays.reset(now, delays)
 	c.term = &Term{lost: make(chan struct{})}
 	c.signalLocked()
 	return c.term
@@ -68,6 +73,7 @@ func (c *Core) endLocked() bool {
 	close(c.term.lost)
 	c.term = nil
 	c.leases.reset(time.Time{}, nil)
+	c.delays.reset(time.Time{}, nil)
 	c.grants.reset()
 	c.signalLocked()
 	return true
@@ -109,8 +115,13 @@ func (c *Core) Applied(res lockstate.Result) {
 		c.leases.opened(c.clock.Now(), res.ClientID, time.Duration(res.LeaseMs)*time.Millisecond)
 	}
 	for _, g := range res.Grants {
-		c.grants.granted(g.ClientID, g.Seq, g.Token)
+		// A session's waiters wake for a grant of any of its locks; each
+		// reads its own acquire's outcome again.
+		c.grants.granted(g)
 		c.waits.wake(g.ClientID)
+	}
+	for _, d := range res.DelayStarted {
+		c.delays.start(c.clock.Now(), d)
 	}
 	for _, id := range res.Ended {
 		c.leases.remove(id)

@@ -18,7 +18,7 @@ func leading(t *testing.T, sessions ...lockstate.SessionInfo) (*Core, *fakeClock
 	t.Helper()
 	clk := newFakeClock()
 	c := New(clk)
-	c.Begin(sessions)
+	c.Begin(sessions, nil)
 	return c, clk
 }
 
@@ -159,7 +159,7 @@ func idleExamined(t *testing.T, count int) uint64 {
 	for i := range sessions {
 		sessions[i] = session(uint64(i+1), 10*time.Minute)
 	}
-	c.Begin(sessions)
+	c.Begin(sessions, nil)
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {

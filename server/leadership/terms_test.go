@@ -63,7 +63,7 @@ func TestNewTermGivesFullFreshLeases(t *testing.T) {
 		t.Fatal("End ended a term twice")
 	}
 
-	second := c.Begin([]lockstate.SessionInfo{session(1, time.Second), session(2, 2*time.Second)})
+	second := c.Begin([]lockstate.SessionInfo{session(1, time.Second), session(2, 2*time.Second)}, nil)
 	if second == first {
 		t.Fatal("a new term is the old one")
 	}
@@ -82,7 +82,7 @@ func TestNewTermGivesFullFreshLeases(t *testing.T) {
 func TestBeginEndsTheCurrentTerm(t *testing.T) {
 	c, _ := leading(t, session(1, time.Second))
 	first, _ := c.Current()
-	c.Begin(nil)
+	c.Begin(nil, nil)
 	select {
 	case <-first.Lost():
 	default:
@@ -119,7 +119,7 @@ func TestAwaitTerm(t *testing.T) {
 		}
 		got <- term
 	}()
-	want := c.Begin(nil)
+	want := c.Begin(nil, nil)
 	if term := <-got; term != want {
 		t.Fatalf("AwaitTerm returned %p; want the begun term %p", term, want)
 	}

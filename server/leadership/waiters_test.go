@@ -142,7 +142,7 @@ func TestTermEndWakesWaiters(t *testing.T) {
 	}
 	stop := make(chan struct{})
 	close(stop)
-	w2 := c.Watch(c.Begin(nil), 8, time.Minute)
+	w2 := c.Watch(c.Begin(nil, nil), 8, time.Minute)
 	defer w2.Close()
 	if e := w2.Next(context.Background(), stop); e != Stopped {
 		t.Fatalf("a waiter of a stopping node got %v; want stopped", e)

@@ -39,6 +39,7 @@ type Metrics struct {
 	reg *prometheus.Registry
 
 	grants, releases, expiries, dedupHits prometheus.Counter
+	lockDelays                            prometheus.Counter
 	abortedRollbacks, expiredRollbacks    prometheus.Counter
 	stage                                 [stages]prometheus.Observer
 }
@@ -54,11 +55,12 @@ func New() *Metrics {
 		return c
 	}
 	m := &Metrics{
-		reg:       reg,
-		grants:    counter("dlm_grants_total", "Lock grants applied by this member's state machine (the same on every member)."),
-		releases:  counter("dlm_releases_total", "Critical sections committed by a release or by closing the session that held the lock, as applied by this member."),
-		expiries:  counter("dlm_expiries_total", "Sessions ended by lease expiry, as applied by this member."),
-		dedupHits: counter("dlm_dedup_hits_total", "Repeated requests (same session and seq) answered by this leader from the recorded outcome, without a log entry."),
+		reg:        reg,
+		grants:     counter("dlm_grants_total", "Lock grants applied by this member's state machine (the same on every member)."),
+		releases:   counter("dlm_releases_total", "Critical sections committed by a release or by closing the session that held the lock, as applied by this member."),
+		expiries:   counter("dlm_expiries_total", "Sessions ended by lease expiry, as applied by this member."),
+		dedupHits:  counter("dlm_dedup_hits_total", "Repeated requests (same session and seq) answered by this leader from the recorded outcome, without a log entry."),
+		lockDelays: counter("dlm_lock_delays_total", "Lock-delays started by a holder's lease expiry, as applied by this member."),
 	}
 	rollbacks := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "dlm_rollbacks_total",
@@ -84,6 +86,13 @@ func New() *Metrics {
 func (m *Metrics) Grants(n int) {
 	if m != nil && n > 0 {
 		m.grants.Add(float64(n))
+	}
+}
+
+// LockDelays counts n lock-delays started.
+func (m *Metrics) LockDelays(n int) {
+	if m != nil && n > 0 {
+		m.lockDelays.Add(float64(n))
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"strconv"
 	"time"
 
@@ -78,35 +79,36 @@ func (n *Node) tooManySessions() error {
 }
 
 // KeepAlive renews a session's lease in the leader's memory and returns the
-// lease length and the token the session holds (0 for none).
-func (n *Node) KeepAlive(id uint64, secret string) (time.Duration, uint64, error) {
+// lease length, the default lock's token the session holds (0 for none) and
+// every grant it holds.
+func (n *Node) KeepAlive(id uint64, secret string) (Renewal, error) {
 	if _, err := n.leading(); err != nil {
-		return 0, 0, err
+		return Renewal{}, err
 	}
+	r := Renewal{ClientID: id}
 	var (
-		reason    dlmv1.ErrorReason
 		info      lockstate.SessionInfo
-		token     uint64
 		saturated bool
 	)
 	n.fsm.View(func(m *lockstate.Machine) {
-		if reason = m.Authenticate(id, secret); reason == dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
+		if r.Reason = m.Authenticate(id, secret); r.Reason == dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
 			info, _ = m.Session(id)
-			token = m.HeldToken(id)
+			r.Token = m.HeldToken(id)
+			r.Held = m.Held(id)
 			saturated = m.Saturated(id)
 		}
 	})
-	if err := reasonError(reason); err != nil {
-		return 0, 0, err
+	if err := reasonError(r.Reason); err != nil {
+		return Renewal{}, err
 	}
 	if saturated {
-		return 0, 0, saturatedError()
+		return Renewal{}, saturatedError()
 	}
-	length := time.Duration(info.LeaseMs) * time.Millisecond
-	if !n.lead.Renew(id, length) {
-		return 0, 0, reasonError(dlmv1.ErrorReason_ERROR_REASON_SESSION_EXPIRED)
+	r.Lease = time.Duration(info.LeaseMs) * time.Millisecond
+	if !n.lead.Renew(id, r.Lease) {
+		return Renewal{}, reasonError(dlmv1.ErrorReason_ERROR_REASON_SESSION_EXPIRED)
 	}
-	return length, token, nil
+	return r, nil
 }
 
 // touch renews the lease of a session that just made a call: any call is
@@ -163,29 +165,106 @@ func sectionOf(o *raftlogv1.Outcome) Section {
 
 // Grant is the answer to an acquire.
 type Grant struct {
-	Granted  bool
-	Token    uint64
-	Queued   bool
+	Granted bool
+	Token   uint64
+	Queued  bool
+	// Position is the session's place in the lock's queue when queued.
 	Position int
+	// Lock and Mode are the lock asked for and the mode granted or waited
+	// for (never unspecified).
+	Lock string
+	Mode dlmv1.LockMode
 }
 
-// Acquire asks for the lock and, unless try is set, waits in the queue up to
-// wait (0 for the default) or ctx's end. A repeat with the same seq keeps the
-// place in the queue.
+// Want is which lock an acquire asks for, and how.
+type Want struct {
+	// Lock names the lock; nil is the default lock, which guards the files.
+	// A set name must pass lockstate.CheckLockName (so "" is refused).
+	Lock *string
+	// Mode is exclusive (unspecified too) or shared.
+	Mode dlmv1.LockMode
+	// DelayMs is the grant's lock-delay; nil is the server's LockDelay.
+	DelayMs *uint32
+}
+
+// checkLock resolves a lock name, refusing a malformed one with its own
+// reason before anything else happens.
+func checkLock(lock *string) (string, error) {
+	if lock == nil {
+		return lockstate.DefaultLock, nil
+	}
+	switch r := lockstate.CheckLockName(*lock); r {
+	case dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED:
+		return *lock, nil
+	case dlmv1.ErrorReason_ERROR_REASON_LOCK_NAME_TOO_LONG:
+		return "", fail(r, "the lock name has %d bytes; the limit is %d: nothing changed", len(*lock), lockstate.MaxLockName)
+	default:
+		return "", reasonError(r)
+	}
+}
+
+// checkWant refuses a malformed acquire before anything else happens, and
+// returns its lock's name and its grant's lock-delay.
+func (n *Node) checkWant(w Want) (string, uint32, error) {
+	name, err := checkLock(w.Lock)
+	if err != nil {
+		return "", 0, err
+	}
+	if r := lockstate.CheckMode(w.Mode); r != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
+		return "", 0, fail(r, "unknown lock mode %d: use LOCK_MODE_EXCLUSIVE or LOCK_MODE_SHARED; nothing changed", int32(w.Mode))
+	}
+	delay := uint32(n.cfg.LockDelay.Milliseconds())
+	if w.DelayMs != nil {
+		if *w.DelayMs > lockstate.MaxLockDelayMs {
+			return "", 0, fail(dlmv1.ErrorReason_ERROR_REASON_LOCK_DELAY_INVALID, "lock_delay_ms is %d; the limit is %d: nothing changed", *w.DelayMs, lockstate.MaxLockDelayMs)
+		}
+		delay = *w.DelayMs
+	}
+	return name, delay, nil
+}
+
+// grantedMode is the mode an acquire is granted or waits for.
+func grantedMode(m dlmv1.LockMode) dlmv1.LockMode {
+	if m == dlmv1.LockMode_LOCK_MODE_UNSPECIFIED {
+		return dlmv1.LockMode_LOCK_MODE_EXCLUSIVE
+	}
+	return m
+}
+
+// Acquire asks for the default lock, exclusively, and, unless try is set,
+// waits in the queue up to wait (0 for the default) or ctx's end. A repeat
+// with the same seq keeps the place in the queue.
 func (n *Node) Acquire(ctx context.Context, caller Caller, try bool, wait time.Duration) (Grant, error) {
-	return n.acquire(ctx, caller, try, wait, false)
+	return n.AcquireLock(ctx, caller, Want{}, try, wait)
 }
 
-// AcquireNoWait asks for the lock and returns at once, granted or queued:
-// the session waits as an entry in the queue, with no call parked on the
-// leader. The grant reaches the Pulse stream that last renewed the session;
-// a repeat with the same seq answers it too.
+// AcquireLock asks for the lock w names, as Acquire does for the default
+// lock.
+func (n *Node) AcquireLock(ctx context.Context, caller Caller, w Want, try bool, wait time.Duration) (Grant, error) {
+	return n.acquire(ctx, caller, w, try, wait, false)
+}
+
+// AcquireNoWait asks for the default lock and returns at once, granted or
+// queued: the session waits as an entry in the queue, with no call parked
+// on the leader. The grant reaches the Pulse stream that last renewed the
+// session; a repeat with the same seq answers it too.
 func (n *Node) AcquireNoWait(ctx context.Context, caller Caller) (Grant, error) {
-	return n.acquire(ctx, caller, false, 0, true)
+	return n.AcquireLockNoWait(ctx, caller, Want{})
 }
 
-func (n *Node) acquire(ctx context.Context, caller Caller, try bool, wait time.Duration, noWait bool) (Grant, error) {
+// AcquireLockNoWait asks for the lock w names, as AcquireNoWait does for
+// the default lock.
+func (n *Node) AcquireLockNoWait(ctx context.Context, caller Caller, w Want) (Grant, error) {
+	return n.acquire(ctx, caller, w, false, 0, true)
+}
+
+func (n *Node) acquire(ctx context.Context, caller Caller, want Want, try bool, wait time.Duration, noWait bool) (Grant, error) {
 	c := caller.log()
+	// Bad input is refused before anything else: it changes nothing.
+	name, delay, err := n.checkWant(want)
+	if err != nil {
+		return Grant{}, err
+	}
 	if g, ok := n.mutantGrant(c); ok {
 		return g, nil
 	}
@@ -196,7 +275,9 @@ func (n *Node) acquire(ctx context.Context, caller Caller, try bool, wait time.D
 	if wait <= 0 {
 		wait = n.cfg.DefaultPollWait
 	}
-	cmd := &raftlogv1.Command{Op: &raftlogv1.Command_Acquire{Acquire: &raftlogv1.Acquire{Caller: c, Try: try}}}
+	cmd := &raftlogv1.Command{Op: &raftlogv1.Command_Acquire{Acquire: &raftlogv1.Acquire{
+		Caller: c, Try: try, Lock: name, Mode: uint32(want.Mode), LockDelayMs: delay, MaxLocks: uint64(max(n.cfg.MaxLocks, 0)),
+	}}}
 	var w *leadership.Wait
 	if noWait {
 		// Record it before proposing or checking, so a grant in between
@@ -208,6 +289,15 @@ func (n *Node) acquire(ctx context.Context, caller Caller, try bool, wait time.D
 		w = n.lead.Watch(t, c.GetClientId(), wait)
 		defer w.Close()
 	}
+	g, err := n.acquireOnce(ctx, c, cmd, name, want.Mode, w)
+	if noWait && (err != nil || !g.Queued) {
+		// Answered now: no grant will need reporting.
+		n.lead.Answered(c.GetClientId(), c.GetSeq())
+	}
+	return g, err
+}
+
+func (n *Node) acquireOnce(ctx context.Context, c *raftlogv1.Caller, cmd *raftlogv1.Command, name string, mode dlmv1.LockMode, w *leadership.Wait) (Grant, error) {
 	o, err := n.admitted(cmd)
 	if err != nil {
 		return Grant{}, err
@@ -221,7 +311,7 @@ func (n *Node) acquire(ctx context.Context, caller Caller, try bool, wait time.D
 			return Grant{}, err
 		}
 		if err := reasonError(res.Reason()); err != nil {
-			return Grant{}, err
+			return Grant{}, n.explainLockLimit(err)
 		}
 	} else {
 		// A deposed leader's recorded answers may be stale; only a leader
@@ -238,14 +328,14 @@ func (n *Node) acquire(ctx context.Context, caller Caller, try bool, wait time.D
 			return Grant{}, err
 		}
 		if err := reasonError(dlmv1.ErrorReason(o.GetErrorReason())); err != nil {
-			return Grant{}, err
+			return Grant{}, n.explainLockLimit(err)
 		}
-		g := Grant{Granted: o.GetGranted(), Token: o.GetToken(), Queued: o.GetQueued()}
+		g := Grant{Granted: o.GetGranted(), Token: o.GetToken(), Queued: o.GetQueued(), Lock: name, Mode: grantedMode(mode)}
 		if !g.Queued {
 			return g, nil
 		}
-		n.fsm.View(func(m *lockstate.Machine) { g.Position = m.QueuePosition(c.GetClientId()) })
-		if noWait {
+		n.fsm.View(func(m *lockstate.Machine) { g.Position = m.QueuePositionIn(name, c.GetClientId()) })
+		if w == nil {
 			return g, nil
 		}
 		switch w.Next(ctx, n.stop) {
@@ -264,6 +354,15 @@ func (n *Node) acquire(ctx context.Context, caller Caller, try bool, wait time.D
 			return Grant{}, fail(dlmv1.ErrorReason_ERROR_REASON_UNAVAILABLE, "leadership changed while waiting: retry with the same seq")
 		}
 	}
+}
+
+// explainLockLimit names the server's limit in a TOO_MANY_LOCKS refusal.
+func (n *Node) explainLockLimit(err error) error {
+	var ne *Error
+	if !errors.As(err, &ne) || ne.Reason != dlmv1.ErrorReason_ERROR_REASON_TOO_MANY_LOCKS || ne.Msg != "" {
+		return err
+	}
+	return fail(ne.Reason, "too many live locks: the cluster allows %d (--max-locks), and a session may hold or wait for a bounded number: nothing changed; release some, or retry later", n.cfg.MaxLocks)
 }
 
 // mutate runs a caller's command at most once: a repeat gets the recorded
@@ -362,6 +461,8 @@ type StatusQuery struct {
 	Wait            time.Duration
 	// Consistent first confirms with a majority that this node leads.
 	Consistent bool
+	// Lock names the lock to describe (nil: the default lock).
+	Lock *string
 }
 
 // Status is the node, the lock, one page of sessions, the files and the
@@ -369,6 +470,8 @@ type StatusQuery struct {
 type Status struct {
 	Node NodeInfo
 	Lock LockInfo
+	// LockCount is the number of live locks, the default lock included.
+	LockCount uint64
 	// StateIndex is the applied lock-state index (never 0).
 	StateIndex    uint64
 	SessionCount  uint64
@@ -396,6 +499,9 @@ type LockInfo struct {
 	HolderName  string
 	QueueLength uint64
 	LeaseLeft   time.Duration
+	// HolderStatus describes the holders LockView.Holders lists (at most
+	// a page of them).
+	HolderStatus []HolderInfo
 }
 
 // SessionStatus is an open session and its lease left on this leader.
@@ -419,6 +525,10 @@ func (n *Node) Status(ctx context.Context, q StatusQuery) (Status, error) {
 		page = DefaultStatusPage
 	}
 	page = min(page, MaxStatusPage)
+	lock, err := checkLock(q.Lock)
+	if err != nil {
+		return Status{}, err
+	}
 	var after uint64
 	if t := q.PageToken; t != "" {
 		v, err := strconv.ParseUint(t, 10, 64)
@@ -450,18 +560,10 @@ func (n *Node) Status(ctx context.Context, q StatusQuery) (Status, error) {
 		// Never 0, which would mean "do not wait" when passed back: a
 		// lock-state entry always follows the cluster's first entry.
 		st.StateIndex = max(m.AppliedIndex(), 1)
-		lv := m.Lock()
-		if lv.Holder != 0 {
-			// The leader's view: what log entries staged, then its memory.
-			mem := n.sections.Counts(lv.Token, Section{Appends: uint32(lv.StagedAppends), Bytes: lv.StagedBytes})
-			lv.StagedAppends += int(mem.Appends)
-			lv.StagedBytes += mem.Bytes
-		}
-		st.Lock = LockInfo{LockView: lv, QueueLength: uint64(len(lv.Queue))}
-		st.Lock.Queue = lv.Queue[:min(len(lv.Queue), page)]
-		if h, ok := m.Session(lv.Holder); ok {
-			st.Lock.HolderName = h.Name
-		}
+		lv, _ := m.LockNamed(lock)
+		lv.Name = lock
+		st.Lock = n.lockInfo(m, lv, page, page)
+		st.LockCount = uint64(m.LockCount())
 		st.SessionCount = uint64(m.SessionCount())
 		sessions, more := m.SessionsAfter(after, page)
 		for _, s := range sessions {
@@ -474,9 +576,9 @@ func (n *Node) Status(ctx context.Context, q StatusQuery) (Status, error) {
 			st.Files = append(st.Files, FileInfo{Name: name, Size: m.FileSize(name)})
 		}
 	})
-	if st.Lock.Holder != 0 {
-		st.Lock.LeaseLeft = n.lead.Left(st.Lock.Holder)
-	}
+	locks := []LockInfo{st.Lock}
+	n.leasesLeft(locks)
+	st.Lock = locks[0]
 	for i := range st.Sessions {
 		st.Sessions[i].LeaseLeft = n.lead.Left(st.Sessions[i].ClientID)
 	}
@@ -547,6 +649,30 @@ func (n *Node) nodeInfo() NodeInfo {
 func (n *Node) expireLeases() {
 	defer n.done.Done()
 	n.lead.RunExpiry(n.stop, func(id uint64) { go n.expire(id) })
+}
+
+// endLockDelays proposes the end of each lock-delay once it has run out on
+// this leader's clock. One goroutine waits for the earliest, as for leases.
+func (n *Node) endLockDelays() {
+	defer n.done.Done()
+	n.lead.RunDelays(n.stop, func(d lockstate.Delay) { go n.endLockDelay(d) })
+}
+
+// delayRetry is how soon an EndLockDelay that did not commit is proposed
+// again while this node still leads.
+const delayRetry = time.Second
+
+func (n *Node) endLockDelay(d lockstate.Delay) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := n.propose(ctx, &raftlogv1.Command{Op: &raftlogv1.Command_EndLockDelay{EndLockDelay: &raftlogv1.EndLockDelay{Lock: d.Lock, Token: d.Token}}})
+	if err != nil {
+		// A term's end forgets it, and the next leader times it again.
+		n.log.Warn("end of lock-delay not committed", "lock", d.Lock, "token", d.Token, "err", err)
+		n.lead.RetryDelay(d, delayRetry)
+		return
+	}
+	n.lead.DelayEnded(d)
 }
 
 func (n *Node) expire(id uint64) {

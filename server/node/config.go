@@ -6,7 +6,14 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/dlm/dlm/server/lockstate"
 )
+
+// DefaultMaxLocks is the default cap on live locks: far more than the
+// resources one group of clients names at once, few enough that the state,
+// its snapshots and a ListLocks walk stay small.
+const DefaultMaxLocks = 10000
 
 // DefaultConfig is the configuration dlm runs with, every field a node needs
 // set except DataDir. Callers change what they need and Open validates the
@@ -42,6 +49,7 @@ func DefaultConfig() Config {
 		MinFreeSpace:   DefaultMinFreeSpace(maxSection, DefaultLogSegmentSize),
 		MaxFileBytes:   DefaultMaxFileBytes,
 		MaxSessions:    DefaultMaxSessions,
+		MaxLocks:       DefaultMaxLocks,
 	}
 }
 
@@ -142,6 +150,12 @@ func (c Config) Validate() error {
 		return bad("MinFreeSpace", "is 0: give a size, or a negative value to turn the check off")
 	case c.MaxSessions == 0:
 		return bad("MaxSessions", "is 0: give a limit, or a negative value for none")
+	case c.MaxLocks == 0:
+		return bad("MaxLocks", "is 0: give a limit, or a negative value for none")
+	case c.LockDelay < 0 || c.LockDelay > lockstate.MaxLockDelayMs*time.Millisecond:
+		return bad("LockDelay", "is %v: it must be from 0 to %v", c.LockDelay, lockstate.MaxLockDelayMs*time.Millisecond)
+	case c.LockDelay%time.Millisecond != 0:
+		return bad("LockDelay", "is %v: it must be a whole number of milliseconds", c.LockDelay)
 	}
 	// What Raft itself would refuse at start, checked now so that the
 	// error names a field rather than failing deep in NewRaft.

@@ -220,9 +220,9 @@ func TestInmemClusterKeepsTheLockAcrossLeaders(t *testing.T) {
 	if left := leader.lead.Left(s.ClientID); left < lease-5*time.Second {
 		t.Fatalf("the new leader gave the holder %v of lease; want a full fresh %v", left, lease)
 	}
-	length, token, err := leader.KeepAlive(s.ClientID, s.Secret)
-	if err != nil || token != g.Token || length != lease {
-		t.Fatalf("keepalive on the new leader = %v, %d, %v; want %v, %d", length, token, err, lease, g.Token)
+	r, err := leader.KeepAlive(s.ClientID, s.Secret)
+	if err != nil || r.Token != g.Token || r.Lease != lease {
+		t.Fatalf("keepalive on the new leader = %v, %d, %v; want %v, %d", r.Lease, r.Token, err, lease, g.Token)
 	}
 	// A release whose counts the new leader does not hold changes nothing.
 	var ne *Error

@@ -23,7 +23,9 @@ func (n *Node) newMetrics() *metrics.Metrics {
 		}
 	}
 	m.Gauge("dlm_sessions", "Open sessions in the applied state.", view((*lockstate.Machine).SessionCount))
-	m.Gauge("dlm_waiters", "Sessions queued for the lock in the applied state.", view((*lockstate.Machine).QueueLength))
+	m.Gauge("dlm_waiters", "Sessions queued for the default lock in the applied state.", view((*lockstate.Machine).QueueLength))
+	m.Gauge("dlm_locks", "Live locks (held, waited for or in their lock-delay) in the applied state, the default lock included.", view((*lockstate.Machine).LockCount))
+	m.Gauge("dlm_lock_delays_timed", "Lock-delays this leader is timing (0 on a follower).", func() float64 { return float64(n.lead.Delays()) })
 	raftIndex := func(read func() uint64) func() float64 {
 		return func() float64 {
 			if n.raft == nil {
@@ -60,6 +62,7 @@ func (n *Node) count(a fsm.Applied) {
 	m := n.metrics
 	m.Observe(metrics.FSMApply, a.Took)
 	m.Grants(len(a.Result.Grants))
+	m.LockDelays(len(a.Result.DelayStarted))
 	switch {
 	case a.Cmd.GetRelease() != nil && a.SectionEnded:
 		// A release of token 0 gives up a grant the client never

@@ -111,6 +111,13 @@ type Config struct {
 	MaxFileBytes int64
 	// MaxSessions bounds the open sessions (negative: no limit).
 	MaxSessions int
+	// LockDelay is the lock-delay of a grant whose acquire names none:
+	// after the holder's lease runs out, the lock stays ungranted this long
+	// (0: none; at most lockstate.MaxLockDelayMs).
+	LockDelay time.Duration
+	// MaxLocks bounds the live locks, the default lock included (negative:
+	// no limit).
+	MaxLocks int
 	// FreeSpace reports the free bytes of the volume holding a folder; nil
 	// asks the system (statfs). Tests inject a fake.
 	FreeSpace func(dir string) (int64, error)
@@ -225,10 +232,11 @@ func Open(cfg Config) (*Node, error) {
 	if _, err := tightenModes(cfg.DataDir); err != nil {
 		n.log.Warn("could not make the Raft log private", "err", err)
 	}
-	n.done.Add(3)
+	n.done.Add(4)
 	go n.leaveOnFault()
 	go n.watchLeadership()
 	go n.expireLeases()
+	go n.endLockDelays()
 	return n, nil
 }
 
@@ -424,15 +432,22 @@ func (n *Node) watchLeadership() {
 func (n *Node) beginTerm() {
 	var (
 		sessions []lockstate.SessionInfo
-		applied  uint64
+		delays   []lockstate.Delay
+		begin    uint64
 	)
-	n.fsm.View(func(m *lockstate.Machine) { sessions, applied = m.Sessions(), m.AppliedIndex() })
+	n.fsm.View(func(m *lockstate.Machine) {
+		sessions, delays = m.Sessions(), m.Delays()
+		// A token is its granting entry's index, or, for the extra holders
+		// of one shared grant, the next numbers above the highest token so
+		// far, which may run past the applied index.
+		begin = max(m.AppliedIndex(), m.Lock().LastToken)
+	})
 	// Every entry up to the barrier is applied and none of this term's is
-	// yet: a grant whose token is past applied was made in this term, so
+	// yet: a grant whose token is past begin was made in this term, so
 	// every append to it reached this node. The memory starts before the
 	// term does, so no call of the term finds an earlier epoch.
-	n.sections.Begin(applied)
-	n.lead.Begin(sessions)
+	n.sections.Begin(begin)
+	n.lead.Begin(sessions, delays)
 	n.log.Info("leading", "sessions", len(sessions))
 	if n.cfg.ClientURL != "" && n.fsm.NodeURL(n.cfg.ID) != n.cfg.ClientURL {
 		// Followers point clients here only once this URL is replicated.

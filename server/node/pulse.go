@@ -24,12 +24,13 @@ type Credentials struct {
 	Secret   string
 }
 
-// Renewal is one session's answer in a Pulse: the lease and held token when
-// renewed, or why not.
+// Renewal is one session's answer to a keepalive: the lease, the default
+// lock's token and every grant it holds when renewed, or why not.
 type Renewal struct {
 	ClientID uint64
 	Lease    time.Duration
 	Token    uint64
+	Held     []lockstate.HeldLock
 	Reason   dlmv1.ErrorReason
 }
 
@@ -99,6 +100,7 @@ func (p *Pulse) Renew(sessions []Credentials) ([]Renewal, error) {
 				info, _ := m.Session(s.ClientID)
 				r.Lease = time.Duration(info.LeaseMs) * time.Millisecond
 				r.Token = m.HeldToken(s.ClientID)
+				r.Held = m.Held(s.ClientID)
 				if m.Saturated(s.ClientID) {
 					r.Reason = dlmv1.ErrorReason_ERROR_REASON_TOO_MANY_REQUESTS
 				}
@@ -109,11 +111,11 @@ func (p *Pulse) Renew(sessions []Credentials) ([]Renewal, error) {
 	for i := range out {
 		r := &out[i]
 		if r.Reason != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
-			r.Lease, r.Token = 0, 0
+			r.Lease, r.Token, r.Held = 0, 0, nil
 			continue
 		}
 		if !p.n.lead.Renew(r.ClientID, r.Lease) {
-			r.Reason, r.Lease, r.Token = dlmv1.ErrorReason_ERROR_REASON_SESSION_EXPIRED, 0, 0
+			r.Reason, r.Lease, r.Token, r.Held = dlmv1.ErrorReason_ERROR_REASON_SESSION_EXPIRED, 0, 0, nil
 			continue
 		}
 		p.n.lead.Listen(p.l, r.ClientID)

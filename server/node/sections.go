@@ -70,6 +70,11 @@ func (n *Node) Append(ctx context.Context, caller Caller, token uint64, file str
 	)
 	n.fsm.View(func(m *lockstate.Machine) {
 		if reason = m.CheckGrant(c.GetClientId(), c.GetSecret(), token); reason == dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
+			if sharedGrant(m, c.GetClientId(), token) {
+				// Apply refuses it too; the memory must never stage it.
+				reason = dlmv1.ErrorReason_ERROR_REASON_APPEND_NEEDS_EXCLUSIVE
+				return
+			}
 			lv := m.Lock()
 			base = staging.Counts{Appends: uint32(lv.StagedAppends), Bytes: lv.StagedBytes}
 			fileSize, logFile = m.FileSize(file), m.StagedFileBytes(file)
@@ -211,9 +216,38 @@ func incomplete(staged staging.Counts) error {
 // before: it must be what the leader holds; when nil, the leader commits only
 // a section it saw whole.
 func (n *Node) Release(ctx context.Context, caller Caller, token uint64, abort bool, counts *Section, appends []lockstate.Write) (Section, error) {
+	return n.ReleaseLock(ctx, caller, nil, token, abort, counts, appends)
+}
+
+// ReleaseLock ends the grant token of the lock named lock (nil: the default
+// lock), as Release does. Only the default lock held exclusively has a
+// critical section: the release of a named lock or of a shared grant
+// carries no appends and commits nothing.
+func (n *Node) ReleaseLock(ctx context.Context, caller Caller, lock *string, token uint64, abort bool, counts *Section, appends []lockstate.Write) (Section, error) {
 	c := caller.log()
-	rel := &raftlogv1.Release{Caller: c, Token: token, Abort: abort}
+	name, err := checkLock(lock)
+	if err != nil {
+		return Section{}, err
+	}
+	rel := &raftlogv1.Release{Caller: c, Token: token, Abort: abort, Lock: name}
 	cmd := &raftlogv1.Command{Op: &raftlogv1.Command_Release{Release: rel}}
+	sectionless := name != lockstate.DefaultLock
+	if !sectionless && token != 0 {
+		n.fsm.View(func(m *lockstate.Machine) { sectionless = sharedGrant(m, c.GetClientId(), token) })
+	}
+	if sectionless {
+		carries := len(appends) > 0 || (counts != nil && *counts != Section{})
+		switch {
+		case carries && name != lockstate.DefaultLock:
+			return Section{}, fail(dlmv1.ErrorReason_ERROR_REASON_APPEND_NEEDS_DEFAULT_LOCK,
+				"the release of lock %q carries appends: files are guarded by the default lock only; nothing changed", name)
+		case carries && !abort:
+			return Section{}, fail(dlmv1.ErrorReason_ERROR_REASON_APPEND_NEEDS_EXCLUSIVE,
+				"the release of a shared grant carries appends: files need the default lock held exclusively; nothing changed")
+		}
+		o, err := n.mutate(ctx, c, cmd)
+		return sectionOf(o), err
+	}
 	if abort || token == 0 {
 		o, err := n.mutate(ctx, c, cmd)
 		return sectionOf(o), err
@@ -245,7 +279,7 @@ func (n *Node) Close(ctx context.Context, caller Caller) error {
 	var token uint64
 	n.fsm.View(func(m *lockstate.Machine) {
 		if m.Authenticate(c.GetClientId(), c.GetSecret()) == dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
-			token = m.HeldToken(c.GetClientId())
+			token = exclusiveGrant(m, c.GetClientId())
 		}
 	})
 	if token != 0 {
@@ -260,6 +294,28 @@ func (n *Node) Close(ctx context.Context, caller Caller) error {
 	}
 	_, err := n.mutate(ctx, c, &raftlogv1.Command{Op: &raftlogv1.Command_CloseSession{CloseSession: cs}})
 	return err
+}
+
+// sharedGrant reports whether token is a shared grant of the default lock
+// that the session holds: such a grant has no critical section.
+func sharedGrant(m *lockstate.Machine, id, token uint64) bool {
+	for _, h := range m.Held(id) {
+		if h.Lock == lockstate.DefaultLock && h.Token == token {
+			return h.Mode == dlmv1.LockMode_LOCK_MODE_SHARED
+		}
+	}
+	return false
+}
+
+// exclusiveGrant is the token of the session's exclusive grant of the
+// default lock (the one with a critical section), or 0.
+func exclusiveGrant(m *lockstate.Machine, id uint64) uint64 {
+	for _, h := range m.Held(id) {
+		if h.Lock == lockstate.DefaultLock && h.Mode != dlmv1.LockMode_LOCK_MODE_SHARED {
+			return h.Token
+		}
+	}
+	return 0
 }
 
 // carried is what the entry ending the grant token carries: the memory's

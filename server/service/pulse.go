@@ -8,6 +8,7 @@ import (
 	"connectrpc.com/connect"
 
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
+	"github.com/dlm/dlm/server/leadership"
 	"github.com/dlm/dlm/server/node"
 )
 
@@ -56,7 +57,7 @@ func (s *Service) Pulse(ctx context.Context, stream *connect.BidiStream[dlmv1.Pu
 		select {
 		case msg = <-answers:
 		case g := <-p.Grants():
-			msg = &dlmv1.PulseResponse{Granted: []*dlmv1.PulseGrant{{ClientId: g.ClientID, Seq: g.Seq, Token: g.Token}}}
+			msg = &dlmv1.PulseResponse{Granted: []*dlmv1.PulseGrant{pulseGrant(g)}}
 		case <-p.Lost():
 			return toConnect(p.Err())
 		case err := <-ended:
@@ -69,7 +70,7 @@ func (s *Service) Pulse(ctx context.Context, stream *connect.BidiStream[dlmv1.Pu
 		for len(msg.Granted) < maxGrantsPerMessage {
 			select {
 			case g := <-p.Grants():
-				msg.Granted = append(msg.Granted, &dlmv1.PulseGrant{ClientId: g.ClientID, Seq: g.Seq, Token: g.Token})
+				msg.Granted = append(msg.Granted, pulseGrant(g))
 			default:
 				break more
 			}
@@ -78,6 +79,10 @@ func (s *Service) Pulse(ctx context.Context, stream *connect.BidiStream[dlmv1.Pu
 			return err
 		}
 	}
+}
+
+func pulseGrant(g leadership.Granted) *dlmv1.PulseGrant {
+	return &dlmv1.PulseGrant{ClientId: g.ClientID, Seq: g.Seq, Token: g.Token, Lock: g.Lock, Mode: modeOf(g.Mode)}
 }
 
 // receivePulses renews the sessions of each request and hands the answer to
@@ -102,7 +107,7 @@ func (s *Service) receivePulses(ctx context.Context, stream *connect.BidiStream[
 		}
 		msg := &dlmv1.PulseResponse{Renewed: make([]*dlmv1.SessionPulse, len(rs))}
 		for i, r := range rs {
-			msg.Renewed[i] = &dlmv1.SessionPulse{ClientId: r.ClientID, LeaseMs: uint32(r.Lease.Milliseconds()), Token: r.Token, ErrorReason: r.Reason}
+			msg.Renewed[i] = &dlmv1.SessionPulse{ClientId: r.ClientID, LeaseMs: uint32(r.Lease.Milliseconds()), Token: r.Token, ErrorReason: r.Reason, Held: heldLocks(r.Held)}
 		}
 		select {
 		case answers <- msg:

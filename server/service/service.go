@@ -16,15 +16,18 @@ import (
 // Backend is what the service needs of a node.
 type Backend interface {
 	OpenSession(ctx context.Context, lease time.Duration, name string) (node.Session, error)
-	KeepAlive(id uint64, secret string) (time.Duration, uint64, error)
-	Acquire(ctx context.Context, c node.Caller, try bool, wait time.Duration) (node.Grant, error)
-	AcquireNoWait(ctx context.Context, c node.Caller) (node.Grant, error)
+	KeepAlive(id uint64, secret string) (node.Renewal, error)
+	AcquireLock(ctx context.Context, c node.Caller, w node.Want, try bool, wait time.Duration) (node.Grant, error)
+	AcquireLockNoWait(ctx context.Context, c node.Caller, w node.Want) (node.Grant, error)
 	OpenPulse() (*node.Pulse, error)
-	Release(ctx context.Context, c node.Caller, token uint64, abort bool, counts *node.Section, appends []lockstate.Write) (node.Section, error)
+	ReleaseLock(ctx context.Context, c node.Caller, lock *string, token uint64, abort bool, counts *node.Section, appends []lockstate.Write) (node.Section, error)
 	Append(ctx context.Context, c node.Caller, token uint64, file string, data []byte, position uint32) (node.Section, error)
 	Close(ctx context.Context, c node.Caller) error
 	ReadFile(ctx context.Context, name string, offset, limit int64) ([]byte, int64, int64, error)
 	Status(ctx context.Context, q node.StatusQuery) (node.Status, error)
+	CheckToken(ctx context.Context, lock *string, token uint64) (node.TokenCheck, error)
+	ListLocks(ctx context.Context, q node.LocksQuery) (node.LocksPage, error)
+	LockHistory(lock *string, limit int) (node.History, error)
 }
 
 var _ Backend = (*node.Node)(nil)
@@ -79,11 +82,11 @@ func (s *Service) Init(ctx context.Context, req *connect.Request[dlmv1.InitReque
 
 // KeepAlive renews a session's lease.
 func (s *Service) KeepAlive(_ context.Context, req *connect.Request[dlmv1.KeepAliveRequest]) (*connect.Response[dlmv1.KeepAliveResponse], error) {
-	lease, token, err := s.b.KeepAlive(req.Msg.GetClientId(), req.Msg.GetSecret())
+	r, err := s.b.KeepAlive(req.Msg.GetClientId(), req.Msg.GetSecret())
 	if err != nil {
 		return nil, toConnect(err)
 	}
-	return connect.NewResponse(&dlmv1.KeepAliveResponse{LeaseMs: uint32(lease.Milliseconds()), Token: token}), nil
+	return connect.NewResponse(&dlmv1.KeepAliveResponse{LeaseMs: uint32(r.Lease.Milliseconds()), Token: r.Token, Held: heldLocks(r.Held)}), nil
 }
 
 // LockAcquire grants the lock or waits in the queue.
@@ -94,16 +97,18 @@ func (s *Service) LockAcquire(ctx context.Context, req *connect.Request[dlmv1.Lo
 		g   node.Grant
 		err error
 	)
+	w := node.Want{Lock: m.Lock, Mode: m.GetMode(), DelayMs: m.LockDelayMs}
 	if m.GetNoWait() && !m.GetTry() {
-		g, err = s.b.AcquireNoWait(ctx, c)
+		g, err = s.b.AcquireLockNoWait(ctx, c, w)
 	} else {
-		g, err = s.b.Acquire(ctx, c, m.GetTry(), time.Duration(m.GetWaitMs())*time.Millisecond)
+		g, err = s.b.AcquireLock(ctx, c, w, m.GetTry(), time.Duration(m.GetWaitMs())*time.Millisecond)
 	}
 	if err != nil {
 		return nil, toConnect(err)
 	}
 	return connect.NewResponse(&dlmv1.LockAcquireResponse{
 		Granted: g.Granted, Token: g.Token, Queued: g.Queued, QueuePosition: uint32(g.Position),
+		Lock: g.Lock, Mode: g.Mode,
 	}), nil
 }
 
@@ -118,7 +123,7 @@ func (s *Service) LockRelease(ctx context.Context, req *connect.Request[dlmv1.Lo
 	for _, a := range m.GetAppends() {
 		appends = append(appends, lockstate.Write{File: a.GetFile(), Data: a.GetData()})
 	}
-	o, err := s.b.Release(ctx, caller(m.GetClientId(), m.GetSecret(), m.GetSeq(), m.GetAckedBelow()), m.GetToken(), m.GetAbort(), counts, appends)
+	o, err := s.b.ReleaseLock(ctx, caller(m.GetClientId(), m.GetSecret(), m.GetSeq(), m.GetAckedBelow()), m.Lock, m.GetToken(), m.GetAbort(), counts, appends)
 	if err != nil {
 		return nil, toConnect(err)
 	}
@@ -128,6 +133,10 @@ func (s *Service) LockRelease(ctx context.Context, req *connect.Request[dlmv1.Lo
 // AppendFile stages an append.
 func (s *Service) AppendFile(ctx context.Context, req *connect.Request[dlmv1.AppendFileRequest]) (*connect.Response[dlmv1.AppendFileResponse], error) {
 	m := req.Msg
+	if m.Lock != nil {
+		return nil, toConnect(&node.Error{Reason: dlmv1.ErrorReason_ERROR_REASON_APPEND_NEEDS_DEFAULT_LOCK,
+			Msg: "the append names a lock: files are guarded by the default lock, so leave the lock unset; nothing changed"})
+	}
 	o, err := s.b.Append(ctx, caller(m.GetClientId(), m.GetSecret(), m.GetSeq(), m.GetAckedBelow()), m.GetToken(), m.GetFile(), m.GetData(), m.GetPosition())
 	if err != nil {
 		return nil, toConnect(err)
@@ -160,6 +169,23 @@ func (s *Service) Status(ctx context.Context, req *connect.Request[dlmv1.StatusR
 		return nil, toConnect(err)
 	}
 	return connect.NewResponse(statusResponse(st)), nil
+}
+
+// modeOf is the mode the API shows for a grant: never unspecified.
+func modeOf(m dlmv1.LockMode) dlmv1.LockMode {
+	if m == dlmv1.LockMode_LOCK_MODE_UNSPECIFIED {
+		return dlmv1.LockMode_LOCK_MODE_EXCLUSIVE
+	}
+	return m
+}
+
+// heldLocks is the API's list of a session's grants.
+func heldLocks(held []lockstate.HeldLock) []*dlmv1.HeldLock {
+	out := make([]*dlmv1.HeldLock, len(held))
+	for i, h := range held {
+		out[i] = &dlmv1.HeldLock{Lock: h.Lock, Token: h.Token, Mode: modeOf(h.Mode)}
+	}
+	return out
 }
 
 func caller(id uint64, secret string, seq, acked uint64) node.Caller {

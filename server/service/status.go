@@ -12,8 +12,32 @@ func statusQuery(req *dlmv1.StatusRequest) node.StatusQuery {
 	return node.StatusQuery{
 		PageSize: int(req.GetPageSize()), PageToken: req.GetPageToken(),
 		KnownStateIndex: req.GetKnownStateIndex(), Wait: time.Duration(req.GetWaitMs()) * time.Millisecond,
-		Consistent: req.GetConsistent(),
+		Consistent: req.GetConsistent(), Lock: req.Lock,
 	}
+}
+
+// lockStatus is the API's view of one lock.
+func lockStatus(l node.LockInfo) *dlmv1.LockStatus {
+	ls := &dlmv1.LockStatus{
+		Holder: l.Holder, HolderName: l.HolderName, Token: l.Token, LastToken: l.LastToken,
+		StagedAppends: uint32(l.StagedAppends), StagedBytes: l.StagedBytes,
+		Queue: l.Queue, QueueLength: l.QueueLength, LeaseLeftMs: l.LeaseLeft.Milliseconds(),
+		Name: l.Name, QueueModes: make([]dlmv1.LockMode, len(l.QueueModes)),
+		Delayed: l.Delayed, DelayMs: l.DelayMs,
+	}
+	if l.Holder != 0 || len(l.Holders) > 0 {
+		ls.Mode = modeOf(l.Mode)
+	}
+	for i, m := range l.QueueModes {
+		ls.QueueModes[i] = modeOf(m)
+	}
+	for _, h := range l.HolderStatus {
+		ls.Holders = append(ls.Holders, &dlmv1.LockHolder{
+			ClientId: h.ClientID, Token: h.Token, Name: h.Name, Mode: modeOf(h.Mode),
+			GrantedUnixMs: h.GrantedUnixMs, LeaseLeftMs: h.LeaseLeft.Milliseconds(),
+		})
+	}
+	return ls
 }
 
 // statusResponse is the API's answer for a node's status.
@@ -29,11 +53,8 @@ func statusResponse(st node.Status) *dlmv1.StatusResponse {
 			CommitIndex: ni.CommitIndex, AppliedIndex: ni.AppliedIndex, LastContactMs: lastContact,
 			FreeBytes: ni.FreeBytes, StorageFault: ni.StorageFault,
 		},
-		Lock: &dlmv1.LockStatus{
-			Holder: st.Lock.Holder, HolderName: st.Lock.HolderName, Token: st.Lock.Token, LastToken: st.Lock.LastToken,
-			StagedAppends: uint32(st.Lock.StagedAppends), StagedBytes: st.Lock.StagedBytes,
-			Queue: st.Lock.Queue, QueueLength: st.Lock.QueueLength, LeaseLeftMs: st.Lock.LeaseLeft.Milliseconds(),
-		},
+		Lock:       lockStatus(st.Lock),
+		LockCount:  st.LockCount,
 		StateIndex: st.StateIndex, SessionCount: st.SessionCount, NextPageToken: st.NextPageToken,
 	}
 	for _, s := range st.Sessions {
