@@ -19,9 +19,10 @@ import (
 // service.CompressMinBytes, which the client does not import.
 const compressMinBytes = 1024
 
-// Client is one session with a dlm service. It is safe for concurrent use,
-// but a session holds at most one grant of the lock at a time: processes
-// that need to compete for the lock each need their own Client.
+// Client is one session with a dlm service. It is safe for concurrent use.
+// A session holds at most one grant of each lock (the default lock and any
+// number of named ones): processes that need to compete for a lock each need
+// their own Client.
 type Client struct {
 	// Reader gives the Client ReadFile, ReadFileRange and Status.
 	*Reader
@@ -31,9 +32,9 @@ type Client struct {
 
 	mu        sync.Mutex
 	sess      *session
-	held      *Lock // the last grant handed out, until released
-	acquiring int   // Acquire calls in progress
-	releasing int   // Release and Abort calls in progress
+	held      map[string]*Lock // the last grant of each lock handed out, until released
+	acquiring map[string]int   // Acquire calls in progress, per lock
+	releasing int              // Release and Abort calls in progress
 	// changes counts grants, releases and Acquire calls starting or ending,
 	// so a keepalive answer is judged only against the state it was sent in:
 	// one sent before a grant would otherwise report a token the client has
@@ -68,7 +69,7 @@ func New(ctx context.Context, endpoints []string, opts ...Option) (*Client, erro
 		h = joinHub(endpoints, o)
 		o.httpClient = h.hc
 	}
-	c := &Client{Reader: newReader(endpoints, o), hub: h}
+	c := &Client{Reader: newReader(endpoints, o), hub: h, held: make(map[string]*Lock), acquiring: make(map[string]int)}
 	s, err := c.open(ctx)
 	if err != nil {
 		if h != nil {
@@ -334,9 +335,9 @@ func (c *Reader) StatusPage(ctx context.Context, req *dlmv1.StatusRequest) (*dlm
 	return resp, err
 }
 
-// Close ends the session: a held lock is released and its critical section
-// committed (with what Stage buffered), a place in the queue is given up,
-// and the keepalive stops. If that release fails (refused, or ErrUnavailable
+// Close ends the session: a held default lock is released and its critical
+// section committed (with what Stage buffered), every other lock the session
+// holds is released, places in queues are given up, and the keepalive stops. If that release fails (refused, or ErrUnavailable
 // with its outcome unknown), Close returns its error without closing, so
 // that nothing of the section commits in part; the lease then ends the
 // session and the grant.
@@ -346,7 +347,13 @@ func (c *Client) Close(ctx context.Context) error {
 	c.closeOnce.Do(func() {
 		c.mu.Lock()
 		c.closed = true
-		s, lk := c.sess, c.held
+		s, lk := c.sess, c.held[""]
+		others := make([]*Lock, 0, len(c.held))
+		for name, o := range c.held {
+			if name != "" {
+				others = append(others, o)
+			}
+		}
 		c.mu.Unlock()
 		if c.stopKeepAlive != nil {
 			c.stopKeepAlive()
@@ -373,7 +380,12 @@ func (c *Client) Close(ctx context.Context) error {
 				err = nil
 			}
 		}
-		if lk != nil {
+		// The session's end released (or, unclosed, will expire) the named
+		// locks with it.
+		for _, lk := range append(others, lk) {
+			if lk == nil {
+				continue
+			}
 			if err == nil {
 				lk.end(stateReleased, errReleased)
 			} else {

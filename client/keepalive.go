@@ -11,9 +11,9 @@ import (
 )
 
 // keepAlive renews the session's lease every third of it until ctx ends,
-// and watches the held grant: it is lost when the service says the session
-// expired or names another grant, or when no renewal was answered for a
-// whole lease.
+// and watches the held grants: each is lost when the service says the
+// session expired or names another grant of its lock (or none), or when no
+// renewal was answered for a whole lease.
 func (c *Client) keepAlive(ctx context.Context) {
 	defer close(c.keepAliveDone)
 	timer := time.NewTimer(c.keepAliveInterval())
@@ -58,14 +58,14 @@ func (c *Client) keepAliveOnce(ctx context.Context) bool {
 	changes := c.changes
 	c.mu.Unlock()
 	actx, cancel := context.WithTimeout(ctx, min(c.o.attemptTimeout, max(s.leaseLength()/3, 10*time.Millisecond)))
-	u, lease, token, err := c.renew(actx, s)
+	u, lease, held, err := c.renew(actx, s)
 	cancel()
 	if ctx.Err() != nil {
 		return true
 	}
 	if err == nil {
 		s.renewed(sent, lease)
-		c.checkGrant(s, token, changes)
+		c.checkGrants(s, held, changes)
 		return true
 	}
 	switch reasonOf(err) {
@@ -92,48 +92,75 @@ func (c *Client) keepAliveOnce(ctx context.Context) bool {
 	return false
 }
 
-// checkGrant compares the grant the service says session s holds with the
-// one the client knows of, when nothing changed since the keepalive was sent.
-func (c *Client) checkGrant(s *session, token, changes uint64) {
+// checkGrants compares the grants the service says session s holds with
+// the ones the client knows of, lock by lock, when nothing changed since the
+// keepalive was sent.
+func (c *Client) checkGrants(s *session, held []*dlmv1.HeldLock, changes uint64) {
 	c.mu.Lock()
-	lk, acquiring, changed := c.held, c.acquiring > 0, c.changes != changes || c.releasing > 0
+	changed := c.changes != changes || c.releasing > 0
+	locks := make([]*Lock, 0, len(c.held))
+	for _, lk := range c.held {
+		locks = append(locks, lk)
+	}
+	acquiring := make(map[string]bool, len(c.acquiring))
+	for name := range c.acquiring {
+		acquiring[name] = true
+	}
 	c.mu.Unlock()
 	if changed {
 		return
 	}
-	if lk != nil && lk.s == s {
-		if state, _ := lk.current(); state == stateHeld {
-			if token != lk.token {
-				lk.markLost(fmt.Errorf("%w: the service reports grant %d, not %d", ErrLockExpired, token, lk.token), true)
-			}
-			return
+	byName := make(map[string]*dlmv1.HeldLock, len(held))
+	for _, h := range held {
+		byName[h.GetLock()] = h
+	}
+	for _, lk := range locks {
+		if lk.s != s {
+			continue
+		}
+		if state, _ := lk.current(); state != stateHeld {
+			continue
+		}
+		h := byName[lk.name]
+		delete(byName, lk.name)
+		if h.GetToken() != lk.token {
+			lk.markLost(fmt.Errorf("%w: the service reports grant %d of %s, not %d", ErrLockExpired, h.GetToken(), describeLock(lk.name), lk.token), true)
 		}
 	}
 	// A grant nobody here uses (an Acquire that gave up after the service
 	// granted it, a Lock lost only for want of keepalive answers) would
 	// hold the lock for nobody while this session stays alive: give it up.
-	if token != 0 && !acquiring {
-		c.log.Info("dlm: giving up an unused grant", "client_id", s.id, "token", token)
+	for name, h := range byName {
+		if h.GetToken() == 0 || acquiring[name] {
+			continue
+		}
+		c.log.Info("dlm: giving up an unused grant", "client_id", s.id, "lock", name, "token", h.GetToken())
 		ctx, cancel := context.WithTimeout(context.Background(), c.o.attemptTimeout)
-		defer cancel()
-		c.releaseToken(ctx, s, token)
+		c.releaseToken(ctx, s, name, h.GetToken())
+		cancel()
 	}
 }
 
-// loseGrant marks the held grant of session s lost.
+// loseGrant marks every held grant of session s lost.
 func (c *Client) loseGrant(s *session, cause error, gone bool) {
 	c.mu.Lock()
-	lk := c.held
+	locks := make([]*Lock, 0, len(c.held))
+	for _, lk := range c.held {
+		locks = append(locks, lk)
+	}
 	c.mu.Unlock()
-	if lk != nil && lk.s == s {
-		lk.markLost(cause, gone)
+	for _, lk := range locks {
+		if lk.s == s {
+			lk.markLost(cause, gone)
+		}
 	}
 }
 
 // renew renews session s once: on the process's Pulse stream when the
 // server has one, else with a KeepAlive call. It returns the endpoint of a
-// KeepAlive call ("" for the stream, which finds its server by itself).
-func (c *Client) renew(ctx context.Context, s *session) (string, time.Duration, uint64, error) {
+// KeepAlive call ("" for the stream, which finds its server by itself), the
+// lease and the grants the session holds.
+func (c *Client) renew(ctx context.Context, s *session) (string, time.Duration, []*dlmv1.HeldLock, error) {
 	if c.hub != nil && c.hub.p.usable() {
 		// The stream gets half the time: if it fails to answer, a
 		// KeepAlive call still has time to keep the session.
@@ -141,18 +168,32 @@ func (c *Client) renew(ctx context.Context, s *session) (string, time.Duration, 
 		if dl, ok := ctx.Deadline(); ok {
 			pctx, cancel = context.WithDeadline(ctx, dl.Add(-time.Until(dl)/2))
 		}
-		lease, token, err := c.hub.p.renew(pctx, s, false)
+		lease, held, err := c.hub.p.renew(pctx, s, false)
 		cancel()
 		if err == nil || refusesSession(err) || ctx.Err() != nil {
-			return "", lease, token, err
+			return "", lease, held, err
 		}
 	}
 	u, api := c.eps.pick()
 	resp, err := api.KeepAlive(ctx, connect.NewRequest(&dlmv1.KeepAliveRequest{ClientId: s.id, Secret: s.secret}))
 	if err != nil {
-		return u, 0, 0, err
+		return u, 0, nil, err
 	}
-	return u, time.Duration(resp.Msg.GetLeaseMs()) * time.Millisecond, resp.Msg.GetToken(), nil
+	return u, time.Duration(resp.Msg.GetLeaseMs()) * time.Millisecond, heldLocks(resp.Msg.GetToken(), resp.Msg.GetHeld()), nil
+}
+
+// heldLocks is every grant a renewal reports. A server that predates named
+// locks reports only the default lock's token.
+func heldLocks(token uint64, held []*dlmv1.HeldLock) []*dlmv1.HeldLock {
+	if token == 0 {
+		return held
+	}
+	for _, h := range held {
+		if h.GetLock() == "" {
+			return held
+		}
+	}
+	return append(held, &dlmv1.HeldLock{Token: token})
 }
 
 // refusesSession reports whether err is the service's answer about the

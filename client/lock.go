@@ -31,14 +31,17 @@ const (
 	stateLost
 )
 
-// Lock is one grant of the lock, named by its fencing token. Append stages
-// data under it; Release commits everything staged, Abort discards it. When
-// the grant is lost (the lease ran out, the service revoked it), Lost is
-// closed, Context is cancelled, and every call fails with ErrLockExpired.
+// Lock is one grant of a lock, named by its fencing token. Under the
+// default lock held exclusively, Append stages data; Release commits
+// everything staged, Abort discards it. When the grant is lost (the lease
+// ran out, the service revoked it), Lost is closed, Context is cancelled,
+// and every call fails with ErrLockExpired.
 type Lock struct {
 	c     *Client
 	s     *session
 	token uint64
+	name  string
+	mode  dlmv1.LockMode
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -99,8 +102,28 @@ type pendingOp struct {
 
 // Token returns the fencing token of the grant: it grows with every grant,
 // so a system that receives writes from lock holders can refuse one that
-// carries a smaller token than it has already seen.
+// carries a smaller token than it has already seen (see package fence).
 func (lk *Lock) Token() uint64 { return lk.token }
+
+// Name returns the lock's name: empty for the default lock.
+func (lk *Lock) Name() string { return lk.name }
+
+// Mode returns how the lock is held: LOCK_MODE_EXCLUSIVE or
+// LOCK_MODE_SHARED.
+func (lk *Lock) Mode() dlmv1.LockMode { return lk.mode }
+
+// appendable refuses appends under a grant that cannot carry them, before
+// asking the service: files are guarded by the default lock held
+// exclusively.
+func (lk *Lock) appendable() error {
+	switch {
+	case lk.name != "":
+		return fmt.Errorf("%w: files are guarded by the default lock, not %s: acquire without LockName to append", ErrInvalidArgument, describeLock(lk.name))
+	case lk.mode == dlmv1.LockMode_LOCK_MODE_SHARED:
+		return fmt.Errorf("%w (token %d)", ErrNotExclusive, lk.token)
+	}
+	return nil
+}
 
 // Lost returns a channel that is closed when the grant is lost: the service
 // reports it gone, or the session could not be kept alive for a whole lease.
@@ -136,7 +159,7 @@ func (lk *Lock) markLost(cause error, gone bool) {
 	lk.gone = lk.gone || gone
 	lk.mu.Unlock()
 	if lk.end(stateLost, cause) {
-		lk.c.log.Warn("dlm: lock lost", "client_id", lk.s.id, "token", lk.token, "cause", cause)
+		lk.c.log.Warn("dlm: lock lost", "client_id", lk.s.id, "lock", lk.name, "token", lk.token, "cause", cause)
 	}
 }
 
@@ -145,7 +168,7 @@ func (lk *Lock) current() (lockState, error) {
 	defer lk.mu.Unlock()
 	switch lk.state {
 	case stateReleased:
-		return lk.state, fmt.Errorf("%w: the lock was already released (token %d)", ErrLockExpired, lk.token)
+		return lk.state, fmt.Errorf("%w: %s was already released (token %d)", ErrLockExpired, describeLock(lk.name), lk.token)
 	case stateLost:
 		return lk.state, context.Cause(lk.ctx)
 	}
@@ -249,6 +272,9 @@ func (lk *Lock) Append(ctx context.Context, file string, data []byte) error {
 	if _, err := lk.current(); err != nil {
 		return err
 	}
+	if err := lk.appendable(); err != nil {
+		return err
+	}
 	if err := lk.ending(); err != nil {
 		return err
 	}
@@ -310,6 +336,9 @@ func (lk *Lock) Stage(file string, data []byte) error {
 	lk.opMu.Lock()
 	defer lk.opMu.Unlock()
 	if _, err := lk.current(); err != nil {
+		return err
+	}
+	if err := lk.appendable(); err != nil {
 		return err
 	}
 	if err := lk.ending(); err != nil {
@@ -490,8 +519,9 @@ func (lk *Lock) release(ctx context.Context, abort bool) error {
 // earlier one: with the section's counts and the buffered appends.
 func (lk *Lock) sendRelease(ctx context.Context, seq uint64, op pendingOp) error {
 	s := lk.s
-	req := &dlmv1.LockReleaseRequest{ClientId: s.id, Secret: s.secret, Token: lk.token, Abort: op.abort}
-	if !op.abort {
+	req := &dlmv1.LockReleaseRequest{ClientId: s.id, Secret: s.secret, Token: lk.token, Abort: op.abort, Lock: lockField(lk.name)}
+	// Only the default lock held exclusively has a critical section.
+	if !op.abort && lk.appendable() == nil {
 		n, b := uint32(len(lk.section)), lk.sectionBytes
 		req.SectionAppends, req.SectionBytes = &n, &b
 		for _, a := range lk.local {
@@ -514,7 +544,7 @@ func (lk *Lock) sendRelease(ctx context.Context, seq uint64, op pendingOp) error
 func (lk *Lock) giveUp(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lk.c.o.attemptTimeout)
 	defer cancel()
-	lk.c.releaseToken(ctx, lk.s, lk.token)
+	lk.c.releaseToken(ctx, lk.s, lk.name, lk.token)
 }
 
 // Acquire takes the lock, waiting in the queue as long as ctx allows. When
@@ -522,39 +552,51 @@ func (lk *Lock) giveUp(ctx context.Context) {
 // caller that has stopped waiting) and returns an error that matches ctx's
 // error, such as context.DeadlineExceeded. If the session expired, Acquire
 // opens a new one and carries on.
-func (c *Client) Acquire(ctx context.Context) (*Lock, error) {
-	return c.acquire(ctx, false)
+//
+// Without options it takes the default lock exclusively; LockName, Shared,
+// LockDelay and Timeout choose another lock, shared mode, the grant's
+// lock-delay and a bound on the wait. A session may hold several locks, each
+// at most once: Acquire of a lock this Client holds fails.
+func (c *Client) Acquire(ctx context.Context, opts ...LockOption) (*Lock, error) {
+	return c.acquire(ctx, false, opts)
 }
 
-// TryAcquire takes the lock if it is free and returns ErrNotAvailable at
-// once if it is held, without queueing.
-func (c *Client) TryAcquire(ctx context.Context) (*Lock, error) {
-	return c.acquire(ctx, true)
+// TryAcquire takes the lock if it can be granted at once and returns
+// ErrNotAvailable otherwise, without queueing. It takes the same options as
+// Acquire.
+func (c *Client) TryAcquire(ctx context.Context, opts ...LockOption) (*Lock, error) {
+	return c.acquire(ctx, true, opts)
 }
 
-func (c *Client) acquire(ctx context.Context, try bool) (*Lock, error) {
+func (c *Client) acquire(ctx context.Context, try bool, opts []LockOption) (*Lock, error) {
+	lo, err := readLockOptions(opts)
+	if err != nil {
+		return nil, err
+	}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		return nil, ErrClosed
 	}
 	var stale *Lock
-	if lk := c.held; lk != nil {
+	if lk := c.held[lo.name]; lk != nil {
 		state, _ := lk.current()
 		if state == stateHeld {
 			c.mu.Unlock()
-			return nil, fmt.Errorf("dlm: this client already holds the lock (token %d); release it first", lk.token)
+			return nil, fmt.Errorf("dlm: this client already holds %s (token %d); release it first", describeLock(lo.name), lk.token)
 		}
 		if state == stateLost && !lk.isGone() {
 			stale = lk
 		}
 	}
-	c.acquiring++
+	c.acquiring[lo.name]++
 	c.changes++
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
-		c.acquiring--
+		if c.acquiring[lo.name]--; c.acquiring[lo.name] == 0 {
+			delete(c.acquiring, lo.name)
+		}
 		c.changes++
 		c.mu.Unlock()
 	}()
@@ -564,13 +606,22 @@ func (c *Client) acquire(ctx context.Context, try bool) (*Lock, error) {
 		// before the loss. Give it up first.
 		stale.giveUp(ctx)
 	}
+	wctx := ctx
+	if lo.timeout > 0 && !try {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithTimeoutCause(ctx, lo.timeout, errWaitTimeout)
+		defer cancel()
+	}
 	for renewals := 0; ; renewals++ {
 		s, err := c.liveSession(ctx)
 		if err != nil {
 			return nil, err
 		}
-		lk, err := c.acquireIn(ctx, s, try)
-		if errors.Is(err, ErrSessionExpired) && renewals < maxRenewals && ctx.Err() == nil {
+		lk, err := c.acquireIn(wctx, s, try, lo)
+		if err != nil && ctx.Err() == nil && errors.Is(context.Cause(wctx), errWaitTimeout) {
+			return nil, &waitTimeoutError{name: lo.name, d: lo.timeout}
+		}
+		if errors.Is(err, ErrSessionExpired) && renewals < maxRenewals && wctx.Err() == nil {
 			continue
 		}
 		if err == nil && stale != nil && lk.token == stale.token && renewals < maxRenewals {
@@ -590,7 +641,7 @@ func (c *Client) acquire(ctx context.Context, try bool) (*Lock, error) {
 // only queues (no_wait) and the grant comes back on the stream; a repeat
 // now and then, or after the stream ended, finds a grant whose news was
 // lost. Without it each request is a long poll.
-func (c *Client) acquireIn(ctx context.Context, s *session, try bool) (*Lock, error) {
+func (c *Client) acquireIn(ctx context.Context, s *session, try bool, lo lockOptions) (*Lock, error) {
 	seq := s.begin()
 	defer s.end(seq)
 	var (
@@ -602,6 +653,11 @@ func (c *Client) acquireIn(ctx context.Context, s *session, try bool) (*Lock, er
 		g, _, done := p.await(s.id, seq)
 		defer done()
 		grants = g
+	}
+	var delayMs *uint32
+	if lo.hasDelay {
+		ms := uint32(lo.delay / time.Millisecond)
+		delayMs = &ms
 	}
 	for {
 		var reset <-chan struct{}
@@ -637,6 +693,7 @@ func (c *Client) acquireIn(ctx context.Context, s *session, try bool) (*Lock, er
 			r, err := api.LockAcquire(actx, connect.NewRequest(&dlmv1.LockAcquireRequest{
 				ClientId: s.id, Secret: s.secret, Seq: seq, AckedBelow: s.ackedBelow(),
 				Try: try, WaitMs: uint32(wait / time.Millisecond), NoWait: noWait,
+				Lock: lockField(lo.name), Mode: lo.mode(), LockDelayMs: delayMs,
 			}))
 			if err != nil {
 				return err
@@ -654,29 +711,29 @@ func (c *Client) acquireIn(ctx context.Context, s *session, try bool) (*Lock, er
 			if r := new(retryError); errors.As(err, &r) {
 				// The service may have queued or even granted this request:
 				// give that up, so the lock is not held for nobody.
-				c.giveUpQueue(ctx, s)
+				c.giveUpQueue(ctx, s, lo.name)
 			}
 			return nil, err
 		}
 		switch {
 		case resp.GetGranted():
-			return c.grant(ctx, s, resp.GetToken()), nil
+			return c.grant(ctx, s, resp.GetToken(), lo), nil
 		case try:
-			return nil, ErrNotAvailable
+			return nil, fmt.Errorf("%w: %s", ErrNotAvailable, describeLock(lo.name))
 		}
-		c.log.Debug("dlm: waiting for the lock", "client_id", s.id, "position", resp.GetQueuePosition())
+		c.log.Debug("dlm: waiting for the lock", "client_id", s.id, "lock", lo.name, "position", resp.GetQueuePosition())
 		if noWait {
 			token, err := c.awaitGrant(ctx, grants, reset)
 			if err != nil {
-				c.giveUpQueue(ctx, s)
+				c.giveUpQueue(ctx, s, lo.name)
 				return nil, fmt.Errorf("dlm: acquire: %w", err)
 			}
 			if token != 0 {
-				return c.grant(ctx, s, token), nil
+				return c.grant(ctx, s, token, lo), nil
 			}
 		}
 		if err := ctx.Err(); err != nil {
-			c.giveUpQueue(ctx, s)
+			c.giveUpQueue(ctx, s, lo.name)
 			return nil, fmt.Errorf("dlm: acquire: %w", err)
 		}
 	}
@@ -712,48 +769,50 @@ func (c *Client) awaitGrant(ctx context.Context, grants <-chan uint64, reset <-c
 }
 
 // giveUpQueue gives up whatever the session may have been queued or granted
-// by an acquire that stops waiting, so the lock is not held for nobody.
-func (c *Client) giveUpQueue(ctx context.Context, s *session) {
+// of the lock name by an acquire that stops waiting (a release with token
+// 0), so the lock is not held for nobody.
+func (c *Client) giveUpQueue(ctx context.Context, s *session, name string) {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.o.attemptTimeout)
 	defer cancel()
-	c.releaseToken(wctx, s, 0)
+	c.releaseToken(wctx, s, name, 0)
 }
 
 // grant makes the Lock for a grant just received.
-func (c *Client) grant(ctx context.Context, s *session, token uint64) *Lock {
+func (c *Client) grant(ctx context.Context, s *session, token uint64, lo lockOptions) *Lock {
 	lctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
-	lk := &Lock{c: c, s: s, token: token, ctx: lctx, cancel: cancel, lost: make(chan struct{})}
+	lk := &Lock{c: c, s: s, token: token, name: lo.name, mode: lo.mode(), ctx: lctx, cancel: cancel, lost: make(chan struct{})}
 	c.mu.Lock()
-	c.held = lk
+	c.held[lo.name] = lk
 	c.changes++
 	c.mu.Unlock()
-	c.log.Debug("dlm: lock granted", "client_id", s.id, "token", token)
+	c.log.Debug("dlm: lock granted", "client_id", s.id, "lock", lo.name, "mode", lk.mode, "token", token)
 	return lk
 }
 
-// forget drops lk as the client's grant once it ended.
+// forget drops lk as the client's grant of its lock once it ended.
 func (c *Client) forget(lk *Lock) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.held == lk {
-		c.held = nil
+	if c.held[lk.name] == lk {
+		delete(c.held, lk.name)
 		c.changes++
 	}
 }
 
-// releaseToken gives up the grant named by token (or, with 0, whatever the
-// session has: its place in the queue or a grant it never learned of),
-// discarding staged appends. It is best effort: the answer is ignored.
-func (c *Client) releaseToken(ctx context.Context, s *session, token uint64) {
+// releaseToken gives up the grant of lock name named by token (or, with 0,
+// whatever the session has of it: its place in the queue or a grant it
+// never learned of), discarding staged appends. It is best effort: the
+// answer is ignored.
+func (c *Client) releaseToken(ctx context.Context, s *session, name string, token uint64) {
 	err := c.mutate(ctx, "LockRelease", s, 0, 0, func(ctx context.Context, api dlmv1connect.LockServiceClient, seq, acked uint64) error {
 		_, err := api.LockRelease(ctx, connect.NewRequest(&dlmv1.LockReleaseRequest{
 			ClientId: s.id, Secret: s.secret, Seq: seq, AckedBelow: acked,
-			Token: token, Abort: true,
+			Token: token, Abort: true, Lock: lockField(name),
 		}))
 		return err
 	}, nil)
 	if err != nil {
-		c.log.Debug("dlm: giving up the lock failed", "client_id", s.id, "token", token, "err", err)
+		c.log.Debug("dlm: giving up the lock failed", "client_id", s.id, "lock", name, "token", token, "err", err)
 	}
 }
 
@@ -763,8 +822,9 @@ func (c *Client) releaseToken(ctx context.Context, s *session, token uint64) {
 // is cancelled if the grant is lost while fn runs. If the release runs out
 // of retries (ErrUnavailable: it may or may not have committed), WithLock
 // gives the grant up, so the next Acquire works and gets a fresh grant.
-func (c *Client) WithLock(ctx context.Context, fn func(ctx context.Context, lk *Lock) error) error {
-	lk, err := c.Acquire(ctx)
+// opts choose the lock as for Acquire.
+func (c *Client) WithLock(ctx context.Context, fn func(ctx context.Context, lk *Lock) error, opts ...LockOption) error {
+	lk, err := c.Acquire(ctx, opts...)
 	if err != nil {
 		return err
 	}
@@ -776,7 +836,7 @@ func (c *Client) WithLock(ctx context.Context, fn func(ctx context.Context, lk *
 	// budget bounds it.
 	if err := fn(fctx, lk); err != nil {
 		if aerr := lk.Abort(context.WithoutCancel(ctx)); aerr != nil {
-			c.log.Warn("dlm: abort after a failed critical section", "token", lk.token, "err", aerr)
+			c.log.Warn("dlm: abort after a failed critical section", "lock", lk.name, "token", lk.token, "err", aerr)
 			lk.abandon(aerr)
 		}
 		return err

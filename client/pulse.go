@@ -49,7 +49,7 @@ type renewal struct {
 
 type renewed struct {
 	lease time.Duration
-	token uint64
+	held  []*dlmv1.HeldLock
 	err   error
 }
 
@@ -104,10 +104,10 @@ func (p *pulser) usable() bool {
 }
 
 // renew renews session s on the stream and returns its lease and held
-// token, the session's own refusal, a stream failure, or errNoPulse. A
+// grants, the session's own refusal, a stream failure, or errNoPulse. A
 // keepalive waits a little for others to travel with it; an urgent renewal
 // (an acquire about to wait for its grant) goes at once.
-func (p *pulser) renew(ctx context.Context, s *session, urgent bool) (time.Duration, uint64, error) {
+func (p *pulser) renew(ctx context.Context, s *session, urgent bool) (time.Duration, []*dlmv1.HeldLock, error) {
 	sendBy := time.Now()
 	if !urgent {
 		sendBy = sendBy.Add(min(maxGather, s.leaseLength()/20))
@@ -116,7 +116,7 @@ func (p *pulser) renew(ctx context.Context, s *session, urgent bool) (time.Durat
 	p.mu.Lock()
 	if !time.Now().After(p.noPulseUntil) {
 		p.mu.Unlock()
-		return 0, 0, errNoPulse
+		return 0, nil, errNoPulse
 	}
 	p.pending = append(p.pending, r)
 	p.mu.Unlock()
@@ -126,11 +126,11 @@ func (p *pulser) renew(ctx context.Context, s *session, urgent bool) (time.Durat
 	}
 	select {
 	case a := <-r.done:
-		return a.lease, a.token, a.err
+		return a.lease, a.held, a.err
 	case <-ctx.Done():
-		return 0, 0, ctx.Err()
+		return 0, nil, ctx.Err()
 	case <-p.stop:
-		return 0, 0, ErrClosed
+		return 0, nil, ErrClosed
 	}
 }
 
@@ -397,7 +397,7 @@ func (p *pulser) answered(st *pulseStream, batch []*renewal, rs []*dlmv1.Session
 			r.done <- renewed{err: sessionRefusal(reason)}
 			continue
 		}
-		r.done <- renewed{lease: time.Duration(a.GetLeaseMs()) * time.Millisecond, token: a.GetToken()}
+		r.done <- renewed{lease: time.Duration(a.GetLeaseMs()) * time.Millisecond, held: heldLocks(a.GetToken(), a.GetHeld())}
 	}
 }
 

@@ -1,5 +1,5 @@
 // Command dlm is the one binary of dlm: the server (serve) and the client
-// commands (append, cat, status, shell, bench).
+// commands (append, cat, status, shell, lock, locks, bench).
 package main
 
 import (
@@ -31,6 +31,8 @@ func commands() []command {
 		{"cat", "print a file", runCat},
 		{"status", "show the node, the lock, the queue and the files", runStatus},
 		{"shell", "interactive prompt: acquire, append, release, cat", runShell},
+		{"lock", "hold a lock while a command runs (dlm lock --name NAME -- COMMAND)", runLock},
+		{"locks", "list the live locks with holders, modes, tokens and queues", runLocks},
 		{"bench", "measure lock cycles per second", runBench},
 		{"snapshot", "save a snapshot from the leader, verify one, or restore one into a new data folder", runSnapshot},
 		{"certs", "make a CA and TLS certificates for nodes and clients", runCerts},
@@ -52,9 +54,16 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), sigs...)
 	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
+	var status *exitStatus
 	switch {
 	case errors.Is(err, flag.ErrHelp):
 		// Asked for help (-h): the help was the answer.
+	case errors.As(err, &status):
+		// dlm lock passes its command's exit status through.
+		if status.err != nil {
+			fmt.Fprintln(os.Stderr, "dlm:", errLine(err))
+		}
+		os.Exit(status.code)
 	case err != nil:
 		fmt.Fprintln(os.Stderr, "dlm:", errLine(err))
 		os.Exit(1)
