@@ -2,6 +2,7 @@ package lockstate_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"reflect"
 	"slices"
@@ -37,6 +38,9 @@ const (
 	rTooMany       = dlmv1.ErrorReason_ERROR_REASON_TOO_MANY_REQUESTS
 	rInvalidArg    = dlmv1.ErrorReason_ERROR_REASON_INVALID_ARGUMENT
 	defaultMaxSect = 1 << 20
+
+	exclusive = dlmv1.LockMode_LOCK_MODE_EXCLUSIVE
+	shared    = dlmv1.LockMode_LOCK_MODE_SHARED
 )
 
 // --- commands ---------------------------------------------------------------
@@ -148,10 +152,16 @@ func with(r lockstate.Result, mods ...mod) lockstate.Result {
 	return r
 }
 
-// grant expects the command to grant the lock to (id, seq) with token.
+// grant expects the command to grant the default lock exclusively to
+// (id, seq) with token.
 func grant(id, seq, token uint64) mod {
+	return grantOn("", exclusive, id, seq, token)
+}
+
+// grantOn expects the command to grant lock in mode to (id, seq) with token.
+func grantOn(lock string, mode dlmv1.LockMode, id, seq, token uint64) mod {
 	return func(r *lockstate.Result) {
-		r.Grants = append(r.Grants, lockstate.Grant{ClientID: id, Seq: seq, Token: token})
+		r.Grants = append(r.Grants, lockstate.Grant{ClientID: id, Seq: seq, Token: token, Lock: lock, Mode: mode})
 	}
 }
 
@@ -413,19 +423,29 @@ func (v *invariants) check(t testing.TB, m *lockstate.Machine, index uint64, res
 		t.Fatalf("test bug: index %d after %d", index, v.index)
 	}
 	v.index = index
-	for _, g := range res.Grants {
-		// The token is the index of the granting entry, so it grows.
-		if g.Token != index || g.Token <= v.lastToken {
-			t.Fatalf("index %d: grant %+v after token %d", index, g, v.lastToken)
+	// The first grant's token is the index of the granting entry (unless
+	// shared grants of an earlier entry used it); the others follow.
+	kinds := make(map[string]dlmv1.LockMode)
+	for k, g := range res.Grants {
+		want := max(index, v.lastToken+1)
+		if k > 0 {
+			want = v.lastToken + 1
+		}
+		if g.Token != want || g.Token <= v.lastToken {
+			t.Fatalf("index %d: grant %+v after token %d, want token %d", index, g, v.lastToken, want)
 		}
 		v.lastToken = g.Token
+		if g.Mode != exclusive && g.Mode != shared {
+			t.Fatalf("index %d: grant %+v in mode %s", index, g, g.Mode)
+		}
+		// One entry grants a lock to one exclusive holder or to shared ones.
+		if prev, ok := kinds[g.Lock]; ok && (prev == exclusive || g.Mode == exclusive) {
+			t.Fatalf("index %d: grants %+v give lock %q twice, one of them exclusively", index, res.Grants, g.Lock)
+		}
+		kinds[g.Lock] = g.Mode
 	}
-	lv := m.Lock()
-	if lv.LastToken != v.lastToken || (lv.Token != 0 && lv.Token != v.lastToken) {
-		t.Fatalf("index %d: lock tokens %d/%d, latest grant %d", index, lv.Token, lv.LastToken, v.lastToken)
-	}
-	if len(res.Grants) > 1 {
-		t.Fatalf("index %d: %d grants of one lock in one entry", index, len(res.Grants))
+	if st := m.State(); st.GetLastToken() != v.lastToken {
+		t.Fatalf("index %d: last token %d, latest grant %d", index, st.GetLastToken(), v.lastToken)
 	}
 	// Files grow by exactly the committed writes.
 	if v.sizes == nil {
@@ -458,33 +478,28 @@ func checkState(m *lockstate.Machine) error {
 		}
 		open[s.GetClientId()] = s
 	}
-	if len(st.GetLocks()) != 1 || st.GetLocks()[0].GetName() != lockstate.DefaultLock {
-		return fmt.Errorf("locks %v, want only the default lock", st.GetLocks())
+	if len(st.GetLocks()) == 0 || st.GetLocks()[0].GetName() != lockstate.DefaultLock {
+		return fmt.Errorf("locks %v, want the default lock first", st.GetLocks())
+	}
+	if len(st.GetLocks()) != m.LockCount() {
+		return fmt.Errorf("%d locks in the state, LockCount %d", len(st.GetLocks()), m.LockCount())
+	}
+	for _, l := range st.GetLocks() {
+		if err := checkLock(st, open, l); err != nil {
+			return fmt.Errorf("lock %q: %w", l.GetName(), err)
+		}
+	}
+	var prev uint64
+	for _, e := range st.GetHistory() {
+		if e.GetToken() <= prev || e.GetToken() > st.GetLastToken() {
+			return fmt.Errorf("history token %d after %d (last %d)", e.GetToken(), prev, st.GetLastToken())
+		}
+		prev = e.GetToken()
+	}
+	if len(st.GetHistory()) > lockstate.HistoryCapacity {
+		return fmt.Errorf("history of %d grants", len(st.GetHistory()))
 	}
 	l := st.GetLocks()[0]
-	if l.GetHolder() == 0 {
-		if len(l.GetQueue()) != 0 || len(l.GetStaged()) != 0 || l.GetToken() != 0 {
-			return fmt.Errorf("free lock with queue %v, %d staged, token %d", l.GetQueue(), len(l.GetStaged()), l.GetToken())
-		}
-	} else {
-		h, ok := open[l.GetHolder()]
-		if !ok {
-			return fmt.Errorf("holder %d has no session", l.GetHolder())
-		}
-		if l.GetToken() == 0 || l.GetToken() != h.GetLastToken() || l.GetToken() != l.GetLastToken() {
-			return fmt.Errorf("holder %d token %d, its last token %d, lock's last %d", l.GetHolder(), l.GetToken(), h.GetLastToken(), l.GetLastToken())
-		}
-	}
-	seen := map[uint64]bool{l.GetHolder(): true}
-	for _, wt := range l.GetQueue() {
-		if seen[wt.GetClientId()] {
-			return fmt.Errorf("session %d twice in holder+queue %d/%v", wt.GetClientId(), l.GetHolder(), l.GetQueue())
-		}
-		seen[wt.GetClientId()] = true
-		if _, ok := open[wt.GetClientId()]; !ok {
-			return fmt.Errorf("waiter %d has no session", wt.GetClientId())
-		}
-	}
 	var stagedBytes uint64
 	for _, a := range l.GetStaged() {
 		if m.CheckFile(a.GetFile()) != rNone || len(a.GetData()) == 0 {
@@ -495,6 +510,61 @@ func checkState(m *lockstate.Machine) error {
 	lv := m.Lock()
 	if lv.StagedBytes != stagedBytes || lv.StagedAppends != len(l.GetStaged()) {
 		return fmt.Errorf("lock view stages %d appends, %d bytes; state %d, %d", lv.StagedAppends, lv.StagedBytes, len(l.GetStaged()), stagedBytes)
+	}
+	return nil
+}
+
+// checkLock checks one lock: one exclusive holder or shared ones, tokens in
+// grant order, no waiter that could be granted (FIFO across both modes), a
+// section only under the default lock's exclusive holder, nothing left of a
+// named lock that is neither held, waited for nor delayed.
+func checkLock(st *raftlogv1.State, open map[uint64]*raftlogv1.Session, l *raftlogv1.Lock) error {
+	if l.GetHolder() != 0 || l.GetToken() != 0 {
+		return fmt.Errorf("old-style holder %d token %d", l.GetHolder(), l.GetToken())
+	}
+	hs := l.GetHolders()
+	seen := make(map[uint64]bool)
+	var prev uint64
+	for _, h := range hs {
+		s, ok := open[h.GetClientId()]
+		if !ok || seen[h.GetClientId()] {
+			return fmt.Errorf("holder %d has no session or holds twice", h.GetClientId())
+		}
+		seen[h.GetClientId()] = true
+		if h.GetToken() <= prev || h.GetToken() > l.GetLastToken() || h.GetToken() > s.GetLastToken() || l.GetLastToken() > st.GetLastToken() {
+			return fmt.Errorf("holder %d token %d after %d; lock's last %d, session's last %d, state's last %d",
+				h.GetClientId(), h.GetToken(), prev, l.GetLastToken(), s.GetLastToken(), st.GetLastToken())
+		}
+		prev = h.GetToken()
+		if m := dlmv1.LockMode(h.GetMode()); m != shared && (m != exclusive || len(hs) > 1) {
+			return fmt.Errorf("%d holders, one in mode %s", len(hs), m)
+		}
+	}
+	for _, wt := range l.GetQueue() {
+		if seen[wt.GetClientId()] {
+			return fmt.Errorf("session %d twice in holders+queue %v/%v", wt.GetClientId(), hs, l.GetQueue())
+		}
+		seen[wt.GetClientId()] = true
+		if _, ok := open[wt.GetClientId()]; !ok {
+			return fmt.Errorf("waiter %d has no session", wt.GetClientId())
+		}
+	}
+	if q := l.GetQueue(); len(q) > 0 && !l.GetDelayed() {
+		if len(hs) == 0 {
+			return fmt.Errorf("free and not delayed, with queue %v", q)
+		}
+		if dlmv1.LockMode(q[0].GetMode()) == shared && dlmv1.LockMode(hs[0].GetMode()) == shared {
+			return fmt.Errorf("shared waiter %d at the head behind shared holders", q[0].GetClientId())
+		}
+	}
+	if len(l.GetStaged()) > 0 && (l.GetName() != lockstate.DefaultLock || len(hs) != 1 || dlmv1.LockMode(hs[0].GetMode()) != exclusive) {
+		return fmt.Errorf("%d staged under holders %v", len(l.GetStaged()), hs)
+	}
+	if l.GetName() != lockstate.DefaultLock && len(hs) == 0 && len(l.GetQueue()) == 0 && !l.GetDelayed() {
+		return errors.New("left behind")
+	}
+	if !l.GetDelayed() && (l.GetDelayToken() != 0 || l.GetDelayMs() != 0) {
+		return fmt.Errorf("delay token %d, %d ms, not delayed", l.GetDelayToken(), l.GetDelayMs())
 	}
 	return nil
 }

@@ -10,8 +10,8 @@ import (
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
 )
 
-// DefaultLock is the name of the one lock that guards all files. Named locks
-// will be keyed beside it.
+// DefaultLock is the name of the lock that guards all files. Named locks are
+// keyed beside it.
 const DefaultLock = ""
 
 // Limits are the state machine's bounds. They must be equal on every replica;
@@ -27,13 +27,17 @@ type Limits struct {
 	// answer after the session ended (a release that committed just before
 	// the lease ran out must not be reported as LOCK_EXPIRED).
 	MaxEnded int
+	// MaxLocksPerSession bounds the locks one session holds or waits for
+	// (0: none), so that one client cannot make the state grow without
+	// bound by asking for ever new names.
+	MaxLocksPerSession int
 }
 
 // DefaultLimits are the limits dlm runs with. Every replica must apply the
 // log with the same limits, so they are a value no package can change at run
 // time (a variable could be reassigned by any importer, tests included).
 func DefaultLimits() Limits {
-	return Limits{Files: 100, MaxOutstanding: 1024, MaxEnded: 1024}
+	return Limits{Files: 100, MaxOutstanding: 1024, MaxEnded: 1024, MaxLocksPerSession: 256}
 }
 
 // Write is one committed append that the caller must apply to a file, in
@@ -95,18 +99,37 @@ type session struct {
 	outcomes   map[uint64]*raftlogv1.Outcome
 	openedMs   int64
 	lastToken  uint64
+	// named is the set of named locks the session holds or waits for, so
+	// that the per-session cap, Held and the end of a session cost a pass
+	// over its own locks, not over every lock. It is derived from the locks
+	// (not written to snapshots) and nil until the session asks for one.
+	named map[string]struct{}
+}
+
+// holder is one grant of a lock.
+type holder struct {
+	clientID  uint64
+	seq       uint64
+	token     uint64
+	mode      dlmv1.LockMode // exclusive or shared, never unspecified
+	grantedMs int64
+	delayMs   uint32
 }
 
 type waiter struct {
 	clientID uint64
 	seq      uint64
+	// more are the session's later acquires of the lock while it waited.
+	more    []uint64
+	mode    dlmv1.LockMode // exclusive or shared, never unspecified
+	delayMs uint32
 }
 
 type lock struct {
-	holder      uint64
-	holderSeq   uint64
-	token       uint64
-	grantedMs   int64
+	// holders are the grants, oldest first: one exclusive, or any number of
+	// shared ones. Tokens grow in grant order, so the last is the newest.
+	holders []holder
+	// The staged section belongs to the default lock's exclusive holder.
 	staged      []Write
 	stagedBytes uint64
 	// stagedFile is the staged bytes per file, so that the per-file limit
@@ -114,6 +137,11 @@ type lock struct {
 	stagedFile map[string]uint64
 	queue      []waiter
 	lastToken  uint64
+	// A lock in its lock-delay grants nothing until EndLockDelay names
+	// delayToken, the expired grant that started it.
+	delayed    bool
+	delayToken uint64
+	delayMs    uint32
 }
 
 // Machine is the replicated state: sessions, the lock with its FIFO queue
@@ -132,6 +160,12 @@ type Machine struct {
 	// oldest first; only their outcomes are ever read.
 	ended      map[uint64]*session
 	endedOrder []uint64
+	// lastToken is the highest token granted so far, on any lock.
+	lastToken uint64
+	// history is the ring of the last HistoryCapacity grants, in grant
+	// (so token) order from histStart on.
+	history   []Event
+	histStart int
 }
 
 // New returns an empty machine: no sessions, a free lock, empty files.
@@ -183,6 +217,8 @@ func (m *Machine) apply(index uint64, cmd *raftlogv1.Command) Result {
 		return m.closeSession(index, now, op.CloseSession)
 	case *raftlogv1.Command_ExpireSession:
 		return m.expire(index, now, op.ExpireSession)
+	case *raftlogv1.Command_EndLockDelay:
+		return m.endLockDelay(index, now, op.EndLockDelay)
 	default:
 		return fail(dlmv1.ErrorReason_ERROR_REASON_INVALID_ARGUMENT)
 	}
@@ -365,100 +401,6 @@ func (s *session) record(index, seq uint64, method raftlogv1.Method, o *raftlogv
 	return Result{Outcome: o}
 }
 
-func (m *Machine) acquire(index uint64, now int64, op *raftlogv1.Acquire) Result {
-	s, prior, reason := m.authenticate(op.GetCaller(), raftlogv1.Method_METHOD_ACQUIRE)
-	if reason != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
-		return fail(reason)
-	}
-	if prior != nil {
-		return Result{Outcome: prior}
-	}
-	seq := op.GetCaller().GetSeq()
-	l := m.locks[DefaultLock]
-	switch {
-	case l.holder == s.id:
-		// Re-entrant: the session already holds the grant.
-		return s.record(index, seq, raftlogv1.Method_METHOD_ACQUIRE, &raftlogv1.Outcome{Granted: true, Token: l.token})
-	case l.position(s.id) > 0:
-		// Already waiting under another seq: one place in the queue.
-		return s.record(index, seq, raftlogv1.Method_METHOD_ACQUIRE, &raftlogv1.Outcome{Queued: true})
-	case l.holder == 0:
-		res := s.record(index, seq, raftlogv1.Method_METHOD_ACQUIRE, &raftlogv1.Outcome{Queued: true})
-		l.queue = append(l.queue, waiter{clientID: s.id, seq: seq})
-		res.Grants = m.grantNext(l, index, now)
-		return res
-	case op.GetTry():
-		return s.record(index, seq, raftlogv1.Method_METHOD_ACQUIRE, &raftlogv1.Outcome{})
-	default:
-		l.queue = append(l.queue, waiter{clientID: s.id, seq: seq})
-		return s.record(index, seq, raftlogv1.Method_METHOD_ACQUIRE, &raftlogv1.Outcome{Queued: true})
-	}
-}
-
-// grantNext hands a free lock to the first waiter. The token is the index of
-// the entry being applied, so tokens grow across restarts and leaders.
-func (m *Machine) grantNext(l *lock, index uint64, now int64) []Grant {
-	if l.holder != 0 || len(l.queue) == 0 {
-		return nil
-	}
-	w := l.queue[0]
-	l.queue = l.queue[1:]
-	s := m.sessions[w.clientID]
-	l.holder, l.holderSeq, l.token, l.lastToken, l.grantedMs = w.clientID, w.seq, index, index, now
-	l.staged, l.stagedBytes, l.stagedFile = nil, 0, nil
-	s.lastToken = index
-	// Every acquire of this session that still says "queued" now says
-	// "granted", so a repeat of any of them learns of the grant.
-	for _, o := range s.outcomes {
-		if o.Queued {
-			o.Queued, o.Granted, o.Token = false, true, index
-		}
-	}
-	return []Grant{{ClientID: w.clientID, Seq: w.seq, Token: index}}
-}
-
-// position is the session's 1-based place in the queue, or 0.
-func (l *lock) position(id uint64) int {
-	for i, w := range l.queue {
-		if w.clientID == id {
-			return i + 1
-		}
-	}
-	return 0
-}
-
-func (m *Machine) leaveQueue(l *lock, s *session) {
-	i := l.position(s.id) - 1
-	if i < 0 {
-		return
-	}
-	l.queue = append(l.queue[:i:i], l.queue[i+1:]...)
-	for _, o := range s.outcomes {
-		o.Queued = false
-	}
-}
-
-// endSection ends the current grant: commit turns the staged appends into
-// writes, otherwise they are dropped. The lock goes to the next waiter in the
-// same Apply, so hand-off costs no extra round of consensus.
-func (m *Machine) endSection(l *lock, commit bool, index uint64, now int64) Result {
-	var res Result
-	if commit {
-		res.Writes = l.staged
-		for _, w := range l.staged {
-			m.files[w.File] += int64(len(w.Data))
-		}
-		res.Outcome = &raftlogv1.Outcome{Appends: uint32(len(l.staged)), Bytes: l.stagedBytes}
-	} else {
-		res.Outcome = &raftlogv1.Outcome{}
-	}
-	res.EndedToken = l.token
-	l.holder, l.holderSeq, l.token, l.grantedMs = 0, 0, 0, 0
-	l.staged, l.stagedBytes, l.stagedFile = nil, 0, nil
-	res.Grants = m.grantNext(l, index, now)
-	return res
-}
-
 func (l *lock) stage(w Write) {
 	if l.stagedFile == nil {
 		l.stagedFile = make(map[string]uint64)
@@ -466,64 +408,6 @@ func (l *lock) stage(w Write) {
 	l.staged = append(l.staged, w)
 	l.stagedBytes += uint64(len(w.Data))
 	l.stagedFile[w.File] += uint64(len(w.Data))
-}
-
-// checkToken says whether the session holds the grant named by token, and
-// why not: a token the session held before is stale (LOCK_EXPIRED); any
-// other is NOT_HOLDER.
-func (l *lock) checkToken(s *session, token uint64) dlmv1.ErrorReason {
-	switch {
-	case l.holder == s.id && l.token == token, mutSkipFencing && token != 0:
-		return dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED
-	case token != 0 && token <= s.lastToken:
-		return dlmv1.ErrorReason_ERROR_REASON_LOCK_EXPIRED
-	default:
-		return dlmv1.ErrorReason_ERROR_REASON_NOT_HOLDER
-	}
-}
-
-// Fenced turns a session failure of a call that carries a token into
-// LOCK_EXPIRED: once the session is gone, so is every grant it held, and a
-// late call from an expired holder learns what it must do (re-acquire).
-func Fenced(reason dlmv1.ErrorReason, token uint64) dlmv1.ErrorReason {
-	if reason == dlmv1.ErrorReason_ERROR_REASON_SESSION_EXPIRED && token != 0 {
-		return dlmv1.ErrorReason_ERROR_REASON_LOCK_EXPIRED
-	}
-	return reason
-}
-
-func (m *Machine) release(index uint64, now int64, op *raftlogv1.Release) Result {
-	s, prior, reason := m.authenticate(op.GetCaller(), raftlogv1.Method_METHOD_RELEASE)
-	if reason != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
-		return fail(Fenced(reason, op.GetToken()))
-	}
-	if prior != nil {
-		return Result{Outcome: prior}
-	}
-	seq := op.GetCaller().GetSeq()
-	l := m.locks[DefaultLock]
-	if op.GetToken() == 0 {
-		// Give up whatever the session has. A grant the client never learned
-		// of has nothing staged worth keeping.
-		m.leaveQueue(l, s)
-		if l.holder != s.id {
-			return s.record(index, seq, raftlogv1.Method_METHOD_RELEASE, &raftlogv1.Outcome{})
-		}
-		res := m.endSection(l, false, index, now)
-		s.record(index, seq, raftlogv1.Method_METHOD_RELEASE, res.Outcome)
-		return res
-	}
-	if r := l.checkToken(s, op.GetToken()); r != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
-		return s.record(index, seq, raftlogv1.Method_METHOD_RELEASE, &raftlogv1.Outcome{ErrorReason: uint32(r)})
-	}
-	if !op.GetAbort() {
-		if r := m.stageWrites(l, op.GetWrites(), op.GetMaxSectionBytes(), op.GetMaxFileBytes()); r != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
-			return s.record(index, seq, raftlogv1.Method_METHOD_RELEASE, &raftlogv1.Outcome{ErrorReason: uint32(r)})
-		}
-	}
-	res := m.endSection(l, !op.GetAbort(), index, now)
-	s.record(index, seq, raftlogv1.Method_METHOD_RELEASE, res.Outcome)
-	return res
 }
 
 func (m *Machine) append(index uint64, op *raftlogv1.Append) Result {
@@ -536,7 +420,7 @@ func (m *Machine) append(index uint64, op *raftlogv1.Append) Result {
 	}
 	seq := op.GetCaller().GetSeq()
 	l := m.locks[DefaultLock]
-	r := l.checkToken(s, op.GetToken())
+	r := m.checkSection(s, op.GetToken())
 	if r == dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED && op.BaseAppends != nil && op.GetBaseAppends() != uint32(len(l.staged)) {
 		// The writes were staged already (the same entry proposed twice),
 		// or the section is not the one the leader saw: stage nothing.
@@ -602,50 +486,6 @@ func (m *Machine) stageWrites(l *lock, writes []*raftlogv1.Write, maxSection, ma
 	return dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED
 }
 
-func (m *Machine) closeSession(index uint64, now int64, op *raftlogv1.CloseSession) Result {
-	s, prior, reason := m.authenticate(op.GetCaller(), raftlogv1.Method_METHOD_CLOSE)
-	if reason != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
-		return fail(reason)
-	}
-	if prior != nil {
-		return Result{Outcome: prior}
-	}
-	if l := m.locks[DefaultLock]; l.holder == s.id {
-		if r := m.stageWrites(l, op.GetWrites(), op.GetMaxSectionBytes(), op.GetMaxFileBytes()); r != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
-			return s.record(index, op.GetCaller().GetSeq(), raftlogv1.Method_METHOD_CLOSE, &raftlogv1.Outcome{ErrorReason: uint32(r)})
-		}
-	}
-	// Close is an explicit end by the holder, so it commits.
-	res := m.endSession(s, true, index, now)
-	o := copyOutcome(res.Outcome)
-	o.Method = raftlogv1.Method_METHOD_CLOSE
-	s.outcomes[op.GetCaller().GetSeq()] = o
-	return res
-}
-
-func (m *Machine) expire(index uint64, now int64, op *raftlogv1.ExpireSession) Result {
-	s, ok := m.sessions[op.GetClientId()]
-	if !ok || s.epoch != op.GetEpoch() {
-		// Gone already, or active since the leader decided: nothing to do.
-		return Result{Outcome: &raftlogv1.Outcome{}}
-	}
-	// Expiry is not the holder's decision, so its critical section aborts.
-	return m.endSession(s, mutKeepExpired, index, now)
-}
-
-func (m *Machine) endSession(s *session, commit bool, index uint64, now int64) Result {
-	l := m.locks[DefaultLock]
-	m.leaveQueue(l, s)
-	res := Result{Outcome: &raftlogv1.Outcome{}}
-	if l.holder == s.id {
-		res = m.endSection(l, commit, index, now)
-	}
-	delete(m.sessions, s.id)
-	m.keepEnded(s)
-	res.Ended = []uint64{s.id}
-	return res
-}
-
 // keepEnded keeps an ended session's outcomes, forgetting the oldest ended
 // session beyond the limit.
 func (m *Machine) keepEnded(s *session) {
@@ -671,7 +511,7 @@ func (m *Machine) Admit(cmd *raftlogv1.Command) (*raftlogv1.Outcome, dlmv1.Error
 	switch op := cmd.GetOp().(type) {
 	case *raftlogv1.Command_OpenSession:
 		return nil, m.openLimit(op.OpenSession)
-	case *raftlogv1.Command_ExpireSession:
+	case *raftlogv1.Command_ExpireSession, *raftlogv1.Command_EndLockDelay:
 		return nil, dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED
 	case *raftlogv1.Command_Release:
 		token = op.Release.GetToken()
@@ -734,7 +574,18 @@ func (m *Machine) CheckGrant(id uint64, secret string, token uint64) dlmv1.Error
 	if r != dlmv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
 		return Fenced(r, token)
 	}
-	return m.locks[DefaultLock].checkToken(s, token)
+	return m.checkSection(s, token)
+}
+
+// checkSection says whether token is the session's grant of the default
+// lock, held exclusively: only such a grant has a critical section.
+func (m *Machine) checkSection(s *session, token uint64) dlmv1.ErrorReason {
+	l := m.locks[DefaultLock]
+	i, r := m.checkToken(DefaultLock, l, s, token)
+	if r == reasonNone && l.holders[i].mode != modeExclusive {
+		return dlmv1.ErrorReason_ERROR_REASON_APPEND_NEEDS_EXCLUSIVE
+	}
+	return r
 }
 
 // Authenticate checks a session's id and secret.
@@ -753,15 +604,18 @@ func (m *Machine) Saturated(id uint64) bool {
 	return ok && len(s.outcomes) >= m.limits.MaxOutstanding
 }
 
-// HeldToken is the token of the grant the session holds, or 0.
+// HeldToken is the token of the session's grant of the default lock, in
+// either mode, or 0.
 func (m *Machine) HeldToken(id uint64) uint64 {
-	if l := m.locks[DefaultLock]; l.holder == id {
-		return l.token
+	l := m.locks[DefaultLock]
+	if i := l.holderIndex(id); i >= 0 {
+		return l.holders[i].token
 	}
 	return 0
 }
 
-// QueuePosition is the session's 1-based place in the queue, or 0.
+// QueuePosition is the session's 1-based place in the default lock's queue,
+// or 0.
 func (m *Machine) QueuePosition(id uint64) int {
 	return m.locks[DefaultLock].position(id)
 }
@@ -840,40 +694,6 @@ func (m *Machine) Session(id uint64) (SessionInfo, bool) {
 		return SessionInfo{}, false
 	}
 	return SessionInfo{ClientID: s.id, Name: s.name, LeaseMs: s.leaseMs, Epoch: s.epoch}, true
-}
-
-// LockView describes one lock. Holder, Token and GrantedUnixMs describe the
-// exclusive holder, or the oldest shared one; Holders lists them all.
-type LockView struct {
-	Name          string
-	Mode          dlmv1.LockMode
-	Holders       []HolderView
-	QueueModes    []dlmv1.LockMode
-	Delayed       bool
-	DelayMs       uint32
-	Holder        uint64
-	Token         uint64
-	LastToken     uint64
-	GrantedUnixMs int64
-	StagedAppends int
-	StagedBytes   uint64
-	Queue         []uint64
-}
-
-// QueueLength is the number of sessions waiting for the default lock.
-func (m *Machine) QueueLength() int { return len(m.locks[DefaultLock].queue) }
-
-// Lock describes the default lock.
-func (m *Machine) Lock() LockView {
-	l := m.locks[DefaultLock]
-	v := LockView{
-		Holder: l.holder, Token: l.token, LastToken: l.lastToken, GrantedUnixMs: l.grantedMs,
-		StagedAppends: len(l.staged), StagedBytes: l.stagedBytes,
-	}
-	for _, w := range l.queue {
-		v.Queue = append(v.Queue, w.clientID)
-	}
-	return v
 }
 
 // StagedFileBytes is how many bytes Append entries staged for file in the

@@ -1,8 +1,10 @@
 package lockstate_test
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -13,7 +15,13 @@ import (
 )
 
 // randomLimits are small so that the random histories reach every bound.
-var randomLimits = lockstate.Limits{Files: 10, MaxOutstanding: 8}
+var randomLimits = lockstate.Limits{Files: 10, MaxOutstanding: 8, MaxLocksPerSession: 3}
+
+// randomLocks are the lock names the histories use: the default lock most,
+// a few named ones, now and then a malformed one.
+var randomLocks = []string{"", "", "", "a", "b", "c", "d"}
+
+var badLocks = []string{strings.Repeat("x", lockstate.MaxLockName+1), "a\x00b", "\xff", "tab\there"}
 
 // generator makes a random but plausible history: mostly the calls a client
 // library would make, with repeats, stale tokens and junk mixed in. It peeks
@@ -77,6 +85,20 @@ func (g *generator) next(m *lockstate.Machine) *raftlogv1.Command {
 		} else {
 			cmd = acquireCmd(g.caller(id))
 		}
+		a := cmd.GetAcquire()
+		a.Lock = g.lock()
+		a.Mode = []uint32{0, 0, 1, 2, 2, 2}[g.rng.IntN(6)]
+		switch n := g.rng.IntN(100); {
+		case n < 2:
+			a.Mode = 7
+		case n < 4:
+			a.LockDelayMs = lockstate.MaxLockDelayMs + 1
+		case n < 30:
+			a.LockDelayMs = 100
+		}
+		if g.rng.IntN(10) == 0 {
+			a.MaxLocks = 2
+		}
 	case n < 62:
 		data := make([]byte, g.rng.IntN(48)+1)
 		for i := range data {
@@ -103,17 +125,31 @@ func (g *generator) next(m *lockstate.Machine) *raftlogv1.Command {
 			}
 			a.BaseAppends = &base
 		}
-	case n < 90:
+	case n < 88:
+		lock := g.lock()
 		if g.rng.IntN(10) == 0 {
-			cmd = abortCmd(g.caller(id), g.token(m, id))
+			cmd = abortCmd(g.caller(id), g.tokenOn(m, id, lock))
 		} else {
-			cmd = releaseCmd(g.caller(id), g.token(m, id))
+			cmd = releaseCmd(g.caller(id), g.tokenOn(m, id, lock))
 		}
-		if g.rng.IntN(2) == 0 {
+		cmd.GetRelease().Lock = lock
+		if g.rng.IntN(2) == 0 && (lock == "" || g.rng.IntN(8) == 0) {
 			// The appends the leader staged in memory, carried by the release.
 			r := cmd.GetRelease()
 			r.Writes, r.MaxSectionBytes, r.MaxFileBytes = g.writes()
 		}
+	case n < 90:
+		// The leader ending a delay: mostly one in force, now and then a
+		// stale or made-up one.
+		lock, token := g.lock(), m.Lock().LastToken
+		if ds := m.Delays(); len(ds) > 0 && g.rng.IntN(5) > 0 {
+			d := ds[g.rng.IntN(len(ds))]
+			lock, token = d.Lock, d.Token
+		}
+		if g.rng.IntN(8) == 0 {
+			token++
+		}
+		cmd = &raftlogv1.Command{Op: &raftlogv1.Command_EndLockDelay{EndLockDelay: &raftlogv1.EndLockDelay{Lock: lock, Token: token}}}
 	case n < 93:
 		cmd = closeCmd(g.caller(id))
 		if g.rng.IntN(2) == 0 {
@@ -191,6 +227,33 @@ func (g *generator) token(m *lockstate.Machine, id uint64) uint64 {
 	}
 }
 
+// lock is a lock name: mostly a good one, now and then a malformed one.
+func (g *generator) lock() string {
+	if g.rng.IntN(40) == 0 {
+		return badLocks[g.rng.IntN(len(badLocks))]
+	}
+	return randomLocks[g.rng.IntN(len(randomLocks))]
+}
+
+// tokenOn is the session's current token on lock, or a stale, absent,
+// another lock's or made-up one.
+func (g *generator) tokenOn(m *lockstate.Machine, id uint64, lock string) uint64 {
+	held := m.Held(id)
+	switch n := g.rng.IntN(100); {
+	case n < 70:
+		for _, h := range held {
+			if h.Lock == lock {
+				return h.Token
+			}
+		}
+		return g.token(m, id)
+	case n < 80 && len(held) > 0:
+		return held[g.rng.IntN(len(held))].Token
+	default:
+		return g.token(m, id)
+	}
+}
+
 func (g *generator) junk() *raftlogv1.Command {
 	return []*raftlogv1.Command{
 		{},
@@ -199,7 +262,8 @@ func (g *generator) junk() *raftlogv1.Command {
 		{Op: &raftlogv1.Command_Release{Release: &raftlogv1.Release{Token: 1}}},
 		{Op: &raftlogv1.Command_CloseSession{}},
 		{Op: &raftlogv1.Command_ExpireSession{}},
-	}[g.rng.IntN(6)]
+		{Op: &raftlogv1.Command_EndLockDelay{}},
+	}[g.rng.IntN(7)]
 }
 
 func (g *generator) learn(res lockstate.Result) {
@@ -223,6 +287,45 @@ func tokenOf(cmd *raftlogv1.Command) uint64 {
 	return 0
 }
 
+// queuesOf is every lock's queue of session ids, head first.
+func queuesOf(m *lockstate.Machine) map[string][]uint64 {
+	q := make(map[string][]uint64)
+	for _, l := range m.State().GetLocks() {
+		for _, w := range l.GetQueue() {
+			q[l.GetName()] = append(q[l.GetName()], w.GetClientId())
+		}
+	}
+	return q
+}
+
+// checkFIFO checks that the command granted each lock to the head of its
+// queue as it was, in order, skipping only the command's own session
+// (which may have left the queue); a grant past the old queue can only be
+// the command's own acquire.
+func checkFIFO(queues map[string][]uint64, cmd *raftlogv1.Command, res lockstate.Result) error {
+	self := callerOf(cmd).GetClientId()
+	if e := cmd.GetExpireSession(); e != nil {
+		self = e.GetClientId()
+	}
+	next := make(map[string]int)
+	for _, g := range res.Grants {
+		q := queues[g.Lock]
+		i := next[g.Lock]
+		for i < len(q) && q[i] == self && q[i] != g.ClientID {
+			i++
+		}
+		switch {
+		case i < len(q) && q[i] == g.ClientID:
+			next[g.Lock] = i + 1
+		case i >= len(q) && g.ClientID == self && cmd.GetAcquire() != nil:
+			next[g.Lock] = i + 1
+		default:
+			return fmt.Errorf("grant %+v out of order: queue was %v, next %d", g, q, i)
+		}
+	}
+	return nil
+}
+
 // runRandom applies n generated commands to two machines built alike, and
 // to machines restored from snapshots along the way, and checks that all
 // agree and that the invariants hold after every step. It returns what
@@ -243,6 +346,7 @@ func runRandom(t testing.TB, seed uint64, n int) map[string]int {
 		cmd.NowUnixMs = now
 
 		before := a.State()
+		queues := queuesOf(a)
 		cl := callerOf(cmd)
 		prior, priorReason := a.Admit(cmd)
 		ra := a.Apply(idx, cmd)
@@ -264,6 +368,9 @@ func runRandom(t testing.TB, seed uint64, n int) map[string]int {
 			}
 		}
 		inv.check(t, a, idx, ra)
+		if err := checkFIFO(queues, cmd, ra); err != nil {
+			t.Fatalf("seed %d step %d index %d (%s %v): %v", seed, i, idx, cmdName(cmd), cmd, err)
+		}
 		g.learn(ra)
 
 		// At-most-once: a request that Check answers (a repeat, or one
@@ -305,6 +412,30 @@ func runRandom(t testing.TB, seed uint64, n int) map[string]int {
 		if len(ra.Grants) > 0 {
 			seen["grant"]++
 		}
+		perLock := make(map[string]int)
+		for _, gr := range ra.Grants {
+			perLock[gr.Lock]++
+			if gr.Lock != "" {
+				seen["named grant"]++
+			}
+			if gr.Mode == shared {
+				seen["shared grant"]++
+			}
+		}
+		for _, n := range perLock {
+			if n > 1 {
+				seen["shared grants together"]++
+			}
+		}
+		if len(ra.DelayStarted) > 0 {
+			seen["delay started"]++
+		}
+		if cmd.GetEndLockDelay() != nil && len(ra.Grants) > 0 {
+			seen["granted at the end of a delay"]++
+		}
+		if len(before.GetLocks()) > len(after.GetLocks()) {
+			seen["named lock gone"]++
+		}
 		if len(ra.Writes) > 0 {
 			seen["write"]++
 		}
@@ -341,7 +472,8 @@ func TestRandomHistories(t *testing.T) {
 		}
 	}
 	// The histories must reach every outcome and path, or they prove little.
-	want := []string{"grant", "write", "section dropped", "answered",
+	want := []string{"grant", "write", "section dropped", "answered", "named grant", "shared grant",
+		"shared grants together", "delay started", "granted at the end of a delay", "named lock gone", "end_lock_delay",
 		"ended by close_session", "ended by expire_session",
 		"open_session", "acquire", "append", "release", "close_session", "expire_session", "no op"}
 	for r := range dlmv1.ErrorReason_name {
@@ -350,7 +482,10 @@ func TestRandomHistories(t *testing.T) {
 			dlmv1.ErrorReason_ERROR_REASON_DATA_TOO_LARGE, dlmv1.ErrorReason_ERROR_REASON_DISK_FULL,
 			dlmv1.ErrorReason_ERROR_REASON_STORAGE_FAULT, dlmv1.ErrorReason_ERROR_REASON_INIT_RATE_LIMITED,
 			dlmv1.ErrorReason_ERROR_REASON_MEMBER_CONFLICT, dlmv1.ErrorReason_ERROR_REASON_MEMBER_UNKNOWN,
-			dlmv1.ErrorReason_ERROR_REASON_SECTION_INCOMPLETE:
+			dlmv1.ErrorReason_ERROR_REASON_SECTION_INCOMPLETE,
+			// An unset name is the default lock, and only CheckToken asks
+			// about a lock that is not live.
+			dlmv1.ErrorReason_ERROR_REASON_LOCK_NAME_EMPTY, dlmv1.ErrorReason_ERROR_REASON_LOCK_UNKNOWN:
 			// Decided by the leader, never by the state machine.
 		default:
 			want = append(want, reason.String())

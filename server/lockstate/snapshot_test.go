@@ -175,7 +175,9 @@ func TestStateIsACopy(t *testing.T) {
 		t.Fatal(err)
 	}
 	st.Sessions[0].Outcomes[4].Queued = false
-	st.Locks[0].Holder = 0
+	st.Locks[0].Holders[0].ClientId = 0
+	st.Locks[0].Queue[0].MoreSeqs[0] = 7
+	st.History[0].Token = 0
 	if !proto.Equal(r.State(), want) {
 		t.Error("changing Restore's argument changed the machine")
 	}
@@ -196,17 +198,37 @@ func TestRestoreRefusesBrokenState(t *testing.T) {
 		{"session beyond next id", lockstate.DefaultLimits(), func(st *raftlogv1.State) { st.Sessions[0].ClientId = 6 }},
 		{"session twice", lockstate.DefaultLimits(), func(st *raftlogv1.State) { st.Sessions[1].ClientId = 1 }},
 		{"lock twice", lockstate.DefaultLimits(), func(st *raftlogv1.State) { st.Locks = append(st.Locks, st.Locks[0]) }},
-		{"holder closed", lockstate.DefaultLimits(), func(st *raftlogv1.State) { st.Locks[0].Holder = 3 }},
-		{"held without token", lockstate.DefaultLimits(), func(st *raftlogv1.State) { st.Locks[0].Token = 0 }},
+		{"holder closed", lockstate.DefaultLimits(), func(st *raftlogv1.State) { st.Locks[0].Holders[0].ClientId = 3 }},
+		{"held without token", lockstate.DefaultLimits(), func(st *raftlogv1.State) { st.Locks[0].Holders[0].Token = 0 }},
+		{"token above the lock's last", lockstate.DefaultLimits(), func(st *raftlogv1.State) { st.Locks[0].Holders[0].Token = 10 }},
 		{"free with a queue", lockstate.DefaultLimits(), func(st *raftlogv1.State) {
-			st.Locks[0].Holder, st.Locks[0].Token, st.Locks[0].Staged = 0, 0, nil
+			st.Locks[0].Holders, st.Locks[0].Staged = nil, nil
 		}},
 		{"free with a section", lockstate.DefaultLimits(), func(st *raftlogv1.State) {
-			st.Locks[0].Holder, st.Locks[0].Token, st.Locks[0].Queue = 0, 0, nil
+			st.Locks[0].Holders, st.Locks[0].Queue = nil, nil
 		}},
-		{"free with a token", lockstate.DefaultLimits(), func(st *raftlogv1.State) {
-			st.Locks[0].Holder, st.Locks[0].Queue, st.Locks[0].Staged = 0, nil, nil
+		{"a delay token without a delay", lockstate.DefaultLimits(), func(st *raftlogv1.State) { st.Locks[0].DelayToken = 9 }},
+		{"a holder in both forms", lockstate.DefaultLimits(), func(st *raftlogv1.State) { st.Locks[0].Holder, st.Locks[0].Token = 2, 9 }},
+		{"unknown holder mode", lockstate.DefaultLimits(), func(st *raftlogv1.State) { st.Locks[0].Holders[0].Mode = 7 }},
+		{"unknown waiter mode", lockstate.DefaultLimits(), func(st *raftlogv1.State) { st.Locks[0].Queue[0].Mode = 7 }},
+		{"two exclusive holders", lockstate.DefaultLimits(), func(st *raftlogv1.State) {
+			st.Locks[0].Holders = append(st.Locks[0].Holders, &raftlogv1.Holder{ClientId: 4, Seq: 1, Token: 9, Mode: 1})
+			st.Locks[0].Holders[0].Token, st.Locks[0].Queue = 8, st.Locks[0].Queue[1:]
 		}},
+		{"shared holders with a section", lockstate.DefaultLimits(), func(st *raftlogv1.State) { st.Locks[0].Holders[0].Mode = 2 }},
+		{"shared waiter at the head behind shared holders", lockstate.DefaultLimits(), func(st *raftlogv1.State) {
+			st.Locks[0].Holders[0].Mode, st.Locks[0].Staged, st.Locks[0].Queue[0].Mode = 2, nil, 2
+		}},
+		{"named lock with nothing", lockstate.DefaultLimits(), func(st *raftlogv1.State) {
+			st.Locks = append(st.Locks, &raftlogv1.Lock{Name: "left", LastToken: 3})
+		}},
+		{"named lock with a bad name", lockstate.DefaultLimits(), func(st *raftlogv1.State) {
+			st.Locks = append(st.Locks, &raftlogv1.Lock{Name: "a\nb", Delayed: true, DelayToken: 3, DelayMs: 5})
+		}},
+		{"history out of order", lockstate.DefaultLimits(), func(st *raftlogv1.State) {
+			st.History[0], st.History[1] = st.History[1], st.History[0]
+		}},
+		{"history above the last token", lockstate.DefaultLimits(), func(st *raftlogv1.State) { st.History[1].Token = 99 }},
 		{"waiter closed", lockstate.DefaultLimits(), func(st *raftlogv1.State) { st.Locks[0].Queue[0].ClientId = 5 }},
 		{"waiter twice", lockstate.DefaultLimits(), func(st *raftlogv1.State) { st.Locks[0].Queue[1].ClientId = 4 }},
 		{"holder waits", lockstate.DefaultLimits(), func(st *raftlogv1.State) { st.Locks[0].Queue[1].ClientId = 2 }},

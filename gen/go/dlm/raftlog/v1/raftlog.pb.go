@@ -1813,7 +1813,12 @@ type Waiter struct {
 	// The dlm.v1.LockMode it waits for.
 	Mode uint32 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"`
 	// The lock-delay its grant will carry, in milliseconds.
-	LockDelayMs   uint32 `protobuf:"varint,4,opt,name=lock_delay_ms,json=lockDelayMs,proto3" json:"lock_delay_ms,omitempty"`
+	LockDelayMs uint32 `protobuf:"varint,4,opt,name=lock_delay_ms,json=lockDelayMs,proto3" json:"lock_delay_ms,omitempty"`
+	// The sequence numbers of the session's later acquires of this lock,
+	// made while it waited and answered queued: they learn of the grant with
+	// seq. Snapshots written before named locks have none; every queued
+	// acquire of a waiter then belongs to the one lock there was.
+	MoreSeqs      []uint64 `protobuf:"varint,5,rep,packed,name=more_seqs,json=moreSeqs,proto3" json:"more_seqs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1874,6 +1879,13 @@ func (x *Waiter) GetLockDelayMs() uint32 {
 		return x.LockDelayMs
 	}
 	return 0
+}
+
+func (x *Waiter) GetMoreSeqs() []uint64 {
+	if x != nil {
+		return x.MoreSeqs
+	}
+	return nil
 }
 
 // FileLength is the committed length of one file.
@@ -2082,12 +2094,13 @@ const file_dlm_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\rlock_delay_ms\x18\x06 \x01(\rR\vlockDelayMs\"6\n" +
 	"\fStagedAppend\x12\x12\n" +
 	"\x04file\x18\x01 \x01(\tR\x04file\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"o\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\x8c\x01\n" +
 	"\x06Waiter\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x12\n" +
 	"\x04mode\x18\x03 \x01(\rR\x04mode\x12\"\n" +
-	"\rlock_delay_ms\x18\x04 \x01(\rR\vlockDelayMs\"\\\n" +
+	"\rlock_delay_ms\x18\x04 \x01(\rR\vlockDelayMs\x12\x1b\n" +
+	"\tmore_seqs\x18\x05 \x03(\x04R\bmoreSeqs\"\\\n" +
 	"\n" +
 	"FileLength\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
