@@ -276,19 +276,36 @@ func checkLinearizable(h *history, vizPath string, timeout time.Duration, always
 }
 
 // illegalPartitions names the model's partitions (a lock, or a file) that
-// porcupine refutes on their own, to say which part of dlm broke.
-func illegalPartitions(h *history) []string {
+// porcupine refutes on their own, to say which part of dlm broke, within
+// budget in all (a partition it cannot decide in time is left out).
+func illegalPartitions(h *history, budget time.Duration) []string {
 	byKey := make(map[string][]porcupine.Operation)
 	for _, op := range operations(h) {
 		k := op.Input.(input).key
 		byKey[k] = append(byKey[k], op)
 	}
+	keys := make([]string, 0, len(byKey))
+	for k := range byKey {
+		keys = append(keys, k)
+	}
+	// Locks first: they are what a broken server gets wrong most often.
+	sort.Slice(keys, func(a, b int) bool {
+		if la, lb := isLockKey(keys[a]), isLockKey(keys[b]); la != lb {
+			return la
+		}
+		return keys[a] < keys[b]
+	})
+	deadline := time.Now().Add(budget)
 	var bad []string
-	for k, ops := range byKey {
-		if res, _ := porcupine.CheckOperationsVerbose(dlmModel, ops, 10*time.Second); res == porcupine.Illegal {
+	for _, k := range keys {
+		left := time.Until(deadline)
+		if left <= 0 {
+			bad = append(bad, "(out of time)")
+			break
+		}
+		if res, _ := porcupine.CheckOperationsVerbose(dlmModel, byKey[k], left); res == porcupine.Illegal {
 			bad = append(bad, k)
 		}
 	}
-	sort.Strings(bad)
 	return bad
 }

@@ -159,7 +159,7 @@ func TestIllegalPartitionsNameTheBrokenLock(t *testing.T) {
 		acq(3, "beta", false, 12, 0, 1), rel(3, "beta", 12, ok, 2, 3),
 		acq(4, "", true, 13, 0, 1), rel(4, "", 13, ok, 2, 3),
 	}}
-	if got := illegalPartitions(h); len(got) != 1 || got[0] != "lock/alpha" {
+	if got := illegalPartitions(h, 10*time.Second); len(got) != 1 || got[0] != "lock/alpha" {
 		t.Fatalf("illegal partitions %q, want [lock/alpha]", got)
 	}
 }
