@@ -34,12 +34,14 @@ type namedWorker struct {
 	id  int
 	h   *history
 	rng *rand.Rand
+	// locks are the locks it takes ("": the default lock, shared only).
+	locks []string
 	// sharedPct is the share of its acquires in shared mode.
 	sharedPct int
 }
 
-func newNamedWorker(id int, h *history, c *cluster, st *stack, rng *rand.Rand, sharedPct int) *namedWorker {
-	return &namedWorker{rawSession: newRawSession(c, st, rng), id: id, h: h, rng: rng, sharedPct: sharedPct}
+func newNamedWorker(id int, h *history, c *cluster, st *stack, rng *rand.Rand, locks []string, sharedPct int) *namedWorker {
+	return &namedWorker{rawSession: newRawSession(c, st, rng), id: id, h: h, rng: rng, locks: locks, sharedPct: sharedPct}
 }
 
 func (n *namedWorker) run(ctx context.Context) {
@@ -83,7 +85,7 @@ func reasonOf(err error) dlmv1.ErrorReason {
 }
 
 func (n *namedWorker) round(ctx context.Context) {
-	lock := namedLocks[n.rng.IntN(len(namedLocks))]
+	lock := n.locks[n.rng.IntN(len(n.locks))]
 	shared := lock == "" || n.rng.IntN(100) < n.sharedPct
 	try := n.rng.IntN(5) == 0
 	// A short lock-delay now and then, so that an expiry delays the lock

@@ -37,6 +37,8 @@ type config struct {
 	// named is the number of named-lock workers (named.go): half of them
 	// mostly shared, half mostly exclusive.
 	named int
+	// namedLocks are the locks they take (nil: namedLocks).
+	namedLocks []string
 	// kinds are the cluster faults to draw from (nil: faultKinds).
 	kinds []string
 	// results is where a failing run writes its history and visualization.
@@ -157,7 +159,11 @@ func run(ctx context.Context, cfg config) (*result, error) {
 		if i%2 == 1 {
 			sharedPct = 20
 		}
-		named = append(named, newNamedWorker(cfg.workers+3+i, h, c, st, rand.New(rand.NewPCG(cfg.seed, uint64(1000+i))), sharedPct))
+		locks := cfg.namedLocks
+		if locks == nil {
+			locks = namedLocks
+		}
+		named = append(named, newNamedWorker(cfg.workers+3+i, h, c, st, rand.New(rand.NewPCG(cfg.seed, uint64(1000+i))), locks, sharedPct))
 		stacks = append(stacks, st)
 	}
 
