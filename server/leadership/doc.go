@@ -1,7 +1,7 @@
 // Package leadership is what a dlm leader keeps in memory and nowhere else:
 // its term (one stretch of leadership, begun after a barrier applied every
-// earlier entry), the lease deadlines of the sessions, and the acquire calls
-// waiting for their grant.
+// earlier entry), the lease deadlines of the sessions, the lock-delays it
+// times, and the acquire calls waiting for their grant.
 //
 // It has no Raft and no I/O, and reads time only through a Clock, so every
 // rule here is tested with a fake clock. server/node feeds it: it begins and
@@ -20,4 +20,8 @@
 //     not missed; a grant wakes the granted session's waiters only; a
 //     session's end wakes its waiters; the end of a term wakes every waiter
 //     of that term.
+//   - A lock-delay ends (the node proposes EndLockDelay) once its length has
+//     passed on the leader's clock since the leader learned of it: from the
+//     apply that started it, or, for one an earlier leader started, from the
+//     start of the term. A failover makes a delay longer, never shorter.
 package leadership

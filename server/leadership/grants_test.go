@@ -1,6 +1,11 @@
 package leadership
 
-import "testing"
+import (
+	"testing"
+
+	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
+	"github.com/dlm/dlm/server/lockstate"
+)
 
 // A no_wait acquire's grant goes to the listener of its session, once, and
 // only for the seq recorded; a full listener drops grants instead of
@@ -79,5 +84,52 @@ func TestFullListenerDropsGrants(t *testing.T) {
 	}
 	if l.Dropped() != 2 {
 		t.Fatalf("dropped %d, want 2", l.Dropped())
+	}
+}
+
+// A session waits for several locks at once, each under its own seq: the
+// grant of each reaches its listener with the lock and mode, once; an
+// acquire answered at once is forgotten; the table stays bounded.
+func TestGrantsOfSeveralLocksPerSession(t *testing.T) {
+	c := New(newFakeClock())
+	c.Begin(nil, nil)
+	const a = 1
+	l := c.NewListener(8)
+	c.Listen(l, a)
+	c.NoWait(a, 5)
+	c.NoWait(a, 6)
+	c.NoWait(a, 7)
+	c.Answered(a, 7)
+	if _, n := c.Listening(); n != 2 {
+		t.Fatalf("no_waits %d, want 2", n)
+	}
+	c.Applied(lockstate.Result{Grants: []lockstate.Grant{
+		{ClientID: a, Seq: 6, Token: 40, Lock: "jobs", Mode: dlmv1.LockMode_LOCK_MODE_SHARED},
+		{ClientID: a, Seq: 7, Token: 41, Lock: "other"},
+	}})
+	c.Applied(lockstate.Result{Grants: []lockstate.Grant{{ClientID: a, Seq: 5, Token: 42, Lock: ""}}})
+	c.Applied(lockstate.Result{Grants: []lockstate.Grant{{ClientID: a, Seq: 6, Token: 43, Lock: "jobs"}}})
+	want := []Granted{
+		{ClientID: a, Seq: 6, Token: 40, Lock: "jobs", Mode: dlmv1.LockMode_LOCK_MODE_SHARED},
+		{ClientID: a, Seq: 5, Token: 42},
+	}
+	for _, w := range want {
+		select {
+		case g := <-l.C():
+			if g != w {
+				t.Fatalf("grant %+v, want %+v", g, w)
+			}
+		default:
+			t.Fatalf("no grant; want %+v", w)
+		}
+	}
+	if len(l.C()) != 0 {
+		t.Fatalf("%d more grants; each seq is reported once, and an answered one never", len(l.C()))
+	}
+	for seq := range uint64(MaxNoWaits + 10) {
+		c.NoWait(a, 100+seq)
+	}
+	if _, n := c.Listening(); n != MaxNoWaits {
+		t.Fatalf("no_waits %d, want the bound %d", n, MaxNoWaits)
 	}
 }

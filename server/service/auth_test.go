@@ -140,6 +140,19 @@ func TestRolesWithAuthTokens(t *testing.T) {
 			if _, err := clusterClient(srv, p.opts, readToken).ListMembers(ctx, connect.NewRequest(&dlmv1.ListMembersRequest{})); err != nil {
 				t.Fatalf("ListMembers with a read token: %v", err)
 			}
+			// The lock views are reads too.
+			reader := lockClient(srv, p.opts, readToken)
+			if _, err := reader.CheckToken(ctx, connect.NewRequest(&dlmv1.CheckTokenRequest{Token: 1})); err != nil {
+				t.Fatalf("CheckToken with a read token: %v", err)
+			}
+			if _, err := reader.ListLocks(ctx, connect.NewRequest(&dlmv1.ListLocksRequest{})); err != nil {
+				t.Fatalf("ListLocks with a read token: %v", err)
+			}
+			if _, err := reader.LockHistory(ctx, connect.NewRequest(&dlmv1.LockHistoryRequest{})); err != nil {
+				t.Fatalf("LockHistory with a read token: %v", err)
+			}
+			_, err = lockClient(srv, p.opts, "").ListLocks(ctx, connect.NewRequest(&dlmv1.ListLocksRequest{}))
+			wantCode(t, "anonymous ListLocks", err, connect.CodeUnauthenticated, 0)
 			for _, tok := range []string{clientToken, servertest.AdminToken} {
 				if _, err := lockClient(srv, p.opts, tok).Init(ctx, initReq()); err != nil {
 					t.Fatalf("Init with a %s token: %v", tok, err)
