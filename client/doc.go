@@ -20,6 +20,17 @@
 // Lock then reports it through Lost and its Context, and every later call
 // under it fails with ErrLockExpired.
 //
+// Without options Acquire, TryAcquire and WithLock take the default lock,
+// which guards the files, exclusively. LockName takes a named lock instead
+// (it guards whatever its users agree on, and cannot append), Shared takes
+// it in shared mode, Timeout bounds the wait and LockDelay sets the grant's
+// lock-delay. One Client may hold several locks at once, each at most once;
+// every Lock knows its Name, Mode and Token and reports its own loss. dlm
+// does not detect deadlocks: take locks in one agreed order, or use
+// TryAcquire or Timeout. A service that dlm does not own checks a holder's
+// token with CheckToken (see package fence); ListLocks and LockHistory show
+// the live locks and the last grants.
+//
 // Errors from the service are *Error values that match the package's
 // sentinel errors with errors.Is, such as ErrLockExpired or ErrFileNotFound.
 // When the service cannot be reached within the retry budget, calls fail

@@ -100,3 +100,65 @@ func ExampleError() {
 		fmt.Println(e.Code, e.Reason)
 	}
 }
+
+// Named locks guard anything their users agree on; each has its own queue
+// and fencing tokens. Timeout bounds the wait and leaves the queue when it
+// runs out.
+func ExampleLockName() {
+	ctx := context.Background()
+	c, err := client.New(ctx, []string{"http://127.0.0.1:7070"}, client.WithName("nightly-report"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close(ctx)
+
+	lk, err := c.Acquire(ctx, client.LockName("reports/nightly"), client.Timeout(30*time.Second))
+	if errors.Is(err, client.ErrNotAvailable) {
+		log.Print("another process is building the report")
+		return
+	}
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer lk.Release(ctx)
+	// Send lk.Token() with every write to the systems the lock guards, so
+	// that they can refuse a stale holder (see package fence).
+	fmt.Println("building the report under token", lk.Token())
+}
+
+// Shared holders run together; a writer waits for them, and readers that
+// come after a waiting writer wait for it.
+func ExampleShared() {
+	ctx := context.Background()
+	c, err := client.New(ctx, []string{"http://127.0.0.1:7070"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close(ctx)
+	err = c.WithLock(ctx, func(ctx context.Context, lk *client.Lock) error {
+		// Read the configuration that writers change under the exclusive lock.
+		return nil
+	}, client.LockName("config"), client.Shared())
+	if err != nil {
+		log.Fatal(err)
+	}
+}
+
+// CheckToken tells a service that dlm does not own whether a holder's token
+// is still current.
+func ExampleReader_CheckToken() {
+	ctx := context.Background()
+	r, err := client.NewReader([]string{"http://127.0.0.1:7070"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	resp, err := r.CheckToken(ctx, "reports/nightly", 1234)
+	switch {
+	case errors.Is(err, client.ErrLockUnknown):
+		fmt.Println("nobody holds the lock: refuse the write")
+	case err != nil:
+		log.Fatal(err)
+	case !resp.GetCurrent():
+		fmt.Println("stale token: refuse the write; the latest is", resp.GetLatestToken())
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -32,6 +33,7 @@ type fake struct {
 	nextToken   uint64
 	busy        bool
 	kaToken     uint64            // when set, KeepAlive reports this token
+	kaHeld      []*dlmv1.HeldLock // when set, KeepAlive reports these grants
 	leases      map[uint64]uint32 // each session's lease, as Init granted it
 	failures    map[string][]error
 	failAlways  map[string]error
@@ -45,6 +47,7 @@ type record struct {
 	client     uint64
 	seq, acked uint64
 	token      uint64
+	lock       string
 	abort      bool
 	file, data string
 	wait       bool
@@ -168,7 +171,7 @@ func (f *fake) KeepAlive(_ context.Context, req *connect.Request[dlmv1.KeepAlive
 	if !ok {
 		lease = 10000
 	}
-	return connect.NewResponse(&dlmv1.KeepAliveResponse{LeaseMs: lease, Token: f.kaToken}), nil
+	return connect.NewResponse(&dlmv1.KeepAliveResponse{LeaseMs: lease, Token: f.kaToken, Held: f.kaHeld}), nil
 }
 
 func (f *fake) LockAcquire(ctx context.Context, req *connect.Request[dlmv1.LockAcquireRequest]) (*connect.Response[dlmv1.LockAcquireResponse], error) {
@@ -200,7 +203,7 @@ func (f *fake) LockAcquire(ctx context.Context, req *connect.Request[dlmv1.LockA
 
 func (f *fake) LockRelease(_ context.Context, req *connect.Request[dlmv1.LockReleaseRequest]) (*connect.Response[dlmv1.LockReleaseResponse], error) {
 	m := req.Msg
-	r := record{client: m.GetClientId(), seq: m.GetSeq(), acked: m.GetAckedBelow(), token: m.GetToken(), abort: m.GetAbort()}
+	r := record{client: m.GetClientId(), seq: m.GetSeq(), acked: m.GetAckedBelow(), token: m.GetToken(), abort: m.GetAbort(), lock: m.GetLock()}
 	err := f.enter("LockRelease", &r)
 	r.method = "LockRelease"
 	select {
@@ -634,5 +637,67 @@ func TestAcquireAfterSilentLossGivesTheOldGrantUp(t *testing.T) {
 	}
 	if err := lk.Release(t.Context()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A session holds several locks; a keepalive that lists the default lock's
+// grant but not a named one's loses that named Lock only.
+func TestKeepAliveLosesOnlyTheNamedLockItOmits(t *testing.T) {
+	f := newFake(t)
+	c := dial(t, []string{f.url}, quick(client.WithLease(900*time.Millisecond))...)
+	def, err := c.Acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	named, err := c.Acquire(t.Context(), client.LockName("jobs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if named.Name() != "jobs" || def.Name() != "" || named.Token() <= def.Token() {
+		t.Fatalf("locks %q/%d and %q/%d", def.Name(), def.Token(), named.Name(), named.Token())
+	}
+	f.mu.Lock()
+	f.kaToken = def.Token()
+	f.kaHeld = []*dlmv1.HeldLock{{Lock: "", Token: def.Token()}}
+	f.mu.Unlock()
+	select {
+	case <-named.Lost():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the named lock was not reported lost")
+	}
+	if err := context.Cause(named.Context()); !errors.Is(err, client.ErrLockExpired) || !strings.Contains(err.Error(), `"jobs"`) {
+		t.Errorf("cause = %v, want ErrLockExpired naming the lock", err)
+	}
+	// Several more keepalives: the default lock stays held.
+	n := f.count("KeepAlive")
+	deadline := time.Now().Add(10 * time.Second)
+	for f.count("KeepAlive") < n+3 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	select {
+	case <-def.Lost():
+		t.Fatalf("the default lock was lost too: %v", context.Cause(def.Context()))
+	default:
+	}
+	if err := def.Release(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A grant of a named lock the client does not use is given up with that
+// lock's name.
+func TestUnusedNamedGrantIsGivenUp(t *testing.T) {
+	f := newFake(t)
+	f.mu.Lock()
+	f.kaHeld = []*dlmv1.HeldLock{{Lock: "orphan", Token: 4343}}
+	f.mu.Unlock()
+	dial(t, []string{f.url}, quick(client.WithLease(60*time.Millisecond))...)
+	select {
+	case r := <-f.releaseSeen:
+		if r.token != 4343 || r.lock != "orphan" || !r.abort {
+			t.Errorf("release %+v, want an abort of token 4343 of lock orphan", r)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the unused grant was not given up")
 	}
 }

@@ -244,7 +244,7 @@ func TestLockInterruptForwardsAndReleases(t *testing.T) {
 // the reason.
 func TestLockLostTerminatesCommand(t *testing.T) {
 	srv := servertest.Start(t, &node.Config{MinLease: 100 * time.Millisecond})
-	p := startLock(t, append([]string{"--server", srv.URL, "--name", "lease", "--lease", "400ms", "--grace", "5s", "--"}, trapping("TERM", 0)...)...)
+	p := startLock(t, append([]string{"--server", srv.URL, "--name", "lease", "--lease", "1s", "--grace", "5s", "--"}, trapping("TERM", 0)...)...)
 	p.expect("started lease", 20*time.Second)
 	waiter := newTestClient(t, srv.URL)
 	granted := make(chan *client.Lock, 1)

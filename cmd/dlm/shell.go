@@ -13,6 +13,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/dlm/dlm/client"
+	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
 )
 
 const shellHelp = `commands:
@@ -22,10 +23,14 @@ const shellHelp = `commands:
   release                 commit the staged appends and release the lock
   abort                   discard the staged appends and release the lock
   cat FILE                print a file
-  status                  show the node, the lock, the queue and the files
+  status [--lock NAME]    show the node, the lock, the queue and the files
+  locks                   list the live locks
   help                    show this list
-  quit                    leave (a held lock is aborted first)
+  quit                    leave (held locks are aborted first)
 files are file_0 to file_99; appends reach the file only at release.
+acquire and try take --lock NAME (a named lock) and --shared (shared mode);
+release and abort take --lock NAME. Only the default lock held exclusively
+can append. The session may hold several locks at once.
 `
 
 // runShell is an interactive prompt for one session. It reads commands line
@@ -54,7 +59,7 @@ func runShell(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if err != nil {
 		return fmt.Errorf("shell: %w", err)
 	}
-	sh := &shell{ctx: ctx, c: c, lines: readLines(stdin), out: stdout, errw: stderr, copts: copts, hc: hc}
+	sh := &shell{ctx: ctx, c: c, lines: readLines(stdin), out: stdout, errw: stderr, copts: copts, hc: hc, held: make(map[string]*client.Lock)}
 	fmt.Fprintf(stdout, "connected as client %d; type help for the commands\n", c.ClientID())
 	sh.loop()
 	sh.abandon()
@@ -71,7 +76,8 @@ type shell struct {
 	lines <-chan string
 	out   io.Writer
 	errw  io.Writer
-	lk    *client.Lock
+	// held are the locks the shell holds, by name ("" the default lock).
+	held map[string]*client.Lock
 	// copts send the token on the shell's own status probes.
 	copts []connect.ClientOption
 }
@@ -134,17 +140,19 @@ func (sh *shell) loop() {
 		case "acquire", "lock":
 			sh.acquire(fields[1:])
 		case "try":
-			sh.try()
+			sh.try(fields[1:])
 		case "append":
 			sh.append(line)
 		case "release", "commit":
-			sh.release(false)
+			sh.release(fields[1:], false)
 		case "abort":
-			sh.release(true)
+			sh.release(fields[1:], true)
 		case "cat":
 			sh.cat(fields[1:])
 		case "status":
-			sh.status()
+			sh.status(fields[1:])
+		case "locks":
+			sh.locks()
 		case "help", "?":
 			fmt.Fprint(sh.out, shellHelp)
 		case "quit", "exit", "q":
@@ -155,22 +163,21 @@ func (sh *shell) loop() {
 	}
 }
 
-// noticeLoss tells the user, between commands, that the lock was lost.
+// noticeLoss tells the user, between commands, that a lock was lost.
 func (sh *shell) noticeLoss() {
-	if sh.lk == nil {
-		return
-	}
-	select {
-	case <-sh.lk.Lost():
-		sh.lost(context.Cause(sh.lk.Context()))
-	default:
+	for _, lk := range sh.held {
+		select {
+		case <-lk.Lost():
+			sh.lost(lk, context.Cause(lk.Context()))
+		default:
+		}
 	}
 }
 
-// lost says, once, that the held lock is gone, and forgets it. Acquire
+// lost says, once, that a held lock is gone, and forgets it. Acquire
 // opens a new session if the old one expired, so acquire is all it takes to
 // carry on.
-func (sh *shell) lost(cause error) {
+func (sh *shell) lost(lk *client.Lock, cause error) {
 	why := errLine(cause)
 	switch {
 	case errors.Is(cause, client.ErrSessionExpired):
@@ -178,13 +185,73 @@ func (sh *shell) lost(cause error) {
 	case errors.Is(cause, client.ErrLockExpired):
 		why = "the lease ran out or the lock was revoked"
 	}
-	fmt.Fprintf(sh.out, "the lock (token %d) was lost (%s); its staged appends were discarded, nothing was written. Type acquire to take it again.\n", sh.lk.Token(), why)
-	sh.lk = nil
+	if lk.Name() == "" {
+		fmt.Fprintf(sh.out, "the lock (token %d) was lost (%s); its staged appends were discarded, nothing was written. Type acquire to take it again.\n", lk.Token(), why)
+	} else {
+		fmt.Fprintf(sh.out, "lock %q (token %d) was lost (%s). Type acquire --lock %s to take it again.\n", lk.Name(), lk.Token(), why, lk.Name())
+	}
+	delete(sh.held, lk.Name())
+}
+
+// lockArgs reads --lock NAME (or --lock=NAME) and --shared from args; what
+// is left is returned.
+func lockArgs(args []string) (name string, shared bool, rest []string, err error) {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--shared" || a == "-shared":
+			shared = true
+		case a == "--lock" || a == "-lock":
+			if i+1 == len(args) {
+				return "", false, nil, errors.New("--lock needs a NAME")
+			}
+			i++
+			name = args[i]
+		case strings.HasPrefix(a, "--lock="):
+			name = strings.TrimPrefix(a, "--lock=")
+		case strings.HasPrefix(a, "-"):
+			return "", false, nil, fmt.Errorf("unknown flag %s (--lock NAME, --shared)", a)
+		default:
+			rest = append(rest, a)
+		}
+	}
+	return name, shared, rest, nil
+}
+
+func lockOptions(name string, shared bool) []client.LockOption {
+	var opts []client.LockOption
+	if name != "" {
+		opts = append(opts, client.LockName(name))
+	}
+	if shared {
+		opts = append(opts, client.Shared())
+	}
+	return opts
+}
+
+// holding says which lock the shell took, the default one as it always
+// has.
+func (sh *shell) holding(lk *client.Lock) {
+	sh.held[lk.Name()] = lk
+	if lk.Name() == "" && lk.Mode() != dlmv1.LockMode_LOCK_MODE_SHARED {
+		fmt.Fprintf(sh.out, "you hold the lock, token %d\n", lk.Token())
+		return
+	}
+	fmt.Fprintf(sh.out, "you hold %s (%s), token %d\n", lockLabel(lk.Name()), modeWord(lk.Mode()), lk.Token())
 }
 
 func (sh *shell) acquire(args []string) {
-	if sh.lk != nil {
-		sh.fail("you already hold the lock (token %d); release or abort it first", sh.lk.Token())
+	name, shared, args, err := lockArgs(args)
+	if err != nil {
+		sh.fail("acquire: %v", err)
+		return
+	}
+	if lk := sh.held[name]; lk != nil {
+		if name == "" {
+			sh.fail("you already hold the lock (token %d); release or abort it first", lk.Token())
+		} else {
+			sh.fail("you already hold %s (token %d); release it first", lockLabel(name), lk.Token())
+		}
 		return
 	}
 	ctx := sh.ctx
@@ -192,48 +259,70 @@ func (sh *shell) acquire(args []string) {
 	if len(args) > 0 {
 		var err error
 		wait, err = time.ParseDuration(args[0])
-		if err != nil || wait <= 0 {
-			sh.fail("acquire takes an optional wait such as 10s, not %q", args[0])
+		if err != nil || wait <= 0 || len(args) > 1 {
+			sh.fail("acquire takes an optional wait such as 10s, not %q", strings.Join(args, " "))
 			return
 		}
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, wait)
 		defer cancel()
 	}
-	fmt.Fprintln(sh.out, "waiting for the lock...")
-	lk, err := sh.c.Acquire(ctx)
+	if name == "" {
+		fmt.Fprintln(sh.out, "waiting for the lock...")
+	} else {
+		fmt.Fprintf(sh.out, "waiting for %s...\n", lockLabel(name))
+	}
+	lk, err := sh.c.Acquire(ctx, lockOptions(name, shared)...)
 	if errors.Is(err, context.DeadlineExceeded) && sh.ctx.Err() == nil {
 		held := ""
-		if h := holderOf(sh.ctx, sh.c); h != "" {
-			held = " (held by " + h + ")"
+		if name == "" {
+			if h := holderOf(sh.ctx, sh.c); h != "" {
+				held = " (held by " + h + ")"
+			}
+			sh.fail("the lock was not granted within %s%s; you left the queue", wait, held)
+			return
 		}
-		sh.fail("the lock was not granted within %s%s; you left the queue", wait, held)
+		sh.fail("%s was not granted within %s%s; you left the queue", lockLabel(name), wait, holderNote(sh.ctx, sh.c, name))
 		return
 	}
 	if err != nil {
 		sh.failErr(err)
 		return
 	}
-	sh.lk = lk
-	fmt.Fprintf(sh.out, "you hold the lock, token %d\n", lk.Token())
+	sh.holding(lk)
 }
 
-func (sh *shell) try() {
-	if sh.lk != nil {
-		sh.fail("you already hold the lock (token %d)", sh.lk.Token())
+func (sh *shell) try(args []string) {
+	name, shared, rest, err := lockArgs(args)
+	if err == nil && len(rest) > 0 {
+		err = fmt.Errorf("unexpected %q", strings.Join(rest, " "))
+	}
+	if err != nil {
+		sh.fail("try: %v", err)
 		return
 	}
-	lk, err := sh.c.TryAcquire(sh.ctx)
+	if lk := sh.held[name]; lk != nil {
+		if name == "" {
+			sh.fail("you already hold the lock (token %d)", lk.Token())
+		} else {
+			sh.fail("you already hold %s (token %d)", lockLabel(name), lk.Token())
+		}
+		return
+	}
+	lk, err := sh.c.TryAcquire(sh.ctx, lockOptions(name, shared)...)
 	if errors.Is(err, client.ErrNotAvailable) {
-		fmt.Fprintln(sh.out, "the lock is held by someone else")
+		if name == "" {
+			fmt.Fprintln(sh.out, "the lock is held by someone else")
+		} else {
+			fmt.Fprintf(sh.out, "%s is held by someone else\n", lockLabel(name))
+		}
 		return
 	}
 	if err != nil {
 		sh.failErr(err)
 		return
 	}
-	sh.lk = lk
-	fmt.Fprintf(sh.out, "you hold the lock, token %d\n", lk.Token())
+	sh.holding(lk)
 }
 
 // append stages one text. The line is "append", "append FILE" or
@@ -243,7 +332,8 @@ func (sh *shell) append(line string) {
 	rest = strings.TrimLeft(rest, " \t")
 	file, text, hasText := strings.Cut(rest, " ")
 	file = strings.TrimSpace(file)
-	if sh.lk == nil {
+	lk := sh.held[""]
+	if lk == nil {
 		sh.fail("you do not hold the lock; type acquire first")
 		return
 	}
@@ -263,10 +353,10 @@ func (sh *shell) append(line string) {
 		sh.fail("nothing to append")
 		return
 	}
-	err := sh.lk.Append(sh.ctx, file, []byte(text))
+	err := lk.Append(sh.ctx, file, []byte(text))
 	switch {
 	case lockGone(err):
-		sh.lost(err)
+		sh.lost(lk, err)
 	case errors.Is(err, client.ErrInvalidFileName), errors.Is(err, client.ErrFileNotFound):
 		sh.fail("%s (files are file_0 to file_99)", errLine(err))
 	case err != nil:
@@ -276,30 +366,50 @@ func (sh *shell) append(line string) {
 	}
 }
 
-func (sh *shell) release(abort bool) {
-	if sh.lk == nil {
-		sh.fail("you do not hold the lock")
+func (sh *shell) release(args []string, abort bool) {
+	name, _, rest, err := lockArgs(args)
+	if err == nil && len(rest) > 0 {
+		err = fmt.Errorf("unexpected %q", strings.Join(rest, " "))
+	}
+	if err != nil {
+		sh.fail("%v", err)
 		return
+	}
+	lk := sh.held[name]
+	if lk == nil {
+		if name == "" {
+			sh.fail("you do not hold the lock")
+		} else {
+			sh.fail("you do not hold %s", lockLabel(name))
+		}
+		return
+	}
+	what := "token"
+	if name != "" {
+		what = lockLabel(name) + " token"
 	}
 	ctx := context.WithoutCancel(sh.ctx)
 	if abort {
-		if err := sh.lk.Abort(ctx); err != nil {
+		if err := lk.Abort(ctx); err != nil {
 			sh.failErr(err)
 			return
 		}
-		fmt.Fprintf(sh.out, "aborted token %d; the staged appends are discarded\n", sh.lk.Token())
-		sh.lk = nil
+		fmt.Fprintf(sh.out, "aborted %s %d; the staged appends are discarded\n", what, lk.Token())
+		delete(sh.held, name)
 		return
 	}
-	err := sh.lk.Release(ctx)
+	err = lk.Release(ctx)
 	switch {
 	case lockGone(err):
-		sh.lost(err)
+		sh.lost(lk, err)
 	case err != nil:
 		sh.fail("%s (try release again)", errLine(err))
+	case name == "":
+		fmt.Fprintf(sh.out, "released token %d; the appends are in the files\n", lk.Token())
+		delete(sh.held, name)
 	default:
-		fmt.Fprintf(sh.out, "released token %d; the appends are in the files\n", sh.lk.Token())
-		sh.lk = nil
+		fmt.Fprintf(sh.out, "released %s %d\n", what, lk.Token())
+		delete(sh.held, name)
 	}
 }
 
@@ -322,8 +432,16 @@ func (sh *shell) cat(args []string) {
 	}
 }
 
-func (sh *shell) status() {
-	st, err := sh.c.Status(sh.ctx, false)
+func (sh *shell) status(args []string) {
+	name, _, rest, err := lockArgs(args)
+	if err == nil && len(rest) > 0 {
+		err = fmt.Errorf("unexpected %q", strings.Join(rest, " "))
+	}
+	if err != nil {
+		sh.fail("status: %v", err)
+		return
+	}
+	st, err := sh.c.StatusPage(sh.ctx, &dlmv1.StatusRequest{Lock: lockField(name)})
 	if err != nil {
 		sh.failErr(err)
 		return
@@ -333,18 +451,32 @@ func (sh *shell) status() {
 	}
 }
 
-// abandon aborts a lock still held when the shell ends: only an explicit
-// release commits.
-func (sh *shell) abandon() {
-	sh.noticeLoss()
-	if sh.lk == nil {
+func (sh *shell) locks() {
+	locks, err := sh.c.ListLocks(sh.ctx, false)
+	if err != nil {
+		sh.failErr(err)
 		return
 	}
-	fmt.Fprintf(sh.out, "aborting the critical section of token %d (type release to commit)\n", sh.lk.Token())
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(sh.ctx), 10*time.Second)
-	defer cancel()
-	if err := sh.lk.Abort(ctx); err != nil {
+	if err := printLocks(sh.out, locks); err != nil {
 		sh.failErr(err)
 	}
-	sh.lk = nil
+}
+
+// abandon aborts the locks still held when the shell ends: only an
+// explicit release commits.
+func (sh *shell) abandon() {
+	sh.noticeLoss()
+	for name, lk := range sh.held {
+		if name == "" {
+			fmt.Fprintf(sh.out, "aborting the critical section of token %d (type release to commit)\n", lk.Token())
+		} else {
+			fmt.Fprintf(sh.out, "releasing %s (token %d)\n", lockLabel(name), lk.Token())
+		}
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(sh.ctx), 10*time.Second)
+		if err := lk.Abort(ctx); err != nil {
+			sh.failErr(err)
+		}
+		cancel()
+		delete(sh.held, name)
+	}
 }

@@ -25,6 +25,7 @@ func runStatus(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 	consistent := fs.Bool("consistent", false, "ask the leader, after it confirms its leadership (otherwise the first server that answers)")
 	output := addOutputFlag(fs)
 	asJSON := fs.Bool("json", false, "the same as --output json (the StatusResponse as protojson)")
+	lock := fs.String("lock", "", "describe this named lock instead of the default one")
 	listSessions := fs.Bool("sessions", false, "list every open session (asking for them page by page); without it, status shows the counts and the first waiters")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -37,7 +38,7 @@ func runStatus(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 	if err != nil {
 		return fmt.Errorf("status: %w", err)
 	}
-	st, err := r.StatusPage(ctx, &dlmv1.StatusRequest{Consistent: *consistent})
+	st, err := r.StatusPage(ctx, &dlmv1.StatusRequest{Consistent: *consistent, Lock: lockField(*lock)})
 	if err != nil {
 		return fmt.Errorf("status: %w", err)
 	}
@@ -181,6 +182,11 @@ func printStatus(w io.Writer, st *dlmv1.StatusResponse, roles map[string]string)
 	if h := st.GetLock().GetHolder(); h != 0 && st.GetLock().GetHolderName() != "" {
 		names[h] = st.GetLock().GetHolderName()
 	}
+	for _, h := range st.GetLock().GetHolders() {
+		if h.GetName() != "" {
+			names[h.GetClientId()] = h.GetName()
+		}
+	}
 	who := func(id uint64) string {
 		if name := names[id]; name != "" {
 			return fmt.Sprintf("client %d (%s)", id, printable(name))
@@ -188,7 +194,21 @@ func printStatus(w io.Writer, st *dlmv1.StatusResponse, roles map[string]string)
 		return fmt.Sprintf("client %d", id)
 	}
 	l := st.GetLock()
-	if l.GetHolder() == 0 {
+	if l.GetName() != "" {
+		fmt.Fprintf(tw, "lock\t%q\n", printable(l.GetName()))
+	}
+	if l.GetDelayed() {
+		fmt.Fprintf(tw, "delay\tin its lock-delay (%v): a holder's lease ran out\n", time.Duration(l.GetDelayMs())*time.Millisecond)
+	}
+	if l.GetMode() == dlmv1.LockMode_LOCK_MODE_SHARED {
+		for _, h := range holdersOf(l) {
+			lease := "unknown on this node"
+			if h.GetLeaseLeftMs() > 0 {
+				lease = (time.Duration(h.GetLeaseLeftMs()) * time.Millisecond).String()
+			}
+			fmt.Fprintf(tw, "holder\t%s, shared, token %d, lease left %s\n", who(h.GetClientId()), h.GetToken(), lease)
+		}
+	} else if l.GetHolder() == 0 {
 		fmt.Fprintf(tw, "holder\tnone (last token %d)\n", l.GetLastToken())
 	} else {
 		lease := "unknown on this node"
@@ -211,6 +231,9 @@ func printStatus(w io.Writer, st *dlmv1.StatusResponse, roles map[string]string)
 		fmt.Fprintf(tw, "queue\t%s\n", strings.Join(waiters, ", "))
 	}
 	fmt.Fprintf(tw, "sessions\t%d open\n", sessionCount(st))
+	if n := st.GetLockCount(); n > 0 {
+		fmt.Fprintf(tw, "locks\t%d live (dlm locks lists them)\n", n)
+	}
 
 	var files []string
 	for _, f := range st.GetFiles() {

@@ -100,13 +100,32 @@ func (p *proc) exitCode(limit time.Duration) int {
 	return 0
 }
 
-func goBuild(t *testing.T, dir, pkg string) string {
-	t.Helper()
-	bin := filepath.Join(dir, filepath.Base(pkg))
-	if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", pkg, err, out)
+// The binaries, built once for every test.
+var dlmBin, storeBin, writerBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "fenced-store-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
-	return bin
+	code := func() int {
+		defer os.RemoveAll(dir)
+		if dlmBin, err = e2e.Build(dir); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		for pkg, bin := range map[string]*string{"store": &storeBin, "writer": &writerBin} {
+			*bin = filepath.Join(dir, pkg)
+			out, err := exec.Command("go", "build", "-o", *bin, "github.com/dlm/dlm/examples/fenced-store/"+pkg).CombinedOutput()
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "go build %s: %v\n%s", pkg, err, out)
+				return 1
+			}
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
 }
 
 func get(t *testing.T, url string) (int, string) {
@@ -130,12 +149,7 @@ func setup(t *testing.T) (dlmURL, storeURL, writer string) {
 func setupWithDLM(t *testing.T) (dlmURL, storeURL, writer, dlm string) {
 	t.Helper()
 	dir := t.TempDir()
-	dlm, err := e2e.Build(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	storeBin := goBuild(t, dir, "github.com/dlm/dlm/examples/fenced-store/store")
-	writer = goBuild(t, dir, "github.com/dlm/dlm/examples/fenced-store/writer")
+	dlm, writer = dlmBin, writerBin
 	cluster := e2e.NewSingle(dlm, dir, "--min-lease", "100ms")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -160,7 +174,7 @@ func setupWithDLM(t *testing.T) (dlmURL, storeURL, writer, dlm string) {
 // token and the store refuses it: the newer value stays.
 func TestStaleWriterIsRefusedAfterSuccessorWrote(t *testing.T) {
 	dlmURL, storeURL, writer := setup(t)
-	a := start(t, "writer A", writer, "-server", dlmURL, "-store", storeURL, "-key", "k", "-value", "from-A", "-lease", "300ms", "-pause")
+	a := start(t, "writer A", writer, "-server", dlmURL, "-store", storeURL, "-key", "k", "-value", "from-A", "-lease", "1s", "-pause")
 	a.expect("holding lock \"kv\" with token", 20*time.Second)
 	a.expect("press enter", 5*time.Second)
 	if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
@@ -192,7 +206,7 @@ func TestStaleWriterIsRefusedAfterSuccessorWrote(t *testing.T) {
 // lock any more: dlm's CheckToken says so and the store refuses it.
 func TestStaleWriterIsRefusedWithNoSuccessor(t *testing.T) {
 	dlmURL, storeURL, writer, dlm := setupWithDLM(t)
-	a := start(t, "writer A", writer, "-server", dlmURL, "-store", storeURL, "-key", "k", "-value", "from-A", "-lease", "300ms", "-pause")
+	a := start(t, "writer A", writer, "-server", dlmURL, "-store", storeURL, "-key", "k", "-value", "from-A", "-lease", "1s", "-pause")
 	a.expect("press enter", 20*time.Second)
 	if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
