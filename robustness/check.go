@@ -211,12 +211,15 @@ func checkTokens(h *history) []string {
 			v = append(v, fmt.Sprintf("w%d was granted token %d after w%d's grant of token %d had returned", g.Worker, g.Token, maxDoneBy.Worker, maxDone))
 		}
 	}
-	// A consistent Status is a linearizable read of the last token.
+	// A consistent Status is a linearizable read of the default lock's last
+	// token (a named lock's grants have tokens of their own, above it).
 	j, maxDone = 0, 0
 	sort.Slice(statuses, func(a, b int) bool { return statuses[a].Call < statuses[b].Call })
 	for _, st := range statuses {
 		for j < len(sorted) && sorted[j].Return < st.Call {
-			maxDone = max(maxDone, sorted[j].Token)
+			if sorted[j].Lock == "" {
+				maxDone = max(maxDone, sorted[j].Token)
+			}
 			j++
 		}
 		if st.LastToken < maxDone {
@@ -270,4 +273,39 @@ func checkLinearizable(h *history, vizPath string, timeout time.Duration, always
 		}
 	}
 	return res, nil
+}
+
+// illegalPartitions names the model's partitions (a lock, or a file) that
+// porcupine refutes on their own, to say which part of dlm broke, within
+// budget in all (a partition it cannot decide in time is left out).
+func illegalPartitions(h *history, budget time.Duration) []string {
+	byKey := make(map[string][]porcupine.Operation)
+	for _, op := range operations(h) {
+		k := op.Input.(input).key
+		byKey[k] = append(byKey[k], op)
+	}
+	keys := make([]string, 0, len(byKey))
+	for k := range byKey {
+		keys = append(keys, k)
+	}
+	// Locks first: they are what a broken server gets wrong most often.
+	sort.Slice(keys, func(a, b int) bool {
+		if la, lb := isLockKey(keys[a]), isLockKey(keys[b]); la != lb {
+			return la
+		}
+		return keys[a] < keys[b]
+	})
+	deadline := time.Now().Add(budget)
+	var bad []string
+	for _, k := range keys {
+		left := time.Until(deadline)
+		if left <= 0 {
+			bad = append(bad, "(out of time)")
+			break
+		}
+		if res, _ := porcupine.CheckOperationsVerbose(dlmModel, byKey[k], left); res == porcupine.Illegal {
+			bad = append(bad, k)
+		}
+	}
+	return bad
 }

@@ -25,8 +25,15 @@ const (
 // event is one recorded client operation. Times are nanoseconds since the
 // run started, taken before the call and after it returned.
 type event struct {
-	Worker  int     `json:"worker"`
-	Kind    string  `json:"kind"` // acquire, append, release, abort, read, status
+	Worker int    `json:"worker"`
+	Kind   string `json:"kind"` // acquire, append, release, abort, read, status, checktoken
+	// Lock is a named lock's name; empty for the default lock.
+	Lock string `json:"lock,omitempty"`
+	// Shared marks an acquire in shared mode (and the named workers'
+	// releases and CheckTokens of such a grant).
+	Shared bool `json:"shared,omitempty"`
+	// Current is CheckToken's answer.
+	Current bool    `json:"current,omitempty"`
 	Section int     `json:"section,omitempty"`
 	Session uint64  `json:"session,omitempty"`
 	Token   uint64  `json:"token,omitempty"`

@@ -9,13 +9,28 @@ import (
 )
 
 // The model is what a client can observe of dlm, split into independent
-// partitions: the lock (acquire returns a token; appends are accepted only
-// from the holder with its token; release or abort ends the grant; a lease
-// may end a grant at any moment, which shows only as the next grant) and
-// one append-only file each (a committed critical section adds its appends
-// to the file in one step; a read returns exactly the committed content).
+// partitions: each lock (acquire in a mode returns a token; appends are
+// accepted only from the default lock's exclusive holder with its token;
+// release or abort ends the grant; CheckToken says whether a token is
+// current; a lease may end a grant at any moment, which shows only as the
+// next conflicting grant, a CheckToken that says not current, or a holder's
+// release refused) and one append-only file each (a committed critical
+// section adds its appends to the file in one step; a read returns exactly
+// the committed content). Locks are independent of each other, so each is a
+// partition of its own; that tokens are unique and increasing across locks
+// is checked by checkTokens, which sees every grant.
 
+// lockKey is the default lock's partition; a named lock's is lockKeyOf.
 const lockKey = "lock"
+
+// lockKeyOf is the partition of a lock ("" is the default lock). File names
+// never start with "lock".
+func lockKeyOf(name string) string {
+	if name == "" {
+		return lockKey
+	}
+	return lockKey + "/" + name
+}
 
 type opKind int
 
@@ -25,14 +40,20 @@ const (
 	mRelease
 	mCommit
 	mRead
+	// mCheck is a CheckToken answer: current or not.
+	mCheck
 )
 
 // input is one operation as the model sees it.
 type input struct {
-	key    string // lockKey or a file name
+	key    string // a lock's partition (lockKeyOf) or a file name
 	kind   opKind
 	worker int
 	token  uint64
+	// shared: an acquire in shared mode (exclusive otherwise).
+	shared bool
+	// current: CheckToken's answer.
+	current bool
 	// unknown: the outcome was never learned (a release that may or may
 	// not have happened).
 	unknown bool
@@ -44,10 +65,54 @@ type input struct {
 	desc string
 }
 
-type lockState struct {
-	holder int // worker, or -1
+// grant is one holder of a lock as the model knows it.
+type grant struct {
+	worker int
 	token  uint64
-	last   uint64
+}
+
+// lockState is one lock: either free, one exclusive holder, or any number
+// of shared holders. A holder the model still lists may have lost its grant
+// to a lease expiry unseen; keeping it is the permissive choice, since only
+// that holder's own later success (an append, a release, a current
+// CheckToken) can contradict it.
+type lockState struct {
+	shared  bool
+	holders []grant // in token order; at most one when exclusive
+	last    uint64  // the highest token granted on this lock
+}
+
+func (s lockState) find(worker int, token uint64) int {
+	for i, g := range s.holders {
+		if g.worker == worker && g.token == token {
+			return i
+		}
+	}
+	return -1
+}
+
+// without returns the state less holder i, leaving s untouched (porcupine
+// keeps earlier states).
+func (s lockState) without(i int) lockState {
+	hs := make([]grant, 0, len(s.holders)-1)
+	hs = append(hs, s.holders[:i]...)
+	hs = append(hs, s.holders[i+1:]...)
+	if len(hs) == 0 {
+		hs = nil
+	}
+	return lockState{shared: s.shared && hs != nil, holders: hs, last: s.last}
+}
+
+func (s lockState) equal(o lockState) bool {
+	if s.shared != o.shared || s.last != o.last || len(s.holders) != len(o.holders) {
+		return false
+	}
+	for i := range s.holders {
+		if s.holders[i] != o.holders[i] {
+			return false
+		}
+	}
+	return true
 }
 
 type fileState struct {
@@ -68,31 +133,54 @@ func contentHash(b []byte) (h, pow uint64) {
 	return h, pow
 }
 
+func lockStep(s lockState, op input) (bool, lockState) {
+	switch op.kind {
+	case mAcquire:
+		if i := s.find(op.worker, op.token); i >= 0 {
+			// Re-entrant in the same mode (an abort that never arrived
+			// left the grant); a token never changes its mode.
+			return s.shared == op.shared, s
+		}
+		// Grant order is token order, on every lock.
+		if op.token <= s.last {
+			return false, s
+		}
+		g := grant{worker: op.worker, token: op.token}
+		if op.shared && s.shared {
+			// Joins the shared holders.
+			hs := make([]grant, len(s.holders), len(s.holders)+1)
+			copy(hs, s.holders)
+			return true, lockState{shared: true, holders: append(hs, g), last: op.token}
+		}
+		// Any holder of a conflicting grant lost it to a lease expiry.
+		return true, lockState{shared: op.shared, holders: []grant{g}, last: op.token}
+	case mAppend:
+		// Only the default lock held exclusively stages appends.
+		return op.key == lockKey && !s.shared && s.find(op.worker, op.token) >= 0, s
+	case mRelease:
+		if i := s.find(op.worker, op.token); i >= 0 {
+			return true, s.without(i)
+		}
+		return op.unknown, s
+	case mCheck:
+		i := s.find(op.worker, op.token)
+		if op.current {
+			return i >= 0, s
+		}
+		if i >= 0 {
+			// Not current: the grant ended unseen (a lease expiry), and
+			// nothing of it may succeed later.
+			return true, s.without(i)
+		}
+		return true, s
+	}
+	return false, s
+}
+
 func modelStep(state, in, _ any) (bool, any) {
 	op := in.(input)
-	if op.key == lockKey {
-		s := state.(lockState)
-		switch op.kind {
-		case mAcquire:
-			// Grant order is token order; the previous holder, if any,
-			// lost its grant to a lease expiry.
-			if s.holder == op.worker && s.token == op.token {
-				// Re-entrant: an abort that never arrived left the grant.
-				return true, s
-			}
-			if op.token <= s.last {
-				return false, s
-			}
-			return true, lockState{holder: op.worker, token: op.token, last: op.token}
-		case mAppend:
-			return s.holder == op.worker && s.token == op.token, s
-		case mRelease:
-			if s.holder == op.worker && s.token == op.token {
-				return true, lockState{holder: -1, last: s.last}
-			}
-			return op.unknown, s
-		}
-		return false, s
+	if s, ok := state.(lockState); ok {
+		return lockStep(s, op)
 	}
 	s := state.(fileState)
 	switch op.kind {
@@ -103,6 +191,8 @@ func modelStep(state, in, _ any) (bool, any) {
 	}
 	return false, s
 }
+
+func isLockKey(k string) bool { return k == lockKey || strings.HasPrefix(k, lockKey+"/") }
 
 // dlmModel is the porcupine model of dlm.
 var dlmModel = porcupine.Model{
@@ -127,25 +217,39 @@ var dlmModel = porcupine.Model{
 	Step: func(state, in, out any) (bool, any) {
 		if state == nil {
 			// Each partition starts from its own initial state.
-			if in.(input).key == lockKey {
-				state = lockState{holder: -1}
+			if isLockKey(in.(input).key) {
+				state = lockState{}
 			} else {
 				state = fileState{}
 			}
 		}
 		return modelStep(state, in, out)
 	},
-	Equal: func(a, b any) bool { return a == b },
+	Equal: func(a, b any) bool {
+		if sa, ok := a.(lockState); ok {
+			sb, ok := b.(lockState)
+			return ok && sa.equal(sb)
+		}
+		return a == b
+	},
 	DescribeOperation: func(in, _ any) string {
 		return in.(input).desc
 	},
 	DescribeState: func(state any) string {
 		switch s := state.(type) {
 		case lockState:
-			if s.holder < 0 {
+			if len(s.holders) == 0 {
 				return fmt.Sprintf("free (last token %d)", s.last)
 			}
-			return fmt.Sprintf("held by w%d with token %d", s.holder, s.token)
+			var hs []string
+			for _, g := range s.holders {
+				hs = append(hs, fmt.Sprintf("w%d with token %d", g.worker, g.token))
+			}
+			mode := "exclusively"
+			if s.shared {
+				mode = "shared"
+			}
+			return fmt.Sprintf("held %s by %s", mode, strings.Join(hs, ", "))
 		case fileState:
 			return fmt.Sprintf("%d bytes (hash %x)", s.n, s.hash)
 		}
@@ -162,8 +266,8 @@ func operations(h *history) []porcupine.Operation {
 	for _, e := range h.events {
 		switch {
 		case e.Kind == "acquire" && e.Result == ok:
-			add(e.Worker, input{key: lockKey, kind: mAcquire, worker: e.Worker, token: e.Token,
-				desc: fmt.Sprintf("w%d acquire -> token %d", e.Worker, e.Token)}, e.Call, e.Return)
+			add(e.Worker, input{key: lockKeyOf(e.Lock), kind: mAcquire, worker: e.Worker, token: e.Token, shared: e.Shared,
+				desc: fmt.Sprintf("w%d acquire%s -> token %d", e.Worker, lockDesc(e.Lock, e.Shared), e.Token)}, e.Call, e.Return)
 		case e.Kind == "append" && e.Result == ok:
 			add(e.Worker, input{key: lockKey, kind: mAppend, worker: e.Worker, token: e.Token,
 				desc: fmt.Sprintf("w%d append %s %q token %d -> ok", e.Worker, e.File, strings.TrimSpace(e.Data), e.Token)}, e.Call, e.Return)
@@ -172,8 +276,11 @@ func operations(h *history) []porcupine.Operation {
 			if e.Result == unknown {
 				ret = unknownReturn
 			}
-			add(e.Worker, input{key: lockKey, kind: mRelease, worker: e.Worker, token: e.Token, unknown: e.Result == unknown,
-				desc: fmt.Sprintf("w%d release token %d -> %s", e.Worker, e.Token, e.Result)}, e.Call, ret)
+			add(e.Worker, input{key: lockKeyOf(e.Lock), kind: mRelease, worker: e.Worker, token: e.Token, unknown: e.Result == unknown,
+				desc: fmt.Sprintf("w%d release%s token %d -> %s", e.Worker, lockDesc(e.Lock, false), e.Token, e.Result)}, e.Call, ret)
+		case e.Kind == "checktoken" && e.Result == ok:
+			add(e.Worker, input{key: lockKeyOf(e.Lock), kind: mCheck, worker: e.Worker, token: e.Token, current: e.Current,
+				desc: fmt.Sprintf("w%d check%s token %d -> current %v", e.Worker, lockDesc(e.Lock, false), e.Token, e.Current)}, e.Call, e.Return)
 		case e.Kind == "read" && e.Result == ok:
 			hsh, _ := contentHash([]byte(e.Data))
 			add(e.Worker, input{key: e.File, kind: mRead, n: len(e.Data), hash: hsh,
@@ -215,4 +322,16 @@ func tail(data string) string {
 		return ""
 	}
 	return ", ending " + data
+}
+
+// lockDesc names a named lock and a shared mode, for the visualization.
+func lockDesc(lock string, shared bool) string {
+	var d string
+	if lock != "" {
+		d = fmt.Sprintf(" %q", lock)
+	}
+	if shared {
+		d += " shared"
+	}
+	return d
 }

@@ -34,6 +34,11 @@ type config struct {
 	// lead are cluster faults the schedule starts with, before the cycled
 	// or random ones (so that a short run meets a rare fault for sure).
 	lead []string
+	// named is the number of named-lock workers (named.go): half of them
+	// mostly shared, half mostly exclusive.
+	named int
+	// namedLocks are the locks they take (nil: namedLocks).
+	namedLocks []string
 	// kinds are the cluster faults to draw from (nil: faultKinds).
 	kinds []string
 	// results is where a failing run writes its history and visualization.
@@ -50,6 +55,7 @@ type result struct {
 	violations []string
 	findings   []string
 	dir        string
+	named      namedCounts
 }
 
 // run starts a cluster, runs the workload under the seeded fault schedule
@@ -146,6 +152,20 @@ func run(ctx context.Context, cfg config) (*result, error) {
 	}
 	zst := newStack(c.hostMap())
 	z := newZombie(cfg.workers, h, c, zst, rand.New(rand.NewPCG(cfg.seed, 999)), files)
+	var named []*namedWorker
+	for i := range cfg.named {
+		st := newStack(c.hostMap())
+		sharedPct := 80
+		if i%2 == 1 {
+			sharedPct = 20
+		}
+		locks := cfg.namedLocks
+		if locks == nil {
+			locks = namedLocks
+		}
+		named = append(named, newNamedWorker(cfg.workers+3+i, h, c, st, rand.New(rand.NewPCG(cfg.seed, uint64(1000+i))), locks, sharedPct))
+		stacks = append(stacks, st)
+	}
 
 	runCtx, cancel := context.WithTimeout(ctx, cfg.duration)
 	defer cancel()
@@ -154,6 +174,9 @@ func run(ctx context.Context, cfg config) (*result, error) {
 		wg.Go(func() { w.run(runCtx) })
 	}
 	wg.Go(func() { z.run(runCtx) })
+	for _, n := range named {
+		wg.Go(func() { n.run(runCtx) })
+	}
 	pollCtx, stopPoll := context.WithCancel(ctx)
 	var pg sync.WaitGroup
 	pg.Go(func() { pollStatus(pollCtx, c, h) })
@@ -217,6 +240,10 @@ func run(ctx context.Context, cfg config) (*result, error) {
 		reqs, sessions, most := al.watch.stats()
 		cfg.logf("seed %d: the abandoning client made %d numbered requests in %d sessions (at most %d in one)", cfg.seed, reqs, sessions, most)
 	}
+	if cfg.named > 0 {
+		res.named = countNamed(h)
+		cfg.logf("seed %d: named workers: %+v", cfg.seed, res.named)
+	}
 	res.findings = h.findings
 	for _, f := range h.findings {
 		cfg.logf("seed %d: finding: %s", cfg.seed, f)
@@ -237,7 +264,7 @@ func run(ctx context.Context, cfg config) (*result, error) {
 	}
 	switch lin {
 	case porcupine.Illegal:
-		res.violations = append(res.violations, "the history is not linearizable (see porcupine.html)")
+		res.violations = append(res.violations, fmt.Sprintf("the history is not linearizable (see porcupine.html): %s", strings.Join(illegalPartitions(h, 10*time.Second), ", ")))
 	case porcupine.Unknown:
 		cfg.logf("porcupine timed out on seed %d: counted as not proven", cfg.seed)
 	}
@@ -291,6 +318,11 @@ func pollStatus(ctx context.Context, c *cluster, h *history) {
 // fault in turn.
 func rpcFaults(ctx context.Context, rng *rand.Rand, cycle bool, h *history, stacks []*stack) {
 	methods := []string{"AppendFile", "LockRelease", "LockAcquire", "ReadFile", "KeepAlive"}
+	if !cycle {
+		// Not in the cycle: it would shift which fault each method meets,
+		// and the mutation runs rely on the cycle as it is.
+		methods = append(methods, "CheckToken")
+	}
 	for step := 0; ctx.Err() == nil; step++ {
 		// Fault schedule: the gap between two injected RPC faults.
 		if pollPause(ctx, time.Duration(200+rng.IntN(300))*time.Millisecond) != nil {

@@ -18,10 +18,19 @@ import (
 // one more release with the token it no longer holds, as new requests. The
 // service must refuse both (fencing).
 type zombie struct {
+	*rawSession
 	id    int
 	h     *history
 	rng   *rand.Rand
 	files []string
+	next  int
+}
+
+// rawSession is one session driven over the raw API, request by request,
+// with explicit sequence numbers, following the leader through the
+// proxies.
+type rawSession struct {
+	rng   *rand.Rand
 	urls  []string
 	hosts map[string]string
 	api   map[string]dlmv1connect.LockServiceClient
@@ -29,20 +38,23 @@ type zombie struct {
 
 	sess, seq uint64
 	secret    string
-	next      int
+}
+
+func newRawSession(c *cluster, st *stack, rng *rand.Rand) *rawSession {
+	r := &rawSession{rng: rng, urls: c.urls(), hosts: c.hostMap(), api: make(map[string]dlmv1connect.LockServiceClient)}
+	for _, u := range r.urls {
+		r.api[u] = dlmv1connect.NewLockServiceClient(st.hc, u)
+	}
+	return r
 }
 
 func newZombie(id int, h *history, c *cluster, st *stack, rng *rand.Rand, files []string) *zombie {
-	z := &zombie{id: id, h: h, rng: rng, files: files, urls: c.urls(), hosts: c.hostMap(), api: make(map[string]dlmv1connect.LockServiceClient)}
-	for _, u := range z.urls {
-		z.api[u] = dlmv1connect.NewLockServiceClient(st.hc, u)
-	}
-	return z
+	return &zombie{rawSession: newRawSession(c, st, rng), id: id, h: h, rng: rng, files: files}
 }
 
 // call runs f on the current node until a definite answer, following the
 // leader and rotating on errors, for at most about 8s.
-func (z *zombie) call(ctx context.Context, f func(context.Context, dlmv1connect.LockServiceClient) error) (outcome, error) {
+func (z *rawSession) call(ctx context.Context, f func(context.Context, dlmv1connect.LockServiceClient) error) (outcome, error) {
 	deadline := time.Now().Add(8 * time.Second)
 	var err error
 	for n := 0; n < 40 && time.Now().Before(deadline) && ctx.Err() == nil; n++ {
@@ -66,7 +78,7 @@ func (z *zombie) call(ctx context.Context, f func(context.Context, dlmv1connect.
 }
 
 // leaderIndex picks the next node: the one named as leader, or the next.
-func (z *zombie) leaderIndex(err error) int {
+func (z *rawSession) leaderIndex(err error) int {
 	var ce *connect.Error
 	if errors.As(err, &ce) {
 		for _, d := range ce.Details() {
@@ -88,15 +100,15 @@ func (z *zombie) leaderIndex(err error) int {
 	return (z.cur + 1) % len(z.urls)
 }
 
-func (z *zombie) caller() (uint64, string, uint64) {
+func (z *rawSession) caller() (uint64, string, uint64) {
 	z.seq++
 	return z.sess, z.secret, z.seq
 }
 
-func (z *zombie) open(ctx context.Context) bool {
+func (z *rawSession) open(ctx context.Context, name string, leaseMs uint32) bool {
 	var resp *dlmv1.InitResponse
 	res, _ := z.call(ctx, func(ctx context.Context, api dlmv1connect.LockServiceClient) error {
-		r, err := api.Init(ctx, connect.NewRequest(&dlmv1.InitRequest{LeaseMs: 3000, Name: "zombie"}))
+		r, err := api.Init(ctx, connect.NewRequest(&dlmv1.InitRequest{LeaseMs: leaseMs, Name: name}))
 		if err == nil {
 			resp = r.Msg
 		}
@@ -112,7 +124,7 @@ func (z *zombie) open(ctx context.Context) bool {
 // run repeats: a short critical section, then the late append and release.
 func (z *zombie) run(ctx context.Context) {
 	for ctx.Err() == nil {
-		if z.sess == 0 && !z.open(ctx) {
+		if z.sess == 0 && !z.open(ctx, "zombie", 3000) {
 			continue
 		}
 		// Start each round at a random node, as a fresh client would.
