@@ -1,7 +1,9 @@
-// Package lockstate is dlm's replicated state machine: sessions, one lock
-// with a FIFO queue and fencing tokens, staged critical sections, and the
-// per-session table of outcomes that makes every request execute at most
-// once.
+// Package lockstate is dlm's replicated state machine: sessions; the default
+// lock, which guards the files and stages their critical sections, and named
+// locks beside it, each with exclusive or shared holders, a FIFO queue across
+// both modes, fencing tokens and a lock-delay after a holder's lease ran out;
+// a ring of the last grants; and the per-session table of outcomes that
+// makes every request execute at most once.
 //
 // It is pure and deterministic: no clocks, no I/O, no goroutines. Time enters
 // only as the leader's stamp inside a command, and lease expiry arrives as a

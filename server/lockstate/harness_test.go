@@ -416,7 +416,8 @@ type invariants struct {
 
 func (v *invariants) check(t testing.TB, m *lockstate.Machine, index uint64, res lockstate.Result) {
 	t.Helper()
-	if err := checkState(m); err != nil {
+	st, err := checkState(m)
+	if err != nil {
 		t.Fatalf("index %d: %v", index, err)
 	}
 	if index <= v.index {
@@ -444,7 +445,7 @@ func (v *invariants) check(t testing.TB, m *lockstate.Machine, index uint64, res
 		}
 		kinds[g.Lock] = g.Mode
 	}
-	if st := m.State(); st.GetLastToken() != v.lastToken {
+	if st.GetLastToken() != v.lastToken {
 		t.Fatalf("index %d: last token %d, latest grant %d", index, st.GetLastToken(), v.lastToken)
 	}
 	// Files grow by exactly the committed writes.
@@ -464,8 +465,12 @@ func (v *invariants) check(t testing.TB, m *lockstate.Machine, index uint64, res
 }
 
 // checkState checks the invariants that hold in every state.
-func checkState(m *lockstate.Machine) error {
+func checkState(m *lockstate.Machine) (*raftlogv1.State, error) {
 	st := m.State()
+	return st, checkStateOf(m, st)
+}
+
+func checkStateOf(m *lockstate.Machine, st *raftlogv1.State) error {
 	open := make(map[uint64]*raftlogv1.Session)
 	for _, s := range st.GetSessions() {
 		if s.GetClientId() == 0 || s.GetClientId() >= st.GetNextClientId() {

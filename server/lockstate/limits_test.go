@@ -320,3 +320,23 @@ func TestRestoreOldSnapshot(t *testing.T) {
 		}
 	}
 }
+
+// TestWaiterSeqsStayBounded: a client that asks again and again while it
+// waits, acknowledging its earlier requests, does not grow the queue.
+func TestWaiterSeqsStayBounded(t *testing.T) {
+	var h history
+	m := h.run(t, lockstate.New(lockstate.DefaultLimits()), openCmd(1), openCmd(2), acquireOn(c(1, 1), "x", exclusive), acquireOn(c(2, 1), "x", exclusive))
+	for seq := uint64(2); seq < 50; seq++ {
+		h.run(t, m, acquireOn(cAck(2, seq, seq), "x", exclusive))
+	}
+	st := m.State()
+	for _, l := range st.GetLocks() {
+		if l.GetName() == "x" && !slices.Equal(l.GetQueue()[0].GetMoreSeqs(), []uint64{49}) {
+			t.Errorf("waiter keeps seqs %v", l.GetQueue()[0].GetMoreSeqs())
+		}
+	}
+	h.run(t, m, releaseOn(c(1, 2), "x", 3))
+	if o, _ := check(m, c(2, 49), raftlogv1.Method_METHOD_ACQUIRE); !o.GetGranted() {
+		t.Errorf("the latest acquire answers %s", fmtOutcome(o))
+	}
+}

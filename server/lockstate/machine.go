@@ -74,7 +74,8 @@ type Result struct {
 	Ended []uint64
 	// EndedToken is the token of the grant this command ended (released,
 	// aborted, closed or expired), or 0, so that the leader can drop what
-	// it holds in memory for that grant.
+	// it holds in memory for that grant. A close or expiry that ends
+	// several names the default lock's, the only one with a section.
 	EndedToken uint64
 	// DelayStarted lists the lock-delays this command started (a holder's
 	// lease ran out), so that the leader times each one.
@@ -144,9 +145,10 @@ type lock struct {
 	delayMs    uint32
 }
 
-// Machine is the replicated state: sessions, the lock with its FIFO queue
-// and staged critical section, per-session outcomes for at-most-once
-// execution, and the committed length of each file. It is deterministic: the
+// Machine is the replicated state: sessions, the locks with their holders,
+// FIFO queues and delays, the default lock's staged critical section, the
+// grant history, per-session outcomes for at-most-once execution, and the
+// committed length of each file. It is deterministic: the
 // same commands at the same indexes give the same state and results. It is
 // not safe for concurrent use.
 type Machine struct {

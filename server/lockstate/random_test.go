@@ -288,9 +288,9 @@ func tokenOf(cmd *raftlogv1.Command) uint64 {
 }
 
 // queuesOf is every lock's queue of session ids, head first.
-func queuesOf(m *lockstate.Machine) map[string][]uint64 {
+func queuesOf(st *raftlogv1.State) map[string][]uint64 {
 	q := make(map[string][]uint64)
-	for _, l := range m.State().GetLocks() {
+	for _, l := range st.GetLocks() {
 		for _, w := range l.GetQueue() {
 			q[l.GetName()] = append(q[l.GetName()], w.GetClientId())
 		}
@@ -346,7 +346,7 @@ func runRandom(t testing.TB, seed uint64, n int) map[string]int {
 		cmd.NowUnixMs = now
 
 		before := a.State()
-		queues := queuesOf(a)
+		queues := queuesOf(before)
 		cl := callerOf(cmd)
 		prior, priorReason := a.Admit(cmd)
 		ra := a.Apply(idx, cmd)
