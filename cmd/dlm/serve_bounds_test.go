@@ -65,3 +65,51 @@ func TestServeSessionLimits(t *testing.T) {
 		}
 	})
 }
+
+// dlm serve's --max-locks and --lock-delay reach the state machine: a
+// second live named lock is refused naming the flag, and a holder's expiry
+// leaves its lock delayed for the server's lock-delay (its acquire named
+// none), after which the lock is granted no more and leaves no state.
+func TestServeLockFlags(t *testing.T) {
+	srv := startServer(t, "127.0.0.1:0", t.TempDir(), "--max-locks", "1", "--lock-delay", "1s", "--min-lease", "200ms")
+	c := dlmv1connect.NewLockServiceClient(servertest.HTTPClient(), srv.URL())
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s, err := c.Init(ctx, connect.NewRequest(&dlmv1.InitRequest{Name: "silent", LeaseMs: 300}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	acquire := func(seq uint64, lock string) error {
+		_, err := c.LockAcquire(ctx, connect.NewRequest(&dlmv1.LockAcquireRequest{ClientId: s.Msg.GetClientId(), Secret: s.Msg.GetSecret(), Seq: seq, Lock: &lock}))
+		return err
+	}
+	if err := acquire(1, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := acquire(2, "b"); connect.CodeOf(err) != connect.CodeResourceExhausted || !strings.Contains(err.Error(), "--max-locks") {
+		t.Fatalf("a second named lock with --max-locks 1: %v; want ResourceExhausted naming --max-locks", err)
+	}
+	// Long polls see each change of the lock state: the expiry, then,
+	// the delay later, its end.
+	a := "a"
+	delayed := false
+	var known uint64
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		st, err := c.Status(ctx, connect.NewRequest(&dlmv1.StatusRequest{Lock: &a, KnownStateIndex: known, WaitMs: 5000}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		known = st.Msg.GetStateIndex()
+		if l := st.Msg.GetLock(); l.GetDelayed() {
+			if l.GetDelayMs() != 1000 {
+				t.Fatalf("delayed lock %v; want delay_ms 1000 from --lock-delay", l)
+			}
+			delayed = true
+		} else if delayed && st.Msg.GetLockCount() == 1 {
+			return // the delay ended and the lock left no state
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30s: delayed seen %v, lock %v", delayed, st.Msg.GetLock())
+		}
+	}
+}

@@ -3,6 +3,7 @@ package service_test
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -407,4 +408,26 @@ func TestLockDelayOverTheAPI(t *testing.T) {
 	_, body := scrape(t, srv, "")
 	wantMetric(t, body, "dlm_lock_delays_total", 1)
 	wantMetric(t, body, "dlm_locks", 2)
+}
+
+// The server's cap on live named locks reaches the state machine: one lock too
+// many is ResourceExhausted (TOO_MANY_LOCKS) naming --max-locks, and the
+// lock it would have made does not exist; freeing a lock makes room.
+func TestMaxLocks(t *testing.T) {
+	srv := servertest.Start(t, &node.Config{MaxLocks: 1})
+	c := newClient(srv, nil)
+	s := open(t, c, 0)
+	first := s.mustAcquireLock(proto.String("first"), exclusive)
+	_, err := s.acquireLock(proto.String("second"), exclusive, false, 1000)
+	wantRefused(t, "a second live named lock", err, connect.CodeResourceExhausted, dlmv1.ErrorReason_ERROR_REASON_TOO_MANY_LOCKS)
+	if !strings.Contains(err.Error(), "--max-locks") {
+		t.Fatalf("the refusal does not name --max-locks: %v", err)
+	}
+	if res := listLocks(t, c, 0, ""); res.GetLockCount() != 2 || len(res.GetLocks()) != 2 {
+		t.Fatalf("after the refusal: %v; want the default lock and first", res)
+	}
+	if err := s.releaseLock(proto.String("first"), first); err != nil {
+		t.Fatal(err)
+	}
+	s.mustAcquireLock(proto.String("second"), exclusive)
 }
