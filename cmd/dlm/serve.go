@@ -60,7 +60,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.IntVar(&limits.MaxConcurrentStreams, "max-streams", 250, "requests in flight on one HTTP/2 connection")
 	fs.IntVar(&limits.MaxConnections, "max-connections", 10000, "open client connections; more wait until one closes")
 	fs.IntVar(&cfg.MaxSessions, "max-sessions", cfg.MaxSessions, "open sessions in the cluster; more are refused with TOO_MANY_SESSIONS (0: no limit)")
-	fs.IntVar(&cfg.MaxLocks, "max-locks", cfg.MaxLocks, "live locks in the cluster (held, waited for or in their lock-delay, the default lock included); an acquire that would make one more is refused with TOO_MANY_LOCKS (0: no limit)")
+	fs.IntVar(&cfg.MaxLocks, "max-locks", cfg.MaxLocks, "live named locks in the cluster (held, waited for or in their lock-delay; the default lock is not counted); an acquire that would make one more is refused with TOO_MANY_LOCKS (0: no limit)")
 	fs.DurationVar(&cfg.LockDelay, "lock-delay", cfg.LockDelay, "how long a lock stays ungranted after its holder's lease runs out (not after a release or close), so that the stale holder's writes to other systems drain first; an acquire's lock_delay_ms overrides it per grant (at most 60s)")
 	var initRate service.InitRate
 	fs.Float64Var(&initRate.Rate, "init-rate", 20, "sessions one client address (an IPv4 address, an IPv6 /64) may open per second, sustained; more are refused with INIT_RATE_LIMITED (0: no limit)")

@@ -110,6 +110,19 @@ func TestAdmitAgreesWithApply(t *testing.T) {
 		{"open at the cap", open(3)},
 		{"expire", expireCmd(2, 7)},
 		{"no op", &raftlogv1.Command{}},
+		{"end of a delay", endDelayCmd("", 3)},
+		{"named acquire", acquireOn(c(1, 5), "a", shared)},
+		{"named acquire, bad name", acquireOn(c(1, 5), "a\x00", shared)},
+		{"named acquire, bad mode", acquireOn(c(1, 5), "a", 5)},
+		{"named acquire, live locks under the cap", func() *raftlogv1.Command {
+			cmd := acquireOn(c(1, 5), "a", shared)
+			cmd.GetAcquire().MaxLocks = 1
+			return cmd
+		}()},
+		{"mode mismatch while holding", acquireOn(c(1, 5), "", shared)},
+		{"named release, not held", releaseOn(c(1, 5), "a", 3)},
+		{"named release, token 0", releaseOn(c(1, 5), "a", 0)},
+		{"release of a shared grant carrying writes", releaseOnWith(c(1, 5), "a", 3, "file_0", "x")},
 	} {
 		if d := admitDisagrees(t, limits, m, h.idx+1, tc.cmd); d != "" {
 			t.Errorf("%s: %s", tc.name, d)

@@ -74,8 +74,10 @@ func (m *Machine) acquire(index uint64, now int64, op *raftlogv1.Acquire) Result
 				return record(&raftlogv1.Outcome{ErrorReason: uint32(dlmv1.ErrorReason_ERROR_REASON_LOCK_MODE_MISMATCH)})
 			}
 			// Already waiting under another seq: one place in the queue,
-			// and this request learns of the grant with the first.
-			w.more = append(w.more, seq)
+			// and this request learns of the grant with the first. Seqs
+			// the client acknowledged have no outcome left to update, so
+			// the list stays as small as the session's table.
+			w.more = append(slices.DeleteFunc(w.more, func(q uint64) bool { return q < s.ackedBelow }), seq)
 			return record(&raftlogv1.Outcome{Queued: true})
 		}
 	}
@@ -174,7 +176,12 @@ func (m *Machine) grantNext(name string, l *lock, index uint64, now int64, gs []
 		m.remember(Event{Lock: name, Token: token, ClientID: w.clientID, HolderName: s.name, Mode: w.mode, GrantedUnixMs: now})
 		gs = append(gs, Grant{ClientID: w.clientID, Seq: w.seq, Token: token, Lock: name, Mode: w.mode})
 	}
-	if n > 0 {
+	switch {
+	case n == len(l.queue):
+		// An empty queue keeps its array for the next waiter.
+		clear(l.queue)
+		l.queue = l.queue[:0]
+	case n > 0:
 		clear(l.queue[:n])
 		l.queue = l.queue[n:]
 	}
@@ -239,7 +246,8 @@ func (m *Machine) endGrant(name string, l *lock, i int, commit bool, end dlmv1.L
 	l.holders = append(l.holders[:i], l.holders[i+1:]...)
 	if name == DefaultLock && h.mode == modeExclusive {
 		if commit {
-			res.Writes = append(res.Writes, l.staged...)
+			// The staged slice is dropped below, so the result may keep it.
+			res.Writes = l.staged
 			for _, w := range l.staged {
 				m.files[w.File] += int64(len(w.Data))
 			}
@@ -374,8 +382,11 @@ func (m *Machine) release(index uint64, now int64, op *raftlogv1.Release) Result
 	if op.GetAbort() {
 		end = dlmv1.LockEnd_LOCK_END_ABORTED
 	}
-	res := Result{Outcome: &raftlogv1.Outcome{}}
+	var res Result
 	res.EndedToken = m.endGrant(name, l, i, !op.GetAbort(), end, now, &res).token
+	if res.Outcome == nil {
+		res.Outcome = &raftlogv1.Outcome{}
+	}
 	res.Grants = m.settle(name, l, index, now, nil)
 	s.leave(name, l)
 	s.record(index, seq, raftlogv1.Method_METHOD_RELEASE, res.Outcome)

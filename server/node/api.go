@@ -362,7 +362,7 @@ func (n *Node) explainLockLimit(err error) error {
 	if !errors.As(err, &ne) || ne.Reason != dlmv1.ErrorReason_ERROR_REASON_TOO_MANY_LOCKS || ne.Msg != "" {
 		return err
 	}
-	return fail(ne.Reason, "too many live locks: the cluster allows %d (--max-locks), and a session may hold or wait for a bounded number: nothing changed; release some, or retry later", n.cfg.MaxLocks)
+	return fail(ne.Reason, "too many live locks: the cluster allows %d named locks (--max-locks), and a session may hold or wait for %d locks: nothing changed; release some, or retry later", n.cfg.MaxLocks, lockstate.DefaultLimits().MaxLocksPerSession)
 }
 
 // mutate runs a caller's command at most once: a repeat gets the recorded

@@ -10,7 +10,7 @@ import (
 	"github.com/dlm/dlm/server/lockstate"
 )
 
-// DefaultMaxLocks is the default cap on live locks: far more than the
+// DefaultMaxLocks is the default cap on live named locks: far more than the
 // resources one group of clients names at once, few enough that the state,
 // its snapshots and a ListLocks walk stay small.
 const DefaultMaxLocks = 10000

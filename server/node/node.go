@@ -115,8 +115,8 @@ type Config struct {
 	// after the holder's lease runs out, the lock stays ungranted this long
 	// (0: none; at most lockstate.MaxLockDelayMs).
 	LockDelay time.Duration
-	// MaxLocks bounds the live locks, the default lock included (negative:
-	// no limit).
+	// MaxLocks bounds the live named locks (the default lock is always
+	// live and not counted; negative: no limit).
 	MaxLocks int
 	// FreeSpace reports the free bytes of the volume holding a folder; nil
 	// asks the system (statfs). Tests inject a fake.

@@ -21,6 +21,9 @@ import (
 func stateOf(st *dlmv1.StatusResponse) *dlmv1.StatusResponse {
 	out := &dlmv1.StatusResponse{Lock: proto.Clone(st.GetLock()).(*dlmv1.LockStatus), Files: st.GetFiles()}
 	out.Lock.LeaseLeftMs = 0
+	for _, h := range out.Lock.GetHolders() {
+		h.LeaseLeftMs = 0
+	}
 	for _, s := range st.GetSessions() {
 		out.Sessions = append(out.Sessions, &dlmv1.SessionStatus{ClientId: s.GetClientId(), Name: s.GetName(), LeaseMs: s.GetLeaseMs()})
 	}

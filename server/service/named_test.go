@@ -3,6 +3,7 @@ package service_test
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 
 	dlmv1 "github.com/dlm/dlm/gen/go/dlm/v1"
 	"github.com/dlm/dlm/gen/go/dlm/v1/dlmv1connect"
+	"github.com/dlm/dlm/server/node"
 	"github.com/dlm/dlm/server/servertest"
 )
 
@@ -346,4 +348,86 @@ func TestNamedLockWakesPollsAndPulse(t *testing.T) {
 	if r := p.answer(nil); !heldEqual(r[0].GetHeld(), want) || r[0].GetToken() != 0 {
 		t.Fatalf("Pulse renewal %v; want held %v and no default token", r[0], want)
 	}
+}
+
+// Over a real server: an acquire's own lock_delay_ms (the server's
+// --lock-delay is 0) keeps the lock ungranted after its holder expires,
+// Status shows it delayed, the waiter is granted only after the delay by
+// the leader's stamps, and the delay is counted.
+func TestLockDelayOverTheAPI(t *testing.T) {
+	srv := servertest.Start(t, &node.Config{MinLease: 200 * time.Millisecond})
+	c := newClient(srv, nil)
+	holder, waiter := open(t, c, 300), open(t, c, 20000)
+	jobs := proto.String("jobs")
+	const delayMs = 1000
+	g, err := c.LockAcquire(context.Background(), connect.NewRequest(&dlmv1.LockAcquireRequest{
+		ClientId: holder.id, Secret: holder.secret, Seq: holder.next(), Lock: jobs, LockDelayMs: proto.Uint32(delayMs),
+	}))
+	if err != nil || !g.Msg.GetGranted() {
+		t.Fatalf("acquire with a lock-delay: %v %v", g, err)
+	}
+	seq := waiter.next()
+	req := func() *connect.Request[dlmv1.LockAcquireRequest] {
+		return connect.NewRequest(&dlmv1.LockAcquireRequest{ClientId: waiter.id, Secret: waiter.secret, Seq: seq, Lock: jobs, WaitMs: 100})
+	}
+	var delayed bool
+	var granted *dlmv1.LockAcquireResponse
+	for deadline := time.Now().Add(30 * time.Second); granted == nil; {
+		if time.Now().After(deadline) {
+			t.Fatal("the waiter was not granted within 30s")
+		}
+		res, err := c.LockAcquire(context.Background(), req())
+		if err != nil {
+			t.Fatalf("waiting acquire: %v", err)
+		}
+		if res.Msg.GetGranted() {
+			granted = res.Msg
+			break
+		}
+		if l := lockStatusOf(t, c, jobs).GetLock(); l.GetDelayed() {
+			if l.GetDelayMs() != delayMs || l.GetHolder() != 0 || len(l.GetHolders()) != 0 || !slices.Equal(l.GetQueue(), []uint64{waiter.id}) {
+				t.Fatalf("the delayed lock = %v", l)
+			}
+			delayed = true
+		}
+	}
+	if !delayed {
+		t.Log("the delay passed between two polls: Status never showed it (the history below still times it)")
+	}
+	h, err := c.LockHistory(context.Background(), connect.NewRequest(&dlmv1.LockHistoryRequest{Lock: jobs}))
+	if err != nil || len(h.Msg.GetEvents()) != 2 {
+		t.Fatalf("history = %v, %v", h, err)
+	}
+	expired, next := h.Msg.GetEvents()[0], h.Msg.GetEvents()[1]
+	if expired.GetEnd() != dlmv1.LockEnd_LOCK_END_EXPIRED || next.GetToken() != granted.GetToken() {
+		t.Fatalf("history %v: want the holder's expiry, then the waiter's grant %d", h.Msg.GetEvents(), granted.GetToken())
+	}
+	if gap := next.GetGrantedUnixMs() - expired.GetEndedUnixMs(); gap < delayMs {
+		t.Fatalf("granted %d ms after the expiry; the lock-delay is %d ms", gap, delayMs)
+	}
+	_, body := scrape(t, srv, "")
+	wantMetric(t, body, "dlm_lock_delays_total", 1)
+	wantMetric(t, body, "dlm_locks", 2)
+}
+
+// The server's cap on live named locks reaches the state machine: one lock too
+// many is ResourceExhausted (TOO_MANY_LOCKS) naming --max-locks, and the
+// lock it would have made does not exist; freeing a lock makes room.
+func TestMaxLocks(t *testing.T) {
+	srv := servertest.Start(t, &node.Config{MaxLocks: 1})
+	c := newClient(srv, nil)
+	s := open(t, c, 0)
+	first := s.mustAcquireLock(proto.String("first"), exclusive)
+	_, err := s.acquireLock(proto.String("second"), exclusive, false, 1000)
+	wantRefused(t, "a second live named lock", err, connect.CodeResourceExhausted, dlmv1.ErrorReason_ERROR_REASON_TOO_MANY_LOCKS)
+	if !strings.Contains(err.Error(), "--max-locks") {
+		t.Fatalf("the refusal does not name --max-locks: %v", err)
+	}
+	if res := listLocks(t, c, 0, ""); res.GetLockCount() != 2 || len(res.GetLocks()) != 2 {
+		t.Fatalf("after the refusal: %v; want the default lock and first", res)
+	}
+	if err := s.releaseLock(proto.String("first"), first); err != nil {
+		t.Fatal(err)
+	}
+	s.mustAcquireLock(proto.String("second"), exclusive)
 }

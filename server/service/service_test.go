@@ -424,6 +424,9 @@ func TestBadInputChangesNothing(t *testing.T) {
 					after := status(t, c)
 					// The lease left runs down between the two reads.
 					before.Lock.LeaseLeftMs, after.Lock.LeaseLeftMs = 0, 0
+					for _, h := range append(before.Lock.GetHolders(), after.Lock.GetHolders()...) {
+						h.LeaseLeftMs = 0
+					}
 					if !proto.Equal(before.GetLock(), after.GetLock()) || !proto.Equal(&dlmv1.StatusResponse{Files: before.GetFiles()}, &dlmv1.StatusResponse{Files: after.GetFiles()}) {
 						t.Fatalf("state changed:\nbefore %v\nafter  %v", before.GetLock(), after.GetLock())
 					}
@@ -464,6 +467,10 @@ func TestMalformedMessage(t *testing.T) {
 	for _, st := range []*dlmv1.StatusResponse{before, after} {
 		for _, ses := range st.GetSessions() {
 			ses.LeaseLeftMs = 0
+		}
+		st.GetLock().LeaseLeftMs = 0
+		for _, h := range st.GetLock().GetHolders() {
+			h.LeaseLeftMs = 0
 		}
 	}
 	if !proto.Equal(before, after) {
