@@ -693,7 +693,7 @@ func (c *Client) acquireIn(ctx context.Context, s *session, try bool, lo lockOpt
 			r, err := api.LockAcquire(actx, connect.NewRequest(&dlmv1.LockAcquireRequest{
 				ClientId: s.id, Secret: s.secret, Seq: seq, AckedBelow: s.ackedBelow(),
 				Try: try, WaitMs: uint32(wait / time.Millisecond), NoWait: noWait,
-				Lock: lockField(lo.name), Mode: lo.mode(), LockDelayMs: delayMs,
+				Lock: lockField(lo.name), Mode: lo.wireMode(), LockDelayMs: delayMs,
 			}))
 			if err != nil {
 				return err

@@ -87,6 +87,15 @@ func (o lockOptions) mode() dlmv1.LockMode {
 	return dlmv1.LockMode_LOCK_MODE_EXCLUSIVE
 }
 
+// wireMode is the mode as sent: unset for exclusive, so that a request for
+// the default lock is the same as before modes existed.
+func (o lockOptions) wireMode() dlmv1.LockMode {
+	if o.shared {
+		return dlmv1.LockMode_LOCK_MODE_SHARED
+	}
+	return dlmv1.LockMode_LOCK_MODE_UNSPECIFIED
+}
+
 // lockField is the name as the API carries it: unset for the default lock.
 func lockField(name string) *string {
 	if name == "" {
