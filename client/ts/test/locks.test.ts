@@ -102,6 +102,28 @@ describe("named locks", () => {
     }
   });
 
+  test("withLock takes a named lock in the mode asked, and releases it", async () => {
+    const c1 = await open("with-1");
+    const c2 = await open("with-2");
+    try {
+      const token = await c1.withLock(
+        async (lk) => {
+          assert.equal(lk.name, "with");
+          assert.equal(lk.mode, "shared");
+          // Another reader shares it meanwhile.
+          const other = await c2.tryAcquire({ lock: "with", mode: "shared" });
+          await other.release();
+          return lk.token;
+        },
+        { lock: "with", mode: "shared", timeoutMs: 10_000 },
+      );
+      assert.equal((await r.checkToken(token, { lock: "with" }).catch((e: unknown) => e)) instanceof LockUnknownError, true);
+    } finally {
+      await c1.close();
+      await c2.close();
+    }
+  });
+
   test("close releases every lock the session holds", async () => {
     const c1 = await open("close-all");
     const c2 = await open("close-next");
