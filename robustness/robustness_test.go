@@ -90,14 +90,16 @@ func workers() int {
 
 func runSeed(t *testing.T, bin string, seed uint64, d time.Duration, mutation string, lead ...string) *result {
 	t.Helper()
-	var locks []string
+	named := *namedWorkers
 	if mutation != "" {
-		// See TestNamedLockMutation: the default lock is left to the
-		// library workers, whose checks the mutations are aimed at.
-		locks = namedLocks[:3]
+		// The mutations aim at the library workers' checks, which catch
+		// them without named workers (TestNamedLockMutation is the named
+		// locks' own); named workers there would only thin out the cycled
+		// RPC faults the library workers meet.
+		named = 0
 	}
 	res, err := run(context.Background(), config{bin: bin, seed: seed, duration: d, workers: workers(), mutation: mutation,
-		cycle: mutation != "", lead: lead, abandoning: mutation == "", named: *namedWorkers, namedLocks: locks, results: resultsDir(), logf: t.Logf})
+		cycle: mutation != "", lead: lead, abandoning: mutation == "", named: named, results: resultsDir(), logf: t.Logf})
 	if err != nil {
 		t.Fatalf("seed %d: %v", seed, err)
 	}
@@ -158,19 +160,21 @@ func TestNamedAndSharedLocks(t *testing.T) {
 }
 
 // TestNamedLockMutation shows that the model of named and shared locks
-// catches a broken server on its own: with skip-fencing, a named worker's
-// late release of a token it already released is accepted (and releases
-// whoever holds the lock now), which porcupine must refute on a named lock's
-// partition, not only the other checks.
+// catches a broken server on its own: with deposed-grant, a node that does
+// not lead grants any acquire from its own state, so a named lock gets a
+// second holder beside a real one, whose CheckToken or release then
+// succeeds after the conflicting grant; porcupine must refute a named
+// lock's partition, not only the other checks. (skip-fencing is caught on
+// named locks too, by the named workers' late releases, but its hook can
+// leave a session naming a lock the state forgot, and every replica then
+// panics at that session's expiry: see the report of issue 12.)
 func TestNamedLockMutation(t *testing.T) {
 	bin := binary(t, true)
+	const mutation = "deposed-grant"
 	for seed := uint64(21); seed <= 23; seed++ {
-		// Only a mild cluster fault: the late releases need none. The named
-		// workers keep off the default lock, where a late release accepted
-		// by the mutation would end a library worker's section under it and
-		// leave its client retrying long after the run.
+		// Only a mild cluster fault: a follower's grant needs none.
 		res, err := run(context.Background(), config{bin: bin, seed: seed, duration: 6 * time.Second, workers: 1, named: 8,
-			namedLocks: namedLocks[:3], mutation: "skip-fencing", cycle: true, kinds: []string{"delay-clients"}, results: resultsDir(), logf: t.Logf})
+			namedLocks: namedLocks[:3], mutation: mutation, cycle: true, kinds: []string{"delay-clients"}, results: resultsDir(), logf: t.Logf})
 		if err != nil {
 			t.Fatalf("seed %d: %v", seed, err)
 		}
@@ -179,13 +183,13 @@ func TestNamedLockMutation(t *testing.T) {
 		resultsMu.Unlock()
 		for _, v := range res.violations {
 			if strings.HasPrefix(v, "the history is not linearizable") && strings.Contains(v, lockKey+"/") {
-				t.Logf("skip-fencing caught by the named-lock model on seed %d: %s", seed, v)
+				t.Logf("%s caught by the named-lock model on seed %d: %s", mutation, seed, v)
 				return
 			}
 		}
 		t.Logf("seed %d: %d violations, none from a named lock's partition", seed, len(res.violations))
 	}
-	t.Errorf("the named-lock model did not catch skip-fencing")
+	t.Errorf("the named-lock model did not catch %s", mutation)
 }
 
 // TestMutations shows that the checks can fail: each mutation breaks one
