@@ -458,6 +458,12 @@ func (m *Machine) endSession(s *session, commit bool, end dlmv1.LockEnd, index u
 	slices.Sort(names[1:])
 	for _, name := range names {
 		l := m.locks[name]
+		if l == nil {
+			// Only a broken rule (the skip-fencing mutation releases another
+			// session's grant) leaves a session naming a lock that is gone;
+			// skipping it keeps every replica applying instead of panicking.
+			continue
+		}
 		left := l.leaveQueue(s)
 		i := l.holderIndex(s.id)
 		if i < 0 && !left {
