@@ -3,6 +3,7 @@ package fencedstore_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -214,7 +215,20 @@ func TestStaleWriterIsRefusedWithNoSuccessor(t *testing.T) {
 	// Wait until dlm has ended A's session: the lock is free.
 	err := e2e.Await(context.Background(), 30*time.Second, 50*time.Millisecond, func() (bool, string) {
 		out, err := exec.Command(dlm, "locks", "--server", dlmURL, "--json").Output()
-		return err == nil && !strings.Contains(string(out), `"name": "kv"`), string(out)
+		if err != nil {
+			return false, err.Error()
+		}
+		// protojson varies its spacing on purpose, so parse rather than match.
+		var list struct{ Locks []struct{ Name string } }
+		if err := json.Unmarshal(out, &list); err != nil {
+			return false, err.Error()
+		}
+		for _, l := range list.Locks {
+			if l.Name == "kv" {
+				return false, string(out)
+			}
+		}
+		return true, ""
 	})
 	if err != nil {
 		t.Fatalf("lock kv still live after writer A stopped: %v", err)
