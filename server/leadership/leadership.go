@@ -245,3 +245,7 @@ func (w *Wait) Close() {
 		w.timer.Stop()
 	}
 }
+
+// Waiting reports whether an acquire call waits on the session: once it
+// does, the session's next grant or end wakes it.
+func (c *Core) Waiting(id uint64) bool { return c.waits.watched(id) }

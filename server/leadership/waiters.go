@@ -34,3 +34,11 @@ func (w *waiters) wake(id uint64) {
 		delete(w.byID, id)
 	}
 }
+
+// watched reports whether a call waits on the session.
+func (w *waiters) watched(id uint64) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, ok := w.byID[id]
+	return ok
+}

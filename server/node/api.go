@@ -78,6 +78,10 @@ func (n *Node) tooManySessions() error {
 		"the cluster has %d open sessions, its limit (--max-sessions): nothing changed; close unused sessions or retry after some expire", n.cfg.MaxSessions)
 }
 
+// Waiting reports whether an acquire call waits on this leader for the
+// session: its next grant or end then wakes the call.
+func (n *Node) Waiting(clientID uint64) bool { return n.lead.Waiting(clientID) }
+
 // KeepAlive renews a session's lease in the leader's memory and returns the
 // lease length, the default lock's token the session holds (0 for none) and
 // every grant it holds.

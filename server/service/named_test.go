@@ -121,9 +121,15 @@ func TestNamedAndSharedLocks(t *testing.T) {
 				}
 				woken <- res.Msg
 			}()
-			// The holder releases once the waiter is parked (or already
-			// answered: either way it must end granted).
-			time.Sleep(50 * time.Millisecond) // lets the call park; correctness does not depend on it
+			// The holder releases once the waiter is parked, so that the
+			// release is what wakes it.
+			deadline := time.Now().Add(10 * time.Second)
+			for !srv.Node.Waiting(b.id) && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+			if !srv.Node.Waiting(b.id) {
+				t.Fatal("the waiting acquire never parked")
+			}
 			start := time.Now()
 			if err := a.releaseLock(jobs, t1); err != nil {
 				t.Fatalf("release jobs: %v", err)
