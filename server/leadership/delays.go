@@ -152,27 +152,7 @@ func (ds *delays) count() int {
 
 // run calls end for each delay that runs out, until stop is closed.
 func (ds *delays) run(clock Clock, stop <-chan struct{}, end func(lockstate.Delay)) {
-	const idle = time.Hour
-	timer := clock.NewTimer(idle)
-	defer timer.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-ds.sooner:
-		case <-timer.C():
-		}
-		now := clock.Now()
-		list, next := ds.due(now)
-		for _, d := range list {
-			end(d)
-		}
-		wait := idle
-		if !next.IsZero() {
-			wait = max(next.Sub(now), 0)
-		}
-		timer.Reset(wait)
-	}
+	runDue(clock, stop, ds.sooner, ds.due, end)
 }
 
 // delayHeap orders delays by deadline, earliest first.

@@ -161,9 +161,16 @@ func (ls *leases) spared(now time.Time, id uint64) {
 }
 
 // run calls expire for each session whose lease runs out, until stop is
-// closed. It sleeps until the earliest deadline, or until one moves earlier.
+// closed.
 func (ls *leases) run(clock Clock, stop <-chan struct{}, expire func(id uint64)) {
-	// idle is how long the loop sleeps with no lease at all; a new lease
+	runDue(clock, stop, ls.sooner, ls.due, expire)
+}
+
+// runDue calls fire for each item that due reports as run out, until stop
+// is closed. It sleeps until the earliest deadline due names, or until
+// sooner says one moved earlier; leases and lock-delays share it.
+func runDue[T any](clock Clock, stop, sooner <-chan struct{}, due func(time.Time) ([]T, time.Time), fire func(T)) {
+	// idle is how long the loop sleeps with nothing pending; a new item
 	// wakes it sooner.
 	const idle = time.Hour
 	timer := clock.NewTimer(idle)
@@ -172,13 +179,13 @@ func (ls *leases) run(clock Clock, stop <-chan struct{}, expire func(id uint64))
 		select {
 		case <-stop:
 			return
-		case <-ls.sooner:
+		case <-sooner:
 		case <-timer.C():
 		}
 		now := clock.Now()
-		ids, next := ls.due(now)
-		for _, id := range ids {
-			expire(id)
+		items, next := due(now)
+		for _, it := range items {
+			fire(it)
 		}
 		wait := idle
 		if !next.IsZero() {
